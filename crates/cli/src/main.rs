@@ -1,0 +1,42 @@
+//! `csipose`: the one command-line tool. Each subcommand lives in its own module under `cmd/`.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "csipose",
+    version,
+    about = "WiFi CSI human pose estimation: capture, simulate, train, quantize, run"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the main job end to end on a built-in default (see README).
+    Demo(cmd::demo::Args),
+    /// Import an MM-Fi tree (or its zip archives) into a packed dataset.
+    ImportMmfi(cmd::import_mmfi::Args),
+    /// Print the train/validation subjects per action for an MM-Fi split.
+    Split(cmd::split::Args),
+    /// Evaluate predicted keypoints against a packed dataset (torso-PCK, MPJPE, ...).
+    Eval(cmd::eval::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(a) => cmd::demo::run(a),
+        Command::ImportMmfi(a) => cmd::import_mmfi::run(a),
+        Command::Split(a) => cmd::split::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

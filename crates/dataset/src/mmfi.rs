@@ -1,0 +1,1 @@
+//! MM-Fi import: walks an extracted tree or the per-environment zip archives and writes a packed dataset.

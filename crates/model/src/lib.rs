@@ -1,0 +1,1 @@
+//! The pose model family: layers with explicit forward and backward passes.
