@@ -2,6 +2,7 @@
 //! (MATLAB v5 frames, the official toolbox preprocessing) and the MM-Fi splits.
 
 pub mod mat;
+pub mod mat_write;
 pub mod mmfi;
 pub mod packed;
 pub mod preprocess;

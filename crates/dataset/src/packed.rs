@@ -353,6 +353,13 @@ impl PackedWriter {
         self.meta.as_ref().map_or(0, |m| m.rows())
     }
 
+    /// Path for an extra file inside the dataset being written (e.g. the simulator's
+    /// `Y3d.npy`): write it before [`PackedWriter::finish`], which renames it into place
+    /// together with the arrays.
+    pub fn extra_file(&self, name: &str) -> PathBuf {
+        self.tmp.join(name)
+    }
+
     /// Sets the provenance recorded in dataset.json.
     pub fn set_provenance(&mut self, p: serde_json::Value) {
         self.info.provenance = p;
