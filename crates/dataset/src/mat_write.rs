@@ -69,8 +69,16 @@ fn tag(buf: &mut Vec<u8>, ty: u32, bytes: usize) {
 /// The `miMATRIX` element (tag included) of one variable.
 pub fn matrix_element(var: &MatVar) -> Vec<u8> {
     let n: usize = var.dims.iter().product();
-    assert_eq!(n, var.data.len(), "{}: dims do not match the data", var.name);
-    assert!(var.dims.len() >= 2, "MATLAB arrays have at least two dimensions");
+    assert_eq!(
+        n,
+        var.data.len(),
+        "{}: dims do not match the data",
+        var.name
+    );
+    assert!(
+        var.dims.len() >= 2,
+        "MATLAB arrays have at least two dimensions"
+    );
     let mut body = Vec::with_capacity(64 + 8 * n);
     // Array flags: class double, no complex/global/logical bits.
     tag(&mut body, MI_UINT32, 8);
@@ -115,8 +123,7 @@ pub fn mat_bytes(vars: &[MatVar], compress: bool) -> Vec<u8> {
     for v in vars {
         let el = matrix_element(v);
         if compress {
-            let mut z =
-                flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
             z.write_all(&el).expect("writing to memory");
             let packed = z.finish().expect("writing to memory");
             tag(&mut out, MI_COMPRESSED, packed.len());
@@ -189,7 +196,13 @@ mod tests {
     #[test]
     fn plain_and_compressed_files_parse_back() {
         let amp: Vec<f64> = (0..3 * 4 * 2)
-            .map(|i| if i == 5 { f64::INFINITY } else { i as f64 * 0.5 })
+            .map(|i| {
+                if i == 5 {
+                    f64::INFINITY
+                } else {
+                    i as f64 * 0.5
+                }
+            })
             .collect();
         let ph: Vec<f64> = (0..24).map(|i| -(i as f64)).collect();
         let vars = [
@@ -258,7 +271,10 @@ mod tests {
             let len = u32_at(&real, 132) as usize;
             let el = &real[128..136 + len];
             let (name, dims, data) = parse_matrix(el);
-            assert_eq!((name.as_str(), dims.as_slice()), ("CSIamp", &[3, 114, 10][..]));
+            assert_eq!(
+                (name.as_str(), dims.as_slice()),
+                ("CSIamp", &[3, 114, 10][..])
+            );
             let mine = matrix_element(&MatVar {
                 name: &name,
                 dims: &dims,
