@@ -21,6 +21,8 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Import an MM-Fi tree (or its zip archives) into a packed dataset.
     ImportMmfi(cmd::import_mmfi::Args),
+    /// Simulate an MM-Fi-like dataset (physics-based CSI with exact ground truth).
+    Simulate(cmd::simulate::Args),
     /// Print the train/validation subjects per action for an MM-Fi split.
     Split(cmd::split::Args),
     /// Evaluate predicted keypoints against a packed dataset (torso-PCK, MPJPE, ...).
@@ -32,6 +34,7 @@ fn main() {
     let result = match cli.command {
         Command::Demo(a) => cmd::demo::run(a),
         Command::ImportMmfi(a) => cmd::import_mmfi::run(a),
+        Command::Simulate(a) => cmd::simulate::run(a),
         Command::Split(a) => cmd::split::run(a),
         Command::Eval(a) => cmd::eval::run(a),
     };

@@ -346,7 +346,7 @@ pub const RCS_FOREARM: f64 = 0.035;
 /// Number of scattering points [`scatter_points`] produces.
 pub const SCATTER_POINTS: usize = 23;
 /// Number of shadowing points [`shadow_points`] produces.
-pub const SHADOW_POINTS: usize = 10;
+pub const SHADOW_POINTS: usize = 12;
 
 /// The body as point scatterers: (position, amplitude = √(RCS share) in metres).
 /// Six torso points (three heights × two sides), one head point and two points along each
@@ -389,16 +389,18 @@ pub fn shadow_points(sk: &Skeleton, anth: &Anthropometry, out: &mut Vec<(V3, f64
     let j = &sk.joints;
     let b = anth.build;
     for c in [j[PELVIS], j[SPINE], j[THORAX]] {
-        out.push((c, 1.2 * b));
+        out.push((c, 2.5 * b));
     }
-    out.push((sk.head_center, 0.4));
+    out.push((sk.head_center, 0.8));
     for (a, c, w) in [
-        (L_HIP, L_KNEE, 0.6),
-        (R_HIP, R_KNEE, 0.6),
-        (L_KNEE, L_ANKLE, 0.4),
-        (R_KNEE, R_ANKLE, 0.4),
-        (L_SHOULDER, L_ELBOW, 0.3),
-        (R_SHOULDER, R_ELBOW, 0.3),
+        (L_HIP, L_KNEE, 1.2),
+        (R_HIP, R_KNEE, 1.2),
+        (L_KNEE, L_ANKLE, 0.8),
+        (R_KNEE, R_ANKLE, 0.8),
+        (L_SHOULDER, L_ELBOW, 0.6),
+        (R_SHOULDER, R_ELBOW, 0.6),
+        (L_ELBOW, L_WRIST, 0.4),
+        (R_ELBOW, R_WRIST, 0.4),
     ] {
         out.push((j[a].lerp(j[c], 0.5), w * b));
     }

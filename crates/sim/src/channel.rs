@@ -1,8 +1,9 @@
 //! The narrowband multipath channel: H(f_k, antenna, t) = Σ_paths g_p · exp(−j2π f_k τ_p).
 //!
-//! Paths: the line of sight and the six first-order wall/floor/ceiling reflections (image
-//! method), whose gains the body can shadow; static clutter scatterers; and the body's
-//! scattering points with bistatic free-space attenuation. Everything is evaluated on the
+//! Paths: the line of sight, the six first-order wall/floor/ceiling reflections (image
+//! method) and the static clutter scatterers (furniture), all of which the body can shadow
+//! where it stands in their Fresnel zone; and the body's scattering points with bistatic
+//! free-space attenuation. Everything is evaluated on the
 //! uniform subcarrier grid spanning the radio's reported subcarriers (padded to a multiple
 //! of 8); callers gather the reported ones. Per path, exp(−j2π f_k τ) is advanced across
 //! subcarriers by a complex recurrence (eight lanes stepped by exp(−j2π·8Δf·τ)), so a path
@@ -45,15 +46,14 @@ pub fn add_path(re: &mut [f32], im: &mut [f32], gain: f64, tau: f64, f0: f64, df
     }
 }
 
-/// A path the body can block: its geometry as one or two (start, end) legs through the
-/// image method, its length, and its precomputed per-subcarrier contribution.
+/// A path the body can block: its geometry as straight (start, end, length) legs, and its
+/// precomputed per-subcarrier contribution.
 #[derive(Clone, Debug)]
 struct ShadowablePath {
-    /// Equivalent straight segments: for the line of sight (tx, rx); for a reflection
-    /// (tx, image of rx) and (image of tx, rx), each of which coincides with one real leg
-    /// on the room side of the wall.
-    legs: Vec<(V3, V3)>,
-    length: f64,
+    /// For the line of sight (tx, rx); for a reflection (tx, image of rx) and (image of tx,
+    /// rx), each of which coincides with one real leg on the room side of the wall; for a
+    /// clutter scatterer s, (tx, s) and (s, rx).
+    legs: Vec<(V3, V3, f64)>,
     re: Vec<f32>,
     im: Vec<f32>,
 }
@@ -62,9 +62,6 @@ struct ShadowablePath {
 #[derive(Clone, Debug)]
 struct AntennaChannel {
     rx: V3,
-    /// Clutter (never shadowed) summed on the grid.
-    clutter_re: Vec<f32>,
-    clutter_im: Vec<f32>,
     paths: Vec<ShadowablePath>,
 }
 
@@ -143,46 +140,33 @@ impl StaticChannel {
             .map(|&r| {
                 let mut ch = AntennaChannel {
                     rx: r,
-                    clutter_re: vec![0.0; grid],
-                    clutter_im: vec![0.0; grid],
                     paths: Vec::new(),
                 };
-                let mut push = |legs: Vec<(V3, V3)>, gain: f64| {
-                    let length = legs[0].0.dist(legs[0].1);
+                let mut push = |legs: Vec<(V3, V3, f64)>, gain: f64, length: f64| {
                     let (mut re, mut im) = (vec![0.0; grid], vec![0.0; grid]);
                     add_path(&mut re, &mut im, gain, length / C, f0, df);
-                    ch.paths.push(ShadowablePath {
-                        legs,
-                        length,
-                        re,
-                        im,
-                    });
+                    ch.paths.push(ShadowablePath { legs, re, im });
                 };
                 if paths.line_of_sight {
-                    push(vec![(tx, r)], friis(lambda, tx.dist(r)));
+                    let d = tx.dist(r);
+                    push(vec![(tx, r, d)], friis(lambda, d), d);
                 }
                 if let (true, Some(env)) = (paths.reflections, env) {
                     for w in 0..6 {
                         let ti = env.image(tx, w);
                         let ri = env.image(r, w);
-                        let gain = env.wall_gamma[w] * friis(lambda, ti.dist(r));
+                        let d = ti.dist(r);
+                        let gain = env.wall_gamma[w] * friis(lambda, d);
                         // A reflection coefficient of a dielectric wall at these angles is
                         // negative (phase π): fold it into the sign of the gain.
-                        push(vec![(tx, ri), (ti, r)], -gain);
+                        push(vec![(tx, ri, d), (ti, r, d)], -gain, d);
                     }
                 }
                 if paths.clutter {
                     for s in clutter {
                         let (dt, dr) = (tx.dist(s.pos), s.pos.dist(r));
                         let g = bistatic(lambda, s.rcs.sqrt(), dt, dr);
-                        add_path(
-                            &mut ch.clutter_re,
-                            &mut ch.clutter_im,
-                            g,
-                            (dt + dr) / C,
-                            f0,
-                            df,
-                        );
+                        push(vec![(tx, s.pos, dt), (s.pos, r, dr)], g, dt + dr);
                     }
                 }
                 ch
@@ -190,7 +174,7 @@ impl StaticChannel {
             .collect();
         let n_valid = radio.grid_len();
         for ch in &antennas {
-            let (mut re, mut im) = (ch.clutter_re.clone(), ch.clutter_im.clone());
+            let (mut re, mut im) = (vec![0f32; grid], vec![0f32; grid]);
             for p in &ch.paths {
                 for k in 0..grid {
                     re[k] += p.re[k];
@@ -234,8 +218,8 @@ impl StaticChannel {
             let mut block = 0.0;
             for &(x, w) in shadow {
                 let mut excess = f64::INFINITY;
-                for &(s, e) in &p.legs {
-                    excess = excess.min(s.dist(x) + x.dist(e) - p.length);
+                for &(s, e, len) in &p.legs {
+                    excess = excess.min(s.dist(x) + x.dist(e) - len);
                 }
                 block += w / (1.0 + excess * excess * w2);
             }
@@ -255,8 +239,8 @@ impl StaticChannel {
         im: &mut [f32],
     ) {
         let ch = &self.antennas[a];
-        re.copy_from_slice(&ch.clutter_re);
-        im.copy_from_slice(&ch.clutter_im);
+        re.fill(0.0);
+        im.fill(0.0);
         self.shadowing(a, shadow, att);
         for (p, &g) in ch.paths.iter().zip(att.iter()) {
             let g = g as f32;

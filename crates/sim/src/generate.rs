@@ -230,7 +230,7 @@ pub fn write_dataset(
     );
     let mut writer = PackedWriter::create(out, info)?;
     let mut y3d = NpyStreamWriter::<f32>::create(writer.extra_file("Y3d.npy"), &[17, 3])?;
-    let tmp_tree = match tree {
+    let mut tmp_tree = match tree {
         Some(t) => {
             let name = t
                 .file_name()
@@ -293,6 +293,9 @@ pub fn write_dataset(
         "subcarrier_dropout": cfg.subcarrier_dropout,
         "packet_dropout": cfg.packet_dropout,
         "quantize_8bit": cfg.quantize,
+        "position_jitter_m": cfg.position_jitter_m,
+        "heading_jitter_rad": cfg.heading_jitter_rad,
+        "body_rcs_scale": cfg.body_rcs_scale,
         "envs": plan.envs,
         "subjects": plan.subjects,
         "actions": plan.actions,
@@ -320,7 +323,7 @@ pub fn write_dataset(
         std::fs::rename(tmp, t).map_err(io_err(t))?;
         tree_out = Some(t.to_path_buf());
     }
-    std::mem::forget(tmp_tree);
+    tmp_tree.0 = None;
     Ok(Summary {
         frames,
         sequences: specs.len(),

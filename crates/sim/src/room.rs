@@ -73,10 +73,8 @@ pub struct Environment {
     /// Amplitude reflection coefficients of the walls x=0, x=L, y=0, y=W, floor, ceiling.
     pub wall_gamma: [f64; 6],
     pub clutter: Vec<Scatterer>,
-    /// Centre of the floor area where subjects stand (z = 0).
+    /// The marked spot where subjects stand (z = 0).
     pub area_center: V3,
-    /// Half-size of that square area, metres.
-    pub area_half: f64,
     /// Heading (radians, about +z from +x) a subject faces on average: towards the camera.
     pub facing: f64,
     pub camera: Camera,
@@ -109,8 +107,8 @@ impl Environment {
                 V3::new(0.6, 0.8, 0.0),
                 [0.6, 0.3, 0.4, 0.55, 0.35, 0.3],
                 9,
-                V3::new(2.6, 3.6, 0.0),
-                V3::new(2.4, 0.3, 1.3),
+                V3::new(2.6, 4.0, 0.0),
+                V3::new(2.4, 0.4, 1.3),
             ),
             3 => (
                 V3::new(7.0, 5.2, 3.2),
@@ -119,8 +117,8 @@ impl Environment {
                 V3::new(0.0, 1.0, 0.0),
                 [0.3, 0.5, 0.45, 0.3, 0.4, 0.2],
                 11,
-                V3::new(3.5, 3.4, 0.0),
-                V3::new(3.8, 0.3, 1.0),
+                V3::new(3.5, 3.9, 0.0),
+                V3::new(3.8, 0.4, 1.0),
             ),
             _ => (
                 V3::new(8.0, 7.0, 3.5),
@@ -129,8 +127,8 @@ impl Environment {
                 V3::new(1.0, 0.0, 0.0),
                 [0.55, 0.6, 0.5, 0.45, 0.45, 0.35],
                 15,
-                V3::new(4.0, 4.2, 0.0),
-                V3::new(4.3, 1.0, 1.4),
+                V3::new(3.8, 5.1, 0.0),
+                V3::new(4.1, 1.6, 1.4),
             ),
         };
         let mut rng = Rng::stream(0xE0E0, "environment", &[id as u64]);
@@ -167,7 +165,6 @@ impl Environment {
             wall_gamma: gamma,
             clutter,
             area_center: area,
-            area_half: 0.5,
             facing: to_cam.y.atan2(to_cam.x),
             camera,
         }

@@ -31,6 +31,13 @@ pub struct SimConfig {
     pub quantize: bool,
     /// Keep the raw amplitude and phase (for the MM-Fi-layout tree).
     pub keep_raw: bool,
+    /// How far (metres, uniform ±) a subject's standing spot varies around the
+    /// environment's marked spot, per sequence and axis.
+    pub position_jitter_m: f64,
+    /// How far (radians, uniform ±) the heading varies around facing the camera.
+    pub heading_jitter_rad: f64,
+    /// Scale of the body's radar cross-sections (1 = the values in `body`).
+    pub body_rcs_scale: f64,
 }
 
 impl Default for SimConfig {
@@ -44,6 +51,9 @@ impl Default for SimConfig {
             packet_dropout: 0.005,
             quantize: true,
             keep_raw: false,
+            position_jitter_m: 0.1,
+            heading_jitter_rad: 0.3,
+            body_rcs_scale: 1.0,
         }
     }
 }
@@ -174,12 +184,13 @@ impl Simulator {
         let subject = Subject::new(cfg.seed, spec.subject);
         let ids = [spec.env as u64, spec.subject as u64, spec.action as u64];
         let mut rng = Rng::stream(cfg.seed, "sequence", &ids);
+        let (pj, hj) = (cfg.position_jitter_m, cfg.heading_jitter_rad);
         let base = V3::new(
-            env.area_center.x + rng.range(-env.area_half, env.area_half),
-            env.area_center.y + rng.range(-env.area_half, env.area_half),
+            env.area_center.x + rng.range(-pj, pj),
+            env.area_center.y + rng.range(-pj, pj),
             0.0,
         );
-        let heading = env.facing + rng.range(-0.6, 0.6);
+        let heading = env.facing + rng.range(-hj, hj);
         let duration = spec.frames as f64 / FRAME_RATE;
         let motion = Motion::sample(
             spec.action,
@@ -250,6 +261,10 @@ impl Simulator {
                 let t = t_frame + pk as f64 * dt;
                 let sk = Skeleton::pose(&subject.body, &motion.angles(t), base, heading);
                 scatter_points(&sk, &subject.body, &mut scatter);
+                if cfg.body_rcs_scale != 1.0 {
+                    let k = cfg.body_rcs_scale.sqrt();
+                    scatter.iter_mut().for_each(|p| p.1 *= k);
+                }
                 shadow_points(&sk, &subject.body, &mut shadow);
                 let agc = 10f64.powf(noise.normal() * cfg.agc_jitter_db / 20.0) as f32;
                 // Carrier phase offset and timing offset (a phase slope) of this packet:
