@@ -38,6 +38,9 @@ pub struct SimConfig {
     pub heading_jitter_rad: f64,
     /// Scale of the body's radar cross-sections (1 = the values in `body`).
     pub body_rcs_scale: f64,
+    /// Put the subject in the room; `false` simulates the empty room (labels are still
+    /// those of the subject that would be there).
+    pub body: bool,
 }
 
 impl Default for SimConfig {
@@ -54,6 +57,7 @@ impl Default for SimConfig {
             position_jitter_m: 0.1,
             heading_jitter_rad: 0.3,
             body_rcs_scale: 1.0,
+            body: true,
         }
     }
 }
@@ -266,6 +270,10 @@ impl Simulator {
                     scatter.iter_mut().for_each(|p| p.1 *= k);
                 }
                 shadow_points(&sk, &subject.body, &mut shadow);
+                if !cfg.body {
+                    scatter.clear();
+                    shadow.clear();
+                }
                 let agc = 10f64.powf(noise.normal() * cfg.agc_jitter_db / 20.0) as f32;
                 // Carrier phase offset and timing offset (a phase slope) of this packet:
                 // they leave the amplitude alone but make the raw phase look like a NIC's.
