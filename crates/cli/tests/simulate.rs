@@ -1,0 +1,71 @@
+//! `csipose simulate` end to end: a small dataset, its MM-Fi tree, the preview PNG, and
+//! clear errors for impossible sizes.
+
+use std::process::Command;
+
+fn csipose() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_csipose"))
+}
+
+#[test]
+fn simulate_writes_dataset_tree_and_preview() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sim");
+    let png = dir.path().join("preview.png");
+    let st = csipose()
+        .args(["simulate", "--out"])
+        .arg(&out)
+        .args(["--envs", "2", "--subjects", "3", "--actions", "2"])
+        .args([
+            "--frames-per-seq",
+            "5",
+            "--seed",
+            "4",
+            "--mmfi-tree",
+            "--preview",
+        ])
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let ds = csipose_dataset::PackedDataset::open(&out).unwrap();
+    assert_eq!(ds.len(), 3 * 2 * 5);
+    // 3 subjects over 2 environments: S01, S02 in E01 and S11 in E02.
+    let subj: std::collections::BTreeSet<i32> = (0..ds.len()).map(|i| ds.meta(i).subject).collect();
+    assert_eq!(subj.into_iter().collect::<Vec<_>>(), vec![1, 2, 11]);
+    let tree = dir.path().join("sim-mmfi-tree");
+    assert!(tree.join("E02/S11/A02/wifi-csi/frame005.mat").is_file());
+    assert!(tree.join("E01/S02/A01/rgb/frame001.npy").is_file());
+    let p = std::fs::read(&png).unwrap();
+    assert_eq!(&p[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(p.len() > 10_000, "a real picture, not an empty one");
+}
+
+#[test]
+fn simulate_rejects_impossible_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, value, needle) in [
+        ("--subjects", "41", "--subjects 41"),
+        ("--envs", "5", "--envs 5"),
+        ("--actions", "28", "--actions 28"),
+    ] {
+        let o = csipose()
+            .args(["simulate", "--out"])
+            .arg(dir.path().join("x"))
+            .args([flag, value])
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{err}");
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no output left"
+    );
+}
