@@ -1,0 +1,129 @@
+//! The little dense linear algebra ridge regression needs: Cholesky factorisation of a
+//! symmetric positive-definite matrix and solves with many right-hand sides (row-major `f64`).
+
+/// Factorises `a` (`n x n`, row-major, symmetric positive definite; only the lower triangle is
+/// read) in place into `L` with `a = L L^T` (lower triangle; the upper is zeroed).
+/// Errors name the first pivot that is not positive.
+pub fn cholesky(a: &mut [f64], n: usize) -> Result<(), String> {
+    assert_eq!(a.len(), n * n);
+    for j in 0..n {
+        let row_j = &mut a[j * n..(j + 1) * n];
+        // d = a[j][j] - sum_k L[j][k]^2
+        let d = row_j[j] - row_j[..j].iter().map(|v| v * v).sum::<f64>();
+        if !(d.is_finite() && d > 0.0) {
+            return Err(format!(
+                "matrix is not positive definite (pivot {j} is {d})"
+            ));
+        }
+        let ljj = d.sqrt();
+        row_j[j] = ljj;
+        // below the diagonal: L[i][j] = (a[i][j] - sum_k L[i][k] L[j][k]) / L[j][j]
+        let (upto, below) = a.split_at_mut((j + 1) * n);
+        let lj = &upto[j * n..j * n + j];
+        for row_i in below.chunks_exact_mut(n) {
+            let s: f64 = row_i[..j].iter().zip(lj).map(|(x, y)| x * y).sum();
+            row_i[j] = (row_i[j] - s) / ljj;
+        }
+    }
+    for i in 0..n {
+        for v in &mut a[i * n + i + 1..(i + 1) * n] {
+            *v = 0.0;
+        }
+    }
+    Ok(())
+}
+
+/// Solves `L L^T X = B` for `X` (`n x m`, row-major) given the factor from [`cholesky`];
+/// `b` is overwritten with `X`.
+pub fn cholesky_solve(l: &[f64], n: usize, b: &mut [f64], m: usize) {
+    assert_eq!(b.len(), n * m);
+    // forward: L Z = B
+    for i in 0..n {
+        for k in 0..i {
+            let lik = l[i * n + k];
+            if lik != 0.0 {
+                let (head, tail) = b.split_at_mut(i * m);
+                let src = &head[k * m..(k + 1) * m];
+                for (t, s) in tail[..m].iter_mut().zip(src) {
+                    *t -= lik * s;
+                }
+            }
+        }
+        let d = l[i * n + i];
+        for t in &mut b[i * m..(i + 1) * m] {
+            *t /= d;
+        }
+    }
+    // backward: L^T X = Z
+    for i in (0..n).rev() {
+        for k in i + 1..n {
+            let lki = l[k * n + i];
+            if lki != 0.0 {
+                let (head, tail) = b.split_at_mut(k * m);
+                let dst = &mut head[i * m..(i + 1) * m];
+                for (t, s) in dst.iter_mut().zip(&tail[..m]) {
+                    *t -= lki * s;
+                }
+            }
+        }
+        let d = l[i * n + i];
+        for t in &mut b[i * m..(i + 1) * m] {
+            *t /= d;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn factor_and_solve_by_hand() {
+        // A = [[4, 2], [2, 3]] = L L^T with L = [[2, 0], [1, sqrt 2]].
+        let mut a = vec![4.0, 2.0, 2.0, 3.0];
+        cholesky(&mut a, 2).unwrap();
+        assert_eq!(a[0], 2.0);
+        assert_eq!(a[1], 0.0);
+        assert_eq!(a[2], 1.0);
+        assert!((a[3] - 2f64.sqrt()).abs() < 1e-15);
+        // A x = [8, 7] => x = [1.25, 1.5]; second column A x = [2, 2] => x = [0.25, 0.5].
+        let mut b = vec![8.0, 2.0, 7.0, 2.0];
+        cholesky_solve(&a, 2, &mut b, 2);
+        for (got, want) in b.iter().zip([1.25, 0.25, 1.5, 0.5]) {
+            assert!((got - want).abs() < 1e-14, "{b:?}");
+        }
+    }
+
+    #[test]
+    fn larger_system_round_trips() {
+        let n = 30;
+        // A = M M^T + I is SPD.
+        let m: Vec<f64> = (0..n * n)
+            .map(|i| ((i * 7919) % 23) as f64 / 11.0 - 1.0)
+            .collect();
+        let mut a = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                a[i * n + j] = (0..n).map(|k| m[i * n + k] * m[j * n + k]).sum::<f64>()
+                    + if i == j { 1.0 } else { 0.0 };
+            }
+        }
+        let x: Vec<f64> = (0..n).map(|i| i as f64 - 10.0).collect();
+        let mut b: Vec<f64> = (0..n)
+            .map(|i| (0..n).map(|k| a[i * n + k] * x[k]).sum())
+            .collect();
+        let mut l = a.clone();
+        cholesky(&mut l, n).unwrap();
+        cholesky_solve(&l, n, &mut b, 1);
+        for (got, want) in b.iter().zip(&x) {
+            assert!((got - want).abs() < 1e-8, "{got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn not_positive_definite_is_an_error() {
+        let mut a = vec![1.0, 2.0, 2.0, 1.0];
+        let e = cholesky(&mut a, 2).unwrap_err();
+        assert!(e.contains("pivot 1"), "{e}");
+    }
+}
