@@ -1,6 +1,25 @@
 //! The little dense linear algebra ridge regression needs: Cholesky factorisation of a
 //! symmetric positive-definite matrix and solves with many right-hand sides (row-major `f64`).
 
+use rayon::prelude::*;
+
+/// Below this many multiply-adds a column update runs on one thread.
+const PARALLEL_WORK: usize = 1 << 15;
+
+/// Dot product with four independent partial sums (so the compiler can vectorise it).
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..4 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
 /// Factorises `a` (`n x n`, row-major, symmetric positive definite; only the lower triangle is
 /// read) in place into `L` with `a = L L^T` (lower triangle; the upper is zeroed).
 /// Errors name the first pivot that is not positive.
@@ -9,7 +28,7 @@ pub fn cholesky(a: &mut [f64], n: usize) -> Result<(), String> {
     for j in 0..n {
         let row_j = &mut a[j * n..(j + 1) * n];
         // d = a[j][j] - sum_k L[j][k]^2
-        let d = row_j[j] - row_j[..j].iter().map(|v| v * v).sum::<f64>();
+        let d = row_j[j] - dot(&row_j[..j], &row_j[..j]);
         if !(d.is_finite() && d > 0.0) {
             return Err(format!(
                 "matrix is not positive definite (pivot {j} is {d})"
@@ -20,9 +39,14 @@ pub fn cholesky(a: &mut [f64], n: usize) -> Result<(), String> {
         // below the diagonal: L[i][j] = (a[i][j] - sum_k L[i][k] L[j][k]) / L[j][j]
         let (upto, below) = a.split_at_mut((j + 1) * n);
         let lj = &upto[j * n..j * n + j];
-        for row_i in below.chunks_exact_mut(n) {
-            let s: f64 = row_i[..j].iter().zip(lj).map(|(x, y)| x * y).sum();
+        let update = |row_i: &mut [f64]| {
+            let s = dot(&row_i[..j], lj);
             row_i[j] = (row_i[j] - s) / ljj;
+        };
+        if (n - j) * j >= PARALLEL_WORK {
+            below.par_chunks_exact_mut(n).for_each(update);
+        } else {
+            below.chunks_exact_mut(n).for_each(update);
         }
     }
     for i in 0..n {
@@ -76,6 +100,14 @@ pub fn cholesky_solve(l: &[f64], n: usize, b: &mut [f64], m: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_by_hand() {
+        let a: Vec<f64> = (1..=7).map(f64::from).collect();
+        assert_eq!(dot(&a, &a), 140.0);
+        assert_eq!(dot(&a[..3], &[1.0, -1.0, 2.0]), 5.0);
+        assert_eq!(dot(&[], &[]), 0.0);
+    }
 
     #[test]
     fn factor_and_solve_by_hand() {

@@ -13,7 +13,7 @@
 //! is only one group), each candidate is fitted on the rest and scored by held-out mean squared
 //! error, and the best is refitted on all training rows.
 
-use crate::linalg::{cholesky, cholesky_solve};
+use crate::linalg::{cholesky, cholesky_solve, dot};
 use crate::{check_indices, BaselineError, Result, Samples};
 use rayon::prelude::*;
 
@@ -146,11 +146,7 @@ impl Normal {
             k.par_chunks_mut(n).enumerate().for_each(|(i, krow)| {
                 let zi = &z[i * d..(i + 1) * d];
                 for (j, kv) in krow.iter_mut().enumerate().take(i + 1) {
-                    *kv = zi
-                        .iter()
-                        .zip(&z[j * d..(j + 1) * d])
-                        .map(|(a, b)| a * b)
-                        .sum();
+                    *kv = dot(zi, &z[j * d..(j + 1) * d]);
                 }
             });
             Normal {
