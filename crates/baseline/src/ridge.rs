@@ -13,7 +13,7 @@
 //! is only one group), each candidate is fitted on the rest and scored by held-out mean squared
 //! error, and the best is refitted on all training rows.
 
-use crate::linalg::{cholesky, cholesky_solve, dot};
+use crate::linalg::{cholesky, cholesky_solve, dot, syrk_lower};
 use crate::{check_indices, BaselineError, Result, Samples};
 use rayon::prelude::*;
 
@@ -104,34 +104,28 @@ impl Normal {
         if primal {
             let mut g = vec![0.0; d * d];
             let mut b = vec![0.0; d * m];
+            let mut zt = Vec::new();
             for rows in idx.chunks(CHUNK) {
                 let z = standardised(data, rows, &r.mean_x, &r.inv_std_x);
                 let y = labels(rows);
-                // Upper triangle of G, one row of G per task.
-                g.par_chunks_mut(d).enumerate().for_each(|(i, grow)| {
-                    for zr in z.chunks_exact(d) {
-                        let a = zr[i];
-                        if a != 0.0 {
-                            for (gv, zv) in grow[i..].iter_mut().zip(&zr[i..]) {
-                                *gv += a * zv;
-                            }
-                        }
+                let c = rows.len();
+                // Feature-major copy: zt[f * c + r] = z[r * d + f].
+                zt.clear();
+                zt.resize(d * c, 0.0);
+                for (r, zr) in z.chunks_exact(d).enumerate() {
+                    for (f, v) in zr.iter().enumerate() {
+                        zt[f * c + r] = *v;
                     }
-                });
-                b.par_chunks_mut(m).enumerate().for_each(|(i, brow)| {
-                    for (zr, yr) in z.chunks_exact(d).zip(y.chunks_exact(m)) {
-                        let a = zr[i];
+                }
+                // Lower triangle of G (Cholesky reads only the lower one).
+                syrk_lower(&mut g, d, 0, &zt, d, c, 1.0);
+                b.par_chunks_mut(m).enumerate().for_each(|(f, brow)| {
+                    for (a, yr) in zt[f * c..(f + 1) * c].iter().zip(y.chunks_exact(m)) {
                         for (bv, yv) in brow.iter_mut().zip(yr) {
                             *bv += a * yv;
                         }
                     }
                 });
-            }
-            // Mirror the upper triangle into the lower one (Cholesky reads the lower).
-            for i in 0..d {
-                for j in 0..i {
-                    g[i * d + j] = g[j * d + i];
-                }
             }
             Normal {
                 d,
