@@ -13,7 +13,7 @@
 //! is only one group), each candidate is fitted on the rest and scored by held-out mean squared
 //! error, and the best is refitted on all training rows.
 
-use crate::linalg::{cholesky, cholesky_solve, dot, syrk_lower};
+use crate::linalg::{cholesky, cholesky_solve, syrk_lower};
 use crate::{check_indices, BaselineError, Result, Samples};
 use rayon::prelude::*;
 
@@ -137,12 +137,8 @@ impl Normal {
             let z = standardised(data, idx, &r.mean_x, &r.inv_std_x);
             let y = labels(idx);
             let mut k = vec![0.0; n * n];
-            k.par_chunks_mut(n).enumerate().for_each(|(i, krow)| {
-                let zi = &z[i * d..(i + 1) * d];
-                for (j, kv) in krow.iter_mut().enumerate().take(i + 1) {
-                    *kv = dot(zi, &z[j * d..(j + 1) * d]);
-                }
-            });
+            // Lower triangle of K = Z Z^T (Cholesky reads only the lower one).
+            syrk_lower(&mut k, n, 0, &z, n, d, 1.0);
             Normal {
                 d,
                 m,
