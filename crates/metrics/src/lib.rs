@@ -204,9 +204,71 @@ pub fn mpjpe_per_joint(pred: &[f32], gt: &[f32], layout: &PoseLayout) -> Vec<Opt
         .collect()
 }
 
+/// Every metric of one evaluation, as `csipose eval` reports it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Evaluation {
+    pub samples: usize,
+    /// torso-PCK at the chosen k.
+    pub torso_pck: Pck,
+    /// Bounding-box-normalised PCK at the chosen k.
+    pub bbox_pck: Pck,
+    /// torso-PCK for k = 0, 0.01, ..., 0.5 (51 points).
+    pub torso_pck_curve: Vec<Pck>,
+    /// bbox-PCK for k = 0, 0.01, ..., 0.5.
+    pub bbox_pck_curve: Vec<Pck>,
+    /// MPJPE, PA-MPJPE and per-joint MPJPE: 3D layouts only (`None` for 2D).
+    pub mpjpe: Option<f64>,
+    pub pa_mpjpe: Option<f64>,
+    pub mpjpe_per_joint: Option<Vec<Option<f64>>>,
+}
+
+/// Computes every metric for predictions `pred` against `gt` (both `[samples, joints, dims]`).
+pub fn evaluate(pred: &[f32], gt: &[f32], layout: &PoseLayout, k: f64) -> Evaluation {
+    let samples = check(pred, gt, layout);
+    let ks = thresholds(0.5, 50);
+    let is3d = layout.dims == 3;
+    Evaluation {
+        samples,
+        torso_pck: torso_pck(pred, gt, layout, k),
+        bbox_pck: bbox_pck(pred, gt, layout, k),
+        torso_pck_curve: pck_curve(pred, gt, layout, PckNorm::Torso, &ks),
+        bbox_pck_curve: pck_curve(pred, gt, layout, PckNorm::BoundingBox, &ks),
+        mpjpe: if is3d { mpjpe(pred, gt, layout) } else { None },
+        pa_mpjpe: pa_mpjpe(pred, gt, layout),
+        mpjpe_per_joint: is3d.then(|| mpjpe_per_joint(pred, gt, layout)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evaluate_collects_everything() {
+        let gt = [0.0, 0.0, 0.0, 10.0, 5.0, 5.0];
+        let pred = [0.0, 0.0, 0.0, 12.0, 8.0, 5.0];
+        let e = evaluate(&pred, &gt, &TINY, 0.2);
+        assert_eq!(e.samples, 1);
+        assert_eq!(e.torso_pck.pck, Some(2.0 / 3.0));
+        assert_eq!(e.torso_pck_curve.len(), 51);
+        assert_eq!(e.torso_pck_curve[20].pck, e.torso_pck.pck);
+        assert_eq!(e.bbox_pck.norm, PckNorm::BoundingBox);
+        assert_eq!((e.mpjpe, e.pa_mpjpe, e.mpjpe_per_joint), (None, None, None));
+        let g3 = [1.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, -1.0, 0.0];
+        let p3 = [1.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, -2.0, 0.0];
+        let l3 = PoseLayout {
+            joints: 4,
+            dims: 3,
+            torso: (0, 1),
+        };
+        let e = evaluate(&p3, &g3, &l3, 0.2);
+        assert_eq!(e.mpjpe, Some(0.5));
+        assert!((e.pa_mpjpe.unwrap() - 0.3).abs() < 1e-12);
+        assert_eq!(
+            e.mpjpe_per_joint,
+            Some(vec![Some(0.0), Some(0.0), Some(1.0), Some(1.0)])
+        );
+    }
 
     /// A 3-joint 2D layout: torso = joints 0 and 1.
     const TINY: PoseLayout = PoseLayout {

@@ -7,9 +7,7 @@ use anyhow::{bail, Context};
 use csipose_baseline::{Lambda, MeanPose, Ridge};
 use csipose_dataset::split::{Split, Subset};
 use csipose_dataset::{KeypointLayout, PackedDataset};
-use csipose_metrics::{
-    mpjpe, mpjpe_per_joint, pa_mpjpe, pck_curve, thresholds, Pck, PckNorm, PoseLayout,
-};
+use csipose_metrics::{evaluate, thresholds, Pck, PckNorm, PoseLayout};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -277,21 +275,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         torso: kl.torso_joints(),
     };
     let gt: Vec<f32> = eval.iter().flat_map(|&i| ds.y(i).iter().copied()).collect();
+    let ev = evaluate(&pred, &gt, &layout, args.k);
     let ks = thresholds(0.5, 50);
-    let torso_curve = pck_curve(&pred, &gt, &layout, PckNorm::Torso, &ks);
-    let bbox_curve = pck_curve(&pred, &gt, &layout, PckNorm::BoundingBox, &ks);
-    let torso = csipose_metrics::torso_pck(&pred, &gt, &layout, args.k);
-    let bbox = csipose_metrics::bbox_pck(&pred, &gt, &layout, args.k);
+    let (torso, bbox) = (&ev.torso_pck, &ev.bbox_pck);
+    let (torso_curve, bbox_curve) = (&ev.torso_pck_curve, &ev.bbox_pck_curve);
     let is3d = kl.dims() == 3;
-    let (mp, pa, mpj) = if is3d {
-        (
-            mpjpe(&pred, &gt, &layout),
-            pa_mpjpe(&pred, &gt, &layout),
-            Some(mpjpe_per_joint(&pred, &gt, &layout)),
-        )
-    } else {
-        (None, None, None)
-    };
+    let (mp, pa, mpj) = (ev.mpjpe, ev.pa_mpjpe, &ev.mpjpe_per_joint);
 
     // The table.
     let k = args.k;
@@ -364,10 +353,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "frames": eval.len(),
             "k": k,
             "joints": joint_names(kl),
-            "torso_pck": pck_json(&torso),
-            "torso_pck_curve": curve_json(&torso_curve),
-            "bbox_pck": pck_json(&bbox),
-            "bbox_pck_curve": curve_json(&bbox_curve),
+            "torso_pck": pck_json(torso),
+            "torso_pck_curve": curve_json(torso_curve),
+            "bbox_pck": pck_json(bbox),
+            "bbox_pck_curve": curve_json(bbox_curve),
             "mpjpe": mp,
             "pa_mpjpe": pa,
             "mpjpe_per_joint": mpj,
