@@ -20,6 +20,15 @@ pub enum BaselineArg {
     Ridge,
 }
 
+impl BaselineArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            BaselineArg::Mean => "mean",
+            BaselineArg::Ridge => "ridge",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SubsetArg {
     Val,
@@ -238,7 +247,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 );
             }
             let bar = indicatif::ProgressBar::new_spinner().with_message(format!(
-                "fitting the {b:?} baseline on {} frames",
+                "fitting the {} baseline on {} frames",
+                b.name(),
                 train.len()
             ));
             bar.enable_steady_tick(std::time::Duration::from_millis(200));
@@ -292,7 +302,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     match (&args.predictions, args.baseline) {
         (Some(p), _) => println!("predictions: {}", p.display()),
-        (None, Some(b)) => println!("baseline: {b:?} fitted on {} train frames", train.len()),
+        (None, Some(b)) => println!(
+            "baseline: {} fitted on {} train frames",
+            b.name(),
+            train.len()
+        ),
         _ => {}
     }
     let line = |label: String, value: Option<f64>, note: String| {
