@@ -134,6 +134,12 @@ impl Split {
                         "ratio {ratio} is outside [0, 1]"
                     )));
                 }
+                let last = *seed as u64 + actions.len() as u64 - 1;
+                if last > u32::MAX as u64 {
+                    return Err(SplitError::Invalid(format!(
+                        "seed {seed} + action position reaches {last}; numpy seeds stop at 2^32 - 1"
+                    )));
+                }
                 let n_train = (ratio * SUBJECTS as f64).floor() as usize;
                 let mut map = BTreeMap::new();
                 for (pos, &a) in actions.iter().enumerate() {
@@ -237,9 +243,11 @@ impl Split {
 }
 
 /// The permutation numpy gives for the action at `position`: `np.random.seed(seed + position);
-/// np.random.permutation(40)` (the seed wraps modulo 2^32 like a uint32).
+/// np.random.permutation(40)`. Panics if `seed + position` exceeds `u32::MAX` (numpy refuses
+/// such seeds; [`Split::new`] reports it as an error).
 pub fn random_permutation(seed: u32, position: usize) -> Vec<usize> {
-    let mut rng = mt19937::Mt19937::new(seed.wrapping_add(position as u32));
+    let rs = u32::try_from(seed as u64 + position as u64).expect("seed + position fits in u32");
+    let mut rng = mt19937::Mt19937::new(rs);
     rng.permutation(SUBJECTS as usize)
 }
 

@@ -163,6 +163,13 @@ mod tests {
     }
 
     #[test]
+    fn numpy_seed42_permutation10() {
+        // np.random.seed(42); np.random.permutation(10)
+        let mut mt = Mt19937::new(42);
+        assert_eq!(mt.permutation(10), [8, 1, 5, 0, 7, 2, 9, 4, 3, 6]);
+    }
+
+    #[test]
     fn numpy_seed0_first_u32() {
         // The reference C implementation after init_genrand(0) (also std::mt19937(0)).
         let mut mt = Mt19937::new(0);
