@@ -20,6 +20,34 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
+/// The four dot products `a0.b0, a0.b1, a1.b0, a1.b1` in one pass (each load used twice).
+fn dot2x2(a0: &[f64], a1: &[f64], b0: &[f64], b1: &[f64]) -> [f64; 4] {
+    let n = a0.len();
+    let (a1, b0, b1) = (&a1[..n], &b0[..n], &b1[..n]);
+    let mut acc = [[0.0f64; 4]; 4];
+    let full = n - n % 4;
+    for k in (0..full).step_by(4) {
+        for l in 0..4 {
+            let (x0, x1, y0, y1) = (a0[k + l], a1[k + l], b0[k + l], b1[k + l]);
+            acc[0][l] += x0 * y0;
+            acc[1][l] += x0 * y1;
+            acc[2][l] += x1 * y0;
+            acc[3][l] += x1 * y1;
+        }
+    }
+    let mut out = [0.0; 4];
+    for (o, a) in out.iter_mut().zip(&acc) {
+        *o = (a[0] + a[1]) + (a[2] + a[3]);
+    }
+    for k in full..n {
+        out[0] += a0[k] * b0[k];
+        out[1] += a0[k] * b1[k];
+        out[2] += a1[k] * b0[k];
+        out[3] += a1[k] * b1[k];
+    }
+    out
+}
+
 /// Rows of the output handled together (and the column tile width) in [`syrk_lower`].
 const TILE: usize = 32;
 
@@ -42,13 +70,36 @@ pub fn syrk_lower(
         let i0 = bi * TILE;
         let rows = block.len() / ldc;
         for j0 in (0..i0 + rows).step_by(TILE) {
-            for r in 0..rows {
+            // Pairs of output rows share the loads of each column vector (a 2x2 kernel).
+            let mut r = 0;
+            while r < rows {
                 let i = i0 + r;
-                let vi = vec(i);
-                let crow = &mut block[r * ldc + off..(r + 1) * ldc];
                 let end = (j0 + TILE).min(i + 1);
-                for (j, cv) in crow.iter_mut().enumerate().take(end).skip(j0) {
-                    *cv += alpha * dot(vi, vec(j));
+                if r + 1 < rows {
+                    let (vi0, vi1) = (vec(i), vec(i + 1));
+                    let mut j = j0;
+                    while j + 1 < end {
+                        let d = dot2x2(vi0, vi1, vec(j), vec(j + 1));
+                        block[r * ldc + off + j] += alpha * d[0];
+                        block[r * ldc + off + j + 1] += alpha * d[1];
+                        block[(r + 1) * ldc + off + j] += alpha * d[2];
+                        block[(r + 1) * ldc + off + j + 1] += alpha * d[3];
+                        j += 2;
+                    }
+                    // Row i's remaining column (if any), then row i + 1's up to its diagonal.
+                    for jj in j..end {
+                        block[r * ldc + off + jj] += alpha * dot(vi0, vec(jj));
+                    }
+                    for jj in j..(j0 + TILE).min(i + 2) {
+                        block[(r + 1) * ldc + off + jj] += alpha * dot(vi1, vec(jj));
+                    }
+                    r += 2;
+                } else {
+                    let vi = vec(i);
+                    for jj in j0..end {
+                        block[r * ldc + off + jj] += alpha * dot(vi, vec(jj));
+                    }
+                    r += 1;
                 }
             }
         }
@@ -264,6 +315,25 @@ mod tests {
                 0.0, 34.0, 78.0, 122.0,
             ]
         );
+    }
+
+    #[test]
+    fn syrk_lower_matches_naive_on_odd_sizes() {
+        for (count, len, off, ldc) in [(1, 3, 0, 1), (5, 7, 2, 9), (33, 5, 1, 40), (70, 9, 3, 75)] {
+            let v: Vec<f64> = (0..count * len)
+                .map(|i| ((i * 37) % 17) as f64 - 8.0)
+                .collect();
+            let mut c: Vec<f64> = (0..ldc * ldc).map(|i| (i % 5) as f64).collect();
+            let mut want = c.clone();
+            for i in 0..count {
+                for j in 0..=i {
+                    let d: f64 = (0..len).map(|k| v[i * len + k] * v[j * len + k]).sum();
+                    want[(off + i) * ldc + off + j] += -0.5 * d;
+                }
+            }
+            syrk_lower(&mut c, ldc, off, &v, count, len, -0.5);
+            assert_eq!(c, want, "count {count} len {len}");
+        }
     }
 
     #[test]

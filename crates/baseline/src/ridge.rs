@@ -148,6 +148,19 @@ impl Normal {
         }
     }
 
+    /// The normal equations of both row sets (primal forms only).
+    fn merge(mut self, other: Normal) -> Normal {
+        match (&mut self.kind, other.kind) {
+            (NormalKind::Primal { g, b }, NormalKind::Primal { g: g2, b: b2 }) => {
+                g.iter_mut().zip(&g2).for_each(|(x, y)| *x += y);
+                b.iter_mut().zip(&b2).for_each(|(x, y)| *x += y);
+                self.n += other.n;
+                self
+            }
+            _ => unreachable!("merge is only called on primal forms"),
+        }
+    }
+
     fn solve(&self, alpha: f64) -> Result<Vec<f64>> {
         let (d, m, n) = (self.d, self.m, self.n);
         let ridge = n as f64 * alpha;
@@ -259,6 +272,9 @@ impl Ridge {
             alpha: alphas[0],
             holdout: Vec::new(),
         };
+        // The primal normal equations of the fit rows, reused (plus the held-out rows) for the
+        // final fit: standardisation already uses every training row, so Gram matrices add up.
+        let mut reuse: Option<Normal> = None;
         if alphas.len() > 1 {
             let (fit, held) = holdout_rows(data, train);
             if !fit.is_empty() && !held.is_empty() {
@@ -280,9 +296,16 @@ impl Ridge {
                     }
                 }
                 ridge.alpha = best.1;
+                if matches!(normal.kind, NormalKind::Primal { .. }) {
+                    reuse = Some(normal.merge(Normal::build_form(data, &held, &ridge, true)));
+                }
             }
         }
-        ridge.weights = Normal::build(data, train, &ridge).solve(ridge.alpha)?;
+        let normal = match reuse {
+            Some(n) => n,
+            None => Normal::build(data, train, &ridge),
+        };
+        ridge.weights = normal.solve(ridge.alpha)?;
         Ok(ridge)
     }
 
@@ -418,6 +441,19 @@ mod tests {
         assert!(r.alpha <= 1e-2, "{:?}", r.holdout);
         // The held-out error grows with heavy regularisation.
         assert!(r.holdout.last().unwrap().1 > r.holdout[0].1);
+    }
+
+    #[test]
+    fn holdout_refit_equals_a_fixed_fit() {
+        // The final fit reuses the fit-part Gram matrix plus the held-out part; it must equal a
+        // direct fit with the chosen alpha.
+        let (t, _, _) = synthetic(300, 8, 2, 0.3);
+        let train: Vec<usize> = (0..300).collect();
+        let chosen = Ridge::fit(&t, &train, &Lambda::default()).unwrap();
+        let direct = Ridge::fit(&t, &train, &Lambda::Fixed(chosen.alpha)).unwrap();
+        for (a, b) in chosen.weights.iter().zip(&direct.weights) {
+            assert!((a - b).abs() < 1e-9 * (1.0 + b.abs()), "{a} vs {b}");
+        }
     }
 
     #[test]
