@@ -6,6 +6,26 @@ use csipose_baseline::linalg::cholesky;
 use csipose_baseline::{Lambda, Ridge, Table};
 use std::time::Instant;
 
+/// CPU seconds used by this process so far (utime + stime from /proc/self/stat; 0 elsewhere),
+/// reported next to wall time because the dev box is shared.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 of the stat line are at 11 and 12 after the command name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Runs `f`, printing wall and CPU seconds.
+fn timed<T>(what: &str, f: impl FnOnce() -> T) -> (T, f64) {
+    let (c0, t0) = (cpu_seconds(), Instant::now());
+    let out = f();
+    let wall = t0.elapsed().as_secs_f64();
+    println!("{what}: {wall:.2} s wall, {:.2} s CPU", cpu_seconds() - c0);
+    (out, wall)
+}
+
 fn table(n: usize, d: usize, m: usize) -> Table {
     let mut s = 7u64;
     let mut rnd = || {
@@ -32,24 +52,18 @@ fn main() {
     let n = 4000;
     let t = table(n, d, m);
     let rows: Vec<usize> = (0..n).collect();
-    let start = Instant::now();
-    let r = Ridge::fit(&t, &rows, &Lambda::Fixed(1.0)).unwrap();
-    let fit = start.elapsed().as_secs_f64();
-    println!("primal fit, {n} rows x {d} features, fixed alpha: {fit:.2} s");
-
-    let start = Instant::now();
-    let chosen = Ridge::fit(&t, &rows, &Lambda::default()).unwrap();
-    println!(
-        "primal fit, {n} rows x {d} features, alpha chosen among {} on held-out rows: {:.2} s",
-        chosen.holdout.len(),
-        start.elapsed().as_secs_f64()
+    let (r, fit) = timed(
+        &format!("primal fit, {n} rows x {d} features, fixed alpha"),
+        || Ridge::fit(&t, &rows, &Lambda::Fixed(1.0)).unwrap(),
     );
-
-    let start = Instant::now();
-    let p = r.predict(&t, &rows);
-    let pt = start.elapsed().as_secs_f64();
+    let (chosen, _) = timed(
+        &format!("primal fit, {n} rows x {d} features, alpha chosen on held-out rows"),
+        || Ridge::fit(&t, &rows, &Lambda::default()).unwrap(),
+    );
+    println!("  ({} candidates)", chosen.holdout.len());
+    let (p, pt) = timed(&format!("predict {n} rows"), || r.predict(&t, &rows));
     assert_eq!(p.len(), n * m);
-    println!("predict {n} rows: {pt:.3} s ({:.0} rows/s)", n as f64 / pt);
+    println!("  {:.0} rows/s", n as f64 / pt);
 
     let mut a: Vec<f64> = (0..d * d)
         .map(|k| {
@@ -57,12 +71,11 @@ fn main() {
             1.0 / (1.0 + i.abs_diff(j) as f64) + if i == j { d as f64 } else { 0.0 }
         })
         .collect();
-    let start = Instant::now();
-    cholesky(&mut a, d).unwrap();
-    let ct = start.elapsed().as_secs_f64();
-    println!("cholesky {d} x {d}: {ct:.2} s");
+    let (_, ct) = timed(&format!("cholesky {d} x {d}"), || {
+        cholesky(&mut a, d).unwrap()
+    });
     println!(
-        "=> Gram accumulation ~{:.2} s for {n} rows ({:.0} rows/s)",
+        "  => Gram accumulation ~{:.2} s wall for {n} rows ({:.0} rows/s)",
         fit - ct,
         n as f64 / (fit - ct)
     );
@@ -70,10 +83,8 @@ fn main() {
     let n = 1500;
     let t = table(n, d, m);
     let rows: Vec<usize> = (0..n).collect();
-    let start = Instant::now();
-    Ridge::fit(&t, &rows, &Lambda::Fixed(1.0)).unwrap();
-    println!(
-        "dual fit, {n} rows x {d} features, fixed alpha: {:.2} s",
-        start.elapsed().as_secs_f64()
+    timed(
+        &format!("dual fit, {n} rows x {d} features, fixed alpha"),
+        || Ridge::fit(&t, &rows, &Lambda::Fixed(1.0)).unwrap(),
     );
 }
