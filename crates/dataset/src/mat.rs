@@ -332,14 +332,12 @@ fn read_impl(bytes: &[u8], path: &Path, wanted: Option<&[&str]>) -> Result<MatFi
     ctx.little_endian = match &bytes[126..128] {
         b"IM" => true,
         b"MI" => false,
-        other => {
-            return Err(ctx.err(
-                126,
-                format!(
-                    "no endianness indicator ('IM' or 'MI'), found {other:02x?}: not a MATLAB v5 file"
-                ),
-            ))
-        }
+        other => return Err(ctx.err(
+            126,
+            format!(
+                "no endianness indicator ('IM' or 'MI'), found {other:02x?}: not a MATLAB v5 file"
+            ),
+        )),
     };
     let version = ctx.u16_at(&bytes[124..]);
     if version != 0x0100 {
@@ -432,7 +430,10 @@ fn read_compressed(
             }
         }
     }
-    let bound = src.len().saturating_mul(MAX_INFLATE_RATIO).saturating_add(64);
+    let bound = src
+        .len()
+        .saturating_mul(MAX_INFLATE_RATIO)
+        .saturating_add(64);
     let mut inflated = Vec::with_capacity(src.len().saturating_mul(4).min(bound));
     flate2::bufread::ZlibDecoder::new(src)
         .take(bound as u64 + 1)
@@ -740,7 +741,11 @@ mod tests {
         let mut f = vec![b' '; 116];
         f[..10].copy_from_slice(b"MATLAB 5.0");
         f.extend([0u8; 8]);
-        f.extend(if le { 0x0100u16.to_le_bytes() } else { 0x0100u16.to_be_bytes() });
+        f.extend(if le {
+            0x0100u16.to_le_bytes()
+        } else {
+            0x0100u16.to_be_bytes()
+        });
         f.extend(if le { b"IM" } else { b"MI" });
         f.extend(u32b(MI_MATRIX));
         f.extend(u32b(m.len() as u32));
