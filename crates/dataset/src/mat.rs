@@ -332,12 +332,14 @@ fn read_impl(bytes: &[u8], path: &Path, wanted: Option<&[&str]>) -> Result<MatFi
     ctx.little_endian = match &bytes[126..128] {
         b"IM" => true,
         b"MI" => false,
-        other => return Err(ctx.err(
-            126,
-            format!(
+        other => {
+            return Err(ctx.err(
+                126,
+                format!(
                 "no endianness indicator ('IM' or 'MI'), found {other:02x?}: not a MATLAB v5 file"
             ),
-        )),
+            ))
+        }
     };
     let version = ctx.u16_at(&bytes[124..]);
     if version != 0x0100 {
