@@ -303,7 +303,7 @@ fn next_sub(e: &Element, limit: usize) -> usize {
     if e.small {
         e.data + 4
     } else {
-        (e.end + 7) / 8 * 8
+        e.end.next_multiple_of(8)
     }
     .min(limit)
 }
@@ -709,11 +709,7 @@ mod tests {
                 v.to_be_bytes()
             }
         };
-        let pad = |v: &mut Vec<u8>| {
-            while v.len() % 8 != 0 {
-                v.push(0)
-            }
-        };
+        let pad = |v: &mut Vec<u8>| v.resize(v.len().next_multiple_of(8), 0);
         let mut m = Vec::new();
         m.extend(u32b(MI_UINT32));
         m.extend(u32b(8));

@@ -154,57 +154,62 @@ impl std::fmt::Display for ImportSummary {
             self.root.display(),
             self.out.display()
         )?;
-        writeln!(
+        let line = |f: &mut std::fmt::Formatter<'_>, label: &str, n: u64| {
+            writeln!(f, "  {label:<46}{n:>8}")
+        };
+        line(f, "frame files read", self.frame_files as u64)?;
+        line(
             f,
-            "  frame files found          {:>8} in {} sequences",
-            self.frame_files, self.sequences
+            "sequences (environment, subject, action)",
+            self.sequences as u64,
         )?;
-        writeln!(f, "  frames written             {:>8}", self.written)?;
-        writeln!(
+        line(f, "frames written", self.written as u64)?;
+        line(
             f,
-            "  skipped, empty file        {:>8}",
-            self.skipped_empty.len()
+            "skipped: empty frame file",
+            self.skipped_empty.len() as u64,
         )?;
         for p in &self.skipped_empty {
             writeln!(f, "      {}", p.display())?;
         }
-        writeln!(
+        line(
             f,
-            "  skipped, bad input         {:>8} frames in {} files",
-            self.skipped_bad_frames(),
-            self.skipped_bad.len()
+            "skipped: bad input (frames)",
+            self.skipped_bad_frames() as u64,
         )?;
         for s in &self.skipped_bad {
-            writeln!(f, "      {}: {}", s.file.display(), s.reason)?;
+            let frames = if s.frames == 1 {
+                String::new()
+            } else {
+                format!(" [{} frames]", s.frames)
+            };
+            writeln!(f, "      {}: {}{frames}", s.file.display(), s.reason)?;
         }
-        writeln!(
+        line(
             f,
-            "  skipped, no finite CSI     {:>8}",
-            self.skipped_no_finite.len()
+            "skipped: no finite CSI value",
+            self.skipped_no_finite.len() as u64,
         )?;
         for p in &self.skipped_no_finite {
             writeln!(f, "      {}", p.display())?;
         }
-        writeln!(
-            f,
-            "  repaired frames            {:>8}",
-            self.repaired_frames
-        )?;
-        for r in [Repair::EmptyPacket, Repair::ConstantFrame] {
-            writeln!(
-                f,
-                "      {:<56} {:>8}",
-                r.to_string(),
-                self.repairs.get(&r).copied().unwrap_or(0)
-            )?;
+        line(f, "repaired frames", self.repaired_frames as u64)?;
+        for (r, label) in [
+            (Repair::EmptyPacket, "repaired: packet without finite value"),
+            (
+                Repair::ConstantFrame,
+                "repaired: constant frame set to zeros",
+            ),
+        ] {
+            line(f, label, self.repairs.get(&r).copied().unwrap_or(0) as u64)?;
         }
-        write!(
+        line(
             f,
-            "  NaN/inf values filled by the toolbox rule {:>8}",
-            self.filled_values
+            "NaN/inf CSI values filled (toolbox rule)",
+            self.filled_values,
         )?;
         if let Some(n) = self.phase_nonfinite {
-            write!(f, "\n  phase.npy: non-finite phase values set to 0 {n:>8}")?;
+            line(f, "phase.npy: non-finite values written as 0", n)?;
         }
         Ok(())
     }
@@ -511,11 +516,11 @@ fn insert_unique(
     Ok(())
 }
 
-fn seq_entry<'a>(
-    seqs: &'a mut BTreeMap<Key, SeqBuilder>,
+fn seq_entry(
+    seqs: &mut BTreeMap<Key, SeqBuilder>,
     key: Key,
     label: impl FnOnce() -> PathBuf,
-) -> &'a mut SeqBuilder {
+) -> &mut SeqBuilder {
     seqs.entry(key).or_insert_with(|| SeqBuilder {
         label: label(),
         ..SeqBuilder::default()

@@ -279,12 +279,12 @@ fn to_big_endian(le: &[u8]) -> Vec<u8> {
             } else {
                 let n = u32_at(le, sub + 4) as usize;
                 swap(&mut b, sub + 4, 4);
-                (w, n, sub + 8, sub + 8 + (n + 7) / 8 * 8)
+                (w, n, sub + 8, sub + 8 + n.next_multiple_of(8))
             };
             let size = match ty {
                 1 | 2 => 1,
                 3 | 4 => 2,
-                5 | 6 | 7 => 4,
+                5..=7 => 4,
                 _ => 8,
             };
             for k in (data..data + n).step_by(size) {
