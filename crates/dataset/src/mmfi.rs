@@ -79,7 +79,7 @@ impl Default for ImportOptions {
             image_size: (640, 480),
             skip_bad: false,
             with_phase: false,
-            batch_frames: 2048,
+            batch_frames: 1024,
             command_line: None,
         }
     }
@@ -382,20 +382,23 @@ fn provenance(
 // ---------------------------------------------------------------------------------------------
 // Input discovery
 
-/// A file that may sit in the tree or inside a zip archive.
+/// Where a file is: in the extracted tree (at the path its label gives) or in a zip archive.
 #[derive(Clone, Debug)]
 enum Source {
-    File(PathBuf),
+    File,
     Zip { archive: usize, index: usize },
 }
 
+/// One frame's files; names only, so that the index of 320,760 frames stays small.
 #[derive(Clone, Debug)]
 struct FrameFiles {
     frame: i32,
     csi: Source,
-    csi_label: PathBuf,
+    /// `frame001.mat`
+    csi_name: Box<str>,
     rgb: Option<Source>,
-    rgb_label: PathBuf,
+    /// `frame001.npy` (the expected name when the file is missing)
+    rgb_name: Box<str>,
 }
 
 #[derive(Debug)]
@@ -410,8 +413,10 @@ struct Sequence {
 }
 
 impl Sequence {
-    fn gt_label(&self) -> PathBuf {
-        self.label.join("ground_truth.npy")
+    fn tree_path(&self, parts: &[&str]) -> PathBuf {
+        let mut p = self.label.clone();
+        p.extend(parts);
+        p
     }
 }
 
@@ -428,10 +433,46 @@ struct Input {
 /// Largest single file read (MM-Fi frames are ~55 KB, ground truth ~120 KB).
 const MAX_FILE_BYTES: u64 = 256 << 20;
 
+/// The name errors and summaries give a file: its path, or `archive.zip!/entry`.
+fn source_label(archives: &[Archive], src: Option<&Source>, tree_path: PathBuf) -> PathBuf {
+    match src {
+        Some(Source::Zip { archive, index }) => {
+            let a = &archives[*archive];
+            let entry = a.zip.name_for_index(*index).unwrap_or("?");
+            PathBuf::from(format!("{}!/{entry}", a.path.display()))
+        }
+        _ => tree_path,
+    }
+}
+
 impl Input {
+    fn csi_label(&self, seq: &Sequence, f: &FrameFiles) -> PathBuf {
+        source_label(
+            &self.archives,
+            Some(&f.csi),
+            seq.tree_path(&["wifi-csi", &f.csi_name]),
+        )
+    }
+    fn rgb_label(&self, seq: &Sequence, f: &FrameFiles) -> PathBuf {
+        source_label(
+            &self.archives,
+            f.rgb.as_ref(),
+            seq.tree_path(&["rgb", &f.rgb_name]),
+        )
+    }
+    fn gt_label(&self, seq: &Sequence) -> PathBuf {
+        source_label(
+            &self.archives,
+            seq.gt.as_ref(),
+            seq.tree_path(&["ground_truth.npy"]),
+        )
+    }
+
+    /// Reads a whole file; `label` is its path for [`Source::File`].
     fn read(&self, src: &Source, label: &Path) -> Result<Vec<u8>> {
         match src {
-            Source::File(p) => {
+            Source::File => {
+                let p = label;
                 let len = std::fs::metadata(p)
                     .map_err(|e| DatasetError::io(label, e))?
                     .len();
@@ -493,26 +534,41 @@ fn parse_frame(name: &str, ext: &str) -> Option<i32> {
 #[derive(Default)]
 struct SeqBuilder {
     label: PathBuf,
-    csi: BTreeMap<i32, (Source, PathBuf)>,
-    rgb: BTreeMap<i32, (Source, PathBuf)>,
-    gt: Option<(Source, PathBuf)>,
+    csi: BTreeMap<i32, (Source, Box<str>)>,
+    rgb: BTreeMap<i32, (Source, Box<str>)>,
+    gt: Option<Source>,
 }
 
 type Key = (i32, i32, i32);
 
+/// Adds a frame file to a sequence's `sub` directory map; two files for one frame number
+/// (`frame1.mat` and `frame001.mat`, or the same entry in two archives) are an error.
 fn insert_unique(
-    map: &mut BTreeMap<i32, (Source, PathBuf)>,
+    archives: &[Archive],
+    seq: &mut SeqBuilder,
+    sub: &str,
     frame: i32,
     src: Source,
-    label: PathBuf,
+    name: &str,
 ) -> Result<()> {
-    if let Some((_, old)) = map.get(&frame) {
+    let map = if sub == "wifi-csi" {
+        &mut seq.csi
+    } else {
+        &mut seq.rgb
+    };
+    if let Some((old_src, old_name)) = map.get(&frame) {
+        let label = |src: &Source, name: &str| {
+            source_label(archives, Some(src), seq.label.join(sub).join(name))
+        };
         return Err(DatasetError::invalid(
-            &label,
-            format!("duplicate of {} (same frame number)", old.display()),
+            label(&src, name),
+            format!(
+                "duplicate of {} (same frame number)",
+                label(old_src, old_name).display()
+            ),
         ));
     }
-    map.insert(frame, (src, label));
+    map.insert(frame, (src, name.into()));
     Ok(())
 }
 
@@ -556,7 +612,7 @@ fn discover(root: &Path) -> Result<Input> {
             }
         }
     }
-    let mut archives = Vec::new();
+    let mut archives: Vec<Archive> = Vec::new();
     for path in archive_paths {
         let file = File::open(&path).map_err(|e| DatasetError::io(&path, e))?;
         let zip =
@@ -564,14 +620,14 @@ fn discover(root: &Path) -> Result<Input> {
                 .map_err(|e| {
                     DatasetError::invalid(&path, format!("not a readable zip archive: {e}"))
                 })?;
-        let archive = archives.len();
-        for index in 0..zip.len() {
-            let Some(name) = zip.name_for_index(index) else {
+        archives.push(Archive { path, zip });
+        let archive = archives.len() - 1;
+        for index in 0..archives[archive].zip.len() {
+            let Some(name) = archives[archive].zip.name_for_index(index) else {
                 continue;
             };
-            discover_zip_entry(&path, archive, index, name, &mut seqs)?;
+            discover_zip_entry(&archives, archive, index, name, &mut seqs)?;
         }
-        archives.push(Archive { path, zip });
     }
     let mut sequences = Vec::new();
     for ((env, subject, action), b) in seqs {
@@ -579,23 +635,20 @@ fn discover(root: &Path) -> Result<Input> {
         let frames = b
             .csi
             .into_iter()
-            .map(|(frame, (csi, csi_label))| {
-                let (rgb_src, rgb_label) = match rgb.remove(&frame) {
-                    Some((s, l)) => (Some(s), l),
+            .map(|(frame, (csi, csi_name))| {
+                let (rgb, rgb_name) = match rgb.remove(&frame) {
+                    Some((s, name)) => (Some(s), name),
                     None => {
-                        let name = csi_label
-                            .file_stem()
-                            .map(|s| s.to_string_lossy().into_owned())
-                            .unwrap_or_else(|| format!("frame{frame:03}"));
-                        (None, b.label.join("rgb").join(format!("{name}.npy")))
+                        let stem = csi_name.strip_suffix(".mat").unwrap_or(&csi_name);
+                        (None, format!("{stem}.npy").into())
                     }
                 };
                 FrameFiles {
                     frame,
                     csi,
-                    csi_label,
-                    rgb: rgb_src,
-                    rgb_label,
+                    csi_name,
+                    rgb,
+                    rgb_name,
                 }
             })
             .collect();
@@ -605,7 +658,7 @@ fn discover(root: &Path) -> Result<Input> {
             action,
             label: b.label,
             frames,
-            gt: b.gt.map(|(s, _)| s),
+            gt: b.gt,
         });
     }
     Ok(Input {
@@ -624,25 +677,19 @@ fn discover_env_dir(dir: &Path, env: i32, seqs: &mut BTreeMap<Key, SeqBuilder>) 
                 continue;
             };
             let seq = seq_entry(seqs, (env, subject, action), || apath.clone());
-            let csi_dir = apath.join("wifi-csi");
-            if csi_dir.is_dir() {
-                for (name, path, is_dir) in read_dir_sorted(&csi_dir)? {
-                    if let Some(frame) = parse_frame(&name, ".mat").filter(|_| !is_dir) {
-                        insert_unique(&mut seq.csi, frame, Source::File(path.clone()), path)?;
+            for (sub, ext) in [("wifi-csi", ".mat"), ("rgb", ".npy")] {
+                let dir = apath.join(sub);
+                if !dir.is_dir() {
+                    continue;
+                }
+                for (name, _, is_dir) in read_dir_sorted(&dir)? {
+                    if let Some(frame) = parse_frame(&name, ext).filter(|_| !is_dir) {
+                        insert_unique(&[], seq, sub, frame, Source::File, &name)?;
                     }
                 }
             }
-            let rgb_dir = apath.join("rgb");
-            if rgb_dir.is_dir() {
-                for (name, path, is_dir) in read_dir_sorted(&rgb_dir)? {
-                    if let Some(frame) = parse_frame(&name, ".npy").filter(|_| !is_dir) {
-                        insert_unique(&mut seq.rgb, frame, Source::File(path.clone()), path)?;
-                    }
-                }
-            }
-            let gt = apath.join("ground_truth.npy");
-            if gt.is_file() {
-                seq.gt = Some((Source::File(gt.clone()), gt));
+            if apath.join("ground_truth.npy").is_file() {
+                seq.gt = Some(Source::File);
             }
         }
     }
@@ -650,7 +697,7 @@ fn discover_env_dir(dir: &Path, env: i32, seqs: &mut BTreeMap<Key, SeqBuilder>) 
 }
 
 fn discover_zip_entry(
-    archive_path: &Path,
+    archives: &[Archive],
     archive: usize,
     index: usize,
     name: &str,
@@ -661,7 +708,7 @@ fn discover_zip_entry(
     }
     let comps: Vec<&str> = name.split(['/', '\\']).filter(|c| !c.is_empty()).collect();
     let n = comps.len();
-    let label = PathBuf::from(format!("{}!/{}", archive_path.display(), name));
+    let archive_path = &archives[archive].path;
     let key_at = |i: usize| -> Option<Key> {
         Some((
             parse_tagged(comps[i], 'E')?,
@@ -680,13 +727,14 @@ fn discover_zip_entry(
     if n >= 4 && comps[n - 1] == "ground_truth.npy" {
         if let Some(key) = key_at(n - 4) {
             let seq = seq_entry(seqs, key, || seq_label(n - 1));
-            if let Some((_, old)) = &seq.gt {
+            if let Some(old) = &seq.gt {
+                let label = |s: &Source| source_label(archives, Some(s), PathBuf::new());
                 return Err(DatasetError::invalid(
-                    &label,
-                    format!("duplicate of {}", old.display()),
+                    label(&src),
+                    format!("duplicate of {}", label(old).display()),
                 ));
             }
-            seq.gt = Some((src, label));
+            seq.gt = Some(src);
         }
         return Ok(());
     }
@@ -694,20 +742,14 @@ fn discover_zip_entry(
         let Some(key) = key_at(n - 5) else {
             return Ok(());
         };
-        match comps[n - 2] {
-            "wifi-csi" => {
-                if let Some(frame) = parse_frame(comps[n - 1], ".mat") {
-                    let seq = seq_entry(seqs, key, || seq_label(n - 2));
-                    insert_unique(&mut seq.csi, frame, src, label)?;
-                }
-            }
-            "rgb" => {
-                if let Some(frame) = parse_frame(comps[n - 1], ".npy") {
-                    let seq = seq_entry(seqs, key, || seq_label(n - 2));
-                    insert_unique(&mut seq.rgb, frame, src, label)?;
-                }
-            }
-            _ => {}
+        let (sub, ext) = match comps[n - 2] {
+            "wifi-csi" => ("wifi-csi", ".mat"),
+            "rgb" => ("rgb", ".npy"),
+            _ => return Ok(()),
+        };
+        if let Some(frame) = parse_frame(comps[n - 1], ext) {
+            let seq = seq_entry(seqs, key, || seq_label(n - 2));
+            insert_unique(archives, seq, sub, frame, src, comps[n - 1])?;
         }
     }
     Ok(())
@@ -801,7 +843,7 @@ fn split_error(e: &DatasetError) -> (PathBuf, String) {
 }
 
 fn load_ground_truth(input: &Input, seq: &Sequence) -> Result<GroundTruth> {
-    let label = seq.gt_label();
+    let label = input.gt_label(seq);
     let src = seq.gt.as_ref().ok_or_else(|| {
         DatasetError::invalid(
             &label,
@@ -823,7 +865,7 @@ fn load_ground_truth(input: &Input, seq: &Sequence) -> Result<GroundTruth> {
                 &label,
                 format!(
                     "ground truth has {rows} frames but {} is frame {}",
-                    last.csi_label.display(),
+                    input.csi_label(seq, last).display(),
                     last.frame
                 ),
             ));
@@ -865,10 +907,12 @@ fn frame_variable(m: &mat::MatFile, name: &str, label: &Path) -> Result<Vec<f64>
 fn process_frame(
     input: &Input,
     opts: &ImportOptions,
+    seq: &Sequence,
     f: &FrameFiles,
     gt: Option<&GroundTruth>,
 ) -> Result<FrameOutcome> {
-    let bytes = input.read(&f.csi, &f.csi_label)?;
+    let csi_label = input.csi_label(seq, f);
+    let bytes = input.read(&f.csi, &csi_label)?;
     if bytes.is_empty() {
         return Ok(FrameOutcome::Empty);
     }
@@ -877,12 +921,12 @@ fn process_frame(
     } else {
         &["CSIamp"]
     };
-    let m = mat::read_variables_named(&bytes, &f.csi_label, wanted)
+    let m = mat::read_variables_named(&bytes, &csi_label, wanted)
         .map_err(|e| DatasetError::invalid(&e.path, format!("byte {}: {}", e.offset, e.msg)))?;
     drop(bytes);
-    let mut amp = frame_variable(&m, "CSIamp", &f.csi_label)?;
+    let mut amp = frame_variable(&m, "CSIamp", &csi_label)?;
     let (phase, phase_nonfinite) = if opts.with_phase {
-        let raw = frame_variable(&m, "CSIphase", &f.csi_label)?;
+        let raw = frame_variable(&m, "CSIphase", &csi_label)?;
         let nonfinite = raw.iter().filter(|v| !v.is_finite()).count() as u64;
         let p: Vec<f32> = raw
             .iter()
@@ -896,29 +940,30 @@ fn process_frame(
         Ok(r) => r,
         Err(Refusal::NoFiniteValue) => return Ok(FrameOutcome::NoFinite),
         Err(r @ Refusal::WrongLength) => {
-            return Err(DatasetError::invalid(&f.csi_label, r.to_string()))
+            return Err(DatasetError::invalid(&csi_label, r.to_string()))
         }
     };
     let x: Vec<f32> = amp.iter().map(|&v| v as f32).collect();
     let y: Vec<f32> = match opts.keypoints {
         KeypointSource::Rgb => {
+            let rgb_label = input.rgb_label(seq, f);
             let src = f.rgb.as_ref().ok_or_else(|| {
                 DatasetError::invalid(
-                    &f.rgb_label,
+                    &rgb_label,
                     "missing rgb keypoint file (needed for --keypoints rgb)",
                 )
             })?;
-            let bytes = input.read(src, &f.rgb_label)?;
-            let a = csipose_npy::from_bytes::<f64>(&bytes, &f.rgb_label)?;
+            let bytes = input.read(src, &rgb_label)?;
+            let a = csipose_npy::from_bytes::<f64>(&bytes, &rgb_label)?;
             if a.shape != [JOINTS, 2] {
                 return Err(DatasetError::invalid(
-                    &f.rgb_label,
+                    &rgb_label,
                     format!("shape {:?}, expected [17, 2]", a.shape),
                 ));
             }
             if let Some(i) = a.data.iter().position(|v| !v.is_finite()) {
                 return Err(DatasetError::invalid(
-                    &f.rgb_label,
+                    &rgb_label,
                     format!("non-finite keypoint coordinate at joint {}", i / 2),
                 ));
             }
@@ -974,8 +1019,8 @@ fn process_batch(
         .map(|&(si, f)| {
             let out = match &gts[si] {
                 Some(Err(_)) => Ok(FrameOutcome::SequenceBad),
-                Some(Ok(gt)) => process_frame(input, opts, f, Some(gt)),
-                None => process_frame(input, opts, f, None),
+                Some(Ok(gt)) => process_frame(input, opts, &batch[si], f, Some(gt)),
+                None => process_frame(input, opts, &batch[si], f, None),
             }
             .unwrap_or_else(FrameOutcome::Bad);
             progress.advance(1);
@@ -983,10 +1028,6 @@ fn process_batch(
         })
         .collect();
 
-    let mut xs: Vec<f32> = Vec::new();
-    let mut ys: Vec<f32> = Vec::new();
-    let mut metas: Vec<FrameMeta> = Vec::new();
-    let mut phases: Vec<f32> = Vec::new();
     let mut outcomes = outcomes.into_iter();
     for (si, seq) in batch.iter().enumerate() {
         if seq.frames.is_empty() {
@@ -1009,20 +1050,19 @@ fn process_batch(
                     phase_nonfinite,
                     report,
                 } => {
-                    xs.extend_from_slice(&x);
-                    ys.extend_from_slice(&y);
-                    if let Some(p) = phase {
-                        phases.extend_from_slice(&p);
-                    }
-                    if let Some(n) = summary.phase_nonfinite.as_mut() {
-                        *n += phase_nonfinite;
-                    }
-                    metas.push(FrameMeta {
+                    let meta = FrameMeta {
                         environment: seq.env,
                         subject: seq.subject,
                         action: seq.action,
                         frame: f.frame,
-                    });
+                    };
+                    writer.push(&x, &y, &[meta])?;
+                    if let (Some(w), Some(p)) = (phase_writer.as_mut(), phase) {
+                        w.push(&p)?;
+                    }
+                    if let Some(n) = summary.phase_nonfinite.as_mut() {
+                        *n += phase_nonfinite;
+                    }
                     summary.filled_values += report.filled as u64;
                     if !report.repairs.is_empty() {
                         summary.repaired_frames += 1;
@@ -1032,17 +1072,11 @@ fn process_batch(
                     }
                     summary.written += 1;
                 }
-                FrameOutcome::Empty => summary.skipped_empty.push(f.csi_label.clone()),
-                FrameOutcome::NoFinite => summary.skipped_no_finite.push(f.csi_label.clone()),
+                FrameOutcome::Empty => summary.skipped_empty.push(input.csi_label(seq, f)),
+                FrameOutcome::NoFinite => summary.skipped_no_finite.push(input.csi_label(seq, f)),
                 FrameOutcome::Bad(e) => skip_or_fail(e, 1, opts, summary)?,
                 FrameOutcome::SequenceBad => {}
             }
-        }
-    }
-    if !metas.is_empty() {
-        writer.push(&xs, &ys, &metas)?;
-        if let Some(w) = phase_writer.as_mut() {
-            w.push(&phases)?;
         }
     }
     Ok(())
