@@ -1110,3 +1110,47 @@ fn skip_or_fail_ref(
     let (file, reason) = split_error(e);
     skip_or_fail(DatasetError::invalid(file, reason), frames, opts, summary)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_strictly() {
+        assert_eq!(parse_tagged("E01", 'E'), Some(1));
+        assert_eq!(parse_tagged("S40", 'S'), Some(40));
+        assert_eq!(parse_tagged("A1", 'A'), Some(1));
+        for bad in ["E", "e01", "E01x", "E-1", "S01", "E0000001"] {
+            assert_eq!(parse_tagged(bad, 'E'), None, "{bad}");
+        }
+        assert_eq!(parse_frame("frame001.mat", ".mat"), Some(1));
+        assert_eq!(parse_frame("frame297.npy", ".npy"), Some(297));
+        for bad in [
+            "frame.mat",
+            "frame001.npy",
+            "Frame001.mat",
+            "frame0a1.mat",
+            "x.mat",
+        ] {
+            assert_eq!(parse_frame(bad, ".mat"), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn shared_file_reads_and_seeks_independently() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"0123456789").unwrap();
+        let mut a = SharedFile::new(File::open(&p).unwrap()).unwrap();
+        let mut b = a.clone();
+        let mut buf = [0u8; 3];
+        a.seek(SeekFrom::Start(4)).unwrap();
+        a.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"456");
+        b.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"012");
+        assert_eq!(b.seek(SeekFrom::End(-2)).unwrap(), 8);
+        assert_eq!(b.seek(SeekFrom::Current(-1)).unwrap(), 7);
+        assert!(b.seek(SeekFrom::Current(-100)).is_err());
+    }
+}

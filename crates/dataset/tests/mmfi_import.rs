@@ -279,6 +279,10 @@ fn zip_archives_import_equals_tree_import() {
     let tmp = tempfile::tempdir().unwrap();
     let zips = tmp.path().join("zips");
     zip_environments(&mini(), &zips);
+    assert!(
+        zip64_local_headers(&std::fs::read(zips.join("E01.zip")).unwrap()) > 0,
+        "the test archive exercises zip64 extra fields"
+    );
     for kp in [KeypointSource::Rgb, KeypointSource::Gt3d] {
         let a = tmp.path().join("from_tree");
         let b = tmp.path().join("from_zip");
@@ -309,6 +313,30 @@ fn zip_archives_import_equals_tree_import() {
     assert_eq!(s.written, 5);
     let ds = PackedDataset::open(&c).unwrap();
     assert_eq!(ds.meta(0).environment, 2);
+}
+
+/// Local file headers carrying a zip64 extended-information extra field (id 0x0001).
+fn zip64_local_headers(zip: &[u8]) -> usize {
+    let u16_at = |i: usize| u16::from_le_bytes([zip[i], zip[i + 1]]) as usize;
+    let mut count = 0;
+    let mut i = 0;
+    while i + 30 <= zip.len() {
+        if &zip[i..i + 4] != b"PK\x03\x04" {
+            i += 1;
+            continue;
+        }
+        let (name_len, extra_len) = (u16_at(i + 26), u16_at(i + 28));
+        let mut e = i + 30 + name_len;
+        let end = e + extra_len;
+        while e + 4 <= end {
+            if u16_at(e) == 1 {
+                count += 1;
+            }
+            e += 4 + u16_at(e + 2);
+        }
+        i = end;
+    }
+    count
 }
 
 fn only_entry(dir: &Path) -> Vec<String> {
@@ -519,4 +547,53 @@ fn real_frames_parse_in_both_storage_forms() {
         assert_eq!(only.get("CSIamp"), m.get("CSIamp"));
         assert_eq!(only.skipped.len(), 1);
     }
+}
+
+#[test]
+fn zip_errors_name_the_archive_entry_and_duplicates_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    copy_tree(&mini(), &tree);
+    let bad = tree.join("E02/S11/A03/wifi-csi/frame002.mat");
+    std::fs::write(&bad, b"not a mat file").unwrap();
+    let zips = tmp.path().join("zips");
+    zip_environments(&tree, &zips);
+    let out = tmp.path().join("ds");
+    let err = import_mmfi(&zips, &out, &opts(KeypointSource::Rgb), &NoProgress)
+        .unwrap_err()
+        .to_string();
+    let want = format!(
+        "{}!/E02/S11/A03/wifi-csi/frame002.mat",
+        zips.join("E02.zip").display()
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(!out.exists());
+    let o = ImportOptions {
+        skip_bad: true,
+        ..opts(KeypointSource::Rgb)
+    };
+    let s = import(&zips, &out, &o);
+    assert_eq!(s.written, 18);
+    assert_eq!(s.skipped_bad[0].file, PathBuf::from(&want));
+
+    // E02 both extracted and zipped under one root: every frame twice, refused.
+    let mixed = tmp.path().join("mixed");
+    copy_tree(&mini().join("E02"), &mixed.join("E02"));
+    std::fs::copy(zips.join("E02.zip"), mixed.join("E02.zip")).unwrap();
+    let err = import_mmfi(
+        &mixed,
+        &tmp.path().join("ds2"),
+        &opts(KeypointSource::Rgb),
+        &NoProgress,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("duplicate of"), "{err}");
+    assert!(err.contains("E02.zip!/E02/S11/A03/"), "{err}");
+    // E01 extracted and E02 zipped: a valid mix.
+    let mix_ok = tmp.path().join("mix_ok");
+    copy_tree(&mini().join("E01"), &mix_ok.join("E01"));
+    std::fs::copy(zips.join("E02.zip"), mix_ok.join("E02.zip")).unwrap();
+    let s = import(&mix_ok, &tmp.path().join("ds3"), &o);
+    assert_eq!(s.written, 18, "{s}");
 }
