@@ -240,6 +240,59 @@ fn eval_perfect_predictions_all_frames_and_split() {
     ]);
     assert_eq!(read_json(&out_json)["torso_pck"]["pck"], 1.0);
 
+    // A manual split from a file: train S01-S20 on A01, validate S21-S23 on A01 and A02.
+    let cfg = dir.path().join("manual.json");
+    std::fs::write(
+        &cfg,
+        r#"{"train": {"subjects": ["S01", "S02", "S03", "S04", "S05", "S06", "S07", "S08", "S09",
+            "S10", "S11", "S12", "S13", "S14", "S15", "S16", "S17", "S18", "S19", "S20"],
+            "actions": ["A01"]},
+            "val": {"subjects": ["S21", "S22", "S23"], "actions": ["A01", "A02"]}}"#,
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    ok(&[
+        "eval",
+        "--data",
+        d,
+        "--predictions",
+        p,
+        "--split",
+        "manual",
+        "--config",
+        c,
+        "--json",
+        j,
+    ]);
+    let r = read_json(&out_json);
+    assert_eq!(r["frames"], 3 * 2 * 3);
+    assert_eq!(r["split"]["kind"], "manual");
+    ok(&[
+        "eval",
+        "--data",
+        d,
+        "--baseline",
+        "mean",
+        "--split",
+        "manual",
+        "--config",
+        c,
+        "--subset",
+        "train",
+        "--json",
+        j,
+    ]);
+    let r = read_json(&out_json);
+    assert_eq!(
+        (r["frames"].as_u64(), r["source"]["train_frames"].as_u64()),
+        (Some(60), Some(60))
+    );
+    // --subset and --config need a split.
+    let err = fails(&["eval", "--data", d, "--predictions", p, "--subset", "train"]);
+    assert!(err.contains("--split"), "{err}");
+    let err = fails(&["eval", "--data", d, "--predictions", p, "--config", c]);
+    assert!(err.contains("--split"), "{err}");
+
     // Wrong row count: an error naming the file.
     let err = fails(&["eval", "--data", d, "--predictions", pv.to_str().unwrap()]);
     assert!(

@@ -67,9 +67,9 @@ pub struct Args {
     /// Manual split: JSON file (see `csipose split --help`).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Which frames of the split are evaluated.
-    #[arg(long, value_enum, default_value = "val")]
-    pub subset: SubsetArg,
+    /// Which frames of the split are evaluated [default: val].
+    #[arg(long, value_enum, requires = "split")]
+    pub subset: Option<SubsetArg>,
     /// PCK threshold factor k.
     #[arg(long, default_value_t = 0.2)]
     pub k: f64,
@@ -205,7 +205,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             None
         }
     };
-    let subset = match args.subset {
+    let subset_arg = args.subset.unwrap_or(SubsetArg::Val);
+    let subset = match subset_arg {
         SubsetArg::Val => Subset::Val,
         SubsetArg::Train => Subset::Train,
         SubsetArg::All => Subset::All,
@@ -220,7 +221,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let what = match &split {
         Some(s) => format!(
             "{} subset of the {}",
-            format!("{:?}", args.subset).to_lowercase(),
+            format!("{subset_arg:?}").to_lowercase(),
             describe(s)
         ),
         None => "all frames".to_string(),
@@ -361,7 +362,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "split": split.as_ref().map(|s| {
                 let mut j = super::split::split_json(s);
                 j.as_object_mut().expect("object").remove("actions");
-                j["subset"] = format!("{:?}", args.subset).to_lowercase().into();
+                j["subset"] = format!("{subset_arg:?}").to_lowercase().into();
                 j
             }),
             "frames": eval.len(),
