@@ -229,7 +229,7 @@ pub fn write_dataset(
         "simulator",
     );
     let mut writer = PackedWriter::create(out, info)?;
-    let mut y3d = NpyStreamWriter::<f32>::create(writer.extra_file("Y3d.npy"), &[17, 3])?;
+    let mut y3d = NpyStreamWriter::<f32>::create(writer.extra_path("Y3d.npy"), &[17, 3])?;
     let mut tmp_tree = match tree {
         Some(t) => {
             let name = t
