@@ -56,7 +56,7 @@ pub fn to_column_major(row_major: &[f64], dims: &[usize]) -> Vec<f64> {
 }
 
 fn pad8(buf: &mut Vec<u8>) {
-    while buf.len() % 8 != 0 {
+    while !buf.len().is_multiple_of(8) {
         buf.push(0);
     }
 }

@@ -92,7 +92,7 @@ pub fn action_offset(action: u32, p: f64, amp: f64) -> Angles {
             a.elbow = [0.4 * v; 2];
         }
         4 | 5 => {
-            let mut m = Angles::default();
+            let mut m = a;
             m.trunk_twist = 0.85 * h;
             m.shoulder_abd = [0.9 * h; 2];
             m.shoulder_flex = [0.4 * h; 2];
@@ -111,7 +111,7 @@ pub fn action_offset(action: u32, p: f64, amp: f64) -> Angles {
             a.lift = 0.0;
         }
         7 | 8 | 11 => {
-            let mut m = Angles::default();
+            let mut m = a;
             m.shoulder_abd = [1.45 * h, 0.0];
             m.elbow = [-0.15 * h, 0.0];
             m.hip_abd = [0.45 * h, 0.0];
@@ -129,7 +129,7 @@ pub fn action_offset(action: u32, p: f64, amp: f64) -> Angles {
             return if action == 8 { m.mirror() } else { m };
         }
         9 | 10 => {
-            let mut m = Angles::default();
+            let mut m = a;
             m.yaw = 0.5 * h;
             m.hip_flex = [1.0 * h, -0.35 * h];
             m.knee = [1.1 * h, 0.5 * h];
@@ -147,14 +147,14 @@ pub fn action_offset(action: u32, p: f64, amp: f64) -> Angles {
             a.forward = -0.15 * h;
         }
         13 | 14 => {
-            let mut m = Angles::default();
+            let mut m = a;
             m.shoulder_flex = [2.9 * h, 0.0];
             m.elbow = [-0.15 * h, 0.0];
             m.trunk_side = -0.05 * h;
             return if action == 13 { m } else { m.mirror() };
         }
         15 | 16 => {
-            let mut m = Angles::default();
+            let mut m = a;
             m.hip_abd = [0.55 * h, 0.2 * h];
             m.hip_flex = [0.5 * h, 0.1 * h];
             m.knee = [1.0 * h, 0.0];
@@ -166,7 +166,7 @@ pub fn action_offset(action: u32, p: f64, amp: f64) -> Angles {
         17 | 18 => {
             // Arm up to the side, forearm waving three times.
             let wave = (TAU * 3.0 * p).sin();
-            let mut m = Angles::default();
+            let mut m = a;
             m.shoulder_abd = [1.7 * h, 0.0];
             m.shoulder_flex = [0.3 * h, 0.0];
             m.elbow = [(1.0 + 0.5 * wave) * h, 0.0];
@@ -185,7 +185,7 @@ pub fn action_offset(action: u32, p: f64, amp: f64) -> Angles {
             // Wind up with the right arm, then throw across to the left.
             let wind = hold((p * 1.6).min(1.0)) * amp;
             let throw = bump(((p - 0.45) / 0.55).clamp(0.0, 1.0)) * amp;
-            let mut m = Angles::default();
+            let mut m = a;
             m.shoulder_flex = [0.3 * b, 2.6 * wind - 1.4 * throw];
             m.shoulder_abd = [0.4 * b, 0.5 * wind];
             m.elbow = [0.5 * b, 1.6 * wind * (1.0 - throw)];
@@ -198,7 +198,7 @@ pub fn action_offset(action: u32, p: f64, amp: f64) -> Angles {
             // Right leg kicks forward and across to the left.
             let chamber = bump(p) * amp;
             let extend = bump(((p - 0.25) / 0.5).clamp(0.0, 1.0)) * amp;
-            let mut m = Angles::default();
+            let mut m = a;
             m.hip_flex = [0.0, 1.2 * chamber];
             m.hip_abd = [0.0, -0.35 * chamber];
             m.knee = [0.15 * chamber, 1.4 * chamber * (1.0 - extend)];
@@ -209,7 +209,7 @@ pub fn action_offset(action: u32, p: f64, amp: f64) -> Angles {
         }
         24 | 25 => {
             // Lean to the left with the right arm over the head.
-            let mut m = Angles::default();
+            let mut m = a;
             m.trunk_side = 0.45 * h;
             m.shoulder_abd = [0.3 * h, 2.6 * h];
             m.elbow = [0.6 * h, 0.3 * h];

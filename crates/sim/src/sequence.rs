@@ -292,9 +292,8 @@ impl Simulator {
                     rot_im[k] = i as f32;
                     (r, i) = (r * cs - i * ss, r * ss + i * cs);
                 }
-                for a in 0..na {
+                for (a, rip) in ripple.iter().enumerate().take(na) {
                     ch.packet(a, &scatter, &shadow, &mut att, &mut re, &mut im);
-                    let rip = &ripple[a];
                     for (s, &k) in sub_grid.iter().enumerate() {
                         let idx = (a * ns + s) * np + pk;
                         if lost || noise.f64() < cfg.subcarrier_dropout {

@@ -90,13 +90,13 @@ fn body_crossing_a_line_of_sight_changes_that_antenna_most() {
         let sk = Skeleton::pose(&anth, &Angles::rest(), V3::new(2.0, y, 0.0), 0.0);
         scatter_points(&sk, &anth, &mut sc);
         shadow_points(&sk, &anth, &mut sh);
-        for a in 0..2 {
+        for (a, series) in amp.iter_mut().enumerate() {
             ch.packet(a, &sc, &sh, &mut att, &mut re, &mut im);
             let mean: f64 = (0..radio.grid_len())
                 .map(|k| (re[k] as f64).hypot(im[k] as f64))
                 .sum::<f64>()
                 / radio.grid_len() as f64;
-            amp[a].push(mean);
+            series.push(mean);
         }
     }
     let rel_spread = |v: &[f64]| {
