@@ -69,3 +69,47 @@ fn simulate_rejects_impossible_sizes() {
         "no output left"
     );
 }
+
+#[test]
+fn import_mmfi_reads_the_simulated_tree_back_to_the_same_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sim");
+    let st = csipose()
+        .args(["simulate", "--out"])
+        .arg(&out)
+        .args(["--envs", "4", "--subjects", "4", "--actions", "2"])
+        .args(["--frames-per-seq", "8", "--seed", "11", "--mmfi-tree"])
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let tree = dir.path().join("sim-mmfi-tree");
+    for (kp, back) in [("rgb", "back2d"), ("gt3d", "back3d")] {
+        let o = csipose()
+            .arg("import-mmfi")
+            .arg(&tree)
+            .arg("--out")
+            .arg(dir.path().join(back))
+            .args(["--keypoints", kp])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let read = |p: std::path::PathBuf| std::fs::read(&p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+    let b2 = dir.path().join("back2d");
+    assert_eq!(read(out.join("X.npy")), read(b2.join("X.npy")), "X differs");
+    assert_eq!(read(out.join("Y.npy")), read(b2.join("Y.npy")), "Y differs");
+    assert_eq!(
+        read(out.join("meta.npy")),
+        read(b2.join("meta.npy")),
+        "meta differs"
+    );
+    // The 3D import equals the simulator's Y3d.npy.
+    let y3 = csipose_npy::read::<f32>(out.join("Y3d.npy")).unwrap();
+    let g3 = csipose_npy::read::<f32>(dir.path().join("back3d/Y.npy")).unwrap();
+    assert_eq!(y3.shape, g3.shape);
+    assert_eq!(y3.data, g3.data);
+}

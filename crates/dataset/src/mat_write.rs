@@ -252,6 +252,49 @@ mod tests {
     }
 
     #[test]
+    fn round_trip_through_the_project_reader() {
+        let dims = [3usize, 5, 4];
+        let rm: Vec<f64> = (0..60)
+            .map(|i| match i {
+                7 => f64::INFINITY,
+                11 => f64::NEG_INFINITY,
+                _ => (i as f64).sqrt() - 3.0,
+            })
+            .collect();
+        let cm = to_column_major(&rm, &dims);
+        let ph: Vec<f64> = rm.iter().map(|v| -v).collect();
+        let cph = to_column_major(&ph, &dims);
+        for compress in [false, true] {
+            let bytes = mat_bytes(
+                &[
+                    MatVar {
+                        name: "CSIamp",
+                        dims: &dims,
+                        data: &cm,
+                    },
+                    MatVar {
+                        name: "CSIphase",
+                        dims: &dims,
+                        data: &cph,
+                    },
+                ],
+                compress,
+            );
+            let f = crate::mat::read_variables(&bytes, std::path::Path::new("rt.mat")).unwrap();
+            let amp = f.get("CSIamp").unwrap();
+            assert_eq!(amp.dims, dims.to_vec());
+            assert_eq!(amp.class, crate::mat::MatClass::Double);
+            assert_eq!(amp.data.len(), 60);
+            for (a, b) in amp.data.iter().zip(&rm) {
+                assert!(a == b || (a.is_nan() && b.is_nan()), "{a} vs {b}");
+            }
+            let p = f.get("CSIphase").unwrap();
+            assert_eq!(p.data[3], ph[3]);
+            assert!(amp.imag.is_none());
+        }
+    }
+
+    #[test]
     fn file_matches_scipy_layout_of_mmfi_mini() {
         // scipy.io.savemat (uncompressed) and this writer lay a (3,114,10) double out the
         // same way: compare every byte after the 116-byte text with a real MM-Fi-mini frame.
