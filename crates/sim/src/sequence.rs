@@ -119,8 +119,9 @@ pub struct Simulator {
     pub radio: Radio,
     envs: Vec<Environment>,
     channels: Vec<StaticChannel>,
-    /// Per environment and antenna, the receive chain's amplitude ripple on the grid.
-    ripple: Vec<Vec<Vec<f32>>>,
+    /// Per antenna, the receive chain's amplitude ripple over the subcarrier grid (±1–2 dB,
+    /// three slow sinusoids). It belongs to the receiver, the same NIC in every room.
+    ripple: Vec<Vec<f32>>,
 }
 
 impl Simulator {
@@ -131,33 +132,28 @@ impl Simulator {
             .collect();
         let channels: Vec<StaticChannel> =
             envs.iter().map(|e| StaticChannel::new(e, &radio)).collect();
-        let ripple = envs
-            .iter()
-            .zip(&channels)
-            .map(|(e, ch)| {
-                (0..ch.antennas())
-                    .map(|a| {
-                        let mut rng = Rng::stream(0xE0E0, "ripple", &[e.id as u64, a as u64]);
-                        let waves: Vec<(f64, f64, f64)> = (0..3)
-                            .map(|_| {
-                                (
-                                    rng.range(0.3, 0.9),
-                                    rng.range(20.0, 120.0),
-                                    rng.range(0.0, std::f64::consts::TAU),
-                                )
+        let grid = channels[0].grid;
+        let ripple = (0..radio.hardware.antennas)
+            .map(|a| {
+                let mut rng = Rng::stream(0xE0E0, "ripple", &[a as u64]);
+                let waves: Vec<(f64, f64, f64)> = (0..3)
+                    .map(|_| {
+                        (
+                            rng.range(0.3, 0.9),
+                            rng.range(20.0, 120.0),
+                            rng.range(0.0, std::f64::consts::TAU),
+                        )
+                    })
+                    .collect();
+                (0..grid)
+                    .map(|k| {
+                        let db: f64 = waves
+                            .iter()
+                            .map(|(amp, period, ph)| {
+                                amp * (std::f64::consts::TAU * k as f64 / period + ph).sin()
                             })
-                            .collect();
-                        (0..ch.grid)
-                            .map(|k| {
-                                let db: f64 = waves
-                                    .iter()
-                                    .map(|(amp, period, ph)| {
-                                        amp * (std::f64::consts::TAU * k as f64 / period + ph).sin()
-                                    })
-                                    .sum();
-                                10f64.powf(db / 20.0) as f32
-                            })
-                            .collect()
+                            .sum();
+                        10f64.powf(db / 20.0) as f32
                     })
                     .collect()
             })
@@ -184,7 +180,7 @@ impl Simulator {
         let cfg = &self.config;
         let env = self.environment(spec.env);
         let ch = self.channel(spec.env);
-        let ripple = &self.ripple[spec.env as usize - 1];
+        let ripple = &self.ripple;
         let subject = Subject::new(cfg.seed, spec.subject);
         let ids = [spec.env as u64, spec.subject as u64, spec.action as u64];
         let mut rng = Rng::stream(cfg.seed, "sequence", &ids);
