@@ -113,3 +113,58 @@ fn import_mmfi_reads_the_simulated_tree_back_to_the_same_dataset() {
     assert_eq!(y3.shape, g3.shape);
     assert_eq!(y3.data, g3.data);
 }
+
+#[test]
+fn simulate_refuses_to_replace_foreign_directories_but_replaces_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("photos");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("keep.txt"), b"precious").unwrap();
+    let small = [
+        "--envs",
+        "1",
+        "--subjects",
+        "1",
+        "--actions",
+        "1",
+        "--frames-per-seq",
+        "2",
+    ];
+    let o = csipose()
+        .args(["simulate", "--out"])
+        .arg(&foreign)
+        .args(small)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("refusing to replace"));
+    let out = dir.path().join("ds");
+    let o = csipose()
+        .args(["simulate", "--out"])
+        .arg(&out)
+        .args(small)
+        .arg("--mmfi-tree")
+        .arg(&foreign)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("refusing to replace"));
+    assert_eq!(
+        std::fs::read(foreign.join("keep.txt")).unwrap(),
+        b"precious"
+    );
+    // Its own outputs are replaced on a second run.
+    let tree = dir.path().join("tree");
+    for _ in 0..2 {
+        let o = csipose()
+            .args(["simulate", "--out"])
+            .arg(&out)
+            .args(small)
+            .arg("--mmfi-tree")
+            .arg(&tree)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert!(tree.join("csipose-simulated-tree.json").is_file());
+}

@@ -132,6 +132,30 @@ pub struct Summary {
     pub tree: Option<PathBuf>,
 }
 
+/// File in the root of a simulated MM-Fi-layout tree that marks it as ours: an existing tree
+/// is replaced only when it carries this marker (or is an empty directory).
+pub const TREE_MARKER: &str = "csipose-simulated-tree.json";
+
+/// Refuses to replace `path` unless it is absent, an empty directory, or a directory for
+/// which `ours` holds.
+fn check_replaceable(path: &Path, what: &str, ours: impl Fn(&Path) -> bool) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let empty_dir = path.is_dir()
+        && std::fs::read_dir(path)
+            .map_err(io_err(path))?
+            .next()
+            .is_none();
+    if empty_dir || (path.is_dir() && ours(path)) {
+        return Ok(());
+    }
+    Err(DatasetError::invalid(
+        path,
+        format!("exists and is not {what}; refusing to replace it"),
+    ))
+}
+
 /// Description of `Y3d.npy` recorded in the provenance.
 pub const Y3D_DOC: &str = "Y3d.npy: float32 [N, 17, 3] Human3.6M-order 3D joints in metres, \
 camera frame (x right, y down, z forward), the same rows as ground_truth.npy of the MM-Fi tree";
@@ -223,6 +247,14 @@ pub fn write_dataset(
             "an MM-Fi tree needs a simulator built with keep_raw",
         ));
     }
+    check_replaceable(out, "a csipose packed dataset", |p| {
+        p.join("dataset.json").is_file()
+    })?;
+    if let Some(t) = tree {
+        check_replaceable(t, "a tree written by csipose simulate", |p| {
+            p.join(TREE_MARKER).is_file()
+        })?;
+    }
     let info = DatasetInfo::new(
         sim.radio.hardware.clone(),
         KeypointLayout::Coco17_2d,
@@ -307,6 +339,7 @@ pub fn write_dataset(
         "repaired_frames": repaired,
         "extra_files": [Y3D_DOC],
     });
+    let sim_prov_copy = sim_prov.clone();
     match &mut provenance {
         serde_json::Value::Object(m) => {
             m.insert("simulator".into(), sim_prov);
@@ -317,6 +350,9 @@ pub fn write_dataset(
     let frames = writer.finish()?;
     let mut tree_out = None;
     if let (Some(t), Some(tmp)) = (tree, tmp_tree.0.as_ref()) {
+        let marker = tmp.join(TREE_MARKER);
+        let text = serde_json::to_string_pretty(&sim_prov_copy).expect("serialisable");
+        std::fs::write(&marker, text + "\n").map_err(io_err(&marker))?;
         if t.exists() {
             std::fs::remove_dir_all(t).map_err(io_err(t))?;
         }
