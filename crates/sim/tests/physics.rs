@@ -146,3 +146,41 @@ fn mmfi_profile_sequences_differ_by_action_and_subject() {
     assert_ne!(a.x, b.x);
     assert_ne!(a.y2d, c.y2d);
 }
+
+#[test]
+fn body_changes_faded_subcarriers_most() {
+    // In a real room the static channel has frequency-selective fades; the body adds a
+    // path of similar strength on every subcarrier, so the relative change of |H| is
+    // largest on the subcarriers where the static channel is weakest.
+    let radio = Profile::Mmfi.radio();
+    let env = csipose_sim::room::Environment::get(1);
+    let ch = StaticChannel::new(&env, &radio);
+    let n = radio.grid_len();
+    let (mut re, mut im, mut att) = (vec![0.0; ch.grid], vec![0.0; ch.grid], Vec::new());
+    ch.packet(0, &[], &[], &mut att, &mut re, &mut im);
+    let empty: Vec<f64> = (0..n).map(|k| (re[k] as f64).hypot(im[k] as f64)).collect();
+    let anth = Anthropometry::sample(&mut Rng::new(8));
+    let (mut sc, mut sh) = (Vec::new(), Vec::new());
+    let mut change = vec![0.0; n];
+    for step in 0..20 {
+        let mut ang = Angles::rest();
+        ang.shoulder_flex = [0.15 * step as f64; 2];
+        let base = env.area_center + V3::new(0.02 * step as f64, 0.0, 0.0);
+        let sk = Skeleton::pose(&anth, &ang, base, env.facing);
+        scatter_points(&sk, &anth, &mut sc);
+        shadow_points(&sk, &anth, &mut sh);
+        ch.packet(0, &sc, &sh, &mut att, &mut re, &mut im);
+        for k in 0..n {
+            change[k] += ((re[k] as f64).hypot(im[k] as f64) - empty[k]).abs() / empty[k];
+        }
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| empty[a].total_cmp(&empty[b]));
+    let fifth = n / 5;
+    let mean = |idx: &[usize]| idx.iter().map(|&k| change[k]).sum::<f64>() / idx.len() as f64;
+    let (weak, strong) = (mean(&order[..fifth]), mean(&order[n - fifth..]));
+    assert!(
+        weak > 1.5 * strong,
+        "weakest fifth {weak} vs strongest {strong}"
+    );
+}
