@@ -44,6 +44,15 @@ pub struct Args {
     /// Per-sequence variation (±radians) of the heading around facing the camera.
     #[arg(long, default_value_t = 0.3)]
     heading_jitter: f64,
+    /// Standard deviation of the per-packet automatic-gain-control error, dB.
+    #[arg(long, default_value_t = 0.5)]
+    agc_jitter_db: f64,
+    /// Probability that one (packet, antenna, subcarrier) value is lost (written as inf).
+    #[arg(long, default_value_t = 0.002)]
+    subcarrier_dropout: f64,
+    /// Probability that a whole packet is lost (all its values inf).
+    #[arg(long, default_value_t = 0.005)]
+    packet_dropout: f64,
     /// Scale of the body's radar cross-sections (torso 0.5 m², thigh 0.15 m², ... × build²).
     #[arg(long, default_value_t = 1.0)]
     body_rcs_scale: f64,
@@ -110,6 +119,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         position_jitter_m: args.position_jitter,
         heading_jitter_rad: args.heading_jitter,
         body_rcs_scale: args.body_rcs_scale,
+        agc_jitter_db: args.agc_jitter_db,
+        subcarrier_dropout: args.subcarrier_dropout,
+        packet_dropout: args.packet_dropout,
         ..SimConfig::default()
     };
     let sim = Simulator::new(config);
