@@ -9,10 +9,16 @@
 // Index loops mirror the reference decoders line by line; iterators would hide that.
 #![allow(clippy::needless_range_loop)]
 
+pub mod any;
+pub mod atheros;
 pub mod complex;
+pub mod detect;
 pub mod error;
+pub mod esp32;
 pub mod intel5300;
+pub mod nexmon;
 mod source;
 
 pub use complex::Complex;
+pub use detect::{detect, Format};
 pub use error::{CaptureError, ErrorKind, Result};

@@ -109,7 +109,6 @@ impl<R: Read> Source<R> {
 
     /// Reads one line (without the trailing `\n` / `\r\n`) of at most `limit` bytes.
     /// Returns `None` at a clean end of input.
-    #[allow(dead_code)] // used by the ESP32 CSV reader
     pub fn read_line(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<Option<()>> {
         out.clear();
         let start = self.pos;
