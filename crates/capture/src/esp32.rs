@@ -99,14 +99,14 @@ impl<R: Read> Reader<R> {
     fn next_frame(&mut self) -> Option<Result<Frame>> {
         loop {
             let start = self.src.pos();
-            match self.src.read_line(&mut self.line, MAX_LINE) {
+            let newline = match self.src.read_line(&mut self.line, MAX_LINE) {
                 Ok(None) => return None,
-                Ok(Some(())) => {}
+                Ok(Some(newline)) => newline,
                 Err(e) => {
                     self.done = true;
                     return Some(Err(e));
                 }
-            }
+            };
             self.line_no += 1;
             let Ok(text) = std::str::from_utf8(&self.line) else {
                 return Some(Err(CaptureError::invalid(
@@ -124,6 +124,12 @@ impl<R: Read> Reader<R> {
                 continue;
             }
             if !text.starts_with("CSI_DATA") {
+                if !newline && !text.is_empty() {
+                    // A last line cut before its end cannot be told from console noise;
+                    // report it rather than drop it silently.
+                    let got = self.line.len() as u64;
+                    return Some(Err(CaptureError::truncated(start, got + 1, got)));
+                }
                 self.skipped += 1;
                 continue;
             }
@@ -139,7 +145,16 @@ impl<R: Read> Reader<R> {
                         csi,
                     })
                     .map_err(|(at, msg)| {
-                        CaptureError::invalid(start + at as u64, format!("line {line_no}: {msg}"))
+                        if newline {
+                            CaptureError::invalid(
+                                start + at as u64,
+                                format!("line {line_no}: {msg}"),
+                            )
+                        } else {
+                            // The input ended inside this row: a cut-off last record.
+                            let got = self.line.len() as u64;
+                            CaptureError::truncated(start, got + 1, got)
+                        }
                     }),
             );
         }

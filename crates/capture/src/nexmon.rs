@@ -258,17 +258,18 @@ impl<R: Read> Reader<R> {
             Fill::Partial(k) => return Err(CaptureError::truncated(0, 24, k as u64)),
         }
         let magic = u32::from_le_bytes([g[0], g[1], g[2], g[3]]);
-        self.swapped =
-            match magic {
-                0xa1b2_c3d4 | 0xa1b2_3c4d => false,
-                0xd4c3_b2a1 | 0x4d3c_b2a1 => true,
-                _ => return Err(CaptureError::invalid(
+        self.swapped = match magic {
+            0xa1b2_c3d4 | 0xa1b2_3c4d => false,
+            0xd4c3_b2a1 | 0x4d3c_b2a1 => true,
+            _ => {
+                return Err(CaptureError::invalid(
                     0,
                     format!(
                         "pcap magic {magic:#010x} is not a pcap file's (pcapng is not supported)"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         Ok(true)
     }
 

@@ -108,11 +108,12 @@ impl<R: Read> Source<R> {
     }
 
     /// Reads one line (without the trailing `\n` / `\r\n`) of at most `limit` bytes.
-    /// Returns `None` at a clean end of input.
-    pub fn read_line(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<Option<()>> {
+    /// Returns `None` at a clean end of input, else whether a newline ended the line.
+    pub fn read_line(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<Option<bool>> {
         out.clear();
         let start = self.pos;
         let mut byte = [0u8; 1];
+        let mut newline = false;
         loop {
             match self.inner.read(&mut byte) {
                 Ok(0) => {
@@ -124,6 +125,7 @@ impl<R: Read> Source<R> {
                 Ok(_) => {
                     self.pos += 1;
                     if byte[0] == b'\n' {
+                        newline = true;
                         break;
                     }
                     if out.len() >= limit {
@@ -141,6 +143,6 @@ impl<R: Read> Source<R> {
         if out.last() == Some(&b'\r') {
             out.pop();
         }
-        Ok(Some(()))
+        Ok(Some(newline))
     }
 }
