@@ -15,6 +15,7 @@ pub mod complex;
 pub mod detect;
 pub mod error;
 pub mod esp32;
+pub mod heatmap;
 pub mod intel5300;
 pub mod nexmon;
 mod source;
