@@ -331,6 +331,22 @@ impl<R: Read> Iterator for Reader<R> {
     }
 }
 
+/// Every complete frame of a `.dat` file. A truncated last record ends the list without
+/// an error (as MATLAB's `read_bf_file` does); any other error names the file and offset.
+pub fn read_file(path: impl AsRef<std::path::Path>) -> std::result::Result<Vec<Frame>, String> {
+    let path = path.as_ref();
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut frames = Vec::new();
+    for item in Reader::new(file) {
+        match item {
+            Ok(f) => frames.push(f),
+            Err(e) if e.is_truncation() => break,
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+    }
+    Ok(frames)
+}
+
 /// Encodes a frame as a bfee record (length, code, body). The CSI is un-permuted first when
 /// the reader would permute it, so `decode(encode(f)) == f` for integer CSI in i8 range.
 /// Fails when the CSI shape does not match `ntx`/`nrx` or a value is not an i8.

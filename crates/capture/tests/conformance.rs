@@ -80,6 +80,8 @@ fn intel5300_example_matches_matlab() {
         }
         let err = max_rel_err(&got, &want.data);
         eprintln!("{npy}: max relative error {err:e}");
+        let again = intel5300::read_file(shared("example.dat")).unwrap();
+        assert_eq!(again, frames);
         assert!(err <= 1e-9, "{npy}: max relative error {err}");
     }
 }
