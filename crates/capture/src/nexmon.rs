@@ -445,3 +445,50 @@ pub fn write_int16_pcap<W: Write>(mut out: W, frames: &[Frame]) -> std::io::Resu
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_float_hand_computed() {
+        // bcm4366c0 layout (nman 12, nexp 6): I at bits 18.., sign I bit 29, Q at bits 6..,
+        // sign Q bit 17, exponent bits 0..5 (two's complement).
+        let w = |vi: u32, vq: u32, e: u32, si: bool, sq: bool| {
+            (vi << 18) | (vq << 6) | (e & 63) | ((si as u32) << 29) | ((sq as u32) << 17)
+        };
+        // One word, mantissa 1, exponent 0: normalised so the top bit lands at bit 10.
+        assert_eq!(
+            unpack_float(12, 6, &[w(1, 0, 0, false, false)]),
+            vec![1024, 0]
+        );
+        // The largest exponent sets the scale for every word; signs apply per part.
+        assert_eq!(
+            unpack_float(12, 6, &[w(1, 3, 0, true, false), w(1, 0, 2, false, true)]),
+            vec![-256, 768, 1024, 0]
+        );
+        // Negative exponents (62 = -2, 32 = -32) shift right, or to zero below -nman.
+        // maxbit = 9 (second word), so every exponent is raised by 10 - 9 = 1.
+        assert_eq!(
+            unpack_float(
+                12,
+                6,
+                &[
+                    w(4, 0, 62, false, false),
+                    w(1, 0, 9, false, false),
+                    w(5, 0, 32, false, false)
+                ]
+            ),
+            vec![2, 0, 1024, 0, 0, 0]
+        );
+    }
+
+    #[test]
+    fn int16_words_are_real_then_imaginary() {
+        let words = [0xfffe_0003u32];
+        assert_eq!(
+            decode_csi(Chip::Bcm43455c0, &words),
+            vec![Complex::new(3.0, -2.0)]
+        );
+    }
+}

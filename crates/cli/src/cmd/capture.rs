@@ -50,31 +50,36 @@ pub struct ReadArgs {
 
 #[derive(clap::Args)]
 pub struct ExportArgs {
+    /// Capture file.
     pub file: PathBuf,
     #[command(flatten)]
     pub read: ReadArgs,
     /// Intel 5300 only: write get_scaled_csi output instead of the raw CSI.
     #[arg(long)]
     pub scaled: bool,
+    /// Output .npy (written atomically).
     #[arg(long)]
     pub out: PathBuf,
 }
 
 #[derive(clap::Args)]
 pub struct InfoArgs {
+    /// Capture file.
     pub file: PathBuf,
     #[command(flatten)]
     pub read: ReadArgs,
-    /// Print JSON: {file, format, frames, per_frame: [...], skipped_records, truncated}.
+    /// Print JSON: {file, format, frames, per_frame: [...], skipped_bad_records, truncated}.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(clap::Args)]
 pub struct InspectArgs {
+    /// Capture file.
     pub file: PathBuf,
     #[command(flatten)]
     pub read: ReadArgs,
+    /// Output PNG (written atomically).
     #[arg(long)]
     pub png: PathBuf,
 }
