@@ -132,3 +132,128 @@ pub fn open(
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Reader::new(file, format, opts))
 }
+
+/// One received packet as the windowing stage sees it: `[antennas][subcarriers]` amplitudes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Packet {
+    pub antennas: usize,
+    pub subcarriers: usize,
+    pub amplitudes: Vec<f64>,
+}
+
+/// Turns frames into packets. Every format gives one packet per frame, except Nexmon,
+/// which reports each receive core (and spatial stream) of one received frame as its own
+/// UDP packet with the same sequence number: consecutive Nexmon frames with one sequence
+/// number are merged into one packet with one antenna per core (spatial stream 0, cores
+/// in ascending order; frames of another subcarrier count than the first are left out).
+#[derive(Default)]
+pub struct PacketGrouper {
+    pending: Vec<nexmon::Frame>,
+}
+
+impl PacketGrouper {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds one frame; returns the packets it completes (zero, one or two).
+    pub fn push(&mut self, frame: Frame) -> Vec<Packet> {
+        let mut out = Vec::new();
+        match frame {
+            Frame::Nexmon(f) => {
+                if self
+                    .pending
+                    .first()
+                    .is_some_and(|p| p.sequence != f.sequence)
+                {
+                    out.extend(self.flush());
+                }
+                self.pending.push(f);
+            }
+            other => {
+                out.extend(self.flush());
+                let (antennas, subcarriers, amplitudes) = other.rx_amplitudes();
+                out.push(Packet {
+                    antennas,
+                    subcarriers,
+                    amplitudes,
+                });
+            }
+        }
+        out
+    }
+
+    /// Emits the packet still being gathered, if any (call at the end of the stream).
+    pub fn flush(&mut self) -> Option<Packet> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let mut frames = std::mem::take(&mut self.pending);
+        let subcarriers = frames[0].csi.len();
+        let mut rows: Vec<&nexmon::Frame> = frames
+            .iter()
+            .filter(|f| f.spatial_stream == 0 && f.csi.len() == subcarriers)
+            .collect();
+        if rows.is_empty() {
+            rows = vec![&frames[0]];
+        }
+        rows.sort_by_key(|f| f.core);
+        rows.dedup_by_key(|f| f.core);
+        let amplitudes = rows
+            .iter()
+            .flat_map(|f| f.csi.iter().map(|c| c.abs()))
+            .collect();
+        let packet = Packet {
+            antennas: rows.len(),
+            subcarriers,
+            amplitudes,
+        };
+        frames.clear();
+        Some(packet)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Complex;
+
+    fn nex(seq: u16, core: u8, ss: u8, v: f64) -> Frame {
+        Frame::Nexmon(nexmon::Frame {
+            offset: 0,
+            ts_sec: 0,
+            ts_frac: 0,
+            rssi: 0,
+            frame_control: 0,
+            source_mac: [0; 6],
+            sequence: seq,
+            core,
+            spatial_stream: ss,
+            chanspec: 0,
+            chip_version: 0,
+            chip: nexmon::Chip::Bcm4358,
+            bandwidth_mhz: 20,
+            csi: vec![Complex::new(v, 0.0); 2],
+        })
+    }
+
+    #[test]
+    fn nexmon_cores_of_one_sequence_become_antennas() {
+        let mut g = PacketGrouper::new();
+        let mut packets = Vec::new();
+        for f in [
+            nex(7, 1, 0, 2.0),
+            nex(7, 0, 0, 1.0),
+            nex(7, 0, 1, 9.0),
+            nex(8, 0, 0, 3.0),
+        ] {
+            packets.extend(g.push(f));
+        }
+        packets.extend(g.flush());
+        assert_eq!(packets.len(), 2);
+        assert_eq!(packets[0].antennas, 2);
+        assert_eq!(packets[0].amplitudes, vec![1.0, 1.0, 2.0, 2.0]);
+        assert_eq!(packets[1].antennas, 1);
+        assert_eq!(packets[1].amplitudes, vec![3.0, 3.0]);
+    }
+}

@@ -204,4 +204,20 @@ fn to_dataset_windows_captures_with_manifest_labels() {
     let ds2 = csipose_dataset::PackedDataset::open(&out2).unwrap();
     assert_eq!(ds2.x(0).len(), 3 * 114 * 10);
     assert_eq!(ds2.meta(0).action, 0);
+    // Nexmon: the 4358 capture holds cores 0-1 x spatial streams 0-1 of one frame,
+    // which become one packet with two antennas.
+    let out3 = dir.path().join("ds3");
+    let pcap = shared("captures/example_4358.pcap");
+    ok(&[
+        "capture",
+        "to-dataset",
+        s(&pcap),
+        "--packets",
+        "1",
+        "--out",
+        s(&out3),
+    ]);
+    let ds3 = csipose_dataset::PackedDataset::open(&out3).unwrap();
+    assert_eq!((ds3.len(), ds3.info.hardware.antennas), (1, 2));
+    assert_eq!(ds3.info.hardware.subcarriers, 256);
 }

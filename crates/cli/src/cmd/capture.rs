@@ -2,7 +2,7 @@
 //! (Intel 5300 `.dat`, Nexmon `.pcap`, ESP32 CSV, Atheros `.dat`).
 
 use anyhow::{bail, Context, Result};
-use csipose_capture::any::{self, Frame};
+use csipose_capture::any::{self, Frame, Packet, PacketGrouper};
 use csipose_capture::{intel5300, nexmon, CaptureError, Complex, Format};
 use csipose_dataset::packed::{FrameMeta, JOINTS};
 use csipose_dataset::windows::{capture_profile, Windower};
@@ -477,8 +477,8 @@ fn label_ids(labels: &[String]) -> (Vec<i32>, BTreeMap<String, i32>) {
     (ids, map)
 }
 
-fn native_profile(f: &Frame, packets: usize) -> HardwareProfile {
-    let (ant, sub, _) = f.rx_amplitudes();
+/// The profile of a capture's first packet (`ant` x `sub`), named after its format.
+fn native_profile(f: &Frame, ant: usize, sub: usize, packets: usize) -> HardwareProfile {
     match f {
         Frame::Intel5300(_) => capture_profile("iwl5300", ant, sub, packets, "unknown", 20.0),
         Frame::Atheros(a) => {
@@ -546,9 +546,24 @@ fn to_dataset(a: ToDatasetArgs) -> Result<()> {
             ..HardwareProfile::mmfi()
         },
         "native" => {
-            let first = open(&files[0], &a.read)?.find_map(|item| item.ok());
-            let f = first.with_context(|| format!("{}: no CSI frames", files[0].display()))?;
-            native_profile(&f, a.packets)
+            // The first packet: for Nexmon, all cores of the first sequence number.
+            let mut grouper = PacketGrouper::new();
+            let (mut first_frame, mut first_packet) = (None, None);
+            for f in open(&files[0], &a.read)?.filter_map(|item| item.ok()) {
+                let done = grouper.push(f.clone());
+                first_frame.get_or_insert(f);
+                if let Some(p) = done.into_iter().next() {
+                    first_packet = Some(p);
+                    break;
+                }
+            }
+            let f =
+                first_frame.with_context(|| format!("{}: no CSI frames", files[0].display()))?;
+            let p = match first_packet {
+                Some(p) => p,
+                None => grouper.flush().context("no packet")?,
+            };
+            native_profile(&f, p.antennas, p.subcarriers, a.packets)
         }
         p => bail!("unknown --profile {p:?} (native, mmfi)"),
     };
@@ -574,13 +589,12 @@ fn to_dataset(a: ToDatasetArgs) -> Result<()> {
         let mut packets = 0usize;
         let label = label_of_file[fi];
         let base = done_bytes;
-        let (format, trouble) = for_each_frame(path, &a.read, None, |f| {
-            bar.set_position(base + f.offset());
+        let mut grouper = PacketGrouper::new();
+        let mut push_packet = |p: Packet, windows: &mut i32| -> Result<()> {
             packets += 1;
-            let (ant, sub, amp) = f.rx_amplitudes();
-            match windower.push(ant, sub, &amp) {
+            match windower.push(p.antennas, p.subcarriers, &p.amplitudes) {
                 Ok(Some(w)) => {
-                    windows += 1;
+                    *windows += 1;
                     if !w.report.repairs.is_empty() || w.report.filled > 0 {
                         repaired += 1;
                     }
@@ -588,7 +602,7 @@ fn to_dataset(a: ToDatasetArgs) -> Result<()> {
                         environment: 0,
                         subject: fi as i32 + 1,
                         action: label,
-                        frame: windows,
+                        frame: *windows,
                     };
                     writer.push(&w.x, &y_zero, &[meta])?;
                 }
@@ -596,7 +610,17 @@ fn to_dataset(a: ToDatasetArgs) -> Result<()> {
                 Err(skip) => *skip_reasons.entry(skip.to_string()).or_default() += 1,
             }
             Ok(())
+        };
+        let (format, trouble) = for_each_frame(path, &a.read, None, |f| {
+            bar.set_position(base + f.offset());
+            for p in grouper.push(f) {
+                push_packet(p, &mut windows)?;
+            }
+            Ok(())
         })?;
+        if let Some(p) = grouper.flush() {
+            push_packet(p, &mut windows)?;
+        }
         done_bytes += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         per_file.push(json!({
             "file": path.display().to_string(), "format": format.name(), "index": fi + 1,
