@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod capture;
 pub mod demo;
 pub mod eval;
 pub mod import_mmfi;
