@@ -18,7 +18,12 @@
 //! global mean pose and 52 % per environment, i.e. most of the mean pose's misses come from
 //! the subjects' body size (height 1.50–1.95 m), which a linear map from amplitude
 //! statistics barely recovers, while the ridge regression's margin over the mean pose is
-//! about what knowing the environment gives.
+//! about what knowing the environment gives. Measured with this bench on that set, none
+//! of these moved the ridge's random-split score by more than a point (so none was kept):
+//! SNR 35 dB without AGC jitter, body RCS × 0.25, an AGC that tracks each packet's received
+//! power, RCS and shadowing scaled with the subject's height, and 1.3× larger motions with
+//! shorter pauses (which lowered both the mean pose and the ridge, the ridge more).
+//! With every subject 1.72 m tall the mean pose reaches 66 % and the ridge 65.6 %.
 
 // Index loops over matrices read more clearly here than iterator chains.
 #![allow(clippy::needless_range_loop, clippy::type_complexity)]
