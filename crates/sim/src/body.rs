@@ -346,7 +346,7 @@ pub const RCS_FOREARM: f64 = 0.035;
 /// Number of scattering points [`scatter_points`] produces.
 pub const SCATTER_POINTS: usize = 23;
 /// Number of shadowing points [`shadow_points`] produces.
-pub const SHADOW_POINTS: usize = 12;
+pub const SHADOW_POINTS: usize = 26;
 
 /// The body as point scatterers: (position, amplitude = √(RCS share) in metres).
 /// Six torso points (three heights × two sides), one head point and two points along each
@@ -383,14 +383,30 @@ pub fn scatter_points(sk: &Skeleton, anth: &Anthropometry, out: &mut Vec<(V3, f6
 
 /// The body as a shadowing obstacle: (position, blocking weight). A radio path that passes
 /// through a point loses power by the point's weight (see `channel`).
+///
+/// The body is an extended obstacle, not a few points: the trunk is sampled at four heights
+/// from the pelvis to the thorax, each with a left and a right point at the trunk's half
+/// width, plus the neck, the head, and two points along each limb segment. A path that
+/// crosses the trunk anywhere between the pelvis and the shoulders, or passes just beside
+/// it, is therefore blocked as strongly as one through its axis, and how much of a link the
+/// body covers follows its height, width and posture smoothly (a sparse point model leaves
+/// gaps between its points where a path slips through unblocked). The total weights of the
+/// trunk (7.5 × build), limbs and head are those of the earlier sparse model.
 pub fn shadow_points(sk: &Skeleton, anth: &Anthropometry, out: &mut Vec<(V3, f64)>) {
     use h36m::*;
     out.clear();
     let j = &sk.joints;
     let b = anth.build;
-    for c in [j[PELVIS], j[SPINE], j[THORAX]] {
-        out.push((c, 2.5 * b));
+    let side_dir = (j[R_SHOULDER] - j[L_SHOULDER]).unit();
+    let top = j[THORAX].lerp(j[PELVIS], 0.05);
+    for k in 0..4 {
+        let t = k as f64 / 3.0;
+        let c = j[PELVIS].lerp(top, t);
+        let half = 0.5 * ((1.0 - t) * anth.hip_half_width + t * anth.shoulder_half_width * 0.8);
+        out.push((c - side_dir * half, 0.85 * b));
+        out.push((c + side_dir * half, 0.85 * b));
     }
+    out.push((j[THORAX].lerp(sk.head_center, 0.5), 0.3 * b));
     out.push((sk.head_center, 0.8));
     for (a, c, w) in [
         (L_HIP, L_KNEE, 1.2),
@@ -402,7 +418,8 @@ pub fn shadow_points(sk: &Skeleton, anth: &Anthropometry, out: &mut Vec<(V3, f64
         (L_ELBOW, L_WRIST, 0.4),
         (R_ELBOW, R_WRIST, 0.4),
     ] {
-        out.push((j[a].lerp(j[c], 0.5), w * b));
+        out.push((j[a].lerp(j[c], 0.25), 0.5 * w * b));
+        out.push((j[a].lerp(j[c], 0.75), 0.5 * w * b));
     }
     debug_assert_eq!(out.len(), SHADOW_POINTS);
 }

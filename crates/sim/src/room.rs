@@ -86,14 +86,22 @@ pub const ENVIRONMENTS: u32 = 4;
 impl Environment {
     /// Environment `id` (1..=4). The layouts are fixed; only their clutter positions come from
     /// a fixed internal seed, so every dataset shares the same four rooms.
+    ///
+    /// Transmitter and receiver face each other across the subject's spot (the spot is the
+    /// midpoint of the link) at chest-to-shoulder height, 1.3–1.6 m, as routers on tripods
+    /// or shelves are placed in WiFi pose setups, so that the link crosses the trunk and the
+    /// arms' swing. E04 keeps a tilted link (1.6 m to 1.3 m) and the largest room, so the
+    /// cross-scene split meets an unseen geometry. (Earlier layouts put E01's radios at
+    /// 1.0 m and E04's at 2.0/0.7 m: with those, a ridge regression trained on E01–E03 fell
+    /// to 9 % torso-PCK@20 on E04, far below the mean pose; see `benches/difficulty.rs`.)
     pub fn get(id: u32) -> Environment {
         assert!((1..=ENVIRONMENTS).contains(&id), "environment {id}");
         // (size, tx, rx_center, rx_axis, walls, clutter count, area centre, camera pos)
         let (size, tx, rx, axis, gamma, n_clutter, area, cam) = match id {
             1 => (
                 V3::new(6.0, 5.5, 3.0),
-                V3::new(1.3, 3.3, 1.0),
-                V3::new(4.7, 3.3, 1.0),
+                V3::new(1.3, 3.3, 1.5),
+                V3::new(4.7, 3.3, 1.5),
                 V3::new(0.0, 1.0, 0.0),
                 [0.45, 0.45, 0.35, 0.5, 0.3, 0.25],
                 6,
@@ -102,8 +110,8 @@ impl Environment {
             ),
             2 => (
                 V3::new(5.2, 6.5, 2.7),
-                V3::new(0.9, 4.9, 1.3),
-                V3::new(4.3, 3.1, 0.8),
+                V3::new(0.9, 4.9, 1.6),
+                V3::new(4.3, 3.1, 1.4),
                 V3::new(0.6, 0.8, 0.0),
                 [0.6, 0.3, 0.4, 0.55, 0.35, 0.3],
                 9,
@@ -113,7 +121,7 @@ impl Environment {
             3 => (
                 V3::new(7.0, 5.2, 3.2),
                 V3::new(1.6, 4.3, 1.5),
-                V3::new(5.4, 3.5, 1.2),
+                V3::new(5.4, 3.5, 1.45),
                 V3::new(0.0, 1.0, 0.0),
                 [0.3, 0.5, 0.45, 0.3, 0.4, 0.2],
                 11,
@@ -122,8 +130,8 @@ impl Environment {
             ),
             _ => (
                 V3::new(8.0, 7.0, 3.5),
-                V3::new(5.6, 6.0, 2.0),
-                V3::new(2.0, 4.2, 0.7),
+                V3::new(5.6, 6.0, 1.6),
+                V3::new(2.0, 4.2, 1.3),
                 V3::new(1.0, 0.0, 0.0),
                 [0.55, 0.6, 0.5, 0.45, 0.45, 0.35],
                 15,
