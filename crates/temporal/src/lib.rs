@@ -1,0 +1,1 @@
+//! The temporal head: the .rvne weight blob format and the activity classifier.
