@@ -1,1 +1,3 @@
-//! The temporal head: the .rvne weight blob format and the activity classifier.
+//! The temporal head: the `.rvne` weight blob format and the activity classifier.
+
+pub mod rvne;
