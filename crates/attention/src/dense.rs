@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use crate::cache::KvCache;
-use crate::simd::{axpy, exp, multiversion, scale};
+use crate::simd::{accumulate, axpy, exp, multiversion, scale, sum};
 use crate::sparse::dispatch;
 use crate::AttentionConfig;
 
@@ -47,16 +47,18 @@ fn softmax_update(
         *m = tile_max;
     }
     let mm = *m;
-    let mut sum = 0.0f32;
     for s in scores.iter_mut() {
         *s = exp(*s - mm);
-        sum += *s;
     }
-    *l += sum;
-    for (jj, &p) in scores.iter().enumerate() {
-        let off = values(jj);
-        axpy(p, &v[off..off + d], acc);
-    }
+    *l += sum(scores);
+    accumulate(
+        scores,
+        |jj| {
+            let off = values(jj);
+            &v[off..off + d]
+        },
+        acc,
+    );
 }
 
 multiversion! {

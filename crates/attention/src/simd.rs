@@ -83,6 +83,27 @@ pub fn exp(x: f32) -> f32 {
     poly * f32::from_bits(((e + 127) as u32) << 23)
 }
 
+/// `acc += sum_t probs[t] * value(t)[..acc.len()]`, in registers where the CPU allows.
+#[inline(always)]
+pub fn accumulate<'s>(probs: &[f32], value: impl Fn(usize) -> &'s [f32], acc: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 and FMA are available (checked at run time).
+        unsafe {
+            match acc.len() {
+                8 => return avx2::accumulate::<8>(probs, value, acc),
+                16 => return avx2::accumulate::<16>(probs, value, acc),
+                32 => return avx2::accumulate::<32>(probs, value, acc),
+                _ => {}
+            }
+        }
+    }
+    let d = acc.len();
+    for (t, &p) in probs.iter().enumerate() {
+        axpy(p, &value(t)[..d], acc);
+    }
+}
+
 /// True when the AVX2 + FMA build of the hot loops can run here.
 #[inline]
 pub fn has_avx2() -> bool {
@@ -145,6 +166,38 @@ pub mod avx2 {
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_movehdup_ps(s));
         _mm_cvtss_f32(s)
+    }
+
+    /// `acc += sum_t probs[t] * value(t)` for `D` in 8, 16, 32, accumulating in registers.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn accumulate<'s, const D: usize>(
+        probs: &[f32],
+        value: impl Fn(usize) -> &'s [f32],
+        acc: &mut [f32],
+    ) {
+        assert!((D == 8 || D == 16 || D == 32) && acc.len() >= D);
+        let lanes = D / 8;
+        let zero = _mm256_setzero_ps();
+        let [mut a0, mut a1, mut a2, mut a3] = [zero; 4];
+        for (t, &p) in probs.iter().enumerate() {
+            let row = value(t);
+            assert!(row.len() >= D);
+            let pv = _mm256_set1_ps(p);
+            let vp = row.as_ptr();
+            a0 = _mm256_fmadd_ps(pv, _mm256_loadu_ps(vp), a0);
+            if lanes > 1 {
+                a1 = _mm256_fmadd_ps(pv, _mm256_loadu_ps(vp.add(8)), a1);
+            }
+            if lanes > 2 {
+                a2 = _mm256_fmadd_ps(pv, _mm256_loadu_ps(vp.add(16)), a2);
+                a3 = _mm256_fmadd_ps(pv, _mm256_loadu_ps(vp.add(24)), a3);
+            }
+        }
+        for (lane, a) in [a0, a1, a2, a3].into_iter().enumerate().take(lanes) {
+            let at = acc.as_mut_ptr().add(lane * 8);
+            _mm256_storeu_ps(at, _mm256_add_ps(_mm256_loadu_ps(at), a));
+        }
     }
 
     /// `e^x` on eight lanes, the same algorithm as `super::exp`.

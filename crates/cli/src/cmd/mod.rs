@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
+pub mod activity;
 pub mod demo;
 pub mod eval;
 pub mod import_mmfi;
 pub mod split;
+pub mod temporal;
