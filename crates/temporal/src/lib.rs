@@ -1,3 +1,7 @@
-//! The temporal head: the `.rvne` weight blob format and the activity classifier.
+//! The temporal head: the `.rvne` weight blob format and the activity classifier (model,
+//! training, streaming inference).
 
+pub mod linalg;
+pub mod model;
 pub mod rvne;
+pub mod train;
