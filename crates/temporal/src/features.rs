@@ -2,6 +2,9 @@
 //! groups of `stride` packets (to ~7.5 frames/s for a 30 packet/s capture), followed by the
 //! absolute change of each amplitude from the previous frame (motion energy).
 
+/// Use ln(1 + amplitude) (so a gain change shifts rather than scales the features).
+const LOG_AMPLITUDE: bool = true;
+
 /// Frames averaged into one feature frame.
 pub const DEFAULT_STRIDE: usize = 4;
 
@@ -26,6 +29,9 @@ pub fn frame_features(amplitudes: &[f32], channels: usize, stride: usize) -> Vec
             {
                 *m += a / stride as f32;
             }
+        }
+        if LOG_AMPLITUDE {
+            mean.iter_mut().for_each(|m| *m = m.max(0.0).ln_1p());
         }
         out.extend_from_slice(&mean);
         for (c, m) in mean.iter().enumerate() {

@@ -65,6 +65,9 @@ struct Hyper {
     /// Mini-batch size.
     #[arg(long, default_value_t = 16)]
     batch: usize,
+    /// Each training sequence is cropped to a random span of at least this fraction.
+    #[arg(long, default_value_t = 0.8)]
+    min_crop: f32,
     /// Random seed (initialisation, shuffling, crops).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -244,6 +247,7 @@ fn fit(
         batch_size: h.batch,
         learning_rate: h.lr,
         seed: h.seed,
+        min_crop: h.min_crop.clamp(0.05, 1.0),
         ..TrainOptions::default()
     };
     let bar = ProgressBar::new(h.epochs as u64);
