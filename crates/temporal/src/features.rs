@@ -1,6 +1,7 @@
 //! Per-frame features of a CSI capture for the activity classifier: amplitudes averaged over
-//! groups of `stride` packets (to ~7.5 frames/s for a 30 packet/s capture), followed by the
-//! absolute change of each amplitude from the previous frame (motion energy).
+//! groups of `stride` packets (to ~7.5 frames/s for a 30 packet/s capture) and mapped to
+//! ln(1 + a), followed by the absolute change of each value from the previous frame (motion
+//! energy).
 
 /// Use ln(1 + amplitude) (so a gain change shifts rather than scales the features).
 const LOG_AMPLITUDE: bool = true;
@@ -49,10 +50,24 @@ mod tests {
         // 5 packets x 2 channels, stride 2 -> 2 frames (last packet dropped).
         let a = [1.0, 10.0, 3.0, 10.0, 6.0, 20.0, 6.0, 40.0, 99.0, 99.0];
         let f = super::frame_features(&a, 2, 2);
-        assert_eq!(f, vec![2.0, 10.0, 0.0, 0.0, 6.0, 30.0, 4.0, 20.0]);
+        let l = |x: f32| x.ln_1p();
+        let want = [
+            l(2.0),
+            l(10.0),
+            0.0,
+            0.0,
+            l(6.0),
+            l(30.0),
+            l(6.0) - l(2.0),
+            l(30.0) - l(10.0),
+        ];
+        assert_eq!(f.len(), want.len());
+        for (got, want) in f.iter().zip(want) {
+            assert!((got - want).abs() < 1e-6, "{f:?}");
+        }
         assert_eq!(
             super::frame_features(&a[..2], 2, 4),
-            vec![1.0, 10.0, 0.0, 0.0]
+            vec![l(1.0), l(10.0), 0.0, 0.0]
         );
         assert!(super::frame_features(&[], 2, 4).is_empty());
     }
