@@ -17,6 +17,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Read real CSI captures: export, info, inspect, to-dataset.
+    #[command(subcommand_required = true)]
+    Capture(cmd::capture::Args),
     /// Run the main job end to end on a built-in default (see README).
     Demo(cmd::demo::Args),
     /// Import an MM-Fi tree (or its zip archives) into a packed dataset.
@@ -34,6 +37,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Capture(a) => cmd::capture::run(a),
         Command::Demo(a) => cmd::demo::run(a),
         Command::ImportMmfi(a) => cmd::import_mmfi::run(a),
         Command::Split(a) => cmd::split::run(a),

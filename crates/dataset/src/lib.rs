@@ -6,6 +6,7 @@ pub mod mmfi;
 pub mod packed;
 pub mod preprocess;
 pub mod split;
+pub mod windows;
 
 pub use packed::{
     DatasetError, DatasetInfo, HardwareProfile, KeypointLayout, PackedDataset, PackedWriter,
