@@ -138,3 +138,62 @@ fn train_eval_stream_round_trip() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.csv:2"), "{err}");
 }
+
+/// Real Intel 5300 captures from WiAR go through the capture reader: a tiny model trains on
+/// four files and streams one of them packet group by packet group.
+#[test]
+fn real_wiar_captures_train_and_stream() {
+    let wiar = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/wiar/height90"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let mut manifest = String::from("file,label\n");
+    for (activity, rep) in [(1, 1), (1, 2), (12, 1), (12, 2)] {
+        let file = wiar.join(format!("csi_a{activity}_{rep}.dat"));
+        manifest.push_str(&format!("{},{activity}\n", file.display()));
+    }
+    let manifest_path = dir.path().join("wiar.csv");
+    std::fs::write(&manifest_path, manifest).unwrap();
+    let model = dir.path().join("wiar.rvne");
+    let out = csipose()
+        .args(["activity", "train", "--fp16", "--epochs", "2", "--manifest"])
+        .arg(&manifest_path)
+        .arg("--out")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&model).unwrap();
+    let view = csipose_temporal::rvne::RvneView::parse(&bytes).unwrap();
+    assert!(view.header.fp16);
+    assert_eq!(
+        view.header.input_dim, 180,
+        "3 rx x 30 subcarriers, amplitude + change"
+    );
+    assert_eq!(
+        view.header.n_classes, 13,
+        "labels are class numbers up to 12"
+    );
+    let out = csipose()
+        .args(["activity", "stream", "--every", "10"])
+        .arg(wiar.join("csi_a1_1.dat"))
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let last = text.lines().last().unwrap();
+    assert!(last.starts_with("frame "), "{text}");
+    let frames: usize = last.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!((265 / 4..=324 / 4).contains(&frames), "{frames} frames");
+}

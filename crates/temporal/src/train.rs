@@ -1,4 +1,5 @@
-//! Training and evaluation of the activity classifier: Adam on mini-batches (gradients of a
+//! Training and evaluation of the activity classifier: AdamW with cosine learning-rate decay on
+//! mini-batches (gradients of a
 //! batch computed in parallel and summed in a fixed order, so a seed gives one result), random
 //! temporal crops as augmentation, stratified k-fold splits, accuracy and confusion matrices.
 
@@ -67,6 +68,10 @@ pub fn train(
     let mut order: Vec<usize> = (0..data.len()).collect();
     for epoch in 0..opts.epochs {
         rng.shuffle(&mut order);
+        // Cosine learning-rate decay from the full rate to 5% of it over the epochs.
+        let progress = epoch as f32 / opts.epochs.max(1) as f32;
+        let lr = opts.learning_rate
+            * (0.05 + 0.95 * 0.5 * (1.0 + (std::f32::consts::PI * progress).cos()));
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
         for batch in order.chunks(opts.batch_size.max(1)) {
             // Crops drawn up front (sequentially) so results do not depend on thread timing.
@@ -108,7 +113,7 @@ pub fn train(
                 m[k] = b1 * m[k] + (1.0 - b1) * g;
                 v[k] = b2 * v[k] + (1.0 - b2) * g * g;
                 let update = (m[k] / c1) / ((v[k] / c2).sqrt() + eps);
-                *w -= opts.learning_rate * (update + opts.weight_decay * *w);
+                *w -= lr * (update + opts.weight_decay * *w);
             }
         }
         on_epoch(EpochStats {

@@ -4,8 +4,9 @@
 //! capture frame by frame with the KV cache.
 //!
 //! A manifest is a CSV `file,label` (header optional; relative paths are relative to the
-//! manifest). A file is a CSI capture (any format the capture readers read) or a `.npy` array of
-//! amplitudes `[packets, antennas x subcarriers]`. Labels are class numbers (0, 1, 2, ...).
+//! manifest). A file is a CSI capture (any format the capture readers in `csipose-capture` read,
+//! detected from its content) or a `.npy` array of amplitudes `[packets, antennas x subcarriers]`.
+//! Labels are class numbers (0, 1, 2, ...).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -180,13 +181,49 @@ fn read_amplitudes(path: &Path) -> anyhow::Result<(Vec<f32>, usize)> {
     read_capture_amplitudes(path)
 }
 
-/// Capture files need the Intel 5300 / capture readers (crates/capture).
+/// Amplitudes of a capture file (format detected) via the capture readers: the first transmit
+/// stream's receive antennas x subcarriers per packet. Packets whose antenna/subcarrier count
+/// differs from the first packet's are skipped; a truncated last record ends the capture.
 fn read_capture_amplitudes(path: &Path) -> anyhow::Result<(Vec<f32>, usize)> {
-    bail!(
-        "{}: capture files are not readable yet (the capture readers have not landed); \
-         convert to an amplitude .npy",
-        path.display()
-    )
+    let reader =
+        csipose_capture::any::open(path, None, Default::default()).map_err(anyhow::Error::msg)?;
+    let mut data = Vec::new();
+    let mut channels = 0usize;
+    let mut skipped = 0usize;
+    for frame in reader {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) if e.is_truncation() && channels > 0 => {
+                eprintln!(
+                    "{}: {e}; using the {} complete packets",
+                    path.display(),
+                    data.len() / channels
+                );
+                break;
+            }
+            Err(e) => bail!("{}: {e}", path.display()),
+        };
+        let (antennas, subcarriers, amps) = frame.rx_amplitudes();
+        let c = antennas * subcarriers;
+        if channels == 0 {
+            channels = c;
+        }
+        if c != channels || c == 0 {
+            skipped += 1;
+            continue;
+        }
+        data.extend(amps.iter().map(|&a| a as f32));
+    }
+    if channels == 0 || data.is_empty() {
+        bail!("{}: no CSI packets", path.display());
+    }
+    if skipped > 0 {
+        eprintln!(
+            "{}: skipped {skipped} packets with a different antenna count",
+            path.display()
+        );
+    }
+    Ok((data, channels))
 }
 
 /// Loads every manifest row as classifier input, in parallel.
