@@ -76,7 +76,10 @@ fn train_eval_stream_round_trip() {
     );
     let bytes = std::fs::read(&model).unwrap();
     let view = csipose_temporal::rvne::RvneView::parse(&bytes).unwrap();
-    assert_eq!(view.header.input_dim, 8, "4 channels -> amplitude + change");
+    assert_eq!(
+        view.header.input_dim, 12,
+        "4 channels -> amplitude, change, centred"
+    );
     assert_eq!(view.header.n_classes, 3);
     assert!(!view.header.dense);
 
@@ -172,8 +175,8 @@ fn real_wiar_captures_train_and_stream() {
     let view = csipose_temporal::rvne::RvneView::parse(&bytes).unwrap();
     assert!(view.header.fp16);
     assert_eq!(
-        view.header.input_dim, 180,
-        "3 rx x 30 subcarriers, amplitude + change"
+        view.header.input_dim, 270,
+        "3 rx x 30 subcarriers, three feature blocks"
     );
     assert_eq!(
         view.header.n_classes, 13,

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use csipose_attention::Backend;
-use csipose_temporal::features::{frame_features, DEFAULT_STRIDE};
+use csipose_temporal::features::{frame_features, BLOCKS, DEFAULT_STRIDE};
 use csipose_temporal::model::{argmax, ActivityModel, ModelShape};
 use csipose_temporal::train::{
     accuracies, confusion_matrix, predict_all, stratified_folds, train, Example, TrainOptions,
@@ -261,7 +261,10 @@ fn load_examples(rows: &[(PathBuf, usize)]) -> anyhow::Result<(Vec<Example>, usi
             bail!("{}: no packets", path.display());
         }
     }
-    Ok((loaded.into_iter().map(|(e, _)| e).collect(), 2 * channels))
+    Ok((
+        loaded.into_iter().map(|(e, _)| e).collect(),
+        BLOCKS * channels,
+    ))
 }
 
 fn fit(
@@ -440,11 +443,11 @@ fn stream_cmd(a: StreamArgs) -> anyhow::Result<()> {
     let (amps, channels) = read_amplitudes(&a.file)?;
     let x = frame_features(&amps, channels, DEFAULT_STRIDE);
     let dim = model.shape.input_dim;
-    if 2 * channels != dim {
+    if BLOCKS * channels != dim {
         bail!(
             "{}: {channels} channels give {} features, the model expects {dim}",
             a.file.display(),
-            2 * channels
+            BLOCKS * channels
         );
     }
     let frames = x.len() / dim;
