@@ -31,11 +31,11 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
-            epochs: 40,
+            epochs: 100,
             batch_size: 16,
             learning_rate: 2e-3,
             weight_decay: 1e-4,
-            min_crop: 0.8,
+            min_crop: 0.5,
             seed: 0,
         }
     }

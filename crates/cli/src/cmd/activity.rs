@@ -43,7 +43,7 @@ enum ActivityCommand {
 #[derive(clap::Args, Clone)]
 struct Hyper {
     /// Training epochs.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 100)]
     epochs: usize,
     /// Attention backend the model is trained with (and later runs with).
     #[arg(long, default_value = "sparse")]
@@ -67,7 +67,7 @@ struct Hyper {
     #[arg(long, default_value_t = 16)]
     batch: usize,
     /// Each training sequence is cropped to a random span of at least this fraction.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.5)]
     min_crop: f32,
     /// Random seed (initialisation, shuffling, crops).
     #[arg(long, default_value_t = 0)]
