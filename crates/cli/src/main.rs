@@ -30,6 +30,10 @@ enum Command {
     Split(cmd::split::Args),
     /// Evaluate predicted keypoints against a packed dataset (torso-PCK, MPJPE, ...).
     Eval(cmd::eval::Args),
+    /// Attention kernel of the temporal head: `temporal bench` times sparse vs dense.
+    Temporal(cmd::temporal::Args),
+    /// Activity recognition with the temporal head: train, eval, stream.
+    Activity(cmd::activity::Args),
 }
 
 fn main() {
@@ -41,6 +45,8 @@ fn main() {
         Command::Simulate(a) => cmd::simulate::run(a),
         Command::Split(a) => cmd::split::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Temporal(a) => cmd::temporal::run(a),
+        Command::Activity(a) => cmd::activity::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

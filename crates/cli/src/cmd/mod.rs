@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
+pub mod activity;
 pub mod capture;
 pub mod demo;
 pub mod eval;
 pub mod import_mmfi;
 pub mod simulate;
 pub mod split;
+pub mod temporal;

@@ -1,0 +1,280 @@
+//! The sparse backend: for each query, one online softmax over its pattern's tokens and block
+//! landmarks (see `pattern.rs`), in prefill (parallel over query rows) and in decode.
+
+use rayon::prelude::*;
+
+use crate::cache::KvCache;
+use crate::pattern::{sparse_pattern, Pattern};
+use crate::simd::{axpy, dot, dot_fixed, exp, multiversion, scale, sum};
+use crate::AttentionConfig;
+
+/// Keys/values of visible tokens and the landmark means of completed blocks, all `[_, kv_heads, head_dim]`.
+pub(crate) struct Source<'a> {
+    pub keys: &'a [f32],
+    pub values: &'a [f32],
+    pub key_means: &'a [f32],
+    pub value_means: &'a [f32],
+}
+
+/// Mean key and value of each full block: `[n / block_size, kv_heads, head_dim]` each.
+pub(crate) fn block_means(
+    cfg: &AttentionConfig,
+    n: usize,
+    k: &[f32],
+    v: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let kr = cfg.kv_row();
+    let bs = cfg.block_size;
+    let nb = n / bs;
+    let mut mk = vec![0.0f32; nb * kr];
+    let mut mv = vec![0.0f32; nb * kr];
+    let inv = 1.0 / bs as f32;
+    for b in 0..nb {
+        let (dk, dv) = (&mut mk[b * kr..][..kr], &mut mv[b * kr..][..kr]);
+        for t in b * bs..(b + 1) * bs {
+            axpy(1.0, &k[t * kr..][..kr], dk);
+            axpy(1.0, &v[t * kr..][..kr], dv);
+        }
+        scale(inv, dk);
+        scale(inv, dv);
+    }
+    (mk, mv)
+}
+
+/// Items per softmax chunk: scores of a chunk are computed together, then the running softmax
+/// state is rescaled once (an online softmax over chunks).
+pub(crate) const CHUNK: usize = 32;
+
+/// Online softmax of query `qv` over `total` items whose key and value rows `item(t)` returns,
+/// for a compile-time head dimension `D` (multiple of 8) so the accumulator stays in registers.
+#[inline(always)]
+pub(crate) fn attend_items<'s, const D: usize>(
+    qv: &[f32],
+    scale_factor: f32,
+    total: usize,
+    item: impl Fn(usize) -> (&'s [f32], &'s [f32]),
+    out: &mut [f32],
+) {
+    let mut q = [0.0f32; D];
+    q.copy_from_slice(&qv[..D]);
+    for x in q.iter_mut() {
+        *x *= scale_factor;
+    }
+    let fixed = |x: &'s [f32]| -> &'s [f32; D] { x[..D].try_into().expect("row of D floats") };
+    let mut scores = [0.0f32; CHUNK];
+    let mut m = f32::NEG_INFINITY;
+    let mut l = 0.0f32;
+    let mut acc = [0.0f32; D];
+    let mut start = 0;
+    while start < total {
+        let count = CHUNK.min(total - start);
+        for (c, s) in scores[..count].iter_mut().enumerate() {
+            *s = dot_fixed(&q, fixed(item(start + c).0));
+        }
+        let chunk_max = scores[..count]
+            .iter()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
+        if chunk_max > m {
+            let f = if m == f32::NEG_INFINITY {
+                0.0
+            } else {
+                exp(m - chunk_max)
+            };
+            l *= f;
+            for a in acc.iter_mut() {
+                *a *= f;
+            }
+            m = chunk_max;
+        }
+        for s in scores[..count].iter_mut() {
+            *s = exp(*s - m);
+        }
+        l += sum(&scores[..count]);
+        for (c, &p) in scores[..count].iter().enumerate() {
+            let value = fixed(item(start + c).1);
+            for (a, v) in acc.chunks_exact_mut(8).zip(value.chunks_exact(8)) {
+                let a: &mut [f32; 8] = a.try_into().expect("8 lanes");
+                for l in 0..8 {
+                    a[l] += p * v[l];
+                }
+            }
+        }
+        start += count;
+    }
+    let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
+    for (o, a) in out.iter_mut().zip(&acc) {
+        *o = a * inv;
+    }
+}
+
+/// All query heads of one query over `pattern`: the kv rows of its items are looked up once
+/// (into `rows`, reused) and shared by every head. Writes `out_row` (`[q_heads, head_dim]`).
+#[inline(always)]
+pub(crate) fn attend_query<'s>(
+    cfg: &AttentionConfig,
+    q_row: &[f32],
+    pattern: &Pattern,
+    src: &Source<'s>,
+    rows: &mut Vec<(&'s [f32], &'s [f32])>,
+    out_row: &mut [f32],
+) {
+    let kr = cfg.kv_row();
+    let d = cfg.head_dim;
+    rows.clear();
+    for &j in &pattern.tokens {
+        rows.push((
+            &src.keys[j * kr..(j + 1) * kr],
+            &src.values[j * kr..(j + 1) * kr],
+        ));
+    }
+    for &b in &pattern.blocks {
+        rows.push((
+            &src.key_means[b * kr..(b + 1) * kr],
+            &src.value_means[b * kr..(b + 1) * kr],
+        ));
+    }
+    let rows: &[(&[f32], &[f32])] = rows;
+    let group = cfg.group();
+    for h in 0..cfg.q_heads {
+        let goff = (h / group) * d;
+        let item = |t: usize| {
+            let (key, value) = rows[t];
+            (&key[goff..goff + d], &value[goff..goff + d])
+        };
+        dispatch(
+            d,
+            &q_row[h * d..(h + 1) * d],
+            cfg.scale(),
+            rows.len(),
+            item,
+            &mut out_row[h * d..(h + 1) * d],
+        );
+    }
+}
+
+/// Picks the kernel for head dimension `d`: AVX2 intrinsics or portable fixed-size code for
+/// d in {8, 16, 32, 64}, the item-by-item loop otherwise.
+#[inline(always)]
+pub(crate) fn dispatch<'s>(
+    d: usize,
+    qv: &[f32],
+    sc: f32,
+    total: usize,
+    item: impl Fn(usize) -> (&'s [f32], &'s [f32]),
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2() {
+        // SAFETY: AVX2 and FMA are available (checked at run time).
+        unsafe {
+            match d {
+                8 => return crate::simd::avx2::attend_items::<8>(qv, sc, total, item, out),
+                16 => return crate::simd::avx2::attend_items::<16>(qv, sc, total, item, out),
+                32 => return crate::simd::avx2::attend_items::<32>(qv, sc, total, item, out),
+                _ => {}
+            }
+        }
+    }
+    match d {
+        8 => attend_items::<8>(qv, sc, total, item, out),
+        16 => attend_items::<16>(qv, sc, total, item, out),
+        32 => attend_items::<32>(qv, sc, total, item, out),
+        64 => attend_items::<64>(qv, sc, total, item, out),
+        _ => attend_any(sc, qv, total, item, out),
+    }
+}
+
+/// The same online softmax for any head dimension (item by item).
+#[inline(always)]
+pub(crate) fn attend_any<'s>(
+    sc: f32,
+    qv: &[f32],
+    total: usize,
+    item: impl Fn(usize) -> (&'s [f32], &'s [f32]),
+    out: &mut [f32],
+) {
+    let mut m = f32::NEG_INFINITY;
+    let mut l = 0.0f32;
+    out.fill(0.0);
+    for t in 0..total {
+        let (key, value) = item(t);
+        let s = dot(qv, key) * sc;
+        if s > m {
+            let c = exp(m - s);
+            l *= c;
+            scale(c, out);
+            m = s;
+        }
+        let p = exp(s - m);
+        l += p;
+        axpy(p, value, out);
+    }
+    if l > 0.0 {
+        scale(1.0 / l, out);
+    }
+}
+
+multiversion! {
+    fn prefill_rows(
+        cfg: &AttentionConfig,
+        n: usize,
+        first_row: usize,
+        q: &[f32],
+        src: &Source,
+        out: &mut [f32],
+        pattern: &mut Pattern,
+    ) {
+        let qr = cfg.q_row();
+        let mut rows = Vec::new();
+        for (r, out_row) in out.chunks_exact_mut(qr).enumerate() {
+            let i = first_row + r;
+            sparse_pattern(cfg, i, n, pattern);
+            attend_query(cfg, &q[i * qr..(i + 1) * qr], pattern, src, &mut rows, out_row);
+        }
+    }
+}
+
+/// Rows of queries per parallel task.
+const ROWS_PER_TASK: usize = 64;
+
+pub(crate) fn prefill(
+    cfg: &AttentionConfig,
+    n: usize,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+) {
+    if n == 0 {
+        return;
+    }
+    let (key_means, value_means) = block_means(cfg, n, k, v);
+    let src = Source {
+        keys: k,
+        values: v,
+        key_means: &key_means,
+        value_means: &value_means,
+    };
+    out.par_chunks_mut(ROWS_PER_TASK * cfg.q_row())
+        .enumerate()
+        .for_each_init(Pattern::default, |pattern, (task, chunk)| {
+            prefill_rows(cfg, n, task * ROWS_PER_TASK, q, &src, chunk, pattern)
+        });
+}
+
+multiversion! {
+    fn decode_heads(cfg: &AttentionConfig, q1: &[f32], src: &Source, pattern: &Pattern, out: &mut [f32]) {
+        let mut rows = Vec::with_capacity(pattern.tokens.len() + pattern.blocks.len());
+        attend_query(cfg, q1, pattern, src, &mut rows, out);
+    }
+}
+
+/// Attends from the newest token (already appended to `cache`).
+pub(crate) fn decode(cfg: &AttentionConfig, q1: &[f32], cache: &mut KvCache, out: &mut [f32]) {
+    let i = cache.len() - 1;
+    let mut pattern = std::mem::take(&mut cache.scratch);
+    sparse_pattern(cfg, i, i + 1, &mut pattern);
+    decode_heads(cfg, q1, &cache.source(), &pattern, out);
+    cache.scratch = pattern;
+}

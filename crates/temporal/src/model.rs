@@ -1,0 +1,585 @@
+//! The activity classifier: per-frame normalisation and embedding (tanh), residual attention
+//! layers built on `csipose-attention` (causal, sparse or dense), mean pooling over time and a
+//! linear classifier. Forward, backward (for training), whole-sequence prediction, and a
+//! frame-by-frame streaming predictor that uses the KV cache. Weights live in one flat array in
+//! the `.rvne` order (see [`crate::rvne::WeightLayout`]).
+
+use csipose_attention::{Attention, AttentionConfig, Backend, KvCache};
+
+use crate::linalg::{matmul, matmul_a_bt_acc, matmul_acc, matmul_at_b_acc};
+use crate::rvne::{self, RvneError, RvneHeader, WeightLayout};
+
+/// Model dimensions (everything in the `.rvne` header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelShape {
+    pub input_dim: usize,
+    pub q_heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub n_layers: usize,
+    pub n_classes: usize,
+}
+
+/// A classifier: shape, backend and weights.
+#[derive(Clone, Debug)]
+pub struct ActivityModel {
+    pub shape: ModelShape,
+    pub backend: Backend,
+    pub weights: Vec<f32>,
+}
+
+/// Errors building or loading a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Rvne(#[from] RvneError),
+    #[error(transparent)]
+    Attention(#[from] csipose_attention::AttentionError),
+    #[error("{what} is {value}, which does not fit the .rvne header's u16")]
+    TooLarge { what: &'static str, value: usize },
+    #[error("input has {len} floats, not a whole number of {input_dim}-float frames")]
+    RaggedInput { len: usize, input_dim: usize },
+    #[error("an empty sequence has no frames to classify")]
+    EmptySequence,
+}
+
+/// Intermediate values of one forward pass, kept for the backward pass.
+struct Trace {
+    frames: usize,
+    normalised: Vec<f32>,
+    embedded: Vec<f32>,
+    /// Input of each layer (`n_layers + 1` entries, the last is the output).
+    hidden: Vec<Vec<f32>>,
+    queries: Vec<Vec<f32>>,
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    attended: Vec<Vec<f32>>,
+    pooled: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+/// Deterministic xorshift generator for initialisation and shuffling.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03 | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Uniform in [-1, 1).
+    pub fn uniform(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    /// Uniform integer in 0..n.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = logits.iter().map(|x| (x - m).exp()).collect();
+    let z: f32 = e.iter().sum();
+    e.iter().map(|x| x / z).collect()
+}
+
+impl ModelShape {
+    pub fn model_dim(&self) -> usize {
+        self.q_heads * self.head_dim
+    }
+    pub fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+    /// The attention configuration of every layer (default window and block size, causal).
+    pub fn attention_config(&self) -> AttentionConfig {
+        AttentionConfig {
+            q_heads: self.q_heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            ..AttentionConfig::default()
+        }
+    }
+    fn header(&self, fp16: bool, dense: bool) -> Result<RvneHeader, ModelError> {
+        let u = |what, value: usize| {
+            u16::try_from(value).map_err(|_| ModelError::TooLarge { what, value })
+        };
+        Ok(RvneHeader {
+            fp16,
+            dense,
+            input_dim: u("input_dim", self.input_dim)?,
+            n_q_heads: u("q_heads", self.q_heads)?,
+            n_kv_heads: u("kv_heads", self.kv_heads)?,
+            head_dim: u("head_dim", self.head_dim)?,
+            n_layers: u("n_layers", self.n_layers)?,
+            n_classes: u("n_classes", self.n_classes)?,
+        })
+    }
+    pub fn layout(&self) -> WeightLayout {
+        WeightLayout {
+            model_dim: self.model_dim(),
+            kv_dim: self.kv_dim(),
+            input_dim: self.input_dim,
+            n_layers: self.n_layers,
+            n_classes: self.n_classes,
+        }
+    }
+}
+
+impl ActivityModel {
+    /// Random initialisation; the input normalisation starts as identity (mean 0, std 1).
+    pub fn new(shape: ModelShape, backend: Backend, seed: u64) -> Result<Self, ModelError> {
+        shape.header(false, false)?.validate()?;
+        shape.attention_config().validate()?;
+        let lay = shape.layout();
+        let (d, kv, i, c) = (lay.model_dim, lay.kv_dim, lay.input_dim, lay.n_classes);
+        let mut rng = Rng::new(seed);
+        let mut w = vec![0.0f32; lay.total()];
+        let mut fill =
+            |w: &mut [f32], bound: f32| w.iter_mut().for_each(|x| *x = rng.uniform() * bound);
+        for l in 0..lay.n_layers {
+            let o = lay.layer(l);
+            fill(&mut w[o..o + d * d], (3.0 / d as f32).sqrt());
+            fill(
+                &mut w[o + d * d..o + d * d + 2 * d * kv],
+                (3.0 / d as f32).sqrt(),
+            );
+            let wo = o + d * d + 2 * d * kv;
+            fill(&mut w[wo..wo + d * d], 0.3 * (3.0 / d as f32).sqrt());
+        }
+        let wc = lay.classifier();
+        fill(&mut w[wc..wc + d * c], (3.0 / d as f32).sqrt());
+        let norm = lay.normalisation();
+        w[norm + i..norm + 2 * i].fill(1.0);
+        let we = lay.embedding();
+        fill(&mut w[we..we + i * d], (6.0 / (i + d) as f32).sqrt());
+        Ok(ActivityModel {
+            shape,
+            backend,
+            weights: w,
+        })
+    }
+
+    /// Loads a `.rvne` blob.
+    pub fn from_rvne(bytes: &[u8]) -> Result<Self, ModelError> {
+        let view = rvne::RvneView::parse(bytes)?;
+        let h = view.header;
+        let shape = ModelShape {
+            input_dim: h.input_dim as usize,
+            q_heads: h.n_q_heads as usize,
+            kv_heads: h.n_kv_heads as usize,
+            head_dim: h.head_dim as usize,
+            n_layers: h.n_layers as usize,
+            n_classes: h.n_classes as usize,
+        };
+        Ok(ActivityModel {
+            shape,
+            backend: if h.dense {
+                Backend::Dense
+            } else {
+                Backend::Sparse
+            },
+            weights: view.to_f32(),
+        })
+    }
+
+    /// Encodes the model as a `.rvne` blob (fp16 or fp32 weights).
+    pub fn to_rvne(&self, fp16: bool) -> Result<Vec<u8>, ModelError> {
+        let header = self.shape.header(fp16, self.backend == Backend::Dense)?;
+        Ok(rvne::encode(&header, &self.weights)?)
+    }
+
+    /// Sets the stored input normalisation from training frames (`[frames, input_dim]`).
+    pub fn set_normalisation(&mut self, frames: &[f32]) {
+        let lay = self.shape.layout();
+        let i = lay.input_dim;
+        let n = (frames.len() / i).max(1) as f64;
+        let mut mean = vec![0.0f64; i];
+        let mut sq = vec![0.0f64; i];
+        for row in frames.chunks_exact(i) {
+            for (k, &x) in row.iter().enumerate() {
+                mean[k] += x as f64;
+                sq[k] += x as f64 * x as f64;
+            }
+        }
+        let o = lay.normalisation();
+        for k in 0..i {
+            let m = mean[k] / n;
+            let var = (sq[k] / n - m * m).max(0.0);
+            self.weights[o + k] = m as f32;
+            self.weights[o + i + k] = (var.sqrt() as f32).max(1e-6);
+        }
+    }
+
+    fn attention(&self) -> Attention {
+        Attention::new(self.shape.attention_config(), self.backend).expect("validated in new")
+    }
+
+    fn frames(&self, x: &[f32]) -> Result<usize, ModelError> {
+        let i = self.shape.input_dim;
+        if !x.len().is_multiple_of(i) {
+            return Err(ModelError::RaggedInput {
+                len: x.len(),
+                input_dim: i,
+            });
+        }
+        if x.is_empty() {
+            return Err(ModelError::EmptySequence);
+        }
+        Ok(x.len() / i)
+    }
+
+    /// Normalises and embeds one frame row-wise: returns (normalised, embedded).
+    fn embed(&self, x: &[f32], frames: usize) -> (Vec<f32>, Vec<f32>) {
+        let lay = self.shape.layout();
+        let (i, d) = (lay.input_dim, lay.model_dim);
+        let w = &self.weights;
+        let norm = lay.normalisation();
+        let mut xn = x.to_vec();
+        for row in xn.chunks_exact_mut(i) {
+            for k in 0..i {
+                row[k] = (row[k] - w[norm + k]) / w[norm + i + k];
+            }
+        }
+        let we = lay.embedding();
+        let mut z = matmul(&xn, &w[we..we + i * d], frames, i, d);
+        let be = &w[we + i * d..we + i * d + d];
+        for row in z.chunks_exact_mut(d) {
+            for (zk, b) in row.iter_mut().zip(be) {
+                *zk = (*zk + b).tanh();
+            }
+        }
+        (xn, z)
+    }
+
+    fn forward_trace(&self, x: &[f32]) -> Result<Trace, ModelError> {
+        let frames = self.frames(x)?;
+        let lay = self.shape.layout();
+        let (d, kv) = (lay.model_dim, lay.kv_dim);
+        let w = &self.weights;
+        let att = self.attention();
+        let (normalised, embedded) = self.embed(x, frames);
+        let mut trace = Trace {
+            frames,
+            normalised,
+            embedded: embedded.clone(),
+            hidden: vec![embedded],
+            queries: Vec::new(),
+            keys: Vec::new(),
+            values: Vec::new(),
+            attended: Vec::new(),
+            pooled: Vec::new(),
+            logits: Vec::new(),
+        };
+        for l in 0..lay.n_layers {
+            let o = lay.layer(l);
+            let h = trace.hidden.last().expect("at least the embedding");
+            let q = matmul(h, &w[o..o + d * d], frames, d, d);
+            let k = matmul(h, &w[o + d * d..o + d * d + d * kv], frames, d, kv);
+            let v = matmul(
+                h,
+                &w[o + d * d + d * kv..o + d * d + 2 * d * kv],
+                frames,
+                d,
+                kv,
+            );
+            let a = att.forward(&q, &k, &v)?;
+            let wo = o + d * d + 2 * d * kv;
+            let mut next = h.clone();
+            matmul_acc(&a, &w[wo..wo + d * d], &mut next, frames, d, d);
+            trace.queries.push(q);
+            trace.keys.push(k);
+            trace.values.push(v);
+            trace.attended.push(a);
+            trace.hidden.push(next);
+        }
+        let last = trace.hidden.last().expect("at least the embedding");
+        let mut pooled = vec![0.0f32; d];
+        for row in last.chunks_exact(d) {
+            for (p, x) in pooled.iter_mut().zip(row) {
+                *p += x;
+            }
+        }
+        pooled.iter_mut().for_each(|p| *p /= frames as f32);
+        trace.logits = self.classify(&pooled);
+        trace.pooled = pooled;
+        Ok(trace)
+    }
+
+    fn classify(&self, pooled: &[f32]) -> Vec<f32> {
+        let lay = self.shape.layout();
+        let (d, c) = (lay.model_dim, lay.n_classes);
+        let wc = lay.classifier();
+        let mut logits = self.weights[wc + d * c..wc + d * c + c].to_vec();
+        matmul_acc(pooled, &self.weights[wc..wc + d * c], &mut logits, 1, d, c);
+        logits
+    }
+
+    /// Class logits of a whole sequence (`[frames, input_dim]`).
+    pub fn logits(&self, x: &[f32]) -> Result<Vec<f32>, ModelError> {
+        Ok(self.forward_trace(x)?.logits)
+    }
+
+    /// The most likely class.
+    pub fn predict(&self, x: &[f32]) -> Result<usize, ModelError> {
+        Ok(argmax(&self.logits(x)?))
+    }
+
+    /// Cross-entropy loss of one labelled sequence and its gradient with respect to every
+    /// trainable weight (the normalisation entries get zero gradient).
+    pub fn loss_and_gradient(
+        &self,
+        x: &[f32],
+        label: usize,
+    ) -> Result<(f32, Vec<f32>), ModelError> {
+        let t = self.forward_trace(x)?;
+        let lay = self.shape.layout();
+        let (d, kv, i, c) = (lay.model_dim, lay.kv_dim, lay.input_dim, lay.n_classes);
+        let n = t.frames;
+        let w = &self.weights;
+        let mut g = vec![0.0f32; w.len()];
+        let probs = softmax(&t.logits);
+        let loss = -(probs[label].max(1e-30)).ln();
+        let mut dlogits = probs;
+        dlogits[label] -= 1.0;
+        // Classifier.
+        let wc = lay.classifier();
+        matmul_at_b_acc(&t.pooled, &dlogits, &mut g[wc..wc + d * c], 1, d, c);
+        for (gb, dl) in g[wc + d * c..wc + d * c + c].iter_mut().zip(&dlogits) {
+            *gb += dl;
+        }
+        let mut dpooled = vec![0.0f32; d];
+        matmul_a_bt_acc(&dlogits, &w[wc..wc + d * c], &mut dpooled, 1, c, d);
+        // Mean pooling.
+        let mut dh: Vec<f32> = (0..n * d).map(|k| dpooled[k % d] / n as f32).collect();
+        // Layers, last first.
+        let att = self.attention();
+        for l in (0..lay.n_layers).rev() {
+            let o = lay.layer(l);
+            let (wq, wk, wv, wo) = (o, o + d * d, o + d * d + d * kv, o + d * d + 2 * d * kv);
+            let h = &t.hidden[l];
+            // next = h + a Wo.
+            let mut da = vec![0.0f32; n * d];
+            matmul_a_bt_acc(&dh, &w[wo..wo + d * d], &mut da, n, d, d);
+            matmul_at_b_acc(&t.attended[l], &dh, &mut g[wo..wo + d * d], n, d, d);
+            let grads = att.backward(&t.queries[l], &t.keys[l], &t.values[l], &da)?;
+            matmul_at_b_acc(h, &grads.dq, &mut g[wq..wq + d * d], n, d, d);
+            matmul_at_b_acc(h, &grads.dk, &mut g[wk..wk + d * kv], n, d, kv);
+            matmul_at_b_acc(h, &grads.dv, &mut g[wv..wv + d * kv], n, d, kv);
+            matmul_a_bt_acc(&grads.dq, &w[wq..wq + d * d], &mut dh, n, d, d);
+            matmul_a_bt_acc(&grads.dk, &w[wk..wk + d * kv], &mut dh, n, kv, d);
+            matmul_a_bt_acc(&grads.dv, &w[wv..wv + d * kv], &mut dh, n, kv, d);
+        }
+        // Embedding: e = tanh(xn We + be).
+        for (dz, e) in dh.iter_mut().zip(&t.embedded) {
+            *dz *= 1.0 - e * e;
+        }
+        let we = lay.embedding();
+        matmul_at_b_acc(&t.normalised, &dh, &mut g[we..we + i * d], n, i, d);
+        for row in dh.chunks_exact(d) {
+            for (gb, dz) in g[we + i * d..we + i * d + d].iter_mut().zip(row) {
+                *gb += dz;
+            }
+        }
+        Ok((loss, g))
+    }
+
+    /// A frame-by-frame predictor with one KV cache per layer, for up to `capacity` frames.
+    pub fn streamer(&self, capacity: usize) -> Result<Streamer<'_>, ModelError> {
+        let cfg = self.shape.attention_config();
+        let caches = (0..self.shape.n_layers)
+            .map(|_| KvCache::new(&cfg, capacity))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Streamer {
+            model: self,
+            attention: Attention::new(cfg, self.backend)?,
+            caches,
+            pooled_sum: vec![0.0; self.shape.model_dim()],
+            frames: 0,
+        })
+    }
+}
+
+/// Index of the largest value.
+pub fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| {
+            if x > bv {
+                (i, x)
+            } else {
+                (bi, bv)
+            }
+        })
+        .0
+}
+
+/// Streaming inference: each frame passes the embedding and every layer once (one decode step
+/// per layer); the running mean of the last layer gives the prediction so far. Because the
+/// attention is causal, after the last frame the logits equal [`ActivityModel::logits`].
+pub struct Streamer<'m> {
+    model: &'m ActivityModel,
+    attention: Attention,
+    caches: Vec<KvCache>,
+    pooled_sum: Vec<f32>,
+    frames: usize,
+}
+
+impl Streamer<'_> {
+    /// Feeds one frame (`input_dim` floats); returns the logits over all frames so far.
+    pub fn push(&mut self, frame: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let m = self.model;
+        if frame.len() != m.shape.input_dim {
+            return Err(ModelError::RaggedInput {
+                len: frame.len(),
+                input_dim: m.shape.input_dim,
+            });
+        }
+        let lay = m.shape.layout();
+        let (d, kv) = (lay.model_dim, lay.kv_dim);
+        let w = &m.weights;
+        let (_, mut h) = m.embed(frame, 1);
+        for (l, cache) in self.caches.iter_mut().enumerate() {
+            let o = lay.layer(l);
+            let q = matmul(&h, &w[o..o + d * d], 1, d, d);
+            let k = matmul(&h, &w[o + d * d..o + d * d + d * kv], 1, d, kv);
+            let v = matmul(&h, &w[o + d * d + d * kv..o + d * d + 2 * d * kv], 1, d, kv);
+            let a = self.attention.step(&q, &k, &v, cache)?;
+            let wo = o + d * d + 2 * d * kv;
+            matmul_acc(&a, &w[wo..wo + d * d], &mut h, 1, d, d);
+        }
+        for (s, x) in self.pooled_sum.iter_mut().zip(&h) {
+            *s += x;
+        }
+        self.frames += 1;
+        let pooled: Vec<f32> = self
+            .pooled_sum
+            .iter()
+            .map(|s| s / self.frames as f32)
+            .collect();
+        Ok(m.classify(&pooled))
+    }
+
+    /// Frames seen.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> ModelShape {
+        ModelShape {
+            input_dim: 5,
+            q_heads: 4,
+            kv_heads: 2,
+            head_dim: 8,
+            n_layers: 2,
+            n_classes: 3,
+        }
+    }
+
+    fn sequence(frames: usize, seed: u64) -> Vec<f32> {
+        let mut rng = Rng::new(seed);
+        (0..frames * 5).map(|_| rng.uniform() * 2.0 + 0.5).collect()
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        for backend in [Backend::Sparse, Backend::Dense] {
+            let mut model = ActivityModel::new(shape(), backend, 3).unwrap();
+            let x = sequence(40, 1);
+            model.set_normalisation(&x);
+            let (_, g) = model.loss_and_gradient(&x, 2).unwrap();
+            let lay = model.shape.layout();
+            let mut rng = Rng::new(5);
+            // Every embedding weight (their gradient crosses every layer) and random others.
+            let mut indices: Vec<usize> = (lay.embedding()..lay.total()).collect();
+            while indices.len() < 400 {
+                let idx = rng.below(lay.normalisation());
+                indices.push(idx);
+            }
+            let eps = 1e-2f32;
+            let loss = |m: &ActivityModel| -> f64 {
+                let p = softmax(&m.logits(&x).unwrap());
+                -(p[2] as f64).ln()
+            };
+            // Relative error (L2) per region: embedding, layers, classifier.
+            let mut sums = [(0.0f64, 0.0f64); 3];
+            for &idx in &indices {
+                let mut plus = model.clone();
+                plus.weights[idx] += eps;
+                let mut minus = model.clone();
+                minus.weights[idx] -= eps;
+                let numeric = (loss(&plus) - loss(&minus)) / (2.0 * eps as f64);
+                let region = if idx >= lay.embedding() {
+                    0
+                } else if idx < lay.classifier() {
+                    1
+                } else {
+                    2
+                };
+                sums[region].0 += (numeric - g[idx] as f64).powi(2);
+                sums[region].1 += numeric * numeric;
+            }
+            for (region, (err2, ref2)) in ["embedding", "layers", "classifier"].iter().zip(sums) {
+                let rel = (err2 / ref2).sqrt();
+                assert!(
+                    ref2 > 0.0 && rel < 2e-3,
+                    "{backend:?} {region}: relative error {rel}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn streaming_matches_whole_sequence_at_every_frame() {
+        for backend in [Backend::Sparse, Backend::Dense] {
+            let model = ActivityModel::new(shape(), backend, 7).unwrap();
+            let x = sequence(70, 2);
+            let mut stream = model.streamer(70).unwrap();
+            for t in 0..70 {
+                let live = stream.push(&x[t * 5..(t + 1) * 5]).unwrap();
+                let whole = model.logits(&x[..(t + 1) * 5]).unwrap();
+                for (a, b) in live.iter().zip(&whole) {
+                    assert!((a - b).abs() < 1e-4, "{backend:?} frame {t}: {a} vs {b}");
+                }
+            }
+            assert!(stream.push(&x[..5]).is_err(), "capacity 70 is full");
+        }
+    }
+
+    #[test]
+    fn rvne_round_trip_keeps_predictions() {
+        let mut model = ActivityModel::new(shape(), Backend::Dense, 11).unwrap();
+        let x = sequence(30, 4);
+        model.set_normalisation(&x);
+        let back = ActivityModel::from_rvne(&model.to_rvne(false).unwrap()).unwrap();
+        assert_eq!(back.backend, Backend::Dense);
+        assert_eq!(back.shape, model.shape);
+        assert_eq!(back.logits(&x).unwrap(), model.logits(&x).unwrap());
+        let half = ActivityModel::from_rvne(&model.to_rvne(true).unwrap()).unwrap();
+        let (a, b) = (half.logits(&x).unwrap(), model.logits(&x).unwrap());
+        assert!(
+            a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 0.05),
+            "{a:?} vs {b:?}"
+        );
+        assert!(matches!(
+            model.logits(&x[..7]),
+            Err(ModelError::RaggedInput { .. })
+        ));
+        assert!(matches!(model.logits(&[]), Err(ModelError::EmptySequence)));
+    }
+}

@@ -1,0 +1,567 @@
+//! The `.rvne` weight blob of the temporal head: a 24-byte little-endian header, the weights
+//! (fp32 or fp16), and a CRC32 (IEEE) of everything before it. Parsing never panics: every
+//! malformed input maps to its own [`RvneError`] naming the byte offset. [`RvneView`] borrows the
+//! bytes (zero-copy); [`encode`] writes a blob.
+//!
+//! Layout (all little-endian):
+//!
+//! | offset | type | field |
+//! |---|---|---|
+//! | 0 | u32 | magic `0x52564E45` (bytes `45 4E 56 52`) |
+//! | 4 | u16 | version = 1 |
+//! | 6 | u8 | flags: bit 0 fp16 weights (else fp32); bit 1 dense attention backend (else sparse); other bits 0 |
+//! | 7 | u8 | reserved, 0 |
+//! | 8 | u16 | input_dim |
+//! | 10 | u16 | n_q_heads |
+//! | 12 | u16 | n_kv_heads (divides n_q_heads) |
+//! | 14 | u16 | head_dim |
+//! | 16 | u16 | n_layers |
+//! | 18 | u16 | n_classes |
+//! | 20 | u32 | weights_len: bytes of weights that follow |
+//! | 24 | weights_len bytes | the weights, see [`WeightLayout`] |
+//! | 24 + weights_len | u32 | CRC32-IEEE of bytes `0 .. 24 + weights_len` |
+
+use std::fmt;
+
+use half::f16;
+use thiserror::Error;
+
+/// First four bytes as a little-endian u32.
+pub const MAGIC: u32 = 0x5256_4E45;
+/// The only version this reader accepts.
+pub const VERSION: u16 = 1;
+/// Header bytes before the weights.
+pub const HEADER_LEN: usize = 24;
+/// Flag bit 0: weights are fp16.
+pub const FLAG_FP16: u8 = 1;
+/// Flag bit 1: the model was trained with (and must run) the dense attention backend.
+pub const FLAG_DENSE: u8 = 2;
+
+/// The header fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RvneHeader {
+    pub fp16: bool,
+    pub dense: bool,
+    pub input_dim: u16,
+    pub n_q_heads: u16,
+    pub n_kv_heads: u16,
+    pub head_dim: u16,
+    pub n_layers: u16,
+    pub n_classes: u16,
+}
+
+/// Where each tensor sits in the weight array (in floats), in file order. Matrices are row-major
+/// `[rows (input), cols (output)]`, applied as `y = x W` to a row vector `x`.
+/// `D = n_q_heads * head_dim` (model width), `K = n_kv_heads * head_dim`.
+///
+/// 1. per layer `l = 0 .. n_layers`: `Wq [D, D]`, `Wk [D, K]`, `Wv [D, K]`, `Wo [D, D]`;
+/// 2. the classifier: `Wc [D, n_classes]`, `bc [n_classes]`;
+/// 3. the per-frame input normalisation: `mean [input_dim]`, `std [input_dim]`;
+/// 4. the per-frame embedding: `We [input_dim, D]`, `be [D]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightLayout {
+    pub model_dim: usize,
+    pub kv_dim: usize,
+    pub input_dim: usize,
+    pub n_layers: usize,
+    pub n_classes: usize,
+}
+
+impl WeightLayout {
+    /// Floats in one layer (Wq, Wk, Wv, Wo).
+    pub fn layer_len(&self) -> usize {
+        2 * self.model_dim * self.model_dim + 2 * self.model_dim * self.kv_dim
+    }
+    /// Offset of layer `l`'s Wq; Wk, Wv, Wo follow.
+    pub fn layer(&self, l: usize) -> usize {
+        l * self.layer_len()
+    }
+    /// Offset of Wc (bc follows).
+    pub fn classifier(&self) -> usize {
+        self.n_layers * self.layer_len()
+    }
+    /// Offset of the input mean (std follows).
+    pub fn normalisation(&self) -> usize {
+        self.classifier() + self.model_dim * self.n_classes + self.n_classes
+    }
+    /// Offset of We (be follows).
+    pub fn embedding(&self) -> usize {
+        self.normalisation() + 2 * self.input_dim
+    }
+    /// Total floats.
+    pub fn total(&self) -> usize {
+        self.embedding() + self.input_dim * self.model_dim + self.model_dim
+    }
+}
+
+impl RvneHeader {
+    pub fn layout(&self) -> WeightLayout {
+        WeightLayout {
+            model_dim: self.n_q_heads as usize * self.head_dim as usize,
+            kv_dim: self.n_kv_heads as usize * self.head_dim as usize,
+            input_dim: self.input_dim as usize,
+            n_layers: self.n_layers as usize,
+            n_classes: self.n_classes as usize,
+        }
+    }
+
+    /// Bytes per stored weight.
+    pub fn weight_size(&self) -> usize {
+        if self.fp16 {
+            2
+        } else {
+            4
+        }
+    }
+
+    /// Checks the dimensions (no zero; q heads a multiple of kv heads).
+    pub fn validate(&self) -> Result<(), RvneError> {
+        for (field, offset, value) in [
+            ("input_dim", 8, self.input_dim),
+            ("n_q_heads", 10, self.n_q_heads),
+            ("n_kv_heads", 12, self.n_kv_heads),
+            ("head_dim", 14, self.head_dim),
+            ("n_layers", 16, self.n_layers),
+            ("n_classes", 18, self.n_classes),
+        ] {
+            if value == 0 {
+                return Err(RvneError::ZeroDimension { field, offset });
+            }
+        }
+        if !self.n_q_heads.is_multiple_of(self.n_kv_heads) {
+            return Err(RvneError::GqaRatio {
+                q_heads: self.n_q_heads,
+                kv_heads: self.n_kv_heads,
+            });
+        }
+        Ok(())
+    }
+
+    fn flags(&self) -> u8 {
+        (if self.fp16 { FLAG_FP16 } else { 0 }) | (if self.dense { FLAG_DENSE } else { 0 })
+    }
+}
+
+/// Everything that can be wrong with a blob, each with the byte offset it concerns.
+#[derive(Debug, Error, PartialEq)]
+pub enum RvneError {
+    #[error("byte 0: file is {len} bytes, shorter than the {min}-byte minimum (header + CRC)")]
+    Truncated { len: usize, min: usize },
+    #[error("byte 0: bad magic 0x{found:08X} (expected 0x{MAGIC:08X}, \"ENVR\")")]
+    BadMagic { found: u32 },
+    #[error("byte 4: unsupported version {found} (expected {VERSION})")]
+    BadVersion { found: u16 },
+    #[error("byte 6: unknown flag bits 0x{flags:02X} (only bit 0 fp16 and bit 1 dense exist)")]
+    UnknownFlags { flags: u8 },
+    #[error("byte 7: reserved byte is {value}, expected 0")]
+    ReservedNotZero { value: u8 },
+    #[error("byte {offset}: {field} is 0")]
+    ZeroDimension { field: &'static str, offset: usize },
+    #[error("byte 10: n_q_heads {q_heads} is not a multiple of n_kv_heads {kv_heads}")]
+    GqaRatio { q_heads: u16, kv_heads: u16 },
+    #[error("byte 20: weights_len is {found} bytes but the dimensions need {expected}")]
+    WeightsLen { found: u32, expected: u64 },
+    #[error("byte {offset}: file is {len} bytes but the header says {expected}")]
+    Size {
+        len: usize,
+        expected: usize,
+        offset: usize,
+    },
+    #[error("byte {offset}: CRC32 mismatch: stored 0x{stored:08X}, computed 0x{computed:08X}")]
+    Crc {
+        stored: u32,
+        computed: u32,
+        offset: usize,
+    },
+    #[error("{given} weights given but the header's dimensions need {expected}")]
+    WeightCount { given: usize, expected: usize },
+    #[error("weight {index} is {value}, which {precision} cannot store as a finite number")]
+    NonFinite {
+        index: usize,
+        value: f32,
+        precision: &'static str,
+    },
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// A parsed blob borrowing its bytes: the header and the raw weight bytes.
+#[derive(Clone, Copy)]
+pub struct RvneView<'a> {
+    pub header: RvneHeader,
+    weights: &'a [u8],
+}
+
+impl fmt::Debug for RvneView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RvneView")
+            .field("header", &self.header)
+            .field("weights", &self.len())
+            .finish()
+    }
+}
+
+impl<'a> RvneView<'a> {
+    /// Validates `bytes` (header, sizes, CRC) without copying the weights.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, RvneError> {
+        let min = HEADER_LEN + 4;
+        if bytes.len() < min {
+            return Err(RvneError::Truncated {
+                len: bytes.len(),
+                min,
+            });
+        }
+        let magic = u32_at(bytes, 0);
+        if magic != MAGIC {
+            return Err(RvneError::BadMagic { found: magic });
+        }
+        let version = u16_at(bytes, 4);
+        if version != VERSION {
+            return Err(RvneError::BadVersion { found: version });
+        }
+        let flags = bytes[6];
+        if flags & !(FLAG_FP16 | FLAG_DENSE) != 0 {
+            return Err(RvneError::UnknownFlags { flags });
+        }
+        if bytes[7] != 0 {
+            return Err(RvneError::ReservedNotZero { value: bytes[7] });
+        }
+        let header = RvneHeader {
+            fp16: flags & FLAG_FP16 != 0,
+            dense: flags & FLAG_DENSE != 0,
+            input_dim: u16_at(bytes, 8),
+            n_q_heads: u16_at(bytes, 10),
+            n_kv_heads: u16_at(bytes, 12),
+            head_dim: u16_at(bytes, 14),
+            n_layers: u16_at(bytes, 16),
+            n_classes: u16_at(bytes, 18),
+        };
+        header.validate()?;
+        let weights_len = u32_at(bytes, 20);
+        let expected = header.layout().total() as u64 * header.weight_size() as u64;
+        if weights_len as u64 != expected {
+            return Err(RvneError::WeightsLen {
+                found: weights_len,
+                expected,
+            });
+        }
+        let body_end = HEADER_LEN + weights_len as usize;
+        let expected_len = body_end + 4;
+        if bytes.len() != expected_len {
+            return Err(RvneError::Size {
+                len: bytes.len(),
+                expected: expected_len,
+                offset: bytes.len().min(expected_len),
+            });
+        }
+        let stored = u32_at(bytes, body_end);
+        let computed = crc32fast::hash(&bytes[..body_end]);
+        if stored != computed {
+            return Err(RvneError::Crc {
+                stored,
+                computed,
+                offset: body_end,
+            });
+        }
+        Ok(RvneView {
+            header,
+            weights: &bytes[HEADER_LEN..body_end],
+        })
+    }
+
+    /// Number of weights.
+    pub fn len(&self) -> usize {
+        self.weights.len() / self.header.weight_size()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.weights.is_empty()
+    }
+
+    /// The raw weight bytes (borrowed from the input).
+    pub fn weight_bytes(&self) -> &'a [u8] {
+        self.weights
+    }
+
+    /// Weight `i` as f32 (decoded on the fly). Panics if `i >= len()`.
+    pub fn weight(&self, i: usize) -> f32 {
+        if self.header.fp16 {
+            f16::from_bits(u16_at(self.weights, 2 * i)).to_f32()
+        } else {
+            f32::from_le_bytes(self.weights[4 * i..4 * i + 4].try_into().expect("4 bytes"))
+        }
+    }
+
+    /// The fp32 weights as a borrowed slice when no conversion is needed: fp32 storage, a
+    /// little-endian machine, and 4-byte aligned bytes. `None` otherwise (use [`Self::to_f32`]).
+    pub fn as_f32(&self) -> Option<&'a [f32]> {
+        let aligned = (self.weights.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>());
+        if self.header.fp16 || !aligned || cfg!(target_endian = "big") {
+            return None;
+        }
+        // SAFETY: the pointer is aligned for f32, the length is a whole number of f32s
+        // (checked in `parse`), every bit pattern is a valid f32, the bytes are little-endian
+        // like the machine, and the returned slice borrows `self.weights` for `'a`.
+        Some(unsafe {
+            std::slice::from_raw_parts(self.weights.as_ptr().cast::<f32>(), self.weights.len() / 4)
+        })
+    }
+
+    /// All weights decoded to f32.
+    pub fn to_f32(&self) -> Vec<f32> {
+        if self.header.fp16 {
+            self.weights
+                .chunks_exact(2)
+                .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
+                .collect()
+        } else {
+            self.weights
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        }
+    }
+}
+
+/// Writes a blob: header (precision from `header.fp16`), weights, CRC.
+pub fn encode(header: &RvneHeader, weights: &[f32]) -> Result<Vec<u8>, RvneError> {
+    header.validate()?;
+    let expected = header.layout().total();
+    if weights.len() != expected {
+        return Err(RvneError::WeightCount {
+            given: weights.len(),
+            expected,
+        });
+    }
+    let weights_len = expected as u64 * header.weight_size() as u64;
+    let weights_len = u32::try_from(weights_len).map_err(|_| RvneError::WeightsLen {
+        found: u32::MAX,
+        expected: weights_len,
+    })?;
+    let mut out = Vec::with_capacity(HEADER_LEN + weights_len as usize + 4);
+    out.extend_from_slice(&MAGIC.to_le_bytes());
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.push(header.flags());
+    out.push(0);
+    for v in [
+        header.input_dim,
+        header.n_q_heads,
+        header.n_kv_heads,
+        header.head_dim,
+        header.n_layers,
+        header.n_classes,
+    ] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&weights_len.to_le_bytes());
+    for (index, &w) in weights.iter().enumerate() {
+        if header.fp16 {
+            let h = f16::from_f32(w);
+            if !h.is_finite() {
+                return Err(RvneError::NonFinite {
+                    index,
+                    value: w,
+                    precision: "fp16",
+                });
+            }
+            out.extend_from_slice(&h.to_bits().to_le_bytes());
+        } else {
+            if !w.is_finite() {
+                return Err(RvneError::NonFinite {
+                    index,
+                    value: w,
+                    precision: "fp32",
+                });
+            }
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(fp16: bool) -> RvneHeader {
+        RvneHeader {
+            fp16,
+            dense: false,
+            input_dim: 5,
+            n_q_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 2,
+            n_layers: 2,
+            n_classes: 3,
+        }
+    }
+
+    fn weights(h: &RvneHeader) -> Vec<f32> {
+        (0..h.layout().total())
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect()
+    }
+
+    /// Re-encodes a blob after `edit` changed its header bytes, with a fresh CRC.
+    fn with_header_edit(edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+        let h = header(false);
+        let mut b = encode(&h, &weights(&h)).unwrap();
+        b.truncate(b.len() - 4);
+        edit(&mut b);
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn layout_counts_every_tensor() {
+        let l = header(false).layout();
+        // D = 8, K = 4: layer 2*64 + 2*32 = 192; classifier 8*3+3; norm 10; embed 5*8+8.
+        assert_eq!(l.layer_len(), 192);
+        assert_eq!(l.total(), 2 * 192 + 27 + 10 + 48);
+    }
+
+    #[test]
+    fn fp32_round_trip_is_exact_and_zero_copy() {
+        let h = header(false);
+        let w = weights(&h);
+        let bytes = encode(&h, &w).unwrap();
+        assert_eq!(bytes.len(), HEADER_LEN + 4 * w.len() + 4);
+        assert_eq!(&bytes[..4], b"ENVR");
+        let view = RvneView::parse(&bytes).unwrap();
+        assert_eq!(view.header, h);
+        assert_eq!(view.to_f32(), w);
+        assert_eq!(view.weight(7), w[7]);
+        // The view points into the input bytes.
+        assert_eq!(view.weight_bytes().as_ptr(), bytes[HEADER_LEN..].as_ptr());
+        if let Some(slice) = view.as_f32() {
+            assert_eq!(slice, &w[..]);
+            assert_eq!(slice.as_ptr().cast::<u8>(), bytes[HEADER_LEN..].as_ptr());
+        }
+    }
+
+    #[test]
+    fn fp16_round_trip_within_half_precision() {
+        let h = RvneHeader {
+            dense: true,
+            ..header(true)
+        };
+        let w = weights(&h);
+        let bytes = encode(&h, &w).unwrap();
+        assert_eq!(bytes.len(), HEADER_LEN + 2 * w.len() + 4);
+        assert_eq!(bytes[6], FLAG_FP16 | FLAG_DENSE);
+        let view = RvneView::parse(&bytes).unwrap();
+        assert_eq!(view.header, h);
+        assert!(view.as_f32().is_none());
+        let back = view.to_f32();
+        for (a, b) in w.iter().zip(&back) {
+            assert!((a - b).abs() <= a.abs() * 1e-3, "{a} vs {b}");
+        }
+        // Encoding the decoded values again gives the same bytes (fp16 values are exact).
+        assert_eq!(encode(&h, &back).unwrap(), bytes);
+    }
+
+    #[test]
+    fn each_failure_has_its_own_error() {
+        let h = header(false);
+        let good = encode(&h, &weights(&h)).unwrap();
+        assert!(matches!(
+            RvneView::parse(&good[..20]),
+            Err(RvneError::Truncated { len: 20, .. })
+        ));
+        let e = RvneView::parse(&with_header_edit(|b| b[0] = b'X')).unwrap_err();
+        assert!(matches!(e, RvneError::BadMagic { .. }));
+        let e = RvneView::parse(&with_header_edit(|b| b[4] = 2)).unwrap_err();
+        assert_eq!(e, RvneError::BadVersion { found: 2 });
+        let e = RvneView::parse(&with_header_edit(|b| b[6] = 4)).unwrap_err();
+        assert_eq!(e, RvneError::UnknownFlags { flags: 4 });
+        let e = RvneView::parse(&with_header_edit(|b| b[7] = 1)).unwrap_err();
+        assert_eq!(e, RvneError::ReservedNotZero { value: 1 });
+        let e = RvneView::parse(&with_header_edit(|b| b[14] = 0)).unwrap_err();
+        assert_eq!(
+            e,
+            RvneError::ZeroDimension {
+                field: "head_dim",
+                offset: 14
+            }
+        );
+        let e = RvneView::parse(&with_header_edit(|b| b[12] = 3)).unwrap_err();
+        assert_eq!(
+            e,
+            RvneError::GqaRatio {
+                q_heads: 4,
+                kv_heads: 3
+            }
+        );
+        let e = RvneView::parse(&with_header_edit(|b| b[20] ^= 4)).unwrap_err();
+        assert!(matches!(e, RvneError::WeightsLen { .. }), "{e}");
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(matches!(
+            RvneView::parse(&longer),
+            Err(RvneError::Size { .. })
+        ));
+        let mut flipped = good.clone();
+        flipped[HEADER_LEN + 3] ^= 0x10;
+        let e = RvneView::parse(&flipped).unwrap_err();
+        assert!(matches!(e, RvneError::Crc { offset, .. } if offset == good.len() - 4));
+        assert!(e
+            .to_string()
+            .starts_with(&format!("byte {}", good.len() - 4)));
+        // Encoding checks too.
+        assert!(matches!(
+            encode(&h, &[1.0]),
+            Err(RvneError::WeightCount { given: 1, .. })
+        ));
+        let mut w = weights(&header(true));
+        w[3] = 1e6;
+        assert!(matches!(
+            encode(&header(true), &w),
+            Err(RvneError::NonFinite { index: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn never_panics_and_rejects_every_mutation() {
+        let h = header(true);
+        let good = encode(&h, &weights(&h)).unwrap();
+        for len in 0..good.len() {
+            assert!(RvneView::parse(&good[..len]).is_err(), "truncated to {len}");
+        }
+        for at in 0..good.len() {
+            for bit in 0..8 {
+                let mut b = good.clone();
+                b[at] ^= 1 << bit;
+                assert!(RvneView::parse(&b).is_err(), "bit {bit} of byte {at}");
+            }
+        }
+        // Random bytes and random multi-byte corruption: errors, no panics.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..3000 {
+            let mut b = good.clone();
+            for _ in 0..1 + next() % 6 {
+                let at = (next() as usize) % b.len();
+                b[at] = next() as u8;
+            }
+            let cut = (next() as usize) % (b.len() + 1);
+            let _ = RvneView::parse(&b[..cut]);
+            let _ = RvneView::parse(&b);
+            let noise: Vec<u8> = (0..next() % 64).map(|_| next() as u8).collect();
+            assert!(RvneView::parse(&noise).is_err());
+        }
+    }
+}

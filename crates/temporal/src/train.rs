@@ -1,0 +1,277 @@
+//! Training and evaluation of the activity classifier: AdamW with cosine learning-rate decay on
+//! mini-batches (gradients of a
+//! batch computed in parallel and summed in a fixed order, so a seed gives one result), random
+//! temporal crops as augmentation, stratified k-fold splits, accuracy and confusion matrices.
+
+use rayon::prelude::*;
+
+use crate::model::{argmax, ActivityModel, ModelError, Rng};
+
+/// One labelled sequence: `[frames, input_dim]` row-major, and its class.
+#[derive(Clone, Debug)]
+pub struct Example {
+    pub frames: Vec<f32>,
+    pub label: usize,
+}
+
+/// Optimiser settings.
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f32,
+    /// Decoupled weight decay (AdamW) per step, relative to the learning rate.
+    pub weight_decay: f32,
+    /// Each training sequence is cropped to a random contiguous span of at least this fraction
+    /// of its frames (1.0 = no cropping).
+    pub min_crop: f32,
+    pub seed: u64,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            epochs: 100,
+            batch_size: 16,
+            learning_rate: 2e-3,
+            weight_decay: 1e-4,
+            min_crop: 0.5,
+            seed: 0,
+        }
+    }
+}
+
+/// Loss and training accuracy of one epoch.
+#[derive(Clone, Copy, Debug)]
+pub struct EpochStats {
+    pub epoch: usize,
+    pub loss: f32,
+    pub accuracy: f32,
+}
+
+/// Sets the model's input normalisation from `data` and trains it; `on_epoch` sees each epoch.
+pub fn train(
+    model: &mut ActivityModel,
+    data: &[Example],
+    opts: &TrainOptions,
+    mut on_epoch: impl FnMut(EpochStats),
+) -> Result<(), ModelError> {
+    let input_dim = model.shape.input_dim;
+    let all: Vec<f32> = data.iter().flat_map(|e| e.frames.iter().copied()).collect();
+    model.set_normalisation(&all);
+    let norm = model.shape.layout().normalisation()..model.shape.layout().embedding();
+    let mut rng = Rng::new(opts.seed);
+    let mut m = vec![0.0f32; model.weights.len()];
+    let mut v = vec![0.0f32; model.weights.len()];
+    let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+    let mut step = 0i32;
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    for epoch in 0..opts.epochs {
+        rng.shuffle(&mut order);
+        // Cosine learning-rate decay from the full rate to 5% of it over the epochs.
+        let progress = epoch as f32 / opts.epochs.max(1) as f32;
+        let lr = opts.learning_rate
+            * (0.05 + 0.95 * 0.5 * (1.0 + (std::f32::consts::PI * progress).cos()));
+        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+        for batch in order.chunks(opts.batch_size.max(1)) {
+            // Crops drawn up front (sequentially) so results do not depend on thread timing.
+            let crops: Vec<(usize, usize)> = batch
+                .iter()
+                .map(|&i| {
+                    let frames = data[i].frames.len() / input_dim;
+                    let min = ((frames as f32 * opts.min_crop).ceil() as usize).clamp(1, frames);
+                    let len = min + rng.below(frames - min + 1);
+                    (rng.below(frames - len + 1), len)
+                })
+                .collect();
+            let results = batch
+                .par_iter()
+                .zip(&crops)
+                .map(|(&i, &(start, len))| {
+                    let x = &data[i].frames[start * input_dim..(start + len) * input_dim];
+                    let (loss, grad) = model.loss_and_gradient(x, data[i].label)?;
+                    let hit = model.predict(x)? == data[i].label;
+                    Ok((loss, grad, hit))
+                })
+                .collect::<Result<Vec<_>, ModelError>>()?;
+            let mut grad = vec![0.0f32; model.weights.len()];
+            for (loss, g, hit) in &results {
+                loss_sum += *loss as f64;
+                correct += *hit as usize;
+                for (a, b) in grad.iter_mut().zip(g) {
+                    *a += b;
+                }
+            }
+            let scale = 1.0 / batch.len() as f32;
+            step += 1;
+            let (c1, c2) = (1.0 - b1.powi(step), 1.0 - b2.powi(step));
+            for (k, w) in model.weights.iter_mut().enumerate() {
+                if norm.contains(&k) {
+                    continue;
+                }
+                let g = grad[k] * scale;
+                m[k] = b1 * m[k] + (1.0 - b1) * g;
+                v[k] = b2 * v[k] + (1.0 - b2) * g * g;
+                let update = (m[k] / c1) / ((v[k] / c2).sqrt() + eps);
+                *w -= lr * (update + opts.weight_decay * *w);
+            }
+        }
+        on_epoch(EpochStats {
+            epoch,
+            loss: (loss_sum / data.len().max(1) as f64) as f32,
+            accuracy: correct as f32 / data.len().max(1) as f32,
+        });
+    }
+    Ok(())
+}
+
+/// Predicted class of every example (in parallel).
+pub fn predict_all(model: &ActivityModel, data: &[Example]) -> Result<Vec<usize>, ModelError> {
+    data.par_iter().map(|e| model.predict(&e.frames)).collect()
+}
+
+/// `confusion[true][predicted]` counts.
+pub fn confusion_matrix(
+    labels: &[usize],
+    predicted: &[usize],
+    n_classes: usize,
+) -> Vec<Vec<usize>> {
+    let mut c = vec![vec![0usize; n_classes]; n_classes];
+    for (&t, &p) in labels.iter().zip(predicted) {
+        if t < n_classes && p < n_classes {
+            c[t][p] += 1;
+        }
+    }
+    c
+}
+
+/// Fraction correct overall, and per true class (`None` for a class without examples).
+pub fn accuracies(confusion: &[Vec<usize>]) -> (f64, Vec<Option<f64>>) {
+    let total: usize = confusion.iter().map(|r| r.iter().sum::<usize>()).sum();
+    let correct: usize = (0..confusion.len()).map(|i| confusion[i][i]).sum();
+    let per_class = confusion
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let n: usize = row.iter().sum();
+            (n > 0).then(|| row[i] as f64 / n as f64)
+        })
+        .collect();
+    (correct as f64 / total.max(1) as f64, per_class)
+}
+
+/// Stratified k-fold assignment: within each class, examples are shuffled with `seed` and dealt
+/// to folds round-robin. Returns the fold (0..k) of each example.
+pub fn stratified_folds(labels: &[usize], k: usize, seed: u64) -> Vec<usize> {
+    let mut rng = Rng::new(seed);
+    let mut fold = vec![0usize; labels.len()];
+    let n_classes = labels.iter().copied().max().map_or(0, |m| m + 1);
+    for class in 0..n_classes {
+        let mut members: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
+        rng.shuffle(&mut members);
+        for (r, &i) in members.iter().enumerate() {
+            fold[i] = r % k.max(1);
+        }
+    }
+    fold
+}
+
+/// Index of the class with the highest logit (re-exported for callers).
+pub fn top_class(logits: &[f32]) -> usize {
+    argmax(logits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelShape;
+    use csipose_attention::Backend;
+
+    /// Three classes that differ in how the signal moves over time: slow sine, fast sine,
+    /// square wave.
+    fn toy_data(n_per_class: usize, seed: u64) -> Vec<Example> {
+        let mut rng = Rng::new(seed);
+        let mut out = Vec::new();
+        for label in 0..3 {
+            for _ in 0..n_per_class {
+                let frames = 30 + rng.below(10);
+                let phase = rng.uniform() * 3.0;
+                let mut x = Vec::new();
+                let mut previous = 0.0;
+                for t in 0..frames {
+                    let s = match label {
+                        0 => ((t as f32) * 0.2 + phase).sin(),
+                        1 => ((t as f32) * 0.9 + phase).sin(),
+                        _ => {
+                            if (t / 5) % 2 == 0 {
+                                1.0
+                            } else {
+                                -1.0
+                            }
+                        }
+                    } + 0.1 * rng.uniform();
+                    // Features as the CSI pipeline makes them: value and frame-to-frame change.
+                    x.push(s);
+                    x.push(if t == 0 { 0.0 } else { s - previous });
+                    previous = s;
+                }
+                out.push(Example { frames: x, label });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn learns_a_temporal_toy_task() {
+        let shape = ModelShape {
+            input_dim: 2,
+            q_heads: 2,
+            kv_heads: 1,
+            head_dim: 8,
+            n_layers: 1,
+            n_classes: 3,
+        };
+        let train_set = toy_data(20, 1);
+        let test_set = toy_data(10, 2);
+        let mut model = ActivityModel::new(shape, Backend::Sparse, 0).unwrap();
+        let labels: Vec<usize> = test_set.iter().map(|e| e.label).collect();
+        let before = predict_all(&model, &test_set).unwrap();
+        let opts = TrainOptions {
+            epochs: 60,
+            batch_size: 8,
+            learning_rate: 3e-3,
+            ..TrainOptions::default()
+        };
+        let mut losses = Vec::new();
+        train(&mut model, &train_set, &opts, |s| losses.push(s.loss)).unwrap();
+        let after = predict_all(&model, &test_set).unwrap();
+        let (acc_before, _) = accuracies(&confusion_matrix(&labels, &before, 3));
+        let (acc_after, per_class) = accuracies(&confusion_matrix(&labels, &after, 3));
+        assert!(losses.last().unwrap() < &(losses[0] * 0.5), "{losses:?}");
+        assert!(acc_after >= 0.9, "accuracy {acc_before} -> {acc_after}");
+        assert_eq!(per_class.len(), 3);
+    }
+
+    #[test]
+    fn folds_are_stratified_and_seeded() {
+        let labels: Vec<usize> = (0..48).map(|i| i % 16).collect();
+        let folds = stratified_folds(&labels, 3, 0);
+        for f in 0..3 {
+            for c in 0..16 {
+                let n = (0..48).filter(|&i| folds[i] == f && labels[i] == c).count();
+                assert_eq!(n, 1, "fold {f} class {c}");
+            }
+        }
+        assert_eq!(folds, stratified_folds(&labels, 3, 0));
+        assert_ne!(folds, stratified_folds(&labels, 3, 1));
+    }
+
+    #[test]
+    fn confusion_and_accuracy() {
+        let c = confusion_matrix(&[0, 0, 1, 2], &[0, 1, 1, 2], 4);
+        assert_eq!(c[0], vec![1, 1, 0, 0]);
+        let (acc, per) = accuracies(&c);
+        assert!((acc - 0.75).abs() < 1e-12);
+        assert_eq!(per, vec![Some(0.5), Some(1.0), Some(1.0), None]);
+    }
+}
