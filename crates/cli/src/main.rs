@@ -25,6 +25,8 @@ enum Command {
     Split(cmd::split::Args),
     /// Evaluate predicted keypoints against a packed dataset (torso-PCK, MPJPE, ...).
     Eval(cmd::eval::Args),
+    /// List the model family: parameter counts (ours vs published) and FLOPs per forward.
+    Models(cmd::models::Args),
 }
 
 fn main() {
@@ -34,6 +36,7 @@ fn main() {
         Command::ImportMmfi(a) => cmd::import_mmfi::run(a),
         Command::Split(a) => cmd::split::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Models(a) => cmd::models::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -3,4 +3,5 @@
 pub mod demo;
 pub mod eval;
 pub mod import_mmfi;
+pub mod models;
 pub mod split;
