@@ -27,6 +27,10 @@ enum Command {
     Eval(cmd::eval::Args),
     /// List the model family: parameter counts (ours vs published) and FLOPs per forward.
     Models(cmd::models::Args),
+    /// Train a pose model on a packed dataset (checkpoints each epoch; --resume continues).
+    Train(cmd::train::Args),
+    /// Predict keypoints for every frame of a packed dataset from a trained run.
+    Predict(cmd::predict::Args),
 }
 
 fn main() {
@@ -37,6 +41,8 @@ fn main() {
         Command::Split(a) => cmd::split::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Models(a) => cmd::models::run(a),
+        Command::Train(a) => cmd::train::run(a),
+        Command::Predict(a) => cmd::predict::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

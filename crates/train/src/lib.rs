@@ -5,6 +5,7 @@ pub mod augment;
 pub mod checkpoint;
 pub mod optim;
 pub mod pck;
+pub mod plots;
 pub mod trainer;
 
 pub use augment::View;
