@@ -82,7 +82,7 @@ pub fn select(
         let held = match split {
             SplitName::Random => {
                 let mut s = seed ^ ((m.action as u64) << 32) ^ m.subject as u64;
-                csipose_model::rng::splitmix64(&mut s) % 5 == 0
+                csipose_model::rng::splitmix64(&mut s).is_multiple_of(5)
             }
             SplitName::CrossSubject => m.subject % 5 == 0,
             SplitName::CrossScene => m.environment == 4,
