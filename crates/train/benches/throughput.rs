@@ -1,0 +1,89 @@
+//! Training throughput: samples/s of full training steps (gather batch, mixup, forward,
+//! SmoothL1, backward, AdamW, EMA) at batch 64 on MM-Fi-shaped input [3, 114, 10], per
+//! model config, on a rayon pool of `CSIPOSE_BENCH_THREADS` threads (default 2).
+//!
+//! `cargo bench -p csipose-train --bench throughput [-- nano micro ...]`
+//! (`CSIPOSE_BENCH_SECONDS`, default 3, sets the measuring time per config.)
+
+use csipose_dataset::packed::FrameMeta;
+use csipose_dataset::{DatasetInfo, HardwareProfile, KeypointLayout, PackedDataset, PackedWriter};
+use csipose_model::{Rng, PRESETS};
+use csipose_train::{TrainOptions, Trainer};
+use std::time::Instant;
+
+fn main() {
+    let threads: usize = std::env::var("CSIPOSE_BENCH_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    let seconds: f64 = std::env::var("CSIPOSE_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let n: usize = 2048;
+    let info = DatasetInfo::new(HardwareProfile::mmfi(), KeypointLayout::Coco17_2d, "bench");
+    let mut w = PackedWriter::create(dir.path().join("d"), info).unwrap();
+    let mut rng = Rng::new(1);
+    for i in 0..n {
+        let x: Vec<f32> = (0..3 * 114 * 10).map(|_| rng.uniform() as f32).collect();
+        let y: Vec<f32> = (0..34).map(|_| rng.uniform() as f32).collect();
+        let m = FrameMeta {
+            environment: 1,
+            subject: 1,
+            action: 1,
+            frame: i as i32,
+        };
+        w.push(&x, &y, &[m]).unwrap();
+    }
+    w.finish().unwrap();
+    let ds = PackedDataset::open(dir.path().join("d")).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    println!("training throughput, batch 64, {threads} threads, input [3, 114, 10]");
+    println!(
+        "{:<9} {:>10} {:>12} {:>14}",
+        "config", "params", "ms/step", "samples/s"
+    );
+    for name in PRESETS {
+        if !wanted.is_empty() && !wanted.iter().any(|w| w == name) {
+            continue;
+        }
+        pool.install(|| {
+            let opts = TrainOptions {
+                model: name.into(),
+                epochs: 1000,
+                batch: 64,
+                ..TrainOptions::default()
+            };
+            let mut t = Trainer::new(opts, [3, 114, 10], n).unwrap();
+            let mut rng = Rng::new(2);
+            let mut idx: Vec<usize> = (0..n).collect();
+            rng.shuffle(&mut idx);
+            for s in 0..3 {
+                t.step(&ds, &idx[s * 64..(s + 1) * 64], &mut rng);
+            }
+            let start = Instant::now();
+            let mut steps = 0;
+            while start.elapsed().as_secs_f64() < seconds || steps < 5 {
+                let s = steps % (n / 64);
+                t.step(&ds, &idx[s * 64..(s + 1) * 64], &mut rng);
+                steps += 1;
+            }
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "{:<9} {:>10} {:>12.3} {:>14.0}",
+                name,
+                t.model.param_count(),
+                1e3 * secs / steps as f64,
+                (steps * 64) as f64 / secs
+            );
+        });
+    }
+}
