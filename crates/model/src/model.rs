@@ -167,7 +167,10 @@ fn grow(v: &mut Vec<f32>, n: usize) {
 
 impl Model {
     pub fn new(cfg: ModelConfig) -> Model {
-        assert!(cfg.d.is_multiple_of(cfg.heads), "d must be a multiple of heads");
+        assert!(
+            cfg.d.is_multiple_of(cfg.heads),
+            "d must be a multiple of heads"
+        );
         let layout = cfg.layout();
         let o = |n: &str| layout.offset(n);
         let layers = (0..cfg.layers)
@@ -364,14 +367,11 @@ impl Model {
             .enumerate()
             .for_each(|(b, tb)| {
                 let xs = &x[b * fl..(b + 1) * fl];
-                let n = fl as f64;
-                let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / n;
-                let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-                let inv = 1.0 / (var.sqrt() as f32 + STANDARDISE_EPS);
-                let mean = mean as f32;
-                for (i, &v) in xs.iter().enumerate() {
-                    let (feat, tokn) = (i / p, i % p);
-                    tb[tokn * f + feat] = (v - mean) * inv;
+                let (mean, inv) = standardise_stats(xs);
+                for (feat, row) in xs.chunks_exact(p).enumerate() {
+                    for (tokn, &v) in row.iter().enumerate() {
+                        tb[tokn * f + feat] = (v - mean) * inv;
+                    }
                 }
             });
 
@@ -874,6 +874,32 @@ impl Model {
 /// Whether the last forward ran with dropout: recorded in the workspace.
 fn ws_dropout_on(ws: &Workspace) -> bool {
     ws.dropout_used
+}
+
+/// Sum of `f(v)` over `xs`, in eight f32 lanes per block of 512 values, blocks added in f64.
+#[inline]
+fn sum_lanes(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    let mut total = 0.0f64;
+    for block in xs.chunks(512) {
+        let mut acc = [0.0f32; 8];
+        let mut it = block.chunks_exact(8);
+        for c in &mut it {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += f(v);
+            }
+        }
+        let tail: f32 = it.remainder().iter().map(|&v| f(v)).sum();
+        total += acc.iter().map(|&a| a as f64).sum::<f64>() + tail as f64;
+    }
+    total
+}
+
+/// Mean and `1 / (std + eps)` of one sample (population std).
+pub fn standardise_stats(xs: &[f32]) -> (f32, f32) {
+    let n = xs.len() as f64;
+    let mean = (sum_lanes(xs, |v| v) / n) as f32;
+    let var = sum_lanes(xs, |v| (v - mean) * (v - mean)) / n;
+    (mean, 1.0 / (var.sqrt() as f32 + STANDARDISE_EPS))
 }
 
 fn relu(x: &mut [f32]) {

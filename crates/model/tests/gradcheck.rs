@@ -311,3 +311,15 @@ fn forward_is_deterministic_across_thread_counts_for_eval() {
     }
     assert!(a.iter().all(|v| v.is_finite() && *v > -0.3 && *v < 1.3));
 }
+
+#[test]
+fn fast_tanh_matches_libm() {
+    let mut worst = 0.0f32;
+    for i in -20_000..=20_000 {
+        let x = i as f32 * 0.001;
+        worst = worst.max((fast_tanh(x) - x.tanh()).abs());
+    }
+    assert!(worst < 1e-6, "{worst}");
+    assert_eq!(fast_tanh(100.0), fast_tanh(7.905_311));
+    assert!((fast_tanh(100.0) - 1.0).abs() < 1e-6);
+}
