@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod optim;
 pub mod pck;
 pub mod plots;
+pub mod synthetic;
 pub mod trainer;
 
 pub use augment::View;

@@ -2,8 +2,7 @@
 //! the model learns, resume after an interruption reproduces an uninterrupted run bit for
 //! bit, checkpoints round-trip and damaged checkpoints are clear errors.
 
-use csipose_dataset::packed::FrameMeta;
-use csipose_dataset::{DatasetInfo, HardwareProfile, KeypointLayout, PackedDataset, PackedWriter};
+use csipose_dataset::PackedDataset;
 use csipose_model::Rng;
 use csipose_train::checkpoint;
 use csipose_train::{fit, Quiet, TrainOptions, Trainer};
@@ -13,53 +12,8 @@ const A: usize = 3;
 const S: usize = 16;
 const P: usize = 10;
 
-/// Poses from 3 latent factors (position x, y, arm raise); CSI amplitudes a fixed random
-/// mixing of the latents per subcarrier plus noise.
 fn synthetic(dir: &Path, n: usize, seed: u64) -> PackedDataset {
-    let mut rng = Rng::new(seed);
-    let mix: Vec<f32> = (0..A * S * 3).map(|_| rng.normal() as f32).collect();
-    let mut hw = HardwareProfile::mmfi();
-    hw.subcarriers = S;
-    hw.name = "test".into();
-    let info = DatasetInfo::new(hw, KeypointLayout::Coco17_2d, "test");
-    let mut w = PackedWriter::create(dir, info).unwrap();
-    let mut base = Rng::new(99);
-    let template: Vec<f32> = (0..34)
-        .map(|_| 0.3 * base.uniform() as f32 - 0.15)
-        .collect();
-    for i in 0..n {
-        let u = [
-            rng.uniform() as f32,
-            rng.uniform() as f32,
-            rng.uniform() as f32,
-        ];
-        let mut y = vec![0.0f32; 34];
-        for j in 0..17 {
-            y[2 * j] = 0.3 + 0.4 * u[0] + template[2 * j];
-            y[2 * j + 1] = 0.3 + 0.4 * u[1] + template[2 * j + 1];
-            if (5..=10).contains(&j) {
-                y[2 * j + 1] -= 0.2 * u[2];
-            }
-        }
-        let mut x = vec![0.0f32; A * S * P];
-        for a in 0..A {
-            for s in 0..S {
-                let m = &mix[(a * S + s) * 3..(a * S + s) * 3 + 3];
-                let v = 2.0 + m[0] * u[0] + m[1] * u[1] + m[2] * u[2];
-                for p in 0..P {
-                    x[(a * S + s) * P + p] = v + 0.05 * rng.normal() as f32;
-                }
-            }
-        }
-        let meta = FrameMeta {
-            environment: 1,
-            subject: 1 + (i % 4) as i32,
-            action: 1,
-            frame: i as i32 + 1,
-        };
-        w.push(&x, &y, &[meta]).unwrap();
-    }
-    w.finish().unwrap();
+    csipose_train::synthetic::write(dir, n, [A, S, P], 0.05, seed).unwrap();
     PackedDataset::open(dir).unwrap()
 }
 
