@@ -130,7 +130,7 @@ impl Progress for Bar {
     }
     fn epoch_end(&mut self, rec: &EpochRecord) {
         self.last_val = rec.val_torso_pck20;
-        self.bar.println(format!(
+        let line = format!(
             "epoch {:>3}: loss {:.4}  val torso-PCK@20 {}  lr {:.2e}  {:.0} samples/s",
             rec.epoch,
             rec.train_loss,
@@ -139,7 +139,12 @@ impl Progress for Bar {
                 .unwrap_or_else(|| "-".into()),
             rec.lr,
             rec.samples_per_s
-        ));
+        );
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
     }
 }
 
