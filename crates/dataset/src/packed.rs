@@ -353,6 +353,13 @@ impl PackedWriter {
         self.meta.as_ref().map_or(0, |m| m.rows())
     }
 
+    /// Path for an extra file (e.g. `phase.npy`) inside the temporary directory, so that it
+    /// is renamed into place together with the dataset by [`PackedWriter::finish`]. The
+    /// caller must have finished writing it (renamed its own temporary) before `finish`.
+    pub fn extra_path(&self, file_name: &str) -> PathBuf {
+        self.tmp.join(file_name)
+    }
+
     /// Sets the provenance recorded in dataset.json.
     pub fn set_provenance(&mut self, p: serde_json::Value) {
         self.info.provenance = p;
