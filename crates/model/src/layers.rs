@@ -7,6 +7,24 @@
 
 use rayon::prelude::*;
 
+thread_local! {
+    static SINGLE_THREADED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether matrix products on this thread run without splitting over threads.
+pub fn single_threaded() -> bool {
+    SINGLE_THREADED.with(|c| c.get())
+}
+
+/// Runs `f` with matrix products on this thread kept on this thread (used when the batch
+/// is already split over threads, one shard each).
+pub fn with_single_threaded<T>(f: impl FnOnce() -> T) -> T {
+    let old = SINGLE_THREADED.with(|c| c.replace(true));
+    let r = f();
+    SINGLE_THREADED.with(|c| c.set(old));
+    r
+}
+
 /// `c[m, n] (+)= a · b` with `a` an `m × k` and `b` a `k × n` matrix given by row and column
 /// strides (so transposes are free); `c` is row-major. Panics if a stride walks out of a slice.
 #[allow(clippy::too_many_arguments)]
@@ -42,7 +60,7 @@ pub fn matmul(
         "matmul: rhs too short"
     );
     let work = m * n * k;
-    let par = if work >= 1 << 18 && rayon::current_num_threads() > 1 {
+    let par = if work >= 1 << 18 && rayon::current_num_threads() > 1 && !single_threaded() {
         gemm::Parallelism::Rayon(rayon::current_num_threads())
     } else {
         gemm::Parallelism::None

@@ -104,7 +104,12 @@ pub fn ema_update(ema: &mut [f32], params: &[f32], decay: f32, step: u64) {
 
 /// SmoothL1 (Huber with `beta`), mean over all values; writes `∂loss/∂pred` into `grad`.
 pub fn smooth_l1(pred: &[f32], target: &[f32], beta: f32, grad: &mut [f32]) -> f32 {
-    let n = pred.len() as f32;
+    (smooth_l1_sum(pred, target, beta, pred.len() as f32, grad) / pred.len() as f64) as f32
+}
+
+/// SmoothL1 summed over this part of a batch whose mean is over `n` values in all:
+/// returns the sum and writes `∂(mean loss)/∂pred` into `grad`.
+pub fn smooth_l1_sum(pred: &[f32], target: &[f32], beta: f32, n: f32, grad: &mut [f32]) -> f64 {
     let mut loss = 0.0f64;
     for ((p, t), g) in pred.iter().zip(target).zip(grad.iter_mut()) {
         let d = p - t;
@@ -116,7 +121,7 @@ pub fn smooth_l1(pred: &[f32], target: &[f32], beta: f32, grad: &mut [f32]) -> f
             *g = d.signum() / n;
         }
     }
-    (loss / n as f64) as f32
+    loss
 }
 
 #[cfg(test)]

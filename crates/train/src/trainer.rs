@@ -4,12 +4,14 @@
 
 use crate::augment::{mixup, View};
 use crate::checkpoint;
-use crate::optim::{ema_update, smooth_l1, AdamW, Schedule};
+use crate::optim::{ema_update, smooth_l1_sum, AdamW, Schedule};
 use crate::pck::{torso_pck, torso_pck_curve};
 use anyhow::{bail, Context, Result};
 use csipose_dataset::{KeypointLayout, PackedDataset};
+use csipose_model::layers::with_single_threaded;
 use csipose_model::rng::splitmix64;
 use csipose_model::{Model, ModelConfig, Rng, Workspace, OUTPUTS};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
@@ -76,6 +78,14 @@ pub struct TrainState {
     pub history: Vec<EpochRecord>,
 }
 
+/// One thread's share of a batch: its activations, output gradient and weight gradients.
+#[derive(Default)]
+struct Shard {
+    ws: Workspace,
+    dout: Vec<f32>,
+    grads: Vec<f32>,
+}
+
 /// A model being trained: weights, EMA, optimiser state and reusable buffers.
 pub struct Trainer {
     pub model: Model,
@@ -85,11 +95,10 @@ pub struct Trainer {
     pub opt: AdamW,
     pub schedule: Schedule,
     pub state: TrainState,
-    ws: Workspace,
+    shards: Vec<Shard>,
     grads: Vec<f32>,
     xb: Vec<f32>,
     yb: Vec<f32>,
-    dout: Vec<f32>,
 }
 
 fn epoch_rng(seed: u64, epoch: usize) -> Rng {
@@ -159,11 +168,10 @@ impl Trainer {
                 steps_per_epoch,
                 history: Vec::new(),
             },
-            ws: Workspace::default(),
+            shards: Vec::new(),
             grads: vec![0.0; n],
             xb: Vec::new(),
             yb: Vec::new(),
-            dout: Vec::new(),
             model,
             opts,
         })
@@ -189,11 +197,10 @@ impl Trainer {
             opt,
             schedule,
             state,
-            ws: Workspace::default(),
+            shards: Vec::new(),
             grads: vec![0.0; n],
             xb: Vec::new(),
             yb: Vec::new(),
-            dout: Vec::new(),
         }
     }
 
@@ -203,7 +210,6 @@ impl Trainer {
         let (fl, ol) = (self.model.cfg.frame_len(), OUTPUTS);
         self.xb.resize(b * fl, 0.0);
         self.yb.resize(b * ol, 0.0);
-        self.dout.resize(b * ol, 0.0);
         for (k, &i) in idx.iter().enumerate() {
             self.xb[k * fl..(k + 1) * fl].copy_from_slice(ds.x(i));
             self.yb[k * ol..(k + 1) * ol].copy_from_slice(ds.y(i));
@@ -211,13 +217,52 @@ impl Trainer {
         mixup(rng, self.opts.mixup_alpha, &mut self.xb, &mut self.yb, b);
         let mut key_state = self.opts.seed ^ self.state.step.wrapping_mul(0xD1B5_4A32_D192_ED03);
         let key = splitmix64(&mut key_state);
-        let out = self
-            .model
-            .forward(&self.params, &self.xb, b, Some(key), &mut self.ws);
-        let loss = smooth_l1(out, &self.yb, self.opts.huber_beta, &mut self.dout);
-        self.grads.fill(0.0);
-        self.model
-            .backward(&self.params, b, &self.dout, &mut self.grads, &mut self.ws);
+        // Data parallel: one shard of the batch per thread, each a whole forward/backward on
+        // its own workspace with single-threaded matrix products; gradients summed in shard
+        // order (deterministic for a thread count).
+        let n_shards = rayon::current_num_threads().clamp(1, b);
+        self.shards.resize_with(n_shards, Shard::default);
+        let total = (b * ol) as f32;
+        let (model, params) = (&self.model, &self.params);
+        let (xb, yb, beta) = (&self.xb, &self.yb, self.opts.huber_beta);
+        let plen = params.len();
+        let loss: f64 = self
+            .shards
+            .par_iter_mut()
+            .enumerate()
+            .map(|(s, sh)| {
+                let (lo, hi) = (s * b / n_shards, (s + 1) * b / n_shards);
+                let n = hi - lo;
+                with_single_threaded(|| {
+                    let mut ks = key ^ (s as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    let skey = splitmix64(&mut ks);
+                    let out =
+                        model.forward(params, &xb[lo * fl..hi * fl], n, Some(skey), &mut sh.ws);
+                    sh.dout.resize(n * ol, 0.0);
+                    let l = smooth_l1_sum(out, &yb[lo * ol..hi * ol], beta, total, &mut sh.dout);
+                    sh.grads.resize(plen, 0.0);
+                    sh.grads.fill(0.0);
+                    model.backward(params, n, &sh.dout, &mut sh.grads, &mut sh.ws);
+                    l
+                })
+            })
+            .collect::<Vec<f64>>()
+            .iter()
+            .sum();
+        let loss = (loss / total as f64) as f32;
+        let shards = &self.shards;
+        self.grads
+            .par_chunks_mut(1 << 14)
+            .enumerate()
+            .for_each(|(c, g)| {
+                let r = c * (1 << 14)..c * (1 << 14) + g.len();
+                g.copy_from_slice(&shards[0].grads[r.clone()]);
+                for sh in &shards[1..] {
+                    for (a, v) in g.iter_mut().zip(&sh.grads[r.clone()]) {
+                        *a += v;
+                    }
+                }
+            });
         let lr = self.schedule.at(self.state.step);
         self.opt.step(&mut self.params, &self.grads, lr);
         ema_update(
