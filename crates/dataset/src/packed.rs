@@ -298,6 +298,7 @@ impl PackedWriter {
             .ok_or_else(|| DatasetError::invalid(&dest, "output path has no directory name"))?
             .to_string_lossy()
             .into_owned();
+        remove_stale_temporaries(&parent, &name);
         let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| DatasetError::io(&tmp, e))?;
@@ -388,6 +389,29 @@ impl PackedWriter {
     }
 }
 
+/// Removes `.{name}.tmp-{pid}` directories left by writers that were killed (SIGKILL, power
+/// loss) before they could clean up: those whose process no longer exists. Only checked where
+/// `/proc` exists; elsewhere stale temporaries are left alone (they never shadow a dataset).
+fn remove_stale_temporaries(parent: &Path, name: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let fname = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = fname.strip_prefix(&prefix) else {
+            continue;
+        };
+        let pid = pid.strip_suffix(".old").unwrap_or(pid);
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 impl Drop for PackedWriter {
     fn drop(&mut self) {
         if !self.finished {
@@ -464,6 +488,20 @@ mod tests {
             .unwrap();
         }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn stale_temporary_of_a_dead_writer_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // pid 0 never names a user process, so this stands for a writer killed by SIGKILL.
+        let stale = dir.path().join(".ds.tmp-0");
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join("X.npy"), b"half").unwrap();
+        let w = PackedWriter::create(dir.path().join("ds"), tiny_info()).unwrap();
+        if Path::new("/proc/self").exists() {
+            assert!(!stale.exists());
+        }
+        drop(w);
     }
 
     #[test]

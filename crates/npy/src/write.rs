@@ -82,7 +82,7 @@ impl<T: Element> NpyStreamWriter<T> {
 
     /// Appends whole rows (`data.len()` must be a multiple of the row length).
     pub fn push(&mut self, data: &[T]) -> Result<()> {
-        if self.row_len == 0 || data.len() % self.row_len != 0 {
+        if self.row_len == 0 || !data.len().is_multiple_of(self.row_len) {
             return Err(NpyError::format(
                 &self.file.dest,
                 0,

@@ -1,8 +1,390 @@
-//! `csipose eval` (not implemented yet).
+//! `csipose eval`: scores predicted keypoints (a `.npy` file, or a baseline fitted on the train
+//! subset) against a packed dataset: torso-PCK@k and its curve, per-joint PCK, bounding-box PCK,
+//! MPJPE and PA-MPJPE for 3D layouts. Prints a table and writes the numbers as JSON (atomically).
+
+use super::split::{describe, make_split, KindArg};
+use anyhow::{bail, Context};
+use csipose_baseline::{Lambda, MeanPose, Ridge};
+use csipose_dataset::split::{Split, Subset};
+use csipose_dataset::{KeypointLayout, PackedDataset};
+use csipose_metrics::{evaluate, thresholds, Pck, PckNorm, PoseLayout};
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BaselineArg {
+    /// The mean training pose for every frame.
+    Mean,
+    /// Ridge regression from the flattened CSI frame (alpha chosen on held-out train subjects).
+    Ridge,
+}
+
+impl BaselineArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            BaselineArg::Mean => "mean",
+            BaselineArg::Ridge => "ridge",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SubsetArg {
+    Val,
+    Train,
+    All,
+}
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Packed dataset directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Predicted keypoints, float `[rows, 17, dims]` (or `[rows, 17*dims]`): one row per evaluated
+    /// frame, or one per dataset frame (then the split selects the rows).
+    #[arg(
+        long,
+        conflicts_with = "baseline",
+        required_unless_present = "baseline"
+    )]
+    pub predictions: Option<PathBuf>,
+    /// Instead of --predictions: fit this baseline on the split's train subset and evaluate it.
+    #[arg(long, value_enum, requires = "split")]
+    pub baseline: Option<BaselineArg>,
+    /// Split that chooses the evaluated frames (without it every frame is evaluated).
+    #[arg(long, value_enum)]
+    pub split: Option<KindArg>,
+    /// MM-Fi protocol: 1 = daily actions, 2 = rehabilitation actions, 3 = all 27.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub protocol: u8,
+    /// Random split: seed of the first action.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u32,
+    /// Random split: fraction of subjects that train.
+    #[arg(long, default_value_t = 0.8)]
+    pub ratio: f64,
+    /// Manual split: JSON file (see `csipose split --help`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Which frames of the split are evaluated [default: val].
+    #[arg(long, value_enum, requires = "split")]
+    pub subset: Option<SubsetArg>,
+    /// PCK threshold factor k.
+    #[arg(long, default_value_t = 0.2)]
+    pub k: f64,
+    /// Write the metrics as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`eval` is not implemented yet")
+/// Joint names of a layout, for the per-joint table.
+pub fn joint_names(layout: KeypointLayout) -> [&'static str; 17] {
+    match layout {
+        KeypointLayout::Coco17_2d => [
+            "nose",
+            "left_eye",
+            "right_eye",
+            "left_ear",
+            "right_ear",
+            "left_shoulder",
+            "right_shoulder",
+            "left_elbow",
+            "right_elbow",
+            "left_wrist",
+            "right_wrist",
+            "left_hip",
+            "right_hip",
+            "left_knee",
+            "right_knee",
+            "left_ankle",
+            "right_ankle",
+        ],
+        KeypointLayout::H36m17_3d => [
+            "pelvis",
+            "right_hip",
+            "right_knee",
+            "right_ankle",
+            "left_hip",
+            "left_knee",
+            "left_ankle",
+            "spine",
+            "thorax",
+            "neck",
+            "head",
+            "left_shoulder",
+            "left_elbow",
+            "left_wrist",
+            "right_shoulder",
+            "right_elbow",
+            "right_wrist",
+        ],
+    }
+}
+
+/// Reads predictions and returns the rows for `eval` (`[eval.len(), label_len]`).
+fn load_predictions(path: &Path, ds: &PackedDataset, eval: &[usize]) -> anyhow::Result<Vec<f32>> {
+    let arr = csipose_npy::read::<f32>(path)
+        .with_context(|| format!("cannot read predictions {}", path.display()))?;
+    let ll = ds.label_len();
+    let dims = ds.info.keypoints.dims();
+    let rows = match arr.shape.as_slice() {
+        [r, 17, d] if *d == dims => *r,
+        [r, l] if *l == ll => *r,
+        s => bail!(
+            "{}: shape {s:?}, expected [rows, 17, {dims}] or [rows, {ll}] for layout {}",
+            path.display(),
+            ds.info.keypoints.name()
+        ),
+    };
+    if let Some(e) = arr.data.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "{}: value {} (row {}, element {e}) is not finite",
+            path.display(),
+            arr.data[e],
+            e / ll
+        );
+    }
+    if rows == eval.len() {
+        Ok(arr.data)
+    } else if rows == ds.len() {
+        Ok(eval
+            .iter()
+            .flat_map(|&i| arr.data[i * ll..(i + 1) * ll].iter().copied())
+            .collect())
+    } else {
+        bail!(
+            "{}: {rows} rows, but {} frames are evaluated and the dataset has {}",
+            path.display(),
+            eval.len(),
+            ds.len()
+        )
+    }
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.4}"))
+}
+
+fn pck_json(p: &Pck) -> serde_json::Value {
+    let degenerate_key = match p.norm {
+        PckNorm::Torso => "degenerate_torso",
+        PckNorm::BoundingBox => "degenerate_bbox",
+    };
+    json!({
+        "k": p.k,
+        "pck": p.pck,
+        "per_joint": p.per_joint,
+        "samples": p.samples,
+        degenerate_key: p.degenerate,
+    })
+}
+
+fn curve_json(c: &[Pck]) -> serde_json::Value {
+    c.iter().map(|p| json!({"k": p.k, "pck": p.pck})).collect()
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if !(args.k.is_finite() && args.k >= 0.0) {
+        bail!("--k {} must be a non-negative number", args.k);
+    }
+    let ds = PackedDataset::open(&args.data)
+        .with_context(|| format!("cannot open dataset {}", args.data.display()))?;
+    let split: Option<Split> = match args.split {
+        Some(kind) => Some(make_split(
+            kind,
+            args.protocol,
+            args.seed,
+            args.ratio,
+            args.config.as_deref(),
+        )?),
+        None => {
+            if args.config.is_some() {
+                bail!("--config needs --split manual");
+            }
+            None
+        }
+    };
+    let subset_arg = args.subset.unwrap_or(SubsetArg::Val);
+    let subset = match subset_arg {
+        SubsetArg::Val => Subset::Val,
+        SubsetArg::Train => Subset::Train,
+        SubsetArg::All => Subset::All,
+    };
+    let (train, eval) = match &split {
+        Some(s) => {
+            let sel = s.select(&ds);
+            (sel.train.clone(), sel.subset(subset))
+        }
+        None => (Vec::new(), (0..ds.len()).collect::<Vec<_>>()),
+    };
+    let what = match &split {
+        Some(s) => format!(
+            "{} subset of the {}",
+            format!("{subset_arg:?}").to_lowercase(),
+            describe(s)
+        ),
+        None => "all frames".to_string(),
+    };
+    if eval.is_empty() {
+        bail!(
+            "{}: the {what} selects no frames to evaluate",
+            args.data.display()
+        );
+    }
+
+    let mut source = serde_json::Map::new();
+    let pred = match (&args.predictions, args.baseline) {
+        (Some(p), _) => {
+            source.insert("predictions".into(), p.display().to_string().into());
+            load_predictions(p, &ds, &eval)?
+        }
+        (None, Some(b)) => {
+            if train.is_empty() {
+                bail!(
+                    "{}: the {} selects no training frames for the baseline",
+                    args.data.display(),
+                    describe(split.as_ref().expect("clap requires --split"))
+                );
+            }
+            let bar = indicatif::ProgressBar::new_spinner().with_message(format!(
+                "fitting the {} baseline on {} frames",
+                b.name(),
+                train.len()
+            ));
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            let pred = match b {
+                BaselineArg::Mean => {
+                    source.insert("baseline".into(), "mean".into());
+                    MeanPose::fit(&ds, &train)?.predict(&eval)
+                }
+                BaselineArg::Ridge => {
+                    let r = Ridge::fit(&ds, &train, &Lambda::default())?;
+                    source.insert("baseline".into(), "ridge".into());
+                    source.insert("ridge_alpha".into(), r.alpha.into());
+                    source.insert(
+                        "ridge_holdout_mse".into(),
+                        r.holdout
+                            .iter()
+                            .map(|(a, e)| json!({"alpha": a, "mse": e}))
+                            .collect(),
+                    );
+                    r.predict(&ds, &eval)
+                }
+            };
+            bar.finish_and_clear();
+            source.insert("train_frames".into(), train.len().into());
+            pred
+        }
+        (None, None) => unreachable!("clap requires --predictions or --baseline"),
+    };
+
+    let kl = ds.info.keypoints;
+    let layout = PoseLayout {
+        joints: 17,
+        dims: kl.dims(),
+        torso: kl.torso_joints(),
+    };
+    let gt: Vec<f32> = eval.iter().flat_map(|&i| ds.y(i).iter().copied()).collect();
+    let ev = evaluate(&pred, &gt, &layout, args.k);
+    let ks = thresholds(0.5, 50);
+    let (torso, bbox) = (&ev.torso_pck, &ev.bbox_pck);
+    let (torso_curve, bbox_curve) = (&ev.torso_pck_curve, &ev.bbox_pck_curve);
+    let is3d = kl.dims() == 3;
+    let (mp, pa, mpj) = (ev.mpjpe, ev.pa_mpjpe, &ev.mpjpe_per_joint);
+
+    // The table.
+    let k = args.k;
+    println!(
+        "csipose eval: {} frames ({what}) of {}, layout {}",
+        eval.len(),
+        args.data.display(),
+        kl.name()
+    );
+    match (&args.predictions, args.baseline) {
+        (Some(p), _) => println!("predictions: {}", p.display()),
+        (None, Some(b)) => println!(
+            "baseline: {} fitted on {} train frames",
+            b.name(),
+            train.len()
+        ),
+        _ => {}
+    }
+    let line = |label: String, value: Option<f64>, note: String| {
+        println!("{label:<40}{}{note}", fmt(value));
+    };
+    line(
+        format!("torso-PCK@{k}"),
+        torso.pck,
+        format!(
+            "  ({} frames; {} with a degenerate torso left out)",
+            torso.samples, torso.degenerate
+        ),
+    );
+    line(
+        format!("bbox-PCK@{k} (bounding-box-normalised)"),
+        bbox.pck,
+        format!("  ({} with a degenerate box left out)", bbox.degenerate),
+    );
+    if is3d {
+        line("MPJPE".into(), mp, String::new());
+        line("PA-MPJPE".into(), pa, String::new());
+    }
+    println!("threshold k   torso-PCK   bbox-PCK");
+    for i in [5usize, 10, 20, 30, 40, 50] {
+        println!(
+            "  {:<11} {:<11} {}",
+            format!("{:.2}", ks[i]),
+            fmt(torso_curve[i].pck),
+            fmt(bbox_curve[i].pck)
+        );
+    }
+    println!(
+        "joint             torso-PCK@{k}  bbox-PCK@{k}{}",
+        if is3d { "  MPJPE" } else { "" }
+    );
+    for (j, name) in joint_names(kl).iter().enumerate() {
+        let extra = mpj
+            .as_ref()
+            .map_or(String::new(), |m| format!("  {}", fmt(m[j])));
+        println!(
+            "  {j:2} {name:<14} {:<13} {:<12}{extra}",
+            fmt(torso.per_joint[j]),
+            fmt(bbox.per_joint[j])
+        );
+    }
+
+    if let Some(out) = &args.json {
+        let report = json!({
+            "data": args.data.display().to_string(),
+            "layout": kl.name(),
+            "source": source,
+            "split": split.as_ref().map(|s| {
+                let mut j = super::split::split_json(s);
+                j.as_object_mut().expect("object").remove("actions");
+                j["subset"] = format!("{subset_arg:?}").to_lowercase().into();
+                j
+            }),
+            "frames": eval.len(),
+            "k": k,
+            "joints": joint_names(kl),
+            "torso_pck": pck_json(torso),
+            "torso_pck_curve": curve_json(torso_curve),
+            "bbox_pck": pck_json(bbox),
+            "bbox_pck_curve": curve_json(bbox_curve),
+            "mpjpe": mp,
+            "pa_mpjpe": pa,
+            "mpjpe_per_joint": mpj,
+        });
+        let mut f = csipose_npy::AtomicFile::create(out)
+            .with_context(|| format!("cannot create {}", out.display()))?;
+        serde_json::to_writer_pretty(&mut f, &report)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        f.write_all(b"\n")
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        f.commit()
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
 }
