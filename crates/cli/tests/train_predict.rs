@@ -88,6 +88,38 @@ fn train_resume_predict() {
     assert_eq!(a.shape, vec![300, 17, 2]);
     assert!(a.data.iter().all(|v| v.is_finite()));
 
+    // eval with the checkpoint, plain and with TTA
+    for tta in [false, true] {
+        let json = dir.path().join(format!("eval-{tta}.json"));
+        let mut a = vec![
+            "eval",
+            "--data",
+            d,
+            "--checkpoint",
+            r,
+            "--split",
+            "random",
+            "--json",
+            json.to_str().unwrap(),
+        ];
+        if tta {
+            a.push("--tta");
+        }
+        let out = csipose(&a);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("torso-PCK@0.2"));
+        let e: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let p = e["torso_pck"]["pck"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p));
+        assert_eq!(
+            e["source"]["tta_views"].as_array().unwrap().len(),
+            if tta { 4 } else { 1 }
+        );
+        if !tta {
+            // same split and EMA weights as training: the same number as metrics.json
+            assert!((p - m["val_torso_pck20"].as_f64().unwrap()).abs() < 1e-9);
+        }
+    }
+
     // clear errors
     let bad = Command::new(env!("CARGO_BIN_EXE_csipose"))
         .args(["predict", "--checkpoint", d, "--data", d, "--out", "x.npy"])

@@ -5,9 +5,10 @@
 use crate::augment::{mixup, View};
 use crate::checkpoint;
 use crate::optim::{ema_update, smooth_l1_sum, AdamW, Schedule};
-use crate::pck::{torso_pck, torso_pck_curve};
+use crate::torso_pck;
 use anyhow::{bail, Context, Result};
 use csipose_dataset::{KeypointLayout, PackedDataset};
+use csipose_metrics::{pck_curve, PckNorm, PoseLayout};
 use csipose_model::layers::with_single_threaded;
 use csipose_model::rng::splitmix64;
 use csipose_model::{Model, ModelConfig, Rng, Workspace, OUTPUTS};
@@ -418,7 +419,16 @@ pub fn fit(
     let curve = if val_idx.is_empty() {
         vec![None; ks.len()]
     } else {
-        torso_pck_curve(&trainer.predict_ema(ds, val_idx, &[]), &val_y, &ks)
+        pck_curve(
+            &trainer.predict_ema(ds, val_idx, &[]),
+            &val_y,
+            &PoseLayout::COCO17_2D,
+            PckNorm::Torso,
+            &ks,
+        )
+        .into_iter()
+        .map(|p| p.pck)
+        .collect()
     };
     Ok(FitSummary {
         val_torso_pck20: curve[20],

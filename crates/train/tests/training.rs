@@ -65,7 +65,7 @@ fn learns_the_synthetic_signal_better_than_the_mean_pose() {
     }
     let vy = csipose_train::trainer::gather_y(&ds, &val);
     let mean_pred: Vec<f32> = (0..val.len()).flat_map(|_| mean.clone()).collect();
-    let base = csipose_train::pck::torso_pck(&mean_pred, &vy, 0.2).unwrap();
+    let base = csipose_train::torso_pck(&mean_pred, &vy, 0.2).unwrap();
     let ours = s.val_torso_pck20.unwrap();
     eprintln!("torso-PCK@20: model {ours:.3}, mean pose {base:.3}");
     assert!(ours > base + 0.2, "model {ours} vs mean pose {base}");

@@ -2,6 +2,7 @@
 //! `RUN/checkpoint.safetensors` (each epoch, atomically), `RUN/config.json`,
 //! `RUN/metrics.json` and PNG plots; `--resume RUN` continues an interrupted run exactly.
 
+use super::split::{describe, make_split, KindArg};
 use anyhow::{bail, Context, Result};
 use csipose_dataset::PackedDataset;
 use csipose_train::trainer::{check_dataset, gather_y, EpochRecord, Progress};
@@ -10,16 +11,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum SplitName {
-    Random,
-    CrossSubject,
-    CrossScene,
-}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,11 +22,22 @@ pub struct Args {
     pub model: String,
     #[arg(long, default_value_t = 30)]
     pub epochs: usize,
+    /// How subjects are divided into train and validation (see `csipose split`).
     #[arg(long, value_enum, default_value = "random")]
-    pub split: SplitName,
-    /// MM-Fi protocol (1, 2 or 3: which actions).
-    #[arg(long, default_value_t = 3)]
+    pub split: KindArg,
+    /// MM-Fi protocol: 1 = daily actions, 2 = rehabilitation actions, 3 = all 27.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
     pub protocol: u8,
+    /// Random split: seed of the first action (MM-Fi's default 0).
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u32,
+    /// Random split: fraction of subjects that train.
+    #[arg(long, default_value_t = 0.8)]
+    pub ratio: f64,
+    /// Manual split: JSON file (see `csipose split --help`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Training seed: initialisation, shuffling, mixup, dropout.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long, default_value_t = 64)]
@@ -58,42 +60,34 @@ pub struct Args {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct RunConfig {
     data: PathBuf,
-    split: SplitName,
+    /// `random`, `cross-subject`, `cross-scene` or `manual`.
+    split: String,
     protocol: u8,
+    split_seed: u32,
+    ratio: f64,
+    split_config: Option<PathBuf>,
     threads: usize,
     options: TrainOptions,
     model: csipose_model::ModelConfig,
     parameters: usize,
 }
 
-/// Train/validation indices. (Temporary local split until the shared MM-Fi splits land:
-/// random = 80/20 of the subjects per action by a seeded shuffle; cross-subject = subjects
-/// with number ≡ 0 mod 5 held out; cross-scene = environment 4 held out.)
-pub fn select(
-    ds: &PackedDataset,
-    split: SplitName,
-    _protocol: u8,
-    seed: u64,
-) -> (Vec<usize>, Vec<usize>) {
-    let mut train = Vec::new();
-    let mut val = Vec::new();
-    for i in 0..ds.len() {
-        let m = ds.meta(i);
-        let held = match split {
-            SplitName::Random => {
-                let mut s = seed ^ ((m.action as u64) << 32) ^ m.subject as u64;
-                csipose_model::rng::splitmix64(&mut s).is_multiple_of(5)
-            }
-            SplitName::CrossSubject => m.subject % 5 == 0,
-            SplitName::CrossScene => m.environment == 4,
-        };
-        if held {
-            val.push(i);
-        } else {
-            train.push(i);
-        }
+impl RunConfig {
+    /// Train and validation frame indices of the run's split.
+    fn select(&self, ds: &PackedDataset) -> Result<(Vec<usize>, Vec<usize>)> {
+        let kind = <KindArg as clap::ValueEnum>::from_str(&self.split, true)
+            .map_err(|e| anyhow::anyhow!("config.json: split {:?}: {e}", self.split))?;
+        let split = make_split(
+            kind,
+            self.protocol,
+            self.split_seed,
+            self.ratio,
+            self.split_config.as_deref(),
+        )?;
+        let sel = split.select(ds);
+        eprintln!("{}", describe(&split));
+        Ok((sel.train, sel.val))
     }
-    (train, val)
 }
 
 struct Bar {
@@ -183,7 +177,22 @@ fn run_in_pool(args: Args) -> Result<()> {
         let data = args.data.clone().expect("clap requires --data");
         let ds = PackedDataset::open(&data)?;
         let h = &ds.info.hardware;
-        let (train, _) = select(&ds, args.split, args.protocol, args.seed);
+        let rc = RunConfig {
+            data: data.clone(),
+            split: clap::ValueEnum::to_possible_value(&args.split)
+                .expect("named")
+                .get_name()
+                .to_string(),
+            protocol: args.protocol,
+            split_seed: args.split_seed,
+            ratio: args.ratio,
+            split_config: args.config.clone(),
+            threads: args.threads,
+            options: TrainOptions::default(),
+            model: csipose_model::ModelConfig::preset("nano").expect("preset"),
+            parameters: 0,
+        };
+        let (train, _) = rc.select(&ds)?;
         let opts = TrainOptions {
             model: args.model.clone(),
             epochs: args.epochs,
@@ -195,20 +204,17 @@ fn run_in_pool(args: Args) -> Result<()> {
         let t = Trainer::new(opts, [h.antennas, h.subcarriers, h.packets], train.len())?;
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         let rc = RunConfig {
-            data,
-            split: args.split,
-            protocol: args.protocol,
-            threads: args.threads,
             options: t.opts.clone(),
             model: t.model.cfg.clone(),
             parameters: t.model.param_count(),
+            ..rc
         };
         write_json(&out.join("config.json"), &rc)?;
         (out, t, rc)
     };
     let ds = PackedDataset::open(&rc.data)?;
     check_dataset(&ds, &trainer.model.cfg)?;
-    let (train, val) = select(&ds, rc.split, rc.protocol, rc.options.seed);
+    let (train, val) = rc.select(&ds)?;
     if train.is_empty() {
         bail!("{}: the training subset is empty", rc.data.display());
     }
@@ -252,13 +258,13 @@ fn run_in_pool(args: Args) -> Result<()> {
             let p = predict(&trainer.model, &trainer.ema, &ds, &val, &[v]);
             tta.insert(
                 v.name().into(),
-                serde_json::json!(csipose_train::pck::torso_pck(&p, &vy, 0.2)),
+                serde_json::json!(csipose_train::torso_pck(&p, &vy, 0.2)),
             );
         }
         let p = predict(&trainer.model, &trainer.ema, &ds, &val, &View::ALL);
         tta.insert(
             "all-views".into(),
-            serde_json::json!(csipose_train::pck::torso_pck(&p, &vy, 0.2)),
+            serde_json::json!(csipose_train::torso_pck(&p, &vy, 0.2)),
         );
         let plain = predict(&trainer.model, &trainer.ema, &ds, &val, &[]);
         let pick: Vec<usize> = (0..8).map(|i| i * val.len() / 8).collect();
@@ -289,6 +295,7 @@ fn run_in_pool(args: Args) -> Result<()> {
         "parameters": trainer.model.param_count(),
         "split": rc.split,
         "protocol": rc.protocol,
+        "split_seed": rc.split_seed,
         "seed": rc.options.seed,
         "epochs": summary.epochs,
         "train_samples": summary.train_samples,
