@@ -364,7 +364,14 @@ pub fn attention_backward(
             gb.fill(0.0);
             let qb = &qkv[b * p * 3 * d..(b + 1) * p * 3 * d];
             let dcb = &dctx[b * p * d..(b + 1) * p * d];
-            let mut ds = vec![0.0f32; p];
+            let mut ds_stack = [0.0f32; 64];
+            let mut ds_heap = Vec::new();
+            let ds: &mut [f32] = if p <= 64 {
+                &mut ds_stack[..p]
+            } else {
+                ds_heap.resize(p, 0.0);
+                &mut ds_heap
+            };
             for h in 0..heads {
                 let ph = &probs[(b * heads + h) * p * p..(b * heads + h + 1) * p * p];
                 for i in 0..p {

@@ -156,6 +156,7 @@ pub struct Workspace {
     gk: Vec<f32>,
     gg1: Vec<f32>,
     gg2: Vec<f32>,
+    gdt: Vec<f32>,
     ggin: Vec<f32>,
 }
 
@@ -331,6 +332,7 @@ impl Model {
             grow(&mut ws.gg1, bj * g);
             grow(&mut ws.gg2, bj * g);
             grow(&mut ws.gt, bj * 2);
+            grow(&mut ws.gdt, bj * 2);
         }
     }
 
@@ -636,7 +638,7 @@ impl Model {
             let bj = batch * JOINTS;
             let w_in = d + JOINT_EMBED + 2;
             // d(out)/d(pre-tanh) into gg1 [bj, 2] (reuse the first 2·bj values)
-            let mut dt = vec![0.0f32; bj * 2];
+            let dt = &mut ws.gdt[..bj * 2];
             for ((o, t), g0) in dt.iter_mut().zip(&ws.gt).zip(dout) {
                 *o = g0 * GRAPH_SCALE * (1.0 - t * t);
             }
@@ -644,7 +646,7 @@ impl Model {
             linear_backward(
                 &ws.gf[GRAPH_LAYERS],
                 &params[go.out_w..],
-                &dt,
+                &ws.gdt,
                 Some(&mut ws.gg1[..bj * g]),
                 ogw,
                 &mut ogb[..2],

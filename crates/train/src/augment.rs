@@ -16,18 +16,43 @@
 use csipose_model::Rng;
 use serde::{Deserialize, Serialize};
 
-/// Draws λ ~ Beta(α, α) and a partner permutation, and mixes the batch in place:
-/// `x_i ← λ x_i + (1-λ) x_π(i)`, same for `y`. Returns λ.
-pub fn mixup(rng: &mut Rng, alpha: f64, x: &mut [f32], y: &mut [f32], batch: usize) -> f32 {
-    if alpha <= 0.0 || batch < 2 {
-        return 1.0;
+/// One batch's mixup: `x_i ← λ x_i + (1-λ) x_π(i)` (same for `y`), λ ~ Beta(α, α).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MixPlan {
+    pub lambda: f32,
+    pub partner: Vec<usize>,
+}
+
+impl MixPlan {
+    /// Draws λ and the partner permutation (`None` when mixup is off or the batch has one sample).
+    pub fn draw(rng: &mut Rng, alpha: f64, batch: usize) -> Option<MixPlan> {
+        if alpha <= 0.0 || batch < 2 {
+            return None;
+        }
+        let lambda = rng.beta(alpha, alpha) as f32;
+        let mut partner: Vec<usize> = (0..batch).collect();
+        rng.shuffle(&mut partner);
+        Some(MixPlan { lambda, partner })
     }
-    let lam = rng.beta(alpha, alpha) as f32;
-    let mut perm: Vec<usize> = (0..batch).collect();
-    rng.shuffle(&mut perm);
-    mix_rows(x, batch, lam, &perm);
-    mix_rows(y, batch, lam, &perm);
-    lam
+
+    /// Writes `λ a + (1-λ) b` into `out`.
+    #[inline]
+    pub fn mix(&self, a: &[f32], b: &[f32], out: &mut [f32]) {
+        let (l, m) = (self.lambda, 1.0 - self.lambda);
+        for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+            *o = l * x + m * y;
+        }
+    }
+}
+
+/// Mixes a batch in place (see [`MixPlan`]). Returns λ (1 when mixup is off).
+pub fn mixup(rng: &mut Rng, alpha: f64, x: &mut [f32], y: &mut [f32], batch: usize) -> f32 {
+    let Some(plan) = MixPlan::draw(rng, alpha, batch) else {
+        return 1.0;
+    };
+    mix_rows(x, batch, plan.lambda, &plan.partner);
+    mix_rows(y, batch, plan.lambda, &plan.partner);
+    plan.lambda
 }
 
 fn mix_rows(v: &mut [f32], batch: usize, lam: f32, perm: &[usize]) {

@@ -2,7 +2,7 @@
 //! SmoothL1, AdamW with the cosine schedule, EMA; per-epoch validation with the EMA weights,
 //! atomic checkpoints each epoch and exact resume; prediction with optional TTA.
 
-use crate::augment::{mixup, View};
+use crate::augment::{MixPlan, View};
 use crate::checkpoint;
 use crate::optim::{ema_update, smooth_l1_sum, AdamW, Schedule};
 use crate::torso_pck;
@@ -211,11 +211,23 @@ impl Trainer {
         let (fl, ol) = (self.model.cfg.frame_len(), OUTPUTS);
         self.xb.resize(b * fl, 0.0);
         self.yb.resize(b * ol, 0.0);
-        for (k, &i) in idx.iter().enumerate() {
-            self.xb[k * fl..(k + 1) * fl].copy_from_slice(ds.x(i));
-            self.yb[k * ol..(k + 1) * ol].copy_from_slice(ds.y(i));
-        }
-        mixup(rng, self.opts.mixup_alpha, &mut self.xb, &mut self.yb, b);
+        // Gather the batch straight from the memory map, mixed as it is copied.
+        let plan = MixPlan::draw(rng, self.opts.mixup_alpha, b);
+        let (xb, yb) = (&mut self.xb, &mut self.yb);
+        xb.par_chunks_mut(fl)
+            .zip(yb.par_chunks_mut(ol))
+            .enumerate()
+            .for_each(|(k, (xr, yr))| match &plan {
+                None => {
+                    xr.copy_from_slice(ds.x(idx[k]));
+                    yr.copy_from_slice(ds.y(idx[k]));
+                }
+                Some(p) => {
+                    let j = idx[p.partner[k]];
+                    p.mix(ds.x(idx[k]), ds.x(j), xr);
+                    p.mix(ds.y(idx[k]), ds.y(j), yr);
+                }
+            });
         let mut key_state = self.opts.seed ^ self.state.step.wrapping_mul(0xD1B5_4A32_D192_ED03);
         let key = splitmix64(&mut key_state);
         // Data parallel: one shard of the batch per thread, each a whole forward/backward on
