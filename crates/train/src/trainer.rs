@@ -403,6 +403,16 @@ pub fn fit(
     stop_after: Option<usize>,
 ) -> Result<FitSummary> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // A run killed while writing its checkpoint leaves the temporary file: remove it.
+    for e in std::fs::read_dir(out)
+        .with_context(|| format!("reading {}", out.display()))?
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".checkpoint.safetensors.tmp-") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
     let val_y = gather_y(ds, val_idx);
     let mut done = 0;
     while trainer.state.epoch < trainer.opts.epochs && stop_after.is_none_or(|s| done < s) {

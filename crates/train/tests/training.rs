@@ -88,10 +88,13 @@ fn resume_reproduces_an_uninterrupted_run() {
         in_pool(|| fit(&mut b, &ds, &train, &val, &part, &mut Quiet, Some(1))).unwrap();
         assert_eq!(b.state.epoch, 1);
         drop(b); // the process "dies"; only the checkpoint is left
+                 // a half-written checkpoint of the killed process is cleaned up on resume
+        std::fs::write(part.join(".checkpoint.safetensors.tmp-999999"), b"half").unwrap();
         let mut c = checkpoint::load(&part.join("checkpoint.safetensors")).unwrap();
         assert_eq!(c.state.epoch, 1);
         in_pool(|| fit(&mut c, &ds, &train, &val, &part, &mut Quiet, None)).unwrap();
         assert_eq!(c.state.epoch, 2);
+        assert!(!part.join(".checkpoint.safetensors.tmp-999999").exists());
         assert_eq!(a.params, c.params, "{model}: weights differ after resume");
         assert_eq!(a.ema, c.ema);
         assert_eq!(a.opt.m, c.opt.m);
