@@ -22,6 +22,7 @@ pub struct Args {
     /// Average the four test-time views (see the train crate's augment module).
     #[arg(long)]
     pub tta: bool,
+    /// Threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
 }

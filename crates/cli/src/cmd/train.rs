@@ -20,6 +20,7 @@ pub struct Args {
     /// Model preset: nano, micro, tiny, small, base, flagship.
     #[arg(long, default_value = "micro")]
     pub model: String,
+    /// Passes over the training subset.
     #[arg(long, default_value_t = 30)]
     pub epochs: usize,
     /// How subjects are divided into train and validation (see `csipose split`).
@@ -40,6 +41,7 @@ pub struct Args {
     /// Training seed: initialisation, shuffling, mixup, dropout.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Samples per optimiser step.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
     /// Peak learning rate.
