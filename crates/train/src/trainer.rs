@@ -34,6 +34,10 @@ pub struct TrainOptions {
     pub dropout: f32,
     pub huber_beta: f32,
     pub seed: u64,
+    /// Train-time view augmentation: each sample is replaced by one of the TTA views
+    /// ([`View::ALL`], identity included) drawn uniformly, so the model sees what TTA shows it.
+    #[serde(default)]
+    pub view_augment: bool,
 }
 
 impl Default for TrainOptions {
@@ -51,6 +55,7 @@ impl Default for TrainOptions {
             dropout: 0.1,
             huber_beta: 0.1,
             seed: 0,
+            view_augment: false,
         }
     }
 }
@@ -228,6 +233,19 @@ impl Trainer {
                     p.mix(ds.y(idx[k]), ds.y(j), yr);
                 }
             });
+        if self.opts.view_augment {
+            let c = &self.model.cfg;
+            let (a, sc, p) = (c.antennas, c.subcarriers, c.packets);
+            let views: Vec<View> = (0..b)
+                .map(|_| View::ALL[rng.below(View::ALL.len())])
+                .collect();
+            self.xb.par_chunks_mut(fl).zip(views).for_each(|(xr, v)| {
+                if v != View::Identity {
+                    let orig = xr.to_vec();
+                    v.apply(&orig, xr, a, sc, p);
+                }
+            });
+        }
         let mut key_state = self.opts.seed ^ self.state.step.wrapping_mul(0xD1B5_4A32_D192_ED03);
         let key = splitmix64(&mut key_state);
         // Data parallel: one shard of the batch per thread, each a whole forward/backward on

@@ -79,12 +79,17 @@ fn resume_reproduces_an_uninterrupted_run() {
     let ds = synthetic(&dir.path().join("data"), 160, 2);
     let train: Vec<usize> = (0..128).collect();
     let val: Vec<usize> = (128..160).collect();
-    for model in ["nano", "micro"] {
+    // micro also with the graph head and train-time view augmentation
+    for (model, view_augment) in [("nano", false), ("micro", true)] {
         let full = dir.path().join(format!("full-{model}"));
         let part = dir.path().join(format!("part-{model}"));
-        let mut a = Trainer::new(opts(model, 2), [A, S, P], train.len()).unwrap();
+        let o = TrainOptions {
+            view_augment,
+            ..opts(model, 2)
+        };
+        let mut a = Trainer::new(o.clone(), [A, S, P], train.len()).unwrap();
         in_pool(|| fit(&mut a, &ds, &train, &val, &full, &mut Quiet, None)).unwrap();
-        let mut b = Trainer::new(opts(model, 2), [A, S, P], train.len()).unwrap();
+        let mut b = Trainer::new(o, [A, S, P], train.len()).unwrap();
         in_pool(|| fit(&mut b, &ds, &train, &val, &part, &mut Quiet, Some(1))).unwrap();
         assert_eq!(b.state.epoch, 1);
         drop(b); // the process "dies"; only the checkpoint is left

@@ -47,6 +47,10 @@ pub struct Args {
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f32,
+    /// Train-time view augmentation: each training sample is shown as one of the four TTA
+    /// views, drawn at random.
+    #[arg(long)]
+    pub view_augment: bool,
     /// Threads (results are deterministic for a seed and a thread count).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -201,6 +205,7 @@ fn run_in_pool(args: Args) -> Result<()> {
             batch: args.batch,
             lr: args.lr,
             seed: args.seed,
+            view_augment: args.view_augment,
             ..TrainOptions::default()
         };
         let t = Trainer::new(opts, [h.antennas, h.subcarriers, h.packets], train.len())?;
