@@ -128,3 +128,27 @@ fn train_resume_predict() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("checkpoint.safetensors"));
 }
+
+#[test]
+fn models_json_lists_counts_and_flops() {
+    let out = csipose(&["models", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 6);
+    let get = |n: &str| rows.iter().find(|r| r["name"] == n).unwrap().clone();
+    assert_eq!(get("nano")["parameters"], 39_971);
+    assert_eq!(get("nano")["difference"], 0);
+    assert_eq!(get("flagship")["parameters"], 2_320_869);
+    assert_eq!(get("flagship")["graph_width"], 96);
+    for r in rows {
+        let d = r["difference"].as_i64().unwrap();
+        assert!(d.abs() < 200, "{r}");
+        assert!(r["flops_per_forward"].as_u64().unwrap() > 0);
+    }
+    // FLOPs grow with the model
+    let f: Vec<u64> = rows
+        .iter()
+        .map(|r| r["flops_per_forward"].as_u64().unwrap())
+        .collect();
+    assert!(f.windows(2).all(|w| w[0] < w[1]));
+}
