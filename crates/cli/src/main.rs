@@ -17,10 +17,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Read real CSI captures: export, info, inspect, to-dataset.
+    #[command(subcommand_required = true)]
+    Capture(cmd::capture::Args),
     /// Run the main job end to end on a built-in default (see README).
     Demo(cmd::demo::Args),
     /// Import an MM-Fi tree (or its zip archives) into a packed dataset.
     ImportMmfi(cmd::import_mmfi::Args),
+    /// Simulate an MM-Fi-like dataset (physics-based CSI with exact ground truth).
+    Simulate(cmd::simulate::Args),
     /// Print the train/validation subjects per action for an MM-Fi split.
     Split(cmd::split::Args),
     /// Evaluate predicted keypoints against a packed dataset (torso-PCK, MPJPE, ...).
@@ -36,8 +41,10 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Capture(a) => cmd::capture::run(a),
         Command::Demo(a) => cmd::demo::run(a),
         Command::ImportMmfi(a) => cmd::import_mmfi::run(a),
+        Command::Simulate(a) => cmd::simulate::run(a),
         Command::Split(a) => cmd::split::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Models(a) => cmd::models::run(a),

@@ -1,9 +1,11 @@
 //! One module per subcommand.
 
+pub mod capture;
 pub mod demo;
 pub mod eval;
 pub mod import_mmfi;
 pub mod models;
 pub mod predict;
+pub mod simulate;
 pub mod split;
 pub mod train;

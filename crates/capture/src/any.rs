@@ -1,0 +1,259 @@
+//! One interface over the four readers: open a file (format given or detected), iterate
+//! frames of any format, and get per-frame metadata (as in the reference `.ref.json`)
+//! and the receive-antenna x subcarrier amplitudes the windowing stage needs.
+
+use crate::detect::{detect, Format, DETECT_BYTES};
+use crate::{atheros, esp32, intel5300, nexmon, Result};
+use serde_json::{json, Value};
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+/// A frame of any format.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Frame {
+    Intel5300(intel5300::Frame),
+    Nexmon(nexmon::Frame),
+    Esp32(esp32::Frame),
+    Atheros(atheros::Frame),
+}
+
+impl Frame {
+    /// Byte offset of the frame's record in the input.
+    pub fn offset(&self) -> u64 {
+        match self {
+            Frame::Intel5300(f) => f.offset,
+            Frame::Nexmon(f) => f.offset,
+            Frame::Esp32(f) => f.offset,
+            Frame::Atheros(f) => f.offset,
+        }
+    }
+
+    /// Per-frame metadata with the names the reference `.ref.json` files use.
+    pub fn metadata(&self) -> Value {
+        match self {
+            Frame::Intel5300(f) => json!({
+                "timestamp_low": f.timestamp_low, "bfee_count": f.bfee_count,
+                "Nrx": f.nrx, "Ntx": f.ntx, "rssi_a": f.rssi_a, "rssi_b": f.rssi_b,
+                "rssi_c": f.rssi_c, "noise": f.noise, "agc": f.agc, "perm": f.perm,
+                "rate": f.rate,
+            }),
+            Frame::Atheros(f) => json!({
+                "timestamp": f.timestamp, "csi_len": f.csi_len, "channel": f.channel,
+                "rate": f.rate, "rssi": f.rssi, "nr": f.nr, "nc": f.nc,
+                "num_tones": f.num_tones, "payload_len": f.payload_len,
+            }),
+            Frame::Esp32(f) => json!({ "rssi": f.rssi, "mac": f.mac }),
+            Frame::Nexmon(f) => json!({
+                "ts_sec": f.ts_sec, "ts_frac": f.ts_frac, "rssi": f.rssi,
+                "frame_control": f.frame_control,
+                "source_mac": f.source_mac.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"),
+                "sequence": f.sequence, "core": f.core, "spatial_stream": f.spatial_stream,
+                "chanspec": f.chanspec, "chip": f.chip.name(), "bandwidth_mhz": f.bandwidth_mhz,
+            }),
+        }
+    }
+
+    /// Amplitudes of the first transmit stream as `(antennas, subcarriers, [rx][sc])`.
+    pub fn rx_amplitudes(&self) -> (usize, usize, Vec<f64>) {
+        match self {
+            Frame::Intel5300(f) => {
+                let a: Vec<f64> = f.csi[0]
+                    .iter()
+                    .flat_map(|r| r.iter().map(|c| c.abs()))
+                    .collect();
+                (f.nrx as usize, intel5300::SUBCARRIERS, a)
+            }
+            Frame::Atheros(f) => {
+                let (nr, tones) = (f.nr as usize, f.num_tones as usize);
+                let mut a = vec![0.0; nr * tones];
+                if f.nc > 0 && !f.csi.is_empty() {
+                    for rx in 0..nr {
+                        for t in 0..tones {
+                            a[rx * tones + t] = f.at(t, rx, 0).abs();
+                        }
+                    }
+                }
+                (nr, tones, a)
+            }
+            Frame::Esp32(f) => (1, f.csi.len(), f.csi.iter().map(|c| c.abs()).collect()),
+            Frame::Nexmon(f) => (1, f.csi.len(), f.csi.iter().map(|c| c.abs()).collect()),
+        }
+    }
+}
+
+/// Frames of one capture, whatever its format.
+pub struct Reader {
+    pub format: Format,
+    inner: Box<dyn Iterator<Item = Result<Frame>>>,
+}
+
+impl Iterator for Reader {
+    type Item = Result<Frame>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next()
+    }
+}
+
+impl Reader {
+    /// Wraps a stream of a known format.
+    pub fn new<R: Read + 'static>(input: R, format: Format, opts: nexmon::Options) -> Self {
+        let inner: Box<dyn Iterator<Item = Result<Frame>>> = match format {
+            Format::Intel5300 => {
+                Box::new(intel5300::Reader::new(input).map(|r| r.map(Frame::Intel5300)))
+            }
+            Format::Nexmon => {
+                Box::new(nexmon::Reader::new(input, opts).map(|r| r.map(Frame::Nexmon)))
+            }
+            Format::Esp32 => Box::new(esp32::Reader::new(input).map(|r| r.map(Frame::Esp32))),
+            Format::Atheros => Box::new(atheros::Reader::new(input).map(|r| r.map(Frame::Atheros))),
+        };
+        Reader { format, inner }
+    }
+}
+
+/// Opens a capture file; `format: None` detects it from the content.
+/// Errors name the file.
+pub fn open(
+    path: &Path,
+    format: Option<Format>,
+    opts: nexmon::Options,
+) -> std::result::Result<Reader, String> {
+    let format = match format {
+        Some(f) => f,
+        None => {
+            let mut head = Vec::with_capacity(DETECT_BYTES);
+            File::open(path)
+                .and_then(|f| f.take(DETECT_BYTES as u64).read_to_end(&mut head))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            detect(&head).map_err(|m| format!("{}: {m}", path.display()))?
+        }
+    };
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Reader::new(file, format, opts))
+}
+
+/// One received packet as the windowing stage sees it: `[antennas][subcarriers]` amplitudes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Packet {
+    pub antennas: usize,
+    pub subcarriers: usize,
+    pub amplitudes: Vec<f64>,
+}
+
+/// Turns frames into packets. Every format gives one packet per frame, except Nexmon,
+/// which reports each receive core (and spatial stream) of one received frame as its own
+/// UDP packet with the same sequence number: consecutive Nexmon frames with one sequence
+/// number are merged into one packet with one antenna per core (spatial stream 0, cores
+/// in ascending order; frames of another subcarrier count than the first are left out).
+#[derive(Default)]
+pub struct PacketGrouper {
+    pending: Vec<nexmon::Frame>,
+}
+
+impl PacketGrouper {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds one frame; returns the packets it completes (zero, one or two).
+    pub fn push(&mut self, frame: Frame) -> Vec<Packet> {
+        let mut out = Vec::new();
+        match frame {
+            Frame::Nexmon(f) => {
+                if self
+                    .pending
+                    .first()
+                    .is_some_and(|p| p.sequence != f.sequence)
+                {
+                    out.extend(self.flush());
+                }
+                self.pending.push(f);
+            }
+            other => {
+                out.extend(self.flush());
+                let (antennas, subcarriers, amplitudes) = other.rx_amplitudes();
+                out.push(Packet {
+                    antennas,
+                    subcarriers,
+                    amplitudes,
+                });
+            }
+        }
+        out
+    }
+
+    /// Emits the packet still being gathered, if any (call at the end of the stream).
+    pub fn flush(&mut self) -> Option<Packet> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let mut frames = std::mem::take(&mut self.pending);
+        let subcarriers = frames[0].csi.len();
+        let mut rows: Vec<&nexmon::Frame> = frames
+            .iter()
+            .filter(|f| f.spatial_stream == 0 && f.csi.len() == subcarriers)
+            .collect();
+        if rows.is_empty() {
+            rows = vec![&frames[0]];
+        }
+        rows.sort_by_key(|f| f.core);
+        rows.dedup_by_key(|f| f.core);
+        let amplitudes = rows
+            .iter()
+            .flat_map(|f| f.csi.iter().map(|c| c.abs()))
+            .collect();
+        let packet = Packet {
+            antennas: rows.len(),
+            subcarriers,
+            amplitudes,
+        };
+        frames.clear();
+        Some(packet)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Complex;
+
+    fn nex(seq: u16, core: u8, ss: u8, v: f64) -> Frame {
+        Frame::Nexmon(nexmon::Frame {
+            offset: 0,
+            ts_sec: 0,
+            ts_frac: 0,
+            rssi: 0,
+            frame_control: 0,
+            source_mac: [0; 6],
+            sequence: seq,
+            core,
+            spatial_stream: ss,
+            chanspec: 0,
+            chip_version: 0,
+            chip: nexmon::Chip::Bcm4358,
+            bandwidth_mhz: 20,
+            csi: vec![Complex::new(v, 0.0); 2],
+        })
+    }
+
+    #[test]
+    fn nexmon_cores_of_one_sequence_become_antennas() {
+        let mut g = PacketGrouper::new();
+        let mut packets = Vec::new();
+        for f in [
+            nex(7, 1, 0, 2.0),
+            nex(7, 0, 0, 1.0),
+            nex(7, 0, 1, 9.0),
+            nex(8, 0, 0, 3.0),
+        ] {
+            packets.extend(g.push(f));
+        }
+        packets.extend(g.flush());
+        assert_eq!(packets.len(), 2);
+        assert_eq!(packets[0].antennas, 2);
+        assert_eq!(packets[0].amplitudes, vec![1.0, 1.0, 2.0, 2.0]);
+        assert_eq!(packets[1].antennas, 1);
+        assert_eq!(packets[1].amplitudes, vec![3.0, 3.0]);
+    }
+}
