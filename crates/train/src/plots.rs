@@ -8,7 +8,7 @@
 //! - `pck.png`: validation torso-PCK (y, 0..1) against the threshold k (x, 0..0.5); grid
 //!   lines every 0.1 in both.
 //! - `skeletons.png`: up to 8 validation samples, ground truth in green, prediction in red,
-//!   image coordinates (y down).
+//!   image coordinates (y down), each panel a square window around the two poses.
 
 use anyhow::{Context, Result};
 use csipose_model::model::COCO_BONES;
@@ -160,13 +160,36 @@ pub fn skeletons(path: &Path, pred: &[f32], truth: &[f32]) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
         let panels = root.split_evenly((2, 4));
         for (i, area) in panels.iter().enumerate().take(n) {
+            // A square window around both poses (10 % margin), y pointing down.
+            let vals = |c: usize| {
+                [truth, pred]
+                    .into_iter()
+                    .flat_map(move |k| (0..17).map(move |j| k[i * 34 + 2 * j + c] as f64))
+                    .filter(|v| v.is_finite())
+            };
+            let (x0, x1) = (
+                vals(0).fold(f64::INFINITY, f64::min),
+                vals(0).fold(f64::NEG_INFINITY, f64::max),
+            );
+            let (y0, y1) = (
+                vals(1).fold(f64::INFINITY, f64::min),
+                vals(1).fold(f64::NEG_INFINITY, f64::max),
+            );
+            let half = ((x1 - x0).max(y1 - y0) * 0.6).max(0.02);
+            let (cx, cy) = ((x0 + x1) / 2.0, (y0 + y1) / 2.0);
+            let (cx, cy, half) = if cx.is_finite() && cy.is_finite() {
+                (cx, cy, half)
+            } else {
+                (0.5, 0.5, 0.5)
+            };
             let mut chart = ChartBuilder::on(area)
                 .margin(8)
-                .build_cartesian_2d(0f64..1.0, 1f64..0.0)
+                .build_cartesian_2d(cx - half..cx + half, cy + half..cy - half)
                 .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+            let (l, r, t, b) = (cx - half, cx + half, cy - half, cy + half);
             chart
                 .draw_series(LineSeries::new(
-                    [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.0, 0.0)],
+                    [(l, t), (r, t), (r, b), (l, b), (l, t)],
                     RGBColor(200, 200, 200),
                 ))
                 .map_err(|e| anyhow::anyhow!("plot: {e}"))?;

@@ -80,7 +80,7 @@ struct RunConfig {
 
 impl RunConfig {
     /// Train and validation frame indices of the run's split.
-    fn select(&self, ds: &PackedDataset) -> Result<(Vec<usize>, Vec<usize>)> {
+    fn select(&self, ds: &PackedDataset) -> Result<(Vec<usize>, Vec<usize>, String)> {
         let kind = <KindArg as clap::ValueEnum>::from_str(&self.split, true)
             .map_err(|e| anyhow::anyhow!("config.json: split {:?}: {e}", self.split))?;
         let split = make_split(
@@ -91,8 +91,7 @@ impl RunConfig {
             self.split_config.as_deref(),
         )?;
         let sel = split.select(ds);
-        eprintln!("{}", describe(&split));
-        Ok((sel.train, sel.val))
+        Ok((sel.train, sel.val, describe(&split)))
     }
 }
 
@@ -198,7 +197,7 @@ fn run_in_pool(args: Args) -> Result<()> {
             model: csipose_model::ModelConfig::preset("nano").expect("preset"),
             parameters: 0,
         };
-        let (train, _) = rc.select(&ds)?;
+        let (train, _, _) = rc.select(&ds)?;
         let opts = TrainOptions {
             model: args.model.clone(),
             epochs: args.epochs,
@@ -221,7 +220,7 @@ fn run_in_pool(args: Args) -> Result<()> {
     };
     let ds = PackedDataset::open(&rc.data)?;
     check_dataset(&ds, &trainer.model.cfg)?;
-    let (train, val) = rc.select(&ds)?;
+    let (train, val, split_text) = rc.select(&ds)?;
     if train.is_empty() {
         bail!("{}: the training subset is empty", rc.data.display());
     }
@@ -237,7 +236,7 @@ fn run_in_pool(args: Args) -> Result<()> {
     bar.set_position(done as u64);
     bar.reset_eta();
     eprintln!(
-        "{}: {} ({} parameters), {} train / {} val frames, {} threads",
+        "{}: {} ({} parameters), {split_text}: {} train / {} val frames, {} threads",
         out.display(),
         trainer.model.cfg.name,
         trainer.model.param_count(),
