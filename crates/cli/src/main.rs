@@ -34,6 +34,12 @@ enum Command {
     Temporal(cmd::temporal::Args),
     /// Activity recognition with the temporal head: train, eval, stream.
     Activity(cmd::activity::Args),
+    /// List the model family: parameter counts (ours vs published) and FLOPs per forward.
+    Models(cmd::models::Args),
+    /// Train a pose model on a packed dataset (checkpoints each epoch; --resume continues).
+    Train(cmd::train::Args),
+    /// Predict keypoints for every frame of a packed dataset from a trained run.
+    Predict(cmd::predict::Args),
 }
 
 fn main() {
@@ -47,6 +53,9 @@ fn main() {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Temporal(a) => cmd::temporal::run(a),
         Command::Activity(a) => cmd::activity::run(a),
+        Command::Models(a) => cmd::models::run(a),
+        Command::Train(a) => cmd::train::run(a),
+        Command::Predict(a) => cmd::predict::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -64,6 +64,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eval::run(eval::Args {
             data: data.clone(),
             predictions: None,
+            checkpoint: None,
+            tta: false,
+            threads: 2,
             baseline: Some(baseline),
             split: Some(KindArg::Random),
             protocol: 3,

@@ -46,9 +46,19 @@ pub struct Args {
     #[arg(
         long,
         conflicts_with = "baseline",
-        required_unless_present = "baseline"
+        required_unless_present_any = ["baseline", "checkpoint"]
     )]
     pub predictions: Option<PathBuf>,
+    /// Instead of --predictions: predict with a trained run's EMA weights (the run directory or
+    /// its checkpoint.safetensors).
+    #[arg(long, conflicts_with_all = ["predictions", "baseline"])]
+    pub checkpoint: Option<PathBuf>,
+    /// With --checkpoint: average the predictions of the four test-time views.
+    #[arg(long, requires = "checkpoint")]
+    pub tta: bool,
+    /// With --checkpoint: threads for prediction.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
     /// Instead of --predictions: fit this baseline on the split's train subset and evaluate it.
     #[arg(long, value_enum, requires = "split")]
     pub baseline: Option<BaselineArg>,
@@ -276,7 +286,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             source.insert("train_frames".into(), train.len().into());
             pred
         }
-        (None, None) => unreachable!("clap requires --predictions or --baseline"),
+        (None, None) => {
+            let ck = args
+                .checkpoint
+                .as_deref()
+                .expect("clap requires --predictions, --baseline or --checkpoint");
+            let path = super::predict::checkpoint_path(ck);
+            let (model, w) = csipose_train::checkpoint::load_model(&path)?;
+            csipose_train::trainer::check_dataset(&ds, &model.cfg)?;
+            let views: Vec<csipose_train::View> = if args.tta {
+                csipose_train::View::ALL.to_vec()
+            } else {
+                vec![csipose_train::View::Identity]
+            };
+            source.insert("checkpoint".into(), path.display().to_string().into());
+            source.insert(
+                "tta_views".into(),
+                views.iter().map(|v| v.name()).collect::<Vec<_>>().into(),
+            );
+            let bar = indicatif::ProgressBar::new_spinner().with_message(format!(
+                "predicting {} frames with {} ({} views)",
+                eval.len(),
+                model.cfg.name,
+                views.len()
+            ));
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(args.threads.max(1))
+                .build()?;
+            let pred = pool.install(|| csipose_train::predict(&model, &w, &ds, &eval, &views));
+            bar.finish_and_clear();
+            pred
+        }
     };
 
     let kl = ds.info.keypoints;
@@ -308,7 +349,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             b.name(),
             train.len()
         ),
-        _ => {}
+        (None, None) => println!(
+            "checkpoint: {}{}",
+            args.checkpoint
+                .as_deref()
+                .unwrap_or(Path::new(""))
+                .display(),
+            if args.tta { " with TTA (4 views)" } else { "" }
+        ),
     }
     let line = |label: String, value: Option<f64>, note: String| {
         println!("{label:<40}{}{note}", fmt(value));

@@ -1,0 +1,68 @@
+//! `csipose predict`: keypoints for every frame of a packed dataset from a trained run's
+//! EMA weights, written atomically as `float32 [N, 17, 2]` `.npy`.
+
+use anyhow::Result;
+use csipose_dataset::PackedDataset;
+use csipose_train::trainer::check_dataset;
+use csipose_train::{checkpoint, predict, View};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Run directory (or its checkpoint.safetensors).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Packed dataset directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output .npy file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Average the four test-time views (see the train crate's augment module).
+    #[arg(long)]
+    pub tta: bool,
+    /// Threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+}
+
+/// The checkpoint file for a run directory or a file path.
+pub fn checkpoint_path(p: &Path) -> PathBuf {
+    if p.is_dir() {
+        p.join("checkpoint.safetensors")
+    } else {
+        p.to_path_buf()
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.max(1))
+        .build()?;
+    pool.install(|| {
+        let (model, w) = checkpoint::load_model(&checkpoint_path(&args.checkpoint))?;
+        let ds = PackedDataset::open(&args.data)?;
+        check_dataset(&ds, &model.cfg)?;
+        let views: Vec<View> = if args.tta {
+            View::ALL.to_vec()
+        } else {
+            vec![View::Identity]
+        };
+        let bar = ProgressBar::new(ds.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} frames | {per_sec} | ETA {eta}")
+                .expect("template"),
+        );
+        let mut out = Vec::with_capacity(ds.len() * 34);
+        let all: Vec<usize> = (0..ds.len()).collect();
+        for chunk in all.chunks(4096) {
+            out.extend(predict(&model, &w, &ds, chunk, &views));
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        csipose_npy::write(&args.out, &[ds.len(), 17, 2], &out)?;
+        println!("{}: {} frames", args.out.display(), ds.len());
+        Ok(())
+    })
+}

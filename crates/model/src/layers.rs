@@ -1,0 +1,538 @@
+//! The layers' kernels, each an explicit forward and backward over flat row-major `f32`
+//! buffers: matrix product (over the `gemm` crate), Linear, LayerNorm, GELU (tanh
+//! approximation), dropout, multi-head self-attention over a sample's tokens, attention
+//! pooling and the skeleton-graph mixing `Â f`. Weight gradients accumulate (`+=`); input
+//! gradients overwrite. Work splits over samples with rayon in fixed chunks, so results do
+//! not depend on scheduling.
+
+use rayon::prelude::*;
+
+thread_local! {
+    static SINGLE_THREADED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether matrix products on this thread run without splitting over threads.
+pub fn single_threaded() -> bool {
+    SINGLE_THREADED.with(|c| c.get())
+}
+
+/// Runs `f` with matrix products on this thread kept on this thread (used when the batch
+/// is already split over threads, one shard each).
+pub fn with_single_threaded<T>(f: impl FnOnce() -> T) -> T {
+    let old = SINGLE_THREADED.with(|c| c.replace(true));
+    let r = f();
+    SINGLE_THREADED.with(|c| c.set(old));
+    r
+}
+
+/// `c[m, n] (+)= a · b` with `a` an `m × k` and `b` a `k × n` matrix given by row and column
+/// strides (so transposes are free); `c` is row-major. Panics if a stride walks out of a slice.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    accumulate: bool,
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    b_rs: usize,
+    b_cs: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.len() >= m * n, "matmul: output too short");
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    assert!(
+        (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
+        "matmul: lhs too short"
+    );
+    assert!(
+        (k - 1) * b_rs + (n - 1) * b_cs < b.len(),
+        "matmul: rhs too short"
+    );
+    let work = m * n * k;
+    let par = if work >= 1 << 18 && rayon::current_num_threads() > 1 && !single_threaded() {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above keep every index the strides produce inside the slices,
+    // and `c` is borrowed mutably, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// Linear forward: `y[rows, out] = x[rows, inp] · wᵀ + b`, with `w` stored `[out, inp]` (PyTorch).
+pub fn linear_forward(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    y: &mut [f32],
+    rows: usize,
+    inp: usize,
+    out: usize,
+) {
+    for r in y[..rows * out].chunks_exact_mut(out) {
+        r.copy_from_slice(&b[..out]);
+    }
+    matmul(rows, out, inp, y, true, x, inp, 1, w, 1, inp);
+}
+
+/// Linear backward: `dx = dy · w` (if asked; overwrites), `dw += dyᵀ · x`, `db += Σ_rows dy`.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+    db: &mut [f32],
+    rows: usize,
+    inp: usize,
+    out: usize,
+) {
+    if let Some(dx) = dx {
+        matmul(rows, inp, out, dx, false, dy, out, 1, w, inp, 1);
+    }
+    matmul(out, inp, rows, dw, true, dy, 1, out, x, inp, 1);
+    for r in dy[..rows * out].chunks_exact(out) {
+        for (g, v) in db[..out].iter_mut().zip(r) {
+            *g += v;
+        }
+    }
+}
+
+/// LayerNorm epsilon (PyTorch's default).
+pub const LN_EPS: f32 = 1e-5;
+
+/// LayerNorm over the last dimension `d`; saves each row's mean and 1/std for the backward.
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_forward(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+    rows: usize,
+    d: usize,
+) {
+    y[..rows * d]
+        .par_chunks_mut(d)
+        .zip(mean[..rows].par_iter_mut())
+        .zip(rstd[..rows].par_iter_mut())
+        .enumerate()
+        .with_min_len(64)
+        .for_each(|(r, ((yr, m), rs))| {
+            let xr = &x[r * d..(r + 1) * d];
+            let mu = xr.iter().sum::<f32>() / d as f32;
+            let var = xr.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / d as f32;
+            let s = 1.0 / (var + LN_EPS).sqrt();
+            for i in 0..d {
+                yr[i] = (xr[i] - mu) * s * gamma[i] + beta[i];
+            }
+            *m = mu;
+            *rs = s;
+        });
+}
+
+/// LayerNorm backward: `dx` overwritten, `dgamma`, `dbeta` accumulated.
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_backward(
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+    rows: usize,
+    d: usize,
+) {
+    for r in 0..rows {
+        let (mu, s) = (mean[r], rstd[r]);
+        for i in 0..d {
+            let g = dy[r * d + i];
+            dgamma[i] += g * (x[r * d + i] - mu) * s;
+            dbeta[i] += g;
+        }
+    }
+    dx[..rows * d]
+        .par_chunks_mut(d)
+        .enumerate()
+        .with_min_len(64)
+        .for_each(|(r, dxr)| {
+            let (mu, s) = (mean[r], rstd[r]);
+            let xr = &x[r * d..(r + 1) * d];
+            let dyr = &dy[r * d..(r + 1) * d];
+            let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
+            for i in 0..d {
+                let g = dyr[i] * gamma[i];
+                sum_g += g;
+                sum_gx += g * (xr[i] - mu) * s;
+            }
+            let (mg, mgx) = (sum_g / d as f32, sum_gx / d as f32);
+            for i in 0..d {
+                let xhat = (xr[i] - mu) * s;
+                dxr[i] = s * (dyr[i] * gamma[i] - mg - xhat * mgx);
+            }
+        });
+}
+
+const GELU_C: f32 = 0.797_884_6; // sqrt(2/pi)
+const GELU_A: f32 = 0.044_715;
+
+/// tanh as a 13/6 rational function (the approximation Eigen uses for `float`): within a
+/// few ulp of `f32::tanh` on the clamped range, branch-free and much faster than libm.
+#[inline]
+pub fn fast_tanh(x: f32) -> f32 {
+    let x = x.clamp(-7.905_311, 7.905_311);
+    let x2 = x * x;
+    let mut p = x2 * -2.760_768_5e-16 + 2.000_188e-13;
+    p = x2 * p + -8.604_672e-11;
+    p = x2 * p + 5.122_297e-8;
+    p = x2 * p + 1.485_722_4e-5;
+    p = x2 * p + 6.372_619_3e-4;
+    p = x2 * p + 4.893_524_6e-3;
+    p *= x;
+    let mut q = x2 * 1.198_258_4e-6 + 1.185_347_1e-4;
+    q = x2 * q + 2.268_434_6e-3;
+    q = x2 * q + 4.893_525e-3;
+    p / q
+}
+
+/// GELU, tanh approximation (PyTorch `approximate="tanh"`).
+#[inline]
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + fast_tanh(GELU_C * (x + GELU_A * x * x * x)))
+}
+
+/// Derivative of [`gelu`].
+#[inline]
+pub fn gelu_grad(x: f32) -> f32 {
+    let t = fast_tanh(GELU_C * (x + GELU_A * x * x * x));
+    0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_A * x * x)
+}
+
+/// `y = gelu(x)` elementwise.
+pub fn gelu_forward(x: &[f32], y: &mut [f32]) {
+    y.par_chunks_mut(4096)
+        .zip(x.par_chunks(4096))
+        .for_each(|(yc, xc)| {
+            for (o, &v) in yc.iter_mut().zip(xc) {
+                *o = gelu(v);
+            }
+        });
+}
+
+/// `d *= gelu'(x)` elementwise (in place on the incoming gradient).
+pub fn gelu_backward(x: &[f32], d: &mut [f32]) {
+    d.par_chunks_mut(4096)
+        .zip(x.par_chunks(4096))
+        .for_each(|(dc, xc)| {
+            for (g, &v) in dc.iter_mut().zip(xc) {
+                *g *= gelu_grad(v);
+            }
+        });
+}
+
+/// Inverted dropout in place. `mask` receives 0 or 1/(1-p); the keep decision for element
+/// `i` is a hash of (`key`, `i`), so it is the same for any thread count.
+pub fn dropout_forward(x: &mut [f32], mask: &mut [f32], p: f32, key: u64) {
+    let scale = 1.0 / (1.0 - p);
+    x.par_chunks_mut(4096)
+        .zip(mask.par_chunks_mut(4096))
+        .enumerate()
+        .for_each(|(c, (xc, mc))| {
+            for (i, (v, m)) in xc.iter_mut().zip(mc.iter_mut()).enumerate() {
+                let u = crate::rng::hash_uniform(key, (c * 4096 + i) as u64);
+                *m = if u >= p { scale } else { 0.0 };
+                *v *= *m;
+            }
+        });
+}
+
+/// Dropout backward: `d *= mask`.
+pub fn dropout_backward(mask: &[f32], d: &mut [f32]) {
+    for (g, m) in d.iter_mut().zip(mask) {
+        *g *= m;
+    }
+}
+
+/// Multi-head self-attention core for `batch` samples of `p` tokens. `qkv` is `[batch·p, 3d]`
+/// (q, k, v side by side, head h at columns `h·dh..`); writes `ctx [batch·p, d]` and the
+/// attention probabilities `probs [batch, heads, p, p]`.
+pub fn attention_forward(
+    qkv: &[f32],
+    ctx: &mut [f32],
+    probs: &mut [f32],
+    batch: usize,
+    p: usize,
+    d: usize,
+    heads: usize,
+) {
+    let dh = d / heads;
+    let scale = 1.0 / (dh as f32).sqrt();
+    ctx[..batch * p * d]
+        .par_chunks_mut(p * d)
+        .zip(probs[..batch * heads * p * p].par_chunks_mut(heads * p * p))
+        .enumerate()
+        .for_each(|(b, (cb, pb))| {
+            let qb = &qkv[b * p * 3 * d..(b + 1) * p * 3 * d];
+            for h in 0..heads {
+                let ph = &mut pb[h * p * p..(h + 1) * p * p];
+                for i in 0..p {
+                    let q = &qb[i * 3 * d + h * dh..i * 3 * d + (h + 1) * dh];
+                    let row = &mut ph[i * p..(i + 1) * p];
+                    let mut mx = f32::NEG_INFINITY;
+                    for (j, s) in row.iter_mut().enumerate() {
+                        let k = &qb[j * 3 * d + d + h * dh..j * 3 * d + d + (h + 1) * dh];
+                        *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+                        mx = mx.max(*s);
+                    }
+                    let mut sum = 0.0;
+                    for s in row.iter_mut() {
+                        *s = (*s - mx).exp();
+                        sum += *s;
+                    }
+                    let inv = 1.0 / sum;
+                    for s in row.iter_mut() {
+                        *s *= inv;
+                    }
+                    let c = &mut cb[i * d + h * dh..i * d + (h + 1) * dh];
+                    c.fill(0.0);
+                    for (j, &a) in row.iter().enumerate() {
+                        let v = &qb[j * 3 * d + 2 * d + h * dh..j * 3 * d + 2 * d + (h + 1) * dh];
+                        for (o, vv) in c.iter_mut().zip(v) {
+                            *o += a * vv;
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// Backward of [`attention_forward`]: `dqkv [batch·p, 3d]` overwritten from `dctx`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    qkv: &[f32],
+    probs: &[f32],
+    dctx: &[f32],
+    dqkv: &mut [f32],
+    batch: usize,
+    p: usize,
+    d: usize,
+    heads: usize,
+) {
+    let dh = d / heads;
+    let scale = 1.0 / (dh as f32).sqrt();
+    dqkv[..batch * p * 3 * d]
+        .par_chunks_mut(p * 3 * d)
+        .enumerate()
+        .for_each(|(b, gb)| {
+            gb.fill(0.0);
+            let qb = &qkv[b * p * 3 * d..(b + 1) * p * 3 * d];
+            let dcb = &dctx[b * p * d..(b + 1) * p * d];
+            let mut ds_stack = [0.0f32; 64];
+            let mut ds_heap = Vec::new();
+            let ds: &mut [f32] = if p <= 64 {
+                &mut ds_stack[..p]
+            } else {
+                ds_heap.resize(p, 0.0);
+                &mut ds_heap
+            };
+            for h in 0..heads {
+                let ph = &probs[(b * heads + h) * p * p..(b * heads + h + 1) * p * p];
+                for i in 0..p {
+                    let dc = &dcb[i * d + h * dh..i * d + (h + 1) * dh];
+                    let row = &ph[i * p..(i + 1) * p];
+                    // dV_j += a_ij dc_i ; dA_ij = dc_i · v_j
+                    let mut dot = 0.0;
+                    for j in 0..p {
+                        let vo = j * 3 * d + 2 * d + h * dh;
+                        let mut da = 0.0;
+                        for t in 0..dh {
+                            da += dc[t] * qb[vo + t];
+                            gb[vo + t] += row[j] * dc[t];
+                        }
+                        ds[j] = da;
+                        dot += row[j] * da;
+                    }
+                    for j in 0..p {
+                        ds[j] = row[j] * (ds[j] - dot) * scale;
+                    }
+                    // dq_i = Σ_j ds_j k_j ; dk_j += ds_j q_i
+                    let qo = i * 3 * d + h * dh;
+                    for (j, &s) in ds.iter().enumerate() {
+                        let ko = j * 3 * d + d + h * dh;
+                        for t in 0..dh {
+                            gb[qo + t] += s * qb[ko + t];
+                            gb[ko + t] += s * qb[qo + t];
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// Attention pooling: score `s_t = h_t · w + b`, `a = softmax_t(s)`, `z = Σ_t a_t h_t`.
+/// Writes `probs [batch, p]` and `z [batch, d]`.
+#[allow(clippy::too_many_arguments)]
+pub fn pool_forward(
+    h: &[f32],
+    w: &[f32],
+    bias: f32,
+    probs: &mut [f32],
+    z: &mut [f32],
+    batch: usize,
+    p: usize,
+    d: usize,
+) {
+    z[..batch * d]
+        .par_chunks_mut(d)
+        .zip(probs[..batch * p].par_chunks_mut(p))
+        .enumerate()
+        .for_each(|(b, (zb, pb))| {
+            let hb = &h[b * p * d..(b + 1) * p * d];
+            let mut mx = f32::NEG_INFINITY;
+            for t in 0..p {
+                pb[t] = hb[t * d..(t + 1) * d]
+                    .iter()
+                    .zip(w)
+                    .map(|(a, c)| a * c)
+                    .sum::<f32>()
+                    + bias;
+                mx = mx.max(pb[t]);
+            }
+            let mut sum = 0.0;
+            for v in pb.iter_mut() {
+                *v = (*v - mx).exp();
+                sum += *v;
+            }
+            for v in pb.iter_mut() {
+                *v /= sum;
+            }
+            zb.fill(0.0);
+            for t in 0..p {
+                for (o, x) in zb.iter_mut().zip(&hb[t * d..(t + 1) * d]) {
+                    *o += pb[t] * x;
+                }
+            }
+        });
+}
+
+/// Backward of [`pool_forward`]: `dh` overwritten, `dw`, `db` accumulated.
+#[allow(clippy::too_many_arguments)]
+pub fn pool_backward(
+    h: &[f32],
+    w: &[f32],
+    probs: &[f32],
+    dz: &[f32],
+    dh: &mut [f32],
+    dw: &mut [f32],
+    db: &mut f32,
+    batch: usize,
+    p: usize,
+    d: usize,
+) {
+    // Per sample: ds_t = a_t (dz·h_t - Σ_u a_u dz·h_u); dh_t = a_t dz + ds_t w.
+    let mut ds = vec![0.0f32; batch * p];
+    ds.par_chunks_mut(p)
+        .zip(dh[..batch * p * d].par_chunks_mut(p * d))
+        .enumerate()
+        .for_each(|(b, (dsb, dhb))| {
+            let hb = &h[b * p * d..(b + 1) * p * d];
+            let pb = &probs[b * p..(b + 1) * p];
+            let dzb = &dz[b * d..(b + 1) * d];
+            let mut dot = 0.0;
+            for t in 0..p {
+                let da: f32 = hb[t * d..(t + 1) * d]
+                    .iter()
+                    .zip(dzb)
+                    .map(|(a, c)| a * c)
+                    .sum();
+                dsb[t] = da;
+                dot += pb[t] * da;
+            }
+            for t in 0..p {
+                dsb[t] = pb[t] * (dsb[t] - dot);
+                for i in 0..d {
+                    dhb[t * d + i] = pb[t] * dzb[i] + dsb[t] * w[i];
+                }
+            }
+        });
+    for (r, &s) in ds.iter().enumerate() {
+        *db += s;
+        for (g, x) in dw[..d].iter_mut().zip(&h[r * d..(r + 1) * d]) {
+            *g += s * x;
+        }
+    }
+}
+
+/// Graph mixing per sample: `out[b] = adj · f[b]` (or `adjᵀ · f[b]` when `transpose`), with
+/// `adj [n, n]` and `f[b] [n, g]`. The backward of the mixing is the transposed mixing.
+pub fn graph_mix(
+    adj: &[f32],
+    transpose: bool,
+    f: &[f32],
+    out: &mut [f32],
+    batch: usize,
+    n: usize,
+    g: usize,
+) {
+    out[..batch * n * g]
+        .par_chunks_mut(n * g)
+        .enumerate()
+        .for_each(|(b, ob)| {
+            let fb = &f[b * n * g..(b + 1) * n * g];
+            ob.fill(0.0);
+            for i in 0..n {
+                for j in 0..n {
+                    let a = if transpose {
+                        adj[j * n + i]
+                    } else {
+                        adj[i * n + j]
+                    };
+                    if a != 0.0 {
+                        for (o, x) in ob[i * g..(i + 1) * g]
+                            .iter_mut()
+                            .zip(&fb[j * g..(j + 1) * g])
+                        {
+                            *o += a * x;
+                        }
+                    }
+                }
+            }
+        });
+}
