@@ -58,7 +58,38 @@ fn main() {
         Command::Predict(a) => cmd::predict::run(a),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_chain(&e));
         std::process::exit(1);
+    }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text the message so far
+/// already contains (many of our errors print their source as part of their own message).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_chain_drops_repeated_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(io)
+            .context("/x: No such file")
+            .context("cannot import");
+        assert_eq!(super::error_chain(&e), "cannot import: /x: No such file");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::error_chain(&e), "outer: inner");
     }
 }
