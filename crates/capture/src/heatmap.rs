@@ -1,9 +1,8 @@
 //! The `capture inspect` picture: an amplitude heatmap (subcarrier x time, one panel per
 //! receive antenna, a shared colour scale), drawn with plotters into an RGB buffer and
-//! encoded as PNG here (zlib via flate2, chunk CRCs via crc32fast).
+//! encoded as PNG by `csipose-png`.
 
 use plotters::prelude::*;
-use std::io::Write;
 
 /// At most this many time columns; longer captures are averaged into bins.
 pub const MAX_COLUMNS: usize = 1200;
@@ -124,36 +123,8 @@ pub fn render_png(panels: &[Vec<Vec<f64>>]) -> Result<(Vec<u8>, Layout), String>
     Ok((encode_png(width, height, &rgb), layout))
 }
 
-/// Encodes 8-bit RGB pixels as a PNG.
-pub fn encode_png(width: u32, height: u32, rgb: &[u8]) -> Vec<u8> {
-    let mut raw = Vec::with_capacity(rgb.len() + height as usize);
-    for row in rgb.chunks_exact(width as usize * 3) {
-        raw.push(0); // filter: none
-        raw.extend_from_slice(row);
-    }
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    z.write_all(&raw).expect("writing to memory");
-    let idat = z.finish().expect("writing to memory");
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    for (kind, data) in [
-        (b"IHDR", &ihdr[..]),
-        (b"IDAT", &idat[..]),
-        (b"IEND", &[][..]),
-    ] {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut h = crc32fast::Hasher::new();
-        h.update(kind);
-        h.update(data);
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        out.extend_from_slice(&h.finalize().to_be_bytes());
-    }
-    out
-}
+/// Encodes 8-bit RGB pixels as a PNG (the project-wide encoder).
+pub use csipose_png::encode_rgb as encode_png;
 
 #[cfg(test)]
 mod tests {

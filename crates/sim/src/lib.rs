@@ -12,7 +12,6 @@ pub mod channel;
 pub mod generate;
 pub mod geom;
 pub mod motion;
-mod png;
 pub mod preview;
 pub mod profile;
 pub mod rng;

@@ -3,8 +3,8 @@
 //! time, left to right); right, the COCO-17 skeleton in the camera image at four frames, each
 //! drawn in the colour of the matching time marker on the heatmap.
 
-use crate::png::encode_rgb;
 use crate::sequence::Sequence;
+use csipose_png::encode_rgb;
 use plotters::prelude::*;
 
 /// COCO-17 bones.

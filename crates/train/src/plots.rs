@@ -1,5 +1,5 @@
 //! PNG plots of a training run, drawn with plotters into an RGB buffer and encoded by a
-//! small PNG writer (zlib via flate2, CRC via crc32fast), written atomically. No text is
+//! PNG encoder of `csipose-png`, written atomically. No text is
 //! drawn (no font dependency): each plot's meaning is documented here and in the README.
 //!
 //! - `curves.png`: left panel training loss per epoch (blue, scaled to the panel), right
@@ -16,39 +16,9 @@ use plotters::prelude::*;
 use std::io::Write;
 use std::path::Path;
 
-/// Encodes an RGB8 image as PNG.
-pub fn encode_png(rgb: &[u8], w: u32, h: u32) -> Vec<u8> {
-    let mut raw = Vec::with_capacity((w as usize * 3 + 1) * h as usize);
-    for row in rgb.chunks_exact(w as usize * 3) {
-        raw.push(0); // filter: none
-        raw.extend_from_slice(row);
-    }
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    z.write_all(&raw).expect("in-memory write");
-    let idat = z.finish().expect("in-memory write");
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = |kind: &[u8], data: &[u8]| {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut c = crc32fast::Hasher::new();
-        c.update(kind);
-        c.update(data);
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        out.extend_from_slice(&c.finalize().to_be_bytes());
-    };
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&w.to_be_bytes());
-    ihdr.extend_from_slice(&h.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
-    chunk(b"IHDR", &ihdr);
-    chunk(b"IDAT", &idat);
-    chunk(b"IEND", &[]);
-    out
-}
-
 fn save(path: &Path, rgb: &[u8], w: u32, h: u32) -> Result<()> {
     let mut f = csipose_npy::AtomicFile::create(path)?;
-    f.write_all(&encode_png(rgb, w, h))
+    f.write_all(&csipose_png::encode_rgb(w, h, rgb))
         .with_context(|| format!("writing {}", path.display()))?;
     f.commit()?;
     Ok(())
@@ -217,7 +187,7 @@ mod tests {
 
     #[test]
     fn png_has_valid_structure() {
-        let png = encode_png(&[255, 0, 0, 0, 255, 0], 2, 1);
+        let png = csipose_png::encode_rgb(2, 1, &[255, 0, 0, 0, 255, 0]);
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
         assert_eq!(&png[12..16], b"IHDR");
         assert_eq!(&png[png.len() - 8..png.len() - 4], b"IEND");

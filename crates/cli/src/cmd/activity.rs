@@ -501,38 +501,9 @@ fn write_confusion_png(path: &Path, confusion: &[Vec<usize>]) -> anyhow::Result<
             }
         }
     }
-    let png = encode_png(side as u32, side as u32, &rgb);
+    let png = csipose_png::encode_rgb(side as u32, side as u32, &rgb);
     let mut file = csipose_npy::AtomicFile::create(path)?;
     file.write_all(&png)?;
     file.commit()?;
     Ok(())
-}
-
-/// A minimal 8-bit RGB PNG encoder (one IDAT, filter 0, zlib via flate2).
-fn encode_png(width: u32, height: u32, rgb: &[u8]) -> Vec<u8> {
-    let mut raw = Vec::with_capacity(rgb.len() + height as usize);
-    for row in rgb.chunks_exact(width as usize * 3) {
-        raw.push(0);
-        raw.extend_from_slice(row);
-    }
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    z.write_all(&raw).expect("writing to memory");
-    let idat = z.finish().expect("writing to memory");
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = |kind: &[u8; 4], data: &[u8]| {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let start = out.len();
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        let crc = crc32fast::hash(&out[start..]);
-        out.extend_from_slice(&crc.to_be_bytes());
-    };
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    chunk(b"IHDR", &ihdr);
-    chunk(b"IDAT", &idat);
-    chunk(b"IEND", &[]);
-    out
 }

@@ -1,4 +1,4 @@
-//! A minimal PNG encoder (8-bit RGB, no filtering, zlib via flate2) for plotters' bitmap
+//! The one PNG encoder of csipose (8-bit RGB, no filtering, zlib via flate2) for plotters' bitmap
 //! buffer, so that pictures need no image-codec dependency.
 
 use std::io::Write;
