@@ -23,22 +23,27 @@ pub(crate) fn block_means(
     k: &[f32],
     v: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
-    let kr = cfg.kv_row();
-    let bs = cfg.block_size;
-    let nb = n / bs;
-    let mut mk = vec![0.0f32; nb * kr];
-    let mut mv = vec![0.0f32; nb * kr];
-    let inv = 1.0 / bs as f32;
-    for b in 0..nb {
-        let (dk, dv) = (&mut mk[b * kr..][..kr], &mut mv[b * kr..][..kr]);
-        for t in b * bs..(b + 1) * bs {
-            axpy(1.0, &k[t * kr..][..kr], dk);
-            axpy(1.0, &v[t * kr..][..kr], dv);
-        }
-        scale(inv, dk);
-        scale(inv, dv);
-    }
+    let nb = n / cfg.block_size;
+    let mut mk = vec![0.0f32; nb * cfg.kv_row()];
+    let mut mv = vec![0.0f32; nb * cfg.kv_row()];
+    block_means_into(cfg, k, v, &mut mk, &mut mv);
     (mk, mv)
+}
+
+multiversion! {
+    fn block_means_into(cfg: &AttentionConfig, k: &[f32], v: &[f32], mk: &mut [f32], mv: &mut [f32]) {
+        let kr = cfg.kv_row();
+        let bs = cfg.block_size;
+        let inv = 1.0 / bs as f32;
+        for (b, (dk, dv)) in mk.chunks_exact_mut(kr).zip(mv.chunks_exact_mut(kr)).enumerate() {
+            for t in b * bs..(b + 1) * bs {
+                axpy(1.0, &k[t * kr..][..kr], dk);
+                axpy(1.0, &v[t * kr..][..kr], dv);
+            }
+            scale(inv, dk);
+            scale(inv, dv);
+        }
+    }
 }
 
 /// Items per softmax chunk: scores of a chunk are computed together, then the running softmax
