@@ -263,11 +263,15 @@ pub mod avx2 {
         let mut start = 0;
         while start < total {
             let count = CHUNK.min(total - start);
-            // Scores, four items at a time so one horizontal reduction serves four dots.
+            // Scores, eight items at a time: one horizontal-add tree turns eight dot vectors into
+            // one vector of eight scores, stored whole (no narrow stores read back wide). Missing
+            // items of the last group are -inf, masked out after the exp.
+            let lane_index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
             let mut c = 0;
-            while c + 4 <= count {
-                let mut dots = [_mm256_setzero_ps(); 4];
-                for (k, dot) in dots.iter_mut().enumerate() {
+            while c < count {
+                let here = (count - c).min(8);
+                let mut dots = [_mm256_setzero_ps(); 8];
+                for (k, dot) in dots.iter_mut().enumerate().take(here) {
                     let key = item(start + c + k).0;
                     assert!(key.len() >= D);
                     *dot = _mm256_mul_ps(q[0], _mm256_loadu_ps(key.as_ptr()));
@@ -279,26 +283,29 @@ pub mod avx2 {
                         );
                     }
                 }
+                // After two levels, lane j of t01 holds partial sums of items 0..4 (low half)
+                // and of the same items (high half); likewise t23 for items 4..8.
                 let t0 = _mm256_hadd_ps(dots[0], dots[1]);
                 let t1 = _mm256_hadd_ps(dots[2], dots[3]);
-                let t2 = _mm256_hadd_ps(t0, t1);
-                let four = _mm_add_ps(_mm256_castps256_ps128(t2), _mm256_extractf128_ps(t2, 1));
-                _mm_storeu_ps(scores.as_mut_ptr().add(c), four);
-                c += 4;
-            }
-            for (k, s) in scores[c..count].iter_mut().enumerate() {
-                let key = item(start + c + k).0;
-                assert!(key.len() >= D);
-                let mut dot = _mm256_mul_ps(q[0], _mm256_loadu_ps(key.as_ptr()));
-                for lane in 1..lanes {
-                    dot =
-                        _mm256_fmadd_ps(q[lane], _mm256_loadu_ps(key.as_ptr().add(lane * 8)), dot);
+                let t2 = _mm256_hadd_ps(dots[4], dots[5]);
+                let t3 = _mm256_hadd_ps(dots[6], dots[7]);
+                let t01 = _mm256_hadd_ps(t0, t1);
+                let t23 = _mm256_hadd_ps(t2, t3);
+                let lo = _mm256_permute2f128_ps(t01, t23, 0x20);
+                let hi = _mm256_permute2f128_ps(t01, t23, 0x31);
+                let mut s8 = _mm256_add_ps(lo, hi);
+                if here < 8 {
+                    let live = _mm256_cmpgt_epi32(_mm256_set1_epi32(here as i32), lane_index);
+                    s8 = _mm256_blendv_ps(
+                        _mm256_set1_ps(f32::NEG_INFINITY),
+                        s8,
+                        _mm256_castsi256_ps(live),
+                    );
                 }
-                *s = hsum(dot);
+                _mm256_storeu_ps(scores.as_mut_ptr().add(c), s8);
+                c += 8;
             }
-            // Pad to a multiple of 8 with -inf; padded lanes are masked out after the exp.
             let padded = count.div_ceil(8) * 8;
-            scores[count..padded].fill(f32::NEG_INFINITY);
             let mut maxv = _mm256_set1_ps(f32::NEG_INFINITY);
             for c in (0..padded).step_by(8) {
                 maxv = _mm256_max_ps(maxv, _mm256_loadu_ps(scores.as_ptr().add(c)));
@@ -321,7 +328,6 @@ pub mod avx2 {
             }
             let mv = _mm256_set1_ps(m);
             let mut total_p = _mm256_setzero_ps();
-            let lane_index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
             for c in (0..padded).step_by(8) {
                 let p = exp8(_mm256_sub_ps(_mm256_loadu_ps(scores.as_ptr().add(c)), mv));
                 let live = _mm256_cmpgt_epi32(_mm256_set1_epi32((count - c) as i32), lane_index);

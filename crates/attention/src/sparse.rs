@@ -23,22 +23,27 @@ pub(crate) fn block_means(
     k: &[f32],
     v: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
-    let kr = cfg.kv_row();
-    let bs = cfg.block_size;
-    let nb = n / bs;
-    let mut mk = vec![0.0f32; nb * kr];
-    let mut mv = vec![0.0f32; nb * kr];
-    let inv = 1.0 / bs as f32;
-    for b in 0..nb {
-        let (dk, dv) = (&mut mk[b * kr..][..kr], &mut mv[b * kr..][..kr]);
-        for t in b * bs..(b + 1) * bs {
-            axpy(1.0, &k[t * kr..][..kr], dk);
-            axpy(1.0, &v[t * kr..][..kr], dv);
-        }
-        scale(inv, dk);
-        scale(inv, dv);
-    }
+    let nb = n / cfg.block_size;
+    let mut mk = vec![0.0f32; nb * cfg.kv_row()];
+    let mut mv = vec![0.0f32; nb * cfg.kv_row()];
+    block_means_into(cfg, k, v, &mut mk, &mut mv);
     (mk, mv)
+}
+
+multiversion! {
+    fn block_means_into(cfg: &AttentionConfig, k: &[f32], v: &[f32], mk: &mut [f32], mv: &mut [f32]) {
+        let kr = cfg.kv_row();
+        let bs = cfg.block_size;
+        let inv = 1.0 / bs as f32;
+        for (b, (dk, dv)) in mk.chunks_exact_mut(kr).zip(mv.chunks_exact_mut(kr)).enumerate() {
+            for t in b * bs..(b + 1) * bs {
+                axpy(1.0, &k[t * kr..][..kr], dk);
+                axpy(1.0, &v[t * kr..][..kr], dv);
+            }
+            scale(inv, dk);
+            scale(inv, dv);
+        }
+    }
 }
 
 /// Items per softmax chunk: scores of a chunk are computed together, then the running softmax
@@ -108,47 +113,116 @@ pub(crate) fn attend_items<'s, const D: usize>(
     }
 }
 
+/// The key and value rows (`kv_heads * head_dim` floats each, both valid for the lifetime of the
+/// `Source` they came from) of one visited item: a token or a block landmark.
+#[derive(Clone, Copy)]
+pub(crate) struct RowPair {
+    key: *const f32,
+    value: *const f32,
+}
+
 /// All query heads of one query over `pattern`: the kv rows of its items are looked up once
 /// (into `rows`, reused) and shared by every head. Writes `out_row` (`[q_heads, head_dim]`).
+/// Rows are kept as bare pointers (checked once here), so the per-item lookup in the kernels is
+/// one load with no bounds checks.
 #[inline(always)]
-pub(crate) fn attend_query<'s>(
+pub(crate) fn attend_query(
     cfg: &AttentionConfig,
     q_row: &[f32],
     pattern: &Pattern,
-    src: &Source<'s>,
-    rows: &mut Vec<(&'s [f32], &'s [f32])>,
+    src: &Source,
+    rows: &mut Vec<RowPair>,
     out_row: &mut [f32],
 ) {
     let kr = cfg.kv_row();
     let d = cfg.head_dim;
+    let tokens = src.keys.len().min(src.values.len()) / kr;
+    let blocks = src.key_means.len().min(src.value_means.len()) / kr;
     rows.clear();
     for &j in &pattern.tokens {
-        rows.push((
-            &src.keys[j * kr..(j + 1) * kr],
-            &src.values[j * kr..(j + 1) * kr],
-        ));
+        assert!(j < tokens, "token {j} outside the {tokens} visible");
+        // SAFETY: j < tokens, so rows j*kr..(j+1)*kr lie inside keys and values.
+        rows.push(unsafe {
+            RowPair {
+                key: src.keys.as_ptr().add(j * kr),
+                value: src.values.as_ptr().add(j * kr),
+            }
+        });
     }
     for &b in &pattern.blocks {
-        rows.push((
-            &src.key_means[b * kr..(b + 1) * kr],
-            &src.value_means[b * kr..(b + 1) * kr],
-        ));
+        assert!(b < blocks, "block {b} outside the {blocks} completed");
+        // SAFETY: b < blocks, so rows b*kr..(b+1)*kr lie inside the landmark means.
+        rows.push(unsafe {
+            RowPair {
+                key: src.key_means.as_ptr().add(b * kr),
+                value: src.value_means.as_ptr().add(b * kr),
+            }
+        });
     }
-    let rows: &[(&[f32], &[f32])] = rows;
+    let rows: &[RowPair] = rows;
+    match d {
+        8 => attend_heads::<8>(cfg, q_row, rows, out_row),
+        16 => attend_heads::<16>(cfg, q_row, rows, out_row),
+        32 => attend_heads::<32>(cfg, q_row, rows, out_row),
+        _ => {
+            let group = cfg.group();
+            for h in 0..cfg.q_heads {
+                let goff = (h / group) * d;
+                let item = |t: usize| {
+                    let row = rows[t];
+                    // SAFETY: every row holds kr floats and goff + d <= kr.
+                    unsafe {
+                        (
+                            std::slice::from_raw_parts(row.key.add(goff), d),
+                            std::slice::from_raw_parts(row.value.add(goff), d),
+                        )
+                    }
+                };
+                dispatch(
+                    d,
+                    &q_row[h * d..(h + 1) * d],
+                    cfg.scale(),
+                    rows.len(),
+                    item,
+                    &mut out_row[h * d..(h + 1) * d],
+                );
+            }
+        }
+    }
+}
+
+/// `attend_query`'s heads for a compile-time head dimension `D`: each item lookup is one
+/// unchecked load of the row pointers plus a constant offset.
+#[inline(always)]
+fn attend_heads<const D: usize>(
+    cfg: &AttentionConfig,
+    q_row: &[f32],
+    rows: &[RowPair],
+    out_row: &mut [f32],
+) {
+    assert_eq!(cfg.head_dim, D);
     let group = cfg.group();
     for h in 0..cfg.q_heads {
-        let goff = (h / group) * d;
+        let goff = (h / group) * D;
         let item = |t: usize| {
-            let (key, value) = rows[t];
-            (&key[goff..goff + d], &value[goff..goff + d])
+            assert!(t < rows.len());
+            // SAFETY: t < rows.len() (usually folded by the kernels' loop bounds); every row
+            // holds kv_row floats and goff + D <= kv_row.
+            unsafe {
+                let row = *rows.get_unchecked(t);
+                (
+                    std::slice::from_raw_parts(row.key.add(goff), D),
+                    std::slice::from_raw_parts(row.value.add(goff), D),
+                )
+            }
         };
         dispatch(
-            d,
-            &q_row[h * d..(h + 1) * d],
+            D,
+            &q_row[h * D..(h + 1) * D],
             cfg.scale(),
             rows.len(),
             item,
-            &mut out_row[h * d..(h + 1) * d],
+            &mut out_row[h * D..(h + 1) * D],
         );
     }
 }
