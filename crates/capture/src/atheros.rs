@@ -10,7 +10,7 @@
 
 use crate::complex::Complex;
 use crate::error::{CaptureError, Result};
-use crate::source::{Fill, Source};
+use crate::source::Source;
 use std::io::{Read, Write};
 
 /// Status header bytes after the length field.
@@ -169,17 +169,9 @@ impl<R: Read> Reader<R> {
     fn next_frame(&mut self) -> Option<Result<Frame>> {
         let start = self.src.pos();
         let mut head = [0u8; 2 + HEADER];
-        match self.src.fill(&mut head) {
-            Ok(Fill::Full) => {}
-            Ok(Fill::Eof) => return None,
-            Ok(Fill::Partial(k)) => {
-                self.done = true;
-                return Some(Err(CaptureError::truncated(
-                    start,
-                    head.len() as u64,
-                    k as u64,
-                )));
-            }
+        match self.src.record_header(&mut head) {
+            Ok(true) => {}
+            Ok(false) => return None,
             Err(e) => {
                 self.done = true;
                 return Some(Err(e));

@@ -18,7 +18,7 @@
 
 use crate::complex::Complex;
 use crate::error::{CaptureError, ErrorKind, Result};
-use crate::source::{Fill, Source};
+use crate::source::Source;
 use std::io::{Read, Write};
 
 /// Subcarrier groups reported per antenna pair.
@@ -267,13 +267,9 @@ impl<R: Read> Reader<R> {
         loop {
             let start = self.src.pos();
             let mut head = [0u8; 3];
-            match self.src.fill(&mut head) {
-                Ok(Fill::Full) => {}
-                Ok(Fill::Eof) => return None,
-                Ok(Fill::Partial(k)) => {
-                    self.done = true;
-                    return Some(Err(CaptureError::truncated(start, 3, k as u64)));
-                }
+            match self.src.record_header(&mut head) {
+                Ok(true) => {}
+                Ok(false) => return None,
                 Err(e) => {
                     self.done = true;
                     return Some(Err(e));

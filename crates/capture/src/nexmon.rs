@@ -12,7 +12,7 @@
 
 use crate::complex::Complex;
 use crate::error::{CaptureError, Result};
-use crate::source::{Fill, Source};
+use crate::source::Source;
 use std::io::{Read, Write};
 
 /// Bytes before the CSI words (`HOFFSET = 16` 32-bit words in `csireader.m`, 1-based).
@@ -252,10 +252,8 @@ impl<R: Read> Reader<R> {
 
     fn read_global_header(&mut self) -> Result<bool> {
         let mut g = [0u8; 24];
-        match self.src.fill(&mut g)? {
-            Fill::Full => {}
-            Fill::Eof => return Ok(false),
-            Fill::Partial(k) => return Err(CaptureError::truncated(0, 24, k as u64)),
+        if !self.src.record_header(&mut g)? {
+            return Ok(false);
         }
         let magic = u32::from_le_bytes([g[0], g[1], g[2], g[3]]);
         self.swapped = match magic {
@@ -288,13 +286,9 @@ impl<R: Read> Reader<R> {
         loop {
             let start = self.src.pos();
             let mut ph = [0u8; 16];
-            match self.src.fill(&mut ph) {
-                Ok(Fill::Full) => {}
-                Ok(Fill::Eof) => return None,
-                Ok(Fill::Partial(k)) => {
-                    self.done = true;
-                    return Some(Err(CaptureError::truncated(start, 16, k as u64)));
-                }
+            match self.src.record_header(&mut ph) {
+                Ok(true) => {}
+                Ok(false) => return None,
                 Err(e) => {
                     self.done = true;
                     return Some(Err(e));

@@ -55,6 +55,18 @@ impl<R: Read> Source<R> {
         })
     }
 
+    /// Reads a record's fixed-size header: `Ok(true)` when `buf` was filled, `Ok(false)` at a
+    /// clean end of input, and a truncation error at the record's first byte when the input
+    /// ends inside the header.
+    pub fn record_header(&mut self, buf: &mut [u8]) -> Result<bool> {
+        let start = self.pos;
+        match self.fill(buf)? {
+            Fill::Full => Ok(true),
+            Fill::Eof => Ok(false),
+            Fill::Partial(k) => Err(CaptureError::truncated(start, buf.len() as u64, k as u64)),
+        }
+    }
+
     /// Reads exactly `n` bytes of a record that started at `record_start` into `out`
     /// (cleared first). `n` is bounded by the caller (at most a u16 or a checked u32), and
     /// `out` grows in chunks, so a lying length costs no more memory than the input has.
