@@ -1,0 +1,275 @@
+//! x86-64 AVX2+FMA Linear kernel: register tiles of up to 6 tokens × 16 columns (or 1 token ×
+//! 64 columns for the single-vector products of the head), weights read row by row from the
+//! `[in, out]` layout; int8 and int4 codes are widened and converted in registers
+//! (dequantise-in-register) and the per-column scale is applied once, in the epilogue, which
+//! also adds the bias, applies GELU/ReLU and the residual.
+//!
+//! Only reached through [`crate::kernels::linear`] with a [`crate::Kernel`] whose AVX2 path was
+//! detected at run time.
+
+use core::arch::x86_64::*;
+
+use crate::format::TensorData;
+use crate::kernels::{Act, Input, Weights};
+use crate::math::{GELU_A, GELU_C};
+
+const F32: u8 = 0;
+const I8: u8 = 1;
+const I4: u8 = 2;
+
+/// Everything a tile needs, as raw pointers (bounds were checked by the caller).
+struct Ctx {
+    x: *const f32,
+    ts: usize,
+    ks: usize,
+    k_len: usize,
+    wp: *const u8,
+    cols: usize,
+    scales: *const f32,
+    per_col: bool,
+    bias: *const f32,
+    act: Act,
+    res: *const f32,
+    y: *mut f32,
+}
+
+/// Computes the columns `0..8·⌊cols/8⌋` of the Linear and returns how many it did (the caller
+/// finishes the rest with the portable code). Returns 0 for int4 tensors with an odd number
+/// of columns (their rows do not start on a byte).
+///
+/// # Safety
+/// AVX2 and FMA must be available; `x`, `bias`, `residual` and `y` must cover every index
+/// (checked by `kernels::linear`).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn linear(
+    x: Input,
+    w: &Weights,
+    bias: Option<&[f32]>,
+    act: Act,
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+) -> usize {
+    let cols = w.cols;
+    let (kind, wp, scales): (u8, *const u8, &[f32]) = match w.data {
+        TensorData::F32(v) => (F32, v.as_ptr() as *const u8, &[]),
+        TensorData::I8 { q, scales } => (I8, q.as_ptr() as *const u8, scales),
+        TensorData::I4 { packed, scales } => {
+            if cols % 2 != 0 {
+                return 0;
+            }
+            (I4, packed.as_ptr(), scales)
+        }
+    };
+    let vec_cols = cols / 8 * 8;
+    if vec_cols == 0 || x.tokens == 0 {
+        return 0;
+    }
+    let ctx = Ctx {
+        x: x.x.as_ptr(),
+        ts: x.ts,
+        ks: x.ks,
+        k_len: w.rows,
+        wp,
+        cols,
+        scales: scales.as_ptr(),
+        per_col: scales.len() > 1,
+        bias: bias.map_or(core::ptr::null(), |b| b.as_ptr()),
+        act,
+        res: residual.map_or(core::ptr::null(), |r| r.as_ptr()),
+        y: y.as_mut_ptr(),
+    };
+    match kind {
+        F32 => run::<F32>(&ctx, x.tokens, vec_cols),
+        I8 => run::<I8>(&ctx, x.tokens, vec_cols),
+        _ => run::<I4>(&ctx, x.tokens, vec_cols),
+    }
+    vec_cols
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run<const K: u8>(c: &Ctx, n: usize, vec_cols: usize) {
+    if n == 1 {
+        let mut col = 0;
+        while col + 64 <= vec_cols {
+            block::<K, 1, 8>(c, 0, col);
+            col += 64;
+        }
+        while col + 32 <= vec_cols {
+            block::<K, 1, 4>(c, 0, col);
+            col += 32;
+        }
+        while col + 16 <= vec_cols {
+            block::<K, 1, 2>(c, 0, col);
+            col += 16;
+        }
+        if col < vec_cols {
+            block::<K, 1, 1>(c, 0, col);
+        }
+        return;
+    }
+    // Balanced token blocks of at most 6 (10 -> 5 + 5, 17 -> 6 + 6 + 5); columns outermost
+    // so a 16-column strip of the weights stays in L1 across the token blocks.
+    let nb = n.div_ceil(6);
+    let (base, extra) = (n / nb, n % nb);
+    let mut col = 0;
+    while col < vec_cols {
+        let two = col + 16 <= vec_cols;
+        let mut t0 = 0;
+        for b in 0..nb {
+            let r = base + usize::from(b < extra);
+            if two {
+                rows::<K, 2>(c, t0, r, col);
+            } else {
+                rows::<K, 1>(c, t0, r, col);
+            }
+            t0 += r;
+        }
+        col += if two { 16 } else { 8 };
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows<const K: u8, const C: usize>(c: &Ctx, t0: usize, r: usize, col: usize) {
+    match r {
+        1 => block::<K, 1, C>(c, t0, col),
+        2 => block::<K, 2, C>(c, t0, col),
+        3 => block::<K, 3, C>(c, t0, col),
+        4 => block::<K, 4, C>(c, t0, col),
+        5 => block::<K, 5, C>(c, t0, col),
+        _ => block::<K, 6, C>(c, t0, col),
+    }
+}
+
+/// Eight int4 codes (4 bytes) or sixteen (8 bytes) in `b`, unpacked to sign-extended bytes in
+/// element order (low nibble first).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn unpack_nibbles(b: __m128i) -> __m128i {
+    let m = _mm_set1_epi8(0x0f);
+    let lo = _mm_and_si128(b, m);
+    let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), m);
+    let inter = _mm_unpacklo_epi8(lo, hi);
+    // (n ^ 8) - 8 sign-extends a 4-bit two's-complement value held in a byte.
+    let eight = _mm_set1_epi8(8);
+    _mm_sub_epi8(_mm_xor_si128(inter, eight), eight)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn bytes_to_ps(b: __m128i) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b))
+}
+
+/// `C` vectors of 8 weights (codes) starting at element `idx` of the weight matrix.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn load_w<const K: u8, const C: usize>(wp: *const u8, idx: usize) -> [__m256; C] {
+    let mut out = [_mm256_setzero_ps(); C];
+    match K {
+        F32 => {
+            let p = (wp as *const f32).add(idx);
+            for (v, o) in out.iter_mut().enumerate() {
+                *o = _mm256_loadu_ps(p.add(8 * v));
+            }
+        }
+        I8 => {
+            let p = wp.add(idx);
+            for (v, o) in out.iter_mut().enumerate() {
+                *o = bytes_to_ps(_mm_loadl_epi64(p.add(8 * v) as *const __m128i));
+            }
+        }
+        _ => {
+            // idx is even (even column count, column a multiple of 8): byte-aligned.
+            let p = wp.add(idx / 2);
+            let mut v = 0;
+            while v + 2 <= C {
+                let s = unpack_nibbles(_mm_loadl_epi64(p.add(4 * v) as *const __m128i));
+                out[v] = bytes_to_ps(s);
+                out[v + 1] = bytes_to_ps(_mm_srli_si128::<8>(s));
+                v += 2;
+            }
+            if v < C {
+                let word = core::ptr::read_unaligned(p.add(4 * v) as *const i32);
+                out[v] = bytes_to_ps(unpack_nibbles(_mm_cvtsi32_si128(word)));
+            }
+        }
+    }
+    out
+}
+
+/// GELU (tanh approximation) on 8 lanes, the same rational tanh as `math::fast_tanh`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn gelu8(x: __m256) -> __m256 {
+    let s = _mm256_set1_ps;
+    let x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+    let mut u = _mm256_mul_ps(s(GELU_C), _mm256_add_ps(x, _mm256_mul_ps(s(GELU_A), x3)));
+    u = _mm256_max_ps(_mm256_min_ps(u, s(7.905_311)), s(-7.905_311));
+    let u2 = _mm256_mul_ps(u, u);
+    let mut p = _mm256_fmadd_ps(u2, s(-2.760_768_5e-16), s(2.000_188e-13));
+    for c in [
+        -8.604_672e-11,
+        5.122_297e-8,
+        1.485_722_4e-5,
+        6.372_619_3e-4,
+        4.893_524_6e-3,
+    ] {
+        p = _mm256_fmadd_ps(u2, p, s(c));
+    }
+    p = _mm256_mul_ps(p, u);
+    let mut q = _mm256_fmadd_ps(u2, s(1.198_258_4e-6), s(1.185_347_1e-4));
+    q = _mm256_fmadd_ps(u2, q, s(2.268_434_6e-3));
+    q = _mm256_fmadd_ps(u2, q, s(4.893_525e-3));
+    let t = _mm256_div_ps(p, q);
+    _mm256_mul_ps(_mm256_mul_ps(s(0.5), x), _mm256_add_ps(s(1.0), t))
+}
+
+/// One register tile: tokens `t0..t0+R`, columns `col..col+8C`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block<const K: u8, const R: usize, const C: usize>(c: &Ctx, t0: usize, col: usize) {
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let xp = c.x.add(t0 * c.ts);
+    for k in 0..c.k_len {
+        let w = load_w::<K, C>(c.wp, k * c.cols + col);
+        let xk = xp.add(k * c.ks);
+        for (r, a) in acc.iter_mut().enumerate() {
+            let xb = _mm256_set1_ps(*xk.add(r * c.ts));
+            for v in 0..C {
+                a[v] = _mm256_fmadd_ps(xb, w[v], a[v]);
+            }
+        }
+    }
+    for v in 0..C {
+        let cc = col + 8 * v;
+        let scale = if K == F32 {
+            _mm256_set1_ps(1.0)
+        } else if c.per_col {
+            _mm256_loadu_ps(c.scales.add(cc))
+        } else {
+            _mm256_set1_ps(*c.scales)
+        };
+        let b = if c.bias.is_null() {
+            _mm256_setzero_ps()
+        } else {
+            _mm256_loadu_ps(c.bias.add(cc))
+        };
+        for (r, a) in acc.iter().enumerate() {
+            let mut o = a[v];
+            if K != F32 {
+                o = _mm256_mul_ps(o, scale);
+            }
+            o = _mm256_add_ps(o, b);
+            o = match c.act {
+                Act::None => o,
+                Act::Gelu => gelu8(o),
+                Act::Relu => _mm256_max_ps(o, _mm256_setzero_ps()),
+            };
+            let at = (t0 + r) * c.cols + cc;
+            if !c.res.is_null() {
+                o = _mm256_add_ps(o, _mm256_loadu_ps(c.res.add(at)));
+            }
+            _mm256_storeu_ps(c.y.add(at), o);
+        }
+    }
+}

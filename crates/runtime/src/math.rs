@@ -1,0 +1,182 @@
+//! Scalar math without `std`: square root, `exp`, `tanh`, GELU and the per-sample
+//! standardisation statistics, each matching what the training engine (`csipose-model`)
+//! computes with `std` (exactly for the standardisation and GELU, to an ulp or two for
+//! `exp`, to 2.4e-7 for `tanh`).
+
+/// Standardisation epsilon: `(x - mean) / (std + 1e-6)` over the whole sample.
+pub const STANDARDISE_EPS: f32 = 1e-6;
+/// LayerNorm epsilon (PyTorch's default).
+pub const LN_EPS: f32 = 1e-5;
+/// GELU tanh-approximation constants.
+pub const GELU_C: f32 = 0.797_884_6; // sqrt(2/pi)
+pub const GELU_A: f32 = 0.044_715;
+
+/// Correctly rounded square root of an `f64` (IEEE `sqrtsd`; SSE2 is part of the x86-64
+/// baseline, elsewhere Newton steps from a bit-level estimate, within an ulp).
+#[inline]
+pub fn sqrt_f64(x: f64) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::*;
+        // SAFETY: SSE2 is always available on x86-64.
+        unsafe { _mm_cvtsd_f64(_mm_sqrt_sd(_mm_setzero_pd(), _mm_set_sd(x))) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        if !(x > 0.0) || x == f64::INFINITY {
+            return if x == 0.0 || x == f64::INFINITY {
+                x
+            } else {
+                f64::NAN
+            };
+        }
+        let mut y = f64::from_bits((x.to_bits() >> 1) + (1023u64 << 51));
+        for _ in 0..6 {
+            y = 0.5 * (y + x / y);
+        }
+        y
+    }
+}
+
+/// Square root of an `f32` (computed in `f64`, then rounded: correctly rounded).
+#[inline]
+pub fn sqrt(x: f32) -> f32 {
+    sqrt_f64(x as f64) as f32
+}
+
+/// `e^x` in `f32`: Cody-Waite reduction by `ln 2` and the Cephes `expf` polynomial (within
+/// two ulp of libm on the clamped range; below -87.3 it returns ~1e-38 instead of 0). The AVX2
+/// kernels evaluate the same steps on 8 lanes.
+#[inline]
+pub fn exp(x: f32) -> f32 {
+    let x = x.clamp(EXP_LO, EXP_HI);
+    let t = x * core::f32::consts::LOG2_E + 0.5;
+    let mut n = t as i32;
+    if (n as f32) > t {
+        n -= 1; // floor for negative t
+    }
+    let nf = n as f32;
+    let r = x - nf * EXP_C1 - nf * EXP_C2;
+    let r2 = r * r;
+    let mut p = EXP_P[0];
+    for c in &EXP_P[1..] {
+        p = p * r + c;
+    }
+    let y = p * r2 + r + 1.0;
+    y * f32::from_bits(((n + 127) as u32) << 23)
+}
+
+/// Clamp range of [`exp`] (results stay normal).
+pub const EXP_LO: f32 = -87.336_54;
+pub const EXP_HI: f32 = 88.376_26;
+/// `ln 2` split for the reduction.
+pub const EXP_C1: f32 = 0.693_359_4;
+pub const EXP_C2: f32 = -2.121_944_4e-4;
+/// Cephes `expf` polynomial, highest degree first.
+pub const EXP_P: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    0.166_666_65,
+    0.5,
+];
+
+/// `tanh` for `f32` as `1 - 2 / (e^{2x} + 1)` (absolute error within two ulp of 1, 2.4e-7).
+#[inline]
+pub fn tanh(x: f32) -> f32 {
+    if x > 10.0 {
+        return 1.0;
+    }
+    if x < -10.0 {
+        return -1.0;
+    }
+    1.0 - 2.0 / (exp(2.0 * x) + 1.0)
+}
+
+/// Logistic sigmoid, as the engine computes it: `1 / (1 + e^-x)` in `f32`.
+#[inline]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+/// tanh as a 13/6 rational function (the engine's `fast_tanh`, same coefficients).
+#[inline]
+pub fn fast_tanh(x: f32) -> f32 {
+    let x = x.clamp(-7.905_311, 7.905_311);
+    let x2 = x * x;
+    let mut p = x2 * -2.760_768_5e-16 + 2.000_188e-13;
+    p = x2 * p + -8.604_672e-11;
+    p = x2 * p + 5.122_297e-8;
+    p = x2 * p + 1.485_722_4e-5;
+    p = x2 * p + 6.372_619_3e-4;
+    p = x2 * p + 4.893_524_6e-3;
+    p *= x;
+    let mut q = x2 * 1.198_258_4e-6 + 1.185_347_1e-4;
+    q = x2 * q + 2.268_434_6e-3;
+    q = x2 * q + 4.893_525e-3;
+    p / q
+}
+
+/// GELU, tanh approximation (the engine's formula).
+#[inline]
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + fast_tanh(GELU_C * (x + GELU_A * x * x * x)))
+}
+
+/// Sum of `f(v)` over `xs`, in eight f32 lanes per block of 512 values, blocks added in f64
+/// (the engine's order, so the statistics are bit-identical).
+#[inline]
+fn sum_lanes(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    let mut total = 0.0f64;
+    for block in xs.chunks(512) {
+        let mut acc = [0.0f32; 8];
+        let mut it = block.chunks_exact(8);
+        for c in &mut it {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += f(v);
+            }
+        }
+        let tail: f32 = it.remainder().iter().map(|&v| f(v)).sum();
+        total += acc.iter().map(|&a| a as f64).sum::<f64>() + tail as f64;
+    }
+    total
+}
+
+/// Mean and `1 / (std + eps)` of one sample (population std), as the engine computes them.
+pub fn standardise_stats(xs: &[f32]) -> (f32, f32) {
+    let n = xs.len() as f64;
+    let mean = (sum_lanes(xs, |v| v) / n) as f32;
+    let var = sum_lanes(xs, |v| (v - mean) * (v - mean)) / n;
+    (mean, 1.0 / (sqrt_f64(var) as f32 + STANDARDISE_EPS))
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    #[test]
+    fn exp_tanh_sqrt_match_std() {
+        let mut x = -30.0f32;
+        while x < 30.0 {
+            let e = exp(x);
+            let r = std::primitive::f32::exp(x);
+            assert!(
+                (e - r).abs() <= 2.0 * f32::EPSILON * r,
+                "exp({x}) {e} vs {r}"
+            );
+            let t = tanh(x);
+            let rt = std::primitive::f32::tanh(x);
+            assert!(
+                (t - rt).abs() <= 2.0 * f32::EPSILON,
+                "tanh({x}) {t} vs {rt}"
+            );
+            let s = sqrt(x.abs());
+            assert_eq!(s, x.abs().sqrt());
+            x += 0.0137;
+        }
+        assert!(exp(-200.0) < 1e-37);
+        assert!(exp(200.0) > 1e38);
+    }
+}

@@ -1,0 +1,228 @@
+//! The runtime against the training engine: `Runtime::forward` vs `csipose_model::Model::forward`
+//! (evaluation mode) on the dequantised weights, for micro (graph head) and nano at f32, int8
+//! and int4 over 1,000 random frames (max abs difference ≤ 1e-4, identical torso-PCK@20), and
+//! every SIMD path against the portable path (≤ 1e-5), also on odd shapes that exercise the
+//! column tails and odd int4 rows.
+
+mod support;
+
+use csipose_metrics::{torso_pck, PoseLayout};
+use csipose_model::{Model, ModelConfig, Rng, Workspace};
+use csipose_runtime::{Kernel, ModelFile, Runtime, OUTPUTS};
+use support::*;
+
+/// Runs `n` frames through the runtime with `kernel`.
+fn run_runtime(file: &ModelFile, kernel: Kernel, frames: &[f32], n: usize) -> Vec<f32> {
+    let cfg = file.config;
+    let mut consts = vec![0.0f32; Runtime::consts_len(&cfg)];
+    let rt = Runtime::new(file, kernel, &mut consts).unwrap();
+    let mut scratch = vec![0.0f32; Runtime::scratch_len(&cfg)];
+    let mut out = vec![0.0f32; n * OUTPUTS];
+    let fl = cfg.frame_len();
+    for (i, o) in out.chunks_exact_mut(OUTPUTS).enumerate() {
+        let mut kp = [0.0f32; OUTPUTS];
+        rt.forward(&frames[i * fl..(i + 1) * fl], &mut scratch, &mut kp)
+            .unwrap();
+        o.copy_from_slice(&kp);
+    }
+    out
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
+/// The SIMD kernels this CPU has (empty on a machine without them).
+fn simd_kernels() -> Vec<Kernel> {
+    Kernel::avx2().into_iter().collect()
+}
+
+fn engine_agreement(name: &str, bits: u32, per_col: bool) {
+    let cfg = ModelConfig::preset(name).unwrap();
+    let model = Model::new(cfg.clone());
+    let params = random_params(&model, 11 + bits as u64);
+    let (file, deq) = build(&cfg, &params, bits, per_col);
+    let mf = ModelFile::parse(file.bytes()).unwrap();
+    let n = 1000;
+    let frames = random_frames(&cfg, n, 7);
+    let mut ws = Workspace::default();
+    let reference = model.forward(&deq, &frames, n, None, &mut ws).to_vec();
+    let ours = run_runtime(&mf, Kernel::best(), &frames, n);
+    let diff = max_abs_diff(&reference, &ours);
+    assert!(
+        diff <= 1e-4,
+        "{name} at {bits} bits: max |runtime - engine| = {diff:e}"
+    );
+    // torso-PCK@20 of both against fixed targets near the outputs (so it is neither 0 nor 1).
+    let mut rng = Rng::new(99);
+    let targets: Vec<f32> = reference
+        .iter()
+        .map(|&v| v + (0.06 * rng.normal()) as f32)
+        .collect();
+    let l = PoseLayout::COCO17_2D;
+    let a = torso_pck(&reference, &targets, &l, 0.2).pck.unwrap();
+    let b = torso_pck(&ours, &targets, &l, 0.2).pck.unwrap();
+    assert!(a > 0.02 && a < 0.98, "{name}: PCK {a} is not informative");
+    assert_eq!(
+        a, b,
+        "{name} at {bits} bits: torso-PCK@20 engine {a} vs runtime {b}"
+    );
+    eprintln!("{name} {bits} bits: max diff {diff:.2e}, torso-PCK@20 {a:.4} both");
+}
+
+#[test]
+fn micro_f32_matches_engine() {
+    engine_agreement("micro", 32, false);
+}
+#[test]
+fn micro_int8_matches_engine() {
+    engine_agreement("micro", 8, false);
+}
+#[test]
+fn micro_int4_matches_engine() {
+    engine_agreement("micro", 4, true);
+}
+#[test]
+fn nano_f32_matches_engine() {
+    engine_agreement("nano", 32, false);
+}
+#[test]
+fn nano_int8_matches_engine() {
+    engine_agreement("nano", 8, true);
+}
+#[test]
+fn nano_int4_matches_engine() {
+    engine_agreement("nano", 4, false);
+}
+
+/// Odd shapes: column counts that are not multiples of 8 or 16, an odd graph width (int4 rows
+/// that start mid-byte), 3 heads, few tokens; and the tiny preset (g = 57).
+fn odd_configs() -> Vec<ModelConfig> {
+    let mut a = ModelConfig::preset_for("micro", 2, 7, 5).unwrap();
+    a.d = 24;
+    a.heads = 3;
+    a.graph = Some(13);
+    a.layers = 2;
+    let mut b = ModelConfig::preset_for("nano", 1, 5, 3).unwrap();
+    b.d = 10;
+    b.heads = 2;
+    let tiny = ModelConfig::preset_for("tiny", 3, 30, 10).unwrap();
+    vec![a, b, tiny]
+}
+
+#[test]
+fn odd_shapes_match_engine_and_portable() {
+    for cfg in odd_configs() {
+        let model = Model::new(cfg.clone());
+        let params = random_params(&model, 5);
+        for (bits, per_col) in [(32, false), (8, true), (4, false), (4, true)] {
+            let (file, deq) = build(&cfg, &params, bits, per_col);
+            let mf = ModelFile::parse(file.bytes()).unwrap();
+            let n = 50;
+            let frames = random_frames(&cfg, n, 3);
+            let mut ws = Workspace::default();
+            let reference = model.forward(&deq, &frames, n, None, &mut ws).to_vec();
+            let portable = run_runtime(&mf, Kernel::portable(), &frames, n);
+            let diff = max_abs_diff(&reference, &portable);
+            assert!(
+                diff <= 1e-4,
+                "d={} bits={bits}: portable vs engine {diff:e}",
+                cfg.d
+            );
+            for k in simd_kernels() {
+                let simd = run_runtime(&mf, k, &frames, n);
+                let diff = max_abs_diff(&simd, &portable);
+                assert!(
+                    diff <= 1e-5,
+                    "d={} bits={bits}: {} vs portable {diff:e}",
+                    cfg.d,
+                    k.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn simd_paths_match_portable() {
+    for name in ["nano", "micro"] {
+        let cfg = ModelConfig::preset(name).unwrap();
+        let model = Model::new(cfg.clone());
+        let params = random_params(&model, 21);
+        for (bits, per_col) in [(32, false), (8, false), (8, true), (4, false), (4, true)] {
+            let (file, _) = build(&cfg, &params, bits, per_col);
+            let mf = ModelFile::parse(file.bytes()).unwrap();
+            let n = 200;
+            let frames = random_frames(&cfg, n, 17);
+            let portable = run_runtime(&mf, Kernel::portable(), &frames, n);
+            for k in simd_kernels() {
+                let simd = run_runtime(&mf, k, &frames, n);
+                let diff = max_abs_diff(&simd, &portable);
+                assert!(
+                    diff <= 1e-5,
+                    "{name} {bits} bits: {} vs portable {diff:e}",
+                    k.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_input_and_buffers_are_errors() {
+    use csipose_runtime::RuntimeError;
+    let cfg = ModelConfig::preset("micro").unwrap();
+    let model = Model::new(cfg.clone());
+    let params = random_params(&model, 1);
+    let (file, _) = build(&cfg, &params, 8, false);
+    let mf = ModelFile::parse(file.bytes()).unwrap();
+    let rc = mf.config;
+    let mut small = vec![0.0f32; Runtime::consts_len(&rc) - 1];
+    assert!(matches!(
+        Runtime::new(&mf, Kernel::portable(), &mut small),
+        Err(RuntimeError::Consts { .. })
+    ));
+    let mut consts = vec![0.0f32; Runtime::consts_len(&rc)];
+    let rt = Runtime::new(&mf, Kernel::best(), &mut consts).unwrap();
+    let mut out = [0.0f32; OUTPUTS];
+    let mut scratch = vec![0.0f32; Runtime::scratch_len(&rc)];
+    let x = vec![1.0f32; rc.frame_len()];
+    assert_eq!(
+        rt.forward(&x[1..], &mut scratch, &mut out),
+        Err(RuntimeError::InputLength {
+            expected: rc.frame_len(),
+            got: rc.frame_len() - 1
+        })
+    );
+    let n = scratch.len();
+    assert!(matches!(
+        rt.forward(&x, &mut scratch[..n - 1], &mut out),
+        Err(RuntimeError::Scratch { .. })
+    ));
+    rt.forward(&x, &mut scratch, &mut out).unwrap();
+    assert!(out.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn flops_match_engine_count() {
+    for name in csipose_model::PRESETS {
+        let cfg = ModelConfig::preset(name).unwrap();
+        assert_eq!(
+            csipose_runtime::flops_per_forward(&rt_config(&cfg)),
+            cfg.flops_per_forward(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn skeleton_matches_engine() {
+    assert_eq!(
+        csipose_runtime::forward::COCO_BONES,
+        csipose_model::model::COCO_BONES
+    );
+}
