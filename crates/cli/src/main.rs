@@ -40,6 +40,8 @@ enum Command {
     Train(cmd::train::Args),
     /// Predict keypoints for every frame of a packed dataset from a trained run.
     Predict(cmd::predict::Args),
+    /// Time the no_std runtime on a .csm model: batch-1 latency, FLOPs, GFLOP/s.
+    Bench(cmd::bench::Args),
 }
 
 fn main() {
@@ -56,6 +58,7 @@ fn main() {
         Command::Models(a) => cmd::models::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Predict(a) => cmd::predict::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", error_chain(&e));

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod activity;
+pub mod bench;
 pub mod capture;
 pub mod demo;
 pub mod eval;

@@ -1,0 +1,260 @@
+//! `csipose bench`: batch-1, single-thread latency of the `no_std` runtime on a `.csm` model
+//! file (or on random weights for a preset, `--random NAME --bits B`): median, p90 and
+//! minimum of many timed forwards after a warm-up, FLOPs per forward (the engine's count),
+//! achieved GFLOP/s, file size, precision and the kernel path.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use csipose_model::{Model, ModelConfig, Rng};
+use csipose_npy::AtomicFile;
+use csipose_runtime::format::{encode, encoded_len, TensorIn, TensorSlot};
+use csipose_runtime::{flops_per_forward, Config, Dtype, Kernel, ModelFile, Runtime, OUTPUTS};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model file (.csm) to time.
+    #[arg(long, required_unless_present = "random", conflicts_with = "random")]
+    pub model: Option<PathBuf>,
+    /// Time a preset (nano … flagship) with random weights instead of a file.
+    #[arg(long)]
+    pub random: Option<String>,
+    /// Precision of the random weights: 32, 8 or 4 (per-tensor scales).
+    #[arg(long, default_value_t = 32, requires = "random")]
+    pub bits: u32,
+    /// Also write the random model to this path (.csm).
+    #[arg(long, requires = "random")]
+    pub save: Option<PathBuf>,
+    /// Timed forwards (after a warm-up of a tenth as many, at least 100).
+    #[arg(long, default_value_t = 5000)]
+    pub iters: usize,
+    /// Kernel path: auto (best available), avx2 or portable.
+    #[arg(long, default_value = "auto")]
+    pub kernel: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Model bytes in 4-byte aligned memory (what `ModelFile::parse` needs).
+pub struct Aligned {
+    words: Vec<u32>,
+    len: usize,
+}
+
+impl Aligned {
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the u32 buffer viewed as bytes, within its length.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.len) }
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above; u8 has no alignment requirement.
+        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, self.len) }
+    }
+    fn zeroed(len: usize) -> Aligned {
+        Aligned {
+            words: vec![0u32; len.div_ceil(4)],
+            len,
+        }
+    }
+}
+
+/// Reads a whole file into 4-byte aligned memory.
+pub fn read_aligned(path: &Path) -> Result<Aligned> {
+    let mut f = std::fs::File::open(path)
+        .with_context(|| format!("cannot open model file {}", path.display()))?;
+    let len = f
+        .metadata()
+        .with_context(|| format!("cannot read model file {}", path.display()))?
+        .len() as usize;
+    let mut a = Aligned::zeroed(len);
+    f.read_exact(a.bytes_mut())
+        .with_context(|| format!("cannot read model file {}", path.display()))?;
+    Ok(a)
+}
+
+/// A random-weight model file for a preset (the engine's init), at 32, 8 or 4 bits with one
+/// max-abs scale per tensor. For timing only: the quantizer of `csipose quantize` is elsewhere.
+pub fn random_model(name: &str, bits: u32) -> Result<Aligned> {
+    let cfg = ModelConfig::preset(name)
+        .with_context(|| format!("unknown preset {name:?} (see `csipose models`)"))?;
+    if ![32, 8, 4].contains(&bits) {
+        bail!("--bits must be 32, 8 or 4, not {bits}");
+    }
+    let model = Model::new(cfg.clone());
+    let mut params = model.init_params(1);
+    let mut rng = Rng::new(2);
+    for v in params.iter_mut() {
+        *v += 0.05 * rng.normal() as f32;
+    }
+    let rc = Config {
+        antennas: cfg.antennas,
+        subcarriers: cfg.subcarriers,
+        packets: cfg.packets,
+        d: cfg.d,
+        layers: cfg.layers,
+        heads: cfg.heads,
+        graph: cfg.graph.unwrap_or(0),
+    };
+    let layout = cfg.layout();
+    let mut f32s: Vec<Vec<f32>> = vec![];
+    let mut codes: Vec<Vec<i8>> = vec![];
+    let mut scales: Vec<[f32; 1]> = vec![];
+    for (t, s) in layout.tensors.iter().zip(TensorSlot::all(&rc)) {
+        let src = &params[t.offset..t.offset + t.len];
+        if !s.linear {
+            f32s.push(src.to_vec());
+            codes.push(vec![]);
+            scales.push([0.0]);
+            continue;
+        }
+        let (inp, out) = (s.rows, s.cols);
+        let w: Vec<f32> = (0..inp * out)
+            .map(|i| src[(i % out) * inp + i / out])
+            .collect();
+        let qmax = if bits == 8 { 127.0 } else { 7.0 };
+        let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs())) / qmax;
+        codes.push(
+            w.iter()
+                .map(|v| (v / scale).round().clamp(-qmax, qmax) as i8)
+                .collect(),
+        );
+        f32s.push(w);
+        scales.push([scale]);
+    }
+    let ins: Vec<TensorIn> = TensorSlot::all(&rc)
+        .enumerate()
+        .map(|(i, s)| match (s.linear, bits) {
+            (false, _) | (true, 32) => TensorIn::F32(&f32s[i]),
+            (true, 8) => TensorIn::I8 {
+                q: &codes[i],
+                scales: &scales[i],
+            },
+            _ => TensorIn::I4 {
+                q: &codes[i],
+                scales: &scales[i],
+            },
+        })
+        .collect();
+    let mut a = Aligned::zeroed(encoded_len(&rc, &ins)?);
+    encode(&rc, name, &ins, a.bytes_mut())?;
+    Ok(a)
+}
+
+fn kernel(name: &str) -> Result<Kernel> {
+    Ok(match name {
+        "auto" => Kernel::best(),
+        "portable" => Kernel::portable(),
+        "avx2" => Kernel::avx2().context("this CPU (or OS) does not support AVX2+FMA")?,
+        _ => bail!("--kernel must be auto, avx2 or portable, not {name:?}"),
+    })
+}
+
+fn precision(d: Dtype) -> &'static str {
+    match d {
+        Dtype::F32 => "fp32",
+        Dtype::I8 => "int8",
+        Dtype::I4 => "int4",
+    }
+}
+
+/// Latency statistics of one model, in microseconds.
+pub struct Timing {
+    pub median_us: f64,
+    pub p90_us: f64,
+    pub min_us: f64,
+}
+
+/// Times `iters` forwards of one fixed random frame after a warm-up.
+pub fn time_forward(rt: &Runtime, iters: usize) -> Timing {
+    let cfg = *rt.config();
+    let mut rng = Rng::new(3);
+    let x: Vec<f32> = (0..cfg.frame_len())
+        .map(|_| (3.0 + rng.normal()) as f32)
+        .collect();
+    let mut scratch = vec![0.0f32; Runtime::scratch_len(&cfg)];
+    let mut out = [0.0f32; OUTPUTS];
+    let iters = iters.max(10);
+    for _ in 0..(iters / 10).max(100) {
+        rt.forward(&x, &mut scratch, &mut out).expect("sizes checked");
+    }
+    let mut t = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let s = Instant::now();
+        rt.forward(std::hint::black_box(&x), &mut scratch, &mut out)
+            .expect("sizes checked");
+        std::hint::black_box(&out);
+        t.push(s.elapsed().as_secs_f64() * 1e6);
+    }
+    t.sort_by(|a, b| a.total_cmp(b));
+    Timing {
+        median_us: t[t.len() / 2],
+        p90_us: t[t.len() * 9 / 10],
+        min_us: t[0],
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let (bytes, source) = match (&args.model, &args.random) {
+        (Some(p), _) => (read_aligned(p)?, p.display().to_string()),
+        (None, Some(name)) => {
+            let a = random_model(name, args.bits)?;
+            if let Some(path) = &args.save {
+                let mut f = AtomicFile::create(path)?;
+                f.write_all(a.bytes())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                f.commit()?;
+            }
+            (a, format!("random {name}, {} bits", args.bits))
+        }
+        _ => bail!("give --model FILE or --random PRESET"),
+    };
+    let mf = ModelFile::parse(bytes.bytes())
+        .with_context(|| format!("invalid model file {source}"))?;
+    let k = kernel(&args.kernel)?;
+    let cfg = mf.config;
+    let mut consts = vec![0.0f32; Runtime::consts_len(&cfg)];
+    let rt = Runtime::new(&mf, k, &mut consts).with_context(|| format!("model {source}"))?;
+    let tm = time_forward(&rt, args.iters);
+    let flops = flops_per_forward(&cfg);
+    let gflops = flops as f64 / (tm.median_us * 1e3);
+    let prec = precision(mf.precision());
+    if args.json {
+        let v = serde_json::json!({
+            "model": mf.name(),
+            "source": source,
+            "file_bytes": mf.size(),
+            "precision": prec,
+            "kernel": k.name(),
+            "threads": 1,
+            "iters": args.iters.max(10),
+            "median_us": tm.median_us,
+            "p90_us": tm.p90_us,
+            "min_us": tm.min_us,
+            "flops_per_forward": flops,
+            "gflops_at_median": gflops,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "model      {} ({source}, {} bytes, {prec})",
+            mf.name(),
+            mf.size()
+        );
+        println!("kernel     {} (1 thread, batch 1)", k.name());
+        println!(
+            "latency    median {:.2} us, p90 {:.2} us, min {:.2} us over {} runs",
+            tm.median_us,
+            tm.p90_us,
+            tm.min_us,
+            args.iters.max(10)
+        );
+        println!(
+            "flops      {flops} per forward -> {gflops:.1} GFLOP/s at the median ({:.1} at the min)",
+            flops as f64 / (tm.min_us * 1e3)
+        );
+    }
+    Ok(())
+}
