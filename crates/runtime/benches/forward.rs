@@ -42,7 +42,8 @@ fn forward(c: &mut Criterion) {
             group.throughput(Throughput::Elements(1));
             group.bench_function(BenchmarkId::new(name, label), |b| {
                 b.iter(|| {
-                    rt.forward(black_box(&frame), &mut scratch, &mut out).unwrap();
+                    rt.forward(black_box(&frame), &mut scratch, &mut out)
+                        .unwrap();
                     black_box(&out);
                 })
             });

@@ -220,7 +220,10 @@ fn gelu8(x: __m256) -> __m256 {
     let mut q = _mm256_fmadd_ps(u2, s(1.198_258_4e-6), s(1.185_347_1e-4));
     q = _mm256_fmadd_ps(u2, q, s(2.268_434_6e-3));
     q = _mm256_fmadd_ps(u2, q, s(4.893_525e-3));
-    let t = _mm256_div_ps(p, q);
+    // p / q as p · rcp(q) with one Newton step (relative error ~1e-7, no divide).
+    let r0 = _mm256_rcp_ps(q);
+    let r = _mm256_mul_ps(r0, _mm256_fnmadd_ps(q, r0, s(2.0)));
+    let t = _mm256_mul_ps(p, r);
     _mm256_mul_ps(_mm256_mul_ps(s(0.5), x), _mm256_add_ps(s(1.0), t))
 }
 

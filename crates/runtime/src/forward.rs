@@ -75,6 +75,55 @@ const fn neighbours() -> [([usize; 4], usize); JOINTS] {
 }
 const NEIGHBOURS: [([usize; 4], usize); JOINTS] = neighbours();
 
+/// Cycle counts per stage of the forward (feature `profile`, x86-64 only): a development aid
+/// for finding where the time goes; off by default and compiled out.
+#[cfg(all(feature = "profile", target_arch = "x86_64"))]
+pub mod profile {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    /// Stage names, in the order of [`CYCLES`].
+    pub const STAGES: [&str; 14] = [
+        "standardise",
+        "embed",
+        "qkv",
+        "attention",
+        "out_proj",
+        "layernorm",
+        "ffn1",
+        "ffn2",
+        "pool",
+        "head",
+        "graph_in",
+        "graph_mix",
+        "graph_linear",
+        "graph_out",
+    ];
+    /// Accumulated time-stamp-counter ticks per stage.
+    pub static CYCLES: [AtomicU64; 14] = [const { AtomicU64::new(0) }; 14];
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    #[inline(always)]
+    pub(crate) fn start() {
+        // SAFETY: rdtsc exists on every x86-64 CPU.
+        LAST.store(unsafe { core::arch::x86_64::_rdtsc() }, Ordering::Relaxed);
+    }
+    #[inline(always)]
+    pub(crate) fn mark(stage: usize) {
+        let now = unsafe { core::arch::x86_64::_rdtsc() };
+        let last = LAST.swap(now, Ordering::Relaxed);
+        CYCLES[stage].fetch_add(now - last, Ordering::Relaxed);
+    }
+}
+
+macro_rules! prof {
+    (start) => {
+        #[cfg(all(feature = "profile", target_arch = "x86_64"))]
+        profile::start();
+    };
+    ($n:expr) => {
+        #[cfg(all(feature = "profile", target_arch = "x86_64"))]
+        profile::mark($n);
+    };
+}
+
 /// What can go wrong when preparing or running (never a panic).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RuntimeError {
@@ -135,7 +184,6 @@ struct Graph<'a> {
     wz: Weights<'a>,
     layer_w: [Weights<'a>; 2],
     layer_b: [&'a [f32]; 2],
-    out_w: Weights<'a>,
     out_b: &'a [f32],
 }
 
@@ -154,7 +202,8 @@ pub struct Runtime<'m, 'p> {
     h3_w: Weights<'m>,
     h3_b: &'m [f32],
     graph: Option<Graph<'m>>,
-    /// `[pool weight (d)] [graph: per-joint constant (17·g), W_k rows (2·g)]`.
+    /// `[pool weight (d)] [graph: per-joint constant (17·g), W_k rows (2·g), output weight
+    /// transposed (2·g)]`.
     consts: &'p [f32],
 }
 
@@ -171,7 +220,7 @@ impl<'m, 'p> Runtime<'m, 'p> {
     pub fn consts_len(cfg: &Config) -> usize {
         cfg.d
             + if cfg.graph > 0 {
-                (JOINTS + 2) * cfg.graph
+                (JOINTS + 4) * cfg.graph
             } else {
                 0
             }
@@ -181,11 +230,13 @@ impl<'m, 'p> Runtime<'m, 'p> {
     pub fn scratch_len(cfg: &Config) -> usize {
         let (p, d) = (cfg.packets, cfg.d);
         let g = cfg.graph;
+        let pp = p.div_ceil(8) * 8;
         cfg.frame_len()
-            + p * d * 4 // h, ctx, r, spare
+            + p * d * 5 // h, ctx, r, one head's values and context
             + p * 3 * d
             + p * 2 * d
-            + p * p
+            + p * pp // attention scores
+            + d * pp // one head's keys, transposed
             + 2 * d
             + OUTPUTS
             + if g > 0 { g + 2 * JOINTS * g + OUTPUTS } else { 0 }
@@ -242,7 +293,15 @@ impl<'m, 'p> Runtime<'m, 'p> {
             let embed = v(gt);
             let win = w(gt + 1);
             let bin = v(gt + 2);
-            let (cj, wk) = consts[d..d + (JOINTS + 2) * g].split_at_mut(JOINTS * g);
+            let (cj, rest) = consts[d..d + (JOINTS + 4) * g].split_at_mut(JOINTS * g);
+            let (wk, wo) = rest.split_at_mut(2 * g);
+            // graph.output.weight [g, 2], dequantised and transposed to [2, g].
+            let wout = w(gt + 7);
+            for c in 0..2 {
+                for k in 0..g {
+                    wo[c * g + k] = wout.get(k, c);
+                }
+            }
             // Per-joint constant: b + Σ_e W_e[e, :] · embed[j, e].
             for j in 0..JOINTS {
                 let row = &mut cj[j * g..(j + 1) * g];
@@ -266,7 +325,6 @@ impl<'m, 'p> Runtime<'m, 'p> {
                 wz,
                 layer_w: [w(gt + 3), w(gt + 5)],
                 layer_b: [v(gt + 4), v(gt + 6)],
-                out_w: w(gt + 7),
                 out_b: v(gt + 8),
             })
         } else {
@@ -308,6 +366,35 @@ impl<'m, 'p> Runtime<'m, 'p> {
         scratch: &mut [f32],
         out: &mut [f32; OUTPUTS],
     ) -> Result<(), RuntimeError> {
+        #[cfg(target_arch = "x86_64")]
+        if self.kernel.is_avx2() {
+            // SAFETY: the AVX2 kernel value exists only where AVX2+FMA were detected.
+            return unsafe { self.forward_avx2(x, scratch, out) };
+        }
+        self.forward_impl(x, scratch, out)
+    }
+
+    /// The whole forward compiled for AVX2+FMA, so the elementwise loops and reductions
+    /// (written lane-wise, without reassociation) vectorise 8 wide; no FMA contraction, so
+    /// they compute the portable path's values.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn forward_avx2(
+        &self,
+        x: &[f32],
+        scratch: &mut [f32],
+        out: &mut [f32; OUTPUTS],
+    ) -> Result<(), RuntimeError> {
+        self.forward_impl(x, scratch, out)
+    }
+
+    #[inline(always)]
+    fn forward_impl(
+        &self,
+        x: &[f32],
+        scratch: &mut [f32],
+        out: &mut [f32; OUTPUTS],
+    ) -> Result<(), RuntimeError> {
         let cfg = &self.cfg;
         let (p, d) = (cfg.packets, cfg.d);
         if x.len() != cfg.frame_len() {
@@ -328,19 +415,24 @@ impl<'m, 'p> Runtime<'m, 'p> {
         let (h, rest) = rest.split_at_mut(p * d);
         let (ctx, rest) = rest.split_at_mut(p * d);
         let (r, rest) = rest.split_at_mut(p * d);
-        let (_spare, rest) = rest.split_at_mut(p * d);
+        let pp = p.div_ceil(8) * 8;
+        let (vh, rest) = rest.split_at_mut(p * d);
+        let (ch, rest) = rest.split_at_mut(p * d);
         let (qkv, rest) = rest.split_at_mut(p * 3 * d);
         let (ff, rest) = rest.split_at_mut(p * 2 * d);
-        let (scores, rest) = rest.split_at_mut(p * p);
+        let (scores, rest) = rest.split_at_mut(p * pp);
+        let (kt, rest) = rest.split_at_mut(d * pp);
         let (z, rest) = rest.split_at_mut(d);
         let (u, rest) = rest.split_at_mut(d);
         let (kp0, rest) = rest.split_at_mut(OUTPUTS);
 
         // Standardise (the input layout [A·S, P] is kept: token t, feature k at k·P + t).
+        prof!(start);
         let (mean, inv) = math::standardise_stats(x);
         for (t, &v) in tok.iter_mut().zip(x) {
             *t = (v - mean) * inv;
         }
+        prof!(0);
         // Embedding + bias + positional embedding.
         let tok_in = Input {
             x: tok,
@@ -357,6 +449,7 @@ impl<'m, 'p> Runtime<'m, 'p> {
             Some(self.pos),
             h,
         );
+        prof!(1);
 
         for l in self.layers.iter().take(cfg.layers).flatten() {
             linear(
@@ -368,7 +461,15 @@ impl<'m, 'p> Runtime<'m, 'p> {
                 None,
                 qkv,
             );
-            attention(qkv, ctx, scores, p, d, cfg.heads);
+            prof!(2);
+            let bufs = AttnBufs {
+                kt: &mut *kt,
+                s: &mut *scores,
+                vh: &mut *vh,
+                ch: &mut *ch,
+            };
+            attention(kern, qkv, ctx, bufs, p, d, cfg.heads);
+            prof!(3);
             linear(
                 kern,
                 Input::rows(ctx, p, d),
@@ -378,7 +479,9 @@ impl<'m, 'p> Runtime<'m, 'p> {
                 Some(h),
                 r,
             );
+            prof!(4);
             layernorm(r, l.n1_w, l.n1_b, h, p, d);
+            prof!(5);
             linear(
                 kern,
                 Input::rows(h, p, d),
@@ -388,6 +491,7 @@ impl<'m, 'p> Runtime<'m, 'p> {
                 None,
                 ff,
             );
+            prof!(6);
             linear(
                 kern,
                 Input::rows(ff, p, 2 * d),
@@ -397,7 +501,9 @@ impl<'m, 'p> Runtime<'m, 'p> {
                 Some(h),
                 r,
             );
+            prof!(7);
             layernorm(r, l.n2_w, l.n2_b, h, p, d);
+            prof!(5);
         }
 
         // Attention pooling.
@@ -424,6 +530,7 @@ impl<'m, 'p> Runtime<'m, 'p> {
             }
         }
 
+        prof!(8);
         // Head.
         linear(
             kern,
@@ -447,6 +554,7 @@ impl<'m, 'p> Runtime<'m, 'p> {
             *v = math::sigmoid(*v);
         }
 
+        prof!(9);
         let Some(gr) = &self.graph else {
             out.copy_from_slice(kp0);
             return Ok(());
@@ -475,18 +583,24 @@ impl<'m, 'p> Runtime<'m, 'p> {
                 row[c] = v.max(0.0);
             }
         }
+        prof!(10);
         for li in 0..2 {
             // m = Â f (into fb), then f = ReLU(m W + b) (into fa).
             for (i, (nb, cnt)) in NEIGHBOURS.iter().enumerate() {
                 let a = 1.0 / *cnt as f32;
                 let m = &mut fb[i * g..(i + 1) * g];
-                m.fill(0.0);
-                for &j in &nb[..*cnt] {
-                    for (o, v) in m.iter_mut().zip(&fa[j * g..(j + 1) * g]) {
+                let f0 = &fa[nb[0] * g..(nb[0] + 1) * g];
+                for (o, v) in m.iter_mut().zip(f0) {
+                    *o = a * v;
+                }
+                for &j in &nb[1..*cnt] {
+                    let fj = &fa[j * g..(j + 1) * g];
+                    for (o, v) in m.iter_mut().zip(fj) {
                         *o += a * v;
                     }
                 }
             }
+            prof!(11);
             linear(
                 kern,
                 Input::rows(fb, JOINTS, g),
@@ -496,58 +610,147 @@ impl<'m, 'p> Runtime<'m, 'p> {
                 None,
                 fa,
             );
+            prof!(12);
         }
-        linear(
-            kern,
-            Input::rows(fa, JOINTS, g),
-            &gr.out_w,
-            Some(gr.out_b),
-            Act::None,
-            None,
-            gt,
-        );
+        let wo = &self.consts[d + (JOINTS + 2) * g..d + (JOINTS + 4) * g];
+        for j in 0..JOINTS {
+            let fj = &fa[j * g..(j + 1) * g];
+            gt[2 * j] = dot(fj, &wo[..g]) + gr.out_b[0];
+            gt[2 * j + 1] = dot(fj, &wo[g..]) + gr.out_b[1];
+        }
         for ((o, t), k) in out.iter_mut().zip(gt.iter()).zip(kp0.iter()) {
             *o = k + GRAPH_SCALE * math::tanh(*t);
         }
+        prof!(13);
         Ok(())
     }
 }
 
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+/// Dot product in eight lanes (lane `l` sums elements `l, l+8, ...`), lanes added pairwise,
+/// then the tail: the same order on every path, and vectorisable.
+#[inline(always)]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let mut acc = [0.0f32; 8];
+    let (ac, bc) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s = lanes_sum(&acc);
+    for (x, y) in ar.iter().zip(br) {
+        s += x * y;
+    }
+    s
 }
 
-/// Multi-head self-attention over the `p` tokens of `qkv [p, 3d]` into `ctx [p, d]`, the
-/// engine's order of operations.
-fn attention(qkv: &[f32], ctx: &mut [f32], row: &mut [f32], p: usize, d: usize, heads: usize) {
+/// Sum of `xs` in eight lanes, as [`dot`].
+#[inline(always)]
+pub(crate) fn sum8(xs: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let c = xs.chunks_exact(8);
+    let r = c.remainder();
+    for x in c {
+        for l in 0..8 {
+            acc[l] += x[l];
+        }
+    }
+    let mut s = lanes_sum(&acc);
+    for x in r {
+        s += x;
+    }
+    s
+}
+
+#[inline(always)]
+fn lanes_sum(a: &[f32; 8]) -> f32 {
+    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
+}
+
+/// Scratch of [`attention`].
+struct AttnBufs<'a> {
+    /// One head's keys, transposed and zero-padded: `[dh, pp]`.
+    kt: &'a mut [f32],
+    /// Scores / probabilities `[p, pp]`.
+    s: &'a mut [f32],
+    /// One head's values `[p, dh]`.
+    vh: &'a mut [f32],
+    /// One head's context `[p, dh]`.
+    ch: &'a mut [f32],
+}
+
+/// Multi-head self-attention over the `p` tokens of `qkv [p, 3d]` into `ctx [p, d]`. Per
+/// head, `S = Q·Kᵀ` and `C = softmax(S)·V` run on the Linear kernel (keys transposed and
+/// padded to a multiple of 8 columns, values copied contiguous); the softmax is elementwise.
+#[inline(always)]
+fn attention(
+    kern: Kernel,
+    qkv: &[f32],
+    ctx: &mut [f32],
+    b: AttnBufs,
+    p: usize,
+    d: usize,
+    heads: usize,
+) {
     let dh = d / heads;
+    let pp = p.div_ceil(8) * 8;
     let scale = 1.0 / math::sqrt(dh as f32);
-    let row = &mut row[..p];
+    let (kt, s, vh, ch) = (
+        &mut b.kt[..dh * pp],
+        &mut b.s[..p * pp],
+        &mut b.vh[..p * dh],
+        &mut b.ch[..p * dh],
+    );
+    kt.fill(0.0);
     for h in 0..heads {
+        for j in 0..p {
+            let k = &qkv[j * 3 * d + d + h * dh..j * 3 * d + d + (h + 1) * dh];
+            for (t, &v) in k.iter().enumerate() {
+                kt[t * pp + j] = v;
+            }
+            vh[j * dh..(j + 1) * dh].copy_from_slice(
+                &qkv[j * 3 * d + 2 * d + h * dh..j * 3 * d + 2 * d + (h + 1) * dh],
+            );
+        }
+        let q = Input {
+            x: &qkv[h * dh..],
+            tokens: p,
+            ts: 3 * d,
+            ks: 1,
+        };
+        let kw = Weights {
+            rows: dh,
+            cols: pp,
+            data: TensorData::F32(kt),
+        };
+        linear(kern, q, &kw, None, Act::None, None, s);
+        for row in s.chunks_exact_mut(pp) {
+            let row = &mut row[..p];
+            let mx = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
+            for v in row.iter_mut() {
+                *v = math::exp(*v * scale - mx);
+            }
+            let inv = 1.0 / sum8(row);
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+        }
+        let vw = Weights {
+            rows: p,
+            cols: dh,
+            data: TensorData::F32(vh),
+        };
+        let a = Input {
+            x: s,
+            tokens: p,
+            ts: pp,
+            ks: 1,
+        };
+        linear(kern, a, &vw, None, Act::None, None, ch);
         for i in 0..p {
-            let q = &qkv[i * 3 * d + h * dh..i * 3 * d + (h + 1) * dh];
-            let mut mx = f32::NEG_INFINITY;
-            for (j, s) in row.iter_mut().enumerate() {
-                let k = &qkv[j * 3 * d + d + h * dh..j * 3 * d + d + (h + 1) * dh];
-                *s = dot(q, k) * scale;
-                mx = mx.max(*s);
-            }
-            let mut sum = 0.0;
-            for s in row.iter_mut() {
-                *s = math::exp(*s - mx);
-                sum += *s;
-            }
-            let inv = 1.0 / sum;
-            let c = &mut ctx[i * d + h * dh..i * d + (h + 1) * dh];
-            c.fill(0.0);
-            for (j, &s) in row.iter().enumerate() {
-                let a = s * inv;
-                let v = &qkv[j * 3 * d + 2 * d + h * dh..j * 3 * d + 2 * d + (h + 1) * dh];
-                for (o, vv) in c.iter_mut().zip(v) {
-                    *o += a * vv;
-                }
-            }
+            ctx[i * d + h * dh..i * d + (h + 1) * dh].copy_from_slice(&ch[i * dh..(i + 1) * dh]);
         }
     }
 }

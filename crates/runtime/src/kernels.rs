@@ -247,16 +247,55 @@ fn epilogue(acc: f32, scale: f32, bias: f32, act: Act) -> f32 {
     }
 }
 
-/// LayerNorm of each row of `x [rows, d]` into `y`, as the engine computes it.
+/// LayerNorm of each row of `x [rows, d]` into `y` (the engine's formula; sums in 16 lanes,
+/// all rows' statistics first so the rows' reductions overlap).
+#[inline(always)]
 pub fn layernorm(x: &[f32], gamma: &[f32], beta: &[f32], y: &mut [f32], rows: usize, d: usize) {
-    for r in 0..rows {
-        let xr = &x[r * d..(r + 1) * d];
-        let mu = xr.iter().sum::<f32>() / d as f32;
-        let var = xr.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / d as f32;
-        let s = 1.0 / crate::math::sqrt(var + crate::math::LN_EPS);
-        let yr = &mut y[r * d..(r + 1) * d];
-        for i in 0..d {
-            yr[i] = (xr[i] - mu) * s * gamma[i] + beta[i];
+    const MAXR: usize = 32;
+    let mut start = 0;
+    while start < rows {
+        let n = (rows - start).min(MAXR);
+        let mut mu = [0.0f32; MAXR];
+        let mut rs = [0.0f32; MAXR];
+        for r in 0..n {
+            let xr = &x[(start + r) * d..(start + r + 1) * d];
+            mu[r] = sum16(xr, |v| v) / d as f32;
+        }
+        for r in 0..n {
+            let xr = &x[(start + r) * d..(start + r + 1) * d];
+            let m = mu[r];
+            let var = sum16(xr, |v| (v - m) * (v - m)) / d as f32;
+            rs[r] = 1.0 / crate::math::sqrt(var + crate::math::LN_EPS);
+        }
+        for r in 0..n {
+            let xr = &x[(start + r) * d..(start + r + 1) * d];
+            let yr = &mut y[(start + r) * d..(start + r + 1) * d];
+            let (m, s) = (mu[r], rs[r]);
+            for i in 0..d {
+                yr[i] = (xr[i] - m) * s * gamma[i] + beta[i];
+            }
+        }
+        start += n;
+    }
+}
+
+/// Σ f(x) in 16 lanes (two independent 8-lane accumulators), then the tail.
+#[inline(always)]
+fn sum16(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let mut it = xs.chunks_exact(16);
+    for c in &mut it {
+        let c: &[f32; 16] = c.try_into().expect("chunk of 16");
+        for l in 0..16 {
+            acc[l] += f(c[l]);
         }
     }
+    let mut s = 0.0f32;
+    for l in 0..8 {
+        s += acc[l] + acc[l + 8];
+    }
+    for &v in it.remainder() {
+        s += f(v);
+    }
+    s
 }

@@ -1,6 +1,6 @@
 //! Scalar math without `std`: square root, `exp`, `tanh`, GELU and the per-sample
 //! standardisation statistics, each matching what the training engine (`csipose-model`)
-//! computes with `std` (exactly for the standardisation and GELU, to an ulp or two for
+//! computes with `std` (the same formulas; GELU bit for bit, to an ulp or two for
 //! `exp`, to 2.4e-7 for `tanh`).
 
 /// Standardisation epsilon: `(x - mean) / (std + 1e-6)` over the whole sample.
@@ -47,15 +47,14 @@ pub fn sqrt(x: f32) -> f32 {
 /// `e^x` in `f32`: Cody-Waite reduction by `ln 2` and the Cephes `expf` polynomial (within
 /// two ulp of libm on the clamped range; below -87.3 it returns ~1e-38 instead of 0). The AVX2
 /// kernels evaluate the same steps on 8 lanes.
-#[inline]
+#[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(EXP_LO, EXP_HI);
-    let t = x * core::f32::consts::LOG2_E + 0.5;
-    let mut n = t as i32;
-    if (n as f32) > t {
-        n -= 1; // floor for negative t
-    }
-    let nf = n as f32;
+    // n = round(x·log2 e) without a float-to-int cast (vectorises): adding 1.5·2^23 leaves
+    // the rounded integer in the low mantissa bits.
+    let big = x * core::f32::consts::LOG2_E + ROUND_MAGIC;
+    let nf = big - ROUND_MAGIC;
+    let n = (big.to_bits() as i32).wrapping_sub(ROUND_MAGIC.to_bits() as i32);
     let r = x - nf * EXP_C1 - nf * EXP_C2;
     let r2 = r * r;
     let mut p = EXP_P[0];
@@ -65,6 +64,9 @@ pub fn exp(x: f32) -> f32 {
     let y = p * r2 + r + 1.0;
     y * f32::from_bits(((n + 127) as u32) << 23)
 }
+
+/// 1.5·2^23: adding it rounds an f32 of magnitude below 2^22 to an integer.
+const ROUND_MAGIC: f32 = 12_582_912.0;
 
 /// Clamp range of [`exp`] (results stay normal).
 pub const EXP_LO: f32 = -87.336_54;
@@ -82,26 +84,22 @@ pub const EXP_P: [f32; 6] = [
     0.5,
 ];
 
-/// `tanh` for `f32` as `1 - 2 / (e^{2x} + 1)` (absolute error within two ulp of 1, 2.4e-7).
-#[inline]
+/// `tanh` for `f32` as `1 - 2 / (e^{2x} + 1)`, `x` clamped to ±10 where tanh is 1 in `f32`
+/// (absolute error within two ulp of 1, 2.4e-7; branch-free, so loops of it vectorise).
+#[inline(always)]
 pub fn tanh(x: f32) -> f32 {
-    if x > 10.0 {
-        return 1.0;
-    }
-    if x < -10.0 {
-        return -1.0;
-    }
+    let x = x.clamp(-10.0, 10.0);
     1.0 - 2.0 / (exp(2.0 * x) + 1.0)
 }
 
 /// Logistic sigmoid, as the engine computes it: `1 / (1 + e^-x)` in `f32`.
-#[inline]
+#[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
 /// tanh as a 13/6 rational function (the engine's `fast_tanh`, same coefficients).
-#[inline]
+#[inline(always)]
 pub fn fast_tanh(x: f32) -> f32 {
     let x = x.clamp(-7.905_311, 7.905_311);
     let x2 = x * x;
@@ -119,31 +117,30 @@ pub fn fast_tanh(x: f32) -> f32 {
 }
 
 /// GELU, tanh approximation (the engine's formula).
-#[inline]
+#[inline(always)]
 pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + fast_tanh(GELU_C * (x + GELU_A * x * x * x)))
 }
 
-/// Sum of `f(v)` over `xs`, in eight f32 lanes per block of 512 values, blocks added in f64
-/// (the engine's order, so the statistics are bit-identical).
-#[inline]
+/// Sum of `f(v)` over `xs` in 32 f32 lanes (four independent 8-lane accumulators, so the
+/// sum is not one long dependency chain), lanes and tail added in f64.
+#[inline(always)]
 fn sum_lanes(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
-    let mut total = 0.0f64;
-    for block in xs.chunks(512) {
-        let mut acc = [0.0f32; 8];
-        let mut it = block.chunks_exact(8);
-        for c in &mut it {
-            for (a, &v) in acc.iter_mut().zip(c) {
-                *a += f(v);
-            }
+    let mut acc = [0.0f32; 32];
+    let mut it = xs.chunks_exact(32);
+    for c in &mut it {
+        let c: &[f32; 32] = c.try_into().expect("chunk of 32");
+        for l in 0..32 {
+            acc[l] += f(c[l]);
         }
-        let tail: f32 = it.remainder().iter().map(|&v| f(v)).sum();
-        total += acc.iter().map(|&a| a as f64).sum::<f64>() + tail as f64;
     }
-    total
+    let tail: f64 = it.remainder().iter().map(|&v| f(v) as f64).sum();
+    acc.iter().map(|&a| a as f64).sum::<f64>() + tail
 }
 
-/// Mean and `1 / (std + eps)` of one sample (population std), as the engine computes them.
+/// Mean and `1 / (std + eps)` of one sample (population std): the engine's definition (it
+/// sums in a different order, so the values agree to float rounding, not bit for bit).
+#[inline(always)]
 pub fn standardise_stats(xs: &[f32]) -> (f32, f32) {
     let n = xs.len() as f64;
     let mean = (sum_lanes(xs, |v| v) / n) as f32;

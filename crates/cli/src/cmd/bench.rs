@@ -178,7 +178,8 @@ pub fn time_forward(rt: &Runtime, iters: usize) -> Timing {
     let mut out = [0.0f32; OUTPUTS];
     let iters = iters.max(10);
     for _ in 0..(iters / 10).max(100) {
-        rt.forward(&x, &mut scratch, &mut out).expect("sizes checked");
+        rt.forward(&x, &mut scratch, &mut out)
+            .expect("sizes checked");
     }
     let mut t = Vec::with_capacity(iters);
     for _ in 0..iters {
@@ -211,8 +212,8 @@ pub fn run(args: Args) -> Result<()> {
         }
         _ => bail!("give --model FILE or --random PRESET"),
     };
-    let mf = ModelFile::parse(bytes.bytes())
-        .with_context(|| format!("invalid model file {source}"))?;
+    let mf =
+        ModelFile::parse(bytes.bytes()).with_context(|| format!("invalid model file {source}"))?;
     let k = kernel(&args.kernel)?;
     let cfg = mf.config;
     let mut consts = vec![0.0f32; Runtime::consts_len(&cfg)];
