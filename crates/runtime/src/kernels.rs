@@ -209,7 +209,9 @@ pub fn linear(
     linear_portable(x, w, bias, act, residual, y, 0, cols);
 }
 
-/// Portable Linear over columns `c0..c1` (the same summation order as the SIMD version).
+/// Portable Linear over columns `c0..c1` (per output, the same k-ascending summation as the
+/// SIMD version): each token's outputs accumulate in `y` row by row of the weights, so the
+/// inner loop is contiguous and vectorises.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn linear_portable(
     x: Input,
@@ -221,15 +223,38 @@ pub(crate) fn linear_portable(
     c0: usize,
     c1: usize,
 ) {
+    if c0 >= c1 {
+        return;
+    }
     let cols = w.cols;
     for t in 0..x.tokens {
-        for c in c0..c1 {
-            let mut acc = 0.0f32;
-            for k in 0..w.rows {
-                acc += x.at(t, k) * w.code(k, c);
+        let yr = &mut y[t * cols + c0..t * cols + c1];
+        yr.fill(0.0);
+        for k in 0..w.rows {
+            let xv = x.at(t, k);
+            let base = k * cols;
+            match w.data {
+                TensorData::F32(v) => {
+                    for (o, &q) in yr.iter_mut().zip(&v[base + c0..base + c1]) {
+                        *o += xv * q;
+                    }
+                }
+                TensorData::I8 { q, .. } => {
+                    for (o, &q) in yr.iter_mut().zip(&q[base + c0..base + c1]) {
+                        *o += xv * q as f32;
+                    }
+                }
+                TensorData::I4 { packed, .. } => {
+                    for (i, o) in yr.iter_mut().enumerate() {
+                        *o += xv * crate::format::nibble(packed, base + c0 + i) as f32;
+                    }
+                }
             }
-            let v = epilogue(acc, w.scale(c), bias.map_or(0.0, |b| b[c]), act);
-            y[t * cols + c] = match residual {
+        }
+        for (i, o) in yr.iter_mut().enumerate() {
+            let c = c0 + i;
+            let v = epilogue(*o, w.scale(c), bias.map_or(0.0, |b| b[c]), act);
+            *o = match residual {
                 Some(r) => v + r[t * cols + c],
                 None => v,
             };
