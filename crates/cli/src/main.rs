@@ -40,6 +40,8 @@ enum Command {
     Train(cmd::train::Args),
     /// Predict keypoints for every frame of a packed dataset from a trained run.
     Predict(cmd::predict::Args),
+    /// Quantize a trained run into a .csm model file (int8/int4 PTQ or int4 QAT, or fp32).
+    Quantize(cmd::quantize::Args),
 }
 
 fn main() {
@@ -56,6 +58,7 @@ fn main() {
         Command::Models(a) => cmd::models::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Predict(a) => cmd::predict::run(a),
+        Command::Quantize(a) => cmd::quantize::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", error_chain(&e));
