@@ -42,6 +42,8 @@ enum Command {
     Predict(cmd::predict::Args),
     /// Time the no_std runtime on a .csm model: batch-1 latency, FLOPs, GFLOP/s.
     Bench(cmd::bench::Args),
+    /// Quantize a trained run into a .csm model file (int8/int4 PTQ or int4 QAT, or fp32).
+    Quantize(cmd::quantize::Args),
 }
 
 fn main() {
@@ -59,6 +61,7 @@ fn main() {
         Command::Train(a) => cmd::train::run(a),
         Command::Predict(a) => cmd::predict::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Quantize(a) => cmd::quantize::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", error_chain(&e));

@@ -1,6 +1,8 @@
 //! The training loop: batches from a packed dataset by index list, mixup, forward/backward,
 //! SmoothL1, AdamW with the cosine schedule, EMA; per-epoch validation with the EMA weights,
-//! atomic checkpoints each epoch and exact resume; prediction with optional TTA.
+//! atomic checkpoints each epoch and exact resume; prediction with optional TTA; optional
+//! quantization-aware training ([`TrainOptions::qat`]: fake-quantised Linear weights in the
+//! forward pass, straight-through gradients into the f32 master weights).
 
 use crate::augment::{MixPlan, View};
 use crate::checkpoint;
@@ -38,6 +40,12 @@ pub struct TrainOptions {
     /// ([`View::ALL`], identity included) drawn uniformly, so the model sees what TTA shows it.
     #[serde(default)]
     pub view_augment: bool,
+    /// Quantization-aware training: each step runs forward and backward on the fake-quantised
+    /// weights `Q(w)` (scales from the current weights) and applies the gradient to the f32
+    /// master weights through the straight-through estimator; validation and
+    /// [`Trainer::predict_ema`] use `Q(EMA)`. `None` (the default) is plain training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qat: Option<csipose_quantize::Spec>,
 }
 
 impl Default for TrainOptions {
@@ -56,6 +64,7 @@ impl Default for TrainOptions {
             huber_beta: 0.1,
             seed: 0,
             view_augment: false,
+            qat: None,
         }
     }
 }
@@ -105,6 +114,14 @@ pub struct Trainer {
     grads: Vec<f32>,
     xb: Vec<f32>,
     yb: Vec<f32>,
+    qat: Option<Qat>,
+}
+
+/// QAT state: the fake quantiser, `Q(params)` of the current step and its scales.
+struct Qat {
+    fq: csipose_quantize::FakeQuant,
+    qparams: Vec<f32>,
+    scales: Vec<f32>,
 }
 
 fn epoch_rng(seed: u64, epoch: usize) -> Rng {
@@ -178,9 +195,50 @@ impl Trainer {
             grads: vec![0.0; n],
             xb: Vec::new(),
             yb: Vec::new(),
+            qat: None,
             model,
             opts,
         })
+    }
+
+    /// A trainer that fine-tunes `weights` (e.g. a run's EMA weights) of `cfg` with fresh
+    /// optimiser state and schedule: params and EMA both start at `weights`. Used for QAT.
+    pub fn fine_tune(
+        opts: TrainOptions,
+        cfg: &ModelConfig,
+        weights: &[f32],
+        n_train: usize,
+    ) -> Result<Trainer> {
+        if let Some(spec) = &opts.qat {
+            spec.check(cfg)?;
+        }
+        let opts = TrainOptions {
+            model: cfg.name.clone(),
+            ..opts
+        };
+        let mut t = Trainer::new(opts, [cfg.antennas, cfg.subcarriers, cfg.packets], n_train)?;
+        let fresh = ModelConfig {
+            dropout: cfg.dropout,
+            ..t.model.cfg.clone()
+        };
+        if &fresh != cfg {
+            bail!(
+                "{} is not the {} preset for its input shape; cannot fine-tune it",
+                cfg.name,
+                cfg.name
+            );
+        }
+        if weights.len() != t.params.len() {
+            bail!(
+                "{} has {} parameters, got {}",
+                cfg.name,
+                t.params.len(),
+                weights.len()
+            );
+        }
+        t.params.copy_from_slice(weights);
+        t.ema.copy_from_slice(weights);
+        Ok(t)
     }
 
     /// Rebuilds a trainer from saved tensors and state (used by [`checkpoint::load`]).
@@ -207,6 +265,7 @@ impl Trainer {
             grads: vec![0.0; n],
             xb: Vec::new(),
             yb: Vec::new(),
+            qat: None,
         }
     }
 
@@ -254,7 +313,19 @@ impl Trainer {
         let n_shards = rayon::current_num_threads().clamp(1, b);
         self.shards.resize_with(n_shards, Shard::default);
         let total = (b * ol) as f32;
-        let (model, params) = (&self.model, &self.params);
+        let params = match &self.opts.qat {
+            None => &self.params,
+            Some(spec) => {
+                let q = self.qat.get_or_insert_with(|| Qat {
+                    fq: csipose_quantize::FakeQuant::new(&self.model.cfg, spec),
+                    qparams: Vec::new(),
+                    scales: Vec::new(),
+                });
+                q.fq.apply(&self.params, &mut q.qparams, &mut q.scales);
+                &q.qparams
+            }
+        };
+        let model = &self.model;
         let (xb, yb, beta) = (&self.xb, &self.yb, self.opts.huber_beta);
         let plen = params.len();
         let loss: f64 = self
@@ -294,6 +365,9 @@ impl Trainer {
                     }
                 }
             });
+        if let Some(q) = &self.qat {
+            q.fq.straight_through(&self.params, &q.scales, &mut self.grads);
+        }
         let lr = self.schedule.at(self.state.step);
         self.opt.step(&mut self.params, &self.grads, lr);
         ema_update(
@@ -334,9 +408,22 @@ impl Trainer {
         )
     }
 
-    /// Predictions of the EMA weights for `idx` (see [`predict`]).
+    /// Predictions of the EMA weights for `idx` (see [`predict`]); with QAT, of `Q(EMA)`.
     pub fn predict_ema(&self, ds: &PackedDataset, idx: &[usize], views: &[View]) -> Vec<f32> {
-        predict(&self.model, &self.ema, ds, idx, views)
+        predict(&self.model, &self.eval_weights(), ds, idx, views)
+    }
+
+    /// The weights evaluation uses: the EMA, fake-quantised when training with QAT.
+    pub fn eval_weights(&self) -> std::borrow::Cow<'_, [f32]> {
+        match &self.opts.qat {
+            None => std::borrow::Cow::Borrowed(&self.ema),
+            Some(spec) => {
+                let (mut q, mut s) = (Vec::new(), Vec::new());
+                csipose_quantize::FakeQuant::new(&self.model.cfg, spec)
+                    .apply(&self.ema, &mut q, &mut s);
+                std::borrow::Cow::Owned(q)
+            }
+        }
     }
 }
 

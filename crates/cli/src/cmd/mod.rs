@@ -8,6 +8,7 @@ pub mod eval;
 pub mod import_mmfi;
 pub mod models;
 pub mod predict;
+pub mod quantize;
 pub mod simulate;
 pub mod split;
 pub mod temporal;
