@@ -44,6 +44,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Quantize a trained run into a .csm model file (int8/int4 PTQ or int4 QAT, or fp32).
     Quantize(cmd::quantize::Args),
+    /// Train the family, quantize micro, time everything: FRONTIER.md, JSON and a Pareto plot.
+    Frontier(cmd::frontier::Args),
 }
 
 fn main() {
@@ -62,6 +64,7 @@ fn main() {
         Command::Predict(a) => cmd::predict::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Quantize(a) => cmd::quantize::run(a),
+        Command::Frontier(a) => cmd::frontier::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {}", error_chain(&e));

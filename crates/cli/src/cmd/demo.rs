@@ -5,7 +5,11 @@
 //! 2. simulates the `demo` preset (48,600 MM-Fi-like frames with exact ground truth);
 //! 3. fits and evaluates the mean-pose and ridge-regression baselines on MM-Fi's random split;
 //! 4. trains the `micro` pose model on the same split;
-//! 5. evaluates it and prints a summary table.
+//! 5. evaluates it;
+//! 6. quantizes it (fp32 file, int8 post-training, int4 quantization-aware fine-tuning) into
+//!    `.csm` model files, evaluates each file through the no_std runtime and times it
+//!    (batch 1, one thread);
+//! 7. prints the summary tables.
 //!
 //! Subcommands are driven through their own argument parsers, so the demo runs exactly what
 //! a user would type.
@@ -27,6 +31,9 @@ pub struct Args {
     /// Training epochs for the micro model.
     #[arg(long, default_value_t = 30)]
     pub epochs: usize,
+    /// QAT fine-tuning epochs for the int4 model.
+    #[arg(long, default_value_t = 3)]
+    pub qat_epochs: usize,
     /// Skip the ridge baseline (about a minute and a half on 2 cores).
     #[arg(long)]
     pub no_ridge: bool,
@@ -39,7 +46,7 @@ struct Sub<C: clap::Args> {
     args: C,
 }
 
-fn parse<C: clap::Args>(argv: &[&str]) -> anyhow::Result<C> {
+pub fn parse<C: clap::Args>(argv: &[&str]) -> anyhow::Result<C> {
     let mut full = vec!["csipose"];
     full.extend_from_slice(argv);
     Ok(Sub::<C>::try_parse_from(full)
@@ -60,7 +67,7 @@ fn find_mmfi_mini(given: Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
         .find(|c| c.join("E01").is_dir()))
 }
 
-fn torso_pck(json: &Path) -> anyhow::Result<f64> {
+pub fn torso_pck(json: &Path) -> anyhow::Result<f64> {
     let text =
         std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text)?;
@@ -69,7 +76,7 @@ fn torso_pck(json: &Path) -> anyhow::Result<f64> {
         .with_context(|| format!("{}: no torso_pck.pck", json.display()))
 }
 
-fn path_str(p: &Path) -> anyhow::Result<&str> {
+pub fn path_str(p: &Path) -> anyhow::Result<&str> {
     p.to_str()
         .with_context(|| format!("{}: not UTF-8", p.display()))
 }
@@ -80,23 +87,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let out = |name: &str| args.out.join(name);
     let split = ["--split", "random", "--protocol", "3"];
-    println!("csipose demo: MM-Fi import, simulation, baselines, micro training and evaluation\n");
+    println!("csipose demo: MM-Fi import, simulation, baselines, micro training, evaluation, quantization and timing\n");
 
     match find_mmfi_mini(args.mmfi_mini.clone())? {
         Some(mini) => {
             println!(
-                "[1/5] import {} (official MM-Fi preprocessing)",
+                "[1/6] import {} (official MM-Fi preprocessing)",
                 mini.display()
             );
             let dest = out("mmfi-mini");
             super::import_mmfi::run(parse(&[path_str(&mini)?, "--out", path_str(&dest)?])?)?;
         }
-        None => println!("[1/5] no ../shared/mmfi-mini here: MM-Fi import step skipped"),
+        None => println!("[1/6] no ../shared/mmfi-mini here: MM-Fi import step skipped"),
     }
 
     let data = out("sim-demo");
     let data_s = path_str(&data)?.to_string();
-    println!("\n[2/5] simulate the demo preset -> {data_s}");
+    println!("\n[2/6] simulate the demo preset -> {data_s}");
     let preview = out("preview.png");
     super::simulate::run(parse(&[
         "--preset",
@@ -114,7 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &["mean", "ridge"]
     };
     for b in baselines {
-        println!("\n[3/5] {b} baseline on MM-Fi's random split (protocol 3, seed 0, ratio 0.8)");
+        println!("\n[3/6] {b} baseline on MM-Fi's random split (protocol 3, seed 0, ratio 0.8)");
         let json = out(&format!("eval-{b}.json"));
         let mut argv = vec![
             "--data",
@@ -132,7 +139,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let run_dir = out("micro");
     let epochs = args.epochs.to_string();
     println!(
-        "\n[4/5] train micro for {epochs} epochs -> {}",
+        "\n[4/6] train micro for {epochs} epochs -> {}",
         run_dir.display()
     );
     let mut argv = vec!["--data", &data_s, "--model", "micro", "--epochs", &epochs];
@@ -140,7 +147,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     argv.extend_from_slice(&["--out", path_str(&run_dir)?]);
     super::train::run(parse(&argv)?)?;
 
-    println!("\n[5/5] evaluate micro (EMA weights) on the validation subjects");
+    println!("\n[5/6] evaluate micro (EMA weights) on the validation subjects");
     let json = out("eval-micro.json");
     let mut argv = vec![
         "--data",
@@ -154,13 +161,81 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     super::eval::run(parse(&argv)?)?;
     rows.push(("micro".into(), torso_pck(&json)?));
 
+    println!(
+        "\n[6/6] quantize micro into .csm files, evaluate each through the no_std runtime, time it"
+    );
+    let models = out("models");
+    std::fs::create_dir_all(&models)
+        .with_context(|| format!("cannot create {}", models.display()))?;
+    let qat_epochs = args.qat_epochs.to_string();
+    let variants: [(&str, &str, Vec<&str>); 3] = [
+        ("fp32", "fp32", vec!["--bits", "32"]),
+        ("int8 PTQ", "int8", vec!["--bits", "8"]),
+        (
+            "int4 QAT",
+            "int4-qat",
+            vec![
+                "--bits",
+                "4",
+                "--qat",
+                "--epochs",
+                &qat_epochs,
+                "--data",
+                &data_s,
+            ],
+        ),
+    ];
+    let mut files = Vec::new();
+    for (label, tag, extra) in variants {
+        let file = models.join(format!("micro-{tag}.csm"));
+        println!("\nmicro {label} -> {}", file.display());
+        let mut argv = vec![
+            "--checkpoint",
+            path_str(&run_dir)?,
+            "--out",
+            path_str(&file)?,
+        ];
+        argv.extend_from_slice(&extra);
+        super::quantize::run(parse(&argv)?)?;
+        let json = file.with_extension("eval.json");
+        let mut argv = vec![
+            "--data",
+            &data_s,
+            "--model",
+            path_str(&file)?,
+            "--json",
+            path_str(&json)?,
+        ];
+        argv.extend_from_slice(&split);
+        super::eval::run(parse(&argv)?)?;
+        let bytes = super::bench::read_aligned(&file)?;
+        let mf = csipose_runtime::ModelFile::parse(bytes.bytes())
+            .with_context(|| format!("invalid model file {}", file.display()))?;
+        let mut consts = vec![0.0f32; csipose_runtime::Runtime::consts_len(&mf.config)];
+        let rt = csipose_runtime::Runtime::new(&mf, csipose_runtime::Kernel::best(), &mut consts)
+            .with_context(|| format!("model file {}", file.display()))?;
+        let t = super::bench::time_forward(&rt, 5000);
+        files.push((label, mf.size(), t.median_us, torso_pck(&json)?));
+    }
+
     println!("\nsummary: simulated demo preset, random split, validation frames");
     println!("  {:<16} {:>14}", "model", "torso-PCK@20");
     for (name, pck) in &rows {
         println!("  {name:<16} {:>13.2}%", 100.0 * pck);
     }
     println!(
-        "\ndemo done in {:.0} s; datasets, run, plots (micro/*.png, preview.png) and JSON reports in {}",
+        "\n  micro as deployed (.csm through the no_std runtime, batch 1, one thread, {} kernel)",
+        csipose_runtime::Kernel::best().name()
+    );
+    println!(
+        "  {:<12} {:>12} {:>14} {:>14}",
+        "precision", "size (B)", "latency (µs)", "torso-PCK@20"
+    );
+    for (label, size, us, pck) in &files {
+        println!("  {label:<12} {size:>12} {us:>14.1} {:>13.2}%", 100.0 * pck);
+    }
+    println!(
+        "\ndemo done in {:.0} s; datasets, run, plots (micro/*.png, preview.png), model files (models/*.csm) and JSON reports in {}",
         t0.elapsed().as_secs_f64(),
         args.out.display()
     );

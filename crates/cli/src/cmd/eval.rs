@@ -46,13 +46,17 @@ pub struct Args {
     #[arg(
         long,
         conflicts_with = "baseline",
-        required_unless_present_any = ["baseline", "checkpoint"]
+        required_unless_present_any = ["baseline", "checkpoint", "model"]
     )]
     pub predictions: Option<PathBuf>,
     /// Instead of --predictions: predict with a trained run's EMA weights (the run directory or
     /// its checkpoint.safetensors).
     #[arg(long, conflicts_with_all = ["predictions", "baseline"])]
     pub checkpoint: Option<PathBuf>,
+    /// Instead of --predictions: run a `.csm` model file (fp32, int8 or int4, from
+    /// `csipose quantize`) through the no_std runtime, one frame at a time, as deployed.
+    #[arg(long, conflicts_with_all = ["predictions", "baseline", "checkpoint"])]
+    pub model: Option<PathBuf>,
     /// With --checkpoint: average the predictions of the four test-time views.
     #[arg(long, requires = "checkpoint")]
     pub tta: bool,
@@ -130,6 +134,50 @@ pub fn joint_names(layout: KeypointLayout) -> [&'static str; 17] {
             "right_wrist",
         ],
     }
+}
+
+/// Predicts the `eval` frames with a `.csm` model file through the runtime (one frame per
+/// call, frames spread over `threads`, each with its own scratch); returns the rows and the
+/// kernel path used.
+pub fn predict_csm(
+    path: &Path,
+    ds: &PackedDataset,
+    eval: &[usize],
+    threads: usize,
+) -> anyhow::Result<(Vec<f32>, &'static str)> {
+    use csipose_runtime::{ModelFile, Runtime};
+    use rayon::prelude::*;
+    let bytes = super::bench::read_aligned(path)?;
+    let file = ModelFile::parse(bytes.bytes())
+        .with_context(|| format!("invalid model file {}", path.display()))?;
+    let (cfg, _) = csipose_quantize::from_model_file(&file)?;
+    csipose_train::trainer::check_dataset(ds, &cfg)
+        .with_context(|| format!("model file {}", path.display()))?;
+    let kernel = csipose_runtime::Kernel::best();
+    let mut consts = vec![0.0f32; Runtime::consts_len(&file.config)];
+    let rt = Runtime::new(&file, kernel, &mut consts)
+        .with_context(|| format!("model file {}", path.display()))?;
+    let scratch_len = Runtime::scratch_len(&file.config);
+    let out_len = csipose_runtime::forward::OUTPUTS;
+    let mut pred = vec![0.0f32; eval.len() * out_len];
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()?;
+    pool.install(|| {
+        pred.par_chunks_mut(out_len * 256)
+            .zip(eval.par_chunks(256))
+            .try_for_each(|(rows, frames)| {
+                let mut scratch = vec![0.0f32; scratch_len];
+                let mut out = [0.0f32; csipose_runtime::forward::OUTPUTS];
+                for (row, &f) in rows.chunks_exact_mut(out_len).zip(frames) {
+                    rt.forward(ds.x(f), &mut scratch, &mut out)
+                        .map_err(|e| anyhow::anyhow!("frame {f}: {e}"))?;
+                    row.copy_from_slice(&out);
+                }
+                anyhow::Ok(())
+            })
+    })?;
+    Ok((pred, kernel.name()))
 }
 
 /// Reads predictions and returns the rows for `eval` (`[eval.len(), label_len]`).
@@ -245,6 +293,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let mut source = serde_json::Map::new();
     let pred = match (&args.predictions, args.baseline) {
+        _ if args.model.is_some() => {
+            let path = args.model.as_deref().expect("checked");
+            source.insert("model".into(), path.display().to_string().into());
+            let (pred, kernel) = predict_csm(path, &ds, &eval, args.threads)?;
+            source.insert("runtime_kernel".into(), kernel.into());
+            pred
+        }
         (Some(p), _) => {
             source.insert("predictions".into(), p.display().to_string().into());
             load_predictions(p, &ds, &eval)?
@@ -343,6 +398,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         kl.name()
     );
     match (&args.predictions, args.baseline) {
+        _ if args.model.is_some() => println!(
+            "model file: {} (no_std runtime, batch 1)",
+            args.model.as_deref().unwrap_or(Path::new("")).display()
+        ),
         (Some(p), _) => println!("predictions: {}", p.display()),
         (None, Some(b)) => println!(
             "baseline: {} fitted on {} train frames",

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod capture;
 pub mod demo;
 pub mod eval;
+pub mod frontier;
 pub mod import_mmfi;
 pub mod models;
 pub mod predict;
