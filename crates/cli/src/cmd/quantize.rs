@@ -347,28 +347,25 @@ fn run_in_pool(args: Args) -> Result<()> {
             let score = |w: &[f32]| torso_pck(&predict(&full.model, w, ds, val, &[]), &vy, 0.2);
             let fp32 = score(&original);
             println!("torso-PCK@20 on {} validation frames:", val.len());
-            println!(
-                "  fp32 (checkpoint EMA)                        {}",
-                pct(fp32)
-            );
+            println!("  {:<58} {}", "fp32 (checkpoint EMA)", pct(fp32));
             pcks.insert("fp32".into(), json!(fp32));
             if args.qat {
                 let ptq = quantize(&cfg, &original, &spec)?.dequantize();
                 let p = score(&ptq);
                 println!(
-                    "  {:<44} {}",
+                    "  {:<58} {}",
                     format!("{} PTQ (no QAT)", spec.label()),
                     pct(p)
                 );
                 pcks.insert("ptq".into(), json!(p));
                 let m = score(&weights);
-                println!("  {:<44} {}", "QAT fp32 master EMA", pct(m));
+                println!("  {:<58} {}", "QAT fp32 master EMA", pct(m));
                 pcks.insert("qat_fp32_master".into(), json!(m));
             }
             let qv = score(&deq);
             let label = format!("{}{}", spec.label(), if args.qat { " QAT" } else { "" });
             println!(
-                "  {label:<44} {}  ({:+.2} points)",
+                "  {label:<58} {}  ({:+.2} points)",
                 pct(qv),
                 100.0 * (qv.unwrap_or(f64::NAN) - fp32.unwrap_or(f64::NAN))
             );
