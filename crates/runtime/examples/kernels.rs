@@ -18,7 +18,11 @@ fn min_ns(mut f: impl FnMut(), reps: usize) -> f64 {
 }
 
 fn main() {
-    let k = Kernel::best();
+    let k = if std::env::args().any(|a| a == "vnni16") {
+        Kernel::avx512_vnni16().expect("AVX-512 VNNI")
+    } else {
+        Kernel::best()
+    };
     println!("kernel {}", k.name());
     for (tokens, inp, out, name) in [
         (10, 342, 64, "embed"),
