@@ -18,6 +18,9 @@ enum Path {
     PortableInt16,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// AVX-512 F/BW/VL f32 kernel (exact f32, like Avx2), AVX2+FMA elsewhere.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
     /// AVX-512 VNNI with int16 activations for int8/int4 weights; AVX2+FMA for the rest.
     #[cfg(target_arch = "x86_64")]
     Vnni16,
@@ -60,9 +63,24 @@ impl Kernel {
         None
     }
 
-    /// The fastest exact-f32 path available here (AVX2+FMA or portable).
+    /// AVX-512 F/BW/VL Linear kernel (exact f32 arithmetic, 16 lanes, 32 registers), if this
+    /// CPU and OS support it together with AVX2+FMA.
+    pub fn avx512() -> Option<Kernel> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if cpu_has_avx2_fma() && cpu_has_avx512() {
+                return Some(Kernel(Path::Avx512));
+            }
+        }
+        None
+    }
+
+    /// The fastest exact-f32 path available here (AVX-512 for int8/int4 weights with AVX2+FMA
+    /// for the rest, else AVX2+FMA, else portable).
     pub fn best() -> Kernel {
-        Kernel::avx2().unwrap_or(Kernel::portable())
+        Kernel::avx512()
+            .or_else(Kernel::avx2)
+            .unwrap_or(Kernel::portable())
     }
 
     /// Name of the path ("portable", "avx2+fma").
@@ -73,6 +91,8 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             Path::Avx2 => "avx2+fma",
             #[cfg(target_arch = "x86_64")]
+            Path::Avx512 => "avx512",
+            #[cfg(target_arch = "x86_64")]
             Path::Vnni16 => "avx512-vnni-int16",
         }
     }
@@ -80,7 +100,7 @@ impl Kernel {
     /// Whether this path uses AVX2+FMA (alone or beside AVX-512 VNNI).
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn is_avx2(&self) -> bool {
-        matches!(self.0, Path::Avx2 | Path::Vnni16)
+        matches!(self.0, Path::Avx2 | Path::Avx512 | Path::Vnni16)
     }
 
     /// Whether int8/int4 Linears take int16 activations.
@@ -118,6 +138,24 @@ fn cpu_has_avx2_fma() -> bool {
     }
     let l7 = unsafe { __cpuid_count(7, 0) };
     l7.ebx & (1 << 5) != 0
+}
+
+/// AVX-512 F, BW and VL in `cpuid` and the opmask/ZMM state enabled by the OS.
+#[cfg(target_arch = "x86_64")]
+#[allow(unused_unsafe)]
+fn cpu_has_avx512() -> bool {
+    use core::arch::x86_64::{__cpuid, __cpuid_count};
+    let l1 = unsafe { __cpuid(1) };
+    if l1.ecx & (1 << 27) == 0 {
+        return false;
+    }
+    // SAFETY: OSXSAVE is set.
+    let xcr0 = unsafe { xgetbv0() };
+    if xcr0 & 0xe6 != 0xe6 {
+        return false;
+    }
+    let l7 = unsafe { __cpuid_count(7, 0) };
+    l7.ebx & (1 << 16) != 0 && l7.ebx & (1 << 30) != 0 && l7.ebx & (1 << 31) != 0
 }
 
 /// AVX-512 F, BW, VL and VNNI in `cpuid` and the opmask/ZMM state enabled by the OS.
@@ -277,6 +315,15 @@ pub fn linear(
                 linear_int16_portable(xq, kp, &sx, n, w, bias, act, residual, y, done, cols);
                 return;
             }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kern.0 == Path::Avx512 {
+        // SAFETY: the Avx512 path exists only where AVX-512 F/BW/VL were detected; the asserts
+        // above bound every index.
+        let done = unsafe { crate::avx512::linear(x, w, bias, act, residual, y) };
+        if done == cols {
+            return;
         }
     }
     #[cfg(target_arch = "x86_64")]

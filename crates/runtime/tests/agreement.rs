@@ -39,7 +39,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 /// The SIMD kernels this CPU has (empty on a machine without them).
 fn simd_kernels() -> Vec<Kernel> {
-    Kernel::avx2().into_iter().collect()
+    Kernel::avx2().into_iter().chain(Kernel::avx512()).collect()
 }
 
 fn engine_agreement(name: &str, bits: u32, per_col: bool) {
