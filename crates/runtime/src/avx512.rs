@@ -30,8 +30,8 @@ struct Ctx {
     y: *mut f32,
 }
 
-/// All columns of the Linear (returns `cols`), or 0 for f32 weights and for int4 weights with
-/// an odd column count (left to the caller's AVX2/portable code).
+/// All columns of the Linear (returns `cols`), or 0 for f32 weights (left to the caller's
+/// AVX2 code).
 ///
 /// # Safety
 /// AVX-512 F/BW/VL must be available; the slices cover every index (checked by
@@ -51,12 +51,7 @@ pub(crate) unsafe fn linear(
         TensorData::F32(_) if !F32_HERE => return 0,
         TensorData::F32(v) => (F32, v.as_ptr() as *const u8, &[]),
         TensorData::I8 { q, scales } => (I8, q.as_ptr() as *const u8, scales),
-        TensorData::I4 { packed, scales } => {
-            if !cols.is_multiple_of(2) {
-                return 0;
-            }
-            (I4, packed.as_ptr(), scales)
-        }
+        TensorData::I4 { packed, scales } => (I4, packed.as_ptr(), scales),
     };
     if x.tokens == 0 {
         return 0;
@@ -173,11 +168,27 @@ unsafe fn load16<const K: u8>(c: &Ctx, k: usize, col: usize) -> __m512 {
             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b))
         }
         _ => {
+            // Elements idx .. idx+n lie in bytes idx/2 ..= (idx+n-1)/2 (at most 9 when idx
+            // is odd: rows of an odd column count start mid-byte); load exactly those.
+            let n = left.min(16);
+            if n == 0 {
+                return _mm512_setzero_ps();
+            }
             let p = c.wp.add(idx / 2);
-            let b = if left >= 16 {
+            let nbytes = (idx + n - 1) / 2 - idx / 2 + 1;
+            let raw = if nbytes == 8 {
                 _mm_loadl_epi64(p as *const __m128i)
             } else {
-                _mm_maskz_loadu_epi8(mask(left / 2), p as *const i8)
+                _mm_maskz_loadu_epi8(mask(nbytes), p as *const i8)
+            };
+            // Odd start: shift the 16 wanted nibbles down by one nibble (across the 8-byte
+            // boundary) so element idx is the low nibble of byte 0.
+            let b = if idx % 2 == 1 {
+                let lo = _mm_srli_epi64::<4>(raw);
+                let hi = _mm_slli_epi64::<60>(_mm_srli_si128::<8>(raw));
+                _mm_or_si128(lo, hi)
+            } else {
+                raw
             };
             let m = _mm_set1_epi8(0x0f);
             let lo = _mm_and_si128(b, m);
