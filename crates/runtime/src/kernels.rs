@@ -487,8 +487,24 @@ pub(crate) fn linear_portable(
                     }
                 }
                 TensorData::I4 { packed, .. } => {
-                    for (i, o) in yr.iter_mut().enumerate() {
-                        *o += xv * crate::format::nibble(packed, base + c0 + i) as f32;
+                    // Byte by byte: low nibble, then high (a row may start on a high one).
+                    let lo = |b: u8| (((b & 0x0f) ^ 8) as i32 - 8) as f32;
+                    let hi = |b: u8| (((b >> 4) ^ 8) as i32 - 8) as f32;
+                    let (mut e, mut i, n) = (base + c0, 0, yr.len());
+                    if e % 2 == 1 {
+                        yr[0] += xv * hi(packed[e / 2]);
+                        e += 1;
+                        i = 1;
+                    }
+                    while i + 2 <= n {
+                        let b = packed[e / 2];
+                        yr[i] += xv * lo(b);
+                        yr[i + 1] += xv * hi(b);
+                        i += 2;
+                        e += 2;
+                    }
+                    if i < n {
+                        yr[i] += xv * lo(packed[e / 2]);
                     }
                 }
             }
