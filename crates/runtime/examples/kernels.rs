@@ -17,8 +17,47 @@ fn min_ns(mut f: impl FnMut(), reps: usize) -> f64 {
     best
 }
 
+/// f32 FMA peak of one core: 12 independent 8-lane FMA chains (AVX2), GFLOP/s.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fma_peak() -> f64 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_set1_ps(0.0); 12];
+    let a = _mm256_set1_ps(0.999_999);
+    let b = _mm256_set1_ps(1e-7);
+    let n = 2_000_000usize;
+    let mut best = f64::MAX;
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        for _ in 0..n / 20 {
+            for x in acc.iter_mut() {
+                *x = _mm256_fmadd_ps(*x, a, b);
+            }
+        }
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let mut s = [0.0f32; 8];
+    unsafe { _mm256_storeu_ps(s.as_mut_ptr(), acc[0]) };
+    std::hint::black_box(s);
+    (n / 20) as f64 * 12.0 * 16.0 / best / 1e9
+}
+
 fn main() {
-    let k = Kernel::best();
+    #[cfg(target_arch = "x86_64")]
+    if Kernel::avx2().is_some() {
+        // SAFETY: AVX2+FMA detected.
+        println!(
+            "fma peak {:.1} GFLOP/s (12 chains x 8 lanes, best of 20)",
+            unsafe { fma_peak() }
+        );
+    }
+    let k = if std::env::args().any(|a| a == "vnni16") {
+        Kernel::avx512_vnni16().expect("AVX-512 VNNI")
+    } else if std::env::args().any(|a| a == "avx512") {
+        Kernel::avx512().expect("AVX-512")
+    } else {
+        Kernel::best()
+    };
     println!("kernel {}", k.name());
     for (tokens, inp, out, name) in [
         (10, 342, 64, "embed"),

@@ -54,7 +54,7 @@ pub(crate) unsafe fn linear(
         TensorData::F32(v) => (F32, v.as_ptr() as *const u8, &[]),
         TensorData::I8 { q, scales } => (I8, q.as_ptr() as *const u8, scales),
         TensorData::I4 { packed, scales } => {
-            if cols % 2 != 0 {
+            if !cols.is_multiple_of(2) {
                 return 0;
             }
             (I4, packed.as_ptr(), scales)

@@ -14,8 +14,16 @@ pub struct Kernel(Path);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Path {
     Portable,
+    /// Portable, int16 activations for quantized weights (the reference of `Vnni16`).
+    PortableInt16,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// AVX-512 F/BW/VL f32 kernel (exact f32, like Avx2), AVX2+FMA elsewhere.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// AVX-512 VNNI with int16 activations for int8/int4 weights; AVX2+FMA for the rest.
+    #[cfg(target_arch = "x86_64")]
+    Vnni16,
 }
 
 impl Kernel {
@@ -35,23 +43,74 @@ impl Kernel {
         None
     }
 
-    /// The fastest path available here.
+    /// Portable code that, like [`Kernel::avx512_vnni16`], quantizes each token's inputs of
+    /// an int8/int4 Linear to int16 (one max-abs scale per token) and sums exactly in int32.
+    pub const fn portable_int16() -> Kernel {
+        Kernel(Path::PortableInt16)
+    }
+
+    /// AVX-512 VNNI (`vpdpwssd`) for int8/int4 weights with int16 activations, AVX2+FMA for
+    /// everything else, if this CPU and OS support AVX-512 F/BW/VL/VNNI, AVX2 and FMA. Not exact
+    /// f32 arithmetic: the activation rounding moves outputs by about 1e-5 (see BENCHMARKS.md);
+    /// it agrees with [`Kernel::portable_int16`] within 1e-5.
+    pub fn avx512_vnni16() -> Option<Kernel> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if cpu_has_avx2_fma() && cpu_has_avx512_vnni() {
+                return Some(Kernel(Path::Vnni16));
+            }
+        }
+        None
+    }
+
+    /// AVX-512 F/BW/VL Linear kernel (exact f32 arithmetic, 16 lanes, 32 registers), if this
+    /// CPU and OS support it together with AVX2+FMA.
+    pub fn avx512() -> Option<Kernel> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if cpu_has_avx2_fma() && cpu_has_avx512() {
+                return Some(Kernel(Path::Avx512));
+            }
+        }
+        None
+    }
+
+    /// The fastest exact-f32 path available here (AVX-512 for int8/int4 weights with AVX2+FMA
+    /// for the rest, else AVX2+FMA, else portable).
     pub fn best() -> Kernel {
-        Kernel::avx2().unwrap_or(Kernel::portable())
+        Kernel::avx512()
+            .or_else(Kernel::avx2)
+            .unwrap_or(Kernel::portable())
     }
 
     /// Name of the path ("portable", "avx2+fma").
     pub fn name(&self) -> &'static str {
         match self.0 {
             Path::Portable => "portable",
+            Path::PortableInt16 => "portable-int16",
             #[cfg(target_arch = "x86_64")]
             Path::Avx2 => "avx2+fma",
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx512 => "avx512",
+            #[cfg(target_arch = "x86_64")]
+            Path::Vnni16 => "avx512-vnni-int16",
         }
     }
 
+    /// Whether this path uses AVX2+FMA (alone or beside AVX-512 VNNI).
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn is_avx2(&self) -> bool {
-        self.0 == Path::Avx2
+        matches!(self.0, Path::Avx2 | Path::Avx512 | Path::Vnni16)
+    }
+
+    /// Whether int8/int4 Linears take int16 activations.
+    pub(crate) fn int16(&self) -> bool {
+        match self.0 {
+            Path::PortableInt16 => true,
+            #[cfg(target_arch = "x86_64")]
+            Path::Vnni16 => true,
+            _ => false,
+        }
     }
 }
 
@@ -79,6 +138,46 @@ fn cpu_has_avx2_fma() -> bool {
     }
     let l7 = unsafe { __cpuid_count(7, 0) };
     l7.ebx & (1 << 5) != 0
+}
+
+/// AVX-512 F, BW and VL in `cpuid` and the opmask/ZMM state enabled by the OS.
+#[cfg(target_arch = "x86_64")]
+#[allow(unused_unsafe)]
+fn cpu_has_avx512() -> bool {
+    use core::arch::x86_64::{__cpuid, __cpuid_count};
+    let l1 = unsafe { __cpuid(1) };
+    if l1.ecx & (1 << 27) == 0 {
+        return false;
+    }
+    // SAFETY: OSXSAVE is set.
+    let xcr0 = unsafe { xgetbv0() };
+    if xcr0 & 0xe6 != 0xe6 {
+        return false;
+    }
+    let l7 = unsafe { __cpuid_count(7, 0) };
+    l7.ebx & (1 << 16) != 0 && l7.ebx & (1 << 30) != 0 && l7.ebx & (1 << 31) != 0
+}
+
+/// AVX-512 F, BW, VL and VNNI in `cpuid` and the opmask/ZMM state enabled by the OS.
+#[cfg(target_arch = "x86_64")]
+#[allow(unused_unsafe)]
+fn cpu_has_avx512_vnni() -> bool {
+    use core::arch::x86_64::{__cpuid, __cpuid_count};
+    let l1 = unsafe { __cpuid(1) };
+    if l1.ecx & (1 << 27) == 0 {
+        return false;
+    }
+    // SAFETY: OSXSAVE is set.
+    let xcr0 = unsafe { xgetbv0() };
+    if xcr0 & 0xe6 != 0xe6 {
+        return false;
+    }
+    let l7 = unsafe { __cpuid_count(7, 0) };
+    let f = l7.ebx & (1 << 16) != 0;
+    let bw = l7.ebx & (1 << 30) != 0;
+    let vl = l7.ebx & (1 << 31) != 0;
+    let vnni = l7.ecx & (1 << 11) != 0;
+    f && bw && vl && vnni
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -197,6 +296,36 @@ pub fn linear(
     if let Some(r) = residual {
         assert!(r.len() >= n * cols, "linear: residual too short");
     }
+    if kern.int16() && !matches!(w.data, TensorData::F32(_)) {
+        let kp = w.rows + w.rows % 2;
+        if n * kp <= XQ_MAX {
+            let mut buf = [core::mem::MaybeUninit::<i16>::uninit(); XQ_MAX];
+            let mut sx = [0.0f32; MAX_TOKENS];
+            if n <= MAX_TOKENS {
+                let xq = quantize_tokens(x, w, kp, &mut buf, &mut sx);
+                #[allow(unused_mut)]
+                let mut done = 0;
+                #[cfg(target_arch = "x86_64")]
+                if kern.0 == Path::Vnni16 {
+                    // SAFETY: the Vnni16 path exists only where AVX-512 F/BW/VNNI were
+                    // detected; xq has n·kp values, sx n, the asserts above bound the rest.
+                    done =
+                        unsafe { crate::vnni::linear(xq, kp, &sx, n, w, bias, act, residual, y) };
+                }
+                linear_int16_portable(xq, kp, &sx, n, w, bias, act, residual, y, done, cols);
+                return;
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kern.0 == Path::Avx512 {
+        // SAFETY: the Avx512 path exists only where AVX-512 F/BW/VL were detected; the asserts
+        // above bound every index.
+        let done = unsafe { crate::avx512::linear(x, w, bias, act, residual, y) };
+        if done == cols {
+            return;
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     if kern.is_avx2() {
         // SAFETY: a Kernel with the Avx2 path exists only where the CPU supports AVX2+FMA;
@@ -207,6 +336,119 @@ pub fn linear(
     }
     let _ = kern;
     linear_portable(x, w, bias, act, residual, y, 0, cols);
+}
+
+/// Largest `tokens × rows` whose int16 activations fit the stack buffer of [`linear`]; larger
+/// Linears take the f32 path.
+pub const XQ_MAX: usize = 8192;
+/// Largest token count of the int16 path.
+pub const MAX_TOKENS: usize = 64;
+
+/// Quantizes each token's inputs to int16 with one scale `max|x| / qmax` (`qmax` ≤ 32767,
+/// lowered for long rows so the int32 sums cannot overflow), rows padded to even with 0.
+/// Rounding: to nearest (ties to even) by the `1.5·2^23` addition, in lanes (vectorises).
+fn quantize_tokens<'b>(
+    x: Input,
+    w: &Weights,
+    kp: usize,
+    buf: &'b mut [core::mem::MaybeUninit<i16>; XQ_MAX],
+    sx: &mut [f32; MAX_TOKENS],
+) -> &'b [i16] {
+    const MAGIC: f32 = 12_582_912.0;
+    let wmax: usize = if matches!(w.data, TensorData::I4 { .. }) {
+        8
+    } else {
+        127
+    };
+    let qmax = (32767usize).min(i32::MAX as usize / (wmax * kp.max(1))) as f32;
+    let rows = w.rows;
+    let q16 = |v: f32, inv: f32| -> i16 {
+        let r = (v * inv).clamp(-qmax, qmax) + MAGIC;
+        (r.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32) as i16
+    };
+    for t in 0..x.tokens {
+        let dst = &mut buf[t * kp..(t + 1) * kp];
+        let s;
+        if x.ks == 1 {
+            let row = &x.x[t * x.ts..t * x.ts + rows];
+            let mut m8 = [0.0f32; 8];
+            let mut it = row.chunks_exact(8);
+            for c in &mut it {
+                let c: &[f32; 8] = c.try_into().expect("chunk of 8");
+                for l in 0..8 {
+                    m8[l] = m8[l].max(c[l].abs());
+                }
+            }
+            let mut mx = m8.iter().fold(0.0f32, |a, &b| a.max(b));
+            for v in it.remainder() {
+                mx = mx.max(v.abs());
+            }
+            s = if mx > 0.0 { mx / qmax } else { 1.0 };
+            let inv = 1.0 / s;
+            for (q, &v) in dst.iter_mut().zip(row) {
+                q.write(q16(v, inv));
+            }
+        } else {
+            let mut mx = 0.0f32;
+            for k in 0..rows {
+                mx = mx.max(x.at(t, k).abs());
+            }
+            s = if mx > 0.0 { mx / qmax } else { 1.0 };
+            let inv = 1.0 / s;
+            for (k, q) in dst.iter_mut().enumerate().take(rows) {
+                q.write(q16(x.at(t, k), inv));
+            }
+        }
+        sx[t] = s;
+        if kp > rows {
+            dst[rows].write(0);
+        }
+    }
+    // SAFETY: the first tokens·kp elements were all written above.
+    unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const i16, x.tokens * kp) }
+}
+
+/// The int16-activation Linear over columns `c0..c1`: exact int32 sums, then the epilogue.
+#[allow(clippy::too_many_arguments)]
+fn linear_int16_portable(
+    xq: &[i16],
+    kp: usize,
+    sx: &[f32],
+    tokens: usize,
+    w: &Weights,
+    bias: Option<&[f32]>,
+    act: Act,
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    c0: usize,
+    c1: usize,
+) {
+    let cols = w.cols;
+    for t in 0..tokens {
+        for c in c0..c1 {
+            let mut acc = 0i32;
+            for k in 0..w.rows {
+                let q = match w.data {
+                    TensorData::I8 { q, .. } => q[k * cols + c] as i32,
+                    TensorData::I4 { packed, .. } => {
+                        crate::format::nibble(packed, k * cols + c) as i32
+                    }
+                    TensorData::F32(_) => unreachable!("int16 path takes quantized weights"),
+                };
+                acc = acc.wrapping_add(xq[t * kp + k] as i32 * q);
+            }
+            let mut v = acc as f32 * (sx[t] * w.scale(c)) + bias.map_or(0.0, |b| b[c]);
+            v = match act {
+                Act::None => v,
+                Act::Gelu => crate::math::gelu(v),
+                Act::Relu => v.max(0.0),
+            };
+            y[t * cols + c] = match residual {
+                Some(r) => v + r[t * cols + c],
+                None => v,
+            };
+        }
+    }
 }
 
 /// Portable Linear over columns `c0..c1` (per output, the same k-ascending summation as the
@@ -245,8 +487,24 @@ pub(crate) fn linear_portable(
                     }
                 }
                 TensorData::I4 { packed, .. } => {
-                    for (i, o) in yr.iter_mut().enumerate() {
-                        *o += xv * crate::format::nibble(packed, base + c0 + i) as f32;
+                    // Byte by byte: low nibble, then high (a row may start on a high one).
+                    let lo = |b: u8| (((b & 0x0f) ^ 8) as i32 - 8) as f32;
+                    let hi = |b: u8| (((b >> 4) ^ 8) as i32 - 8) as f32;
+                    let (mut e, mut i, n) = (base + c0, 0, yr.len());
+                    if e % 2 == 1 {
+                        yr[0] += xv * hi(packed[e / 2]);
+                        e += 1;
+                        i = 1;
+                    }
+                    while i + 2 <= n {
+                        let b = packed[e / 2];
+                        yr[i] += xv * lo(b);
+                        yr[i + 1] += xv * hi(b);
+                        i += 2;
+                        e += 2;
+                    }
+                    if i < n {
+                        yr[i] += xv * lo(packed[e / 2]);
                     }
                 }
             }

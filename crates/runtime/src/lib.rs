@@ -5,10 +5,14 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub mod format;
 pub mod forward;
 pub mod kernels;
 pub mod math;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 
 pub use format::{
     encode, encoded_len, Config, Dtype, FormatError, ModelFile, ScaleKind, TensorData, TensorIn,

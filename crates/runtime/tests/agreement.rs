@@ -1,8 +1,9 @@
 //! The runtime against the training engine: `Runtime::forward` vs `csipose_model::Model::forward`
 //! (evaluation mode) on the dequantised weights, for micro (graph head) and nano at f32, int8
 //! and int4 over 1,000 random frames (max abs difference ≤ 1e-4, identical torso-PCK@20), and
-//! every SIMD path against the portable path (≤ 1e-5), also on odd shapes that exercise the
-//! column tails and odd int4 rows.
+//! every SIMD path against its portable reference (≤ 1e-5), also on odd shapes that exercise
+//! the column tails and odd int4 rows. The int16-activation path (AVX-512 VNNI, and its
+//! portable reference) is held to the same engine agreement.
 
 mod support;
 
@@ -38,10 +39,14 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 /// The SIMD kernels this CPU has (empty on a machine without them).
 fn simd_kernels() -> Vec<Kernel> {
-    Kernel::avx2().into_iter().collect()
+    Kernel::avx2().into_iter().chain(Kernel::avx512()).collect()
 }
 
 fn engine_agreement(name: &str, bits: u32, per_col: bool) {
+    engine_agreement_with(name, bits, per_col, Kernel::best());
+}
+
+fn engine_agreement_with(name: &str, bits: u32, per_col: bool, kernel: Kernel) {
     let cfg = ModelConfig::preset(name).unwrap();
     let model = Model::new(cfg.clone());
     let params = random_params(&model, 11 + bits as u64);
@@ -51,11 +56,12 @@ fn engine_agreement(name: &str, bits: u32, per_col: bool) {
     let frames = random_frames(&cfg, n, 7);
     let mut ws = Workspace::default();
     let reference = model.forward(&deq, &frames, n, None, &mut ws).to_vec();
-    let ours = run_runtime(&mf, Kernel::best(), &frames, n);
+    let ours = run_runtime(&mf, kernel, &frames, n);
     let diff = max_abs_diff(&reference, &ours);
     assert!(
         diff <= 1e-4,
-        "{name} at {bits} bits: max |runtime - engine| = {diff:e}"
+        "{name} at {bits} bits, {}: max |runtime - engine| = {diff:e}",
+        kernel.name()
     );
     // torso-PCK@20 of both against fixed targets near the outputs (so it is neither 0 nor 1).
     let mut rng = Rng::new(99);
@@ -71,7 +77,10 @@ fn engine_agreement(name: &str, bits: u32, per_col: bool) {
         a, b,
         "{name} at {bits} bits: torso-PCK@20 engine {a} vs runtime {b}"
     );
-    eprintln!("{name} {bits} bits: max diff {diff:.2e}, torso-PCK@20 {a:.4} both");
+    eprintln!(
+        "{name} {bits} bits, {}: max diff {diff:.2e}, torso-PCK@20 {a:.4} both",
+        kernel.name()
+    );
 }
 
 #[test]
@@ -97,6 +106,40 @@ fn nano_int8_matches_engine() {
 #[test]
 fn nano_int4_matches_engine() {
     engine_agreement("nano", 4, false);
+}
+
+/// The int16-activation path (VNNI where available, else its portable reference).
+fn int16_kernel() -> Kernel {
+    Kernel::avx512_vnni16().unwrap_or(Kernel::portable_int16())
+}
+
+#[test]
+fn micro_int8_int16_activations_match_engine() {
+    engine_agreement_with("micro", 8, false, int16_kernel());
+}
+#[test]
+fn micro_int4_int16_activations_match_engine() {
+    engine_agreement_with("micro", 4, true, int16_kernel());
+}
+#[test]
+fn nano_int8_int16_activations_match_engine() {
+    engine_agreement_with("nano", 8, true, int16_kernel());
+}
+#[test]
+fn nano_int4_int16_activations_match_engine() {
+    engine_agreement_with("nano", 4, false, int16_kernel());
+}
+
+/// (fast path, its reference) pairs available on this CPU.
+fn pairs() -> Vec<(Kernel, Kernel)> {
+    let mut v: Vec<(Kernel, Kernel)> = simd_kernels()
+        .into_iter()
+        .map(|k| (k, Kernel::portable()))
+        .collect();
+    if let Some(k) = Kernel::avx512_vnni16() {
+        v.push((k, Kernel::portable_int16()));
+    }
+    v
 }
 
 /// Odd shapes: column counts that are not multiples of 8 or 16, an odd graph width (int4 rows
@@ -126,21 +169,26 @@ fn odd_shapes_match_engine_and_portable() {
             let frames = random_frames(&cfg, n, 3);
             let mut ws = Workspace::default();
             let reference = model.forward(&deq, &frames, n, None, &mut ws).to_vec();
-            let portable = run_runtime(&mf, Kernel::portable(), &frames, n);
-            let diff = max_abs_diff(&reference, &portable);
-            assert!(
-                diff <= 1e-4,
-                "d={} bits={bits}: portable vs engine {diff:e}",
-                cfg.d
-            );
-            for k in simd_kernels() {
+            for reference_kernel in [Kernel::portable(), Kernel::portable_int16()] {
+                let portable = run_runtime(&mf, reference_kernel, &frames, n);
+                let diff = max_abs_diff(&reference, &portable);
+                assert!(
+                    diff <= 1e-4,
+                    "d={} bits={bits}: {} vs engine {diff:e}",
+                    cfg.d,
+                    reference_kernel.name()
+                );
+            }
+            for (k, r) in pairs() {
                 let simd = run_runtime(&mf, k, &frames, n);
+                let portable = run_runtime(&mf, r, &frames, n);
                 let diff = max_abs_diff(&simd, &portable);
                 assert!(
                     diff <= 1e-5,
-                    "d={} bits={bits}: {} vs portable {diff:e}",
+                    "d={} bits={bits}: {} vs {} {diff:e}",
                     cfg.d,
-                    k.name()
+                    k.name(),
+                    r.name()
                 );
             }
         }
@@ -158,14 +206,15 @@ fn simd_paths_match_portable() {
             let mf = ModelFile::parse(file.bytes()).unwrap();
             let n = 200;
             let frames = random_frames(&cfg, n, 17);
-            let portable = run_runtime(&mf, Kernel::portable(), &frames, n);
-            for k in simd_kernels() {
+            for (k, r) in pairs() {
                 let simd = run_runtime(&mf, k, &frames, n);
+                let portable = run_runtime(&mf, r, &frames, n);
                 let diff = max_abs_diff(&simd, &portable);
                 assert!(
                     diff <= 1e-5,
-                    "{name} {bits} bits: {} vs portable {diff:e}",
-                    k.name()
+                    "{name} {bits} bits: {} vs {} {diff:e}",
+                    k.name(),
+                    r.name()
                 );
             }
         }

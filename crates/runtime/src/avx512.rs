@@ -1,0 +1,283 @@
+//! x86-64 AVX-512 Linear kernel for int8/int4 weights (exact f32 arithmetic like the AVX2 one,
+//! 16 lanes and 32 registers): tiles of up to 6 tokens × 64 columns (24 accumulators), codes
+//! widened and converted in registers, masked last tile (no column tail left over), the same
+//! fused epilogue. f32 weights stay on the AVX2 kernel, which measured as fast.
+
+use core::arch::x86_64::*;
+
+use crate::format::TensorData;
+use crate::kernels::{Act, Input, Weights};
+use crate::math::{GELU_A, GELU_C};
+
+const F32: u8 = 0;
+const I8: u8 = 1;
+const I4: u8 = 2;
+/// Whether f32 weights run here (false: they go to the AVX2 kernel, which measured as fast).
+const F32_HERE: bool = false;
+
+struct Ctx {
+    x: *const f32,
+    ts: usize,
+    ks: usize,
+    k_len: usize,
+    wp: *const u8,
+    cols: usize,
+    scales: *const f32,
+    per_col: bool,
+    bias: *const f32,
+    act: Act,
+    res: *const f32,
+    y: *mut f32,
+}
+
+/// All columns of the Linear (returns `cols`), or 0 for f32 weights (left to the caller's
+/// AVX2 code).
+///
+/// # Safety
+/// AVX-512 F/BW/VL must be available; the slices cover every index (checked by
+/// `kernels::linear`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn linear(
+    x: Input,
+    w: &Weights,
+    bias: Option<&[f32]>,
+    act: Act,
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+) -> usize {
+    let cols = w.cols;
+    let (kind, wp, scales): (u8, *const u8, &[f32]) = match w.data {
+        // f32 weights: the AVX2 kernel measured as fast or faster (see BENCHMARKS.md).
+        TensorData::F32(_) if !F32_HERE => return 0,
+        TensorData::F32(v) => (F32, v.as_ptr() as *const u8, &[]),
+        TensorData::I8 { q, scales } => (I8, q.as_ptr() as *const u8, scales),
+        TensorData::I4 { packed, scales } => (I4, packed.as_ptr(), scales),
+    };
+    if x.tokens == 0 {
+        return 0;
+    }
+    let c = Ctx {
+        x: x.x.as_ptr(),
+        ts: x.ts,
+        ks: x.ks,
+        k_len: w.rows,
+        wp,
+        cols,
+        scales: scales.as_ptr(),
+        per_col: scales.len() > 1,
+        bias: bias.map_or(core::ptr::null(), |b| b.as_ptr()),
+        act,
+        res: residual.map_or(core::ptr::null(), |r| r.as_ptr()),
+        y: y.as_mut_ptr(),
+    };
+    match kind {
+        F32 => run::<F32>(&c, x.tokens),
+        I8 => run::<I8>(&c, x.tokens),
+        _ => run::<I4>(&c, x.tokens),
+    }
+    cols
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn run<const K: u8>(c: &Ctx, n: usize) {
+    if n == 1 {
+        let mut col = 0;
+        while col < c.cols {
+            if col + 64 <= c.cols {
+                block::<K, 1, 4>(c, 0, col);
+                col += 64;
+            } else {
+                block::<K, 1, 1>(c, 0, col);
+                col += 16;
+            }
+        }
+        return;
+    }
+    // Token blocks of at most 6 with 64 columns (24 accumulators): 4 weight vectors per
+    // broadcast, so the broadcasts do not crowd the FMA pipes.
+    let nb = n.div_ceil(6);
+    let (base, extra) = (n / nb, n % nb);
+    let mut col = 0;
+    while col < c.cols {
+        let left = c.cols - col;
+        let cv = if left > 32 {
+            4
+        } else if left > 16 {
+            2
+        } else {
+            1
+        };
+        let mut t0 = 0;
+        for b in 0..nb {
+            let r = base + usize::from(b < extra);
+            match cv {
+                4 => rows::<K, 4>(c, t0, r, col),
+                2 => rows::<K, 2>(c, t0, r, col),
+                _ => rows::<K, 1>(c, t0, r, col),
+            }
+            t0 += r;
+        }
+        col += 16 * cv;
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn rows<const K: u8, const C: usize>(c: &Ctx, t0: usize, r: usize, col: usize) {
+    match r {
+        1 => block::<K, 1, C>(c, t0, col),
+        2 => block::<K, 2, C>(c, t0, col),
+        3 => block::<K, 3, C>(c, t0, col),
+        4 => block::<K, 4, C>(c, t0, col),
+        5 => block::<K, 5, C>(c, t0, col),
+        _ => block::<K, 6, C>(c, t0, col),
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+fn mask(left: usize) -> __mmask16 {
+    if left >= 16 {
+        0xffff
+    } else {
+        ((1u32 << left) - 1) as u16
+    }
+}
+
+/// 16 weights (codes) of row `k` from column `col` (masked past the row's end).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn load16<const K: u8>(c: &Ctx, k: usize, col: usize) -> __m512 {
+    let idx = k * c.cols + col;
+    let left = c.cols.saturating_sub(col);
+    match K {
+        F32 => {
+            let p = (c.wp as *const f32).add(idx);
+            if left >= 16 {
+                _mm512_loadu_ps(p)
+            } else {
+                _mm512_maskz_loadu_ps(mask(left), p)
+            }
+        }
+        I8 => {
+            let p = c.wp.add(idx);
+            let b = if left >= 16 {
+                _mm_loadu_si128(p as *const __m128i)
+            } else {
+                _mm_maskz_loadu_epi8(mask(left), p as *const i8)
+            };
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b))
+        }
+        _ => {
+            // Elements idx .. idx+n lie in bytes idx/2 ..= (idx+n-1)/2 (at most 9 when idx
+            // is odd: rows of an odd column count start mid-byte); load exactly those.
+            let n = left.min(16);
+            if n == 0 {
+                return _mm512_setzero_ps();
+            }
+            let p = c.wp.add(idx / 2);
+            let nbytes = (idx + n - 1) / 2 - idx / 2 + 1;
+            let raw = if nbytes == 8 {
+                _mm_loadl_epi64(p as *const __m128i)
+            } else {
+                _mm_maskz_loadu_epi8(mask(nbytes), p as *const i8)
+            };
+            // Odd start: shift the 16 wanted nibbles down by one nibble (across the 8-byte
+            // boundary) so element idx is the low nibble of byte 0.
+            let b = if idx % 2 == 1 {
+                let lo = _mm_srli_epi64::<4>(raw);
+                let hi = _mm_slli_epi64::<60>(_mm_srli_si128::<8>(raw));
+                _mm_or_si128(lo, hi)
+            } else {
+                raw
+            };
+            let m = _mm_set1_epi8(0x0f);
+            let lo = _mm_and_si128(b, m);
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), m);
+            let inter = _mm_unpacklo_epi8(lo, hi);
+            let eight = _mm_set1_epi8(8);
+            let s = _mm_sub_epi8(_mm_xor_si128(inter, eight), eight);
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(s))
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+fn gelu16(x: __m512) -> __m512 {
+    let s = _mm512_set1_ps;
+    let x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+    let mut u = _mm512_mul_ps(s(GELU_C), _mm512_add_ps(x, _mm512_mul_ps(s(GELU_A), x3)));
+    u = _mm512_max_ps(_mm512_min_ps(u, s(7.905_311)), s(-7.905_311));
+    let u2 = _mm512_mul_ps(u, u);
+    let mut p = _mm512_fmadd_ps(u2, s(-2.760_768_5e-16), s(2.000_188e-13));
+    for k in [
+        -8.604_672e-11,
+        5.122_297e-8,
+        1.485_722_4e-5,
+        6.372_619_3e-4,
+        4.893_524_6e-3,
+    ] {
+        p = _mm512_fmadd_ps(u2, p, s(k));
+    }
+    p = _mm512_mul_ps(p, u);
+    let mut q = _mm512_fmadd_ps(u2, s(1.198_258_4e-6), s(1.185_347_1e-4));
+    q = _mm512_fmadd_ps(u2, q, s(2.268_434_6e-3));
+    q = _mm512_fmadd_ps(u2, q, s(4.893_525e-3));
+    let r0 = _mm512_rcp14_ps(q);
+    let r = _mm512_mul_ps(r0, _mm512_fnmadd_ps(q, r0, s(2.0)));
+    let t = _mm512_mul_ps(p, r);
+    _mm512_mul_ps(_mm512_mul_ps(s(0.5), x), _mm512_add_ps(s(1.0), t))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn block<const K: u8, const R: usize, const C: usize>(c: &Ctx, t0: usize, col: usize) {
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let xp = c.x.add(t0 * c.ts);
+    for k in 0..c.k_len {
+        let mut w = [_mm512_setzero_ps(); C];
+        for (v, wv) in w.iter_mut().enumerate() {
+            *wv = load16::<K>(c, k, col + 16 * v);
+        }
+        let xk = xp.add(k * c.ks);
+        for (r, a) in acc.iter_mut().enumerate() {
+            let xb = _mm512_set1_ps(*xk.add(r * c.ts));
+            for v in 0..C {
+                a[v] = _mm512_fmadd_ps(xb, w[v], a[v]);
+            }
+        }
+    }
+    for v in 0..C {
+        let cc = col + 16 * v;
+        let m = mask(c.cols.saturating_sub(cc));
+        let scale = if K == F32 {
+            _mm512_set1_ps(1.0)
+        } else if c.per_col {
+            _mm512_maskz_loadu_ps(m, c.scales.add(cc))
+        } else {
+            _mm512_set1_ps(*c.scales)
+        };
+        let b = if c.bias.is_null() {
+            _mm512_setzero_ps()
+        } else {
+            _mm512_maskz_loadu_ps(m, c.bias.add(cc))
+        };
+        for (r, a) in acc.iter().enumerate() {
+            let mut o = a[v];
+            if K != F32 {
+                o = _mm512_mul_ps(o, scale);
+            }
+            o = _mm512_add_ps(o, b);
+            o = match c.act {
+                Act::None => o,
+                Act::Gelu => gelu16(o),
+                Act::Relu => _mm512_max_ps(o, _mm512_setzero_ps()),
+            };
+            let at = (t0 + r) * c.cols + cc;
+            if !c.res.is_null() {
+                o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(m, c.res.add(at)));
+            }
+            _mm512_mask_storeu_ps(c.y.add(at), m, o);
+        }
+    }
+}
