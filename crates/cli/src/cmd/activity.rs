@@ -485,23 +485,17 @@ fn read_capture(path: &Path) -> anyhow::Result<RawSequence> {
     })
 }
 
-/// Packed datasets named by a manifest, opened once, with each one's sequences:
 /// (environment, subject, action) -> frame indices in frame order.
+type SequenceIndex = BTreeMap<(i32, i32, i32), Vec<usize>>;
+
+/// Packed datasets named by a manifest, opened once, with each one's sequences.
 struct PackedSets {
-    sets: Vec<(
-        PathBuf,
-        PackedDataset,
-        BTreeMap<(i32, i32, i32), Vec<usize>>,
-    )>,
+    sets: Vec<(PathBuf, PackedDataset, SequenceIndex)>,
 }
 
 impl PackedSets {
     fn open(rows: &[(Source, usize)]) -> anyhow::Result<Self> {
-        let mut sets: Vec<(
-            PathBuf,
-            PackedDataset,
-            BTreeMap<(i32, i32, i32), Vec<usize>>,
-        )> = Vec::new();
+        let mut sets: Vec<(PathBuf, PackedDataset, SequenceIndex)> = Vec::new();
         for (source, _) in rows {
             let Source::Packed { dir, .. } = source else {
                 continue;
@@ -547,7 +541,7 @@ impl PackedSets {
             .iter()
             .find(|(d, _, _)| d == dir)
             .expect("opened in PackedSets::open");
-        let matches: Vec<(&(i32, i32, i32), &Vec<usize>)> = index
+        let matches: Vec<_> = index
             .iter()
             .filter(|((e, s, a), _)| {
                 s == subject && a == action && environment.is_none_or(|want| *e == want)
