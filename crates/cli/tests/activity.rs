@@ -175,9 +175,11 @@ fn real_wiar_captures_train_and_stream() {
     let view = csipose_temporal::rvne::RvneView::parse(&bytes).unwrap();
     assert!(view.header.fp16);
     assert_eq!(
-        view.header.input_dim, 270,
-        "3 rx x 30 subcarriers, three feature blocks"
+        view.header.input_dim,
+        270 + 180,
+        "3 rx x 30 subcarriers: three amplitude blocks, three phase blocks per antenna pair"
     );
+    assert_eq!(view.head.features, 1, "amplitude-phase");
     assert_eq!(
         view.header.n_classes, 13,
         "labels are class numbers up to 12"
@@ -199,4 +201,214 @@ fn real_wiar_captures_train_and_stream() {
     assert!(last.starts_with("frame "), "{text}");
     let frames: usize = last.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!((265 / 4..=324 / 4).contains(&frames), "{frames} frames");
+}
+
+fn run_ok(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let out = csipose().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "csipose {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Manifest rows that name sequences of a packed dataset (`DIR#S03/A12`, `DIR#E01/S03/A12`):
+/// a tiny simulated dataset, amplitude features per dataset frame, and a pose model's pooled
+/// encoder vectors (`--pose-features`), with the head config recording which.
+#[test]
+fn packed_dataset_sequences_and_pose_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = dir.path().join("sim");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let p = |p: &Path| p.as_os_str().to_os_string();
+    let args = |v: Vec<std::ffi::OsString>| v;
+    let call = |v: Vec<std::ffi::OsString>| {
+        let refs: Vec<&std::ffi::OsStr> = v.iter().map(|s| s.as_os_str()).collect();
+        run_ok(&refs)
+    };
+    // 5 subjects in E01 (S01..S05), 3 actions, 6 frames each.
+    call(args(
+        [
+            "simulate",
+            "--envs",
+            "1",
+            "--subjects",
+            "5",
+            "--actions",
+            "3",
+            "--frames-per-seq",
+            "6",
+            "--seed",
+            "2",
+            "--out",
+        ]
+        .map(os)
+        .into_iter()
+        .chain([p(&sim)])
+        .collect(),
+    ));
+    // `activity manifest` lists every sequence, label = action - 1; a split keeps a subset.
+    let all = dir.path().join("all.csv");
+    call(
+        ["activity", "manifest", "--data"]
+            .map(os)
+            .into_iter()
+            .chain([p(&sim), os("--out"), p(&all)])
+            .collect(),
+    );
+    let text = std::fs::read_to_string(&all).unwrap();
+    assert_eq!(text.lines().count(), 1 + 15, "{text}");
+    assert!(text.contains(&format!("{}#E01/S04/A02,1\n", sim.display())));
+    let val = dir.path().join("val.csv");
+    call(
+        [
+            "activity",
+            "manifest",
+            "--split",
+            "cross-subject",
+            "--subset",
+            "val",
+            "--data",
+        ]
+        .map(os)
+        .into_iter()
+        .chain([p(&sim), os("--out"), p(&val)])
+        .collect(),
+    );
+    let text = std::fs::read_to_string(&val).unwrap();
+    assert_eq!(text.lines().count(), 1 + 3, "only S05 validates: {text}");
+    assert!(text.lines().skip(1).all(|l| l.contains("#E01/S05/")));
+
+    // A hand-written manifest with relative paths and the short form.
+    let manifest = dir.path().join("short.csv");
+    std::fs::write(
+        &manifest,
+        "sim#S01/A01,0\nsim#s02/a03,2\nsim#E01/S03/A02,1\n",
+    )
+    .unwrap();
+    let model = dir.path().join("amp.rvne");
+    call(
+        ["activity", "train", "--epochs", "2", "--manifest"]
+            .map(os)
+            .into_iter()
+            .chain([p(&manifest), os("--out"), p(&model)])
+            .collect(),
+    );
+    let bytes = std::fs::read(&model).unwrap();
+    let view = csipose_temporal::rvne::RvneView::parse(&bytes).unwrap();
+    assert_eq!(
+        view.header.input_dim,
+        3 * 3 * 114,
+        "amplitude blocks of 3 x 114"
+    );
+    assert_eq!(view.head.features, 0, "no complex CSI: amplitude features");
+    assert_eq!(view.head.stride, 10, "one feature frame per dataset frame");
+    let out = call(
+        ["activity", "stream"]
+            .map(os)
+            .into_iter()
+            .chain([
+                os(&format!("{}#S05/A03", sim.display())),
+                os("--model"),
+                p(&model),
+            ])
+            .collect(),
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 6);
+
+    // Pose-encoder features from a (briefly) trained pose model.
+    let run = dir.path().join("run");
+    call(
+        [
+            "train",
+            "--model",
+            "nano",
+            "--epochs",
+            "1",
+            "--split",
+            "cross-subject",
+            "--data",
+        ]
+        .map(os)
+        .into_iter()
+        .chain([p(&sim), os("--out"), p(&run)])
+        .collect(),
+    );
+    let pose_model = dir.path().join("pose.rvne");
+    call(
+        ["activity", "train", "--epochs", "3", "--manifest"]
+            .map(os)
+            .into_iter()
+            .chain([
+                p(&all),
+                os("--pose-features"),
+                p(&run),
+                os("--out"),
+                p(&pose_model),
+            ])
+            .collect(),
+    );
+    let bytes = std::fs::read(&pose_model).unwrap();
+    let view = csipose_temporal::rvne::RvneView::parse(&bytes).unwrap();
+    let d = csipose_model::ModelConfig::preset("nano").unwrap().d;
+    assert_eq!(
+        view.header.input_dim as usize,
+        3 * d,
+        "pooled vector, change, centred"
+    );
+    assert_eq!((view.head.features, view.head.stride), (2, 1));
+    let out = call(
+        ["activity", "eval", "--json", "--manifest"]
+            .map(os)
+            .into_iter()
+            .chain([
+                p(&val),
+                os("--model"),
+                p(&pose_model),
+                os("--pose-features"),
+                p(&run),
+            ])
+            .collect(),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["sequences"], 3);
+    assert_eq!(report["features"], "pose-encoder");
+
+    // Errors: eval without the pose model, a malformed key (file and line), a missing sequence.
+    let fail = |v: Vec<std::ffi::OsString>| {
+        let out = csipose().args(&v).output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = fail(
+        ["activity", "eval", "--manifest"]
+            .map(os)
+            .into_iter()
+            .chain([p(&val), os("--model"), p(&pose_model)])
+            .collect(),
+    );
+    assert!(err.contains("--pose-features"), "{err}");
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "file,label\nsim#S01/A01,0\nsim#S01/X2,0\n").unwrap();
+    let err = fail(
+        ["activity", "train", "--manifest"]
+            .map(os)
+            .into_iter()
+            .chain([p(&bad), os("--out"), p(&model)])
+            .collect(),
+    );
+    assert!(err.contains("bad.csv:3") && err.contains("X2"), "{err}");
+    std::fs::write(&bad, "sim#S09/A01,0\n").unwrap();
+    let err = fail(
+        ["activity", "train", "--manifest"]
+            .map(os)
+            .into_iter()
+            .chain([p(&bad), os("--out"), p(&model)])
+            .collect(),
+    );
+    assert!(
+        err.contains("S09/A01") && err.contains("no frames"),
+        "{err}"
+    );
 }

@@ -613,6 +613,18 @@ impl Model {
         &ws.out[..batch * OUTPUTS]
     }
 
+    /// The attention-pooled encoder vectors `z [batch, d]` of the last [`Model::forward`] (the
+    /// input of the keypoint head): the pose model's per-frame embedding, for downstream heads
+    /// such as the activity classifier. `batch` must be the last forward's batch.
+    pub fn pooled<'w>(&self, ws: &'w Workspace, batch: usize) -> &'w [f32] {
+        assert!(
+            batch <= ws.batch,
+            "batch {batch} > last forward's {}",
+            ws.batch
+        );
+        &ws.z[..batch * self.cfg.d]
+    }
+
     /// Backward pass after [`Model::forward`] with the same batch: accumulates the gradient of
     /// the loss into `grads` given `dout = ∂loss/∂output [batch, 34]`.
     pub fn backward(

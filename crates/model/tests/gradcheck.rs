@@ -313,6 +313,38 @@ fn forward_is_deterministic_across_thread_counts_for_eval() {
 }
 
 #[test]
+fn pooled_vectors_are_per_sample_and_feed_the_head() {
+    let cfg = small_input("nano");
+    let model = Model::new(cfg.clone());
+    let params = model.init_params(4);
+    let mut rng = Rng::new(6);
+    let x = rand_vec(&mut rng, 3 * cfg.frame_len(), 1.0);
+    let mut ws = Workspace::default();
+    let out3 = model.forward(&params, &x, 3, None, &mut ws).to_vec();
+    let z3 = model.pooled(&ws, 3).to_vec();
+    assert_eq!(z3.len(), 3 * cfg.d);
+    assert!(z3.iter().all(|v| v.is_finite()));
+    // One sample alone gives the same pooled vector and output as inside the batch.
+    let mut ws1 = Workspace::default();
+    let fl = cfg.frame_len();
+    let out1 = model
+        .forward(&params, &x[fl..2 * fl], 1, None, &mut ws1)
+        .to_vec();
+    let z1 = model.pooled(&ws1, 1);
+    for (a, b) in z1.iter().zip(&z3[cfg.d..2 * cfg.d]) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    for (a, b) in out1.iter().zip(&out3[OUTPUTS..2 * OUTPUTS]) {
+        assert!((a - b).abs() < 1e-5);
+    }
+    // Different inputs give different pooled vectors.
+    assert!(z3[..cfg.d]
+        .iter()
+        .zip(&z3[cfg.d..2 * cfg.d])
+        .any(|(a, b)| (a - b).abs() > 1e-4));
+}
+
+#[test]
 fn fast_tanh_matches_libm() {
     let mut worst = 0.0f32;
     for i in -20_000..=20_000 {

@@ -2,7 +2,9 @@
 //! groups of `stride` packets (to ~7.5 frames/s for a 30 packet/s capture) and mapped to
 //! ln(1 + a), followed by the absolute change of each value from the previous frame (motion
 //! energy) and by each value minus its running mean so far (causal, so streaming sees the same
-//! features as whole-sequence classification).
+//! features as whole-sequence classification). From complex CSI, [`csi_frame_features`] adds the
+//! phase difference between neighbouring receive antennas (conjugate multiplication) and its
+//! change per frame.
 
 /// Use ln(1 + amplitude) (so a gain change shifts rather than scales the features).
 const LOG_AMPLITUDE: bool = true;
@@ -55,6 +57,150 @@ pub fn frame_features(amplitudes: &[f32], channels: usize, stride: usize) -> Vec
     out
 }
 
+/// Which per-frame features a model reads (stored in the `.rvne` head config, see
+/// [`crate::rvne::HeadConfig`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FeatureKind {
+    /// [`frame_features`]: `BLOCKS` amplitude blocks per channel.
+    Amplitude,
+    /// [`csi_frame_features`]: the amplitude blocks, then the cross-antenna phase blocks of
+    /// complex CSI (needs at least two receive antennas).
+    AmplitudePhase,
+    /// [`encoder_frame_features`] of a trained pose model's pooled encoder vector for each
+    /// frame of a packed dataset
+    /// (the model itself is not in the `.rvne`; the caller names it).
+    PoseEncoder,
+}
+
+impl FeatureKind {
+    /// Code stored in the `.rvne` head config.
+    pub fn code(self) -> u8 {
+        match self {
+            FeatureKind::Amplitude => 0,
+            FeatureKind::AmplitudePhase => 1,
+            FeatureKind::PoseEncoder => 2,
+        }
+    }
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(FeatureKind::Amplitude),
+            1 => Some(FeatureKind::AmplitudePhase),
+            2 => Some(FeatureKind::PoseEncoder),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            FeatureKind::Amplitude => "amplitude",
+            FeatureKind::AmplitudePhase => "amplitude-phase",
+            FeatureKind::PoseEncoder => "pose-encoder",
+        }
+    }
+}
+
+/// Features per frame of [`csi_frame_features`] for `antennas x subcarriers` CSI.
+pub fn csi_feature_dim(antennas: usize, subcarriers: usize) -> usize {
+    (BLOCKS * antennas + PHASE_BLOCKS * antennas.saturating_sub(1)) * subcarriers
+}
+
+/// Phase feature blocks per (adjacent antenna pair, subcarrier): cos, sin, change.
+pub const PHASE_BLOCKS: usize = 3;
+
+/// Features of complex CSI `csi [packets, antennas, subcarriers, 2]` (re, im):
+/// the amplitude blocks of [`frame_features`] over |csi|, then for each adjacent receive-antenna
+/// pair (a, a + 1) and subcarrier the conjugate product `z_a · conj(z_{a+1})` of every packet
+/// normalised to unit length (the phase difference between the antennas, free of the carrier
+/// and sampling offsets every antenna of one radio shares), averaged over the `stride` packets
+/// of the frame: its real part, its imaginary part, and the length of its change from the
+/// previous frame (0 for the first). Returns
+/// `[frames, csi_feature_dim(antennas, subcarriers)]`.
+pub fn csi_frame_features(
+    csi: &[f32],
+    antennas: usize,
+    subcarriers: usize,
+    stride: usize,
+) -> Vec<f32> {
+    let channels = antennas * subcarriers;
+    if channels == 0 || csi.len() < 2 * channels {
+        return Vec::new();
+    }
+    let packets = csi.len() / (2 * channels);
+    let amplitudes: Vec<f32> = csi[..packets * 2 * channels]
+        .chunks_exact(2)
+        .map(|z| z[0].hypot(z[1]))
+        .collect();
+    let amp = frame_features(&amplitudes, channels, stride);
+    let amp_dim = BLOCKS * channels;
+    let frames = amp.len() / amp_dim;
+    let stride = stride.max(1).min(packets);
+    let pairs = antennas.saturating_sub(1) * subcarriers;
+    let dim = amp_dim + PHASE_BLOCKS * pairs;
+    let mut out = Vec::with_capacity(frames * dim);
+    let mut previous = vec![[0.0f32; 2]; pairs];
+    for f in 0..frames {
+        out.extend_from_slice(&amp[f * amp_dim..(f + 1) * amp_dim]);
+        let mut mean = vec![[0.0f32; 2]; pairs];
+        for p in f * stride..(f + 1) * stride {
+            let packet = &csi[p * 2 * channels..(p + 1) * 2 * channels];
+            for a in 0..antennas.saturating_sub(1) {
+                for s in 0..subcarriers {
+                    let (i, j) = (2 * (a * subcarriers + s), 2 * ((a + 1) * subcarriers + s));
+                    let (ar, ai, br, bi) = (packet[i], packet[i + 1], packet[j], packet[j + 1]);
+                    // z_a conj(z_b)
+                    let (re, im) = (ar * br + ai * bi, ai * br - ar * bi);
+                    let len = re.hypot(im);
+                    if len > 0.0 && len.is_finite() {
+                        let m = &mut mean[a * subcarriers + s];
+                        m[0] += re / len / stride as f32;
+                        m[1] += im / len / stride as f32;
+                    }
+                }
+            }
+        }
+        out.extend(mean.iter().map(|m| m[0]));
+        out.extend(mean.iter().map(|m| m[1]));
+        for (m, q) in mean.iter().zip(&previous) {
+            out.push(if f == 0 {
+                0.0
+            } else {
+                (m[0] - q[0]).hypot(m[1] - q[1])
+            });
+        }
+        previous = mean;
+    }
+    out
+}
+
+/// Feature blocks per value of [`encoder_frame_features`].
+pub const ENCODER_BLOCKS: usize = 3;
+
+/// Per-frame features from per-frame vectors `z [frames, dim]` (a pose model's pooled encoder
+/// output): the vector, its change from the previous frame (0 for the first), and the vector
+/// minus its running mean so far (causal). The last two carry the motion and take away what is
+/// constant over a sequence (the person's build and place). Returns `[frames, 3 * dim]`.
+pub fn encoder_frame_features(z: &[f32], dim: usize) -> Vec<f32> {
+    if dim == 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(z.len() * ENCODER_BLOCKS);
+    let mut running = vec![0.0f32; dim];
+    for (f, row) in z.chunks_exact(dim).enumerate() {
+        out.extend_from_slice(row);
+        for (c, v) in row.iter().enumerate() {
+            out.push(if f == 0 {
+                0.0
+            } else {
+                v - z[(f - 1) * dim + c]
+            });
+        }
+        for (r, v) in running.iter_mut().zip(row) {
+            *r += (v - *r) / (f + 1) as f32;
+            out.push(v - *r);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -85,5 +231,54 @@ mod tests {
             vec![l(1.0), l(10.0), 0.0, 0.0, 0.0, 0.0]
         );
         assert!(super::frame_features(&[], 2, 4).is_empty());
+    }
+
+    #[test]
+    fn encoder_blocks() {
+        let z = [1.0, -2.0, 3.0, 0.0, 8.0, 1.0];
+        let f = super::encoder_frame_features(&z, 2);
+        let want = [
+            [1.0, -2.0, 0.0, 0.0, 0.0, 0.0],
+            [3.0, 0.0, 2.0, 2.0, 1.0, 1.0],
+            // Running means after three frames: (1 + 3 + 8) / 3 = 4 and (-2 + 0 + 1) / 3.
+            [8.0, 1.0, 5.0, 1.0, 4.0, 1.0 + 1.0 / 3.0],
+        ]
+        .concat();
+        assert_eq!(f.len(), want.len());
+        for (a, b) in f.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-6, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn phase_difference_blocks() {
+        // 2 antennas x 1 subcarrier, 4 packets, stride 2: antenna 1 lags antenna 0 by 90
+        // degrees in the first frame and by 180 in the second; amplitudes differ.
+        let c = |r: f32, deg: f32| [r * deg.to_radians().cos(), r * deg.to_radians().sin()];
+        let packets = [
+            [c(2.0, 10.0), c(1.0, -80.0)],
+            [c(3.0, 50.0), c(4.0, -40.0)],
+            [c(2.0, 0.0), c(5.0, 180.0)],
+            [c(1.0, 30.0), c(1.0, 210.0)],
+        ];
+        let csi: Vec<f32> = packets.iter().flatten().flatten().copied().collect();
+        let f = super::csi_frame_features(&csi, 2, 1, 2);
+        let dim = super::csi_feature_dim(2, 1);
+        assert_eq!(dim, 3 * 2 + 3);
+        assert_eq!(f.len(), 2 * dim);
+        // The amplitude blocks are those of |csi|.
+        let amps = [2.0, 1.0, 3.0, 4.0, 2.0, 5.0, 1.0, 1.0];
+        let a = super::frame_features(&amps, 2, 2);
+        assert_eq!(&f[..6], &a[..6]);
+        assert_eq!(&f[dim..dim + 6], &a[6..12]);
+        // z0 conj(z1) has phase +90 degrees, then 180 (unit length, whatever the amplitudes).
+        let close = |x: f32, y: f32| (x - y).abs() < 1e-5;
+        assert!(close(f[6], 0.0) && close(f[7], 1.0) && f[8] == 0.0, "{f:?}");
+        let g = &f[dim..];
+        assert!(close(g[6], -1.0) && close(g[7], 0.0), "{g:?}");
+        assert!(
+            close(g[8], 2f32.sqrt()),
+            "change from (0, 1) to (-1, 0): {g:?}"
+        );
     }
 }

@@ -7,7 +7,7 @@
 use csipose_attention::{Attention, AttentionConfig, Backend, KvCache};
 
 use crate::linalg::{matmul, matmul_a_bt_acc, matmul_acc, matmul_at_b_acc};
-use crate::rvne::{self, RvneError, RvneHeader, WeightLayout};
+use crate::rvne::{self, HeadConfig, RvneError, RvneHeader, WeightLayout};
 
 /// Model dimensions (everything in the `.rvne` header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,11 +20,13 @@ pub struct ModelShape {
     pub n_classes: usize,
 }
 
-/// A classifier: shape, backend and weights.
+/// A classifier: shape, backend, head config (attention window, block size, causal; the
+/// per-frame features it reads) and weights.
 #[derive(Clone, Debug)]
 pub struct ActivityModel {
     pub shape: ModelShape,
     pub backend: Backend,
+    pub head: HeadConfig,
     pub weights: Vec<f32>,
 }
 
@@ -87,7 +89,8 @@ impl Rng {
     }
 }
 
-fn softmax(logits: &[f32]) -> Vec<f32> {
+/// Softmax probabilities of logits.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
     let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let e: Vec<f32> = logits.iter().map(|x| (x - m).exp()).collect();
     let z: f32 = e.iter().sum();
@@ -101,13 +104,16 @@ impl ModelShape {
     pub fn kv_dim(&self) -> usize {
         self.kv_heads * self.head_dim
     }
-    /// The attention configuration of every layer (default window and block size, causal).
-    pub fn attention_config(&self) -> AttentionConfig {
+    /// The attention configuration of every layer: these heads with the window, block size and
+    /// causality of `head`.
+    pub fn attention_config(&self, head: &HeadConfig) -> AttentionConfig {
         AttentionConfig {
             q_heads: self.q_heads,
             kv_heads: self.kv_heads,
             head_dim: self.head_dim,
-            ..AttentionConfig::default()
+            window: head.window as usize,
+            block_size: head.block_size as usize,
+            causal: head.causal,
         }
     }
     fn header(&self, fp16: bool, dense: bool) -> Result<RvneHeader, ModelError> {
@@ -137,10 +143,23 @@ impl ModelShape {
 }
 
 impl ActivityModel {
-    /// Random initialisation; the input normalisation starts as identity (mean 0, std 1).
+    /// Random initialisation with the default head config ([`HeadConfig::LEGACY`]: window 32,
+    /// block 16, causal, amplitude features, 4 packets per frame); the input normalisation starts
+    /// as identity (mean 0, std 1).
     pub fn new(shape: ModelShape, backend: Backend, seed: u64) -> Result<Self, ModelError> {
+        Self::with_head(shape, backend, HeadConfig::LEGACY, seed)
+    }
+
+    /// Random initialisation with a given head config.
+    pub fn with_head(
+        shape: ModelShape,
+        backend: Backend,
+        head: HeadConfig,
+        seed: u64,
+    ) -> Result<Self, ModelError> {
         shape.header(false, false)?.validate()?;
-        shape.attention_config().validate()?;
+        head.validate()?;
+        shape.attention_config(&head).validate()?;
         let lay = shape.layout();
         let (d, kv, i, c) = (lay.model_dim, lay.kv_dim, lay.input_dim, lay.n_classes);
         let mut rng = Rng::new(seed);
@@ -166,6 +185,7 @@ impl ActivityModel {
         Ok(ActivityModel {
             shape,
             backend,
+            head,
             weights: w,
         })
     }
@@ -189,6 +209,7 @@ impl ActivityModel {
             } else {
                 Backend::Sparse
             },
+            head: view.head,
             weights: view.to_f32(),
         })
     }
@@ -196,7 +217,7 @@ impl ActivityModel {
     /// Encodes the model as a `.rvne` blob (fp16 or fp32 weights).
     pub fn to_rvne(&self, fp16: bool) -> Result<Vec<u8>, ModelError> {
         let header = self.shape.header(fp16, self.backend == Backend::Dense)?;
-        Ok(rvne::encode(&header, &self.weights)?)
+        Ok(rvne::encode(&header, &self.head, &self.weights)?)
     }
 
     /// Sets the stored input normalisation from training frames (`[frames, input_dim]`).
@@ -222,7 +243,8 @@ impl ActivityModel {
     }
 
     fn attention(&self) -> Attention {
-        Attention::new(self.shape.attention_config(), self.backend).expect("validated in new")
+        Attention::new(self.shape.attention_config(&self.head), self.backend)
+            .expect("validated in new")
     }
 
     fn frames(&self, x: &[f32]) -> Result<usize, ModelError> {
@@ -396,7 +418,7 @@ impl ActivityModel {
 
     /// A frame-by-frame predictor with one KV cache per layer, for up to `capacity` frames.
     pub fn streamer(&self, capacity: usize) -> Result<Streamer<'_>, ModelError> {
-        let cfg = self.shape.attention_config();
+        let cfg = self.shape.attention_config(&self.head);
         let caches = (0..self.shape.n_layers)
             .map(|_| KvCache::new(&cfg, capacity))
             .collect::<Result<Vec<_>, _>>()?;
@@ -562,6 +584,53 @@ mod tests {
     }
 
     #[test]
+    fn head_config_is_stored_and_used() {
+        // A window of 2 and blocks of 3 attend differently from the defaults on 40 frames, so
+        // the stored config must come back for the logits to match.
+        let head = HeadConfig {
+            window: 2,
+            block_size: 3,
+            causal: true,
+            features: 1,
+            stride: 5,
+        };
+        let mut model = ActivityModel::with_head(shape(), Backend::Sparse, head, 13).unwrap();
+        let x = sequence(40, 6);
+        model.set_normalisation(&x);
+        let back = ActivityModel::from_rvne(&model.to_rvne(false).unwrap()).unwrap();
+        assert_eq!(back.head, head);
+        assert_eq!(back.logits(&x).unwrap(), model.logits(&x).unwrap());
+        let default = ActivityModel {
+            head: HeadConfig::LEGACY,
+            ..model.clone()
+        };
+        let (a, b) = (default.logits(&x).unwrap(), model.logits(&x).unwrap());
+        assert!(a.iter().zip(&b).any(|(p, q)| (p - q).abs() > 1e-4));
+        // Streaming follows the stored config too; a symmetric model cannot stream.
+        let mut stream = back.streamer(40).unwrap();
+        let mut live = Vec::new();
+        for t in 0..40 {
+            live = stream.push(&x[t * 5..(t + 1) * 5]).unwrap();
+        }
+        for (p, q) in live.iter().zip(&b) {
+            assert!((p - q).abs() < 1e-4);
+        }
+        let symmetric = ActivityModel::with_head(
+            shape(),
+            Backend::Sparse,
+            HeadConfig {
+                causal: false,
+                ..head
+            },
+            1,
+        )
+        .unwrap();
+        assert!(symmetric.logits(&x).is_ok());
+        let mut s = symmetric.streamer(4).unwrap();
+        assert!(s.push(&x[..5]).is_err());
+    }
+
+    #[test]
     fn rvne_round_trip_keeps_predictions() {
         let mut model = ActivityModel::new(shape(), Backend::Dense, 11).unwrap();
         let x = sequence(30, 4);
@@ -576,6 +645,7 @@ mod tests {
             a.iter().zip(&b).all(|(p, q)| (p - q).abs() < 0.05),
             "{a:?} vs {b:?}"
         );
+        assert_eq!(back.head, HeadConfig::LEGACY);
         assert!(matches!(
             model.logits(&x[..7]),
             Err(ModelError::RaggedInput { .. })

@@ -18,8 +18,15 @@
 //! | 16 | u16 | n_layers |
 //! | 18 | u16 | n_classes |
 //! | 20 | u32 | weights_len: bytes of weights that follow |
-//! | 24 | weights_len bytes | the weights, see [`WeightLayout`] |
+//! | 24 | 16 bytes | the head config record, see [`HeadConfig`] (absent in files written before it existed) |
+//! | 40 | weights_len - 16 bytes | the weights, see [`WeightLayout`] |
 //! | 24 + weights_len | u32 | CRC32-IEEE of bytes `0 .. 24 + weights_len` |
+//!
+//! The head config record is the first part of the weight section (the issue fixes the 24-byte
+//! header and leaves the section's contents to the head): the attention kernel configuration the
+//! model was trained with (window, block size, causal) and the per-frame features it reads. A
+//! file whose `weights_len` is exactly the float weights (no record) is an older file; it reads
+//! as [`HeadConfig::LEGACY`], the configuration every such file was trained with.
 
 use std::fmt;
 
@@ -36,6 +43,112 @@ pub const HEADER_LEN: usize = 24;
 pub const FLAG_FP16: u8 = 1;
 /// Flag bit 1: the model was trained with (and must run) the dense attention backend.
 pub const FLAG_DENSE: u8 = 2;
+/// First four bytes of the head config record: `HCFG`.
+pub const HEAD_TAG: [u8; 4] = *b"HCFG";
+/// Bytes of the head config record.
+pub const HEAD_LEN: usize = 16;
+/// Highest per-frame feature code (0 amplitude, 1 amplitude + cross-antenna phase, 2 pose
+/// encoder).
+pub const MAX_FEATURE_CODE: u8 = 2;
+
+/// The head config record at the start of the weight section (16 bytes, little-endian):
+///
+/// | offset | type | field |
+/// |---|---|---|
+/// | 24 | 4 bytes | tag `HCFG` |
+/// | 28 | u16 | record length = 16 |
+/// | 30 | u16 | attention window (tokens before the query, and after it when not causal) |
+/// | 32 | u16 | landmark block size (> 0) |
+/// | 34 | u8 | causal: 1, or 0 for symmetric attention (such a model cannot stream) |
+/// | 35 | u8 | per-frame features: 0 amplitude, 1 amplitude + cross-antenna phase, 2 pose encoder |
+/// | 36 | u16 | packets averaged into one frame (> 0; 1 for pose-encoder features: one dataset frame each) |
+/// | 38 | u16 | reserved, 0 |
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadConfig {
+    pub window: u16,
+    pub block_size: u16,
+    pub causal: bool,
+    pub features: u8,
+    pub stride: u16,
+}
+
+impl HeadConfig {
+    /// What a file without the record was trained with: window 32, block 16, causal,
+    /// amplitude features, 4 packets per frame.
+    pub const LEGACY: HeadConfig = HeadConfig {
+        window: 32,
+        block_size: 16,
+        causal: true,
+        features: 0,
+        stride: 4,
+    };
+
+    fn encode(&self) -> [u8; HEAD_LEN] {
+        let mut b = [0u8; HEAD_LEN];
+        b[..4].copy_from_slice(&HEAD_TAG);
+        b[4..6].copy_from_slice(&(HEAD_LEN as u16).to_le_bytes());
+        b[6..8].copy_from_slice(&self.window.to_le_bytes());
+        b[8..10].copy_from_slice(&self.block_size.to_le_bytes());
+        b[10] = self.causal as u8;
+        b[11] = self.features;
+        b[12..14].copy_from_slice(&self.stride.to_le_bytes());
+        b
+    }
+
+    /// Checks the fields; the error names the byte offset in the file.
+    pub fn validate(&self) -> Result<(), RvneError> {
+        let bad = |offset, what: String| Err(RvneError::HeadConfig { offset, what });
+        if self.block_size == 0 {
+            return bad(HEADER_LEN + 8, "block size is 0".into());
+        }
+        if self.features > MAX_FEATURE_CODE {
+            return bad(
+                HEADER_LEN + 11,
+                format!("unknown feature code {}", self.features),
+            );
+        }
+        if self.stride == 0 {
+            return bad(HEADER_LEN + 12, "packets per frame is 0".into());
+        }
+        Ok(())
+    }
+
+    /// Parses the record from the first bytes of the weight section.
+    fn parse(b: &[u8]) -> Result<Self, RvneError> {
+        let bad = |offset, what: String| Err(RvneError::HeadConfig { offset, what });
+        if b[..4] != HEAD_TAG {
+            return bad(
+                HEADER_LEN,
+                format!("expected the tag \"HCFG\", found {:02X?}", &b[..4]),
+            );
+        }
+        let len = u16_at(b, 4);
+        if len as usize != HEAD_LEN {
+            return bad(
+                HEADER_LEN + 4,
+                format!("record length {len}, expected {HEAD_LEN}"),
+            );
+        }
+        if b[10] > 1 {
+            return bad(
+                HEADER_LEN + 10,
+                format!("causal byte is {}, not 0 or 1", b[10]),
+            );
+        }
+        if u16_at(b, 14) != 0 {
+            return bad(HEADER_LEN + 14, "reserved u16 is not 0".into());
+        }
+        let head = HeadConfig {
+            window: u16_at(b, 6),
+            block_size: u16_at(b, 8),
+            causal: b[10] == 1,
+            features: b[11],
+            stride: u16_at(b, 12),
+        };
+        head.validate()?;
+        Ok(head)
+    }
+}
 
 /// The header fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,7 +272,7 @@ pub enum RvneError {
     ZeroDimension { field: &'static str, offset: usize },
     #[error("byte 10: n_q_heads {q_heads} is not a multiple of n_kv_heads {kv_heads}")]
     GqaRatio { q_heads: u16, kv_heads: u16 },
-    #[error("byte 20: weights_len is {found} bytes but the dimensions need {expected}")]
+    #[error("byte 20: weights_len is {found} bytes but the dimensions need {expected} (+ 16 for the head config record)")]
     WeightsLen { found: u32, expected: u64 },
     #[error("byte {offset}: file is {len} bytes but the header says {expected}")]
     Size {
@@ -173,6 +286,8 @@ pub enum RvneError {
         computed: u32,
         offset: usize,
     },
+    #[error("byte {offset}: head config record: {what}")]
+    HeadConfig { offset: usize, what: String },
     #[error("{given} weights given but the header's dimensions need {expected}")]
     WeightCount { given: usize, expected: usize },
     #[error("weight {index} is {value}, which {precision} cannot store as a finite number")]
@@ -191,10 +306,14 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// A parsed blob borrowing its bytes: the header and the raw weight bytes.
+/// A parsed blob borrowing its bytes: the header, the head config and the raw weight bytes.
 #[derive(Clone, Copy)]
 pub struct RvneView<'a> {
     pub header: RvneHeader,
+    /// The head config record, or [`HeadConfig::LEGACY`] for a file without one.
+    pub head: HeadConfig,
+    /// Whether the file has no head config record (written before it existed).
+    pub legacy: bool,
     weights: &'a [u8],
 }
 
@@ -202,6 +321,8 @@ impl fmt::Debug for RvneView<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RvneView")
             .field("header", &self.header)
+            .field("head", &self.head)
+            .field("legacy", &self.legacy)
             .field("weights", &self.len())
             .finish()
     }
@@ -244,8 +365,10 @@ impl<'a> RvneView<'a> {
         };
         header.validate()?;
         let weights_len = u32_at(bytes, 20);
-        let expected = header.layout().total() as u64 * header.weight_size() as u64;
-        if weights_len as u64 != expected {
+        let floats = header.layout().total() as u64 * header.weight_size() as u64;
+        let expected = floats + HEAD_LEN as u64;
+        let legacy = weights_len as u64 == floats;
+        if weights_len as u64 != expected && !legacy {
             return Err(RvneError::WeightsLen {
                 found: weights_len,
                 expected,
@@ -269,9 +392,19 @@ impl<'a> RvneView<'a> {
                 offset: body_end,
             });
         }
+        let (head, start) = if legacy {
+            (HeadConfig::LEGACY, HEADER_LEN)
+        } else {
+            (
+                HeadConfig::parse(&bytes[HEADER_LEN..HEADER_LEN + HEAD_LEN])?,
+                HEADER_LEN + HEAD_LEN,
+            )
+        };
         Ok(RvneView {
             header,
-            weights: &bytes[HEADER_LEN..body_end],
+            head,
+            legacy,
+            weights: &bytes[start..body_end],
         })
     }
 
@@ -329,9 +462,14 @@ impl<'a> RvneView<'a> {
     }
 }
 
-/// Writes a blob: header (precision from `header.fp16`), weights, CRC.
-pub fn encode(header: &RvneHeader, weights: &[f32]) -> Result<Vec<u8>, RvneError> {
+/// Writes a blob: header (precision from `header.fp16`), head config record, weights, CRC.
+pub fn encode(
+    header: &RvneHeader,
+    head: &HeadConfig,
+    weights: &[f32],
+) -> Result<Vec<u8>, RvneError> {
     header.validate()?;
+    head.validate()?;
     let expected = header.layout().total();
     if weights.len() != expected {
         return Err(RvneError::WeightCount {
@@ -339,7 +477,7 @@ pub fn encode(header: &RvneHeader, weights: &[f32]) -> Result<Vec<u8>, RvneError
             expected,
         });
     }
-    let weights_len = expected as u64 * header.weight_size() as u64;
+    let weights_len = expected as u64 * header.weight_size() as u64 + HEAD_LEN as u64;
     let weights_len = u32::try_from(weights_len).map_err(|_| RvneError::WeightsLen {
         found: u32::MAX,
         expected: weights_len,
@@ -360,6 +498,7 @@ pub fn encode(header: &RvneHeader, weights: &[f32]) -> Result<Vec<u8>, RvneError
         out.extend_from_slice(&v.to_le_bytes());
     }
     out.extend_from_slice(&weights_len.to_le_bytes());
+    out.extend_from_slice(&head.encode());
     for (index, &w) in weights.iter().enumerate() {
         if header.fp16 {
             let h = f16::from_f32(w);
@@ -404,6 +543,14 @@ mod tests {
         }
     }
 
+    const HEAD: HeadConfig = HeadConfig {
+        window: 7,
+        block_size: 5,
+        causal: false,
+        features: 1,
+        stride: 3,
+    };
+
     fn weights(h: &RvneHeader) -> Vec<f32> {
         (0..h.layout().total())
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
@@ -413,7 +560,7 @@ mod tests {
     /// Re-encodes a blob after `edit` changed its header bytes, with a fresh CRC.
     fn with_header_edit(edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
         let h = header(false);
-        let mut b = encode(&h, &weights(&h)).unwrap();
+        let mut b = encode(&h, &HEAD, &weights(&h)).unwrap();
         b.truncate(b.len() - 4);
         edit(&mut b);
         let crc = crc32fast::hash(&b);
@@ -433,18 +580,21 @@ mod tests {
     fn fp32_round_trip_is_exact_and_zero_copy() {
         let h = header(false);
         let w = weights(&h);
-        let bytes = encode(&h, &w).unwrap();
-        assert_eq!(bytes.len(), HEADER_LEN + 4 * w.len() + 4);
+        let bytes = encode(&h, &HEAD, &w).unwrap();
+        assert_eq!(bytes.len(), HEADER_LEN + HEAD_LEN + 4 * w.len() + 4);
         assert_eq!(&bytes[..4], b"ENVR");
         let view = RvneView::parse(&bytes).unwrap();
         assert_eq!(view.header, h);
+        assert_eq!(view.head, HEAD);
+        assert!(!view.legacy);
         assert_eq!(view.to_f32(), w);
         assert_eq!(view.weight(7), w[7]);
         // The view points into the input bytes.
-        assert_eq!(view.weight_bytes().as_ptr(), bytes[HEADER_LEN..].as_ptr());
+        let start = HEADER_LEN + HEAD_LEN;
+        assert_eq!(view.weight_bytes().as_ptr(), bytes[start..].as_ptr());
         if let Some(slice) = view.as_f32() {
             assert_eq!(slice, &w[..]);
-            assert_eq!(slice.as_ptr().cast::<u8>(), bytes[HEADER_LEN..].as_ptr());
+            assert_eq!(slice.as_ptr().cast::<u8>(), bytes[start..].as_ptr());
         }
     }
 
@@ -455,24 +605,25 @@ mod tests {
             ..header(true)
         };
         let w = weights(&h);
-        let bytes = encode(&h, &w).unwrap();
-        assert_eq!(bytes.len(), HEADER_LEN + 2 * w.len() + 4);
+        let bytes = encode(&h, &HEAD, &w).unwrap();
+        assert_eq!(bytes.len(), HEADER_LEN + HEAD_LEN + 2 * w.len() + 4);
         assert_eq!(bytes[6], FLAG_FP16 | FLAG_DENSE);
         let view = RvneView::parse(&bytes).unwrap();
         assert_eq!(view.header, h);
+        assert_eq!(view.head, HEAD);
         assert!(view.as_f32().is_none());
         let back = view.to_f32();
         for (a, b) in w.iter().zip(&back) {
             assert!((a - b).abs() <= a.abs() * 1e-3, "{a} vs {b}");
         }
         // Encoding the decoded values again gives the same bytes (fp16 values are exact).
-        assert_eq!(encode(&h, &back).unwrap(), bytes);
+        assert_eq!(encode(&h, &HEAD, &back).unwrap(), bytes);
     }
 
     #[test]
     fn each_failure_has_its_own_error() {
         let h = header(false);
-        let good = encode(&h, &weights(&h)).unwrap();
+        let good = encode(&h, &HEAD, &weights(&h)).unwrap();
         assert!(matches!(
             RvneView::parse(&good[..20]),
             Err(RvneError::Truncated { len: 20, .. })
@@ -518,21 +669,82 @@ mod tests {
             .starts_with(&format!("byte {}", good.len() - 4)));
         // Encoding checks too.
         assert!(matches!(
-            encode(&h, &[1.0]),
+            encode(&h, &HEAD, &[1.0]),
             Err(RvneError::WeightCount { given: 1, .. })
         ));
         let mut w = weights(&header(true));
         w[3] = 1e6;
         assert!(matches!(
-            encode(&header(true), &w),
+            encode(&header(true), &HEAD, &w),
             Err(RvneError::NonFinite { index: 3, .. })
+        ));
+    }
+
+    /// Rewrites a blob's head config record with `edit` and a fresh CRC.
+    fn with_head_edit(edit: impl Fn(&mut [u8])) -> Vec<u8> {
+        with_header_edit(|b| edit(&mut b[HEADER_LEN..HEADER_LEN + HEAD_LEN]))
+    }
+
+    #[test]
+    fn head_config_round_trips_and_old_files_still_read() {
+        let h = header(false);
+        let w = weights(&h);
+        for head in [HEAD, HeadConfig::LEGACY] {
+            let bytes = encode(&h, &head, &w).unwrap();
+            assert_eq!(&bytes[HEADER_LEN..HEADER_LEN + 4], b"HCFG");
+            assert_eq!(RvneView::parse(&bytes).unwrap().head, head);
+        }
+        // An older file: the weights right after the header, weights_len without the record.
+        let mut old = encode(&h, &HEAD, &w).unwrap();
+        old.drain(HEADER_LEN..HEADER_LEN + HEAD_LEN);
+        old.truncate(old.len() - 4);
+        old[20..24].copy_from_slice(&((4 * w.len()) as u32).to_le_bytes());
+        let crc = crc32fast::hash(&old);
+        old.extend_from_slice(&crc.to_le_bytes());
+        let view = RvneView::parse(&old).unwrap();
+        assert!(view.legacy);
+        assert_eq!(view.head, HeadConfig::LEGACY);
+        assert_eq!(view.to_f32(), w);
+        // Every broken field of the record has its own message and offset.
+        for (edit, offset, text) in [
+            (0usize, b'X', "tag"),
+            (4, 15, "record length"),
+            (8, 0, "block size"),
+            (10, 2, "causal"),
+            (11, 9, "feature code"),
+            (12, 0, "packets per frame"),
+            (14, 1, "reserved"),
+        ]
+        .iter()
+        .map(|&(at, v, t)| {
+            let bytes = with_head_edit(|r| {
+                r[at] = v;
+                if at == 8 || at == 12 {
+                    r[at + 1] = 0;
+                }
+            });
+            (bytes, HEADER_LEN + at, t)
+        }) {
+            let e = RvneView::parse(&edit).unwrap_err();
+            assert!(
+                matches!(&e, RvneError::HeadConfig { offset: o, what } if *o == offset && what.contains(text)),
+                "{text}: {e}"
+            );
+        }
+        let bad = HeadConfig {
+            block_size: 0,
+            ..HEAD
+        };
+        assert!(matches!(
+            encode(&h, &bad, &w),
+            Err(RvneError::HeadConfig { .. })
         ));
     }
 
     #[test]
     fn never_panics_and_rejects_every_mutation() {
         let h = header(true);
-        let good = encode(&h, &weights(&h)).unwrap();
+        let good = encode(&h, &HEAD, &weights(&h)).unwrap();
         for len in 0..good.len() {
             assert!(RvneView::parse(&good[..len]).is_err(), "truncated to {len}");
         }

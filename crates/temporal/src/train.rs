@@ -130,6 +130,30 @@ pub fn predict_all(model: &ActivityModel, data: &[Example]) -> Result<Vec<usize>
     data.par_iter().map(|e| model.predict(&e.frames)).collect()
 }
 
+/// Predicted class of every example by an ensemble: the class with the highest mean softmax
+/// probability over `models` (one model gives the same as [`predict_all`]). The models must
+/// share the class count.
+pub fn predict_ensemble(
+    models: &[ActivityModel],
+    data: &[Example],
+) -> Result<Vec<usize>, ModelError> {
+    data.par_iter()
+        .map(|e| {
+            let mut mean: Vec<f32> = Vec::new();
+            for m in models {
+                let p = crate::model::softmax(&m.logits(&e.frames)?);
+                if mean.is_empty() {
+                    mean = vec![0.0; p.len()];
+                }
+                for (a, b) in mean.iter_mut().zip(&p) {
+                    *a += b / models.len() as f32;
+                }
+            }
+            Ok(argmax(&mean))
+        })
+        .collect()
+}
+
 /// `confusion[true][predicted]` counts.
 pub fn confusion_matrix(
     labels: &[usize],
@@ -250,6 +274,40 @@ mod tests {
         assert!(losses.last().unwrap() < &(losses[0] * 0.5), "{losses:?}");
         assert!(acc_after >= 0.9, "accuracy {acc_before} -> {acc_after}");
         assert_eq!(per_class.len(), 3);
+    }
+
+    #[test]
+    fn ensemble_averages_probabilities() {
+        let shape = ModelShape {
+            input_dim: 2,
+            q_heads: 2,
+            kv_heads: 1,
+            head_dim: 4,
+            n_layers: 1,
+            n_classes: 3,
+        };
+        let data = toy_data(4, 3);
+        let models: Vec<ActivityModel> = (0..3)
+            .map(|s| ActivityModel::new(shape, Backend::Dense, s).unwrap())
+            .collect();
+        // One model: the ensemble is that model.
+        assert_eq!(
+            predict_ensemble(&models[..1], &data).unwrap(),
+            predict_all(&models[0], &data).unwrap()
+        );
+        // Three: the argmax of the mean of the three softmaxes, computed here directly.
+        let got = predict_ensemble(&models, &data).unwrap();
+        for (e, &g) in data.iter().zip(&got) {
+            let mut mean = [0.0f32; 3];
+            for m in &models {
+                let l = m.logits(&e.frames).unwrap();
+                let z: f32 = l.iter().map(|x| x.exp()).sum();
+                for (a, x) in mean.iter_mut().zip(&l) {
+                    *a += x.exp() / z;
+                }
+            }
+            assert_eq!(g, argmax(&mean));
+        }
     }
 
     #[test]
