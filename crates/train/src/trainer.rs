@@ -2,7 +2,7 @@
 //! SmoothL1, AdamW with the cosine schedule, EMA; per-epoch validation with the EMA weights,
 //! atomic checkpoints each epoch and exact resume; prediction with optional TTA.
 
-use crate::augment::{MixPlan, View};
+use crate::augment::{CsiAugment, MixPlan, View};
 use crate::checkpoint;
 use crate::optim::{ema_update, smooth_l1_sum, AdamW, Schedule};
 use crate::torso_pck;
@@ -38,6 +38,10 @@ pub struct TrainOptions {
     /// ([`View::ALL`], identity included) drawn uniformly, so the model sees what TTA shows it.
     #[serde(default)]
     pub view_augment: bool,
+    /// Train-time CSI augmentation (random static frequency response, noise); see
+    /// [`CsiAugment`]. Off in checkpoints written before it existed.
+    #[serde(default)]
+    pub augment: CsiAugment,
 }
 
 impl Default for TrainOptions {
@@ -56,6 +60,7 @@ impl Default for TrainOptions {
             huber_beta: 0.1,
             seed: 0,
             view_augment: false,
+            augment: CsiAugment::default(),
         }
     }
 }
@@ -248,6 +253,18 @@ impl Trainer {
         }
         let mut key_state = self.opts.seed ^ self.state.step.wrapping_mul(0xD1B5_4A32_D192_ED03);
         let key = splitmix64(&mut key_state);
+        if self.opts.augment.active() {
+            // Each sample's augmentation seed comes from (seed, step, position in the batch),
+            // not from `rng`, so runs without augmentation keep their random streams.
+            let c = &self.model.cfg;
+            let (a, sc, p) = (c.antennas, c.subcarriers, c.packets);
+            let aug = &self.opts.augment;
+            self.xb.par_chunks_mut(fl).enumerate().for_each(|(k, xr)| {
+                let mut st =
+                    key ^ 0xA076_1D64_78BD_642F ^ (k as u64).wrapping_mul(0xE703_7ED1_A0B4_28DB);
+                aug.apply(xr, a, sc, p, splitmix64(&mut st));
+            });
+        }
         // Data parallel: one shard of the batch per thread, each a whole forward/backward on
         // its own workspace with single-threaded matrix products; gradients summed in shard
         // order (deterministic for a thread count).
