@@ -18,6 +18,15 @@
 //! antenna gain view hurts (the model uses the relative antenna amplitudes). Trained with
 //! `--view-augment` (each training sample shown as a random view): identity 0.6719, all four
 //! 0.6727, antenna-gain 0.6642. `--tta` is therefore off by default.
+//!
+//! Two more candidate views match the train-time [`CsiAugment`]: `channel-a` and `channel-b`,
+//! two fixed smooth static responses (2 dB). Scored on micro trained with the room-robust
+//! recipe (`--aug-prob 1 --aug-response-db 6 --aug-noise 0.05`, 30 epochs): cross-scene
+//! identity 0.4741, channel-a 0.4713, channel-b 0.4800, antenna-gain 0.4815, the four `--tta`
+//! views 0.4768; cross-subject identity 0.4745, channel-a 0.4780, channel-b 0.4724,
+//! antenna-gain 0.4823, four views 0.4767. The two channel views move in opposite directions
+//! and every change stays within ±0.8 points on one seed, so they are not added to `--tta`
+//! (`csipose eval --views` averages any chosen set).
 
 use csipose_model::Rng;
 use serde::{Deserialize, Serialize};
