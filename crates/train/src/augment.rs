@@ -1,5 +1,6 @@
-//! Augmentation: mixup (λ ~ Beta(α, α) on inputs and targets) for training, and the
-//! test-time-augmentation (TTA) views of a CSI frame `[A, S, P]` for evaluation.
+//! Augmentation: mixup (λ ~ Beta(α, α) on inputs and targets) and the CSI augmentation
+//! ([`CsiAugment`]: a random static frequency response per antenna, receiver noise) for
+//! training, and the test-time-augmentation (TTA) views of a CSI frame `[A, S, P]` for evaluation.
 //!
 //! TTA views and why they are physical:
 //! - `identity`.
