@@ -120,6 +120,49 @@ fn train_resume_predict() {
         }
     }
 
+    // eval --views: exactly the named views; "identity" alone is the plain evaluation
+    let json = dir.path().join("eval-views.json");
+    let j = json.to_str().unwrap();
+    csipose(&[
+        "eval",
+        "--data",
+        d,
+        "--checkpoint",
+        r,
+        "--split",
+        "random",
+        "--views",
+        "identity",
+        "--json",
+        j,
+    ]);
+    let e: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(e["source"]["tta_views"], serde_json::json!(["identity"]));
+    let p = e["torso_pck"]["pck"].as_f64().unwrap();
+    assert!((p - m["val_torso_pck20"].as_f64().unwrap()).abs() < 1e-9);
+    csipose(&[
+        "eval",
+        "--data",
+        d,
+        "--checkpoint",
+        r,
+        "--split",
+        "random",
+        "--views",
+        "identity,channel-a,channel-b",
+        "--json",
+        j,
+    ]);
+    let e: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(e["source"]["tta_views"].as_array().unwrap().len(), 3);
+    let bad = Command::new(env!("CARGO_BIN_EXE_csipose"))
+        .args(["eval", "--data", d, "--checkpoint", r, "--split", "random"])
+        .args(["--views", "identity,upside-down"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown view \"upside-down\""));
+
     // clear errors
     let bad = Command::new(env!("CARGO_BIN_EXE_csipose"))
         .args(["predict", "--checkpoint", d, "--data", d, "--out", "x.npy"])

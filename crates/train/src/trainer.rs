@@ -4,7 +4,7 @@
 //! quantization-aware training ([`TrainOptions::qat`]: fake-quantised Linear weights in the
 //! forward pass, straight-through gradients into the f32 master weights).
 
-use crate::augment::{MixPlan, View};
+use crate::augment::{CsiAugment, MixPlan, View};
 use crate::checkpoint;
 use crate::optim::{ema_update, smooth_l1_sum, AdamW, Schedule};
 use crate::torso_pck;
@@ -46,6 +46,10 @@ pub struct TrainOptions {
     /// [`Trainer::predict_ema`] use `Q(EMA)`. `None` (the default) is plain training.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qat: Option<csipose_quantize::Spec>,
+    /// Train-time CSI augmentation (random static frequency response, noise); see
+    /// [`CsiAugment`]. Off in checkpoints written before it existed.
+    #[serde(default)]
+    pub augment: CsiAugment,
 }
 
 impl Default for TrainOptions {
@@ -65,6 +69,7 @@ impl Default for TrainOptions {
             seed: 0,
             view_augment: false,
             qat: None,
+            augment: CsiAugment::default(),
         }
     }
 }
@@ -307,6 +312,18 @@ impl Trainer {
         }
         let mut key_state = self.opts.seed ^ self.state.step.wrapping_mul(0xD1B5_4A32_D192_ED03);
         let key = splitmix64(&mut key_state);
+        if self.opts.augment.active() {
+            // Each sample's augmentation seed comes from (seed, step, position in the batch),
+            // not from `rng`, so runs without augmentation keep their random streams.
+            let c = &self.model.cfg;
+            let (a, sc, p) = (c.antennas, c.subcarriers, c.packets);
+            let aug = &self.opts.augment;
+            self.xb.par_chunks_mut(fl).enumerate().for_each(|(k, xr)| {
+                let mut st =
+                    key ^ 0xA076_1D64_78BD_642F ^ (k as u64).wrapping_mul(0xE703_7ED1_A0B4_28DB);
+                aug.apply(xr, a, sc, p, splitmix64(&mut st));
+            });
+        }
         // Data parallel: one shard of the batch per thread, each a whole forward/backward on
         // its own workspace with single-threaded matrix products; gradients summed in shard
         // order (deterministic for a thread count).

@@ -4,6 +4,7 @@
 
 use csipose_dataset::PackedDataset;
 use csipose_model::Rng;
+use csipose_train::augment::CsiAugment;
 use csipose_train::checkpoint;
 use csipose_train::{fit, Quiet, TrainOptions, Trainer};
 use std::path::Path;
@@ -79,12 +80,20 @@ fn resume_reproduces_an_uninterrupted_run() {
     let ds = synthetic(&dir.path().join("data"), 160, 2);
     let train: Vec<usize> = (0..128).collect();
     let val: Vec<usize> = (128..160).collect();
-    // micro also with the graph head and train-time view augmentation
-    for (model, view_augment) in [("nano", false), ("micro", true)] {
+    // micro also with the graph head and train-time view and CSI augmentation
+    let aug = CsiAugment {
+        prob: 0.8,
+        response_db: 6.0,
+        noise: 0.05,
+    };
+    for (model, view_augment, augment) in
+        [("nano", false, CsiAugment::default()), ("micro", true, aug)]
+    {
         let full = dir.path().join(format!("full-{model}"));
         let part = dir.path().join(format!("part-{model}"));
         let o = TrainOptions {
             view_augment,
+            augment,
             ..opts(model, 2)
         };
         let mut a = Trainer::new(o.clone(), [A, S, P], train.len()).unwrap();

@@ -60,6 +60,15 @@ pub struct Args {
     /// With --checkpoint: average the predictions of the four test-time views.
     #[arg(long, requires = "checkpoint")]
     pub tta: bool,
+    /// With --checkpoint: average exactly these views instead (comma-separated names:
+    /// identity, packets-reversed, packets-rolled, antenna-gain, channel-a, channel-b).
+    #[arg(
+        long,
+        requires = "checkpoint",
+        conflicts_with = "tta",
+        value_delimiter = ','
+    )]
+    pub views: Vec<String>,
     /// With --checkpoint: threads for prediction.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -349,7 +358,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let path = super::predict::checkpoint_path(ck);
             let (model, w) = csipose_train::checkpoint::load_model(&path)?;
             csipose_train::trainer::check_dataset(&ds, &model.cfg)?;
-            let views: Vec<csipose_train::View> = if args.tta {
+            let views: Vec<csipose_train::View> = if !args.views.is_empty() {
+                args.views
+                    .iter()
+                    .map(|n| {
+                        csipose_train::View::CANDIDATES
+                            .into_iter()
+                            .find(|v| v.name() == n)
+                            .with_context(|| format!("--views: unknown view {n:?}"))
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            } else if args.tta {
                 csipose_train::View::ALL.to_vec()
             } else {
                 vec![csipose_train::View::Identity]

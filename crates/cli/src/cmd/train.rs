@@ -51,6 +51,16 @@ pub struct Args {
     /// views, drawn at random.
     #[arg(long)]
     pub view_augment: bool,
+    /// Train-time CSI augmentation: probability that a training sample is augmented.
+    #[arg(long, default_value_t = 0.0)]
+    pub aug_prob: f32,
+    /// Augmentation: standard deviation (dB) of the random smooth per-antenna frequency
+    /// response (a different static channel and receive chain).
+    #[arg(long, default_value_t = 0.0)]
+    pub aug_response_db: f32,
+    /// Augmentation: receiver noise, as a fraction of the frame's standard deviation.
+    #[arg(long, default_value_t = 0.0)]
+    pub aug_noise: f32,
     /// Threads (results are deterministic for a seed and a thread count).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -205,6 +215,11 @@ fn run_in_pool(args: Args) -> Result<()> {
             lr: args.lr,
             seed: args.seed,
             view_augment: args.view_augment,
+            augment: csipose_train::augment::CsiAugment {
+                prob: args.aug_prob,
+                response_db: args.aug_response_db,
+                noise: args.aug_noise,
+            },
             ..TrainOptions::default()
         };
         let t = Trainer::new(opts, [h.antennas, h.subcarriers, h.packets], train.len())?;
@@ -256,11 +271,11 @@ fn run_in_pool(args: Args) -> Result<()> {
     let summary = fit(&mut trainer, &ds, &train, &val, &out, &mut progress, None)?;
     bar.finish_and_clear();
 
-    // TTA: each view alone and all four averaged, on the validation subset.
+    // TTA: each candidate view alone and the four TTA views averaged, on the validation subset.
     let vy = gather_y(&ds, &val);
     let mut tta = serde_json::Map::new();
     if !val.is_empty() {
-        for v in View::ALL {
+        for v in View::CANDIDATES {
             let p = predict(&trainer.model, &trainer.ema, &ds, &val, &[v]);
             tta.insert(
                 v.name().into(),
