@@ -2,32 +2,11 @@
 //! files that parse and hold exactly the weights the command evaluated, the size breakdown,
 //! torso-PCK of fp32 vs quantized, and clear errors for bad arguments.
 
-use csipose_dataset::packed::FrameMeta;
-use csipose_dataset::{DatasetInfo, HardwareProfile, KeypointLayout, PackedWriter};
+mod common;
+
+use common::synthetic;
 use std::path::Path;
 use std::process::Command;
-
-fn synthetic(dir: &Path, n: usize) {
-    let mut hw = HardwareProfile::mmfi();
-    hw.subcarriers = 8;
-    let info = DatasetInfo::new(hw, KeypointLayout::Coco17_2d, "test");
-    let mut w = PackedWriter::create(dir, info).unwrap();
-    for i in 0..n {
-        let u = (i % 17) as f32 / 17.0;
-        let y: Vec<f32> = (0..34).map(|k| 0.2 + 0.5 * u + 0.01 * k as f32).collect();
-        let x: Vec<f32> = (0..3 * 8 * 10)
-            .map(|k| 1.0 + u * ((k / 10) as f32).sin() + 0.01 * ((i * 7 + k) % 13) as f32)
-            .collect();
-        let meta = FrameMeta {
-            environment: 1,
-            subject: 1 + (i % 10) as i32,
-            action: 1 + (i % 3) as i32,
-            frame: i as i32,
-        };
-        w.push(&x, &y, &[meta]).unwrap();
-    }
-    w.finish().unwrap();
-}
 
 fn csipose(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_csipose"))

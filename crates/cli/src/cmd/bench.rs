@@ -10,8 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use csipose_model::{Model, ModelConfig, Rng};
 use csipose_npy::AtomicFile;
-use csipose_runtime::format::{encode, encoded_len, TensorIn, TensorSlot};
-use csipose_runtime::{flops_per_forward, Config, Dtype, Kernel, ModelFile, Runtime, OUTPUTS};
+use csipose_runtime::{flops_per_forward, Dtype, Kernel, ModelFile, Runtime, OUTPUTS};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -76,8 +75,8 @@ pub fn read_aligned(path: &Path) -> Result<Aligned> {
     Ok(a)
 }
 
-/// A random-weight model file for a preset (the engine's init), at 32, 8 or 4 bits with one
-/// max-abs scale per tensor. For timing only: the quantizer of `csipose quantize` is elsewhere.
+/// A random-weight model file for a preset (the engine's init plus noise), at 32, 8 or 4 bits
+/// with one max-abs scale per tensor (every Linear weight quantized), for timing.
 pub fn random_model(name: &str, bits: u32) -> Result<Aligned> {
     let cfg = ModelConfig::preset(name)
         .with_context(|| format!("unknown preset {name:?} (see `csipose models`)"))?;
@@ -90,57 +89,11 @@ pub fn random_model(name: &str, bits: u32) -> Result<Aligned> {
     for v in params.iter_mut() {
         *v += 0.05 * rng.normal() as f32;
     }
-    let rc = Config {
-        antennas: cfg.antennas,
-        subcarriers: cfg.subcarriers,
-        packets: cfg.packets,
-        d: cfg.d,
-        layers: cfg.layers,
-        heads: cfg.heads,
-        graph: cfg.graph.unwrap_or(0),
-    };
-    let layout = cfg.layout();
-    let mut f32s: Vec<Vec<f32>> = vec![];
-    let mut codes: Vec<Vec<i8>> = vec![];
-    let mut scales: Vec<[f32; 1]> = vec![];
-    for (t, s) in layout.tensors.iter().zip(TensorSlot::all(&rc)) {
-        let src = &params[t.offset..t.offset + t.len];
-        if !s.linear {
-            f32s.push(src.to_vec());
-            codes.push(vec![]);
-            scales.push([0.0]);
-            continue;
-        }
-        let (inp, out) = (s.rows, s.cols);
-        let w: Vec<f32> = (0..inp * out)
-            .map(|i| src[(i % out) * inp + i / out])
-            .collect();
-        let qmax = if bits == 8 { 127.0 } else { 7.0 };
-        let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs())) / qmax;
-        codes.push(
-            w.iter()
-                .map(|v| (v / scale).round().clamp(-qmax, qmax) as i8)
-                .collect(),
-        );
-        f32s.push(w);
-        scales.push([scale]);
-    }
-    let ins: Vec<TensorIn> = TensorSlot::all(&rc)
-        .enumerate()
-        .map(|(i, s)| match (s.linear, bits) {
-            (false, _) | (true, 32) => TensorIn::F32(&f32s[i]),
-            (true, 8) => TensorIn::I8 {
-                q: &codes[i],
-                scales: &scales[i],
-            },
-            _ => TensorIn::I4 {
-                q: &codes[i],
-                scales: &scales[i],
-            },
-        })
-        .collect();
-    let mut a = Aligned::zeroed(encoded_len(&rc, &ins)?);
-    encode(&rc, name, &ins, a.bytes_mut())?;
+    let bits = csipose_quantize::Bits::from_count(bits).expect("checked above");
+    let q = csipose_quantize::quantize(&cfg, &params, &csipose_quantize::Spec::new(bits, false))?;
+    let bytes = q.to_csm()?;
+    let mut a = Aligned::zeroed(bytes.len());
+    a.bytes_mut().copy_from_slice(&bytes);
     Ok(a)
 }
 
@@ -204,6 +157,22 @@ pub fn time_forward(rt: &Runtime, iters: usize) -> Timing {
         p90_us: t[t.len() * 9 / 10],
         min_us: t[0],
     }
+}
+
+/// A model file's size, its FLOPs per forward and its timing with the best kernel (what
+/// `demo` and `frontier` report for each `.csm` they write).
+pub fn time_file(path: &Path, iters: usize) -> Result<(usize, u64, Timing)> {
+    let bytes = read_aligned(path)?;
+    let mf = ModelFile::parse(bytes.bytes())
+        .with_context(|| format!("invalid model file {}", path.display()))?;
+    let mut consts = vec![0.0f32; Runtime::consts_len(&mf.config)];
+    let rt = Runtime::new(&mf, Kernel::best(), &mut consts)
+        .with_context(|| format!("model file {}", path.display()))?;
+    Ok((
+        mf.size(),
+        flops_per_forward(&mf.config),
+        time_forward(&rt, iters),
+    ))
 }
 
 pub fn run(args: Args) -> Result<()> {

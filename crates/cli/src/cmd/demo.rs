@@ -208,14 +208,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ];
         argv.extend_from_slice(&split);
         super::eval::run(parse(&argv)?)?;
-        let bytes = super::bench::read_aligned(&file)?;
-        let mf = csipose_runtime::ModelFile::parse(bytes.bytes())
-            .with_context(|| format!("invalid model file {}", file.display()))?;
-        let mut consts = vec![0.0f32; csipose_runtime::Runtime::consts_len(&mf.config)];
-        let rt = csipose_runtime::Runtime::new(&mf, csipose_runtime::Kernel::best(), &mut consts)
-            .with_context(|| format!("model file {}", file.display()))?;
-        let t = super::bench::time_forward(&rt, 5000);
-        files.push((label, mf.size(), t.median_us, torso_pck(&json)?));
+        let (size, _, t) = super::bench::time_file(&file, 5000)?;
+        files.push((label, size, t.median_us, torso_pck(&json)?));
     }
 
     println!("\nsummary: simulated demo preset, random split, validation frames");

@@ -9,7 +9,6 @@ use csipose_dataset::split::{Split, Subset};
 use csipose_dataset::{KeypointLayout, PackedDataset};
 use csipose_metrics::{evaluate, thresholds, Pck, PckNorm, PoseLayout};
 use serde_json::json;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -502,14 +501,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "pa_mpjpe": pa,
             "mpjpe_per_joint": mpj,
         });
-        let mut f = csipose_npy::AtomicFile::create(out)
-            .with_context(|| format!("cannot create {}", out.display()))?;
-        serde_json::to_writer_pretty(&mut f, &report)
-            .with_context(|| format!("cannot write {}", out.display()))?;
-        f.write_all(b"\n")
-            .with_context(|| format!("cannot write {}", out.display()))?;
-        f.commit()
-            .with_context(|| format!("cannot write {}", out.display()))?;
+        super::write_json(out, &report)?;
         println!("wrote {}", out.display());
     }
     Ok(())

@@ -12,12 +12,12 @@
 //! Every PCK in the tables is measured on the deployed file (`eval --model`), not on the
 //! training engine.
 
-use super::bench::{read_aligned, time_forward};
+use super::bench::time_file;
 use super::demo::{parse, path_str, torso_pck};
 use anyhow::{Context, Result};
 use csipose_model::config::PRESETS;
 use csipose_model::ModelConfig;
-use csipose_runtime::{flops_per_forward, Kernel, ModelFile, Runtime};
+use csipose_runtime::Kernel;
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -89,20 +89,14 @@ fn measure(args: &Args, model: &str, precision: &str, file: &Path) -> Result<Row
         path_str(&json)?,
     ])?)?;
     let pck = torso_pck(&json)?;
-    let bytes = read_aligned(file)?;
-    let mf = ModelFile::parse(bytes.bytes())
-        .with_context(|| format!("invalid model file {}", file.display()))?;
-    let mut consts = vec![0.0f32; Runtime::consts_len(&mf.config)];
-    let rt = Runtime::new(&mf, Kernel::best(), &mut consts)
-        .with_context(|| format!("model file {}", file.display()))?;
-    let t = time_forward(&rt, args.iters);
-    let flops = flops_per_forward(&mf.config) as f64;
+    let (file_bytes, flops, t) = time_file(file, args.iters)?;
+    let flops = flops as f64;
     let cfg = ModelConfig::preset(model).context("unknown preset")?;
     Ok(Row {
         model: model.into(),
         precision: precision.into(),
         parameters: cfg.param_count(),
-        file_bytes: mf.size(),
+        file_bytes,
         torso_pck20: pck,
         median_us: t.median_us,
         mflop: flops / 1e6,
@@ -304,17 +298,13 @@ fn write_report(args: &Args, family: &[Row], precisions: &[Row], secs: f64) -> R
         "models": family,
         "precisions": precisions,
     });
-    for (name, bytes) in [
-        ("FRONTIER.md", md.into_bytes()),
-        ("frontier.json", serde_json::to_vec_pretty(&json)?),
-    ] {
-        let path = args.out.join(name);
-        let mut f = csipose_npy::AtomicFile::create(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        f.write_all(&bytes)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        f.commit()?;
-    }
+    let path = args.out.join("FRONTIER.md");
+    let mut f = csipose_npy::AtomicFile::create(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(md.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.commit()?;
+    super::write_json(&args.out.join("frontier.json"), &json)?;
     Ok(())
 }
 

@@ -14,7 +14,6 @@ use csipose_train::trainer::{check_dataset, gather_y, EpochRecord, Progress};
 use csipose_train::{checkpoint, fit, predict, torso_pck, TrainOptions, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -384,14 +383,7 @@ fn run_in_pool(args: Args) -> Result<()> {
             "bytes": b,
             "torso_pck20": pcks,
         });
-        let mut f = csipose_npy::AtomicFile::create(out)
-            .with_context(|| format!("cannot create {}", out.display()))?;
-        serde_json::to_writer_pretty(&mut f, &report)
-            .with_context(|| format!("cannot write {}", out.display()))?;
-        f.write_all(b"\n")
-            .with_context(|| format!("cannot write {}", out.display()))?;
-        f.commit()
-            .with_context(|| format!("cannot write {}", out.display()))?;
+        super::write_json(out, &report)?;
     }
     Ok(())
 }
