@@ -11,7 +11,7 @@ use core::arch::x86_64::*;
 
 use crate::format::TensorData;
 use crate::kernels::{Act, Input, Weights};
-use crate::math::{GELU_A, GELU_C};
+use crate::math::{GELU_A, GELU_C, TANH_CLAMP, TANH_P, TANH_Q};
 
 const F32: u8 = 0;
 const I8: u8 = 1;
@@ -204,22 +204,17 @@ fn gelu8(x: __m256) -> __m256 {
     let s = _mm256_set1_ps;
     let x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
     let mut u = _mm256_mul_ps(s(GELU_C), _mm256_add_ps(x, _mm256_mul_ps(s(GELU_A), x3)));
-    u = _mm256_max_ps(_mm256_min_ps(u, s(7.905_311)), s(-7.905_311));
+    u = _mm256_max_ps(_mm256_min_ps(u, s(TANH_CLAMP)), s(-TANH_CLAMP));
     let u2 = _mm256_mul_ps(u, u);
-    let mut p = _mm256_fmadd_ps(u2, s(-2.760_768_5e-16), s(2.000_188e-13));
-    for c in [
-        -8.604_672e-11,
-        5.122_297e-8,
-        1.485_722_4e-5,
-        6.372_619_3e-4,
-        4.893_524_6e-3,
-    ] {
+    let mut p = _mm256_fmadd_ps(u2, s(TANH_P[0]), s(TANH_P[1]));
+    for &c in &TANH_P[2..] {
         p = _mm256_fmadd_ps(u2, p, s(c));
     }
     p = _mm256_mul_ps(p, u);
-    let mut q = _mm256_fmadd_ps(u2, s(1.198_258_4e-6), s(1.185_347_1e-4));
-    q = _mm256_fmadd_ps(u2, q, s(2.268_434_6e-3));
-    q = _mm256_fmadd_ps(u2, q, s(4.893_525e-3));
+    let mut q = _mm256_fmadd_ps(u2, s(TANH_Q[0]), s(TANH_Q[1]));
+    for &c in &TANH_Q[2..] {
+        q = _mm256_fmadd_ps(u2, q, s(c));
+    }
     // p / q as p · rcp(q) with one Newton step (relative error ~1e-7, no divide).
     let r0 = _mm256_rcp_ps(q);
     let r = _mm256_mul_ps(r0, _mm256_fnmadd_ps(q, r0, s(2.0)));

@@ -162,22 +162,8 @@ fn cpu_has_avx512() -> bool {
 #[cfg(target_arch = "x86_64")]
 #[allow(unused_unsafe)]
 fn cpu_has_avx512_vnni() -> bool {
-    use core::arch::x86_64::{__cpuid, __cpuid_count};
-    let l1 = unsafe { __cpuid(1) };
-    if l1.ecx & (1 << 27) == 0 {
-        return false;
-    }
-    // SAFETY: OSXSAVE is set.
-    let xcr0 = unsafe { xgetbv0() };
-    if xcr0 & 0xe6 != 0xe6 {
-        return false;
-    }
-    let l7 = unsafe { __cpuid_count(7, 0) };
-    let f = l7.ebx & (1 << 16) != 0;
-    let bw = l7.ebx & (1 << 30) != 0;
-    let vl = l7.ebx & (1 << 31) != 0;
-    let vnni = l7.ecx & (1 << 11) != 0;
-    f && bw && vl && vnni
+    // SAFETY: cpuid leaf 7 exists wherever AVX-512 was detected.
+    cpu_has_avx512() && unsafe { core::arch::x86_64::__cpuid_count(7, 0) }.ecx & (1 << 11) != 0
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -104,21 +104,36 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
-/// tanh as a 13/6 rational function (the engine's `fast_tanh`, same coefficients).
+/// `fast_tanh` clamps its argument to ±this (tanh is 1 in f32 beyond it).
+pub const TANH_CLAMP: f32 = 7.905_311;
+/// Numerator of `fast_tanh`, in powers of x² from the highest (Horner order), times x.
+pub const TANH_P: [f32; 7] = [
+    -2.760_768_5e-16,
+    2.000_188e-13,
+    -8.604_672e-11,
+    5.122_297e-8,
+    1.485_722_4e-5,
+    6.372_619_3e-4,
+    4.893_524_6e-3,
+];
+/// Denominator of `fast_tanh`, in powers of x² from the highest.
+pub const TANH_Q: [f32; 4] = [1.198_258_4e-6, 1.185_347_1e-4, 2.268_434_6e-3, 4.893_525e-3];
+
+/// tanh as a 13/6 rational function (the engine's `fast_tanh`, same coefficients); the SIMD
+/// GELUs evaluate the same [`TANH_P`] / [`TANH_Q`].
 #[inline(always)]
 pub fn fast_tanh(x: f32) -> f32 {
-    let x = x.clamp(-7.905_311, 7.905_311);
+    let x = x.clamp(-TANH_CLAMP, TANH_CLAMP);
     let x2 = x * x;
-    let mut p = x2 * -2.760_768_5e-16 + 2.000_188e-13;
-    p = x2 * p + -8.604_672e-11;
-    p = x2 * p + 5.122_297e-8;
-    p = x2 * p + 1.485_722_4e-5;
-    p = x2 * p + 6.372_619_3e-4;
-    p = x2 * p + 4.893_524_6e-3;
+    let mut p = x2 * TANH_P[0] + TANH_P[1];
+    for c in &TANH_P[2..] {
+        p = x2 * p + c;
+    }
     p *= x;
-    let mut q = x2 * 1.198_258_4e-6 + 1.185_347_1e-4;
-    q = x2 * q + 2.268_434_6e-3;
-    q = x2 * q + 4.893_525e-3;
+    let mut q = x2 * TANH_Q[0] + TANH_Q[1];
+    for c in &TANH_Q[2..] {
+        q = x2 * q + c;
+    }
     p / q
 }
 

@@ -13,7 +13,6 @@ use core::arch::x86_64::*;
 
 use crate::format::TensorData;
 use crate::kernels::{Act, Weights};
-use crate::math::{GELU_A, GELU_C};
 
 const I8: u8 = 1;
 const I4: u8 = 2;
@@ -172,34 +171,6 @@ unsafe fn pair16<const K: u8>(c: &Ctx, k: usize, col: usize) -> __m512i {
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-fn gelu16(x: __m512) -> __m512 {
-    let s = _mm512_set1_ps;
-    let x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
-    let mut u = _mm512_mul_ps(s(GELU_C), _mm512_add_ps(x, _mm512_mul_ps(s(GELU_A), x3)));
-    u = _mm512_max_ps(_mm512_min_ps(u, s(7.905_311)), s(-7.905_311));
-    let u2 = _mm512_mul_ps(u, u);
-    let mut p = _mm512_fmadd_ps(u2, s(-2.760_768_5e-16), s(2.000_188e-13));
-    for k in [
-        -8.604_672e-11,
-        5.122_297e-8,
-        1.485_722_4e-5,
-        6.372_619_3e-4,
-        4.893_524_6e-3,
-    ] {
-        p = _mm512_fmadd_ps(u2, p, s(k));
-    }
-    p = _mm512_mul_ps(p, u);
-    let mut q = _mm512_fmadd_ps(u2, s(1.198_258_4e-6), s(1.185_347_1e-4));
-    q = _mm512_fmadd_ps(u2, q, s(2.268_434_6e-3));
-    q = _mm512_fmadd_ps(u2, q, s(4.893_525e-3));
-    let r0 = _mm512_rcp14_ps(q);
-    let r = _mm512_mul_ps(r0, _mm512_fnmadd_ps(q, r0, s(2.0)));
-    let t = _mm512_mul_ps(p, r);
-    _mm512_mul_ps(_mm512_mul_ps(s(0.5), x), _mm512_add_ps(s(1.0), t))
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 unsafe fn block<const K: u8, const R: usize, const C: usize>(c: &Ctx, t0: usize, col: usize) {
     let mut acc = [[_mm512_setzero_si512(); C]; R];
     let mut k = 0;
@@ -241,7 +212,7 @@ unsafe fn block<const K: u8, const R: usize, const C: usize>(c: &Ctx, t0: usize,
             o = _mm512_add_ps(o, b);
             o = match c.act {
                 Act::None => o,
-                Act::Gelu => gelu16(o),
+                Act::Gelu => crate::avx512::gelu16(o),
                 Act::Relu => _mm512_max_ps(o, _mm512_setzero_ps()),
             };
             let at = (t0 + r) * c.cols + cc;
