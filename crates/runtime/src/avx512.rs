@@ -1,7 +1,10 @@
-//! x86-64 AVX-512 Linear kernel for int8/int4 weights (exact f32 arithmetic like the AVX2 one,
-//! 16 lanes and 32 registers): tiles of up to 6 tokens × 64 columns (24 accumulators), codes
-//! widened and converted in registers, masked last tile (no column tail left over), the same
-//! fused epilogue. f32 weights stay on the AVX2 kernel, which measured as fast.
+//! x86-64 AVX-512 Linear kernel (exact f32 arithmetic like the AVX2 one, 16 lanes and 32
+//! registers): tiles of up to 6 tokens × 64 columns (24 accumulators), int8/int4 codes widened
+//! and converted in registers, masked last tile (no column tail left over), the same fused
+//! epilogue. f32 weights run here too, except matrices whose column count is 8 mod 16, which
+//! the AVX2 kernel covers without a masked tail and measured faster (micro's graph 17×56×56:
+//! 1.04 vs 2.26 µs); everywhere else AVX-512 measured faster for f32 (flagship fp32 forward
+//! 608 → 457 µs, base 180 → 153 µs; BENCHMARKS.md).
 
 use core::arch::x86_64::*;
 
@@ -12,8 +15,6 @@ use crate::math::{GELU_A, GELU_C, TANH_CLAMP, TANH_P, TANH_Q};
 const F32: u8 = 0;
 const I8: u8 = 1;
 const I4: u8 = 2;
-/// Whether f32 weights run here (false: they go to the AVX2 kernel, which measured as fast).
-const F32_HERE: bool = false;
 
 struct Ctx {
     x: *const f32,
@@ -30,8 +31,8 @@ struct Ctx {
     y: *mut f32,
 }
 
-/// All columns of the Linear (returns `cols`), or 0 for f32 weights (left to the caller's
-/// AVX2 code).
+/// All columns of the Linear (returns `cols`), or 0 for f32 weights with 8 mod 16 columns
+/// (left to the caller's AVX2 code).
 ///
 /// # Safety
 /// AVX-512 F/BW/VL must be available; the slices cover every index (checked by
@@ -47,8 +48,8 @@ pub(crate) unsafe fn linear(
 ) -> usize {
     let cols = w.cols;
     let (kind, wp, scales): (u8, *const u8, &[f32]) = match w.data {
-        // f32 weights: the AVX2 kernel measured as fast or faster (see BENCHMARKS.md).
-        TensorData::F32(_) if !F32_HERE => return 0,
+        // f32 weights with 8 mod 16 columns: the AVX2 kernel measured faster (module docs).
+        TensorData::F32(_) if cols % 16 == 8 => return 0,
         TensorData::F32(v) => (F32, v.as_ptr() as *const u8, &[]),
         TensorData::I8 { q, scales } => (I8, q.as_ptr() as *const u8, scales),
         TensorData::I4 { packed, scales } => (I4, packed.as_ptr(), scales),
