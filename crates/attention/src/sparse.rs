@@ -312,7 +312,22 @@ multiversion! {
 /// Rows of queries per parallel task.
 const ROWS_PER_TASK: usize = 64;
 
+/// Sparse prefill: the query-tile kernel (`tile.rs`) where it applies, else row by row.
 pub(crate) fn prefill(
+    cfg: &AttentionConfig,
+    n: usize,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+) {
+    if !crate::tile::prefill(cfg, n, q, k, v, out) {
+        prefill_rowwise(cfg, n, q, k, v, out);
+    }
+}
+
+/// Sparse prefill one query row at a time (each row's pattern built, its items gathered).
+pub(crate) fn prefill_rowwise(
     cfg: &AttentionConfig,
     n: usize,
     q: &[f32],
