@@ -1,5 +1,6 @@
 //! Quick comparison of the two sparse prefill kernels (row by row, query tiles) in the bench
-//! setting: `cargo run --release -p csipose-attention --example tile_vs_rows [rounds] [N...]`.
+//! setting: `cargo run --release -p csipose-attention --example tile_vs_rows [rounds] [N...]`
+//! (`KV_HEADS=4` or `1` for one grouping only).
 
 use csipose_attention::bench::{bench_config, sparse_kernel_timings, PREFILL_LENGTHS};
 
@@ -18,7 +19,11 @@ fn main() {
         "threads: {}, minimum of {rounds} interleaved runs",
         rayon::current_num_threads()
     );
-    for kv_heads in [4usize, 1] {
+    let kv: Vec<usize> = match std::env::var("KV_HEADS") {
+        Ok(k) => vec![k.parse().expect("KV_HEADS: a number")],
+        Err(_) => vec![4, 1],
+    };
+    for kv_heads in kv {
         println!(
             "kv_heads {kv_heads}\n{:>6} {:>10} {:>10} {:>7}",
             "N", "row ms", "tile ms", "ratio"

@@ -256,7 +256,14 @@ mod x86 {
         _mm256_castsi256_ps(_mm256_cmpeq_epi32(m, bit))
     }
 
-    /// Writes panels `first ..` (as many as `dst` holds, `D * LANES` floats each) of `src`
+    /// Floats from one panel to the next: `D * LANES` plus one 64-byte line, so panels a power
+    /// of two apart (the lookback of one tile) do not all fall into the same L1 sets.
+    const fn panel_floats<const D: usize>() -> usize {
+        D * LANES + 16
+    }
+
+    /// Writes panels `first ..` (as many as `dst` holds, `panel_floats` each, the last line
+    /// unused) of `src`
     /// (`[n, kv_heads, D]`): panel `p` is kv head `p / panels`, tokens `LANES * (p % panels)`
     /// onwards, stored `[D][LANES]` (tokens past `n` zero).
     #[target_feature(enable = "avx2,fma")]
@@ -268,9 +275,11 @@ mod x86 {
         src: &[f32],
         dst: &mut [f32],
     ) {
-        assert!(src.len() >= n * kr && (first + dst.len() / (D * LANES)) <= panels * (kr / D));
+        assert!(
+            src.len() >= n * kr && (first + dst.len() / panel_floats::<D>()) <= panels * (kr / D)
+        );
         let zero = _mm256_setzero_ps();
-        for (p, panel) in dst.chunks_exact_mut(D * LANES).enumerate() {
+        for (p, panel) in dst.chunks_exact_mut(panel_floats::<D>()).enumerate() {
             let (g, b) = ((first + p) / panels, (first + p) % panels);
             for c in 0..D / LANES {
                 let mut rows = [zero; 8];
@@ -316,7 +325,7 @@ mod x86 {
         let (mk, mv) = block_means(cfg, n, k, v);
         // Panels of 8 tokens x D dimensions per kv head, 64-byte aligned.
         let panels = n.div_ceil(LANES);
-        let len = cfg.kv_heads * panels * D * LANES;
+        let len = cfg.kv_heads * panels * panel_floats::<D>();
         let (mut kt, mut vt) = BUFFERS.with(|b| b.take());
         // Old contents need no clearing: every panel is written whole.
         kt.resize(len + 16, 0.0);
@@ -324,7 +333,7 @@ mod x86 {
         let (ka, va) = (kt.as_ptr().align_offset(64), vt.as_ptr().align_offset(64));
         let (kp, vp) = (&mut kt[ka..ka + len], &mut vt[va..va + len]);
         const PANELS_PER_TASK: usize = 16;
-        let chunk = PANELS_PER_TASK * D * LANES;
+        let chunk = PANELS_PER_TASK * panel_floats::<D>();
         // With a one-thread pool everything runs here, with no hand-over to a worker and back.
         let serial = rayon::current_num_threads() == 1;
         let transpose = |(t, (kc, vc)): (usize, (&mut [f32], &mut [f32]))| {
@@ -405,7 +414,11 @@ mod x86 {
         s: &mut Scratch,
         out: &mut [f32],
     ) {
-        rows_body::<D>(cfg, n, first, q, k, v, mk, mv, kp, vp, s, out)
+        if D >= 16 {
+            rows_body::<D, true>(cfg, n, first, q, k, v, mk, mv, kp, vp, s, out)
+        } else {
+            rows_body::<D, false>(cfg, n, first, q, k, v, mk, mv, kp, vp, s, out)
+        }
     }
 
     /// [`rows_body`] compiled for AVX2 + FMA.
@@ -425,13 +438,13 @@ mod x86 {
         s: &mut Scratch,
         out: &mut [f32],
     ) {
-        rows_body::<D>(cfg, n, first, q, k, v, mk, mv, kp, vp, s, out)
+        rows_body::<D, false>(cfg, n, first, q, k, v, mk, mv, kp, vp, s, out)
     }
 
     /// The tiles of query rows `first ..` (as many as `out` holds).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn rows_body<const D: usize>(
+    unsafe fn rows_body<const D: usize, const WIDE: bool>(
         cfg: &AttentionConfig,
         n: usize,
         first: usize,
@@ -449,7 +462,7 @@ mod x86 {
         let group = cfg.group();
         let count = out.len() / qr;
         let panels = n.div_ceil(LANES);
-        let head_panels = panels * D * LANES;
+        let head_panels = panels * panel_floats::<D>();
         assert!(first + count <= n && first.is_multiple_of(LANES));
         assert!(kp.len() >= cfg.kv_heads * head_panels && vp.len() >= cfg.kv_heads * head_panels);
         s.shared.clear();
@@ -472,7 +485,7 @@ mod x86 {
             let g = h / group;
             for (t, t0) in (0..count).step_by(LANES).enumerate() {
                 let ((sa, la), (sb, lb)) = (s.tiles[t], s.tiles[t + 1]);
-                tile_head::<D>(
+                tile_head::<D, WIDE>(
                     q.as_ptr().add((first + t0) * qr + h * D),
                     qr,
                     LANES.min(count - t0),
@@ -493,7 +506,7 @@ mod x86 {
     /// them), `kp`/`vp` at the head's K/V panels, `out` like `q`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile_head<const D: usize>(
+    unsafe fn tile_head<const D: usize, const WIDE: bool>(
         q: *const f32,
         qr: usize,
         nl: usize,
@@ -508,7 +521,7 @@ mod x86 {
     ) {
         let zero = _mm256_setzero_ps();
         let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
-        let panel = D * LANES;
+        let panel = panel_floats::<D>();
         // The tile's queries transposed (dimension d: one vector over the lanes), scaled.
         let mut qt = [zero; D];
         let sc = _mm256_set1_ps(scale);
@@ -523,38 +536,62 @@ mod x86 {
         }
         let ns = shared.len();
         assert!(scores.len() == ns + lookback.len());
-        // Scores of shared items, eight at a time (a short last group repeats its last item).
+        // Scores, eight items at a time (a short last group repeats its last item). With WIDE
+        // (32 vector registers) each item has two accumulators, one per half of the dimensions,
+        // so 16 independent FMA chains hide the FMA latency.
+        let halves = if WIDE { 2 } else { 1 };
+        let half = D / halves;
         let mut t = 0;
         while t < ns {
             let cnt = (ns - t).min(8);
             let kr: [*const f32; 8] =
                 std::array::from_fn(|c| shared[t + c.min(cnt - 1)].key.add(goff));
-            let mut acc = [zero; 8];
-            for (d, &qd) in qt.iter().enumerate() {
-                for c in 0..8 {
-                    acc[c] = _mm256_fmadd_ps(qd, _mm256_set1_ps(*kr[c].add(d)), acc[c]);
+            let mut acc = [[zero; 8]; 2];
+            for d in 0..half {
+                for h in 0..halves {
+                    let dd = h * half + d;
+                    for c in 0..8 {
+                        acc[h][c] =
+                            _mm256_fmadd_ps(qt[dd], _mm256_set1_ps(*kr[c].add(dd)), acc[h][c]);
+                    }
                 }
             }
             for c in 0..cnt {
-                scores[t + c] = _mm256_blendv_ps(neg_inf, acc[c], lane_mask(shared[t + c].mask));
+                let a = if WIDE {
+                    _mm256_add_ps(acc[0][c], acc[1][c])
+                } else {
+                    acc[0][c]
+                };
+                scores[t + c] = _mm256_blendv_ps(neg_inf, a, lane_mask(shared[t + c].mask));
             }
             t += 8;
         }
-        // Scores of lookback items: one aligned load per dimension from the key panel.
+        // Lookback items: one aligned load per dimension from the key panel.
         let mut t = 0;
         while t < lookback.len() {
             let cnt = (lookback.len() - t).min(8);
             let kc: [*const f32; 8] =
                 std::array::from_fn(|c| kp.add(lookback[t + c.min(cnt - 1)].panel * panel));
-            let mut acc = [zero; 8];
-            for (d, &qd) in qt.iter().enumerate() {
-                for c in 0..8 {
-                    acc[c] = _mm256_fmadd_ps(qd, _mm256_load_ps(kc[c].add(d * LANES)), acc[c]);
+            let mut acc = [[zero; 8]; 2];
+            for d in 0..half {
+                for h in 0..halves {
+                    let dd = h * half + d;
+                    for c in 0..8 {
+                        acc[h][c] = _mm256_fmadd_ps(
+                            qt[dd],
+                            _mm256_load_ps(kc[c].add(dd * LANES)),
+                            acc[h][c],
+                        );
+                    }
                 }
             }
             for c in 0..cnt {
-                scores[ns + t + c] =
-                    _mm256_blendv_ps(neg_inf, acc[c], lane_mask(lookback[t + c].mask));
+                let a = if WIDE {
+                    _mm256_add_ps(acc[0][c], acc[1][c])
+                } else {
+                    acc[0][c]
+                };
+                scores[ns + t + c] = _mm256_blendv_ps(neg_inf, a, lane_mask(lookback[t + c].mask));
             }
             t += 8;
         }
@@ -573,25 +610,29 @@ mod x86 {
         }
         let inv = _mm256_div_ps(_mm256_set1_ps(1.0), sum);
         let scores = &*scores;
-        // Values, eight dimensions at a time, kept transposed (one vector over the lanes per
-        // dimension), then transposed back into the query rows.
-        for c in 0..D / LANES {
-            let mut acc = [zero; 8];
+        // Values, eight (WIDE: sixteen) dimensions at a time, kept transposed (one vector over
+        // the lanes per dimension), then transposed back into the query rows.
+        let width = if WIDE { 16 } else { 8 };
+        for c in 0..D / width {
+            let mut acc = [zero; 16];
             for (it, &p) in shared.iter().zip(scores) {
-                let vr = it.value.add(goff + c * LANES);
-                for r in 0..8 {
+                let vr = it.value.add(goff + c * width);
+                for r in 0..width {
                     acc[r] = _mm256_fmadd_ps(p, _mm256_set1_ps(*vr.add(r)), acc[r]);
                 }
             }
             for (it, &p) in lookback.iter().zip(&scores[ns..]) {
-                let vc = vp.add(it.panel * panel + c * LANES * LANES);
-                for r in 0..8 {
+                let vc = vp.add(it.panel * panel + c * width * LANES);
+                for r in 0..width {
                     acc[r] = _mm256_fmadd_ps(p, _mm256_load_ps(vc.add(r * LANES)), acc[r]);
                 }
             }
-            let rows = transpose8(acc.map(|a| _mm256_mul_ps(a, inv)));
-            for (l, row) in rows.into_iter().enumerate().take(nl) {
-                _mm256_storeu_ps(out.add(l * qr + c * LANES), row);
+            for b in 0..width / LANES {
+                let block: [__m256; 8] =
+                    std::array::from_fn(|r| _mm256_mul_ps(acc[b * LANES + r], inv));
+                for (l, row) in transpose8(block).into_iter().enumerate().take(nl) {
+                    _mm256_storeu_ps(out.add(l * qr + c * width + b * LANES), row);
+                }
             }
         }
     }
