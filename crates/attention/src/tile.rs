@@ -150,11 +150,16 @@ fn tile_items(
         for d in crate::pattern::power_offsets(completed) {
             let b = completed - 1 - d;
             let mut mask = 0u8;
-            for lane in l..e {
-                let i = i0 + lane;
-                let inside = b * bs >= i.saturating_sub(w) && (b + 1) * bs - 1 <= i;
-                if !inside {
-                    mask |= 1 << lane;
+            if w + 1 < bs {
+                // A whole block never fits inside the window.
+                mask = bits(l, e - 1);
+            } else {
+                for lane in l..e {
+                    let i = i0 + lane;
+                    let inside = b * bs >= i.saturating_sub(w) && (b + 1) * bs - 1 <= i;
+                    if !inside {
+                        mask |= 1 << lane;
+                    }
                 }
             }
             if mask == 0 {
