@@ -31,7 +31,7 @@ pub(crate) fn block_means(
 }
 
 multiversion! {
-    fn block_means_into(cfg: &AttentionConfig, k: &[f32], v: &[f32], mk: &mut [f32], mv: &mut [f32]) {
+    pub(crate) fn block_means_into(cfg: &AttentionConfig, k: &[f32], v: &[f32], mk: &mut [f32], mv: &mut [f32]) {
         let kr = cfg.kv_row();
         let bs = cfg.block_size;
         let inv = 1.0 / bs as f32;

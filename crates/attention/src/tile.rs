@@ -219,7 +219,7 @@ mod x86 {
 
     use super::{tile_items, Lookback, Scratch, Shared, LANES, ROWS_PER_TASK};
     use crate::simd::avx2::exp8;
-    use crate::sparse::block_means;
+    use crate::sparse::block_means_into;
     use crate::AttentionConfig;
 
     /// Transposes an 8 x 8 block held as eight row vectors.
@@ -327,7 +327,29 @@ mod x86 {
             return;
         }
         let kr = cfg.kv_row();
-        let (mk, mv) = block_means(cfg, n, k, v);
+        // With a one-thread pool everything runs here, with no hand-over to a worker and back.
+        let serial = rayon::current_num_threads() == 1;
+        // Block means (landmarks), split over the pool in groups of blocks.
+        let (bs, blocks) = (cfg.block_size, n / cfg.block_size);
+        let mut mk = vec![0.0f32; blocks * kr];
+        let mut mv = vec![0.0f32; blocks * kr];
+        const BLOCKS_PER_TASK: usize = 8;
+        let means = |(t, (mk, mv)): (usize, (&mut [f32], &mut [f32]))| {
+            let at = t * BLOCKS_PER_TASK * bs * kr;
+            block_means_into(cfg, &k[at..], &v[at..], mk, mv);
+        };
+        let mchunk = BLOCKS_PER_TASK * kr;
+        if serial {
+            mk.chunks_mut(mchunk)
+                .zip(mv.chunks_mut(mchunk))
+                .enumerate()
+                .for_each(means);
+        } else {
+            mk.par_chunks_mut(mchunk)
+                .zip(mv.par_chunks_mut(mchunk))
+                .enumerate()
+                .for_each(means);
+        }
         // Panels of 8 tokens x D dimensions per kv head, 64-byte aligned.
         let panels = n.div_ceil(LANES);
         let len = cfg.kv_heads * panels * panel_floats::<D>();
@@ -339,8 +361,6 @@ mod x86 {
         let (kp, vp) = (&mut kt[ka..ka + len], &mut vt[va..va + len]);
         const PANELS_PER_TASK: usize = 16;
         let chunk = PANELS_PER_TASK * panel_floats::<D>();
-        // With a one-thread pool everything runs here, with no hand-over to a worker and back.
-        let serial = rayon::current_num_threads() == 1;
         let transpose = |(t, (kc, vc)): (usize, (&mut [f32], &mut [f32]))| {
             // SAFETY: applies() checked AVX2 + FMA.
             unsafe {
