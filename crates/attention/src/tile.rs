@@ -12,6 +12,8 @@ use crate::AttentionConfig;
 
 /// Queries per tile (one 256-bit vector of f32), and tokens per transposed panel.
 pub(crate) const LANES: usize = 8;
+/// Tokens from which the block means and panels are built in parallel.
+const PARALLEL_PREP_TOKENS: usize = 1024;
 /// Query rows per parallel task (a multiple of `LANES`).
 const ROWS_PER_TASK: usize = 64;
 
@@ -217,7 +219,9 @@ mod x86 {
 
     use rayon::prelude::*;
 
-    use super::{tile_items, Lookback, Scratch, Shared, LANES, ROWS_PER_TASK};
+    use super::{
+        tile_items, Lookback, Scratch, Shared, LANES, PARALLEL_PREP_TOKENS, ROWS_PER_TASK,
+    };
     use crate::simd::avx2::exp8;
     use crate::sparse::block_means_into;
     use crate::AttentionConfig;
@@ -328,7 +332,11 @@ mod x86 {
         }
         let kr = cfg.kv_row();
         // With a one-thread pool everything runs here, with no hand-over to a worker and back.
-        let serial = rayon::current_num_threads() == 1;
+        // Short sequences too: splitting the preparation (block means, panels) pays only from
+        // about a thousand tokens, and the tiles only with several tasks.
+        let one = rayon::current_num_threads() == 1;
+        let serial = one || n < PARALLEL_PREP_TOKENS;
+        let serial_tiles = one || n <= ROWS_PER_TASK;
         // Block means (landmarks), split over the pool in groups of blocks.
         let (bs, blocks) = (cfg.block_size, n / cfg.block_size);
         let mut mk = vec![0.0f32; blocks * kr];
@@ -405,7 +413,7 @@ mod x86 {
             }
         };
         let rows_per_task = ROWS_PER_TASK * cfg.q_row();
-        if serial {
+        if serial_tiles {
             out[..n * cfg.q_row()]
                 .chunks_mut(rows_per_task)
                 .enumerate()
