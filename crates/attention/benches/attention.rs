@@ -3,7 +3,8 @@
 //! the default GQA grouping (1 kv head). 4 query heads, head_dim 32, window 16, block 32.
 
 use csipose_attention::bench::{
-    bench_config, decode_timings, prefill_timings, DECODE_LENGTHS, PREFILL_LENGTHS,
+    bench_config, decode_timings, prefill_timings, sparse_kernel_timings, DECODE_LENGTHS,
+    PREFILL_LENGTHS,
 };
 
 fn main() {
@@ -24,6 +25,22 @@ fn main() {
                 t.dense_ms,
                 t.dense_ms / t.sparse_ms
             );
+        }
+        println!(
+            "sparse kernels, minimum of 200 interleaved runs:\n{:>6} {:>12} {:>12} {:>8}",
+            "N", "row ms", "tile ms", "ratio"
+        );
+        for t in sparse_kernel_timings(&cfg, &PREFILL_LENGTHS, 200) {
+            match t.tile_ms {
+                Some(tile) => println!(
+                    "{:>6} {:>12.4} {:>12.4} {:>7.2}x",
+                    t.tokens,
+                    t.rowwise_ms,
+                    tile,
+                    t.rowwise_ms / tile
+                ),
+                None => println!("{:>6} {:>12.4} {:>12}", t.tokens, t.rowwise_ms, "n/a"),
+            }
         }
         println!("{:>6} {:>12} {:>12}", "cache", "sparse us", "dense us");
         for t in decode_timings(&cfg, &DECODE_LENGTHS, 256) {

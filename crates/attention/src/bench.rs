@@ -125,6 +125,57 @@ pub fn decode_timings(
         .collect()
 }
 
+/// Sparse prefill time of the row-by-row kernel and of the query-tile kernel at one length.
+#[derive(Clone, Debug)]
+pub struct KernelTiming {
+    pub tokens: usize,
+    pub rowwise_ms: f64,
+    /// `None` where the tile kernel does not apply (CPU or configuration).
+    pub tile_ms: Option<f64>,
+}
+
+/// Minimum over `rounds` of each sparse prefill kernel, the two interleaved run by run so a noisy
+/// (shared) machine affects both alike. Each includes allocating the output.
+pub fn sparse_kernel_timings(
+    cfg: &AttentionConfig,
+    lengths: &[usize],
+    rounds: usize,
+) -> Vec<KernelTiming> {
+    lengths
+        .iter()
+        .map(|&n| {
+            let q = random_vec(n * cfg.q_row(), 1);
+            let k = random_vec(n * cfg.kv_row(), 2);
+            let v = random_vec(n * cfg.kv_row(), 3);
+            let tile = crate::tile::applies(cfg);
+            let (mut best_rows, mut best_tile) = (f64::INFINITY, f64::INFINITY);
+            for round in 0..rounds + 1 {
+                let t = Instant::now();
+                let mut out = vec![0.0f32; n * cfg.q_row()];
+                crate::sparse::prefill_rowwise(cfg, n, &q, &k, &v, &mut out);
+                std::hint::black_box(&out);
+                let rows = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                if tile {
+                    let mut out = vec![0.0f32; n * cfg.q_row()];
+                    crate::tile::prefill(cfg, n, &q, &k, &v, &mut out);
+                    std::hint::black_box(&out);
+                }
+                let tiled = t.elapsed().as_secs_f64();
+                if round > 0 {
+                    best_rows = best_rows.min(rows);
+                    best_tile = best_tile.min(tiled);
+                }
+            }
+            KernelTiming {
+                tokens: n,
+                rowwise_ms: best_rows * 1e3,
+                tile_ms: tile.then_some(best_tile * 1e3),
+            }
+        })
+        .collect()
+}
+
 /// The benchmark setting of the issue: 4 heads, head_dim 32, window 16, block 32, causal.
 pub fn bench_config(kv_heads: usize) -> AttentionConfig {
     AttentionConfig {

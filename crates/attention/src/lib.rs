@@ -13,6 +13,7 @@ mod dense;
 mod pattern;
 mod simd;
 mod sparse;
+mod tile;
 
 pub use backward::Gradients;
 pub use cache::KvCache;

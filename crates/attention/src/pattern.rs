@@ -28,7 +28,7 @@ pub struct Pattern {
 }
 
 /// Offsets `0, 1, 2, 4, 8, ...` below `limit`.
-fn power_offsets(limit: usize) -> impl Iterator<Item = usize> {
+pub(crate) fn power_offsets(limit: usize) -> impl Iterator<Item = usize> {
     std::iter::once(0usize)
         .chain(std::iter::successors(Some(1usize), |d| d.checked_mul(2)))
         .take_while(move |&d| d < limit)

@@ -203,7 +203,7 @@ pub mod avx2 {
     /// `e^x` on eight lanes, the same algorithm as `super::exp`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn exp8(x: __m256) -> __m256 {
+    pub(crate) fn exp8(x: __m256) -> __m256 {
         let x = _mm256_min_ps(
             _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
             _mm256_set1_ps(88.0),

@@ -31,7 +31,7 @@ pub(crate) fn block_means(
 }
 
 multiversion! {
-    fn block_means_into(cfg: &AttentionConfig, k: &[f32], v: &[f32], mk: &mut [f32], mv: &mut [f32]) {
+    pub(crate) fn block_means_into(cfg: &AttentionConfig, k: &[f32], v: &[f32], mk: &mut [f32], mv: &mut [f32]) {
         let kr = cfg.kv_row();
         let bs = cfg.block_size;
         let inv = 1.0 / bs as f32;
@@ -312,7 +312,22 @@ multiversion! {
 /// Rows of queries per parallel task.
 const ROWS_PER_TASK: usize = 64;
 
+/// Sparse prefill: the query-tile kernel (`tile.rs`) where it applies, else row by row.
 pub(crate) fn prefill(
+    cfg: &AttentionConfig,
+    n: usize,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+) {
+    if !crate::tile::prefill(cfg, n, q, k, v, out) {
+        prefill_rowwise(cfg, n, q, k, v, out);
+    }
+}
+
+/// Sparse prefill one query row at a time (each row's pattern built, its items gathered).
+pub(crate) fn prefill_rowwise(
     cfg: &AttentionConfig,
     n: usize,
     q: &[f32],

@@ -118,10 +118,12 @@ fn max_diff(a: &[f32], b: &[f64]) -> f64 {
 fn configs() -> Vec<AttentionConfig> {
     vec![
         AttentionConfig::default(),
-        config(4, 4, 16, 5, 8, true),  // MHA
-        config(6, 2, 12, 3, 5, true),  // GQA, odd head_dim
-        config(3, 1, 8, 0, 3, true),   // MQA, no window
-        config(4, 2, 16, 4, 6, false), // non-causal
+        config(4, 4, 16, 5, 8, true),   // MHA
+        config(6, 2, 12, 3, 5, true),   // GQA, odd head_dim
+        config(3, 1, 8, 0, 3, true),    // MQA, no window
+        config(4, 2, 16, 4, 6, false),  // non-causal
+        config(4, 4, 32, 16, 32, true), // the bench setting (query-tile kernel on x86-64)
+        config(2, 1, 16, 7, 4, true),   // GQA, shortest window the tile kernel takes
     ]
 }
 
