@@ -9,6 +9,7 @@ mod avx2;
 mod avx512;
 pub mod format;
 pub mod forward;
+pub mod int16;
 pub mod kernels;
 pub mod math;
 #[cfg(target_arch = "x86_64")]

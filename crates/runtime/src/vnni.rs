@@ -1,205 +1,158 @@
-//! x86-64 AVX-512 VNNI Linear kernel for int8/int4 weights with int16 activations
-//! (`vpdpwssd`: 32 int16 multiply-adds per instruction into int32, twice the f32 FMA rate).
-//! Each token's inputs are quantized to int16 with one max-abs scale
-//! ([`crate::kernels::quantize_tokens`], shared with the portable int16 path); weight rows
-//! `k` and `k+1` are interleaved into int16 pairs in registers (int4 nibbles unpacked first);
-//! the epilogue converts the exact int32 sums and applies token scale × column scale, bias,
-//! GELU/ReLU and the residual.
+//! x86-64 AVX-512 VNNI int16 Linear kernel (`vpdpwssd`: 32 int16 multiply-adds per
+//! instruction into int32, twice the f32 FMA rate on Zen 4) over weights repacked once
+//! ([`crate::int16::Packed`]: aligned 64-byte loads, no unpacking in the loop) and the
+//! activation quantizers feeding it; the same values as the portable versions in
+//! [`crate::int16`].
 //!
-//! Tiles: up to 10 tokens × 32 columns (20 zmm accumulators); the last tile of a row is masked
-//! to the remaining columns (loads and stores never pass the row's end).
+//! Tiles: up to 12 tokens × up to 4 zmm of columns (≤ 24 accumulators); per input pair, C
+//! aligned weight loads, one 32-bit broadcast per token and R×C `vpdpwssd`. Epilogue: int32 →
+//! f32, × token scale × column scale, + bias, GELU/ReLU, + residual, masked to the row's end.
 
 use core::arch::x86_64::*;
 
-use crate::format::TensorData;
-use crate::kernels::{Act, Weights};
+use crate::int16::{Packed, QInput};
+use crate::kernels::Act;
 
-const I8: u8 = 1;
-const I4: u8 = 2;
+/// The int16 Linear over all columns.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI must be available; `w.w` 64-byte aligned; `x` covers `tokens` tokens
+/// of `w.pairs()` pairs, and bias, residual and `y` every index (checked by the caller).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+pub(crate) unsafe fn linear(
+    x: &QInput,
+    w: &Packed,
+    bias: Option<&[f32]>,
+    act: Act,
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let n = x.tokens;
+    if n == 0 || w.cols == 0 {
+        return;
+    }
+    let c = Ctx {
+        x: x.q.as_ptr() as *const i32,
+        ts: x.ts,
+        js: x.js,
+        sx: x.sx.as_ptr(),
+        np: w.pairs(),
+        w: w.w.as_ptr() as *const i32,
+        cp: w.cp,
+        cols: w.cols,
+        scales: w.scales.as_ptr(),
+        bias: bias.map_or(core::ptr::null(), |b| b.as_ptr()),
+        act,
+        res: residual.map_or(core::ptr::null(), |r| r.as_ptr()),
+        y: y.as_mut_ptr(),
+    };
+    // Token blocks of at most 12, then as many column vectors as keep ≤ 24 accumulators.
+    let nb = n.div_ceil(12);
+    let rmax = n.div_ceil(nb);
+    let cmax = (24 / rmax).clamp(1, 4);
+    let nv = w.cp / 16;
+    let (base, extra) = (n / nb, n % nb);
+    let mut v0 = 0;
+    while v0 < nv {
+        let cv = cmax.min(nv - v0);
+        let mut t0 = 0;
+        for b in 0..nb {
+            let r = base + usize::from(b < extra);
+            match cv {
+                4 => rows::<4>(&c, t0, r, v0),
+                3 => rows::<3>(&c, t0, r, v0),
+                2 => rows::<2>(&c, t0, r, v0),
+                _ => rows::<1>(&c, t0, r, v0),
+            }
+            t0 += r;
+        }
+        v0 += cv;
+    }
+}
 
 struct Ctx {
-    /// int16 activations `[tokens, kp]` (kp = rows rounded up to even, zero padded).
-    xq: *const i16,
-    kp: usize,
+    x: *const i32,
+    ts: usize,
+    js: usize,
     sx: *const f32,
-    k_len: usize,
-    wp: *const u8,
+    np: usize,
+    w: *const i32,
+    cp: usize,
     cols: usize,
     scales: *const f32,
-    per_col: bool,
     bias: *const f32,
     act: Act,
     res: *const f32,
     y: *mut f32,
 }
 
-/// All columns of the int16-activation Linear; returns how many it did (all, or 0 for f32
-/// weights and for int4 weights with an odd column count, left to the caller).
-///
-/// # Safety
-/// AVX-512 F/BW/VNNI must be available; `xq` holds `tokens × kp` values, `sx` `tokens`, and
-/// bias, residual and `y` cover every index (checked by `kernels::linear`).
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-pub(crate) unsafe fn linear(
-    xq: &[i16],
-    kp: usize,
-    sx: &[f32],
-    tokens: usize,
-    w: &Weights,
-    bias: Option<&[f32]>,
-    act: Act,
-    residual: Option<&[f32]>,
-    y: &mut [f32],
-) -> usize {
-    let cols = w.cols;
-    let (kind, wp, scales): (u8, *const u8, &[f32]) = match w.data {
-        TensorData::F32(_) => return 0,
-        TensorData::I8 { q, scales } => (I8, q.as_ptr() as *const u8, scales),
-        TensorData::I4 { packed, scales } => {
-            if !cols.is_multiple_of(2) {
-                return 0;
-            }
-            (I4, packed.as_ptr(), scales)
-        }
-    };
-    if tokens == 0 {
-        return 0;
-    }
-    let c = Ctx {
-        xq: xq.as_ptr(),
-        kp,
-        sx: sx.as_ptr(),
-        k_len: w.rows,
-        wp,
-        cols,
-        scales: scales.as_ptr(),
-        per_col: scales.len() > 1,
-        bias: bias.map_or(core::ptr::null(), |b| b.as_ptr()),
-        act,
-        res: residual.map_or(core::ptr::null(), |r| r.as_ptr()),
-        y: y.as_mut_ptr(),
-    };
-    match kind {
-        I8 => run::<I8>(&c, tokens, cols),
-        _ => run::<I4>(&c, tokens, cols),
-    }
-    cols
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-unsafe fn run<const K: u8>(c: &Ctx, n: usize, cols: usize) {
-    let nb = n.div_ceil(10);
-    let (base, extra) = (n / nb, n % nb);
-    let mut col = 0;
-    while col < cols {
-        // Full 32- or 16-column tiles; the last tile is masked to the remaining columns.
-        let two = col + 32 <= cols;
-        let mut t0 = 0;
-        for b in 0..nb {
-            let r = base + usize::from(b < extra);
-            if two {
-                rows::<K, 2>(c, t0, r, col);
-            } else {
-                rows::<K, 1>(c, t0, r, col);
-            }
-            t0 += r;
-        }
-        col += if two { 32 } else { 16 };
-    }
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-unsafe fn rows<const K: u8, const C: usize>(c: &Ctx, t0: usize, r: usize, col: usize) {
+unsafe fn rows<const C: usize>(c: &Ctx, t0: usize, r: usize, v0: usize) {
     match r {
-        1 => block::<K, 1, C>(c, t0, col),
-        2 => block::<K, 2, C>(c, t0, col),
-        3 => block::<K, 3, C>(c, t0, col),
-        4 => block::<K, 4, C>(c, t0, col),
-        5 => block::<K, 5, C>(c, t0, col),
-        6 => block::<K, 6, C>(c, t0, col),
-        7 => block::<K, 7, C>(c, t0, col),
-        8 => block::<K, 8, C>(c, t0, col),
-        9 => block::<K, 9, C>(c, t0, col),
-        _ => block::<K, 10, C>(c, t0, col),
+        1 => block::<1, C>(c, t0, v0),
+        2 => block::<2, C>(c, t0, v0),
+        3 => block::<3, C>(c, t0, v0),
+        4 => block::<4, C>(c, t0, v0),
+        5 => block::<5, C>(c, t0, v0),
+        6 => block::<6, C>(c, t0, v0),
+        7 => block::<7, C>(c, t0, v0),
+        8 => block::<8, C>(c, t0, v0),
+        9 => block::<9, C>(c, t0, v0),
+        10 => block::<10, C>(c, t0, v0),
+        11 => block::<11, C>(c, t0, v0),
+        _ => block::<12, C>(c, t0, v0),
     }
 }
 
-/// Sixteen signed codes of row `k`, columns `col..col+16`, as bytes (zero past the last row
-/// and past the row's end).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-unsafe fn row16<const K: u8>(c: &Ctx, k: usize, col: usize) -> __m128i {
-    if k >= c.k_len {
-        return _mm_setzero_si128();
-    }
-    let idx = k * c.cols + col;
-    let left = c.cols - col; // columns from `col` to the row's end
-    if K == I8 {
-        if left >= 16 {
-            _mm_loadu_si128(c.wp.add(idx) as *const __m128i)
-        } else {
-            _mm_maskz_loadu_epi8((1u16 << left) - 1, c.wp.add(idx) as *const i8)
+unsafe fn block<const R: usize, const C: usize>(c: &Ctx, t0: usize, v0: usize) {
+    if R * C > 24 {
+        // Not generated by `linear` (R·C ≤ 24); split so the accumulators stay in registers.
+        for v in 0..C {
+            rows::<1>(c, t0, R, v0 + v);
         }
-    } else {
-        // even column count: idx is even; `left` even too
-        let b = if left >= 16 {
-            _mm_loadl_epi64(c.wp.add(idx / 2) as *const __m128i)
-        } else {
-            _mm_maskz_loadu_epi8((1u16 << (left / 2)) - 1, c.wp.add(idx / 2) as *const i8)
-        };
-        let m = _mm_set1_epi8(0x0f);
-        let lo = _mm_and_si128(b, m);
-        let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), m);
-        let inter = _mm_unpacklo_epi8(lo, hi);
-        let eight = _mm_set1_epi8(8);
-        _mm_sub_epi8(_mm_xor_si128(inter, eight), eight)
+        return;
     }
-}
-
-/// Rows `k`, `k+1` of 16 columns as 16 int16 pairs (one per 32-bit lane, row `k` low).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-unsafe fn pair16<const K: u8>(c: &Ctx, k: usize, col: usize) -> __m512i {
-    let a = row16::<K>(c, k, col);
-    let b = row16::<K>(c, k + 1, col);
-    let lo = _mm_unpacklo_epi8(a, b);
-    let hi = _mm_unpackhi_epi8(a, b);
-    let both = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi);
-    _mm512_cvtepi8_epi16(both)
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-unsafe fn block<const K: u8, const R: usize, const C: usize>(c: &Ctx, t0: usize, col: usize) {
     let mut acc = [[_mm512_setzero_si512(); C]; R];
-    let mut k = 0;
-    while k < c.k_len {
-        let mut w = [_mm512_setzero_si512(); C];
-        for (v, wv) in w.iter_mut().enumerate() {
-            *wv = pair16::<K>(c, k, col + 16 * v);
+    let (ts, js, cp, np) = (c.ts, c.js, c.cp, c.np);
+    let mut wp = c.w.add(v0 * 16);
+    let mut xp = c.x.add(t0 * ts);
+    for _ in 0..np {
+        let mut wv = [_mm512_setzero_si512(); C];
+        for (v, x) in wv.iter_mut().enumerate() {
+            *x = _mm512_load_si512(wp.add(16 * v) as *const _);
         }
-        for (r, a) in acc.iter_mut().enumerate() {
-            let xp = c.xq.add((t0 + r) * c.kp + k) as *const i32;
-            let xb = _mm512_set1_epi32(core::ptr::read_unaligned(xp));
+        for r in 0..R {
+            let xb = _mm512_set1_epi32(*xp.add(r * ts));
             for v in 0..C {
-                a[v] = _mm512_dpwssd_epi32(a[v], xb, w[v]);
+                acc[r][v] = dpwssd(acc[r][v], xb, wv[v]);
             }
         }
-        k += 2;
+        wp = wp.add(cp);
+        xp = xp.add(js);
     }
+    // The sums leave the registers through one explicit, fully unrolled copy, so the epilogue
+    // (not unrolled for large R) does not keep `acc` in memory inside the loop above.
+    let mut sums = [[_mm512_setzero_si512(); C]; R];
+    for r in 0..R {
+        for v in 0..C {
+            core::ptr::write_volatile(&mut sums[r][v], acc[r][v]);
+        }
+    }
+    let acc = sums;
     for v in 0..C {
-        let cc = col + 16 * v;
-        let m: __mmask16 = if c.cols - cc >= 16 {
+        let cc = (v0 + v) * 16;
+        let left = c.cols.saturating_sub(cc);
+        if left == 0 {
+            continue;
+        }
+        let m: __mmask16 = if left >= 16 {
             0xffff
         } else {
-            (1u16 << (c.cols - cc)) - 1
+            (1u16 << left) - 1
         };
-        let scale = if c.per_col {
-            _mm512_maskz_loadu_ps(m, c.scales.add(cc))
-        } else {
-            _mm512_set1_ps(*c.scales)
-        };
+        let scale = _mm512_loadu_ps(c.scales.add(cc));
         let b = if c.bias.is_null() {
             _mm512_setzero_ps()
         } else {
@@ -212,7 +165,7 @@ unsafe fn block<const K: u8, const R: usize, const C: usize>(c: &Ctx, t0: usize,
             o = _mm512_add_ps(o, b);
             o = match c.act {
                 Act::None => o,
-                Act::Gelu => crate::avx512::gelu16(o),
+                Act::Gelu => gelu_exact16(o),
                 Act::Relu => _mm512_max_ps(o, _mm512_setzero_ps()),
             };
             let at = (t0 + r) * c.cols + cc;
@@ -221,5 +174,193 @@ unsafe fn block<const K: u8, const R: usize, const C: usize>(c: &Ctx, t0: usize,
             }
             _mm512_mask_storeu_ps(c.y.add(at), m, o);
         }
+    }
+}
+
+/// `acc + Σ pairs a·b` (`vpdpwssd`) as inline assembly: LLVM's machine combiner otherwise
+/// splits the intrinsic into `vpmaddwd` + `vpaddd` (two µops where Zen 4 runs one, 1/cycle),
+/// which measured ~2× slower here.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+fn dpwssd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+    let mut acc = acc;
+    // SAFETY: this function is compiled (and only callable) with AVX-512 VNNI;
+    // register-only, no memory or flags touched.
+    unsafe {
+        core::arch::asm!(
+            "vpdpwssd {acc}, {a}, {b}",
+            acc = inout(zmm_reg) acc,
+            a = in(zmm_reg) a,
+            b = in(zmm_reg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+/// GELU on 16 lanes with exactly the operations of [`crate::math::gelu`] (separate
+/// multiplies and adds, a true division), so this kernel's outputs equal the portable int16
+/// reference's bit for bit: the int16 rounding of the next Linear's inputs would otherwise
+/// amplify last-bit differences into ~1e-5.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+fn gelu_exact16(x: __m512) -> __m512 {
+    use crate::math::{GELU_A, GELU_C, TANH_CLAMP, TANH_P, TANH_Q};
+    let s = _mm512_set1_ps;
+    let x3 = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(s(GELU_A), x), x), x);
+    let u = _mm512_mul_ps(s(GELU_C), _mm512_add_ps(x, x3));
+    let u = _mm512_min_ps(_mm512_max_ps(u, s(-TANH_CLAMP)), s(TANH_CLAMP));
+    let u2 = _mm512_mul_ps(u, u);
+    let mut p = _mm512_add_ps(_mm512_mul_ps(u2, s(TANH_P[0])), s(TANH_P[1]));
+    for &c in &TANH_P[2..] {
+        p = _mm512_add_ps(_mm512_mul_ps(u2, p), s(c));
+    }
+    p = _mm512_mul_ps(p, u);
+    let mut q = _mm512_add_ps(_mm512_mul_ps(u2, s(TANH_Q[0])), s(TANH_Q[1]));
+    for &c in &TANH_Q[2..] {
+        q = _mm512_add_ps(_mm512_mul_ps(u2, q), s(c));
+    }
+    let t = _mm512_div_ps(p, q);
+    _mm512_mul_ps(_mm512_mul_ps(s(0.5), x), _mm512_add_ps(s(1.0), t))
+}
+
+#[inline(always)]
+fn mask(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xffff
+    } else {
+        ((1u32 << n) - 1) as u16
+    }
+}
+
+/// Rounds `v · inv` clamped to ±qx to int32 (ties to even, the default MXCSR rounding).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+fn q16(v: __m512, inv: __m512, qx: __m512) -> __m512i {
+    let s = _mm512_mul_ps(v, inv);
+    let s = _mm512_max_ps(_mm512_min_ps(s, qx), _mm512_sub_ps(_mm512_setzero_ps(), qx));
+    _mm512_cvtps_epi32(s)
+}
+
+/// [`crate::int16::quantize_rows_portable`], 16 lanes.
+///
+/// # Safety
+/// AVX-512 F/BW/VL; `x` holds `tokens` rows of `k` values at stride `xs`, `q` `tokens·⌈k/2⌉`
+/// words, `sx` `tokens` values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn quantize_rows(
+    x: &[f32],
+    tokens: usize,
+    k: usize,
+    xs: usize,
+    qx: f32,
+    q: &mut [f32],
+    sx: &mut [f32],
+) {
+    let np = k.div_ceil(2);
+    let qv = _mm512_set1_ps(qx);
+    for t in 0..tokens {
+        let row = x.as_ptr().add(t * xs);
+        let mut m = _mm512_setzero_ps();
+        let mut i = 0;
+        while i < k {
+            let v = _mm512_maskz_loadu_ps(mask(k - i), row.add(i));
+            m = _mm512_max_ps(m, _mm512_abs_ps(v));
+            i += 16;
+        }
+        let mx = _mm512_reduce_max_ps(m);
+        let (s, inv) = crate::int16::token_scale(mx, qx);
+        sx[t] = s;
+        let iv = _mm512_set1_ps(inv);
+        // 32 inputs → 16 int16 pairs per step, stored as the row's int16 codes.
+        let dst = q.as_mut_ptr().add(t * np) as *mut i16;
+        let mut i = 0;
+        while i < k {
+            let a = _mm512_maskz_loadu_ps(mask(k - i), row.add(i));
+            let qa = _mm512_cvtepi32_epi16(q16(a, iv, qv));
+            let left = 2 * np - i; // int16 slots left in the row (even)
+            if i + 16 < k {
+                let b = _mm512_maskz_loadu_ps(mask(k - i - 16), row.add(i + 16));
+                let qb = _mm512_cvtepi32_epi16(q16(b, iv, qv));
+                let both = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qa), qb);
+                _mm512_mask_storeu_epi16(dst.add(i), mask32(left), both);
+            } else {
+                _mm256_mask_storeu_epi16(dst.add(i), mask(left), qa);
+            }
+            i += 32;
+        }
+    }
+}
+
+#[inline(always)]
+fn mask32(n: usize) -> __mmask32 {
+    if n >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << n) - 1
+    }
+}
+
+/// [`crate::int16::quantize_standardised_portable`], 16 tokens per vector.
+///
+/// # Safety
+/// AVX-512 F/BW/VL; `x` holds `k·p` values, `q` `⌈k/2⌉·p` words, `sx` `p` values.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn quantize_standardised(
+    x: &[f32],
+    k: usize,
+    p: usize,
+    mean: f32,
+    inv: f32,
+    qx: f32,
+    q: &mut [f32],
+    sx: &mut [f32],
+) {
+    let (mv, iv, qv) = (
+        _mm512_set1_ps(mean),
+        _mm512_set1_ps(inv),
+        _mm512_set1_ps(qx),
+    );
+    let lo16 = _mm512_set1_epi32(0xffff);
+    let xp = x.as_ptr();
+    let qp = q.as_mut_ptr() as *mut i32;
+    let mut t0 = 0;
+    while t0 < p {
+        let m = mask(p - t0);
+        let ld = |f: usize| {
+            let v = _mm512_maskz_loadu_ps(m, xp.add(f * p + t0));
+            _mm512_mul_ps(_mm512_sub_ps(v, mv), iv)
+        };
+        let (mut m0, mut m1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut f = 0;
+        while f + 2 <= k {
+            m0 = _mm512_max_ps(m0, _mm512_abs_ps(ld(f)));
+            m1 = _mm512_max_ps(m1, _mm512_abs_ps(ld(f + 1)));
+            f += 2;
+        }
+        if f < k {
+            m0 = _mm512_max_ps(m0, _mm512_abs_ps(ld(f)));
+        }
+        let mut mx = [0.0f32; 16];
+        _mm512_storeu_ps(mx.as_mut_ptr(), _mm512_max_ps(m0, m1));
+        let mut ti = [0.0f32; 16];
+        for l in 0..16.min(p - t0) {
+            let (s, i) = crate::int16::token_scale(mx[l], qx);
+            sx[t0 + l] = s;
+            ti[l] = i;
+        }
+        let tv = _mm512_loadu_ps(ti.as_ptr());
+        for j in 0..k.div_ceil(2) {
+            let a = q16(ld(2 * j), tv, qv);
+            let b = if 2 * j + 1 < k {
+                q16(ld(2 * j + 1), tv, qv)
+            } else {
+                _mm512_setzero_si512()
+            };
+            let wv = _mm512_or_si512(_mm512_and_si512(a, lo16), _mm512_slli_epi32::<16>(b));
+            _mm512_mask_storeu_epi32(qp.add(j * p + t0), m, wv);
+        }
+        t0 += 16;
     }
 }
