@@ -192,9 +192,11 @@ pub(crate) fn token_scale(mx: f32, qx: f32) -> (f32, f32) {
     }
 }
 
+/// The code of `v` at inverse scale `inv = qx / mx` (`|v| ≤ mx`): no clamp needed, as
+/// `|v · inv| ≤ fl(mx · inv)` is within an ulp of `qx` and rounds to at most `qx`.
 #[inline(always)]
-pub(crate) fn q16(v: f32, inv: f32, qx: f32) -> i32 {
-    round_even((v * inv).clamp(-qx, qx))
+pub(crate) fn q16(v: f32, inv: f32) -> i32 {
+    round_even(v * inv)
 }
 
 /// Quantizes `tokens` rows of `k` values (row `t` at `x[t·xs..]`) token-major into `q`
@@ -215,9 +217,9 @@ pub fn quantize_rows_portable(
         let (s, inv) = token_scale(mx, qx);
         sx[t] = s;
         for j in 0..np {
-            let a = q16(row[2 * j], inv, qx);
+            let a = q16(row[2 * j], inv);
             let b = if 2 * j + 1 < k {
-                q16(row[2 * j + 1], inv, qx)
+                q16(row[2 * j + 1], inv)
             } else {
                 0
             };
@@ -227,8 +229,10 @@ pub fn quantize_rows_portable(
 }
 
 /// Standardises the embedding input `x [k, p]` (feature-major: token `t`, feature `f` at
-/// `x[f·p + t]`) as `(x − mean) · inv` and quantizes it pair-major into `q` (`⌈k/2⌉ · p`
-/// words) and `sx` (`p`).
+/// `x[f·p + t]`) and quantizes it pair-major into `q` (`⌈k/2⌉ · p` words) and `sx` (`p`):
+/// `code = round((x − mean) · c_t)` with `c_t = qx / d_t`, `d_t = max_f |x − mean|` taken from
+/// the token's raw minimum and maximum (rounding is monotonic, so this is the exact maximum of
+/// the rounded differences), and `sx_t = d_t / qx · inv` in standardised units.
 #[allow(clippy::too_many_arguments)]
 pub fn quantize_standardised_portable(
     x: &[f32],
@@ -240,20 +244,35 @@ pub fn quantize_standardised_portable(
     q: &mut [f32],
     sx: &mut [f32],
 ) {
-    let v = |f: usize, t: usize| {
-        if f < k {
-            (x[f * p + t] - mean) * inv
-        } else {
-            0.0
-        }
-    };
     for t in 0..p {
-        let mx = (0..k).fold(0.0f32, |m, f| m.max(v(f, t).abs()));
-        let (s, ti) = token_scale(mx, qx);
-        sx[t] = s;
-        for j in 0..k.div_ceil(2) {
-            q[j * p + t] = word(q16(v(2 * j, t), ti, qx), q16(v(2 * j + 1, t), ti, qx));
+        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+        for f in 0..k {
+            lo = lo.min(x[f * p + t]);
+            hi = hi.max(x[f * p + t]);
         }
+        let (s, c) = embed_scale(lo, hi, mean, inv, qx);
+        sx[t] = s;
+        let v = |f: usize| {
+            if f < k {
+                q16(x[f * p + t] - mean, c)
+            } else {
+                0
+            }
+        };
+        for j in 0..k.div_ceil(2) {
+            q[j * p + t] = word(v(2 * j), v(2 * j + 1));
+        }
+    }
+}
+
+/// `(sx_t, c_t)` of an embedding token whose raw values lie in `[lo, hi]`.
+#[inline(always)]
+pub(crate) fn embed_scale(lo: f32, hi: f32, mean: f32, inv: f32, qx: f32) -> (f32, f32) {
+    let d = (hi - mean).max(mean - lo);
+    if d > 0.0 {
+        (d / qx * inv, qx / d)
+    } else {
+        (0.0, 0.0)
     }
 }
 

@@ -233,13 +233,12 @@ fn mask(n: usize) -> __mmask16 {
     }
 }
 
-/// Rounds `v · inv` clamped to ±qx to int32 (ties to even, the default MXCSR rounding).
+/// Rounds `v · inv` to int32 (ties to even, the default MXCSR rounding), as
+/// [`crate::int16::q16`].
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-fn q16(v: __m512, inv: __m512, qx: __m512) -> __m512i {
-    let s = _mm512_mul_ps(v, inv);
-    let s = _mm512_max_ps(_mm512_min_ps(s, qx), _mm512_sub_ps(_mm512_setzero_ps(), qx));
-    _mm512_cvtps_epi32(s)
+fn q16(v: __m512, inv: __m512) -> __m512i {
+    _mm512_cvtps_epi32(_mm512_mul_ps(v, inv))
 }
 
 /// [`crate::int16::quantize_rows_portable`], 16 lanes.
@@ -258,7 +257,6 @@ pub(crate) unsafe fn quantize_rows(
     sx: &mut [f32],
 ) {
     let np = k.div_ceil(2);
-    let qv = _mm512_set1_ps(qx);
     for t in 0..tokens {
         let row = x.as_ptr().add(t * xs);
         let mut m = _mm512_setzero_ps();
@@ -277,11 +275,11 @@ pub(crate) unsafe fn quantize_rows(
         let mut i = 0;
         while i < k {
             let a = _mm512_maskz_loadu_ps(mask(k - i), row.add(i));
-            let qa = _mm512_cvtepi32_epi16(q16(a, iv, qv));
+            let qa = _mm512_cvtepi32_epi16(q16(a, iv));
             let left = 2 * np - i; // int16 slots left in the row (even)
             if i + 16 < k {
                 let b = _mm512_maskz_loadu_ps(mask(k - i - 16), row.add(i + 16));
-                let qb = _mm512_cvtepi32_epi16(q16(b, iv, qv));
+                let qb = _mm512_cvtepi32_epi16(q16(b, iv));
                 let both = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qa), qb);
                 _mm512_mask_storeu_epi16(dst.add(i), mask32(left), both);
             } else {
@@ -317,49 +315,53 @@ pub(crate) unsafe fn quantize_standardised(
     q: &mut [f32],
     sx: &mut [f32],
 ) {
-    let (mv, iv, qv) = (
-        _mm512_set1_ps(mean),
-        _mm512_set1_ps(inv),
-        _mm512_set1_ps(qx),
-    );
+    let mv = _mm512_set1_ps(mean);
     let lo16 = _mm512_set1_epi32(0xffff);
     let xp = x.as_ptr();
     let qp = q.as_mut_ptr() as *mut i32;
     let mut t0 = 0;
     while t0 < p {
         let m = mask(p - t0);
-        let ld = |f: usize| {
-            let v = _mm512_maskz_loadu_ps(m, xp.add(f * p + t0));
-            _mm512_mul_ps(_mm512_sub_ps(v, mv), iv)
-        };
-        let (mut m0, mut m1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let ld = |f: usize| _mm512_maskz_loadu_ps(m, xp.add(f * p + t0));
+        // Raw minimum and maximum per token (lane), two chains each.
+        let inf = _mm512_set1_ps(f32::INFINITY);
+        let (mut lo0, mut lo1) = (inf, inf);
+        let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+        let (mut hi0, mut hi1) = (ninf, ninf);
         let mut f = 0;
         while f + 2 <= k {
-            m0 = _mm512_max_ps(m0, _mm512_abs_ps(ld(f)));
-            m1 = _mm512_max_ps(m1, _mm512_abs_ps(ld(f + 1)));
+            let (a, b) = (ld(f), ld(f + 1));
+            lo0 = _mm512_min_ps(lo0, a);
+            hi0 = _mm512_max_ps(hi0, a);
+            lo1 = _mm512_min_ps(lo1, b);
+            hi1 = _mm512_max_ps(hi1, b);
             f += 2;
         }
         if f < k {
-            m0 = _mm512_max_ps(m0, _mm512_abs_ps(ld(f)));
+            let a = ld(f);
+            lo0 = _mm512_min_ps(lo0, a);
+            hi0 = _mm512_max_ps(hi0, a);
         }
-        let mut mx = [0.0f32; 16];
-        _mm512_storeu_ps(mx.as_mut_ptr(), _mm512_max_ps(m0, m1));
-        let mut ti = [0.0f32; 16];
+        let (mut lo, mut hi) = ([0.0f32; 16], [0.0f32; 16]);
+        _mm512_storeu_ps(lo.as_mut_ptr(), _mm512_min_ps(lo0, lo1));
+        _mm512_storeu_ps(hi.as_mut_ptr(), _mm512_max_ps(hi0, hi1));
+        let mut cs = [0.0f32; 16];
         for l in 0..16.min(p - t0) {
-            let (s, i) = crate::int16::token_scale(mx[l], qx);
+            let (s, c) = crate::int16::embed_scale(lo[l], hi[l], mean, inv, qx);
             sx[t0 + l] = s;
-            ti[l] = i;
+            cs[l] = c;
         }
-        let tv = _mm512_loadu_ps(ti.as_ptr());
-        for j in 0..k.div_ceil(2) {
-            let a = q16(ld(2 * j), tv, qv);
-            let b = if 2 * j + 1 < k {
-                q16(ld(2 * j + 1), tv, qv)
-            } else {
-                _mm512_setzero_si512()
-            };
+        let cv = _mm512_loadu_ps(cs.as_ptr());
+        let code = |f: usize| q16(_mm512_sub_ps(ld(f), mv), cv);
+        let np = k.div_ceil(2);
+        for j in 0..k / 2 {
+            let (a, b) = (code(2 * j), code(2 * j + 1));
             let wv = _mm512_or_si512(_mm512_and_si512(a, lo16), _mm512_slli_epi32::<16>(b));
             _mm512_mask_storeu_epi32(qp.add(j * p + t0), m, wv);
+        }
+        if np > k / 2 {
+            let wv = _mm512_and_si512(code(k - 1), lo16);
+            _mm512_mask_storeu_epi32(qp.add((np - 1) * p + t0), m, wv);
         }
         t0 += 16;
     }
