@@ -864,6 +864,48 @@ fn attention(
         &mut b.ch[..p * dh],
     );
     kt.fill(0.0);
+    // The int16 path on AVX-512: both products in dedicated kernels (the same roundings as the
+    // portable Linear, so still equal to `portable_int16`), reading Q and V in place.
+    #[cfg(target_arch = "x86_64")]
+    if kern.is_vnni16() && p <= 16 && dh <= 64 {
+        for h in 0..heads {
+            for j in 0..p {
+                let k = &qkv[j * 3 * d + d + h * dh..j * 3 * d + d + (h + 1) * dh];
+                for (t, &v) in k.iter().enumerate() {
+                    kt[t * pp + j] = v;
+                }
+            }
+            assert!(qkv.len() >= p * 3 * d && ctx.len() >= p * d);
+            // SAFETY: Vnni16 exists only where AVX-512 was detected; q rows i < p at
+            // i·3d + h·dh + t (t < dh), values at j·3d + 2d + h·dh + c (c < dh), ctx rows at
+            // i·d + h·dh + c all lie inside the checked lengths; kt and s are [dh, pp], [p, pp].
+            unsafe {
+                crate::vnni::attn_scores(
+                    qkv[h * dh..].as_ptr(),
+                    3 * d,
+                    kt.as_ptr(),
+                    pp,
+                    dh,
+                    p,
+                    s.as_mut_ptr(),
+                );
+            }
+            softmax_rows(s, p, pp, scale);
+            unsafe {
+                crate::vnni::attn_context(
+                    s.as_ptr(),
+                    pp,
+                    qkv[2 * d + h * dh..].as_ptr(),
+                    3 * d,
+                    dh,
+                    p,
+                    ctx[h * dh..].as_mut_ptr(),
+                    d,
+                );
+            }
+        }
+        return;
+    }
     for h in 0..heads {
         for j in 0..p {
             let k = &qkv[j * 3 * d + d + h * dh..j * 3 * d + d + (h + 1) * dh];
@@ -886,17 +928,7 @@ fn attention(
             data: TensorData::F32(kt),
         };
         linear(kern, q, &kw, None, Act::None, None, s);
-        for row in s.chunks_exact_mut(pp) {
-            let row = &mut row[..p];
-            let mx = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-            for v in row.iter_mut() {
-                *v = math::exp(*v * scale - mx);
-            }
-            let inv = 1.0 / sum8(row);
-            for v in row.iter_mut() {
-                *v *= inv;
-            }
-        }
+        softmax_rows(s, p, pp, scale);
         let vw = Weights {
             rows: p,
             cols: dh,
@@ -911,6 +943,22 @@ fn attention(
         linear(kern, a, &vw, None, Act::None, None, ch);
         for i in 0..p {
             ctx[i * d + h * dh..i * d + (h + 1) * dh].copy_from_slice(&ch[i * dh..(i + 1) * dh]);
+        }
+    }
+}
+
+/// Softmax of `scores · scale` over the first `p` columns of each row of `s [p, pp]`.
+#[inline(always)]
+fn softmax_rows(s: &mut [f32], p: usize, pp: usize, scale: f32) {
+    for row in s.chunks_exact_mut(pp) {
+        let row = &mut row[..p];
+        let mx = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
+        for v in row.iter_mut() {
+            *v = math::exp(*v * scale - mx);
+        }
+        let inv = 1.0 / sum8(row);
+        for v in row.iter_mut() {
+            *v *= inv;
         }
     }
 }

@@ -126,6 +126,12 @@ impl Kernel {
         }
     }
 
+    /// Whether this is the AVX-512 VNNI int16 path.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn is_vnni16(&self) -> bool {
+        self.0 == Path::Vnni16
+    }
+
     /// Whether this path uses AVX-512 (F/BW/VL at least).
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn is_avx512(&self) -> bool {

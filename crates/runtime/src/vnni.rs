@@ -366,3 +366,145 @@ pub(crate) unsafe fn quantize_standardised(
         t0 += 16;
     }
 }
+
+/// One attention head's scores `s[i, j] = Σ_t q[i, t] · kt[t, j]` (t ascending, multiply then
+/// add from 0: the portable Linear's roundings), for `p ≤ 16` keys (one vector, masked):
+/// query `i` at `q[i·qs..]`, transposed keys `kt [dh, pp]`, scores `s [p, pp]` (the first `p`
+/// columns written).
+///
+/// # Safety
+/// AVX-512 F; the pointers cover those ranges.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn attn_scores(
+    q: *const f32,
+    qs: usize,
+    kt: *const f32,
+    pp: usize,
+    dh: usize,
+    p: usize,
+    s: *mut f32,
+) {
+    let mut i = 0;
+    while i < p {
+        let r = (p - i).min(8);
+        match r {
+            1 => scores_rows::<1>(q, qs, kt, pp, dh, p, s, i),
+            2 => scores_rows::<2>(q, qs, kt, pp, dh, p, s, i),
+            3 => scores_rows::<3>(q, qs, kt, pp, dh, p, s, i),
+            4 => scores_rows::<4>(q, qs, kt, pp, dh, p, s, i),
+            5 => scores_rows::<5>(q, qs, kt, pp, dh, p, s, i),
+            6 => scores_rows::<6>(q, qs, kt, pp, dh, p, s, i),
+            7 => scores_rows::<7>(q, qs, kt, pp, dh, p, s, i),
+            _ => scores_rows::<8>(q, qs, kt, pp, dh, p, s, i),
+        }
+        i += r;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn scores_rows<const R: usize>(
+    q: *const f32,
+    qs: usize,
+    kt: *const f32,
+    pp: usize,
+    dh: usize,
+    p: usize,
+    s: *mut f32,
+    i0: usize,
+) {
+    let m = mask(p);
+    let mut acc = [_mm512_setzero_ps(); R];
+    for t in 0..dh {
+        let kv = _mm512_maskz_loadu_ps(m, kt.add(t * pp));
+        for (r, a) in acc.iter_mut().enumerate() {
+            let qv = _mm512_set1_ps(*q.add((i0 + r) * qs + t));
+            *a = _mm512_add_ps(*a, _mm512_mul_ps(qv, kv));
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        _mm512_mask_storeu_ps(s.add((i0 + r) * pp), m, *a);
+    }
+}
+
+/// One attention head's context `out[i, c] = Σ_j s[i, j] · v[j, c]` (j ascending, multiply
+/// then add from 0), `dh ≤ 64` columns: probabilities `s [p, pp]`, value row `j` at
+/// `v[j·vs..]`, output row `i` at `out[i·os..]`.
+///
+/// # Safety
+/// AVX-512 F; the pointers cover those ranges.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn attn_context(
+    s: *const f32,
+    pp: usize,
+    v: *const f32,
+    vs: usize,
+    dh: usize,
+    p: usize,
+    out: *mut f32,
+    os: usize,
+) {
+    let mut i = 0;
+    while i < p {
+        let r = (p - i).min(4);
+        match (r, dh.div_ceil(16)) {
+            (1, 1) => context_rows::<1, 1>(s, pp, v, vs, dh, p, out, os, i),
+            (1, 2) => context_rows::<1, 2>(s, pp, v, vs, dh, p, out, os, i),
+            (1, 3) => context_rows::<1, 3>(s, pp, v, vs, dh, p, out, os, i),
+            (1, _) => context_rows::<1, 4>(s, pp, v, vs, dh, p, out, os, i),
+            (2, 1) => context_rows::<2, 1>(s, pp, v, vs, dh, p, out, os, i),
+            (2, 2) => context_rows::<2, 2>(s, pp, v, vs, dh, p, out, os, i),
+            (2, 3) => context_rows::<2, 3>(s, pp, v, vs, dh, p, out, os, i),
+            (2, _) => context_rows::<2, 4>(s, pp, v, vs, dh, p, out, os, i),
+            (3, 1) => context_rows::<3, 1>(s, pp, v, vs, dh, p, out, os, i),
+            (3, 2) => context_rows::<3, 2>(s, pp, v, vs, dh, p, out, os, i),
+            (3, 3) => context_rows::<3, 3>(s, pp, v, vs, dh, p, out, os, i),
+            (3, _) => context_rows::<3, 4>(s, pp, v, vs, dh, p, out, os, i),
+            (_, 1) => context_rows::<4, 1>(s, pp, v, vs, dh, p, out, os, i),
+            (_, 2) => context_rows::<4, 2>(s, pp, v, vs, dh, p, out, os, i),
+            (_, 3) => context_rows::<4, 3>(s, pp, v, vs, dh, p, out, os, i),
+            (_, _) => context_rows::<4, 4>(s, pp, v, vs, dh, p, out, os, i),
+        }
+        i += r;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn context_rows<const R: usize, const C: usize>(
+    s: *const f32,
+    pp: usize,
+    v: *const f32,
+    vs: usize,
+    dh: usize,
+    p: usize,
+    out: *mut f32,
+    os: usize,
+    i0: usize,
+) {
+    let mut ms = [0u16; C];
+    for (c, m) in ms.iter_mut().enumerate() {
+        *m = mask(dh.saturating_sub(16 * c));
+    }
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    for j in 0..p {
+        let mut vv = [_mm512_setzero_ps(); C];
+        for (c, x) in vv.iter_mut().enumerate() {
+            *x = _mm512_maskz_loadu_ps(ms[c], v.add(j * vs + 16 * c));
+        }
+        for (r, a) in acc.iter_mut().enumerate() {
+            let sv = _mm512_set1_ps(*s.add((i0 + r) * pp + j));
+            for c in 0..C {
+                a[c] = _mm512_add_ps(a[c], _mm512_mul_ps(sv, vv[c]));
+            }
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        for c in 0..C {
+            _mm512_mask_storeu_ps(out.add((i0 + r) * os + 16 * c), ms[c], a[c]);
+        }
+    }
+}
