@@ -603,7 +603,7 @@ impl<'m, 'p> Runtime<'m, 'p> {
                 (&mut *qb, &mut *qs),
             );
             prof!(4);
-            layernorm(r, l.n1_w, l.n1_b, h, p, d);
+            norm(kern, r, l.n1_w, l.n1_b, h, p, d);
             prof!(5);
             lin(
                 kern,
@@ -629,7 +629,7 @@ impl<'m, 'p> Runtime<'m, 'p> {
                 (&mut *qb, &mut *qs),
             );
             prof!(7);
-            layernorm(r, l.n2_w, l.n2_b, h, p, d);
+            norm(kern, r, l.n2_w, l.n2_b, h, p, d);
             prof!(5);
         }
 
@@ -760,6 +760,20 @@ impl<'m, 'p> Runtime<'m, 'p> {
         prof!(13);
         Ok(())
     }
+}
+
+/// LayerNorm of `rows` rows of `d` (the AVX-512 version on the int16 path, the same values).
+#[inline(always)]
+fn norm(kern: Kernel, x: &[f32], g: &[f32], b: &[f32], y: &mut [f32], rows: usize, d: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if kern.is_vnni16() {
+        assert!(x.len() >= rows * d && y.len() >= rows * d && g.len() >= d && b.len() >= d);
+        // SAFETY: Vnni16 exists only where AVX-512 was detected; lengths checked above.
+        unsafe { crate::vnni::layernorm(x, g, b, y, rows, d) };
+        return;
+    }
+    let _ = kern;
+    layernorm(x, g, b, y, rows, d);
 }
 
 /// One model Linear: on its repacked int16 weights when the kernel packed them (inputs

@@ -508,3 +508,71 @@ unsafe fn context_rows<const R: usize, const C: usize>(
         }
     }
 }
+
+/// [`crate::kernels::layernorm`] on 16 lanes, bit for bit: the same 16-lane sums (lanes `l`
+/// and `l + 8` added, then those 8 in order, then the tail), the same scalar statistics, the
+/// same elementwise formula.
+///
+/// # Safety
+/// AVX-512 F/BW/VL; `x` and `y` hold `rows·d` values, `gamma` and `beta` `d`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn layernorm(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+    rows: usize,
+    d: usize,
+) {
+    let full = d / 16 * 16;
+    let sum16 = |xr: *const f32, m: Option<f32>| -> f32 {
+        let mut acc = _mm512_setzero_ps();
+        let mv = _mm512_set1_ps(m.unwrap_or(0.0));
+        let mut i = 0;
+        while i < full {
+            let mut v = _mm512_loadu_ps(xr.add(i));
+            if m.is_some() {
+                let c = _mm512_sub_ps(v, mv);
+                v = _mm512_mul_ps(c, c);
+            }
+            acc = _mm512_add_ps(acc, v);
+            i += 16;
+        }
+        let h = _mm256_add_ps(
+            _mm512_castps512_ps256(acc),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc))),
+        );
+        let mut hs = [0.0f32; 8];
+        _mm256_storeu_ps(hs.as_mut_ptr(), h);
+        let mut s = 0.0f32;
+        for v in hs {
+            s += v;
+        }
+        for i in full..d {
+            let v = *xr.add(i);
+            s += match m {
+                Some(m) => (v - m) * (v - m),
+                None => v,
+            };
+        }
+        s
+    };
+    for r in 0..rows {
+        let xr = x.as_ptr().add(r * d);
+        let mu = sum16(xr, None) / d as f32;
+        let var = sum16(xr, Some(mu)) / d as f32;
+        let rs = 1.0 / crate::math::sqrt(var + crate::math::LN_EPS);
+        let (mv, sv) = (_mm512_set1_ps(mu), _mm512_set1_ps(rs));
+        let yr = y.as_mut_ptr().add(r * d);
+        let mut i = 0;
+        while i < d {
+            let m = mask(d - i);
+            let v = _mm512_maskz_loadu_ps(m, xr.add(i));
+            let g = _mm512_maskz_loadu_ps(m, gamma.as_ptr().add(i));
+            let b = _mm512_maskz_loadu_ps(m, beta.as_ptr().add(i));
+            let o = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(v, mv), sv), g), b);
+            _mm512_mask_storeu_ps(yr.add(i), m, o);
+            i += 16;
+        }
+    }
+}
