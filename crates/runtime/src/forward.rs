@@ -720,7 +720,18 @@ impl<'m, 'p> Runtime<'m, 'p> {
         prof!(10);
         for li in 0..2 {
             // m = Â f (into fb), then f = ReLU(m W + b) (into fa).
+            #[cfg(target_arch = "x86_64")]
+            if kern.is_vnni16() {
+                assert!(fa.len() >= JOINTS * g && fb.len() >= JOINTS * g);
+                // SAFETY: Vnni16 exists only where AVX-512 was detected; neighbour indices are
+                // joints (< 17) and the lengths are checked above.
+                unsafe { crate::vnni::graph_mix(fa, fb, g, &NEIGHBOURS) };
+            }
             for (i, (nb, cnt)) in NEIGHBOURS.iter().enumerate() {
+                #[cfg(target_arch = "x86_64")]
+                if kern.is_vnni16() {
+                    break;
+                }
                 let a = 1.0 / *cnt as f32;
                 let m = &mut fb[i * g..(i + 1) * g];
                 let f0 = &fa[nb[0] * g..(nb[0] + 1) * g];

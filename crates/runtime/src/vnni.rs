@@ -576,3 +576,31 @@ pub(crate) unsafe fn layernorm(
         }
     }
 }
+
+/// The graph head's `m = Â f` on 16 lanes, bit for bit the portable loop: for joint `i` with
+/// neighbours `nb[..cnt]` (itself included, ascending), `m_i = a·f_nb0 + a·f_nb1 + …` in that
+/// order with `a = 1 / cnt`; rows of `g` values.
+///
+/// # Safety
+/// AVX-512 F; `f` and `m` hold `nbs.len()·g` values and every neighbour index is below
+/// `nbs.len()`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn graph_mix(f: &[f32], m: &mut [f32], g: usize, nbs: &[([usize; 4], usize)]) {
+    let (fp, mp) = (f.as_ptr(), m.as_mut_ptr());
+    for (i, (nb, cnt)) in nbs.iter().enumerate() {
+        let a = _mm512_set1_ps(1.0 / *cnt as f32);
+        let mut c = 0;
+        while c < g {
+            let k = mask(g - c);
+            let mut o = _mm512_mul_ps(a, _mm512_maskz_loadu_ps(k, fp.add(nb[0] * g + c)));
+            for &j in &nb[1..*cnt] {
+                o = _mm512_add_ps(
+                    o,
+                    _mm512_mul_ps(a, _mm512_maskz_loadu_ps(k, fp.add(j * g + c))),
+                );
+            }
+            _mm512_mask_storeu_ps(mp.add(i * g + c), k, o);
+            c += 16;
+        }
+    }
+}
