@@ -712,9 +712,11 @@ impl<'m, 'p> Runtime<'m, 'p> {
         for j in 0..JOINTS {
             let (kx, ky) = (kp0[2 * j], kp0[2 * j + 1]);
             let row = &mut fa[j * g..(j + 1) * g];
-            for c in 0..g {
-                let v = gu[c] + cj[j * g + c] + kx * wk0[c] + ky * wk1[c];
-                row[c] = v.max(0.0);
+            let cjr = &cj[j * g..(j + 1) * g];
+            // Zipped slices (no bounds checks), so the loop vectorises.
+            for ((((o, &u), &c), &w0), &w1) in row.iter_mut().zip(&*gu).zip(cjr).zip(wk0).zip(wk1) {
+                let v = u + c + kx * w0 + ky * w1;
+                *o = v.max(0.0);
             }
         }
         prof!(10);
