@@ -360,7 +360,7 @@ pub fn linear_int16(
     assert!(x.sx.len() >= n, "linear_int16: token scales too short");
     assert!(y.len() >= n * cols, "linear_int16: output too short");
     assert!(
-        w.w.len() >= np * w.cp && w.scales.len() >= w.cp && w.cp % 16 == 0 && w.cp >= cols,
+        w.w.len() >= np * w.cp && w.scales.len() >= w.cp && w.cp.is_multiple_of(16) && w.cp >= cols,
         "linear_int16: bad packed weights"
     );
     if let Some(b) = bias {

@@ -105,6 +105,7 @@ unsafe fn rows<const C: usize>(c: &Ctx, t0: usize, r: usize, v0: usize) {
 }
 
 #[inline]
+#[allow(clippy::needless_range_loop)] // index loops over the register tile, fully unrolled
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 unsafe fn block<const R: usize, const C: usize>(c: &Ctx, t0: usize, v0: usize) {
     if R * C > 24 {
@@ -246,6 +247,7 @@ fn q16(v: __m512, inv: __m512) -> __m512i {
 /// # Safety
 /// AVX-512 F/BW/VL; `x` holds `tokens` rows of `k` values at stride `xs`, `q` `tokens·⌈k/2⌉`
 /// words, `sx` `tokens` values.
+#[allow(clippy::needless_range_loop)] // rows addressed by stride
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub(crate) unsafe fn quantize_rows(
     x: &[f32],
