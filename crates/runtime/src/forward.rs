@@ -917,7 +917,8 @@ fn attention(
                     s.as_mut_ptr(),
                 );
             }
-            softmax_rows(s, p, pp, scale);
+            // SAFETY: as above; s is [p, pp] with p ≤ 16.
+            unsafe { crate::vnni::softmax_rows(s, p, pp, scale) };
             unsafe {
                 crate::vnni::attn_context(
                     s.as_ptr(),

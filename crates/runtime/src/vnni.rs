@@ -606,3 +606,53 @@ pub(crate) unsafe fn graph_mix(f: &[f32], m: &mut [f32], g: usize, nbs: &[([usiz
         }
     }
 }
+
+/// [`crate::math::exp`] on 16 lanes, the same operations in the same order.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+fn exp16(x: __m512) -> __m512 {
+    use crate::math::{EXP_C1, EXP_C2, EXP_HI, EXP_LO, EXP_P};
+    let s = _mm512_set1_ps;
+    let magic = 12_582_912.0f32;
+    let x = _mm512_min_ps(_mm512_max_ps(x, s(EXP_LO)), s(EXP_HI));
+    let big = _mm512_add_ps(_mm512_mul_ps(x, s(core::f32::consts::LOG2_E)), s(magic));
+    let nf = _mm512_sub_ps(big, s(magic));
+    let n = _mm512_sub_epi32(
+        _mm512_castps_si512(big),
+        _mm512_set1_epi32(magic.to_bits() as i32),
+    );
+    let r = _mm512_sub_ps(
+        _mm512_sub_ps(x, _mm512_mul_ps(nf, s(EXP_C1))),
+        _mm512_mul_ps(nf, s(EXP_C2)),
+    );
+    let r2 = _mm512_mul_ps(r, r);
+    let mut p = s(EXP_P[0]);
+    for &c in &EXP_P[1..] {
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), s(c));
+    }
+    let y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, r2), r), s(1.0));
+    let e = _mm512_slli_epi32::<23>(_mm512_add_epi32(n, _mm512_set1_epi32(127)));
+    _mm512_mul_ps(y, _mm512_castsi512_ps(e))
+}
+
+/// The attention softmax of `scores · scale` over the first `p ≤ 16` columns of each of the
+/// `p` rows of `s [p, pp]`, bit for bit the portable loop (maximum, [`exp16`], the same
+/// 8-lane sum, one reciprocal).
+///
+/// # Safety
+/// AVX-512 F; `s` holds `p·pp` values, `p ≤ 16`, `p ≤ pp`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn softmax_rows(s: &mut [f32], p: usize, pp: usize, scale: f32) {
+    let m = mask(p);
+    let sc = _mm512_set1_ps(scale);
+    for i in 0..p {
+        let row = s.as_mut_ptr().add(i * pp);
+        let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row), sc);
+        let mx = _mm512_mask_reduce_max_ps(m, v);
+        let e = exp16(_mm512_sub_ps(v, _mm512_set1_ps(mx)));
+        let mut es = [0.0f32; 16];
+        _mm512_storeu_ps(es.as_mut_ptr(), e);
+        let inv = 1.0 / crate::forward::sum8(&es[..p]);
+        _mm512_mask_storeu_ps(row, m, _mm512_mul_ps(e, _mm512_set1_ps(inv)));
+    }
+}
