@@ -247,7 +247,6 @@ fn q16(v: __m512, inv: __m512) -> __m512i {
 /// # Safety
 /// AVX-512 F/BW/VL; `x` holds `tokens` rows of `k` values at stride `xs`, `q` `tokens·⌈k/2⌉`
 /// words, `sx` `tokens` values.
-#[allow(clippy::needless_range_loop)] // rows addressed by stride
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub(crate) unsafe fn quantize_rows(
     x: &[f32],
@@ -259,36 +258,56 @@ pub(crate) unsafe fn quantize_rows(
     sx: &mut [f32],
 ) {
     let np = k.div_ceil(2);
-    for t in 0..tokens {
-        let row = x.as_ptr().add(t * xs);
-        let mut m = _mm512_setzero_ps();
-        let mut i = 0;
-        while i < k {
-            let v = _mm512_maskz_loadu_ps(mask(k - i), row.add(i));
-            m = _mm512_max_ps(m, _mm512_abs_ps(v));
-            i += 16;
-        }
-        let mx = _mm512_reduce_max_ps(m);
-        let (s, inv) = crate::int16::token_scale(mx, qx);
-        sx[t] = s;
-        let iv = _mm512_set1_ps(inv);
-        // 32 inputs → 16 int16 pairs per step, stored as the row's int16 codes.
-        let dst = q.as_mut_ptr().add(t * np) as *mut i16;
-        let mut i = 0;
-        while i < k {
-            let a = _mm512_maskz_loadu_ps(mask(k - i), row.add(i));
-            let qa = _mm512_cvtepi32_epi16(q16(a, iv));
-            let left = 2 * np - i; // int16 slots left in the row (even)
-            if i + 16 < k {
-                let b = _mm512_maskz_loadu_ps(mask(k - i - 16), row.add(i + 16));
-                let qb = _mm512_cvtepi32_epi16(q16(b, iv));
-                let both = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qa), qb);
-                _mm512_mask_storeu_epi16(dst.add(i), mask32(left), both);
-            } else {
-                _mm256_mask_storeu_epi16(dst.add(i), mask(left), qa);
+    // In blocks of 32 tokens: all maxima first, then the scales, then the codes, so the
+    // per-token reductions and divisions overlap instead of forming one chain per token.
+    let mut t0 = 0;
+    while t0 < tokens {
+        let nt = (tokens - t0).min(32);
+        let mut inv = [0.0f32; 32];
+        for (j, iv) in inv.iter_mut().enumerate().take(nt) {
+            let row = x.as_ptr().add((t0 + j) * xs);
+            let (mut m0, mut m1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            let mut i = 0;
+            while i + 32 <= k {
+                m0 = _mm512_max_ps(m0, _mm512_abs_ps(_mm512_loadu_ps(row.add(i))));
+                m1 = _mm512_max_ps(m1, _mm512_abs_ps(_mm512_loadu_ps(row.add(i + 16))));
+                i += 32;
             }
-            i += 32;
+            while i < k {
+                let v = _mm512_maskz_loadu_ps(mask(k - i), row.add(i));
+                m0 = _mm512_max_ps(m0, _mm512_abs_ps(v));
+                i += 16;
+            }
+            *iv = _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
         }
+        for (j, iv) in inv.iter_mut().enumerate().take(nt) {
+            let (s, i) = crate::int16::token_scale(*iv, qx);
+            sx[t0 + j] = s;
+            *iv = i;
+        }
+        for (j, &inv) in inv.iter().enumerate().take(nt) {
+            let t = t0 + j;
+            let row = x.as_ptr().add(t * xs);
+            let iv = _mm512_set1_ps(inv);
+            // 32 inputs → 16 int16 pairs per step, stored as the row's int16 codes.
+            let dst = q.as_mut_ptr().add(t * np) as *mut i16;
+            let mut i = 0;
+            while i < k {
+                let a = _mm512_maskz_loadu_ps(mask(k - i), row.add(i));
+                let qa = _mm512_cvtepi32_epi16(q16(a, iv));
+                let left = 2 * np - i; // int16 slots left in the row (even)
+                if i + 16 < k {
+                    let b = _mm512_maskz_loadu_ps(mask(k - i - 16), row.add(i + 16));
+                    let qb = _mm512_cvtepi32_epi16(q16(b, iv));
+                    let both = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qa), qb);
+                    _mm512_mask_storeu_epi16(dst.add(i), mask32(left), both);
+                } else {
+                    _mm256_mask_storeu_epi16(dst.add(i), mask(left), qa);
+                }
+                i += 32;
+            }
+        }
+        t0 += nt;
     }
 }
 
