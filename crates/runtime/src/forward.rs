@@ -762,6 +762,15 @@ impl<'m, 'p> Runtime<'m, 'p> {
             prof!(12);
         }
         let wo = &self.consts[d + (JOINTS + 2) * g..d + (JOINTS + 4) * g];
+        #[cfg(target_arch = "x86_64")]
+        if kern.is_vnni16() {
+            assert!(fa.len() >= JOINTS * g && gr.out_b.len() >= 2 && JOINTS <= 24);
+            // SAFETY: Vnni16 exists only where AVX-512 was detected; lengths checked above
+            // (wo is 2·g, kp0 and out 34).
+            unsafe { crate::vnni::graph_out(fa, wo, g, gr.out_b, kp0, GRAPH_SCALE, out) };
+            prof!(13);
+            return Ok(());
+        }
         for j in 0..JOINTS {
             let fj = &fa[j * g..(j + 1) * g];
             gt[2 * j] = dot(fj, &wo[..g]) + gr.out_b[0];

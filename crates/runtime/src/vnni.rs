@@ -675,3 +675,69 @@ pub(crate) unsafe fn softmax_rows(s: &mut [f32], p: usize, pp: usize, scale: f32
         _mm512_mask_storeu_ps(row, m, _mm512_mul_ps(e, _mm512_set1_ps(inv)));
     }
 }
+
+/// [`crate::forward::dot`] on 8 lanes, the same order: lane sums over chunks of 8, lanes added
+/// pairwise `((0+4) + (1+5)) + ((2+6) + (3+7))`, then the tail.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn dot8(a: *const f32, b: *const f32, n: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        acc = _mm256_add_ps(
+            acc,
+            _mm256_mul_ps(_mm256_loadu_ps(a.add(i)), _mm256_loadu_ps(b.add(i))),
+        );
+        i += 8;
+    }
+    let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
+    let t = _mm_add_ps(h, _mm_movehdup_ps(h));
+    let mut s = _mm_cvtss_f32(_mm_add_ss(t, _mm_movehl_ps(t, t)));
+    while i < n {
+        s += *a.add(i) * *b.add(i);
+        i += 1;
+    }
+    s
+}
+
+/// The graph head's output, bit for bit the portable loop: `t = f_j · w_c + b_c` for the 17
+/// joints × 2 coordinates, then `out = kp0 + scale · tanh(t)` ([`crate::math::tanh`] on 16
+/// lanes).
+///
+/// # Safety
+/// AVX-512 F; `f` holds `17·g` values, `w` `2·g`, `kp0` and `out` 34, `b` 2.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn graph_out(
+    f: &[f32],
+    w: &[f32],
+    g: usize,
+    b: &[f32],
+    kp0: &[f32],
+    scale: f32,
+    out: &mut [f32],
+) {
+    let n = kp0.len();
+    let mut t = [0.0f32; 48];
+    for j in 0..n / 2 {
+        for c in 0..2 {
+            t[2 * j + c] = dot8(f.as_ptr().add(j * g), w.as_ptr().add(c * g), g) + b[c];
+        }
+    }
+    let s = _mm512_set1_ps;
+    let mut i = 0;
+    while i < n {
+        let m = mask(n - i);
+        let x = _mm512_loadu_ps(t.as_ptr().add(i));
+        let x = _mm512_min_ps(_mm512_max_ps(x, s(-10.0)), s(10.0));
+        let e = exp16(_mm512_mul_ps(s(2.0), x));
+        let th = _mm512_sub_ps(s(1.0), _mm512_div_ps(s(2.0), _mm512_add_ps(e, s(1.0))));
+        let k = _mm512_maskz_loadu_ps(m, kp0.as_ptr().add(i));
+        _mm512_mask_storeu_ps(
+            out.as_mut_ptr().add(i),
+            m,
+            _mm512_add_ps(k, _mm512_mul_ps(s(scale), th)),
+        );
+        i += 16;
+    }
+}
