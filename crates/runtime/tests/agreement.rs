@@ -247,6 +247,40 @@ fn simd_paths_match_portable() {
     }
 }
 
+/// The VNNI int16 path computes exactly its portable reference's values (same int16 codes,
+/// exact int32 sums, the same f32 operations in the same order elsewhere), on the presets and
+/// the odd shapes.
+#[test]
+fn vnni16_equals_portable_int16_bit_for_bit() {
+    let Some(vnni) = Kernel::avx512_vnni16() else {
+        return;
+    };
+    let mut cfgs = odd_configs();
+    cfgs.push(ModelConfig::preset("micro").unwrap());
+    cfgs.push(ModelConfig::preset("nano").unwrap());
+    for cfg in cfgs {
+        let model = Model::new(cfg.clone());
+        let params = random_params(&model, 23);
+        for (bits, per_col) in [(8, false), (8, true), (4, true)] {
+            let (file, _) = build(&cfg, &params, bits, per_col);
+            let mf = ModelFile::parse(file.bytes()).unwrap();
+            let frames = random_frames(&cfg, 30, 4);
+            let a = run_runtime(&mf, vnni, &frames, 30);
+            let b = run_runtime(&mf, Kernel::portable_int16(), &frames, 30);
+            let same = a.iter().zip(&b).filter(|(x, y)| x.to_bits() == y.to_bits()).count();
+            assert_eq!(
+                same,
+                a.len(),
+                "d={} {bits} bits: {} of {} outputs differ, max {:e}",
+                cfg.d,
+                a.len() - same,
+                a.len(),
+                max_abs_diff(&a, &b)
+            );
+        }
+    }
+}
+
 #[test]
 fn bad_input_and_buffers_are_errors() {
     use csipose_runtime::RuntimeError;
