@@ -267,7 +267,11 @@ fn vnni16_equals_portable_int16_bit_for_bit() {
             let frames = random_frames(&cfg, 30, 4);
             let a = run_runtime(&mf, vnni, &frames, 30);
             let b = run_runtime(&mf, Kernel::portable_int16(), &frames, 30);
-            let same = a.iter().zip(&b).filter(|(x, y)| x.to_bits() == y.to_bits()).count();
+            let same = a
+                .iter()
+                .zip(&b)
+                .filter(|(x, y)| x.to_bits() == y.to_bits())
+                .count();
             assert_eq!(
                 same,
                 a.len(),
