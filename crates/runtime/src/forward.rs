@@ -9,6 +9,12 @@
 //! `[z, e_j, kp0_j]`, so `W_in·row + b = W_z·z + (W_e·e_j + b) + W_k·kp0_j`; the middle term
 //! is a per-joint constant computed in [`Runtime::new`], `W_z·z` is computed once and shared
 //! by the 17 joints. `Â` (self + COCO bones, row-normalised) is applied as a sparse sum.
+//!
+//! On the int16 kernels ([`Kernel::int16`]) `Runtime::new` also repacks every int8/int4 Linear
+//! ([`crate::int16`]) and the forward quantizes each Linear's input per token; on the AVX-512
+//! VNNI path the other stages (LayerNorm, attention, graph mixing and output) run in AVX-512
+//! code that performs exactly the portable operations, so that path equals its portable
+//! reference bit for bit.
 
 use core::fmt;
 

@@ -1,6 +1,8 @@
 //! The compute kernels and their run-time selection: a token-major Linear over f32, int8 or
 //! int4 weights stored `[in, out]` with a fused epilogue (per-column scale, bias, GELU/ReLU,
-//! residual), in a portable version and an x86-64 AVX2+FMA version ([`crate::avx2`]).
+//! residual), portable, AVX2+FMA and AVX-512 ([`linear`], exact f32), and the int16
+//! fixed-point Linear over repacked weights ([`linear_int16`], [`quantize_rows`],
+//! [`quantize_standardised`]; portable reference and AVX-512 VNNI, see [`crate::int16`]).
 //!
 //! CPU detection works without `std`: `cpuid` for the AVX2/FMA feature bits plus `xgetbv`
 //! for the OS having enabled the YMM state (what `is_x86_feature_detected!` checks).
