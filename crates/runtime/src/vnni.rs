@@ -47,7 +47,7 @@ pub(crate) unsafe fn linear(
         y: y.as_mut_ptr(),
     };
     // Token blocks of at most 12, then as many column vectors as keep ≤ 24 accumulators.
-    let nb = n.div_ceil(12);
+    let nb = n.div_ceil(6);
     let rmax = n.div_ceil(nb);
     let cmax = (24 / rmax).clamp(1, 4);
     let nv = w.cp / 16;
