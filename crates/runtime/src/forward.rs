@@ -641,25 +641,38 @@ impl<'m, 'p> Runtime<'m, 'p> {
 
         // Attention pooling.
         let pool_w = &self.consts[..d];
+        #[cfg(target_arch = "x86_64")]
+        let pooled = if kern.is_vnni16() && p <= 16 {
+            assert!(h.len() >= p * d && scores.len() >= p && z.len() >= d);
+            // SAFETY: Vnni16 exists only where AVX-512 was detected; lengths checked above.
+            unsafe { crate::vnni::pool(h, pool_w, self.pool_b, p, d, scores, z) };
+            true
+        } else {
+            false
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let pooled = false;
         let mut mx = f32::NEG_INFINITY;
-        for t in 0..p {
+        for t in 0..p * usize::from(!pooled) {
             let s = dot(&h[t * d..(t + 1) * d], pool_w) + self.pool_b;
             scores[t] = s;
             mx = mx.max(s);
         }
-        let mut sum = 0.0;
-        for s in scores[..p].iter_mut() {
-            *s = math::exp(*s - mx);
-            sum += *s;
-        }
-        for s in scores[..p].iter_mut() {
-            *s /= sum;
-        }
-        z.fill(0.0);
-        for t in 0..p {
-            let a = scores[t];
-            for (o, v) in z.iter_mut().zip(&h[t * d..(t + 1) * d]) {
-                *o += a * v;
+        if !pooled {
+            let mut sum = 0.0;
+            for s in scores[..p].iter_mut() {
+                *s = math::exp(*s - mx);
+                sum += *s;
+            }
+            for s in scores[..p].iter_mut() {
+                *s /= sum;
+            }
+            z.fill(0.0);
+            for t in 0..p {
+                let a = scores[t];
+                for (o, v) in z.iter_mut().zip(&h[t * d..(t + 1) * d]) {
+                    *o += a * v;
+                }
             }
         }
 

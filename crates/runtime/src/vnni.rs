@@ -741,3 +741,50 @@ pub(crate) unsafe fn graph_out(
         i += 16;
     }
 }
+
+/// The attention pooling, bit for bit the portable loop: token scores `h_t · w + b`
+/// ([`dot8`]), softmax over the `p ≤ 16` tokens ([`exp16`], a sequential sum, one division per
+/// token), then `z = Σ_t a_t · h_t` in token order.
+///
+/// # Safety
+/// AVX-512 F; `h` holds `p·d` values, `w` and `z` `d`, `scores` `p`; `p ≤ 16`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn pool(
+    h: &[f32],
+    w: &[f32],
+    b: f32,
+    p: usize,
+    d: usize,
+    scores: &mut [f32],
+    z: &mut [f32],
+) {
+    let mut mx = f32::NEG_INFINITY;
+    for t in 0..p {
+        let s = dot8(h.as_ptr().add(t * d), w.as_ptr(), d) + b;
+        scores[t] = s;
+        mx = mx.max(s);
+    }
+    let m = mask(p);
+    let e = exp16(_mm512_sub_ps(
+        _mm512_maskz_loadu_ps(m, scores.as_ptr()),
+        _mm512_set1_ps(mx),
+    ));
+    let mut es = [0.0f32; 16];
+    _mm512_storeu_ps(es.as_mut_ptr(), e);
+    let mut sum = 0.0f32;
+    for &v in &es[..p] {
+        sum += v;
+    }
+    _mm512_storeu_ps(es.as_mut_ptr(), _mm512_div_ps(e, _mm512_set1_ps(sum)));
+    let mut c = 0;
+    while c < d {
+        let k = mask(d - c);
+        let mut o = _mm512_setzero_ps();
+        for (t, &a) in es.iter().enumerate().take(p) {
+            let v = _mm512_maskz_loadu_ps(k, h.as_ptr().add(t * d + c));
+            o = _mm512_add_ps(o, _mm512_mul_ps(_mm512_set1_ps(a), v));
+        }
+        _mm512_mask_storeu_ps(z.as_mut_ptr().add(c), k, o);
+        c += 16;
+    }
+}

@@ -258,6 +258,9 @@ fn vnni16_equals_portable_int16_bit_for_bit() {
     let mut cfgs = odd_configs();
     cfgs.push(ModelConfig::preset("micro").unwrap());
     cfgs.push(ModelConfig::preset("nano").unwrap());
+    // 1 packet, and more than 16 (the generic attention and pooling, two embedding blocks).
+    cfgs.push(ModelConfig::preset_for("micro", 1, 9, 1).unwrap());
+    cfgs.push(ModelConfig::preset_for("nano", 2, 5, 20).unwrap());
     for cfg in cfgs {
         let model = Model::new(cfg.clone());
         let params = random_params(&model, 23);
