@@ -26,6 +26,7 @@ fn main() {
     };
     let exact = Kernel::best_exact();
     println!("int16 {} vs exact {}", k16.name(), exact.name());
+    embed_input(k16);
     for (n, inp, out, name, act) in [
         (10, 64, 192, "qkv", Act::None),
         (10, 64, 64, "out_proj", Act::None),
@@ -98,4 +99,38 @@ fn main() {
             macs / (tl * 3.66)
         );
     }
+}
+
+/// The embedding's input path on micro's frame (3 × 114 features × 10 packets): the
+/// standardisation statistics and the fused standardise + quantize pass, separately.
+fn embed_input(k16: Kernel) {
+    let (k, p) = (342usize, 10usize);
+    let x: Vec<f32> = (0..k * p).map(|i| 3.0 + ((i * 37) % 101) as f32 * 0.02).collect();
+    let ts = min_ns(
+        || {
+            std::hint::black_box(csipose_runtime::math::standardise_stats(
+                std::hint::black_box(&x),
+            ));
+        },
+        3000,
+    );
+    let (mean, inv) = csipose_runtime::math::standardise_stats(&x);
+    let mut q = vec![0.0f32; k.div_ceil(2) * p];
+    let mut sx = vec![0.0f32; p];
+    let tq = min_ns(
+        || {
+            csipose_runtime::kernels::quantize_standardised(
+                k16,
+                &x,
+                k,
+                p,
+                (mean, inv),
+                32767.0,
+                &mut q,
+                &mut sx,
+            );
+        },
+        3000,
+    );
+    println!("embedding input 342x10: statistics {ts:.0} ns, standardise+quantize {tq:.0} ns");
 }
