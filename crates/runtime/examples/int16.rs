@@ -105,7 +105,9 @@ fn main() {
 /// standardisation statistics and the fused standardise + quantize pass, separately.
 fn embed_input(k16: Kernel) {
     let (k, p) = (342usize, 10usize);
-    let x: Vec<f32> = (0..k * p).map(|i| 3.0 + ((i * 37) % 101) as f32 * 0.02).collect();
+    let x: Vec<f32> = (0..k * p)
+        .map(|i| 3.0 + ((i * 37) % 101) as f32 * 0.02)
+        .collect();
     let ts = min_ns(
         || {
             std::hint::black_box(csipose_runtime::math::standardise_stats(

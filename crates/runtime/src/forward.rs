@@ -536,11 +536,34 @@ impl<'m, 'p> Runtime<'m, 'p> {
 
         // Standardise (the input layout [A·S, P] is kept: token t, feature k at k·P + t).
         prof!(start);
-        let (mean, inv) = math::standardise_stats(x);
         if let Some(pe) = &pk[0] {
             // int16: standardised and quantized in one pass, straight from x.
             let k = cfg.token_len();
-            let xq = quantize_standardised(kern, x, k, p, (mean, inv), pe.qx, qb, qs);
+            #[cfg(target_arch = "x86_64")]
+            let fused = kern.is_vnni16() && p <= 16;
+            #[cfg(not(target_arch = "x86_64"))]
+            let fused = false;
+            let xq = if fused {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let np = k.div_ceil(2);
+                    assert!(x.len() == k * p && qb.len() >= np * p && qs.len() >= p);
+                    // SAFETY: Vnni16 exists only where AVX-512 was detected; lengths checked.
+                    unsafe { crate::vnni::standardise_quantize(x, k, p, pe.qx, qb, qs) };
+                    crate::int16::QInput {
+                        q: &qb[..np * p],
+                        sx: &qs[..p],
+                        tokens: p,
+                        ts: 1,
+                        js: p,
+                    }
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!()
+            } else {
+                let st = math::standardise_stats(x);
+                quantize_standardised(kern, x, k, p, st, pe.qx, qb, qs)
+            };
             prof!(0);
             linear_int16(
                 kern,
@@ -552,6 +575,7 @@ impl<'m, 'p> Runtime<'m, 'p> {
                 h,
             );
         } else {
+            let (mean, inv) = math::standardise_stats(x);
             for (t, &v) in tok.iter_mut().zip(x) {
                 *t = (v - mean) * inv;
             }

@@ -759,9 +759,9 @@ pub(crate) unsafe fn pool(
     z: &mut [f32],
 ) {
     let mut mx = f32::NEG_INFINITY;
-    for t in 0..p {
+    for (t, sc) in scores.iter_mut().enumerate().take(p) {
         let s = dot8(h.as_ptr().add(t * d), w.as_ptr(), d) + b;
-        scores[t] = s;
+        *sc = s;
         mx = mx.max(s);
     }
     let m = mask(p);
@@ -787,4 +787,105 @@ pub(crate) unsafe fn pool(
         _mm512_mask_storeu_ps(z.as_mut_ptr().add(c), k, o);
         c += 16;
     }
+}
+
+/// [`crate::math::standardise_stats`] and [`quantize_standardised`] in two interleaved passes
+/// (the lane sums of the mean with the tokens' min/max; the lane sums of the variance with the
+/// codes, which need the mean but not the variance), for `p ≤ 16` tokens: the same values,
+/// bit for bit, with the latency of the sum chains hidden. Returns `(mean, inv)`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL; `x` holds `k·p` values, `q` `⌈k/2⌉·p` words, `sx` `p`; `p ≤ 16`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn standardise_quantize(
+    x: &[f32],
+    k: usize,
+    p: usize,
+    qx: f32,
+    q: &mut [f32],
+    sx: &mut [f32],
+) -> (f32, f32) {
+    let n = k * p;
+    let chunks = n / 32;
+    let xp = x.as_ptr();
+    let m = mask(p);
+    let ld = |f: usize| _mm512_maskz_loadu_ps(m, xp.add(f * p));
+    // Pass 1: 32 lane sums (as `math::sum_lanes`) and the tokens' raw min/max.
+    let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut lo = _mm512_set1_ps(f32::INFINITY);
+    let mut hi = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut f = 0;
+    for c in 0..chunks {
+        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(xp.add(32 * c)));
+        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(xp.add(32 * c + 16)));
+        let end = (c + 1) * k / chunks;
+        while f < end {
+            let v = ld(f);
+            lo = _mm512_min_ps(lo, v);
+            hi = _mm512_max_ps(hi, v);
+            f += 1;
+        }
+    }
+    while f < k {
+        let v = ld(f);
+        lo = _mm512_min_ps(lo, v);
+        hi = _mm512_max_ps(hi, v);
+        f += 1;
+    }
+    let mut acc = [0.0f32; 32];
+    _mm512_storeu_ps(acc.as_mut_ptr(), a0);
+    _mm512_storeu_ps(acc.as_mut_ptr().add(16), a1);
+    let nf = n as f64;
+    let mean = (crate::math::lanes_total(&acc, &x[chunks * 32..n], |v| v) / nf) as f32;
+    // Code factors c_t = qx / d_t (what `int16::embed_scale` computes; sx needs inv, later).
+    let (mut los, mut his) = ([0.0f32; 16], [0.0f32; 16]);
+    _mm512_storeu_ps(los.as_mut_ptr(), lo);
+    _mm512_storeu_ps(his.as_mut_ptr(), hi);
+    let (mut ds, mut cs) = ([0.0f32; 16], [0.0f32; 16]);
+    for t in 0..p {
+        let d = (his[t] - mean).max(mean - los[t]);
+        ds[t] = d;
+        cs[t] = if d > 0.0 { qx / d } else { 0.0 };
+    }
+    // Pass 2: the variance's lane sums, and the codes pair by pair.
+    let mv = _mm512_set1_ps(mean);
+    let cv = _mm512_loadu_ps(cs.as_ptr());
+    let lo16 = _mm512_set1_epi32(0xffff);
+    let qp = q.as_mut_ptr() as *mut i32;
+    let code = |f: usize| q16(_mm512_sub_ps(ld(f), mv), cv);
+    let pair = |j: usize| {
+        let (a, b) = (code(2 * j), code(2 * j + 1));
+        let wv = _mm512_or_si512(_mm512_and_si512(a, lo16), _mm512_slli_epi32::<16>(b));
+        _mm512_mask_storeu_epi32(qp.add(j * p), m, wv);
+    };
+    let (mut b0, mut b1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let half = k / 2;
+    let mut j = 0;
+    for c in 0..chunks {
+        let v0 = _mm512_sub_ps(_mm512_loadu_ps(xp.add(32 * c)), mv);
+        let v1 = _mm512_sub_ps(_mm512_loadu_ps(xp.add(32 * c + 16)), mv);
+        b0 = _mm512_add_ps(b0, _mm512_mul_ps(v0, v0));
+        b1 = _mm512_add_ps(b1, _mm512_mul_ps(v1, v1));
+        let end = (c + 1) * half / chunks;
+        while j < end {
+            pair(j);
+            j += 1;
+        }
+    }
+    while j < half {
+        pair(j);
+        j += 1;
+    }
+    if k % 2 == 1 {
+        let wv = _mm512_and_si512(code(k - 1), lo16);
+        _mm512_mask_storeu_epi32(qp.add(half * p), m, wv);
+    }
+    _mm512_storeu_ps(acc.as_mut_ptr(), b0);
+    _mm512_storeu_ps(acc.as_mut_ptr().add(16), b1);
+    let var = crate::math::lanes_total(&acc, &x[chunks * 32..n], |v| (v - mean) * (v - mean)) / nf;
+    let inv = 1.0 / (crate::math::sqrt_f64(var) as f32 + crate::math::STANDARDISE_EPS);
+    for t in 0..p {
+        sx[t] = if ds[t] > 0.0 { ds[t] / qx * inv } else { 0.0 };
+    }
+    (mean, inv)
 }
