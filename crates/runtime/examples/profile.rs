@@ -1,5 +1,6 @@
 //! Per-stage time of the forward for a preset at 32/8/4 bits (random weights):
-//! `cargo run --release -p csipose-runtime --features profile --example profile -- micro 8`.
+//! `cargo run --release -p csipose-runtime --features profile --example profile -- micro 8`
+//! (a third argument picks the kernel: avx512, avx2, vnni16, portable; default `Kernel::best()`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -17,8 +18,16 @@ fn main() {
     let (file, _) = support::build(&cfg, &params, bits, false);
     let mf = ModelFile::parse(file.bytes()).unwrap();
     let rc = mf.config;
-    let mut consts = vec![0.0f32; Runtime::consts_len(&rc)];
-    let rt = Runtime::new(&mf, Kernel::best(), &mut consts).unwrap();
+    let kernel = match args.get(3).map(|s| s.as_str()) {
+        None | Some("auto") => Kernel::best(),
+        Some("avx512") => Kernel::avx512().expect("AVX-512"),
+        Some("avx2") => Kernel::avx2().expect("AVX2"),
+        Some("vnni16") => Kernel::avx512_vnni16().expect("AVX-512 VNNI"),
+        Some("portable") => Kernel::portable(),
+        Some(k) => panic!("unknown kernel {k}"),
+    };
+    let mut consts = vec![0.0f32; Runtime::consts_len_for(&rc, kernel)];
+    let rt = Runtime::new(&mf, kernel, &mut consts).unwrap();
     let mut scratch = vec![0.0f32; Runtime::scratch_len(&rc)];
     let x = support::random_frames(&cfg, 1, 2);
     let mut out = [0.0f32; OUTPUTS];

@@ -16,6 +16,9 @@ use crate::math::{GELU_A, GELU_C, TANH_CLAMP, TANH_P, TANH_Q};
 const F32: u8 = 0;
 const I8: u8 = 1;
 const I4: u8 = 2;
+/// f32 weights summed with a separate multiply and add (no FMA): the portable kernel's
+/// roundings exactly (for the int16 path, whose reference runs the portable f32 kernel).
+const F32X: u8 = 3;
 
 /// Everything a tile needs, as raw pointers (bounds were checked by the caller).
 struct Ctx {
@@ -39,9 +42,11 @@ struct Ctx {
 ///
 /// # Safety
 /// AVX2 and FMA must be available; `x`, `bias`, `residual` and `y` must cover every index
-/// (checked by `kernels::linear`).
+/// (checked by `kernels::linear`). With `no_fma`, f32 weights are summed as the portable
+/// kernel sums them (multiply, then add), bit for bit.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn linear(
+    no_fma: bool,
     x: Input,
     w: &Weights,
     bias: Option<&[f32]>,
@@ -79,6 +84,7 @@ pub(crate) unsafe fn linear(
         y: y.as_mut_ptr(),
     };
     match kind {
+        F32 if no_fma => run::<F32X>(&ctx, x.tokens, vec_cols),
         F32 => run::<F32>(&ctx, x.tokens, vec_cols),
         I8 => run::<I8>(&ctx, x.tokens, vec_cols),
         _ => run::<I4>(&ctx, x.tokens, vec_cols),
@@ -166,7 +172,7 @@ fn bytes_to_ps(b: __m128i) -> __m256 {
 unsafe fn load_w<const K: u8, const C: usize>(wp: *const u8, idx: usize) -> [__m256; C] {
     let mut out = [_mm256_setzero_ps(); C];
     match K {
-        F32 => {
+        F32 | F32X => {
             let p = (wp as *const f32).add(idx);
             for (v, o) in out.iter_mut().enumerate() {
                 *o = _mm256_loadu_ps(p.add(8 * v));
@@ -234,13 +240,17 @@ unsafe fn block<const K: u8, const R: usize, const C: usize>(c: &Ctx, t0: usize,
         for (r, a) in acc.iter_mut().enumerate() {
             let xb = _mm256_set1_ps(*xk.add(r * c.ts));
             for v in 0..C {
-                a[v] = _mm256_fmadd_ps(xb, w[v], a[v]);
+                a[v] = if K == F32X {
+                    _mm256_add_ps(a[v], _mm256_mul_ps(xb, w[v]))
+                } else {
+                    _mm256_fmadd_ps(xb, w[v], a[v])
+                };
             }
         }
     }
     for v in 0..C {
         let cc = col + 8 * v;
-        let scale = if K == F32 {
+        let scale = if K == F32 || K == F32X {
             _mm256_set1_ps(1.0)
         } else if c.per_col {
             _mm256_loadu_ps(c.scales.add(cc))
@@ -254,7 +264,7 @@ unsafe fn block<const K: u8, const R: usize, const C: usize>(c: &Ctx, t0: usize,
         };
         for (r, a) in acc.iter().enumerate() {
             let mut o = a[v];
-            if K != F32 {
+            if K != F32 && K != F32X {
                 o = _mm256_mul_ps(o, scale);
             }
             o = _mm256_add_ps(o, b);

@@ -9,11 +9,21 @@
 //! `[z, e_j, kp0_j]`, so `W_in·row + b = W_z·z + (W_e·e_j + b) + W_k·kp0_j`; the middle term
 //! is a per-joint constant computed in [`Runtime::new`], `W_z·z` is computed once and shared
 //! by the 17 joints. `Â` (self + COCO bones, row-normalised) is applied as a sparse sum.
+//!
+//! On the int16 kernels ([`Kernel::int16`]) `Runtime::new` also repacks every int8/int4 Linear
+//! ([`crate::int16`]) and the forward quantizes each Linear's input per token; on the AVX-512
+//! VNNI path the other stages (LayerNorm, attention, graph mixing and output) run in AVX-512
+//! code that performs exactly the portable operations, so that path equals its portable
+//! reference bit for bit.
 
 use core::fmt;
 
 use crate::format::{Config, ModelFile, TensorData, JOINTS, JOINT_EMBED};
-use crate::kernels::{layernorm, linear, Act, Input, Kernel, Weights};
+use crate::int16::{pack, packed_len, Packed};
+use crate::kernels::{
+    layernorm, linear, linear_int16, quantize_rows, quantize_standardised, Act, Input, Kernel,
+    Weights,
+};
 use crate::math;
 
 /// Outputs per frame: 17 joints × (x, y).
@@ -187,6 +197,22 @@ struct Graph<'a> {
     out_b: &'a [f32],
 }
 
+/// Most Linears a model has: embedding, 4 per encoder layer, 2 head, 3 graph.
+const MAX_LINEARS: usize = 1 + 4 * MAX_LAYERS + 2 + 3;
+
+/// The shapes `(rows = in, cols = out)` of the model's Linears in the order the int16 path
+/// packs them: embedding, per layer (in_proj, out_proj, linear1, linear2), head.0, head.3,
+/// then the graph head's `W_z` (the first d rows of its input weight) and its 2 layers.
+fn linear_shapes(cfg: &Config) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let (d, g) = (cfg.d, cfg.graph);
+    let layer = [(d, 3 * d), (d, d), (d, cfg.ffn()), (cfg.ffn(), d)];
+    let graph = [(d, g), (g, g), (g, g)];
+    core::iter::once((cfg.token_len(), d))
+        .chain((0..cfg.layers).flat_map(move |_| layer))
+        .chain([(d, d), (d, OUTPUTS)])
+        .chain(graph.into_iter().take(if g > 0 { 3 } else { 0 }))
+}
+
 /// A model ready to run: tensor views resolved, constants folded. Cheap to share (`&self`).
 #[derive(Clone, Copy, Debug)]
 pub struct Runtime<'m, 'p> {
@@ -205,6 +231,11 @@ pub struct Runtime<'m, 'p> {
     /// `[pool weight (d)] [graph: per-joint constant (17·g), W_k rows (2·g), output weight
     /// transposed (2·g)]`.
     consts: &'p [f32],
+    /// The int16 path's repacked Linears, in [`linear_shapes`] order (int16 kernels only).
+    packed: [Option<Packed<'p>>; MAX_LINEARS],
+    /// The kernel the forward runs: `kernel`, or its exact-f32 counterpart when no Linear was
+    /// repacked (an fp32 file on an int16 kernel).
+    run_kernel: Kernel,
 }
 
 /// f32 view of a tensor that the format guarantees is f32.
@@ -216,14 +247,42 @@ fn f32s<'a>(file: &ModelFile<'a>, i: usize) -> &'a [f32] {
 }
 
 impl<'m, 'p> Runtime<'m, 'p> {
-    /// Floats of the constants buffer [`Runtime::new`] fills.
-    pub fn consts_len(cfg: &Config) -> usize {
-        cfg.d
+    /// Floats of the constants buffer [`Runtime::new`] fills with `kernel`: the folded graph
+    /// constants, plus for the int16 kernels ([`Kernel::int16`]) an int16 working copy of every
+    /// Linear's weights ([`crate::int16`]; the file itself stays borrowed, untouched).
+    pub fn consts_len_for(cfg: &Config, kernel: Kernel) -> usize {
+        let base = cfg.d
             + if cfg.graph > 0 {
                 (JOINTS + 4) * cfg.graph
             } else {
                 0
-            }
+            };
+        if !kernel.int16() {
+            return base;
+        }
+        // 16 floats of slack so the packed weights can start 64-byte aligned.
+        base.div_ceil(16) * 16
+            + 16
+            + linear_shapes(cfg)
+                .map(|(r, c)| packed_len(r, c))
+                .sum::<usize>()
+    }
+
+    /// Floats of the constants buffer that any kernel needs (the largest
+    /// [`Runtime::consts_len_for`], the int16 kernels').
+    pub fn consts_len(cfg: &Config) -> usize {
+        Self::consts_len_for(cfg, Kernel::portable_int16())
+    }
+
+    /// Floats of the int16 activation buffer in the scratch: the most `tokens × ⌈in/2⌉` of
+    /// any Linear, and one scale per token.
+    fn qbuf_len(cfg: &Config) -> (usize, usize) {
+        let tokens = cfg.packets.max(if cfg.graph > 0 { JOINTS } else { 1 });
+        let words = linear_shapes(cfg)
+            .map(|(r, _)| r.div_ceil(2))
+            .max()
+            .unwrap_or(0);
+        (tokens * words, tokens)
     }
 
     /// Floats of scratch one [`Runtime::forward`] uses.
@@ -240,10 +299,15 @@ impl<'m, 'p> Runtime<'m, 'p> {
             + 2 * d
             + OUTPUTS
             + if g > 0 { g + 2 * JOINTS * g + OUTPUTS } else { 0 }
+            + {
+                let (q, s) = Self::qbuf_len(cfg);
+                q + s
+            }
     }
 
     /// Resolves the tensors of `file` and folds the graph head's constants into `consts`
-    /// (at least [`Runtime::consts_len`] floats), which the runtime then borrows.
+    /// (at least [`Runtime::consts_len_for`] floats for `kernel`), which the runtime then
+    /// borrows; for the int16 kernels also repacks every Linear there.
     pub fn new(
         file: &ModelFile<'m>,
         kernel: Kernel,
@@ -253,7 +317,7 @@ impl<'m, 'p> Runtime<'m, 'p> {
         if cfg.layers > MAX_LAYERS {
             return Err(RuntimeError::TooManyLayers(cfg.layers));
         }
-        let need = Self::consts_len(&cfg);
+        let need = Self::consts_len_for(&cfg, kernel);
         if consts.len() < need {
             return Err(RuntimeError::Consts {
                 need,
@@ -287,6 +351,7 @@ impl<'m, 'p> Runtime<'m, 'p> {
         for (k, c) in consts[..d].iter_mut().enumerate() {
             *c = pool_w.get(k, 0);
         }
+        let consts = &mut consts[..need];
         let graph = if cfg.graph > 0 {
             let g = cfg.graph;
             let gt = t + 6;
@@ -330,7 +395,46 @@ impl<'m, 'p> Runtime<'m, 'p> {
         } else {
             None
         };
+        let mut packed = [None; MAX_LINEARS];
+        let consts: &'p [f32] = if kernel.int16() {
+            let base = Self::consts_len_for(&cfg, Kernel::portable()).div_ceil(16) * 16;
+            let (head, mut mem) = consts.split_at_mut(base);
+            let skip = mem.as_ptr().align_offset(64).min(16);
+            mem = &mut mem[skip..];
+            let mut ws = [w(0); MAX_LINEARS];
+            let mut n = 1;
+            for l in layers.iter().flatten() {
+                ws[n..n + 4].copy_from_slice(&[l.in_w, l.out_w, l.l1_w, l.l2_w]);
+                n += 4;
+            }
+            ws[n] = w(t + 2);
+            ws[n + 1] = w(t + 4);
+            n += 2;
+            if let Some(gr) = &graph {
+                ws[n..n + 3].copy_from_slice(&[gr.wz, gr.layer_w[0], gr.layer_w[1]]);
+                n += 3;
+            }
+            for (slot, wt) in packed.iter_mut().zip(&ws[..n]) {
+                let (this, rest) = mem.split_at_mut(packed_len(wt.rows, wt.cols));
+                // f32 weights stay on the exact f32 kernels: quantized to int16 they missed
+                // the engine agreement (see BENCHMARKS.md).
+                if !matches!(wt.data, TensorData::F32(_)) {
+                    *slot = Some(pack(wt, this));
+                }
+                mem = rest;
+            }
+            head
+        } else {
+            consts
+        };
+        let run_kernel = if packed.iter().any(Option::is_some) {
+            kernel
+        } else {
+            kernel.without_int16()
+        };
         Ok(Runtime {
+            packed,
+            run_kernel,
             cfg,
             kernel,
             emb_w: w(0),
@@ -410,7 +514,11 @@ impl<'m, 'p> Runtime<'m, 'p> {
                 have: scratch.len(),
             });
         }
-        let kern = self.kernel;
+        let kern = self.run_kernel;
+        let (qlen, slen) = Self::qbuf_len(cfg);
+        let (scratch, qrest) = scratch[..need].split_at_mut(need - qlen - slen);
+        let (qb, qs) = qrest.split_at_mut(qlen);
+        let pk = &self.packed;
         let (tok, rest) = scratch.split_at_mut(cfg.frame_len());
         let (h, rest) = rest.split_at_mut(p * d);
         let (ctx, rest) = rest.split_at_mut(p * d);
@@ -428,38 +536,81 @@ impl<'m, 'p> Runtime<'m, 'p> {
 
         // Standardise (the input layout [A·S, P] is kept: token t, feature k at k·P + t).
         prof!(start);
-        let (mean, inv) = math::standardise_stats(x);
-        for (t, &v) in tok.iter_mut().zip(x) {
-            *t = (v - mean) * inv;
+        if let Some(pe) = &pk[0] {
+            // int16: standardised and quantized in one pass, straight from x.
+            let k = cfg.token_len();
+            #[cfg(target_arch = "x86_64")]
+            let fused = kern.is_vnni16() && p <= 16;
+            #[cfg(not(target_arch = "x86_64"))]
+            let fused = false;
+            let xq = if fused {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let np = k.div_ceil(2);
+                    assert!(x.len() == k * p && qb.len() >= np * p && qs.len() >= p);
+                    // SAFETY: Vnni16 exists only where AVX-512 was detected; lengths checked.
+                    unsafe { crate::vnni::standardise_quantize(x, k, p, pe.qx, qb, qs) };
+                    crate::int16::QInput {
+                        q: &qb[..np * p],
+                        sx: &qs[..p],
+                        tokens: p,
+                        ts: 1,
+                        js: p,
+                    }
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!()
+            } else {
+                let st = math::standardise_stats(x);
+                quantize_standardised(kern, x, k, p, st, pe.qx, qb, qs)
+            };
+            prof!(0);
+            linear_int16(
+                kern,
+                &xq,
+                pe,
+                Some(self.emb_b),
+                Act::None,
+                Some(self.pos),
+                h,
+            );
+        } else {
+            let (mean, inv) = math::standardise_stats(x);
+            for (t, &v) in tok.iter_mut().zip(x) {
+                *t = (v - mean) * inv;
+            }
+            prof!(0);
+            // Embedding + bias + positional embedding.
+            let tok_in = Input {
+                x: tok,
+                tokens: p,
+                ts: 1,
+                ks: p,
+            };
+            linear(
+                kern,
+                tok_in,
+                &self.emb_w,
+                Some(self.emb_b),
+                Act::None,
+                Some(self.pos),
+                h,
+            );
         }
-        prof!(0);
-        // Embedding + bias + positional embedding.
-        let tok_in = Input {
-            x: tok,
-            tokens: p,
-            ts: 1,
-            ks: p,
-        };
-        linear(
-            kern,
-            tok_in,
-            &self.emb_w,
-            Some(self.emb_b),
-            Act::None,
-            Some(self.pos),
-            h,
-        );
         prof!(1);
 
-        for l in self.layers.iter().take(cfg.layers).flatten() {
-            linear(
+        for (li, l) in self.layers.iter().take(cfg.layers).flatten().enumerate() {
+            let lp = &pk[1 + 4 * li..5 + 4 * li];
+            lin(
                 kern,
                 Input::rows(h, p, d),
                 &l.in_w,
+                lp[0].as_ref(),
                 Some(l.in_b),
                 Act::None,
                 None,
                 qkv,
+                (&mut *qb, &mut *qs),
             );
             prof!(2);
             let bufs = AttnBufs {
@@ -470,85 +621,109 @@ impl<'m, 'p> Runtime<'m, 'p> {
             };
             attention(kern, qkv, ctx, bufs, p, d, cfg.heads);
             prof!(3);
-            linear(
+            lin(
                 kern,
                 Input::rows(ctx, p, d),
                 &l.out_w,
+                lp[1].as_ref(),
                 Some(l.out_b),
                 Act::None,
                 Some(h),
                 r,
+                (&mut *qb, &mut *qs),
             );
             prof!(4);
-            layernorm(r, l.n1_w, l.n1_b, h, p, d);
+            norm(kern, r, l.n1_w, l.n1_b, h, p, d);
             prof!(5);
-            linear(
+            lin(
                 kern,
                 Input::rows(h, p, d),
                 &l.l1_w,
+                lp[2].as_ref(),
                 Some(l.l1_b),
                 Act::Gelu,
                 None,
                 ff,
+                (&mut *qb, &mut *qs),
             );
             prof!(6);
-            linear(
+            lin(
                 kern,
                 Input::rows(ff, p, 2 * d),
                 &l.l2_w,
+                lp[3].as_ref(),
                 Some(l.l2_b),
                 Act::None,
                 Some(h),
                 r,
+                (&mut *qb, &mut *qs),
             );
             prof!(7);
-            layernorm(r, l.n2_w, l.n2_b, h, p, d);
+            norm(kern, r, l.n2_w, l.n2_b, h, p, d);
             prof!(5);
         }
 
         // Attention pooling.
         let pool_w = &self.consts[..d];
+        #[cfg(target_arch = "x86_64")]
+        let pooled = if kern.is_vnni16() && p <= 16 {
+            assert!(h.len() >= p * d && scores.len() >= p && z.len() >= d);
+            // SAFETY: Vnni16 exists only where AVX-512 was detected; lengths checked above.
+            unsafe { crate::vnni::pool(h, pool_w, self.pool_b, p, d, scores, z) };
+            true
+        } else {
+            false
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let pooled = false;
         let mut mx = f32::NEG_INFINITY;
-        for t in 0..p {
+        for t in 0..p * usize::from(!pooled) {
             let s = dot(&h[t * d..(t + 1) * d], pool_w) + self.pool_b;
             scores[t] = s;
             mx = mx.max(s);
         }
-        let mut sum = 0.0;
-        for s in scores[..p].iter_mut() {
-            *s = math::exp(*s - mx);
-            sum += *s;
-        }
-        for s in scores[..p].iter_mut() {
-            *s /= sum;
-        }
-        z.fill(0.0);
-        for t in 0..p {
-            let a = scores[t];
-            for (o, v) in z.iter_mut().zip(&h[t * d..(t + 1) * d]) {
-                *o += a * v;
+        if !pooled {
+            let mut sum = 0.0;
+            for s in scores[..p].iter_mut() {
+                *s = math::exp(*s - mx);
+                sum += *s;
+            }
+            for s in scores[..p].iter_mut() {
+                *s /= sum;
+            }
+            z.fill(0.0);
+            for t in 0..p {
+                let a = scores[t];
+                for (o, v) in z.iter_mut().zip(&h[t * d..(t + 1) * d]) {
+                    *o += a * v;
+                }
             }
         }
 
         prof!(8);
         // Head.
-        linear(
+        let hp = 1 + 4 * cfg.layers;
+        lin(
             kern,
             Input::rows(z, 1, d),
             &self.h0_w,
+            pk[hp].as_ref(),
             Some(self.h0_b),
             Act::Gelu,
             None,
             u,
+            (&mut *qb, &mut *qs),
         );
-        linear(
+        lin(
             kern,
             Input::rows(u, 1, d),
             &self.h3_w,
+            pk[hp + 1].as_ref(),
             Some(self.h3_b),
             Act::None,
             None,
             kp0,
+            (&mut *qb, &mut *qs),
         );
         for v in kp0.iter_mut() {
             *v = math::sigmoid(*v);
@@ -564,29 +739,44 @@ impl<'m, 'p> Runtime<'m, 'p> {
         let (fa, rest) = rest.split_at_mut(JOINTS * g);
         let (fb, rest) = rest.split_at_mut(JOINTS * g);
         let gt = &mut rest[..OUTPUTS];
-        linear(
+        lin(
             kern,
             Input::rows(z, 1, d),
             &gr.wz,
+            pk[hp + 2].as_ref(),
             None,
             Act::None,
             None,
             gu,
+            (&mut *qb, &mut *qs),
         );
         let cj = &self.consts[d..d + JOINTS * g];
         let (wk0, wk1) = self.consts[d + JOINTS * g..d + (JOINTS + 2) * g].split_at(g);
         for j in 0..JOINTS {
             let (kx, ky) = (kp0[2 * j], kp0[2 * j + 1]);
             let row = &mut fa[j * g..(j + 1) * g];
-            for c in 0..g {
-                let v = gu[c] + cj[j * g + c] + kx * wk0[c] + ky * wk1[c];
-                row[c] = v.max(0.0);
+            let cjr = &cj[j * g..(j + 1) * g];
+            // Zipped slices (no bounds checks), so the loop vectorises.
+            for ((((o, &u), &c), &w0), &w1) in row.iter_mut().zip(&*gu).zip(cjr).zip(wk0).zip(wk1) {
+                let v = u + c + kx * w0 + ky * w1;
+                *o = v.max(0.0);
             }
         }
         prof!(10);
         for li in 0..2 {
             // m = Â f (into fb), then f = ReLU(m W + b) (into fa).
+            #[cfg(target_arch = "x86_64")]
+            if kern.is_vnni16() {
+                assert!(fa.len() >= JOINTS * g && fb.len() >= JOINTS * g);
+                // SAFETY: Vnni16 exists only where AVX-512 was detected; neighbour indices are
+                // joints (< 17) and the lengths are checked above.
+                unsafe { crate::vnni::graph_mix(fa, fb, g, &NEIGHBOURS) };
+            }
             for (i, (nb, cnt)) in NEIGHBOURS.iter().enumerate() {
+                #[cfg(target_arch = "x86_64")]
+                if kern.is_vnni16() {
+                    break;
+                }
                 let a = 1.0 / *cnt as f32;
                 let m = &mut fb[i * g..(i + 1) * g];
                 let f0 = &fa[nb[0] * g..(nb[0] + 1) * g];
@@ -601,18 +791,29 @@ impl<'m, 'p> Runtime<'m, 'p> {
                 }
             }
             prof!(11);
-            linear(
+            lin(
                 kern,
                 Input::rows(fb, JOINTS, g),
                 &gr.layer_w[li],
+                pk[hp + 3 + li].as_ref(),
                 Some(gr.layer_b[li]),
                 Act::Relu,
                 None,
                 fa,
+                (&mut *qb, &mut *qs),
             );
             prof!(12);
         }
         let wo = &self.consts[d + (JOINTS + 2) * g..d + (JOINTS + 4) * g];
+        #[cfg(target_arch = "x86_64")]
+        if kern.is_vnni16() {
+            assert!(fa.len() >= JOINTS * g && gr.out_b.len() >= 2 && JOINTS <= 24);
+            // SAFETY: Vnni16 exists only where AVX-512 was detected; lengths checked above
+            // (wo is 2·g, kp0 and out 34).
+            unsafe { crate::vnni::graph_out(fa, wo, g, gr.out_b, kp0, GRAPH_SCALE, out) };
+            prof!(13);
+            return Ok(());
+        }
         for j in 0..JOINTS {
             let fj = &fa[j * g..(j + 1) * g];
             gt[2 * j] = dot(fj, &wo[..g]) + gr.out_b[0];
@@ -623,6 +824,44 @@ impl<'m, 'p> Runtime<'m, 'p> {
         }
         prof!(13);
         Ok(())
+    }
+}
+
+/// LayerNorm of `rows` rows of `d` (the AVX-512 version on the int16 path, the same values).
+#[inline(always)]
+fn norm(kern: Kernel, x: &[f32], g: &[f32], b: &[f32], y: &mut [f32], rows: usize, d: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if kern.is_vnni16() {
+        assert!(x.len() >= rows * d && y.len() >= rows * d && g.len() >= d && b.len() >= d);
+        // SAFETY: Vnni16 exists only where AVX-512 was detected; lengths checked above.
+        unsafe { crate::vnni::layernorm(x, g, b, y, rows, d) };
+        return;
+    }
+    let _ = kern;
+    layernorm(x, g, b, y, rows, d);
+}
+
+/// One model Linear: on its repacked int16 weights when the kernel packed them (inputs
+/// quantized into `q` first), else the f32 kernels. `x` is row-major (`ks` = 1).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn lin(
+    kern: Kernel,
+    x: Input,
+    w: &Weights,
+    pk: Option<&Packed>,
+    bias: Option<&[f32]>,
+    act: Act,
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    q: (&mut [f32], &mut [f32]),
+) {
+    match pk {
+        Some(pk) => {
+            let xq = quantize_rows(kern, x.x, x.tokens, w.rows, x.ts, pk.qx, q.0, q.1);
+            linear_int16(kern, &xq, pk, bias, act, residual, y);
+        }
+        None => linear(kern, x, w, bias, act, residual, y),
     }
 }
 
@@ -704,6 +943,49 @@ fn attention(
         &mut b.ch[..p * dh],
     );
     kt.fill(0.0);
+    // The int16 path on AVX-512: both products in dedicated kernels (the same roundings as the
+    // portable Linear, so still equal to `portable_int16`), reading Q and V in place.
+    #[cfg(target_arch = "x86_64")]
+    if kern.is_vnni16() && p <= 16 && dh <= 64 {
+        for h in 0..heads {
+            for j in 0..p {
+                let k = &qkv[j * 3 * d + d + h * dh..j * 3 * d + d + (h + 1) * dh];
+                for (t, &v) in k.iter().enumerate() {
+                    kt[t * pp + j] = v;
+                }
+            }
+            assert!(qkv.len() >= p * 3 * d && ctx.len() >= p * d);
+            // SAFETY: Vnni16 exists only where AVX-512 was detected; q rows i < p at
+            // i·3d + h·dh + t (t < dh), values at j·3d + 2d + h·dh + c (c < dh), ctx rows at
+            // i·d + h·dh + c all lie inside the checked lengths; kt and s are [dh, pp], [p, pp].
+            unsafe {
+                crate::vnni::attn_scores(
+                    qkv[h * dh..].as_ptr(),
+                    3 * d,
+                    kt.as_ptr(),
+                    pp,
+                    dh,
+                    p,
+                    s.as_mut_ptr(),
+                );
+            }
+            // SAFETY: as above; s is [p, pp] with p ≤ 16.
+            unsafe { crate::vnni::softmax_rows(s, p, pp, scale) };
+            unsafe {
+                crate::vnni::attn_context(
+                    s.as_ptr(),
+                    pp,
+                    qkv[2 * d + h * dh..].as_ptr(),
+                    3 * d,
+                    dh,
+                    p,
+                    ctx[h * dh..].as_mut_ptr(),
+                    d,
+                );
+            }
+        }
+        return;
+    }
     for h in 0..heads {
         for j in 0..p {
             let k = &qkv[j * 3 * d + d + h * dh..j * 3 * d + d + (h + 1) * dh];
@@ -726,17 +1008,7 @@ fn attention(
             data: TensorData::F32(kt),
         };
         linear(kern, q, &kw, None, Act::None, None, s);
-        for row in s.chunks_exact_mut(pp) {
-            let row = &mut row[..p];
-            let mx = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-            for v in row.iter_mut() {
-                *v = math::exp(*v * scale - mx);
-            }
-            let inv = 1.0 / sum8(row);
-            for v in row.iter_mut() {
-                *v *= inv;
-            }
-        }
+        softmax_rows(s, p, pp, scale);
         let vw = Weights {
             rows: p,
             cols: dh,
@@ -751,6 +1023,22 @@ fn attention(
         linear(kern, a, &vw, None, Act::None, None, ch);
         for i in 0..p {
             ctx[i * d + h * dh..i * d + (h + 1) * dh].copy_from_slice(&ch[i * dh..(i + 1) * dh]);
+        }
+    }
+}
+
+/// Softmax of `scores · scale` over the first `p` columns of each row of `s [p, pp]`.
+#[inline(always)]
+fn softmax_rows(s: &mut [f32], p: usize, pp: usize, scale: f32) {
+    for row in s.chunks_exact_mut(pp) {
+        let row = &mut row[..p];
+        let mx = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
+        for v in row.iter_mut() {
+            *v = math::exp(*v * scale - mx);
+        }
+        let inv = 1.0 / sum8(row);
+        for v in row.iter_mut() {
+            *v *= inv;
         }
     }
 }

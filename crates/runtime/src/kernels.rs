@@ -1,11 +1,14 @@
 //! The compute kernels and their run-time selection: a token-major Linear over f32, int8 or
 //! int4 weights stored `[in, out]` with a fused epilogue (per-column scale, bias, GELU/ReLU,
-//! residual), in a portable version and an x86-64 AVX2+FMA version ([`crate::avx2`]).
+//! residual), portable, AVX2+FMA and AVX-512 ([`linear`], exact f32), and the int16
+//! fixed-point Linear over repacked weights ([`linear_int16`], [`quantize_rows`],
+//! [`quantize_standardised`]; portable reference and AVX-512 VNNI, see [`crate::int16`]).
 //!
 //! CPU detection works without `std`: `cpuid` for the AVX2/FMA feature bits plus `xgetbv`
 //! for the OS having enabled the YMM state (what `is_x86_feature_detected!` checks).
 
 use crate::format::{TensorData, TensorView};
+use crate::int16::{Packed, QInput};
 
 /// Which kernels a forward pass uses. Only constructible for a path this CPU supports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,16 +46,20 @@ impl Kernel {
         None
     }
 
-    /// Portable code that, like [`Kernel::avx512_vnni16`], quantizes each token's inputs of
-    /// an int8/int4 Linear to int16 (one max-abs scale per token) and sums exactly in int32.
+    /// Portable int16 fixed-point reference of [`Kernel::avx512_vnni16`] ([`crate::int16`]):
+    /// every model Linear on repacked int16 weights (int8/int4 codes widened, f32 weights
+    /// quantized per column) and int16 activations (one max-abs scale per token), exact int32
+    /// sums. The attention products stay f32.
     pub const fn portable_int16() -> Kernel {
         Kernel(Path::PortableInt16)
     }
 
-    /// AVX-512 VNNI (`vpdpwssd`) for int8/int4 weights with int16 activations, AVX2+FMA for
-    /// everything else, if this CPU and OS support AVX-512 F/BW/VL/VNNI, AVX2 and FMA. Not exact
-    /// f32 arithmetic: the activation rounding moves outputs by about 1e-5 (see BENCHMARKS.md);
-    /// it agrees with [`Kernel::portable_int16`] within 1e-5.
+    /// int16 fixed point on AVX-512 VNNI (`vpdpwssd`) for every model Linear (see
+    /// [`Kernel::portable_int16`], which it matches within 1e-5), f32 AVX-512/AVX2+FMA for the
+    /// attention products, if this CPU and OS support AVX-512 F/BW/VL/VNNI, AVX2 and FMA. Not
+    /// exact f32 arithmetic: see BENCHMARKS.md for its agreement with the training engine.
+    /// [`crate::Runtime::new`] then needs [`crate::Runtime::consts_len_for`] floats of
+    /// constants (an int16 working copy of the weights).
     pub fn avx512_vnni16() -> Option<Kernel> {
         #[cfg(target_arch = "x86_64")]
         {
@@ -75,9 +82,16 @@ impl Kernel {
         None
     }
 
+    /// The fastest path available here: [`Kernel::avx512_vnni16`] (int16 fixed point for
+    /// int8/int4 Linears, max |Δ| vs the training engine ≈ 1e-5, see BENCHMARKS.md; exact f32
+    /// for fp32 files) where AVX-512 VNNI is present, else [`Kernel::best_exact`].
+    pub fn best() -> Kernel {
+        Kernel::avx512_vnni16().unwrap_or_else(Kernel::best_exact)
+    }
+
     /// The fastest exact-f32 path available here (AVX-512 for int8/int4 weights with AVX2+FMA
     /// for the rest, else AVX2+FMA, else portable).
-    pub fn best() -> Kernel {
+    pub fn best_exact() -> Kernel {
         Kernel::avx512()
             .or_else(Kernel::avx2)
             .unwrap_or(Kernel::portable())
@@ -103,8 +117,31 @@ impl Kernel {
         matches!(self.0, Path::Avx2 | Path::Avx512 | Path::Vnni16)
     }
 
-    /// Whether int8/int4 Linears take int16 activations.
-    pub(crate) fn int16(&self) -> bool {
+    /// The same path without int16 Linears (for a model with nothing to repack): the int16
+    /// paths become their exact-f32 counterparts (FMA summation again).
+    pub(crate) fn without_int16(self) -> Kernel {
+        match self.0 {
+            Path::PortableInt16 => Kernel(Path::Portable),
+            #[cfg(target_arch = "x86_64")]
+            Path::Vnni16 => Kernel(Path::Avx512),
+            p => Kernel(p),
+        }
+    }
+
+    /// Whether this is the AVX-512 VNNI int16 path.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn is_vnni16(&self) -> bool {
+        self.0 == Path::Vnni16
+    }
+
+    /// Whether this path uses AVX-512 (F/BW/VL at least).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn is_avx512(&self) -> bool {
+        matches!(self.0, Path::Avx512 | Path::Vnni16)
+    }
+
+    /// Whether the model's Linears run in int16 fixed point on repacked weights.
+    pub fn int16(&self) -> bool {
         match self.0 {
             Path::PortableInt16 => true,
             #[cfg(target_arch = "x86_64")]
@@ -282,30 +319,9 @@ pub fn linear(
     if let Some(r) = residual {
         assert!(r.len() >= n * cols, "linear: residual too short");
     }
-    if kern.int16() && !matches!(w.data, TensorData::F32(_)) {
-        let kp = w.rows + w.rows % 2;
-        if n * kp <= XQ_MAX {
-            let mut buf = [core::mem::MaybeUninit::<i16>::uninit(); XQ_MAX];
-            let mut sx = [0.0f32; MAX_TOKENS];
-            if n <= MAX_TOKENS {
-                let xq = quantize_tokens(x, w, kp, &mut buf, &mut sx);
-                #[allow(unused_mut)]
-                let mut done = 0;
-                #[cfg(target_arch = "x86_64")]
-                if kern.0 == Path::Vnni16 {
-                    // SAFETY: the Vnni16 path exists only where AVX-512 F/BW/VNNI were
-                    // detected; xq has n·kp values, sx n, the asserts above bound the rest.
-                    done =
-                        unsafe { crate::vnni::linear(xq, kp, &sx, n, w, bias, act, residual, y) };
-                }
-                linear_int16_portable(xq, kp, &sx, n, w, bias, act, residual, y, done, cols);
-                return;
-            }
-        }
-    }
     #[cfg(target_arch = "x86_64")]
-    if kern.0 == Path::Avx512 {
-        // SAFETY: the Avx512 path exists only where AVX-512 F/BW/VL were detected; the asserts
+    if kern.is_avx512() {
+        // SAFETY: the Avx512 and Vnni16 paths exists only where AVX-512 F/BW/VL were detected; the asserts
         // above bound every index.
         let done = unsafe { crate::avx512::linear(x, w, bias, act, residual, y) };
         if done == cols {
@@ -316,7 +332,10 @@ pub fn linear(
     if kern.is_avx2() {
         // SAFETY: a Kernel with the Avx2 path exists only where the CPU supports AVX2+FMA;
         // the asserts above bound every index the kernel uses.
-        let done = unsafe { crate::avx2::linear(x, w, bias, act, residual, y) };
+        // The int16 path sums its f32 products (attention) as the portable kernel does, so
+        // that it equals its reference `portable_int16` bit for bit.
+        let no_fma = kern.0 == Path::Vnni16;
+        let done = unsafe { crate::avx2::linear(no_fma, x, w, bias, act, residual, y) };
         linear_portable(x, w, bias, act, residual, y, done, cols);
         return;
     }
@@ -324,116 +343,129 @@ pub fn linear(
     linear_portable(x, w, bias, act, residual, y, 0, cols);
 }
 
-/// Largest `tokens × rows` whose int16 activations fit the stack buffer of [`linear`]; larger
-/// Linears take the f32 path.
-pub const XQ_MAX: usize = 8192;
-/// Largest token count of the int16 path.
-pub const MAX_TOKENS: usize = 64;
-
-/// Quantizes each token's inputs to int16 with one scale `max|x| / qmax` (`qmax` ≤ 32767,
-/// lowered for long rows so the int32 sums cannot overflow), rows padded to even with 0.
-/// Rounding: to nearest (ties to even) by the `1.5·2^23` addition, in lanes (vectorises).
-fn quantize_tokens<'b>(
-    x: Input,
-    w: &Weights,
-    kp: usize,
-    buf: &'b mut [core::mem::MaybeUninit<i16>; XQ_MAX],
-    sx: &mut [f32; MAX_TOKENS],
-) -> &'b [i16] {
-    const MAGIC: f32 = 12_582_912.0;
-    let wmax: usize = if matches!(w.data, TensorData::I4 { .. }) {
-        8
-    } else {
-        127
-    };
-    let qmax = (32767usize).min(i32::MAX as usize / (wmax * kp.max(1))) as f32;
-    let rows = w.rows;
-    let q16 = |v: f32, inv: f32| -> i16 {
-        let r = (v * inv).clamp(-qmax, qmax) + MAGIC;
-        (r.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32) as i16
-    };
-    for t in 0..x.tokens {
-        let dst = &mut buf[t * kp..(t + 1) * kp];
-        let s;
-        if x.ks == 1 {
-            let row = &x.x[t * x.ts..t * x.ts + rows];
-            let mut m8 = [0.0f32; 8];
-            let mut it = row.chunks_exact(8);
-            for c in &mut it {
-                let c: &[f32; 8] = c.try_into().expect("chunk of 8");
-                for l in 0..8 {
-                    m8[l] = m8[l].max(c[l].abs());
-                }
-            }
-            let mut mx = m8.iter().fold(0.0f32, |a, &b| a.max(b));
-            for v in it.remainder() {
-                mx = mx.max(v.abs());
-            }
-            s = if mx > 0.0 { mx / qmax } else { 1.0 };
-            let inv = 1.0 / s;
-            for (q, &v) in dst.iter_mut().zip(row) {
-                q.write(q16(v, inv));
-            }
-        } else {
-            let mut mx = 0.0f32;
-            for k in 0..rows {
-                mx = mx.max(x.at(t, k).abs());
-            }
-            s = if mx > 0.0 { mx / qmax } else { 1.0 };
-            let inv = 1.0 / s;
-            for (k, q) in dst.iter_mut().enumerate().take(rows) {
-                q.write(q16(x.at(t, k), inv));
-            }
-        }
-        sx[t] = s;
-        if kp > rows {
-            dst[rows].write(0);
-        }
-    }
-    // SAFETY: the first tokens·kp elements were all written above.
-    unsafe { core::slice::from_raw_parts(buf.as_ptr() as *const i16, x.tokens * kp) }
-}
-
-/// The int16-activation Linear over columns `c0..c1`: exact int32 sums, then the epilogue.
-#[allow(clippy::too_many_arguments)]
-fn linear_int16_portable(
-    xq: &[i16],
-    kp: usize,
-    sx: &[f32],
-    tokens: usize,
-    w: &Weights,
+/// The int16 Linear ([`crate::int16`]) over pre-quantized activations and repacked weights:
+/// AVX-512 VNNI on the `avx512_vnni16` path, the portable reference otherwise.
+pub fn linear_int16(
+    kern: Kernel,
+    x: &QInput,
+    w: &Packed,
     bias: Option<&[f32]>,
     act: Act,
     residual: Option<&[f32]>,
     y: &mut [f32],
-    c0: usize,
-    c1: usize,
 ) {
-    let cols = w.cols;
-    for t in 0..tokens {
-        for c in c0..c1 {
-            let mut acc = 0i32;
-            for k in 0..w.rows {
-                let q = match w.data {
-                    TensorData::I8 { q, .. } => q[k * cols + c] as i32,
-                    TensorData::I4 { packed, .. } => {
-                        crate::format::nibble(packed, k * cols + c) as i32
-                    }
-                    TensorData::F32(_) => unreachable!("int16 path takes quantized weights"),
-                };
-                acc = acc.wrapping_add(xq[t * kp + k] as i32 * q);
-            }
-            let mut v = acc as f32 * (sx[t] * w.scale(c)) + bias.map_or(0.0, |b| b[c]);
-            v = match act {
-                Act::None => v,
-                Act::Gelu => crate::math::gelu(v),
-                Act::Relu => v.max(0.0),
-            };
-            y[t * cols + c] = match residual {
-                Some(r) => v + r[t * cols + c],
-                None => v,
-            };
-        }
+    let (n, cols, np) = (x.tokens, w.cols, w.pairs());
+    assert!(
+        n == 0 || np == 0 || (n - 1) * x.ts + (np - 1) * x.js < x.q.len(),
+        "linear_int16: input too short"
+    );
+    assert!(x.sx.len() >= n, "linear_int16: token scales too short");
+    assert!(y.len() >= n * cols, "linear_int16: output too short");
+    assert!(
+        w.w.len() >= np * w.cp && w.scales.len() >= w.cp && w.cp.is_multiple_of(16) && w.cp >= cols,
+        "linear_int16: bad packed weights"
+    );
+    if let Some(b) = bias {
+        assert!(b.len() >= cols, "linear_int16: bias too short");
+    }
+    if let Some(r) = residual {
+        assert!(r.len() >= n * cols, "linear_int16: residual too short");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kern.0 == Path::Vnni16 {
+        assert!(
+            (w.w.as_ptr() as usize).is_multiple_of(64),
+            "linear_int16: packed weights not 64-byte aligned"
+        );
+        // SAFETY: the Vnni16 path exists only where AVX-512 F/BW/VL/VNNI were detected; the
+        // asserts above bound every index and the alignment.
+        unsafe { crate::vnni::linear(x, w, bias, act, residual, y) };
+        return;
+    }
+    let _ = kern;
+    crate::int16::linear_portable(x, w, bias, act, residual, y);
+}
+
+/// Quantizes `tokens` rows of `k` values (row `t` at `x[t·xs..]`) to int16 token-major into
+/// `q` (at least `tokens·⌈k/2⌉` floats) and `sx` (`tokens`), at most `qx` in magnitude.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_rows<'q>(
+    kern: Kernel,
+    x: &[f32],
+    tokens: usize,
+    k: usize,
+    xs: usize,
+    qx: f32,
+    q: &'q mut [f32],
+    sx: &'q mut [f32],
+) -> QInput<'q> {
+    let np = k.div_ceil(2);
+    assert!(
+        tokens == 0 || k == 0 || (tokens - 1) * xs + k <= x.len(),
+        "quantize_rows: input too short"
+    );
+    assert!(
+        q.len() >= tokens * np && sx.len() >= tokens,
+        "quantize_rows: buffers too short"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if kern.0 == Path::Vnni16 {
+        // SAFETY: AVX-512 detected (Vnni16 path); the asserts bound every index.
+        unsafe { crate::vnni::quantize_rows(x, tokens, k, xs, qx, q, sx) };
+    } else {
+        crate::int16::quantize_rows_portable(x, tokens, k, xs, qx, q, sx);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = kern;
+        crate::int16::quantize_rows_portable(x, tokens, k, xs, qx, q, sx);
+    }
+    QInput {
+        q: &q[..tokens * np],
+        sx: &sx[..tokens],
+        tokens,
+        ts: np,
+        js: 1,
+    }
+}
+
+/// Standardises the feature-major frame `x [k, p]` as `(x − mean)·inv` and quantizes it to
+/// int16 pair-major (the embedding's input) into `q` (at least `⌈k/2⌉·p`) and `sx` (`p`).
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_standardised<'q>(
+    kern: Kernel,
+    x: &[f32],
+    k: usize,
+    p: usize,
+    (mean, inv): (f32, f32),
+    qx: f32,
+    q: &'q mut [f32],
+    sx: &'q mut [f32],
+) -> QInput<'q> {
+    let np = k.div_ceil(2);
+    assert!(x.len() >= k * p, "quantize_standardised: input too short");
+    assert!(
+        q.len() >= np * p && sx.len() >= p,
+        "quantize_standardised: buffers too short"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if kern.0 == Path::Vnni16 {
+        // SAFETY: AVX-512 detected (Vnni16 path); the asserts bound every index.
+        unsafe { crate::vnni::quantize_standardised(x, k, p, mean, inv, qx, q, sx) };
+    } else {
+        crate::int16::quantize_standardised_portable(x, k, p, mean, inv, qx, q, sx);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = kern;
+        crate::int16::quantize_standardised_portable(x, k, p, mean, inv, qx, q, sx);
+    }
+    QInput {
+        q: &q[..np * p],
+        sx: &sx[..p],
+        tokens: p,
+        ts: 1,
+        js: p,
     }
 }
 

@@ -155,7 +155,14 @@ fn sum_lanes(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
             acc[l] += f(c[l]);
         }
     }
-    let tail: f64 = it.remainder().iter().map(|&v| f(v) as f64).sum();
+    lanes_total(&acc, it.remainder(), f)
+}
+
+/// The end of [`sum_lanes`]: the 32 lane sums and the tail (`f` applied) added in f64 (shared
+/// with the AVX-512 version in `vnni.rs`, which must give the same value).
+#[inline(always)]
+pub(crate) fn lanes_total(acc: &[f32; 32], rem: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    let tail: f64 = rem.iter().map(|&v| f(v) as f64).sum();
     acc.iter().map(|&a| a as f64).sum::<f64>() + tail
 }
 

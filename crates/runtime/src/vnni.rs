@@ -1,205 +1,159 @@
-//! x86-64 AVX-512 VNNI Linear kernel for int8/int4 weights with int16 activations
-//! (`vpdpwssd`: 32 int16 multiply-adds per instruction into int32, twice the f32 FMA rate).
-//! Each token's inputs are quantized to int16 with one max-abs scale
-//! ([`crate::kernels::quantize_tokens`], shared with the portable int16 path); weight rows
-//! `k` and `k+1` are interleaved into int16 pairs in registers (int4 nibbles unpacked first);
-//! the epilogue converts the exact int32 sums and applies token scale × column scale, bias,
-//! GELU/ReLU and the residual.
+//! x86-64 AVX-512 VNNI int16 Linear kernel (`vpdpwssd`: 32 int16 multiply-adds per
+//! instruction into int32, twice the f32 FMA rate on Zen 4) over weights repacked once
+//! ([`crate::int16::Packed`]: aligned 64-byte loads, no unpacking in the loop) and the
+//! activation quantizers feeding it; the same values as the portable versions in
+//! [`crate::int16`].
 //!
-//! Tiles: up to 10 tokens × 32 columns (20 zmm accumulators); the last tile of a row is masked
-//! to the remaining columns (loads and stores never pass the row's end).
+//! Tiles: up to 12 tokens × up to 4 zmm of columns (≤ 24 accumulators); per input pair, C
+//! aligned weight loads, one 32-bit broadcast per token and R×C `vpdpwssd`. Epilogue: int32 →
+//! f32, × token scale × column scale, + bias, GELU/ReLU, + residual, masked to the row's end.
 
 use core::arch::x86_64::*;
 
-use crate::format::TensorData;
-use crate::kernels::{Act, Weights};
+use crate::int16::{Packed, QInput};
+use crate::kernels::Act;
 
-const I8: u8 = 1;
-const I4: u8 = 2;
+/// The int16 Linear over all columns.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI must be available; `w.w` 64-byte aligned; `x` covers `tokens` tokens
+/// of `w.pairs()` pairs, and bias, residual and `y` every index (checked by the caller).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+pub(crate) unsafe fn linear(
+    x: &QInput,
+    w: &Packed,
+    bias: Option<&[f32]>,
+    act: Act,
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let n = x.tokens;
+    if n == 0 || w.cols == 0 {
+        return;
+    }
+    let c = Ctx {
+        x: x.q.as_ptr() as *const i32,
+        ts: x.ts,
+        js: x.js,
+        sx: x.sx.as_ptr(),
+        np: w.pairs(),
+        w: w.w.as_ptr() as *const i32,
+        cp: w.cp,
+        cols: w.cols,
+        scales: w.scales.as_ptr(),
+        bias: bias.map_or(core::ptr::null(), |b| b.as_ptr()),
+        act,
+        res: residual.map_or(core::ptr::null(), |r| r.as_ptr()),
+        y: y.as_mut_ptr(),
+    };
+    // Token blocks of at most 12, then as many column vectors as keep ≤ 24 accumulators.
+    let nb = n.div_ceil(6);
+    let rmax = n.div_ceil(nb);
+    let cmax = (24 / rmax).clamp(1, 4);
+    let nv = w.cp / 16;
+    let (base, extra) = (n / nb, n % nb);
+    let mut v0 = 0;
+    while v0 < nv {
+        let cv = cmax.min(nv - v0);
+        let mut t0 = 0;
+        for b in 0..nb {
+            let r = base + usize::from(b < extra);
+            match cv {
+                4 => rows::<4>(&c, t0, r, v0),
+                3 => rows::<3>(&c, t0, r, v0),
+                2 => rows::<2>(&c, t0, r, v0),
+                _ => rows::<1>(&c, t0, r, v0),
+            }
+            t0 += r;
+        }
+        v0 += cv;
+    }
+}
 
 struct Ctx {
-    /// int16 activations `[tokens, kp]` (kp = rows rounded up to even, zero padded).
-    xq: *const i16,
-    kp: usize,
+    x: *const i32,
+    ts: usize,
+    js: usize,
     sx: *const f32,
-    k_len: usize,
-    wp: *const u8,
+    np: usize,
+    w: *const i32,
+    cp: usize,
     cols: usize,
     scales: *const f32,
-    per_col: bool,
     bias: *const f32,
     act: Act,
     res: *const f32,
     y: *mut f32,
 }
 
-/// All columns of the int16-activation Linear; returns how many it did (all, or 0 for f32
-/// weights and for int4 weights with an odd column count, left to the caller).
-///
-/// # Safety
-/// AVX-512 F/BW/VNNI must be available; `xq` holds `tokens × kp` values, `sx` `tokens`, and
-/// bias, residual and `y` cover every index (checked by `kernels::linear`).
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-pub(crate) unsafe fn linear(
-    xq: &[i16],
-    kp: usize,
-    sx: &[f32],
-    tokens: usize,
-    w: &Weights,
-    bias: Option<&[f32]>,
-    act: Act,
-    residual: Option<&[f32]>,
-    y: &mut [f32],
-) -> usize {
-    let cols = w.cols;
-    let (kind, wp, scales): (u8, *const u8, &[f32]) = match w.data {
-        TensorData::F32(_) => return 0,
-        TensorData::I8 { q, scales } => (I8, q.as_ptr() as *const u8, scales),
-        TensorData::I4 { packed, scales } => {
-            if !cols.is_multiple_of(2) {
-                return 0;
-            }
-            (I4, packed.as_ptr(), scales)
-        }
-    };
-    if tokens == 0 {
-        return 0;
-    }
-    let c = Ctx {
-        xq: xq.as_ptr(),
-        kp,
-        sx: sx.as_ptr(),
-        k_len: w.rows,
-        wp,
-        cols,
-        scales: scales.as_ptr(),
-        per_col: scales.len() > 1,
-        bias: bias.map_or(core::ptr::null(), |b| b.as_ptr()),
-        act,
-        res: residual.map_or(core::ptr::null(), |r| r.as_ptr()),
-        y: y.as_mut_ptr(),
-    };
-    match kind {
-        I8 => run::<I8>(&c, tokens, cols),
-        _ => run::<I4>(&c, tokens, cols),
-    }
-    cols
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-unsafe fn run<const K: u8>(c: &Ctx, n: usize, cols: usize) {
-    let nb = n.div_ceil(10);
-    let (base, extra) = (n / nb, n % nb);
-    let mut col = 0;
-    while col < cols {
-        // Full 32- or 16-column tiles; the last tile is masked to the remaining columns.
-        let two = col + 32 <= cols;
-        let mut t0 = 0;
-        for b in 0..nb {
-            let r = base + usize::from(b < extra);
-            if two {
-                rows::<K, 2>(c, t0, r, col);
-            } else {
-                rows::<K, 1>(c, t0, r, col);
-            }
-            t0 += r;
-        }
-        col += if two { 32 } else { 16 };
-    }
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-unsafe fn rows<const K: u8, const C: usize>(c: &Ctx, t0: usize, r: usize, col: usize) {
+unsafe fn rows<const C: usize>(c: &Ctx, t0: usize, r: usize, v0: usize) {
     match r {
-        1 => block::<K, 1, C>(c, t0, col),
-        2 => block::<K, 2, C>(c, t0, col),
-        3 => block::<K, 3, C>(c, t0, col),
-        4 => block::<K, 4, C>(c, t0, col),
-        5 => block::<K, 5, C>(c, t0, col),
-        6 => block::<K, 6, C>(c, t0, col),
-        7 => block::<K, 7, C>(c, t0, col),
-        8 => block::<K, 8, C>(c, t0, col),
-        9 => block::<K, 9, C>(c, t0, col),
-        _ => block::<K, 10, C>(c, t0, col),
+        1 => block::<1, C>(c, t0, v0),
+        2 => block::<2, C>(c, t0, v0),
+        3 => block::<3, C>(c, t0, v0),
+        4 => block::<4, C>(c, t0, v0),
+        5 => block::<5, C>(c, t0, v0),
+        6 => block::<6, C>(c, t0, v0),
+        7 => block::<7, C>(c, t0, v0),
+        8 => block::<8, C>(c, t0, v0),
+        9 => block::<9, C>(c, t0, v0),
+        10 => block::<10, C>(c, t0, v0),
+        11 => block::<11, C>(c, t0, v0),
+        _ => block::<12, C>(c, t0, v0),
     }
 }
 
-/// Sixteen signed codes of row `k`, columns `col..col+16`, as bytes (zero past the last row
-/// and past the row's end).
 #[inline]
+#[allow(clippy::needless_range_loop)] // index loops over the register tile, fully unrolled
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-unsafe fn row16<const K: u8>(c: &Ctx, k: usize, col: usize) -> __m128i {
-    if k >= c.k_len {
-        return _mm_setzero_si128();
-    }
-    let idx = k * c.cols + col;
-    let left = c.cols - col; // columns from `col` to the row's end
-    if K == I8 {
-        if left >= 16 {
-            _mm_loadu_si128(c.wp.add(idx) as *const __m128i)
-        } else {
-            _mm_maskz_loadu_epi8((1u16 << left) - 1, c.wp.add(idx) as *const i8)
+unsafe fn block<const R: usize, const C: usize>(c: &Ctx, t0: usize, v0: usize) {
+    if R * C > 24 {
+        // Not generated by `linear` (R·C ≤ 24); split so the accumulators stay in registers.
+        for v in 0..C {
+            rows::<1>(c, t0, R, v0 + v);
         }
-    } else {
-        // even column count: idx is even; `left` even too
-        let b = if left >= 16 {
-            _mm_loadl_epi64(c.wp.add(idx / 2) as *const __m128i)
-        } else {
-            _mm_maskz_loadu_epi8((1u16 << (left / 2)) - 1, c.wp.add(idx / 2) as *const i8)
-        };
-        let m = _mm_set1_epi8(0x0f);
-        let lo = _mm_and_si128(b, m);
-        let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), m);
-        let inter = _mm_unpacklo_epi8(lo, hi);
-        let eight = _mm_set1_epi8(8);
-        _mm_sub_epi8(_mm_xor_si128(inter, eight), eight)
+        return;
     }
-}
-
-/// Rows `k`, `k+1` of 16 columns as 16 int16 pairs (one per 32-bit lane, row `k` low).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-unsafe fn pair16<const K: u8>(c: &Ctx, k: usize, col: usize) -> __m512i {
-    let a = row16::<K>(c, k, col);
-    let b = row16::<K>(c, k + 1, col);
-    let lo = _mm_unpacklo_epi8(a, b);
-    let hi = _mm_unpackhi_epi8(a, b);
-    let both = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi);
-    _mm512_cvtepi8_epi16(both)
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-unsafe fn block<const K: u8, const R: usize, const C: usize>(c: &Ctx, t0: usize, col: usize) {
     let mut acc = [[_mm512_setzero_si512(); C]; R];
-    let mut k = 0;
-    while k < c.k_len {
-        let mut w = [_mm512_setzero_si512(); C];
-        for (v, wv) in w.iter_mut().enumerate() {
-            *wv = pair16::<K>(c, k, col + 16 * v);
+    let (ts, js, cp, np) = (c.ts, c.js, c.cp, c.np);
+    let mut wp = c.w.add(v0 * 16);
+    let mut xp = c.x.add(t0 * ts);
+    for _ in 0..np {
+        let mut wv = [_mm512_setzero_si512(); C];
+        for (v, x) in wv.iter_mut().enumerate() {
+            *x = _mm512_load_si512(wp.add(16 * v) as *const _);
         }
-        for (r, a) in acc.iter_mut().enumerate() {
-            let xp = c.xq.add((t0 + r) * c.kp + k) as *const i32;
-            let xb = _mm512_set1_epi32(core::ptr::read_unaligned(xp));
+        for r in 0..R {
+            let xb = _mm512_set1_epi32(*xp.add(r * ts));
             for v in 0..C {
-                a[v] = _mm512_dpwssd_epi32(a[v], xb, w[v]);
+                acc[r][v] = dpwssd(acc[r][v], xb, wv[v]);
             }
         }
-        k += 2;
+        wp = wp.add(cp);
+        xp = xp.add(js);
     }
+    // The sums leave the registers through one explicit, fully unrolled copy, so the epilogue
+    // (not unrolled for large R) does not keep `acc` in memory inside the loop above.
+    let mut sums = [[_mm512_setzero_si512(); C]; R];
+    for r in 0..R {
+        for v in 0..C {
+            core::ptr::write_volatile(&mut sums[r][v], acc[r][v]);
+        }
+    }
+    let acc = sums;
     for v in 0..C {
-        let cc = col + 16 * v;
-        let m: __mmask16 = if c.cols - cc >= 16 {
+        let cc = (v0 + v) * 16;
+        let left = c.cols.saturating_sub(cc);
+        if left == 0 {
+            continue;
+        }
+        let m: __mmask16 = if left >= 16 {
             0xffff
         } else {
-            (1u16 << (c.cols - cc)) - 1
+            (1u16 << left) - 1
         };
-        let scale = if c.per_col {
-            _mm512_maskz_loadu_ps(m, c.scales.add(cc))
-        } else {
-            _mm512_set1_ps(*c.scales)
-        };
+        let scale = _mm512_loadu_ps(c.scales.add(cc));
         let b = if c.bias.is_null() {
             _mm512_setzero_ps()
         } else {
@@ -212,7 +166,7 @@ unsafe fn block<const K: u8, const R: usize, const C: usize>(c: &Ctx, t0: usize,
             o = _mm512_add_ps(o, b);
             o = match c.act {
                 Act::None => o,
-                Act::Gelu => crate::avx512::gelu16(o),
+                Act::Gelu => gelu_exact16(o),
                 Act::Relu => _mm512_max_ps(o, _mm512_setzero_ps()),
             };
             let at = (t0 + r) * c.cols + cc;
@@ -222,4 +176,716 @@ unsafe fn block<const K: u8, const R: usize, const C: usize>(c: &Ctx, t0: usize,
             _mm512_mask_storeu_ps(c.y.add(at), m, o);
         }
     }
+}
+
+/// `acc + Σ pairs a·b` (`vpdpwssd`) as inline assembly: LLVM's machine combiner otherwise
+/// splits the intrinsic into `vpmaddwd` + `vpaddd` (two µops where Zen 4 runs one, 1/cycle),
+/// which measured ~2× slower here.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+fn dpwssd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+    let mut acc = acc;
+    // SAFETY: this function is compiled (and only callable) with AVX-512 VNNI;
+    // register-only, no memory or flags touched.
+    unsafe {
+        core::arch::asm!(
+            "vpdpwssd {acc}, {a}, {b}",
+            acc = inout(zmm_reg) acc,
+            a = in(zmm_reg) a,
+            b = in(zmm_reg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+/// GELU on 16 lanes with exactly the operations of [`crate::math::gelu`] (separate
+/// multiplies and adds, a true division), so this kernel's outputs equal the portable int16
+/// reference's bit for bit: the int16 rounding of the next Linear's inputs would otherwise
+/// amplify last-bit differences into ~1e-5.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+fn gelu_exact16(x: __m512) -> __m512 {
+    use crate::math::{GELU_A, GELU_C, TANH_CLAMP, TANH_P, TANH_Q};
+    let s = _mm512_set1_ps;
+    let x3 = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(s(GELU_A), x), x), x);
+    let u = _mm512_mul_ps(s(GELU_C), _mm512_add_ps(x, x3));
+    let u = _mm512_min_ps(_mm512_max_ps(u, s(-TANH_CLAMP)), s(TANH_CLAMP));
+    let u2 = _mm512_mul_ps(u, u);
+    let mut p = _mm512_add_ps(_mm512_mul_ps(u2, s(TANH_P[0])), s(TANH_P[1]));
+    for &c in &TANH_P[2..] {
+        p = _mm512_add_ps(_mm512_mul_ps(u2, p), s(c));
+    }
+    p = _mm512_mul_ps(p, u);
+    let mut q = _mm512_add_ps(_mm512_mul_ps(u2, s(TANH_Q[0])), s(TANH_Q[1]));
+    for &c in &TANH_Q[2..] {
+        q = _mm512_add_ps(_mm512_mul_ps(u2, q), s(c));
+    }
+    let t = _mm512_div_ps(p, q);
+    _mm512_mul_ps(_mm512_mul_ps(s(0.5), x), _mm512_add_ps(s(1.0), t))
+}
+
+#[inline(always)]
+fn mask(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xffff
+    } else {
+        ((1u32 << n) - 1) as u16
+    }
+}
+
+/// Rounds `v · inv` to int32 (ties to even, the default MXCSR rounding), as
+/// [`crate::int16::q16`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+fn q16(v: __m512, inv: __m512) -> __m512i {
+    _mm512_cvtps_epi32(_mm512_mul_ps(v, inv))
+}
+
+/// [`crate::int16::quantize_rows_portable`], 16 lanes.
+///
+/// # Safety
+/// AVX-512 F/BW/VL; `x` holds `tokens` rows of `k` values at stride `xs`, `q` `tokens·⌈k/2⌉`
+/// words, `sx` `tokens` values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn quantize_rows(
+    x: &[f32],
+    tokens: usize,
+    k: usize,
+    xs: usize,
+    qx: f32,
+    q: &mut [f32],
+    sx: &mut [f32],
+) {
+    let np = k.div_ceil(2);
+    // In blocks of 32 tokens: all maxima first, then the scales, then the codes, so the
+    // per-token reductions and divisions overlap instead of forming one chain per token.
+    let mut t0 = 0;
+    while t0 < tokens {
+        let nt = (tokens - t0).min(32);
+        let mut inv = [0.0f32; 32];
+        for (j, iv) in inv.iter_mut().enumerate().take(nt) {
+            let row = x.as_ptr().add((t0 + j) * xs);
+            let (mut m0, mut m1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            let mut i = 0;
+            while i + 32 <= k {
+                m0 = _mm512_max_ps(m0, _mm512_abs_ps(_mm512_loadu_ps(row.add(i))));
+                m1 = _mm512_max_ps(m1, _mm512_abs_ps(_mm512_loadu_ps(row.add(i + 16))));
+                i += 32;
+            }
+            while i < k {
+                let v = _mm512_maskz_loadu_ps(mask(k - i), row.add(i));
+                m0 = _mm512_max_ps(m0, _mm512_abs_ps(v));
+                i += 16;
+            }
+            *iv = _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
+        }
+        for (j, iv) in inv.iter_mut().enumerate().take(nt) {
+            let (s, i) = crate::int16::token_scale(*iv, qx);
+            sx[t0 + j] = s;
+            *iv = i;
+        }
+        for (j, &inv) in inv.iter().enumerate().take(nt) {
+            let t = t0 + j;
+            let row = x.as_ptr().add(t * xs);
+            let iv = _mm512_set1_ps(inv);
+            // 32 inputs → 16 int16 pairs per step, stored as the row's int16 codes.
+            let dst = q.as_mut_ptr().add(t * np) as *mut i16;
+            let mut i = 0;
+            while i < k {
+                let a = _mm512_maskz_loadu_ps(mask(k - i), row.add(i));
+                let qa = _mm512_cvtepi32_epi16(q16(a, iv));
+                let left = 2 * np - i; // int16 slots left in the row (even)
+                if i + 16 < k {
+                    let b = _mm512_maskz_loadu_ps(mask(k - i - 16), row.add(i + 16));
+                    let qb = _mm512_cvtepi32_epi16(q16(b, iv));
+                    let both = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qa), qb);
+                    _mm512_mask_storeu_epi16(dst.add(i), mask32(left), both);
+                } else {
+                    _mm256_mask_storeu_epi16(dst.add(i), mask(left), qa);
+                }
+                i += 32;
+            }
+        }
+        t0 += nt;
+    }
+}
+
+#[inline(always)]
+fn mask32(n: usize) -> __mmask32 {
+    if n >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << n) - 1
+    }
+}
+
+/// [`crate::int16::quantize_standardised_portable`], 16 tokens per vector.
+///
+/// # Safety
+/// AVX-512 F/BW/VL; `x` holds `k·p` values, `q` `⌈k/2⌉·p` words, `sx` `p` values.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn quantize_standardised(
+    x: &[f32],
+    k: usize,
+    p: usize,
+    mean: f32,
+    inv: f32,
+    qx: f32,
+    q: &mut [f32],
+    sx: &mut [f32],
+) {
+    let mv = _mm512_set1_ps(mean);
+    let lo16 = _mm512_set1_epi32(0xffff);
+    let xp = x.as_ptr();
+    let qp = q.as_mut_ptr() as *mut i32;
+    let mut t0 = 0;
+    while t0 < p {
+        let m = mask(p - t0);
+        let ld = |f: usize| _mm512_maskz_loadu_ps(m, xp.add(f * p + t0));
+        // Raw minimum and maximum per token (lane), two chains each.
+        let inf = _mm512_set1_ps(f32::INFINITY);
+        let (mut lo0, mut lo1) = (inf, inf);
+        let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+        let (mut hi0, mut hi1) = (ninf, ninf);
+        let mut f = 0;
+        while f + 2 <= k {
+            let (a, b) = (ld(f), ld(f + 1));
+            lo0 = _mm512_min_ps(lo0, a);
+            hi0 = _mm512_max_ps(hi0, a);
+            lo1 = _mm512_min_ps(lo1, b);
+            hi1 = _mm512_max_ps(hi1, b);
+            f += 2;
+        }
+        if f < k {
+            let a = ld(f);
+            lo0 = _mm512_min_ps(lo0, a);
+            hi0 = _mm512_max_ps(hi0, a);
+        }
+        let (mut lo, mut hi) = ([0.0f32; 16], [0.0f32; 16]);
+        _mm512_storeu_ps(lo.as_mut_ptr(), _mm512_min_ps(lo0, lo1));
+        _mm512_storeu_ps(hi.as_mut_ptr(), _mm512_max_ps(hi0, hi1));
+        let mut cs = [0.0f32; 16];
+        for l in 0..16.min(p - t0) {
+            let (s, c) = crate::int16::embed_scale(lo[l], hi[l], mean, inv, qx);
+            sx[t0 + l] = s;
+            cs[l] = c;
+        }
+        let cv = _mm512_loadu_ps(cs.as_ptr());
+        let code = |f: usize| q16(_mm512_sub_ps(ld(f), mv), cv);
+        let np = k.div_ceil(2);
+        for j in 0..k / 2 {
+            let (a, b) = (code(2 * j), code(2 * j + 1));
+            let wv = _mm512_or_si512(_mm512_and_si512(a, lo16), _mm512_slli_epi32::<16>(b));
+            _mm512_mask_storeu_epi32(qp.add(j * p + t0), m, wv);
+        }
+        if np > k / 2 {
+            let wv = _mm512_and_si512(code(k - 1), lo16);
+            _mm512_mask_storeu_epi32(qp.add((np - 1) * p + t0), m, wv);
+        }
+        t0 += 16;
+    }
+}
+
+/// One attention head's scores `s[i, j] = Σ_t q[i, t] · kt[t, j]` (t ascending, multiply then
+/// add from 0: the portable Linear's roundings), for `p ≤ 16` keys (one vector, masked):
+/// query `i` at `q[i·qs..]`, transposed keys `kt [dh, pp]`, scores `s [p, pp]` (the first `p`
+/// columns written).
+///
+/// # Safety
+/// AVX-512 F; the pointers cover those ranges.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn attn_scores(
+    q: *const f32,
+    qs: usize,
+    kt: *const f32,
+    pp: usize,
+    dh: usize,
+    p: usize,
+    s: *mut f32,
+) {
+    let mut i = 0;
+    while i < p {
+        let r = (p - i).min(8);
+        match r {
+            1 => scores_rows::<1>(q, qs, kt, pp, dh, p, s, i),
+            2 => scores_rows::<2>(q, qs, kt, pp, dh, p, s, i),
+            3 => scores_rows::<3>(q, qs, kt, pp, dh, p, s, i),
+            4 => scores_rows::<4>(q, qs, kt, pp, dh, p, s, i),
+            5 => scores_rows::<5>(q, qs, kt, pp, dh, p, s, i),
+            6 => scores_rows::<6>(q, qs, kt, pp, dh, p, s, i),
+            7 => scores_rows::<7>(q, qs, kt, pp, dh, p, s, i),
+            _ => scores_rows::<8>(q, qs, kt, pp, dh, p, s, i),
+        }
+        i += r;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn scores_rows<const R: usize>(
+    q: *const f32,
+    qs: usize,
+    kt: *const f32,
+    pp: usize,
+    dh: usize,
+    p: usize,
+    s: *mut f32,
+    i0: usize,
+) {
+    let m = mask(p);
+    let mut acc = [_mm512_setzero_ps(); R];
+    for t in 0..dh {
+        let kv = _mm512_maskz_loadu_ps(m, kt.add(t * pp));
+        for (r, a) in acc.iter_mut().enumerate() {
+            let qv = _mm512_set1_ps(*q.add((i0 + r) * qs + t));
+            *a = _mm512_add_ps(*a, _mm512_mul_ps(qv, kv));
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        _mm512_mask_storeu_ps(s.add((i0 + r) * pp), m, *a);
+    }
+}
+
+/// One attention head's context `out[i, c] = Σ_j s[i, j] · v[j, c]` (j ascending, multiply
+/// then add from 0), `dh ≤ 64` columns: probabilities `s [p, pp]`, value row `j` at
+/// `v[j·vs..]`, output row `i` at `out[i·os..]`.
+///
+/// # Safety
+/// AVX-512 F; the pointers cover those ranges.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn attn_context(
+    s: *const f32,
+    pp: usize,
+    v: *const f32,
+    vs: usize,
+    dh: usize,
+    p: usize,
+    out: *mut f32,
+    os: usize,
+) {
+    let mut i = 0;
+    while i < p {
+        let r = (p - i).min(4);
+        match (r, dh.div_ceil(16)) {
+            (1, 1) => context_rows::<1, 1>(s, pp, v, vs, dh, p, out, os, i),
+            (1, 2) => context_rows::<1, 2>(s, pp, v, vs, dh, p, out, os, i),
+            (1, 3) => context_rows::<1, 3>(s, pp, v, vs, dh, p, out, os, i),
+            (1, _) => context_rows::<1, 4>(s, pp, v, vs, dh, p, out, os, i),
+            (2, 1) => context_rows::<2, 1>(s, pp, v, vs, dh, p, out, os, i),
+            (2, 2) => context_rows::<2, 2>(s, pp, v, vs, dh, p, out, os, i),
+            (2, 3) => context_rows::<2, 3>(s, pp, v, vs, dh, p, out, os, i),
+            (2, _) => context_rows::<2, 4>(s, pp, v, vs, dh, p, out, os, i),
+            (3, 1) => context_rows::<3, 1>(s, pp, v, vs, dh, p, out, os, i),
+            (3, 2) => context_rows::<3, 2>(s, pp, v, vs, dh, p, out, os, i),
+            (3, 3) => context_rows::<3, 3>(s, pp, v, vs, dh, p, out, os, i),
+            (3, _) => context_rows::<3, 4>(s, pp, v, vs, dh, p, out, os, i),
+            (_, 1) => context_rows::<4, 1>(s, pp, v, vs, dh, p, out, os, i),
+            (_, 2) => context_rows::<4, 2>(s, pp, v, vs, dh, p, out, os, i),
+            (_, 3) => context_rows::<4, 3>(s, pp, v, vs, dh, p, out, os, i),
+            (_, _) => context_rows::<4, 4>(s, pp, v, vs, dh, p, out, os, i),
+        }
+        i += r;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn context_rows<const R: usize, const C: usize>(
+    s: *const f32,
+    pp: usize,
+    v: *const f32,
+    vs: usize,
+    dh: usize,
+    p: usize,
+    out: *mut f32,
+    os: usize,
+    i0: usize,
+) {
+    let mut ms = [0u16; C];
+    for (c, m) in ms.iter_mut().enumerate() {
+        *m = mask(dh.saturating_sub(16 * c));
+    }
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    for j in 0..p {
+        let mut vv = [_mm512_setzero_ps(); C];
+        for (c, x) in vv.iter_mut().enumerate() {
+            *x = _mm512_maskz_loadu_ps(ms[c], v.add(j * vs + 16 * c));
+        }
+        for (r, a) in acc.iter_mut().enumerate() {
+            let sv = _mm512_set1_ps(*s.add((i0 + r) * pp + j));
+            for c in 0..C {
+                a[c] = _mm512_add_ps(a[c], _mm512_mul_ps(sv, vv[c]));
+            }
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        for c in 0..C {
+            _mm512_mask_storeu_ps(out.add((i0 + r) * os + 16 * c), ms[c], a[c]);
+        }
+    }
+}
+
+/// [`crate::kernels::layernorm`] on 16 lanes, bit for bit: the same 16-lane sums (lanes `l`
+/// and `l + 8` added, then those 8 in order, then the tail), the same scalar statistics, the
+/// same elementwise formula.
+///
+/// # Safety
+/// AVX-512 F/BW/VL; `x` and `y` hold `rows·d` values, `gamma` and `beta` `d`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn layernorm(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+    rows: usize,
+    d: usize,
+) {
+    let full = d / 16 * 16;
+    let sum16 = |xr: *const f32, m: Option<f32>| -> f32 {
+        let mut acc = _mm512_setzero_ps();
+        let mv = _mm512_set1_ps(m.unwrap_or(0.0));
+        let mut i = 0;
+        while i < full {
+            let mut v = _mm512_loadu_ps(xr.add(i));
+            if m.is_some() {
+                let c = _mm512_sub_ps(v, mv);
+                v = _mm512_mul_ps(c, c);
+            }
+            acc = _mm512_add_ps(acc, v);
+            i += 16;
+        }
+        let h = _mm256_add_ps(
+            _mm512_castps512_ps256(acc),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc))),
+        );
+        let mut hs = [0.0f32; 8];
+        _mm256_storeu_ps(hs.as_mut_ptr(), h);
+        let mut s = 0.0f32;
+        for v in hs {
+            s += v;
+        }
+        for i in full..d {
+            let v = *xr.add(i);
+            s += match m {
+                Some(m) => (v - m) * (v - m),
+                None => v,
+            };
+        }
+        s
+    };
+    for r in 0..rows {
+        let xr = x.as_ptr().add(r * d);
+        let mu = sum16(xr, None) / d as f32;
+        let var = sum16(xr, Some(mu)) / d as f32;
+        let rs = 1.0 / crate::math::sqrt(var + crate::math::LN_EPS);
+        let (mv, sv) = (_mm512_set1_ps(mu), _mm512_set1_ps(rs));
+        let yr = y.as_mut_ptr().add(r * d);
+        let mut i = 0;
+        while i < d {
+            let m = mask(d - i);
+            let v = _mm512_maskz_loadu_ps(m, xr.add(i));
+            let g = _mm512_maskz_loadu_ps(m, gamma.as_ptr().add(i));
+            let b = _mm512_maskz_loadu_ps(m, beta.as_ptr().add(i));
+            let o = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(v, mv), sv), g), b);
+            _mm512_mask_storeu_ps(yr.add(i), m, o);
+            i += 16;
+        }
+    }
+}
+
+/// The graph head's `m = Â f` on 16 lanes, bit for bit the portable loop: for joint `i` with
+/// neighbours `nb[..cnt]` (itself included, ascending), `m_i = a·f_nb0 + a·f_nb1 + …` in that
+/// order with `a = 1 / cnt`; rows of `g` values.
+///
+/// # Safety
+/// AVX-512 F; `f` and `m` hold `nbs.len()·g` values and every neighbour index is below
+/// `nbs.len()`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn graph_mix(f: &[f32], m: &mut [f32], g: usize, nbs: &[([usize; 4], usize)]) {
+    let (fp, mp) = (f.as_ptr(), m.as_mut_ptr());
+    for (i, (nb, cnt)) in nbs.iter().enumerate() {
+        let a = _mm512_set1_ps(1.0 / *cnt as f32);
+        let mut c = 0;
+        while c < g {
+            let k = mask(g - c);
+            let mut o = _mm512_mul_ps(a, _mm512_maskz_loadu_ps(k, fp.add(nb[0] * g + c)));
+            for &j in &nb[1..*cnt] {
+                o = _mm512_add_ps(
+                    o,
+                    _mm512_mul_ps(a, _mm512_maskz_loadu_ps(k, fp.add(j * g + c))),
+                );
+            }
+            _mm512_mask_storeu_ps(mp.add(i * g + c), k, o);
+            c += 16;
+        }
+    }
+}
+
+/// [`crate::math::exp`] on 16 lanes, the same operations in the same order.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+fn exp16(x: __m512) -> __m512 {
+    use crate::math::{EXP_C1, EXP_C2, EXP_HI, EXP_LO, EXP_P};
+    let s = _mm512_set1_ps;
+    let magic = 12_582_912.0f32;
+    let x = _mm512_min_ps(_mm512_max_ps(x, s(EXP_LO)), s(EXP_HI));
+    let big = _mm512_add_ps(_mm512_mul_ps(x, s(core::f32::consts::LOG2_E)), s(magic));
+    let nf = _mm512_sub_ps(big, s(magic));
+    let n = _mm512_sub_epi32(
+        _mm512_castps_si512(big),
+        _mm512_set1_epi32(magic.to_bits() as i32),
+    );
+    let r = _mm512_sub_ps(
+        _mm512_sub_ps(x, _mm512_mul_ps(nf, s(EXP_C1))),
+        _mm512_mul_ps(nf, s(EXP_C2)),
+    );
+    let r2 = _mm512_mul_ps(r, r);
+    let mut p = s(EXP_P[0]);
+    for &c in &EXP_P[1..] {
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), s(c));
+    }
+    let y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, r2), r), s(1.0));
+    let e = _mm512_slli_epi32::<23>(_mm512_add_epi32(n, _mm512_set1_epi32(127)));
+    _mm512_mul_ps(y, _mm512_castsi512_ps(e))
+}
+
+/// The attention softmax of `scores · scale` over the first `p ≤ 16` columns of each of the
+/// `p` rows of `s [p, pp]`, bit for bit the portable loop (maximum, [`exp16`], the same
+/// 8-lane sum, one reciprocal).
+///
+/// # Safety
+/// AVX-512 F; `s` holds `p·pp` values, `p ≤ 16`, `p ≤ pp`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn softmax_rows(s: &mut [f32], p: usize, pp: usize, scale: f32) {
+    let m = mask(p);
+    let sc = _mm512_set1_ps(scale);
+    for i in 0..p {
+        let row = s.as_mut_ptr().add(i * pp);
+        let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row), sc);
+        let mx = _mm512_mask_reduce_max_ps(m, v);
+        let e = exp16(_mm512_sub_ps(v, _mm512_set1_ps(mx)));
+        let mut es = [0.0f32; 16];
+        _mm512_storeu_ps(es.as_mut_ptr(), e);
+        let inv = 1.0 / crate::forward::sum8(&es[..p]);
+        _mm512_mask_storeu_ps(row, m, _mm512_mul_ps(e, _mm512_set1_ps(inv)));
+    }
+}
+
+/// [`crate::forward::dot`] on 8 lanes, the same order: lane sums over chunks of 8, lanes added
+/// pairwise `((0+4) + (1+5)) + ((2+6) + (3+7))`, then the tail.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn dot8(a: *const f32, b: *const f32, n: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        acc = _mm256_add_ps(
+            acc,
+            _mm256_mul_ps(_mm256_loadu_ps(a.add(i)), _mm256_loadu_ps(b.add(i))),
+        );
+        i += 8;
+    }
+    let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
+    let t = _mm_add_ps(h, _mm_movehdup_ps(h));
+    let mut s = _mm_cvtss_f32(_mm_add_ss(t, _mm_movehl_ps(t, t)));
+    while i < n {
+        s += *a.add(i) * *b.add(i);
+        i += 1;
+    }
+    s
+}
+
+/// The graph head's output, bit for bit the portable loop: `t = f_j · w_c + b_c` for the 17
+/// joints × 2 coordinates, then `out = kp0 + scale · tanh(t)` ([`crate::math::tanh`] on 16
+/// lanes).
+///
+/// # Safety
+/// AVX-512 F; `f` holds `17·g` values, `w` `2·g`, `kp0` and `out` 34, `b` 2.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn graph_out(
+    f: &[f32],
+    w: &[f32],
+    g: usize,
+    b: &[f32],
+    kp0: &[f32],
+    scale: f32,
+    out: &mut [f32],
+) {
+    let n = kp0.len();
+    let mut t = [0.0f32; 48];
+    for j in 0..n / 2 {
+        for c in 0..2 {
+            t[2 * j + c] = dot8(f.as_ptr().add(j * g), w.as_ptr().add(c * g), g) + b[c];
+        }
+    }
+    let s = _mm512_set1_ps;
+    let mut i = 0;
+    while i < n {
+        let m = mask(n - i);
+        let x = _mm512_loadu_ps(t.as_ptr().add(i));
+        let x = _mm512_min_ps(_mm512_max_ps(x, s(-10.0)), s(10.0));
+        let e = exp16(_mm512_mul_ps(s(2.0), x));
+        let th = _mm512_sub_ps(s(1.0), _mm512_div_ps(s(2.0), _mm512_add_ps(e, s(1.0))));
+        let k = _mm512_maskz_loadu_ps(m, kp0.as_ptr().add(i));
+        _mm512_mask_storeu_ps(
+            out.as_mut_ptr().add(i),
+            m,
+            _mm512_add_ps(k, _mm512_mul_ps(s(scale), th)),
+        );
+        i += 16;
+    }
+}
+
+/// The attention pooling, bit for bit the portable loop: token scores `h_t · w + b`
+/// ([`dot8`]), softmax over the `p ≤ 16` tokens ([`exp16`], a sequential sum, one division per
+/// token), then `z = Σ_t a_t · h_t` in token order.
+///
+/// # Safety
+/// AVX-512 F; `h` holds `p·d` values, `w` and `z` `d`, `scores` `p`; `p ≤ 16`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn pool(
+    h: &[f32],
+    w: &[f32],
+    b: f32,
+    p: usize,
+    d: usize,
+    scores: &mut [f32],
+    z: &mut [f32],
+) {
+    let mut mx = f32::NEG_INFINITY;
+    for (t, sc) in scores.iter_mut().enumerate().take(p) {
+        let s = dot8(h.as_ptr().add(t * d), w.as_ptr(), d) + b;
+        *sc = s;
+        mx = mx.max(s);
+    }
+    let m = mask(p);
+    let e = exp16(_mm512_sub_ps(
+        _mm512_maskz_loadu_ps(m, scores.as_ptr()),
+        _mm512_set1_ps(mx),
+    ));
+    let mut es = [0.0f32; 16];
+    _mm512_storeu_ps(es.as_mut_ptr(), e);
+    let mut sum = 0.0f32;
+    for &v in &es[..p] {
+        sum += v;
+    }
+    _mm512_storeu_ps(es.as_mut_ptr(), _mm512_div_ps(e, _mm512_set1_ps(sum)));
+    let mut c = 0;
+    while c < d {
+        let k = mask(d - c);
+        let mut o = _mm512_setzero_ps();
+        for (t, &a) in es.iter().enumerate().take(p) {
+            let v = _mm512_maskz_loadu_ps(k, h.as_ptr().add(t * d + c));
+            o = _mm512_add_ps(o, _mm512_mul_ps(_mm512_set1_ps(a), v));
+        }
+        _mm512_mask_storeu_ps(z.as_mut_ptr().add(c), k, o);
+        c += 16;
+    }
+}
+
+/// [`crate::math::standardise_stats`] and [`quantize_standardised`] in two interleaved passes
+/// (the lane sums of the mean with the tokens' min/max; the lane sums of the variance with the
+/// codes, which need the mean but not the variance), for `p ≤ 16` tokens: the same values,
+/// bit for bit, with the latency of the sum chains hidden. Returns `(mean, inv)`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL; `x` holds `k·p` values, `q` `⌈k/2⌉·p` words, `sx` `p`; `p ≤ 16`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn standardise_quantize(
+    x: &[f32],
+    k: usize,
+    p: usize,
+    qx: f32,
+    q: &mut [f32],
+    sx: &mut [f32],
+) -> (f32, f32) {
+    let n = k * p;
+    let chunks = n / 32;
+    let xp = x.as_ptr();
+    let m = mask(p);
+    let ld = |f: usize| _mm512_maskz_loadu_ps(m, xp.add(f * p));
+    // Pass 1: 32 lane sums (as `math::sum_lanes`) and the tokens' raw min/max.
+    let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut lo = _mm512_set1_ps(f32::INFINITY);
+    let mut hi = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut f = 0;
+    for c in 0..chunks {
+        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(xp.add(32 * c)));
+        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(xp.add(32 * c + 16)));
+        let end = (c + 1) * k / chunks;
+        while f < end {
+            let v = ld(f);
+            lo = _mm512_min_ps(lo, v);
+            hi = _mm512_max_ps(hi, v);
+            f += 1;
+        }
+    }
+    while f < k {
+        let v = ld(f);
+        lo = _mm512_min_ps(lo, v);
+        hi = _mm512_max_ps(hi, v);
+        f += 1;
+    }
+    let mut acc = [0.0f32; 32];
+    _mm512_storeu_ps(acc.as_mut_ptr(), a0);
+    _mm512_storeu_ps(acc.as_mut_ptr().add(16), a1);
+    let nf = n as f64;
+    let mean = (crate::math::lanes_total(&acc, &x[chunks * 32..n], |v| v) / nf) as f32;
+    // Code factors c_t = qx / d_t (what `int16::embed_scale` computes; sx needs inv, later).
+    let (mut los, mut his) = ([0.0f32; 16], [0.0f32; 16]);
+    _mm512_storeu_ps(los.as_mut_ptr(), lo);
+    _mm512_storeu_ps(his.as_mut_ptr(), hi);
+    let (mut ds, mut cs) = ([0.0f32; 16], [0.0f32; 16]);
+    for t in 0..p {
+        let d = (his[t] - mean).max(mean - los[t]);
+        ds[t] = d;
+        cs[t] = if d > 0.0 { qx / d } else { 0.0 };
+    }
+    // Pass 2: the variance's lane sums, and the codes pair by pair.
+    let mv = _mm512_set1_ps(mean);
+    let cv = _mm512_loadu_ps(cs.as_ptr());
+    let lo16 = _mm512_set1_epi32(0xffff);
+    let qp = q.as_mut_ptr() as *mut i32;
+    let code = |f: usize| q16(_mm512_sub_ps(ld(f), mv), cv);
+    let pair = |j: usize| {
+        let (a, b) = (code(2 * j), code(2 * j + 1));
+        let wv = _mm512_or_si512(_mm512_and_si512(a, lo16), _mm512_slli_epi32::<16>(b));
+        _mm512_mask_storeu_epi32(qp.add(j * p), m, wv);
+    };
+    let (mut b0, mut b1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let half = k / 2;
+    let mut j = 0;
+    for c in 0..chunks {
+        let v0 = _mm512_sub_ps(_mm512_loadu_ps(xp.add(32 * c)), mv);
+        let v1 = _mm512_sub_ps(_mm512_loadu_ps(xp.add(32 * c + 16)), mv);
+        b0 = _mm512_add_ps(b0, _mm512_mul_ps(v0, v0));
+        b1 = _mm512_add_ps(b1, _mm512_mul_ps(v1, v1));
+        let end = (c + 1) * half / chunks;
+        while j < end {
+            pair(j);
+            j += 1;
+        }
+    }
+    while j < half {
+        pair(j);
+        j += 1;
+    }
+    if k % 2 == 1 {
+        let wv = _mm512_and_si512(code(k - 1), lo16);
+        _mm512_mask_storeu_epi32(qp.add(half * p), m, wv);
+    }
+    _mm512_storeu_ps(acc.as_mut_ptr(), b0);
+    _mm512_storeu_ps(acc.as_mut_ptr().add(16), b1);
+    let var = crate::math::lanes_total(&acc, &x[chunks * 32..n], |v| (v - mean) * (v - mean)) / nf;
+    let inv = 1.0 / (crate::math::sqrt_f64(var) as f32 + crate::math::STANDARDISE_EPS);
+    for t in 0..p {
+        sx[t] = if ds[t] > 0.0 { ds[t] / qx * inv } else { 0.0 };
+    }
+    (mean, inv)
 }

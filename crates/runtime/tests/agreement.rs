@@ -15,7 +15,7 @@ use support::*;
 /// Runs `n` frames through the runtime with `kernel`.
 fn run_runtime(file: &ModelFile, kernel: Kernel, frames: &[f32], n: usize) -> Vec<f32> {
     let cfg = file.config;
-    let mut consts = vec![0.0f32; Runtime::consts_len(&cfg)];
+    let mut consts = vec![0.0f32; Runtime::consts_len_for(&cfg, kernel)];
     let rt = Runtime::new(file, kernel, &mut consts).unwrap();
     let mut scratch = vec![0.0f32; Runtime::scratch_len(&cfg)];
     let mut out = vec![0.0f32; n * OUTPUTS];
@@ -42,17 +42,25 @@ fn simd_kernels() -> Vec<Kernel> {
     Kernel::avx2().into_iter().chain(Kernel::avx512()).collect()
 }
 
+/// The default kernel (int16 fixed point where AVX-512 VNNI is present) and the fastest
+/// exact-f32 one.
 fn engine_agreement(name: &str, bits: u32, per_col: bool) {
     engine_agreement_with(name, bits, per_col, Kernel::best());
+    if Kernel::best_exact() != Kernel::best() {
+        engine_agreement_with(name, bits, per_col, Kernel::best_exact());
+    }
 }
 
 fn engine_agreement_with(name: &str, bits: u32, per_col: bool, kernel: Kernel) {
+    engine_agreement_n(name, bits, per_col, kernel, 1000);
+}
+
+fn engine_agreement_n(name: &str, bits: u32, per_col: bool, kernel: Kernel, n: usize) {
     let cfg = ModelConfig::preset(name).unwrap();
     let model = Model::new(cfg.clone());
     let params = random_params(&model, 11 + bits as u64);
     let (file, deq) = build(&cfg, &params, bits, per_col);
     let mf = ModelFile::parse(file.bytes()).unwrap();
-    let n = 1000;
     let frames = random_frames(&cfg, n, 7);
     let mut ws = Workspace::default();
     let reference = model.forward(&deq, &frames, n, None, &mut ws).to_vec();
@@ -111,6 +119,24 @@ fn nano_int4_matches_engine() {
 /// The int16-activation path (VNNI where available, else its portable reference).
 fn int16_kernel() -> Kernel {
     Kernel::avx512_vnni16().unwrap_or(Kernel::portable_int16())
+}
+
+#[test]
+fn micro_f32_int16_matches_engine() {
+    engine_agreement_with("micro", 32, false, int16_kernel());
+}
+#[test]
+fn nano_f32_int16_matches_engine() {
+    engine_agreement_with("nano", 32, false, int16_kernel());
+}
+/// The flagship at fp32 on the default kernel and the int16 path (which leaves f32 weights
+/// on the f32 kernels); 50 frames (the engine's forward of the flagship is slow in debug
+/// builds).
+#[test]
+fn flagship_f32_matches_engine() {
+    engine_agreement_n("flagship", 32, false, Kernel::best(), 50);
+    engine_agreement_n("flagship", 32, false, Kernel::best_exact(), 50);
+    engine_agreement_n("flagship", 32, false, int16_kernel(), 50);
 }
 
 #[test]
@@ -221,6 +247,47 @@ fn simd_paths_match_portable() {
     }
 }
 
+/// The VNNI int16 path computes exactly its portable reference's values (same int16 codes,
+/// exact int32 sums, the same f32 operations in the same order elsewhere), on the presets and
+/// the odd shapes.
+#[test]
+fn vnni16_equals_portable_int16_bit_for_bit() {
+    let Some(vnni) = Kernel::avx512_vnni16() else {
+        return;
+    };
+    let mut cfgs = odd_configs();
+    cfgs.push(ModelConfig::preset("micro").unwrap());
+    cfgs.push(ModelConfig::preset("nano").unwrap());
+    // 1 packet, and more than 16 (the generic attention and pooling, two embedding blocks).
+    cfgs.push(ModelConfig::preset_for("micro", 1, 9, 1).unwrap());
+    cfgs.push(ModelConfig::preset_for("nano", 2, 5, 20).unwrap());
+    for cfg in cfgs {
+        let model = Model::new(cfg.clone());
+        let params = random_params(&model, 23);
+        for (bits, per_col) in [(8, false), (8, true), (4, true)] {
+            let (file, _) = build(&cfg, &params, bits, per_col);
+            let mf = ModelFile::parse(file.bytes()).unwrap();
+            let frames = random_frames(&cfg, 30, 4);
+            let a = run_runtime(&mf, vnni, &frames, 30);
+            let b = run_runtime(&mf, Kernel::portable_int16(), &frames, 30);
+            let same = a
+                .iter()
+                .zip(&b)
+                .filter(|(x, y)| x.to_bits() == y.to_bits())
+                .count();
+            assert_eq!(
+                same,
+                a.len(),
+                "d={} {bits} bits: {} of {} outputs differ, max {:e}",
+                cfg.d,
+                a.len() - same,
+                a.len(),
+                max_abs_diff(&a, &b)
+            );
+        }
+    }
+}
+
 #[test]
 fn bad_input_and_buffers_are_errors() {
     use csipose_runtime::RuntimeError;
@@ -230,11 +297,14 @@ fn bad_input_and_buffers_are_errors() {
     let (file, _) = build(&cfg, &params, 8, false);
     let mf = ModelFile::parse(file.bytes()).unwrap();
     let rc = mf.config;
-    let mut small = vec![0.0f32; Runtime::consts_len(&rc) - 1];
-    assert!(matches!(
-        Runtime::new(&mf, Kernel::portable(), &mut small),
-        Err(RuntimeError::Consts { .. })
-    ));
+    for k in [Kernel::portable(), Kernel::portable_int16(), Kernel::best()] {
+        let mut small = vec![0.0f32; Runtime::consts_len_for(&rc, k) - 1];
+        assert!(matches!(
+            Runtime::new(&mf, k, &mut small),
+            Err(RuntimeError::Consts { .. })
+        ));
+    }
+    assert!(Runtime::consts_len(&rc) >= Runtime::consts_len_for(&rc, Kernel::portable_int16()));
     let mut consts = vec![0.0f32; Runtime::consts_len(&rc)];
     let rt = Runtime::new(&mf, Kernel::best(), &mut consts).unwrap();
     let mut out = [0.0f32; OUTPUTS];

@@ -29,8 +29,9 @@ pub struct Args {
     /// Timed forwards (after a warm-up of a tenth as many, at least 100).
     #[arg(long, default_value_t = 5000)]
     pub iters: usize,
-    /// Kernel path: auto (best exact-f32 path), avx2, avx512, portable, or vnni16 / portable-int16
-    /// (int16 activations for int8/int4 weights; about 1e-5 from the exact result).
+    /// Kernel path: auto (vnni16 where AVX-512 VNNI is present, else exact), exact (the best
+    /// exact-f32 path), avx2, avx512, portable, or vnni16 / portable-int16 (int16 fixed point
+    /// for int8/int4 Linears; about 1e-5 from the exact result).
     #[arg(long, default_value = "auto")]
     pub kernel: String,
     /// Print JSON instead of text.
@@ -100,6 +101,7 @@ pub fn random_model(name: &str, bits: u32) -> Result<Aligned> {
 fn kernel(name: &str) -> Result<Kernel> {
     Ok(match name {
         "auto" => Kernel::best(),
+        "exact" => Kernel::best_exact(),
         "portable" => Kernel::portable(),
         "avx2" => Kernel::avx2().context("this CPU (or OS) does not support AVX2+FMA")?,
         "avx512" => {
@@ -109,7 +111,7 @@ fn kernel(name: &str) -> Result<Kernel> {
             .context("this CPU (or OS) does not support AVX-512 F/BW/VNNI with AVX2+FMA")?,
         "portable-int16" => Kernel::portable_int16(),
         _ => bail!(
-            "--kernel must be auto, avx2, avx512, vnni16, portable or portable-int16, not {name:?}"
+            "--kernel must be auto, exact, avx2, avx512, vnni16, portable or portable-int16, not {name:?}"
         ),
     })
 }
@@ -165,7 +167,7 @@ pub fn time_file(path: &Path, iters: usize) -> Result<(usize, u64, Timing)> {
     let bytes = read_aligned(path)?;
     let mf = ModelFile::parse(bytes.bytes())
         .with_context(|| format!("invalid model file {}", path.display()))?;
-    let mut consts = vec![0.0f32; Runtime::consts_len(&mf.config)];
+    let mut consts = vec![0.0f32; Runtime::consts_len_for(&mf.config, Kernel::best())];
     let rt = Runtime::new(&mf, Kernel::best(), &mut consts)
         .with_context(|| format!("model file {}", path.display()))?;
     Ok((
@@ -194,7 +196,7 @@ pub fn run(args: Args) -> Result<()> {
         ModelFile::parse(bytes.bytes()).with_context(|| format!("invalid model file {source}"))?;
     let k = kernel(&args.kernel)?;
     let cfg = mf.config;
-    let mut consts = vec![0.0f32; Runtime::consts_len(&cfg)];
+    let mut consts = vec![0.0f32; Runtime::consts_len_for(&cfg, k)];
     let rt = Runtime::new(&mf, k, &mut consts).with_context(|| format!("model {source}"))?;
     let tm = time_forward(&rt, args.iters);
     let flops = flops_per_forward(&cfg);

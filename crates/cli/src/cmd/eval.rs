@@ -162,7 +162,7 @@ pub fn predict_csm(
     csipose_train::trainer::check_dataset(ds, &cfg)
         .with_context(|| format!("model file {}", path.display()))?;
     let kernel = csipose_runtime::Kernel::best();
-    let mut consts = vec![0.0f32; Runtime::consts_len(&file.config)];
+    let mut consts = vec![0.0f32; Runtime::consts_len_for(&file.config, kernel)];
     let rt = Runtime::new(&file, kernel, &mut consts)
         .with_context(|| format!("model file {}", path.display()))?;
     let scratch_len = Runtime::scratch_len(&file.config);
