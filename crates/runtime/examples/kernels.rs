@@ -1,5 +1,6 @@
 //! Minimum time of one Linear per shape of micro (10 tokens) and the graph head (17 joints),
-//! f32 / int8 / int4, on the best kernel: `cargo run --release -p csipose-runtime --example kernels`.
+//! f32 / int8 / int4, on the best exact-f32 kernel (argument `avx2` forces AVX2+FMA):
+//! `cargo run --release -p csipose-runtime --example kernels`.
 //! Minimum over many runs, so it stays meaningful on a busy machine.
 
 use csipose_runtime::kernels::{linear, Act, Input, Weights};
@@ -59,12 +60,11 @@ fn main() {
             unsafe { fma_peak() }
         );
     }
-    let k = if std::env::args().any(|a| a == "vnni16") {
-        Kernel::avx512_vnni16().expect("AVX-512 VNNI")
-    } else if std::env::args().any(|a| a == "avx512") {
-        Kernel::avx512().expect("AVX-512")
+    // The exact-f32 kernels (the int16 path's Linears are timed by `examples/int16.rs`).
+    let k = if std::env::args().any(|a| a == "avx2") {
+        Kernel::avx2().expect("AVX2+FMA")
     } else {
-        Kernel::best()
+        Kernel::best_exact()
     };
     println!("kernel {}", k.name());
     for (tokens, inp, out, name) in [
