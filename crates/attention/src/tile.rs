@@ -638,19 +638,42 @@ mod x86 {
         for &x in scores.iter() {
             m = _mm256_max_ps(m, x);
         }
+        let mx = m;
         let mut sum = zero;
-        for x in scores.iter_mut() {
-            let live = _mm256_cmp_ps::<_CMP_NEQ_OQ>(*x, neg_inf);
-            let p = _mm256_and_ps(exp8(_mm256_sub_ps(*x, m)), live);
+        let window = window_panels.1 * LANES;
+        let tri = WIDE && triangles(nl, window, shared);
+        // With the triangles, window items `m` and `window - 7 + m` cover complementary lanes:
+        // one exponential serves both.
+        let (pairs, h) = if tri {
+            (LANES - 1, window - (LANES - 1))
+        } else {
+            (0, 0)
+        };
+        for m in 0..pairs {
+            let (a, b) = (scores[m], scores[h + m]);
+            let e = exp8(_mm256_sub_ps(_mm256_max_ps(a, b), mx));
+            scores[m] = _mm256_and_ps(e, _mm256_cmp_ps::<_CMP_NEQ_OQ>(a, neg_inf));
+            scores[h + m] = _mm256_and_ps(e, _mm256_cmp_ps::<_CMP_NEQ_OQ>(b, neg_inf));
+            sum = _mm256_add_ps(sum, e);
+        }
+        let rest = if tri { pairs..h } else { 0..0 };
+        let rest = rest.chain(if tri {
+            h + pairs..scores.len()
+        } else {
+            0..scores.len()
+        });
+        for i in rest {
+            let x = scores[i];
+            let live = _mm256_cmp_ps::<_CMP_NEQ_OQ>(x, neg_inf);
+            let p = _mm256_and_ps(exp8(_mm256_sub_ps(x, m)), live);
             sum = _mm256_add_ps(sum, p);
-            *x = p;
+            scores[i] = p;
         }
         let inv = _mm256_div_ps(_mm256_set1_ps(1.0), sum);
         let scores = &*scores;
         if WIDE {
-            let window = window_panels.1 * LANES;
             values_rows::<D>(
-                nl, qr, goff, window, shared, lookback, scores, inv, v, kr, out,
+                nl, qr, goff, tri, window, shared, lookback, scores, inv, v, kr, out,
             );
             return;
         }
@@ -729,6 +752,20 @@ mod x86 {
                 acc[0][c]
             };
         }
+    }
+
+    /// True for a whole tile (`nl` = 8 queries) whose leading `window` items are a full window
+    /// (from `i0 - window + 8`): window item `m < 7` then reaches queries `0..=m` only and item
+    /// `window - 7 + m` queries `m + 1..` only.
+    #[inline(always)]
+    fn triangles(nl: usize, window: usize, shared: &[Shared]) -> bool {
+        let low = |m: usize| (0xFFu32 >> (LANES - 1 - m)) as u8;
+        nl == LANES
+            && window >= 2 * (LANES - 1)
+            && window <= shared.len()
+            && (0..LANES - 1).all(|m| {
+                shared[m].mask == low(m) && shared[window - (LANES - 1) + m].mask == !low(m)
+            })
     }
 
     /// `acc[q * dv + c] += w[q] * row[c]` for queries `lo .. hi` (`dv` = D / 16 vectors per
@@ -822,6 +859,7 @@ mod x86 {
         nl: usize,
         qr: usize,
         goff: usize,
+        tri: bool,
         window: usize,
         shared: &[Shared],
         lookback: &[Lookback],
@@ -854,13 +892,7 @@ mod x86 {
         // (from `i0 - window + 8`): window item `m < 7` reaches queries `0..=m` only, item
         // `window - 7 + m` queries `m + 1..` only; the other lanes' weights are zero, so those
         // products are skipped (56 of the 192 window products per tile).
-        let low = |m: usize| (0xFFu32 >> (LANES - 1 - m)) as u8;
-        let tri = qp == LANES
-            && nl == LANES
-            && window >= 2 * (LANES - 1)
-            && (0..LANES - 1).all(|m| {
-                shared[m].mask == low(m) && shared[window - (LANES - 1) + m].mask == !low(m)
-            });
+        let tri = tri && qp == LANES;
         let mut qb = 0;
         while qb < nl {
             let mut acc = [zero; 16];
