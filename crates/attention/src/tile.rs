@@ -4,9 +4,12 @@
 //! No per-query pattern lists, gathers or horizontal sums: window keys, token 0 and landmarks are
 //! rows broadcast against the tile's transposed queries, and the lookback tokens `i - 2^k` of a
 //! tile are eight consecutive tokens, read from K and V transposed once per call into panels of
-//! eight tokens. x86-64 with AVX2 + FMA (an AVX-512VL build of the same code where available),
-//! causal, head_dim 8/16/32/64, window >= 7; `sparse.rs` keeps the row-by-row kernel for
-//! everything else, and the tests check the two agree.
+//! eight tokens. x86-64 with AVX2 + FMA, causal, head_dim 8/16/32/64, window >= 7; `sparse.rs`
+//! keeps the row-by-row kernel for everything else, and the tests check the two agree. The
+//! AVX-512 (F + VL) build for head_dim >= 16 differs in three places: window keys that fill whole
+//! panels are scored with the keys as lanes (`window_scores`), values are accumulated in row
+//! layout with 512-bit vectors from V's rows (`values_rows`, no V panels), and in a whole tile
+//! the window items' masked (query, item) products and half the exponentials are skipped.
 
 use crate::AttentionConfig;
 
@@ -451,7 +454,7 @@ mod x86 {
     }
 
     /// [`rows_body`] compiled for AVX-512 (F + VL: 32 vector registers, broadcasts folded into
-    /// the FMAs), still on 256-bit vectors.
+    /// the FMAs); 256-bit vectors except in [`values_rows`].
     #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn rows512<const D: usize>(
