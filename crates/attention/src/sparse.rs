@@ -35,13 +35,35 @@ multiversion! {
         let kr = cfg.kv_row();
         let bs = cfg.block_size;
         let inv = 1.0 / bs as f32;
+        // Columns in chunks of 32 floats summed in registers over the block's rows (summing
+        // whole rows into the output row reloaded and stored it once per token).
+        const C: usize = 32;
         for (b, (dk, dv)) in mk.chunks_exact_mut(kr).zip(mv.chunks_exact_mut(kr)).enumerate() {
-            for t in b * bs..(b + 1) * bs {
-                axpy(1.0, &k[t * kr..][..kr], dk);
-                axpy(1.0, &v[t * kr..][..kr], dv);
+            let rows = b * bs..(b + 1) * bs;
+            let mut c0 = 0;
+            while c0 + C <= kr {
+                let (mut ak, mut av) = ([0.0f32; C], [0.0f32; C]);
+                for t in rows.clone() {
+                    let (xk, xv) = (&k[t * kr + c0..][..C], &v[t * kr + c0..][..C]);
+                    for i in 0..C {
+                        ak[i] += xk[i];
+                        av[i] += xv[i];
+                    }
+                }
+                for i in 0..C {
+                    dk[c0 + i] = ak[i] * inv;
+                    dv[c0 + i] = av[i] * inv;
+                }
+                c0 += C;
             }
-            scale(inv, dk);
-            scale(inv, dv);
+            if c0 < kr {
+                for t in rows {
+                    axpy(1.0, &k[t * kr + c0..][..kr - c0], &mut dk[c0..]);
+                    axpy(1.0, &v[t * kr + c0..][..kr - c0], &mut dv[c0..]);
+                }
+                scale(inv, &mut dk[c0..]);
+                scale(inv, &mut dv[c0..]);
+            }
         }
     }
 }

@@ -4,9 +4,12 @@
 //! No per-query pattern lists, gathers or horizontal sums: window keys, token 0 and landmarks are
 //! rows broadcast against the tile's transposed queries, and the lookback tokens `i - 2^k` of a
 //! tile are eight consecutive tokens, read from K and V transposed once per call into panels of
-//! eight tokens. x86-64 with AVX2 + FMA (an AVX-512VL build of the same code where available),
-//! causal, head_dim 8/16/32/64, window >= 7; `sparse.rs` keeps the row-by-row kernel for
-//! everything else, and the tests check the two agree.
+//! eight tokens. x86-64 with AVX2 + FMA, causal, head_dim 8/16/32/64, window >= 7; `sparse.rs`
+//! keeps the row-by-row kernel for everything else, and the tests check the two agree. The
+//! AVX-512 (F + VL) build for head_dim >= 16 differs in three places: window keys that fill whole
+//! panels are scored with the keys as lanes (`window_scores`), values are accumulated in row
+//! layout with 512-bit vectors from V's rows (`values_rows`, no V panels), and in a whole tile
+//! the window items' masked (query, item) products and half the exponentials are skipped.
 
 use crate::AttentionConfig;
 
@@ -41,6 +44,9 @@ struct Scratch {
     shared: Vec<Shared>,
     lookback: Vec<Lookback>,
     tiles: Vec<(usize, usize)>,
+    /// Per tile: the first key panel of its window and how many whole panels its leading window
+    /// items fill (0 when the window does not start on a panel boundary).
+    window_panels: Vec<(usize, usize)>,
     #[cfg(target_arch = "x86_64")]
     scores: Vec<std::arch::x86_64::__m256>,
 }
@@ -105,7 +111,14 @@ fn tile_items(
     let kr = cfg.kv_row();
     let (w, bs) = (cfg.window, cfg.block_size);
     let row = |x: &[f32], t: usize| x[t * kr..(t + 1) * kr].as_ptr();
-    for j in i0.saturating_sub(w)..i0 + nl {
+    let j0 = i0.saturating_sub(w);
+    let whole = if j0.is_multiple_of(LANES) {
+        (i0 + nl - j0) / LANES
+    } else {
+        0
+    };
+    s.window_panels.push((j0 / LANES, whole));
+    for j in j0..i0 + nl {
         // Lanes l with i0 + l - w <= j <= i0 + l.
         let first = j.saturating_sub(i0);
         let last = (j + w - i0).min(nl - 1);
@@ -361,12 +374,15 @@ mod x86 {
         // Panels of 8 tokens x D dimensions per kv head, 64-byte aligned.
         let panels = n.div_ceil(LANES);
         let len = cfg.kv_heads * panels * panel_floats::<D>();
+        let avx512 = super::has_avx512();
+        // The AVX-512 build (head_dim >= 16) reads values from the rows of V, not from panels.
+        let vlen = if avx512 && D >= 16 { 0 } else { len };
         let (mut kt, mut vt) = BUFFERS.with(|b| b.take());
         // Old contents need no clearing: every panel is written whole.
         kt.resize(len + 16, 0.0);
-        vt.resize(len + 16, 0.0);
+        vt.resize(vlen + 16, 0.0);
         let (ka, va) = (kt.as_ptr().align_offset(64), vt.as_ptr().align_offset(64));
-        let (kp, vp) = (&mut kt[ka..ka + len], &mut vt[va..va + len]);
+        let (kp, vp) = (&mut kt[ka..ka + len], &mut vt[va..va + vlen]);
         const PANELS_PER_TASK: usize = 16;
         let chunk = PANELS_PER_TASK * panel_floats::<D>();
         let transpose = |(t, (kc, vc)): (usize, (&mut [f32], &mut [f32]))| {
@@ -374,10 +390,19 @@ mod x86 {
             unsafe {
                 let first = t * PANELS_PER_TASK;
                 transpose_panels::<D>(n, kr, panels, first, k, kc);
-                transpose_panels::<D>(n, kr, panels, first, v, vc);
+                if !vc.is_empty() {
+                    transpose_panels::<D>(n, kr, panels, first, v, vc);
+                }
             }
         };
-        if serial {
+        if vlen == 0 {
+            let transpose_k = |(t, kc): (usize, &mut [f32])| transpose((t, (kc, &mut [][..])));
+            if serial {
+                kp.chunks_mut(chunk).enumerate().for_each(transpose_k);
+            } else {
+                kp.par_chunks_mut(chunk).enumerate().for_each(transpose_k);
+            }
+        } else if serial {
             kp.chunks_mut(chunk)
                 .zip(vp.chunks_mut(chunk))
                 .enumerate()
@@ -388,9 +413,8 @@ mod x86 {
                 .enumerate()
                 .for_each(transpose);
         }
-        let (kp, vp) = (&kt[ka..ka + len], &vt[va..va + len]);
+        let (kp, vp) = (&kt[ka..ka + len], &vt[va..va + vlen]);
         let (mk, mv) = (&mk[..], &mv[..]);
-        let avx512 = super::has_avx512();
         let scratch = std::sync::Mutex::new(Vec::<Scratch>::new());
         let task = |(task, chunk): (usize, &mut [f32])| {
             let mut s = scratch
@@ -430,7 +454,7 @@ mod x86 {
     }
 
     /// [`rows_body`] compiled for AVX-512 (F + VL: 32 vector registers, broadcasts folded into
-    /// the FMAs), still on 256-bit vectors.
+    /// the FMAs); 256-bit vectors except in [`values_rows`].
     #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn rows512<const D: usize>(
@@ -497,10 +521,13 @@ mod x86 {
         let panels = n.div_ceil(LANES);
         let head_panels = panels * panel_floats::<D>();
         assert!(first + count <= n && first.is_multiple_of(LANES));
-        assert!(kp.len() >= cfg.kv_heads * head_panels && vp.len() >= cfg.kv_heads * head_panels);
+        assert!(kp.len() >= cfg.kv_heads * head_panels);
+        assert!(WIDE || vp.len() >= cfg.kv_heads * head_panels);
+        assert!(v.len() >= n * cfg.kv_row());
         s.shared.clear();
         s.lookback.clear();
         s.tiles.clear();
+        s.window_panels.clear();
         s.tiles.push((0, 0));
         let mut most = 0;
         for t0 in (0..count).step_by(LANES) {
@@ -526,9 +553,12 @@ mod x86 {
                     g * D,
                     &s.shared[sa..sb],
                     &s.lookback[la..lb],
+                    s.window_panels[t],
                     &mut s.scores[..sb - sa + lb - la],
                     kp.as_ptr().add(g * head_panels),
-                    vp.as_ptr().add(g * head_panels),
+                    vp.as_ptr().wrapping_add(g * head_panels),
+                    v.as_ptr(),
+                    cfg.kv_row(),
                     out.as_mut_ptr().add(t0 * qr + h * D),
                 );
             }
@@ -547,9 +577,12 @@ mod x86 {
         goff: usize,
         shared: &[Shared],
         lookback: &[Lookback],
+        window_panels: (usize, usize),
         scores: &mut [__m256],
         kp: *const f32,
         vp: *const f32,
+        v: *const f32,
+        kr: usize,
         out: *mut f32,
     ) {
         let zero = _mm256_setzero_ps();
@@ -569,33 +602,22 @@ mod x86 {
         }
         let ns = shared.len();
         assert!(scores.len() == ns + lookback.len());
-        // Scores, eight items at a time (a short last group repeats its last item). With WIDE
-        // (32 vector registers) each item has two accumulators, one per half of the dimensions,
-        // so 16 independent FMA chains hide the FMA latency.
-        let halves = if WIDE { 2 } else { 1 };
-        let half = D / halves;
+        // Scores, up to eight items at a time. With WIDE (32 vector registers) each item has
+        // two accumulators, one per half of the dimensions, so up to 16 independent FMA chains
+        // hide the FMA latency.
         let mut t = 0;
+        if WIDE {
+            t = window_scores::<D>(q, qr, nl, sc, window_panels, shared, scores, kp);
+        }
+        let mut sums = [zero; 8];
         while t < ns {
             let cnt = (ns - t).min(8);
             let kr: [*const f32; 8] =
                 std::array::from_fn(|c| shared[t + c.min(cnt - 1)].key.add(goff));
-            let mut acc = [[zero; 8]; 2];
-            for d in 0..half {
-                for h in 0..halves {
-                    let dd = h * half + d;
-                    for c in 0..8 {
-                        acc[h][c] =
-                            _mm256_fmadd_ps(qt[dd], _mm256_set1_ps(*kr[c].add(dd)), acc[h][c]);
-                    }
-                }
-            }
+            let load = |c: usize, dd: usize| _mm256_set1_ps(*kr[c].add(dd));
+            score_group::<D, WIDE>(cnt, &qt, load, &mut sums);
             for c in 0..cnt {
-                let a = if WIDE {
-                    _mm256_add_ps(acc[0][c], acc[1][c])
-                } else {
-                    acc[0][c]
-                };
-                scores[t + c] = _mm256_blendv_ps(neg_inf, a, lane_mask(shared[t + c].mask));
+                scores[t + c] = _mm256_blendv_ps(neg_inf, sums[c], lane_mask(shared[t + c].mask));
             }
             t += 8;
         }
@@ -605,26 +627,11 @@ mod x86 {
             let cnt = (lookback.len() - t).min(8);
             let kc: [*const f32; 8] =
                 std::array::from_fn(|c| kp.add(lookback[t + c.min(cnt - 1)].panel * panel));
-            let mut acc = [[zero; 8]; 2];
-            for d in 0..half {
-                for h in 0..halves {
-                    let dd = h * half + d;
-                    for c in 0..8 {
-                        acc[h][c] = _mm256_fmadd_ps(
-                            qt[dd],
-                            _mm256_load_ps(kc[c].add(dd * LANES)),
-                            acc[h][c],
-                        );
-                    }
-                }
-            }
+            let load = |c: usize, dd: usize| _mm256_load_ps(kc[c].add(dd * LANES));
+            score_group::<D, WIDE>(cnt, &qt, load, &mut sums);
             for c in 0..cnt {
-                let a = if WIDE {
-                    _mm256_add_ps(acc[0][c], acc[1][c])
-                } else {
-                    acc[0][c]
-                };
-                scores[ns + t + c] = _mm256_blendv_ps(neg_inf, a, lane_mask(lookback[t + c].mask));
+                scores[ns + t + c] =
+                    _mm256_blendv_ps(neg_inf, sums[c], lane_mask(lookback[t + c].mask));
             }
             t += 8;
         }
@@ -634,15 +641,45 @@ mod x86 {
         for &x in scores.iter() {
             m = _mm256_max_ps(m, x);
         }
+        let mx = m;
         let mut sum = zero;
-        for x in scores.iter_mut() {
-            let live = _mm256_cmp_ps::<_CMP_NEQ_OQ>(*x, neg_inf);
-            let p = _mm256_and_ps(exp8(_mm256_sub_ps(*x, m)), live);
+        let window = window_panels.1 * LANES;
+        let tri = WIDE && triangles(nl, window, shared);
+        // With the triangles, window items `m` and `window - 7 + m` cover complementary lanes:
+        // one exponential serves both.
+        let (pairs, h) = if tri {
+            (LANES - 1, window - (LANES - 1))
+        } else {
+            (0, 0)
+        };
+        for m in 0..pairs {
+            let (a, b) = (scores[m], scores[h + m]);
+            let e = exp8(_mm256_sub_ps(_mm256_max_ps(a, b), mx));
+            scores[m] = _mm256_and_ps(e, _mm256_cmp_ps::<_CMP_NEQ_OQ>(a, neg_inf));
+            scores[h + m] = _mm256_and_ps(e, _mm256_cmp_ps::<_CMP_NEQ_OQ>(b, neg_inf));
+            sum = _mm256_add_ps(sum, e);
+        }
+        let rest = if tri { pairs..h } else { 0..0 };
+        let rest = rest.chain(if tri {
+            h + pairs..scores.len()
+        } else {
+            0..scores.len()
+        });
+        for i in rest {
+            let x = scores[i];
+            let live = _mm256_cmp_ps::<_CMP_NEQ_OQ>(x, neg_inf);
+            let p = _mm256_and_ps(exp8(_mm256_sub_ps(x, m)), live);
             sum = _mm256_add_ps(sum, p);
-            *x = p;
+            scores[i] = p;
         }
         let inv = _mm256_div_ps(_mm256_set1_ps(1.0), sum);
         let scores = &*scores;
+        if WIDE {
+            values_rows::<D>(
+                nl, qr, goff, tri, window, shared, lookback, scores, inv, v, kr, out,
+            );
+            return;
+        }
         // Values, eight (WIDE: sixteen) dimensions at a time, kept transposed (one vector over
         // the lanes per dimension), then transposed back into the query rows.
         let width = if WIDE { 16 } else { 8 };
@@ -667,6 +704,251 @@ mod x86 {
                     _mm256_storeu_ps(out.add(l * qr + c * width + b * LANES), row);
                 }
             }
+        }
+    }
+
+    /// Dot products of `cnt` (1 to 8) items with the tile's transposed queries into
+    /// `sums[..cnt]`; `load(c, d)` gives item `c`'s dimension `d` for every lane. Compiled for
+    /// each count, so a short group does no padding work.
+    #[inline(always)]
+    unsafe fn score_group<const D: usize, const WIDE: bool>(
+        cnt: usize,
+        qt: &[__m256; D],
+        load: impl Fn(usize, usize) -> __m256,
+        sums: &mut [__m256; 8],
+    ) {
+        match cnt {
+            1 => score_n::<D, WIDE, 1>(qt, load, sums),
+            2 => score_n::<D, WIDE, 2>(qt, load, sums),
+            3 => score_n::<D, WIDE, 3>(qt, load, sums),
+            4 => score_n::<D, WIDE, 4>(qt, load, sums),
+            5 => score_n::<D, WIDE, 5>(qt, load, sums),
+            6 => score_n::<D, WIDE, 6>(qt, load, sums),
+            7 => score_n::<D, WIDE, 7>(qt, load, sums),
+            _ => score_n::<D, WIDE, 8>(qt, load, sums),
+        }
+    }
+
+    /// [`score_group`] for `N` items.
+    #[inline(always)]
+    unsafe fn score_n<const D: usize, const WIDE: bool, const N: usize>(
+        qt: &[__m256; D],
+        load: impl Fn(usize, usize) -> __m256,
+        sums: &mut [__m256; 8],
+    ) {
+        let zero = _mm256_setzero_ps();
+        let halves = if WIDE { 2 } else { 1 };
+        let half = D / halves;
+        let mut acc = [[zero; N]; 2];
+        for d in 0..half {
+            for h in 0..halves {
+                let dd = h * half + d;
+                for c in 0..N {
+                    acc[h][c] = _mm256_fmadd_ps(qt[dd], load(c, dd), acc[h][c]);
+                }
+            }
+        }
+        for c in 0..N {
+            sums[c] = if WIDE {
+                _mm256_add_ps(acc[0][c], acc[1][c])
+            } else {
+                acc[0][c]
+            };
+        }
+    }
+
+    /// True for a whole tile (`nl` = 8 queries) whose leading `window` items are a full window
+    /// (from `i0 - window + 8`): window item `m < 7` then reaches queries `0..=m` only and item
+    /// `window - 7 + m` queries `m + 1..` only.
+    #[inline(always)]
+    fn triangles(nl: usize, window: usize, shared: &[Shared]) -> bool {
+        let low = |m: usize| (0xFFu32 >> (LANES - 1 - m)) as u8;
+        nl == LANES
+            && window >= 2 * (LANES - 1)
+            && window <= shared.len()
+            && (0..LANES - 1).all(|m| {
+                shared[m].mask == low(m) && shared[window - (LANES - 1) + m].mask == !low(m)
+            })
+    }
+
+    /// `acc[q * dv + c] += w[q] * row[c]` for queries `lo .. hi` (`dv` = D / 16 vectors per
+    /// row, `w` the item's weights of the pass's queries).
+    #[inline(always)]
+    unsafe fn value_item<const D: usize>(
+        acc: &mut [__m512; 16],
+        vr: *const f32,
+        w: *const f32,
+        lo: usize,
+        hi: usize,
+    ) {
+        let dv = D / 16;
+        let row: [__m512; 4] = std::array::from_fn(|c| {
+            if c < dv {
+                _mm512_loadu_ps(vr.add(c * 16))
+            } else {
+                _mm512_setzero_ps()
+            }
+        });
+        for qq in lo..hi {
+            let wq = _mm512_set1_ps(*w.add(qq));
+            for c in 0..dv {
+                acc[qq * dv + c] = _mm512_fmadd_ps(wq, row[c], acc[qq * dv + c]);
+            }
+        }
+    }
+
+    /// Scores of the window items that fill whole key panels (`window_panels`: first panel,
+    /// count), with the keys as lanes: per dimension, each panel's vector is loaded once and
+    /// multiplied by each query's element broadcast from its row, up to three panels (24
+    /// accumulators) at a time; the sums are transposed back to one vector over the queries per
+    /// key. Reads the transposed key panels instead of the strided key rows and needs about half
+    /// the loads per FMA of the broadcast-key loop. Returns how many items it scored.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn window_scores<const D: usize>(
+        q: *const f32,
+        qr: usize,
+        nl: usize,
+        scale: __m256,
+        (first, count): (usize, usize),
+        shared: &[Shared],
+        scores: &mut [__m256],
+        kp: *const f32,
+    ) -> usize {
+        let zero = _mm256_setzero_ps();
+        let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
+        let panel = panel_floats::<D>();
+        assert!(count * LANES <= shared.len() && scores.len() >= count * LANES);
+        // Lanes past the tile repeat its last query (their items' masks exclude them).
+        let rows: [*const f32; LANES] = std::array::from_fn(|l| q.add(l.min(nl - 1) * qr));
+        let mut p0 = 0;
+        while p0 < count {
+            let np = (count - p0).min(3);
+            let kc: [*const f32; 3] =
+                std::array::from_fn(|c| kp.add((first + p0 + c.min(np - 1)) * panel));
+            let mut acc = [[zero; LANES]; 3];
+            for d in 0..D {
+                let kv: [__m256; 3] = std::array::from_fn(|c| _mm256_load_ps(kc[c].add(d * LANES)));
+                for l in 0..LANES {
+                    let b = _mm256_set1_ps(*rows[l].add(d));
+                    for c in 0..3 {
+                        acc[c][l] = _mm256_fmadd_ps(b, kv[c], acc[c][l]);
+                    }
+                }
+            }
+            for c in 0..np {
+                for (k, x) in transpose8(acc[c]).into_iter().enumerate() {
+                    let i = (p0 + c) * LANES + k;
+                    scores[i] = _mm256_blendv_ps(
+                        neg_inf,
+                        _mm256_mul_ps(x, scale),
+                        lane_mask(shared[i].mask),
+                    );
+                }
+            }
+            p0 += np;
+        }
+        count * LANES
+    }
+
+    /// The values of one tile and head with the output rows as vectors (lanes: dimensions):
+    /// each query's weight is broadcast against the item's value row, a few queries per pass so
+    /// that one load of a row feeds several FMAs and one broadcast weight several more (about
+    /// half the loads per FMA of the transposed accumulation, and no transpose back). Lookback
+    /// items read each query's own row of V. Needs 32 vector registers (AVX-512 build).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn values_rows<const D: usize>(
+        nl: usize,
+        qr: usize,
+        goff: usize,
+        tri: bool,
+        window: usize,
+        shared: &[Shared],
+        lookback: &[Lookback],
+        scores: &[__m256],
+        inv: __m256,
+        v: *const f32,
+        kr: usize,
+        out: *mut f32,
+    ) {
+        const W: usize = 16;
+        let zero = _mm512_setzero_ps();
+        // 512-bit vectors per row, queries per pass (at most 16 accumulators).
+        let dv = D / W;
+        let qp = (16 / dv).min(LANES);
+        let ns = shared.len();
+        let p = scores.as_ptr() as *const f32;
+        let mut inv_lanes = [0.0f32; LANES];
+        _mm256_storeu_ps(inv_lanes.as_mut_ptr(), inv);
+        // One item's row times the weights of queries `qb + lo .. qb + hi`.
+        let item = |acc: &mut [__m512; 16], i: usize, qb: usize, lo: usize, hi: usize| {
+            value_item::<D>(
+                acc,
+                shared[i].value.add(goff),
+                p.add(i * LANES + qb),
+                lo,
+                hi,
+            )
+        };
+        // A whole tile with all eight queries in one pass and a full window of `window` items
+        // (from `i0 - window + 8`): window item `m < 7` reaches queries `0..=m` only, item
+        // `window - 7 + m` queries `m + 1..` only; the other lanes' weights are zero, so those
+        // products are skipped (56 of the 192 window products per tile).
+        let tri = tri && qp == LANES;
+        let mut qb = 0;
+        while qb < nl {
+            let mut acc = [zero; 16];
+            if tri {
+                let h = window - (LANES - 1);
+                // Spelled out so that every query range is a constant (accumulators stay in
+                // registers).
+                item(&mut acc, 0, 0, 0, 1);
+                item(&mut acc, h, 0, 1, 8);
+                item(&mut acc, 1, 0, 0, 2);
+                item(&mut acc, h + 1, 0, 2, 8);
+                item(&mut acc, 2, 0, 0, 3);
+                item(&mut acc, h + 2, 0, 3, 8);
+                item(&mut acc, 3, 0, 0, 4);
+                item(&mut acc, h + 3, 0, 4, 8);
+                item(&mut acc, 4, 0, 0, 5);
+                item(&mut acc, h + 4, 0, 5, 8);
+                item(&mut acc, 5, 0, 0, 6);
+                item(&mut acc, h + 5, 0, 6, 8);
+                item(&mut acc, 6, 0, 0, 7);
+                item(&mut acc, h + 6, 0, 7, 8);
+                for i in LANES - 1..window - (LANES - 1) {
+                    item(&mut acc, i, 0, 0, LANES);
+                }
+                for i in window..shared.len() {
+                    item(&mut acc, i, 0, 0, LANES);
+                }
+            } else {
+                for i in 0..shared.len() {
+                    item(&mut acc, i, qb, 0, qp);
+                }
+            }
+            for (i, it) in lookback.iter().enumerate() {
+                for qq in 0..qp {
+                    // Token LANES * panel + lane: before the tile, so inside V.
+                    let vr = v.add((it.panel * LANES + qb + qq) * kr + goff);
+                    let w = _mm512_set1_ps(*p.add((ns + i) * LANES + qb + qq));
+                    for c in 0..dv {
+                        acc[qq * dv + c] =
+                            _mm512_fmadd_ps(w, _mm512_loadu_ps(vr.add(c * W)), acc[qq * dv + c]);
+                    }
+                }
+            }
+            for qq in 0..qp.min(nl - qb) {
+                let s = _mm512_set1_ps(inv_lanes[qb + qq]);
+                for c in 0..dv {
+                    _mm512_storeu_ps(
+                        out.add((qb + qq) * qr + c * W),
+                        _mm512_mul_ps(acc[qq * dv + c], s),
+                    );
+                }
+            }
+            qb += qp;
         }
     }
 }
