@@ -65,8 +65,18 @@ pub(crate) fn applies(cfg: &AttentionConfig) -> bool {
         && crate::simd::has_avx2()
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests set this to run the AVX2 build of the tile loop on an AVX-512 machine.
+    static FORCE_AVX2: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// True when the AVX-512 (F + VL) build of the tile loop can run here.
 fn has_avx512() -> bool {
+    #[cfg(test)]
+    if FORCE_AVX2.with(|f| f.get()) {
+        return false;
+    }
     #[cfg(target_arch = "x86_64")]
     {
         use std::sync::OnceLock;
@@ -1026,6 +1036,24 @@ mod tests {
         check(cfg(2, 2, 64, 8, 1), lengths(), 1.0); // every token a block
         check(cfg(2, 1, 32, 100, 7), lengths(), 1.0); // window wider than most sequences
         check(cfg(4, 4, 32, 16, 32), [50, 400], 8.0); // large scores: softmax far from uniform
+    }
+
+    /// The AVX2 build (what CPUs without AVX-512 run) on the same shapes, forced on this thread.
+    #[test]
+    fn avx2_build_matches_row_kernel() {
+        super::FORCE_AVX2.with(|f| f.set(true));
+        assert!(!super::has_avx512());
+        for kv_heads in [4, 1] {
+            check(
+                cfg(4, kv_heads, 32, 16, 32),
+                (1..=70).chain([129, 300, 1024]),
+                1.0,
+            );
+        }
+        check(cfg(4, 2, 16, 7, 8), (1..=40).chain([200]), 1.0);
+        check(cfg(2, 2, 64, 8, 1), (1..=40).chain([97]), 1.0);
+        check(cfg(4, 4, 32, 16, 32), [50, 400], 8.0);
+        super::FORCE_AVX2.with(|f| f.set(false));
     }
 
     #[test]
