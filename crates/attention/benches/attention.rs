@@ -12,7 +12,7 @@ fn main() {
     println!("threads: {}", rayon::current_num_threads());
     for kv_heads in [4usize, 1] {
         let cfg = bench_config(kv_heads);
-        println!("\nq_heads 4, kv_heads {kv_heads}, head_dim 32, window 16, block 32, causal");
+        println!("\nq_heads 4, kv_heads {kv_heads}, head_dim 32, window 16, block 32, causal (prefill into a reused output buffer)");
         println!(
             "{:>6} {:>12} {:>12} {:>8}",
             "N", "sparse ms", "dense ms", "speedup"

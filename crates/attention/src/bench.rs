@@ -39,8 +39,11 @@ pub fn random_vec(n: usize, seed: u64) -> Vec<f32> {
 #[derive(Clone, Debug)]
 pub struct PrefillTiming {
     pub tokens: usize,
+    /// `forward_into` a reused output buffer (the kernel's time).
     pub sparse_ms: f64,
     pub dense_ms: f64,
+    /// The allocating `forward` of the sparse backend (adds the fresh buffer's page faults).
+    pub sparse_alloc_ms: f64,
 }
 
 /// Decode-step latency of both backends at one cache length.
@@ -51,7 +54,8 @@ pub struct DecodeTiming {
     pub dense_us: f64,
 }
 
-/// Times `forward` of both backends for each length in `lengths`.
+/// Times `forward_into` (one reused output buffer) of both backends for each length in
+/// `lengths`, and the allocating `forward` of the sparse one.
 pub fn prefill_timings(
     cfg: &AttentionConfig,
     lengths: &[usize],
@@ -63,16 +67,24 @@ pub fn prefill_timings(
             let q = random_vec(n * cfg.q_row(), 1);
             let k = random_vec(n * cfg.kv_row(), 2);
             let v = random_vec(n * cfg.kv_row(), 3);
-            let time = |backend| {
+            let mut out = vec![0.0f32; n * cfg.q_row()];
+            let mut time = |backend| {
                 let att = Attention::new(*cfg, backend).expect("valid config");
                 median_seconds(budget_s, || {
-                    std::hint::black_box(att.forward(&q, &k, &v).expect("shapes"));
+                    att.forward_into(&q, &k, &v, &mut out).expect("shapes");
+                    std::hint::black_box(&mut out);
                 }) * 1e3
             };
+            let (sparse_ms, dense_ms) = (time(Backend::Sparse), time(Backend::Dense));
+            let att = Attention::new(*cfg, Backend::Sparse).expect("valid config");
+            let sparse_alloc_ms = median_seconds(budget_s, || {
+                std::hint::black_box(att.forward(&q, &k, &v).expect("shapes"));
+            }) * 1e3;
             PrefillTiming {
                 tokens: n,
-                sparse_ms: time(Backend::Sparse),
-                dense_ms: time(Backend::Dense),
+                sparse_ms,
+                dense_ms,
+                sparse_alloc_ms,
             }
         })
         .collect()

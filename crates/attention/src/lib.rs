@@ -193,11 +193,38 @@ impl Attention {
     pub fn forward(&self, q: &[f32], k: &[f32], v: &[f32]) -> Result<Vec<f32>, AttentionError> {
         let n = self.tokens(q, k, v)?;
         let mut out = vec![0.0f32; n * self.config.q_row()];
-        match self.backend {
-            Backend::Sparse => sparse::prefill(&self.config, n, q, k, v, &mut out),
-            Backend::Dense => dense::prefill(&self.config, n, q, k, v, &mut out),
-        }
+        self.prefill(n, q, k, v, &mut out);
         Ok(out)
+    }
+
+    /// Whole-sequence attention into `out` (`[N, q_heads, head_dim]`, exactly that length;
+    /// every element is written), for callers that reuse one output buffer (no allocation per
+    /// call).
+    pub fn forward_into(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+    ) -> Result<(), AttentionError> {
+        let n = self.tokens(q, k, v)?;
+        let expected = n * self.config.q_row();
+        if out.len() != expected {
+            return Err(AttentionError::WrongLength {
+                tensor: "out",
+                len: out.len(),
+                expected,
+            });
+        }
+        self.prefill(n, q, k, v, out);
+        Ok(())
+    }
+
+    fn prefill(&self, n: usize, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+        match self.backend {
+            Backend::Sparse => sparse::prefill(&self.config, n, q, k, v, out),
+            Backend::Dense => dense::prefill(&self.config, n, q, k, v, out),
+        }
     }
 
     /// Appends one token's k/v to the cache, then attends from its query over the cache.

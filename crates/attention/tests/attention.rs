@@ -371,3 +371,31 @@ fn backward_matches_finite_differences() {
     }
     check_gradients(config(2, 2, 4, 1, 3, true), Backend::Sparse);
 }
+
+/// `forward_into` writes every output element (the buffer starts as NaN) exactly as `forward`
+/// does, for both backends, causal and not, row and tile kernels; a wrong length is an error.
+#[test]
+fn forward_into_a_reused_buffer_equals_forward() {
+    for (cfg, n) in [
+        (config(4, 4, 32, 16, 32, true), 300), // the bench setting (tile kernel where available)
+        (config(4, 1, 32, 32, 16, true), 77),  // the default grouping
+        (config(3, 1, 12, 5, 4, true), 41),    // row kernel
+        (config(2, 2, 16, 6, 8, false), 50),   // non-causal
+    ] {
+        let (q, k, v) = inputs(&cfg, n, 7, 1.0);
+        for backend in [Backend::Sparse, Backend::Dense] {
+            let att = Attention::new(cfg, backend).unwrap();
+            let want = att.forward(&q, &k, &v).unwrap();
+            let mut out = vec![f32::NAN; want.len()];
+            for _ in 0..2 {
+                att.forward_into(&q, &k, &v, &mut out).unwrap();
+                assert_eq!(out, want, "{cfg:?} {backend:?}");
+            }
+            let mut short = vec![0.0; want.len() - 1];
+            assert!(matches!(
+                att.forward_into(&q, &k, &v, &mut short),
+                Err(AttentionError::WrongLength { tensor: "out", .. })
+            ));
+        }
+    }
+}

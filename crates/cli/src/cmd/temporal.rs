@@ -73,7 +73,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "threads": threads,
             "prefill": prefill.iter().map(|t| json!({
                 "tokens": t.tokens, "sparse_ms": t.sparse_ms, "dense_ms": t.dense_ms,
-                "speedup": t.dense_ms / t.sparse_ms,
+                "speedup": t.dense_ms / t.sparse_ms, "sparse_alloc_ms": t.sparse_alloc_ms,
             })).collect::<Vec<_>>(),
             "decode": decode.iter().map(|t| json!({
                 "cache_len": t.cache_len, "sparse_us": t.sparse_us, "dense_us": t.dense_us,
@@ -86,16 +86,20 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             cfg.q_heads, cfg.kv_heads, cfg.head_dim, cfg.window, cfg.block_size
         );
         println!(
-            "{:>6} {:>11} {:>11} {:>8}",
-            "N", "sparse ms", "dense ms", "speedup"
+            "prefill into a reused output buffer; last column: sparse `forward` allocating it"
+        );
+        println!(
+            "{:>6} {:>11} {:>11} {:>8} {:>14}",
+            "N", "sparse ms", "dense ms", "speedup", "sparse+alloc"
         );
         for t in &prefill {
             println!(
-                "{:>6} {:>11.4} {:>11.4} {:>7.1}x",
+                "{:>6} {:>11.4} {:>11.4} {:>7.1}x {:>14.4}",
                 t.tokens,
                 t.sparse_ms,
                 t.dense_ms,
-                t.dense_ms / t.sparse_ms
+                t.dense_ms / t.sparse_ms,
+                t.sparse_alloc_ms
             );
         }
         println!("{:>6} {:>11} {:>11}", "cache", "sparse us", "dense us");
