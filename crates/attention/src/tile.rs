@@ -19,6 +19,8 @@ pub(crate) const LANES: usize = 8;
 const PARALLEL_PREP_TOKENS: usize = 1024;
 /// Query rows per parallel task (a multiple of `LANES`).
 const ROWS_PER_TASK: usize = 64;
+/// Query rows per step of the one-thread path (block means and panels built just before them).
+const SERIAL_ROWS: usize = 32;
 
 /// An item every lane reads from the same key/value row (`kv_row` floats each), scored for the
 /// lanes whose bit is set in `mask`.
@@ -244,6 +246,7 @@ mod x86 {
 
     use super::{
         tile_items, Lookback, Scratch, Shared, LANES, PARALLEL_PREP_TOKENS, ROWS_PER_TASK,
+        SERIAL_ROWS,
     };
     use crate::simd::avx2::exp8;
     use crate::sparse::block_means_into;
@@ -360,10 +363,86 @@ mod x86 {
         let one = rayon::current_num_threads() == 1;
         let serial = one || n < PARALLEL_PREP_TOKENS;
         let serial_tiles = one || n <= ROWS_PER_TASK;
-        // Block means (landmarks), split over the pool in groups of blocks.
         let (bs, blocks) = (cfg.block_size, n / cfg.block_size);
         let mut mk = vec![0.0f32; blocks * kr];
         let mut mv = vec![0.0f32; blocks * kr];
+        // Panels of 8 tokens x D dimensions per kv head, 64-byte aligned.
+        let panels = n.div_ceil(LANES);
+        let len = cfg.kv_heads * panels * panel_floats::<D>();
+        let avx512 = super::has_avx512();
+        // The AVX-512 build (head_dim >= 16) reads values from the rows of V, not from panels.
+        let vlen = if avx512 && D >= 16 { 0 } else { len };
+        let (mut kt, mut vt) = BUFFERS.with(|b| b.take());
+        // Old contents need no clearing: every panel is written whole.
+        kt.resize(len + 16, 0.0);
+        vt.resize(vlen + 16, 0.0);
+        let (ka, va) = (kt.as_ptr().align_offset(64), vt.as_ptr().align_offset(64));
+        let rows_per_task = ROWS_PER_TASK * cfg.q_row();
+        let mut s = Scratch::default();
+        // SAFETY (both task closures): applies() checked AVX2 + FMA (and avx512 AVX-512 F + VL).
+        if serial && serial_tiles {
+            // All on this thread: each task's block means and panels are built just before its
+            // tiles, while the K/V rows it reads are still in cache from the transposition.
+            let mut done = 0;
+            for (task, chunk) in out[..n * cfg.q_row()]
+                .chunks_mut(SERIAL_ROWS * cfg.q_row())
+                .enumerate()
+            {
+                let first = task * SERIAL_ROWS;
+                let end = (first + SERIAL_ROWS).min(n);
+                // Blocks completed by the task's last query (the only ones its tiles read).
+                let now = end / bs;
+                if now > done {
+                    let at = done * bs * kr;
+                    block_means_into(
+                        cfg,
+                        &k[at..],
+                        &v[at..],
+                        &mut mk[done * kr..now * kr],
+                        &mut mv[done * kr..now * kr],
+                    );
+                    done = now;
+                }
+                let (p0, p1) = (first / LANES, end.div_ceil(LANES));
+                let pf = panel_floats::<D>();
+                for g in 0..cfg.kv_heads {
+                    let (a, b) = ((g * panels + p0) * pf, (g * panels + p1) * pf);
+                    unsafe {
+                        transpose_panels::<D>(
+                            n,
+                            kr,
+                            panels,
+                            g * panels + p0,
+                            k,
+                            &mut kt[ka..][a..b],
+                        );
+                        if vlen > 0 {
+                            transpose_panels::<D>(
+                                n,
+                                kr,
+                                panels,
+                                g * panels + p0,
+                                v,
+                                &mut vt[va..][a..b],
+                            );
+                        }
+                    }
+                }
+                let (kp, vp) = (&kt[ka..ka + len], &vt[va..va + vlen]);
+                unsafe {
+                    if avx512 {
+                        rows512::<D>(cfg, n, first, q, k, v, &mk, &mv, kp, vp, &mut s, chunk)
+                    } else {
+                        rows::<D>(cfg, n, first, q, k, v, &mk, &mv, kp, vp, &mut s, chunk)
+                    }
+                }
+            }
+            if kt.len() <= KEEP_FLOATS {
+                BUFFERS.with(|b| b.set((kt, vt)));
+            }
+            return;
+        }
+        // Block means (landmarks), split over the pool in groups of blocks.
         const BLOCKS_PER_TASK: usize = 8;
         let means = |(t, (mk, mv)): (usize, (&mut [f32], &mut [f32]))| {
             let at = t * BLOCKS_PER_TASK * bs * kr;
@@ -381,17 +460,6 @@ mod x86 {
                 .enumerate()
                 .for_each(means);
         }
-        // Panels of 8 tokens x D dimensions per kv head, 64-byte aligned.
-        let panels = n.div_ceil(LANES);
-        let len = cfg.kv_heads * panels * panel_floats::<D>();
-        let avx512 = super::has_avx512();
-        // The AVX-512 build (head_dim >= 16) reads values from the rows of V, not from panels.
-        let vlen = if avx512 && D >= 16 { 0 } else { len };
-        let (mut kt, mut vt) = BUFFERS.with(|b| b.take());
-        // Old contents need no clearing: every panel is written whole.
-        kt.resize(len + 16, 0.0);
-        vt.resize(vlen + 16, 0.0);
-        let (ka, va) = (kt.as_ptr().align_offset(64), vt.as_ptr().align_offset(64));
         let (kp, vp) = (&mut kt[ka..ka + len], &mut vt[va..va + vlen]);
         const PANELS_PER_TASK: usize = 16;
         let chunk = PANELS_PER_TASK * panel_floats::<D>();
@@ -425,7 +493,7 @@ mod x86 {
         }
         let (kp, vp) = (&kt[ka..ka + len], &vt[va..va + vlen]);
         let (mk, mv) = (&mk[..], &mv[..]);
-        let scratch = std::sync::Mutex::new(Vec::<Scratch>::new());
+        let scratch = std::sync::Mutex::new(vec![s]);
         let task = |(task, chunk): (usize, &mut [f32])| {
             let mut s = scratch
                 .lock()
@@ -434,7 +502,6 @@ mod x86 {
                 .flatten()
                 .unwrap_or_default();
             let first = task * ROWS_PER_TASK;
-            // SAFETY: applies() checked AVX2 + FMA (and avx512 AVX-512 F + VL).
             unsafe {
                 if avx512 {
                     rows512::<D>(cfg, n, first, q, k, v, mk, mv, kp, vp, &mut s, chunk)
@@ -446,7 +513,6 @@ mod x86 {
                 v.push(s);
             }
         };
-        let rows_per_task = ROWS_PER_TASK * cfg.q_row();
         if serial_tiles {
             out[..n * cfg.q_row()]
                 .chunks_mut(rows_per_task)
@@ -664,7 +730,7 @@ mod x86 {
         };
         for m in 0..pairs {
             let (a, b) = (scores[m], scores[h + m]);
-            let e = exp8(_mm256_sub_ps(_mm256_max_ps(a, b), mx));
+            let e = exp8w::<WIDE>(_mm256_sub_ps(_mm256_max_ps(a, b), mx));
             scores[m] = _mm256_and_ps(e, _mm256_cmp_ps::<_CMP_NEQ_OQ>(a, neg_inf));
             scores[h + m] = _mm256_and_ps(e, _mm256_cmp_ps::<_CMP_NEQ_OQ>(b, neg_inf));
             sum = _mm256_add_ps(sum, e);
@@ -678,7 +744,7 @@ mod x86 {
         for i in rest {
             let x = scores[i];
             let live = _mm256_cmp_ps::<_CMP_NEQ_OQ>(x, neg_inf);
-            let p = _mm256_and_ps(exp8(_mm256_sub_ps(x, m)), live);
+            let p = _mm256_and_ps(exp8w::<WIDE>(_mm256_sub_ps(x, m)), live);
             sum = _mm256_add_ps(sum, p);
             scores[i] = p;
         }
@@ -715,6 +781,40 @@ mod x86 {
                 }
             }
         }
+    }
+
+    /// [`exp8`], with the AVX-512 build (`WIDE`) rounding by `vrndscaleps` and scaling by
+    /// `vscalefps` (the same rounding to nearest even and the same exact power-of-two scaling of
+    /// the same polynomial, so the same results, in fewer instructions).
+    #[inline(always)]
+    unsafe fn exp8w<const WIDE: bool>(x: __m256) -> __m256 {
+        if !WIDE {
+            return exp8(x);
+        }
+        let x = _mm256_min_ps(
+            _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
+            _mm256_set1_ps(88.0),
+        );
+        let n = _mm256_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm256_set1_ps(1.987_569_1e-4);
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        let poly = _mm256_add_ps(
+            _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r),
+            _mm256_set1_ps(1.0),
+        );
+        _mm256_scalef_ps(poly, n)
     }
 
     /// Dot products of `cnt` (1 to 8) items with the tile's transposed queries into
