@@ -291,6 +291,17 @@ mod x86 {
         _mm256_castsi256_ps(_mm256_cmpeq_epi32(m, bit))
     }
 
+    /// `x` where `mask` has its bit set, -inf elsewhere (AVX-512 build: one masked move).
+    #[inline(always)]
+    unsafe fn masked<const WIDE: bool>(x: __m256, mask: u8) -> __m256 {
+        let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
+        if WIDE {
+            _mm256_mask_mov_ps(neg_inf, mask, x)
+        } else {
+            _mm256_blendv_ps(neg_inf, x, lane_mask(mask))
+        }
+    }
+
     /// Floats from one panel to the next: `D * LANES` plus one 64-byte line, so panels a power
     /// of two apart (the lookback of one tile) do not all fall into the same L1 sets.
     const fn panel_floats<const D: usize>() -> usize {
@@ -693,7 +704,7 @@ mod x86 {
             let load = |c: usize, dd: usize| _mm256_set1_ps(*kr[c].add(dd));
             score_group::<D, WIDE>(cnt, &qt, load, &mut sums);
             for c in 0..cnt {
-                scores[t + c] = _mm256_blendv_ps(neg_inf, sums[c], lane_mask(shared[t + c].mask));
+                scores[t + c] = masked::<WIDE>(sums[c], shared[t + c].mask);
             }
             t += 8;
         }
@@ -706,8 +717,7 @@ mod x86 {
             let load = |c: usize, dd: usize| _mm256_load_ps(kc[c].add(dd * LANES));
             score_group::<D, WIDE>(cnt, &qt, load, &mut sums);
             for c in 0..cnt {
-                scores[ns + t + c] =
-                    _mm256_blendv_ps(neg_inf, sums[c], lane_mask(lookback[t + c].mask));
+                scores[ns + t + c] = masked::<WIDE>(sums[c], lookback[t + c].mask);
             }
             t += 8;
         }
@@ -791,10 +801,9 @@ mod x86 {
         if !WIDE {
             return exp8(x);
         }
-        let x = _mm256_min_ps(
-            _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
-            _mm256_set1_ps(88.0),
-        );
+        // x <= 0 here (a score minus the maximum, or NaN in lanes without items): the upper
+        // clamp of exp8 never acts.
+        let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
         let n = _mm256_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
         );
@@ -949,11 +958,7 @@ mod x86 {
             for c in 0..np {
                 for (k, x) in transpose8(acc[c]).into_iter().enumerate() {
                     let i = (p0 + c) * LANES + k;
-                    scores[i] = _mm256_blendv_ps(
-                        neg_inf,
-                        _mm256_mul_ps(x, scale),
-                        lane_mask(shared[i].mask),
-                    );
+                    scores[i] = _mm256_mask_mul_ps(neg_inf, shared[i].mask, x, scale);
                 }
             }
             p0 += np;
