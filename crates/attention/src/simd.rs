@@ -200,6 +200,30 @@ pub mod avx2 {
         }
     }
 
+    /// `e^(x - n·ln 2)` for `n = round(x / ln 2)`: the range reduction (ln 2 in two parts) and
+    /// the polynomial shared by [`exp8`] and the tile kernel's AVX-512 exponential, which differ
+    /// only in how they round `n` and scale by `2^n`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) fn exp_poly(x: __m256, n: __m256) -> __m256 {
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm256_set1_ps(1.987_569_1e-4);
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        _mm256_add_ps(
+            _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r),
+            _mm256_set1_ps(1.0),
+        )
+    }
+
     /// `e^x` on eight lanes, the same algorithm as `super::exp`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -215,22 +239,7 @@ pub mod avx2 {
         );
         let n = _mm256_sub_ps(y, magic);
         let e = _mm256_sub_epi32(_mm256_castps_si256(y), _mm256_set1_epi32(0x4B40_0000));
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm256_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            0.5,
-        ] {
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-        }
-        let poly = _mm256_add_ps(
-            _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r),
-            _mm256_set1_ps(1.0),
-        );
+        let poly = exp_poly(x, n);
         let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32(
             _mm256_add_epi32(e, _mm256_set1_epi32(127)),
             23,

@@ -248,7 +248,7 @@ mod x86 {
         tile_items, Lookback, Scratch, Shared, LANES, PARALLEL_PREP_TOKENS, ROWS_PER_TASK,
         SERIAL_ROWS,
     };
-    use crate::simd::avx2::exp8;
+    use crate::simd::avx2::{exp8, exp_poly};
     use crate::sparse::block_means_into;
     use crate::AttentionConfig;
 
@@ -807,23 +807,7 @@ mod x86 {
         let n = _mm256_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
         );
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm256_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            0.5,
-        ] {
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-        }
-        let poly = _mm256_add_ps(
-            _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r),
-            _mm256_set1_ps(1.0),
-        );
-        _mm256_scalef_ps(poly, n)
+        _mm256_scalef_ps(exp_poly(x, n), n)
     }
 
     /// Dot products of `cnt` (1 to 8) items with the tile's transposed queries into
