@@ -1,14 +1,9 @@
 //! End-to-end checks of `csipose bench`: a saved random model times and reports JSON with its
 //! size, precision, kernel and FLOPs; missing and damaged files fail with the file's name.
 
-use std::process::Command;
+mod common;
 
-fn csipose(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_csipose"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use common::csipose;
 
 #[test]
 fn bench_saves_times_and_reports() {

@@ -1,27 +1,13 @@
 //! End-to-end tests of `csipose capture ...` on the real captures in ../shared/captures.
 
+mod common;
+
+use common::{csipose, ok};
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn shared(rel: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")).join(rel)
-}
-
-fn csipose(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_csipose"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = csipose(args);
-    assert!(
-        out.status.success(),
-        "csipose {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn s(p: &Path) -> &str {

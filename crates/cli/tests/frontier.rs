@@ -4,21 +4,7 @@
 
 mod common;
 
-use common::synthetic;
-use std::process::Command;
-
-fn ok(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_csipose"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "csipose {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::{ok, synthetic};
 
 #[test]
 fn frontier_trains_reuses_quantizes_and_reports() {

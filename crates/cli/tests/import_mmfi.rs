@@ -1,21 +1,17 @@
 //! Runs the built `csipose import-mmfi` on ../shared/mmfi-mini and on a corrupted copy.
 
+mod common;
+
+use common::csipose;
+
 use csipose_dataset::PackedDataset;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn mini() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../../shared/mmfi-mini"
     ))
-}
-
-fn csipose(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_csipose"))
-        .args(args)
-        .output()
-        .expect("run csipose")
 }
 
 fn s(p: &Path) -> &str {

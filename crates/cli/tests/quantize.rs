@@ -4,26 +4,8 @@
 
 mod common;
 
-use common::synthetic;
+use common::{csipose, ok, synthetic};
 use std::path::Path;
-use std::process::Command;
-
-fn csipose(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_csipose"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = csipose(args);
-    assert!(
-        out.status.success(),
-        "csipose {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 #[test]
 fn quantize_fp32_int8_and_int4_qat() {

@@ -1,28 +1,14 @@
 //! End-to-end tests of `csipose split` and `csipose eval`: the built binary on the shared split
 //! reference and on tiny packed datasets written here with `PackedWriter`.
 
+mod common;
+
+use common::{csipose, ok};
+
 use csipose_dataset::packed::FrameMeta;
 use csipose_dataset::{DatasetInfo, HardwareProfile, KeypointLayout, PackedWriter};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn csipose(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_csipose"))
-        .args(args)
-        .output()
-        .expect("run csipose")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = csipose(args);
-    assert!(
-        out.status.success(),
-        "csipose {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn fails(args: &[&str]) -> String {
     let out = csipose(args);

@@ -1,8 +1,11 @@
-//! Helpers shared by the CLI integration tests.
+//! Helpers shared by the CLI integration tests (each test file uses a subset, hence the
+//! `dead_code` allowance).
+#![allow(dead_code)]
 
 use csipose_dataset::packed::FrameMeta;
 use csipose_dataset::{DatasetInfo, HardwareProfile, KeypointLayout, PackedWriter};
 use std::path::Path;
+use std::process::{Command, Output};
 
 /// A small packed dataset (`n` frames of [3, 8, 10] CSI, COCO-17 2D keypoints, 10 subjects,
 /// 3 actions, one room) whose keypoints follow the CSI, so a model can learn something.
@@ -26,4 +29,23 @@ pub fn synthetic(dir: &Path, n: usize) {
         w.push(&x, &y, &[meta]).unwrap();
     }
     w.finish().unwrap();
+}
+
+/// Runs the `csipose` binary built for these tests.
+pub fn csipose(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_csipose"))
+        .args(args)
+        .output()
+        .expect("run csipose")
+}
+
+/// Runs `csipose`, asserts it succeeded (showing its stderr otherwise) and returns its stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = csipose(args);
+    assert!(
+        out.status.success(),
+        "csipose {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
