@@ -32,7 +32,7 @@ static GLOBAL: MaxAlloc = MaxAlloc;
 fn mini() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/mmfi-mini"
+        "/../../../../shared/mmfi-mini"
     ))
 }
 

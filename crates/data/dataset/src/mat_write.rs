@@ -298,7 +298,7 @@ mod tests {
     fn file_matches_scipy_layout_of_mmfi_mini() {
         // scipy.io.savemat (uncompressed) and this writer lay a (3,114,10) double out the
         // same way: compare every byte after the 116-byte text with a real MM-Fi-mini frame.
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/mmfi-mini");
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../../shared/mmfi-mini");
         let mut compared = 0;
         for f in [
             "E01/S02/A01/wifi-csi/frame001.mat",

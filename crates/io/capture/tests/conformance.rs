@@ -7,7 +7,7 @@ use std::path::PathBuf;
 fn shared(name: &str) -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/captures"
+        "/../../../../shared/captures"
     ))
     .join(name)
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 fn shared(name: &str) -> Vec<u8> {
     let p = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/captures"
+        "/../../../../shared/captures"
     ))
     .join(name);
     std::fs::read(p).unwrap()

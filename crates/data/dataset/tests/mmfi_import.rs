@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 fn mini() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/mmfi-mini"
+        "/../../../../shared/mmfi-mini"
     ))
 }
 

@@ -385,7 +385,7 @@ mod tests {
     fn reference() -> serde_json::Value {
         let p = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/mmfi-mini/random_split_reference.json"
+            "/../../../../shared/mmfi-mini/random_split_reference.json"
         );
         serde_json::from_str(&std::fs::read_to_string(p).expect("reference json")).unwrap()
     }

@@ -20,7 +20,7 @@ fn fails(args: &[&str]) -> String {
 fn split_json_matches_every_reference_table() {
     let p = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/mmfi-mini/random_split_reference.json"
+        "/../../../../shared/mmfi-mini/random_split_reference.json"
     );
     let reference: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
     let tables = reference.as_object().unwrap();

@@ -7,7 +7,7 @@ use common::{csipose, ok};
 use std::path::{Path, PathBuf};
 
 fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")).join(rel)
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../../shared")).join(rel)
 }
 
 fn s(p: &Path) -> &str {

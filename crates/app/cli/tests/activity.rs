@@ -148,7 +148,7 @@ fn train_eval_stream_round_trip() {
 fn real_wiar_captures_train_and_stream() {
     let wiar = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/wiar/height90"
+        "/../../../../shared/wiar/height90"
     ));
     let dir = tempfile::tempdir().unwrap();
     let mut manifest = String::from("file,label\n");

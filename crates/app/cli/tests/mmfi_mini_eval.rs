@@ -11,7 +11,7 @@ use std::process::Command;
 
 const NPZ: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/mmfi-mini/expected.npz"
+    "/../../../../shared/mmfi-mini/expected.npz"
 );
 
 fn pack(dir: &Path, layout: KeypointLayout) -> (PathBuf, Vec<FrameMeta>) {
