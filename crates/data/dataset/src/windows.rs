@@ -7,6 +7,9 @@
 //!   at `S` evenly spaced positions over the input's subcarrier range (which selects every
 //!   k-th subcarrier when `S_in - 1` is a multiple of `S - 1`).
 //! - Packets: a window is `P` consecutive packets; windows start every `stride` packets.
+//! - Live streams (`csipose serve`) resample packets by timestamp instead ([`window_at_times`]):
+//!   each of the `P` window positions is linearly interpolated in time between the two packets
+//!   around it, so an uneven or lossy packet rate still fills the window the model expects.
 //! - Each window is preprocessed as one MM-Fi frame (non-finite values filled per packet,
 //!   then min-max over the window) and stored as f32.
 
@@ -39,6 +42,45 @@ pub fn resample_subcarriers(src: &[f64], n: usize) -> Vec<f64> {
             }
         })
         .collect()
+}
+
+/// Builds one `[values, P]` row-major window (`values` = A·S, packet axis last, as the model's
+/// `[A, S, P]` frame) from packets at increasing `times` (seconds; each packet `values` long, in
+/// profile shape already, see [`resample_subcarriers`]) sampled at the `targets` times (`P`
+/// increasing values): each target takes the linear interpolation between the packets just
+/// before and just after it, the first or last packet outside their range. `None` when there
+/// is no packet, the lengths disagree, or a time is not finite.
+pub fn window_at_times(times: &[f64], packets: &[&[f64]], targets: &[f64]) -> Option<Vec<f64>> {
+    let n = packets.len();
+    if n == 0 || times.len() != n || targets.iter().chain(times).any(|t| !t.is_finite()) {
+        return None;
+    }
+    let values = packets[0].len();
+    if packets.iter().any(|p| p.len() != values) {
+        return None;
+    }
+    let p = targets.len();
+    let mut out = vec![0.0f64; values * p];
+    let mut j = 0usize; // first packet with time >= target (targets ascend)
+    for (k, &t) in targets.iter().enumerate() {
+        while j < n && times[j] < t {
+            j += 1;
+        }
+        let (lo, hi, w) = if j == 0 {
+            (0, 0, 0.0)
+        } else if j == n {
+            (n - 1, n - 1, 0.0)
+        } else {
+            let (t0, t1) = (times[j - 1], times[j]);
+            let w = if t1 > t0 { (t - t0) / (t1 - t0) } else { 1.0 };
+            (j - 1, j, w)
+        };
+        for i in 0..values {
+            let (a, b) = (packets[lo][i], packets[hi][i]);
+            out[i * p + k] = if w == 0.0 { a } else { a * (1.0 - w) + b * w };
+        }
+    }
+    Some(out)
 }
 
 /// One `[A, S, P]` window ready for a packed dataset.
@@ -179,6 +221,24 @@ pub fn capture_profile(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn window_at_times_interpolates_between_packets() {
+        let a = [0.0, 10.0];
+        let b = [1.0, 20.0];
+        let c = [3.0, 40.0];
+        let times = [0.0, 0.1, 0.3];
+        let w = window_at_times(&times, &[&a, &b, &c], &[-0.1, 0.05, 0.2, 0.3, 0.5]).unwrap();
+        // [values=2, P=5], packet axis last.
+        let want = [0.0, 0.5, 2.0, 3.0, 3.0, 10.0, 15.0, 30.0, 40.0, 40.0];
+        assert_eq!(w.len(), want.len());
+        for (g, e) in w.iter().zip(want) {
+            assert!((g - e).abs() < 1e-12, "{w:?}");
+        }
+        assert!(window_at_times(&times, &[&a, &b], &[0.0]).is_none());
+        assert!(window_at_times(&[], &[], &[0.0]).is_none());
+        assert!(window_at_times(&[0.0], &[&a], &[f64::NAN]).is_none());
+    }
 
     #[test]
     fn resampling_keeps_endpoints_and_interpolates() {

@@ -18,43 +18,155 @@ pub const DEFAULT_STRIDE: usize = 4;
 
 /// `amplitudes`: `[packets, channels]` row-major (channels = antennas x subcarriers).
 /// Returns `[packets / stride, BLOCKS * channels]` (a trailing partial group is dropped; a capture
-/// shorter than `stride` packets gives one frame from what it has).
+/// shorter than `stride` packets gives one frame from what it has). The same computation as
+/// [`FeatureStream`] fed one packet at a time.
 pub fn frame_features(amplitudes: &[f32], channels: usize, stride: usize) -> Vec<f32> {
     if channels == 0 || amplitudes.len() < channels {
         return Vec::new();
     }
     let packets = amplitudes.len() / channels;
-    let stride = stride.max(1).min(packets);
-    let frames = packets / stride;
-    let mut out = Vec::with_capacity(frames * 2 * channels);
-    let mut previous = vec![0.0f32; channels];
-    let mut running = vec![0.0f32; channels];
-    for f in 0..frames {
-        let mut mean = vec![0.0f32; channels];
-        for p in f * stride..(f + 1) * stride {
-            for (m, a) in mean
-                .iter_mut()
-                .zip(&amplitudes[p * channels..(p + 1) * channels])
-            {
-                *m += a / stride as f32;
+    let mut stream = FeatureStream::new(1, channels, stride.max(1).min(packets), false);
+    let mut out = Vec::with_capacity(packets / stream.stride * stream.dim());
+    for packet in amplitudes.chunks_exact(channels) {
+        if let Some(f) = stream.push(packet, None) {
+            out.extend_from_slice(&f);
+        }
+    }
+    out
+}
+
+/// Per-frame features computed packet by packet, for live streams: the amplitude blocks of
+/// [`frame_features`] and, when built with `phase`, the cross-antenna phase blocks of
+/// [`csi_frame_features`]. Every `stride` packets [`FeatureStream::push`] returns one frame,
+/// equal to what the whole-sequence functions give for that frame.
+#[derive(Clone, Debug)]
+pub struct FeatureStream {
+    antennas: usize,
+    subcarriers: usize,
+    stride: usize,
+    phase: bool,
+    /// Packets in the current group.
+    count: usize,
+    /// Frames returned so far.
+    frames: usize,
+    mean: Vec<f32>,
+    previous: Vec<f32>,
+    running: Vec<f32>,
+    phase_mean: Vec<[f32; 2]>,
+    phase_previous: Vec<[f32; 2]>,
+}
+
+impl FeatureStream {
+    /// A stream over `antennas x subcarriers` packets, `stride` packets per frame (at least 1).
+    pub fn new(antennas: usize, subcarriers: usize, stride: usize, phase: bool) -> Self {
+        let channels = antennas * subcarriers;
+        let pairs = antennas.saturating_sub(1) * subcarriers;
+        FeatureStream {
+            antennas,
+            subcarriers,
+            stride: stride.max(1),
+            phase,
+            count: 0,
+            frames: 0,
+            mean: vec![0.0; channels],
+            previous: vec![0.0; channels],
+            running: vec![0.0; channels],
+            phase_mean: vec![[0.0; 2]; if phase { pairs } else { 0 }],
+            phase_previous: vec![[0.0; 2]; if phase { pairs } else { 0 }],
+        }
+    }
+
+    /// Features per frame.
+    pub fn dim(&self) -> usize {
+        if self.phase {
+            csi_feature_dim(self.antennas, self.subcarriers)
+        } else {
+            BLOCKS * self.antennas * self.subcarriers
+        }
+    }
+
+    /// Frames returned so far.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    /// Adds one packet: `amplitudes` (antennas x subcarriers) and, for a phase stream, its
+    /// complex CSI `csi` (antennas x subcarriers x (re, im)). Returns a frame every `stride`
+    /// packets. A packet of the wrong size is ignored (returns `None`, changes nothing).
+    pub fn push(&mut self, amplitudes: &[f32], csi: Option<&[f32]>) -> Option<Vec<f32>> {
+        let channels = self.antennas * self.subcarriers;
+        if amplitudes.len() != channels {
+            return None;
+        }
+        let csi = match (self.phase, csi) {
+            (true, Some(c)) if c.len() == 2 * channels => Some(c),
+            (true, _) => return None,
+            (false, _) => None,
+        };
+        let stride = self.stride as f32;
+        for (m, a) in self.mean.iter_mut().zip(amplitudes) {
+            *m += a / stride;
+        }
+        if let Some(packet) = csi {
+            let s_n = self.subcarriers;
+            for a in 0..self.antennas.saturating_sub(1) {
+                for s in 0..s_n {
+                    let (i, j) = (2 * (a * s_n + s), 2 * ((a + 1) * s_n + s));
+                    let (ar, ai, br, bi) = (packet[i], packet[i + 1], packet[j], packet[j + 1]);
+                    // z_a conj(z_b)
+                    let (re, im) = (ar * br + ai * bi, ai * br - ar * bi);
+                    let len = re.hypot(im);
+                    if len > 0.0 && len.is_finite() {
+                        let m = &mut self.phase_mean[a * s_n + s];
+                        m[0] += re / len / stride;
+                        m[1] += im / len / stride;
+                    }
+                }
             }
         }
+        self.count += 1;
+        if self.count < self.stride {
+            return None;
+        }
+        let f = self.frames;
+        let mut out = Vec::with_capacity(self.dim());
+        let mut mean = std::mem::replace(&mut self.mean, vec![0.0; channels]);
         if LOG_AMPLITUDE {
             mean.iter_mut().for_each(|m| *m = m.max(0.0).ln_1p());
         }
         out.extend_from_slice(&mean);
         for (c, m) in mean.iter().enumerate() {
-            out.push(if f == 0 { 0.0 } else { (m - previous[c]).abs() });
+            out.push(if f == 0 {
+                0.0
+            } else {
+                (m - self.previous[c]).abs()
+            });
         }
         if CENTRED {
             for (c, m) in mean.iter().enumerate() {
-                running[c] += (m - running[c]) / (f + 1) as f32;
-                out.push(m - running[c]);
+                self.running[c] += (m - self.running[c]) / (f + 1) as f32;
+                out.push(m - self.running[c]);
             }
         }
-        previous = mean;
+        self.previous = mean;
+        if self.phase {
+            let pairs = self.phase_mean.len();
+            let mean = std::mem::replace(&mut self.phase_mean, vec![[0.0; 2]; pairs]);
+            out.extend(mean.iter().map(|m| m[0]));
+            out.extend(mean.iter().map(|m| m[1]));
+            for (m, q) in mean.iter().zip(&self.phase_previous) {
+                out.push(if f == 0 {
+                    0.0
+                } else {
+                    (m[0] - q[0]).hypot(m[1] - q[1])
+                });
+            }
+            self.phase_previous = mean;
+        }
+        self.count = 0;
+        self.frames += 1;
+        Some(out)
     }
-    out
 }
 
 /// Which per-frame features a model reads (stored in the `.rvne` head config, see
@@ -125,48 +237,16 @@ pub fn csi_frame_features(
         return Vec::new();
     }
     let packets = csi.len() / (2 * channels);
-    let amplitudes: Vec<f32> = csi[..packets * 2 * channels]
-        .chunks_exact(2)
-        .map(|z| z[0].hypot(z[1]))
-        .collect();
-    let amp = frame_features(&amplitudes, channels, stride);
-    let amp_dim = BLOCKS * channels;
-    let frames = amp.len() / amp_dim;
-    let stride = stride.max(1).min(packets);
-    let pairs = antennas.saturating_sub(1) * subcarriers;
-    let dim = amp_dim + PHASE_BLOCKS * pairs;
-    let mut out = Vec::with_capacity(frames * dim);
-    let mut previous = vec![[0.0f32; 2]; pairs];
-    for f in 0..frames {
-        out.extend_from_slice(&amp[f * amp_dim..(f + 1) * amp_dim]);
-        let mut mean = vec![[0.0f32; 2]; pairs];
-        for p in f * stride..(f + 1) * stride {
-            let packet = &csi[p * 2 * channels..(p + 1) * 2 * channels];
-            for a in 0..antennas.saturating_sub(1) {
-                for s in 0..subcarriers {
-                    let (i, j) = (2 * (a * subcarriers + s), 2 * ((a + 1) * subcarriers + s));
-                    let (ar, ai, br, bi) = (packet[i], packet[i + 1], packet[j], packet[j + 1]);
-                    // z_a conj(z_b)
-                    let (re, im) = (ar * br + ai * bi, ai * br - ar * bi);
-                    let len = re.hypot(im);
-                    if len > 0.0 && len.is_finite() {
-                        let m = &mut mean[a * subcarriers + s];
-                        m[0] += re / len / stride as f32;
-                        m[1] += im / len / stride as f32;
-                    }
-                }
-            }
+    let mut stream = FeatureStream::new(antennas, subcarriers, stride.max(1).min(packets), true);
+    let mut out = Vec::with_capacity(packets / stream.stride * stream.dim());
+    let mut amplitudes = vec![0.0f32; channels];
+    for packet in csi.chunks_exact(2 * channels) {
+        for (a, z) in amplitudes.iter_mut().zip(packet.chunks_exact(2)) {
+            *a = z[0].hypot(z[1]);
         }
-        out.extend(mean.iter().map(|m| m[0]));
-        out.extend(mean.iter().map(|m| m[1]));
-        for (m, q) in mean.iter().zip(&previous) {
-            out.push(if f == 0 {
-                0.0
-            } else {
-                (m[0] - q[0]).hypot(m[1] - q[1])
-            });
+        if let Some(f) = stream.push(&amplitudes, Some(packet)) {
+            out.extend_from_slice(&f);
         }
-        previous = mean;
     }
     out
 }
