@@ -1,0 +1,167 @@
+//! Loading the models the server runs: the pose model (`.csm`, checked by parsing it and
+//! building a runtime once) and the optional activity head (`.rvne`, streamable features
+//! only). Each gets a [`ModelInfo`] (file name, size, CRC-32 of the file bytes, shape) that
+//! every output message carries, so no result is ever separated from the model that made it.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use csipose_runtime::{Config as CsmConfig, Dtype, Kernel, ModelFile, Runtime};
+use csipose_temporal::features::FeatureKind;
+use csipose_temporal::model::ActivityModel;
+
+/// What names a model in every message.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    /// The file name (no directories: messages do not reveal the server's paths).
+    pub file: String,
+    pub bytes: usize,
+    /// CRC-32 (IEEE) of the whole file, 8 hex digits.
+    pub crc32: String,
+    /// Model name stored in the file (pose) or a short description (activity).
+    pub name: String,
+    /// `fp32`, `int8`, `int4` (pose) or `rvne` (activity).
+    pub precision: String,
+}
+
+impl ModelInfo {
+    fn new(path: &Path, bytes: &[u8], name: String, precision: &str) -> ModelInfo {
+        ModelInfo {
+            file: path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.display().to_string()),
+            bytes: bytes.len(),
+            crc32: format!("{:08x}", crc32fast::hash(bytes)),
+            name,
+            precision: precision.into(),
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "file": self.file, "bytes": self.bytes, "crc32": self.crc32,
+            "name": self.name, "precision": self.precision,
+        })
+    }
+}
+
+/// Model bytes in 4-byte aligned memory (what `ModelFile::parse` needs).
+pub struct Aligned {
+    words: Vec<u32>,
+    len: usize,
+}
+
+impl Aligned {
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the u32 buffer viewed as bytes, within its length (len <= 4 * words.len()).
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.len) }
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above; u8 has no alignment requirement.
+        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, self.len) }
+    }
+}
+
+/// A loaded pose model: its bytes, shape and identity.
+pub struct PoseModel {
+    pub bytes: Aligned,
+    pub config: CsmConfig,
+    pub info: ModelInfo,
+}
+
+impl PoseModel {
+    /// Builds the runtime over `consts` (at least `consts_len()` floats).
+    pub fn runtime<'a>(&'a self, consts: &'a mut [f32]) -> Result<Runtime<'a, 'a>> {
+        let mf = ModelFile::parse(self.bytes.bytes())
+            .map_err(|e| anyhow::anyhow!("invalid model file {}: {e:?}", self.info.file))?;
+        Runtime::new(&mf, Kernel::best(), consts)
+            .map_err(|e| anyhow::anyhow!("model file {}: {e:?}", self.info.file))
+    }
+
+    pub fn consts_len(&self) -> usize {
+        Runtime::consts_len_for(&self.config, Kernel::best())
+    }
+}
+
+/// Reads and checks a `.csm` pose model.
+pub fn load_pose(path: &Path) -> Result<PoseModel> {
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot open model {}", path.display()))?;
+    let len = f
+        .metadata()
+        .with_context(|| format!("cannot read model {}", path.display()))?
+        .len();
+    if len > 512 << 20 {
+        bail!("model {}: {len} bytes is larger than any .csm model", path.display());
+    }
+    let len = len as usize;
+    let mut a = Aligned {
+        words: vec![0u32; len.div_ceil(4)],
+        len,
+    };
+    f.read_exact(a.bytes_mut())
+        .with_context(|| format!("cannot read model {}", path.display()))?;
+    let mf = ModelFile::parse(a.bytes())
+        .map_err(|e| anyhow::anyhow!("{}: not a valid .csm model file: {e:?}", path.display()))?;
+    let precision = match mf.precision() {
+        Dtype::F32 => "fp32",
+        Dtype::I8 => "int8",
+        Dtype::I4 => "int4",
+    };
+    let info = ModelInfo::new(path, a.bytes(), mf.name().to_string(), precision);
+    let config = mf.config;
+    let model = PoseModel {
+        bytes: a,
+        config,
+        info,
+    };
+    // Build the runtime once now so that a model the runtime refuses fails at start.
+    let mut consts = vec![0.0f32; model.consts_len()];
+    model.runtime(&mut consts)?;
+    Ok(model)
+}
+
+/// A loaded activity head.
+pub struct Activity {
+    pub model: ActivityModel,
+    pub kind: FeatureKind,
+    pub stride: usize,
+    pub info: ModelInfo,
+}
+
+/// Reads and checks a `.rvne` activity head: it must be causal (so it can stream) and read
+/// amplitude or amplitude-phase features (pose-encoder features need a packed dataset).
+pub fn load_activity(path: &Path, _pose: &ModelInfo) -> Result<Activity> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read activity model {}", path.display()))?;
+    let model = ActivityModel::from_rvne(&bytes)
+        .with_context(|| format!("{}: not a valid .rvne activity model", path.display()))?;
+    if !model.head.causal {
+        bail!(
+            "{}: the activity head uses symmetric attention and cannot stream",
+            path.display()
+        );
+    }
+    let kind = FeatureKind::from_code(model.head.features)
+        .with_context(|| format!("{}: unknown feature code", path.display()))?;
+    if kind == FeatureKind::PoseEncoder {
+        bail!(
+            "{}: the activity head reads pose-encoder features, which the server cannot make from live packets",
+            path.display()
+        );
+    }
+    let name = format!(
+        "activity {} classes, {} features",
+        model.shape.n_classes,
+        kind.name()
+    );
+    let info = ModelInfo::new(path, &bytes, name, "rvne");
+    Ok(Activity {
+        stride: model.head.stride.max(1) as usize,
+        model,
+        kind,
+        info,
+    })
+}
