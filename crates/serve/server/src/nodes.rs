@@ -56,6 +56,7 @@ pub struct Node {
     pub reboots: u64,
     pub conflicts: u64,
     pub last_seq: Option<u64>,
+    pub session: Option<u32>,
     pub rssi: Option<i32>,
     pub antennas: usize,
     pub subcarriers: usize,
@@ -146,6 +147,8 @@ pub struct Seen {
     pub addr: Option<SocketAddr>,
     pub format: &'static str,
     pub seq: Option<u64>,
+    /// Stream session (live frames): a new one means the sender restarted.
+    pub session: Option<u32>,
     pub rssi: Option<i32>,
     pub antennas: usize,
     pub subcarriers: usize,
@@ -176,6 +179,7 @@ impl NodeTable {
             reboots: 0,
             conflicts: 0,
             last_seq: None,
+            session: s.session,
             rssi: None,
             antennas: s.antennas,
             subcarriers: s.subcarriers,
@@ -194,7 +198,12 @@ impl NodeTable {
                 }
             }
         }
+        let new_session = s.session.is_some() && n.session.is_some() && s.session != n.session;
+        if s.session.is_some() {
+            n.session = s.session;
+        }
         let seq = match (s.seq, n.last_seq) {
+            _ if new_session => SeqEvent::Reboot,
             (None, _) | (_, None) => SeqEvent::InOrder,
             (Some(q), Some(last)) if q == last => SeqEvent::Duplicate,
             (Some(q), Some(last)) if q > last => {
@@ -267,6 +276,7 @@ mod tests {
             addr: Some(SocketAddr::from(([127, 0, 0, 1], port))),
             format: "test",
             seq: Some(seq),
+            session: None,
             rssi: Some(-40),
             antennas: 1,
             subcarriers: 64,

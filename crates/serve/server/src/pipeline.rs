@@ -1,0 +1,404 @@
+//! The inference thread: packets from the bounded [`Queue`] go, per node, through
+//! 1. the subcarrier interpolation of `capture to-dataset`'s windowing
+//!    ([`csipose_dataset::windows::resample_subcarriers`]) to the model's `S`, keeping the first
+//!    `A` antennas (a node with fewer is skipped and counted);
+//! 2. every `stride` packets, resampling by timestamp into the model's `P` window positions
+//!    `window / P` apart ending at the newest packet ([`window_at_times`]; device timestamps
+//!    when the format has them, else arrival times); a window with a gap over `max_gap` is
+//!    skipped and counted;
+//! 3. the shared MM-Fi preprocessing ([`preprocess_frame`]) and the `no_std` runtime's forward;
+//! 4. with an activity head, every packet also feeds the head's per-frame features
+//!    ([`FeatureStream`]) and each feature frame one step of its KV-cache streamer; a segment
+//!    restarts when the cache is full or the node reboots.
+//!
+//! Each result is one `pose` message naming the model file and hash, published to the hub
+//! with its receive-to-publish latency. When the queue overflows its oldest packets are
+//! dropped (counted in `queue_dropped`).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use csipose_dataset::preprocess::preprocess_frame;
+use csipose_dataset::windows::{resample_subcarriers, window_at_times};
+use csipose_runtime::{Runtime, OUTPUTS};
+use csipose_temporal::features::{FeatureKind, FeatureStream};
+use csipose_temporal::model::{softmax, Streamer};
+use serde_json::json;
+
+use crate::decode::Packet;
+use crate::model::{Activity, PoseModel};
+use crate::{unix_now, Shared};
+
+/// Frames one activity segment holds before its KV cache starts over.
+pub const ACTIVITY_SEGMENT: usize = 512;
+/// Most packets kept per node for the window.
+const HISTORY: usize = 4096;
+/// The CSI preview goes out at most this often per node.
+const CSI_PREVIEW_EVERY: Duration = Duration::from_millis(100);
+/// Values in one CSI preview row.
+const CSI_PREVIEW_VALUES: usize = 64;
+
+/// The bounded packet queue between ingest and inference.
+pub struct Queue {
+    inner: Mutex<VecDeque<Packet>>,
+    cv: Condvar,
+    capacity: usize,
+}
+
+impl Queue {
+    pub fn new(capacity: usize) -> Queue {
+        Queue {
+            inner: Mutex::new(VecDeque::with_capacity(capacity.min(65_536))),
+            cv: Condvar::new(),
+            capacity,
+        }
+    }
+
+    /// Adds a packet; returns true when the oldest packet had to be dropped to make room.
+    pub fn push(&self, p: Packet) -> bool {
+        let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let dropped = if q.len() >= self.capacity {
+            q.pop_front();
+            true
+        } else {
+            false
+        };
+        q.push_back(p);
+        drop(q);
+        self.cv.notify_one();
+        dropped
+    }
+
+    /// The next packet, waiting up to `timeout`.
+    pub fn pop(&self, timeout: Duration) -> Option<Packet> {
+        let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if q.is_empty() {
+            q = self
+                .cv
+                .wait_timeout(q, timeout)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        q.pop_front()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn wake(&self) {
+        self.cv.notify_all();
+    }
+}
+
+/// A node's activity state: features, the streamer and the latest probabilities.
+struct ActivityState<'m> {
+    features: FeatureStream,
+    streamer: Streamer<'m>,
+    probabilities: Option<Vec<f32>>,
+    segment_frames: usize,
+}
+
+/// One node's pipeline state.
+struct NodeState<'m> {
+    times: VecDeque<f64>,
+    packets: VecDeque<Vec<f64>>,
+    since: usize,
+    /// Device timestamp (ns) of the node's first packet, when the format has them.
+    device_origin: Option<u64>,
+    last_time: f64,
+    activity: Option<ActivityState<'m>>,
+    /// Layout the activity state was built for; a change rebuilds it.
+    activity_layout: (usize, usize),
+    last_preview: Option<Instant>,
+}
+
+impl NodeState<'_> {
+    fn new() -> Self {
+        NodeState {
+            times: VecDeque::new(),
+            packets: VecDeque::new(),
+            since: 0,
+            device_origin: None,
+            last_time: f64::NEG_INFINITY,
+            activity: None,
+            activity_layout: (0, 0),
+            last_preview: None,
+        }
+    }
+}
+
+/// Runs until the server stops.
+pub fn run(s: &Shared, pose: PoseModel, activity: Option<Activity>) {
+    let mut consts = vec![0.0f32; pose.consts_len()];
+    let rt = match pose.runtime(&mut consts) {
+        Ok(rt) => rt,
+        Err(e) => {
+            // Checked at start; cannot happen unless memory changed under us.
+            eprintln!("error: {e:#}");
+            return;
+        }
+    };
+    let mut scratch = vec![0.0f32; Runtime::scratch_len(rt.config())];
+    let mut states: BTreeMap<u32, NodeState> = BTreeMap::new();
+    let labels: Vec<String> = activity
+        .as_ref()
+        .map(|a| {
+            (0..a.model.shape.n_classes)
+                .map(|i| {
+                    s.cfg
+                        .activity_labels
+                        .get(i)
+                        .cloned()
+                        .unwrap_or_else(|| format!("class {i}"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    while !s.stopping() {
+        let Some(p) = s.queue.pop(Duration::from_millis(100)) else {
+            continue;
+        };
+        let st = states.entry(p.node).or_insert_with(NodeState::new);
+        if p.reset {
+            *st = NodeState::new();
+            s.stats.skip("node_restarted");
+        }
+        step(s, &rt, &mut scratch, activity.as_ref(), &labels, st, p);
+    }
+}
+
+fn step<'m>(
+    s: &Shared,
+    rt: &Runtime,
+    scratch: &mut [f32],
+    activity: Option<&'m Activity>,
+    labels: &[String],
+    st: &mut NodeState<'m>,
+    p: Packet,
+) {
+    let cfg = *rt.config();
+    let (a, sub, pk) = (cfg.antennas, cfg.subcarriers, cfg.packets);
+    if p.amplitudes.len() != p.antennas * p.subcarriers || p.subcarriers == 0 {
+        s.stats.skip("bad_shape");
+        return;
+    }
+    csi_preview(s, st, &p);
+    if let Some(act) = activity {
+        activity_step(s, act, st, &p);
+    }
+    if p.antennas < a {
+        s.stats.skip("too_few_antennas");
+        return;
+    }
+    // Time of the packet in seconds.
+    let t = match p.device_time_ns {
+        Some(ns) => {
+            let origin = *st.device_origin.get_or_insert(ns);
+            if ns < origin {
+                f64::NEG_INFINITY
+            } else {
+                (ns - origin) as f64 / 1e9
+            }
+        }
+        None => p.received.duration_since(s.started).as_secs_f64(),
+    };
+    if t < st.last_time {
+        // The clock went back without a sequence reset: start the window over.
+        let act = st.activity.take();
+        let layout = st.activity_layout;
+        *st = NodeState::new();
+        st.activity = act;
+        st.activity_layout = layout;
+        s.stats.skip("time_went_back");
+        return;
+    }
+    st.last_time = t;
+    let mut row = Vec::with_capacity(a * sub);
+    for ant in 0..a {
+        let src: Vec<f64> = p.amplitudes[ant * p.subcarriers..(ant + 1) * p.subcarriers]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        row.extend(resample_subcarriers(&src, sub));
+    }
+    st.times.push_back(t);
+    st.packets.push_back(row);
+    st.since += 1;
+    let dt = s.cfg.window_ms / 1e3 / pk as f64;
+    let first_target = t - dt * (pk - 1) as f64;
+    // Keep one packet at or before the first target, drop older ones.
+    while st.times.len() > HISTORY || (st.times.len() >= 2 && st.times[1] <= first_target) {
+        st.times.pop_front();
+        st.packets.pop_front();
+    }
+    if st.since < s.cfg.stride || st.times[0] > first_target {
+        return;
+    }
+    st.since = 0;
+    let max_gap = s.cfg.max_gap_ms / 1e3;
+    if st
+        .times
+        .iter()
+        .zip(st.times.iter().skip(1))
+        .any(|(x, y)| y - x > max_gap)
+    {
+        s.stats.skip("window_gap");
+        return;
+    }
+    let targets: Vec<f64> = (0..pk).map(|k| first_target + dt * k as f64).collect();
+    let times: Vec<f64> = st.times.iter().copied().collect();
+    let rows: Vec<&[f64]> = st.packets.iter().map(|r| r.as_slice()).collect();
+    let Some(mut frame) = window_at_times(&times, &rows, &targets) else {
+        s.stats.skip("window_invalid");
+        return;
+    };
+    if preprocess_frame(&mut frame, a, sub, pk).is_err() {
+        s.stats.skip("preprocess_refused");
+        return;
+    }
+    let x: Vec<f32> = frame.iter().map(|&v| v as f32).collect();
+    let mut out = [0.0f32; OUTPUTS];
+    let t0 = Instant::now();
+    if rt.forward(&x, scratch, &mut out).is_err() {
+        s.stats.skip("forward_failed");
+        return;
+    }
+    crate::stats::Stats::record_latency(
+        &s.stats.inference_time,
+        t0.elapsed().as_micros() as u64,
+    );
+    // The models output positions only; a per-joint confidence would be made up.
+    let keypoints: Vec<serde_json::Value> = out
+        .chunks_exact(2)
+        .map(|xy| json!([xy[0], xy[1], null]))
+        .collect();
+    let act = st.activity.as_ref().and_then(|as_| {
+        as_.probabilities.as_ref().map(|probs| {
+            let best = csipose_temporal::model::argmax(probs);
+            json!({
+                "label": labels.get(best),
+                "index": best,
+                "probabilities": probs,
+                "labels": labels,
+                "frames": as_.segment_frames,
+            })
+        })
+    });
+    let now = Instant::now();
+    let latency_us = now.duration_since(p.received).as_micros() as u64;
+    let msg = json!({
+        "v": 1,
+        "type": "pose",
+        "node": p.node,
+        "seq": p.seq,
+        "time": unix_now(),
+        "received": p.received_unix,
+        "device_time_ns": p.device_time_ns,
+        "window": {"packets": pk, "span_ms": s.cfg.window_ms, "antennas": a, "subcarriers": sub},
+        "keypoints": keypoints,
+        "layout": "coco17-2d",
+        "presence": null,
+        "activity": act,
+        "latency_us": latency_us,
+        "model": s.pose_model.json(),
+        "activity_model": s.activity_model.as_ref().map(|m| m.json()),
+    });
+    crate::stats::Stats::record_latency(&s.stats.publish_latency, latency_us);
+    s.stats.with(|c| {
+        c.inferences += 1;
+        c.poses += 1;
+    });
+    s.hub.publish_pose(p.node, msg, p.received);
+}
+
+fn activity_step<'m>(s: &Shared, act: &'m Activity, st: &mut NodeState<'m>, p: &Packet) {
+    let layout = (p.antennas, p.subcarriers);
+    let phase = act.kind == FeatureKind::AmplitudePhase;
+    if st.activity.is_none() || st.activity_layout != layout {
+        st.activity = None;
+        st.activity_layout = layout;
+        let features = FeatureStream::new(p.antennas, p.subcarriers, act.stride, phase);
+        if features.dim() != act.model.shape.input_dim {
+            s.stats.skip("activity_layout_mismatch");
+            return;
+        }
+        let Ok(streamer) = act.model.streamer(ACTIVITY_SEGMENT) else {
+            s.stats.skip("activity_failed");
+            return;
+        };
+        st.activity = Some(ActivityState {
+            features,
+            streamer,
+            probabilities: None,
+            segment_frames: 0,
+        });
+    }
+    let Some(state) = st.activity.as_mut() else {
+        return;
+    };
+    if phase && p.csi.is_none() {
+        s.stats.skip("activity_needs_complex_csi");
+        return;
+    }
+    let Some(frame) = state.features.push(&p.amplitudes, p.csi.as_deref()) else {
+        return;
+    };
+    if state.streamer.frames() >= ACTIVITY_SEGMENT {
+        // The KV cache is full: a new segment (features and cache) starts here.
+        match act.model.streamer(ACTIVITY_SEGMENT) {
+            Ok(fresh) => state.streamer = fresh,
+            Err(_) => {
+                s.stats.skip("activity_failed");
+                return;
+            }
+        }
+        state.features = FeatureStream::new(p.antennas, p.subcarriers, act.stride, phase);
+        state.segment_frames = 0;
+        s.stats.skip("activity_segment_restart");
+        return;
+    }
+    match state.streamer.push(&frame) {
+        Ok(logits) => {
+            state.probabilities = Some(softmax(&logits));
+            state.segment_frames += 1;
+        }
+        Err(_) => s.stats.skip("activity_failed"),
+    }
+}
+
+/// At most [`CSI_PREVIEW_EVERY`] per node: the first antenna's amplitudes, averaged down to
+/// at most [`CSI_PREVIEW_VALUES`] values.
+fn csi_preview(s: &Shared, st: &mut NodeState, p: &Packet) {
+    let now = Instant::now();
+    if st
+        .last_preview
+        .is_some_and(|t| now.duration_since(t) < CSI_PREVIEW_EVERY)
+    {
+        return;
+    }
+    if !s.hub.wants_csi() {
+        return;
+    }
+    st.last_preview = Some(now);
+    let row = &p.amplitudes[..p.subcarriers];
+    let groups = row.len().min(CSI_PREVIEW_VALUES);
+    let values: Vec<f32> = (0..groups)
+        .map(|g| {
+            let (lo, hi) = (g * row.len() / groups, (g + 1) * row.len() / groups);
+            let part = &row[lo..hi.max(lo + 1)];
+            let m = part.iter().sum::<f32>() / part.len() as f32;
+            (m * 100.0).round() / 100.0
+        })
+        .collect();
+    let msg = json!({
+        "v": 1, "type": "csi", "node": p.node, "seq": p.seq, "time": p.received_unix,
+        "antenna": 0, "subcarriers": p.subcarriers, "amplitudes": values,
+    });
+    s.hub.publish_csi(p.node, msg);
+}
