@@ -1,0 +1,249 @@
+//! The server on loopback with real models: pose messages equal the runtime's output on the
+//! window the packets make, REST endpoints and counters, the token, junk datagrams, a client
+//! that disconnects mid-request and a client that never reads.
+
+mod common;
+
+use std::io::Write;
+use std::net::{TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::*;
+use csipose_dataset::preprocess::preprocess_frame;
+use csipose_dataset::windows::window_at_times;
+use csipose_runtime::{Kernel, ModelFile, Runtime, OUTPUTS};
+
+/// What the pose model gives for the window ending at packet `q` of `node` (10 ms packets,
+/// a 100 ms window of 10 positions: exactly the last 10 packets).
+fn expected_pose(model: &[u8], node: u32, q: u32) -> [f32; OUTPUTS] {
+    let times: Vec<f64> = (q - 9..=q).map(|i| (i as u64 * 10_000_000) as f64 / 1e9).collect();
+    let rows: Vec<Vec<f64>> = (q - 9..=q)
+        .map(|i| amplitudes(node, i).iter().map(|&v| v as f64).collect())
+        .collect();
+    let refs: Vec<&[f64]> = rows.iter().map(|r| r.as_slice()).collect();
+    let t = times[9];
+    let targets: Vec<f64> = (0..P).map(|k| (t - 0.01 * (P - 1) as f64) + 0.01 * k as f64).collect();
+    let mut frame = window_at_times(&times, &refs, &targets).unwrap();
+    preprocess_frame(&mut frame, A, S, P).unwrap();
+    let x: Vec<f32> = frame.iter().map(|&v| v as f32).collect();
+    // The file bytes need 4-byte alignment.
+    let words: Vec<u32> = model
+        .chunks(4)
+        .map(|c| {
+            let mut b = [0u8; 4];
+            b[..c.len()].copy_from_slice(c);
+            u32::from_ne_bytes(b)
+        })
+        .collect();
+    // SAFETY: viewing the u32 buffer as its first model.len() bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(words.as_ptr() as *const u8, model.len()) };
+    let mf = ModelFile::parse(bytes).unwrap();
+    let mut consts = vec![0.0f32; Runtime::consts_len_for(&mf.config, Kernel::best())];
+    let rt = Runtime::new(&mf, Kernel::best(), &mut consts).unwrap();
+    let mut scratch = vec![0.0f32; Runtime::scratch_len(&mf.config)];
+    let mut out = [0.0f32; OUTPUTS];
+    rt.forward(&x, &mut scratch, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn pose_messages_are_the_models_output_and_rest_reports_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), true, |_| {});
+    let (udp, http_addr) = (server.udp_addr(), server.http_addr());
+    let model_bytes = std::fs::read(dir.path().join("nano-test.csm")).unwrap();
+    let crc = format!("{:08x}", crc32fast::hash(&model_bytes));
+
+    let mut ws = ws_connect(http_addr, "?csi=1");
+    let hello = ws_next(&mut ws);
+    assert_eq!(hello["type"], "hello");
+    assert_eq!(hello["v"], 1);
+    assert_eq!(hello["model"]["file"], "nano-test.csm");
+    assert_eq!(hello["model"]["crc32"], crc.as_str());
+    assert_eq!(hello["activity_model"]["file"], "act-test.rvne");
+
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    send(&sock, udp, 3, 0..60, Duration::from_millis(2));
+    let mut csi = None;
+    let pose = ws_until(&mut ws, Duration::from_secs(10), |m| {
+        if m["type"] == "csi" {
+            csi = Some(m.clone());
+        }
+        m["type"] == "pose" && m["seq"] == 59
+    });
+    assert_eq!(pose["node"], 3);
+    assert_eq!(pose["model"]["crc32"], crc.as_str());
+    assert_eq!(pose["activity_model"]["file"], "act-test.rvne");
+    assert!(pose["presence"].is_null(), "no presence detector: not measured");
+    let kp = pose["keypoints"].as_array().unwrap();
+    assert_eq!(kp.len(), 17);
+    let want = expected_pose(&model_bytes, 3, 59);
+    for (j, k) in kp.iter().enumerate() {
+        for c in 0..2 {
+            let got = k[c].as_f64().unwrap();
+            let exp = want[2 * j + c] as f64;
+            assert!((got - exp).abs() < 1e-4, "joint {j} coord {c}: {got} vs {exp}");
+        }
+        assert!(k[2].is_null(), "the model gives no confidence");
+    }
+    // Activity: 60 packets at 4 per frame = 15 frames through the streamer.
+    let act = &pose["activity"];
+    assert_eq!(act["frames"], 15, "{act}");
+    let probs: Vec<f64> = act["probabilities"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
+    assert_eq!(probs.len(), 3);
+    assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+    assert_eq!(act["labels"][act["index"].as_u64().unwrap() as usize], act["label"]);
+    assert!(pose["latency_us"].as_u64().is_some());
+    // The CSI preview (asked for with ?csi=1) and the 1 Hz nodes message.
+    let csi = csi.expect("a csi preview message");
+    assert_eq!(csi["node"], 3);
+    assert_eq!(csi["amplitudes"].as_array().unwrap().len(), S);
+    let nodes = ws_until(&mut ws, Duration::from_secs(5), |m| m["type"] == "nodes" && m["nodes"][0]["packets"] == 60);
+    let n = &nodes["nodes"][0];
+    assert_eq!(n["node"], 3);
+    assert_eq!(n["lost"], 0);
+    assert_eq!(n["rssi"], -42);
+    assert_eq!(n["layout"]["subcarriers"], S);
+    assert_eq!(n["format"], "live");
+
+    // REST.
+    let (code, body) = http(http_addr, "GET", "/healthz", &[]);
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let st = get_json(http_addr, "/api/v1/status");
+    let c = &st["counters"];
+    assert_eq!(c["datagrams"], 60);
+    assert_eq!(c["decoded"]["live"], 60);
+    assert_eq!(c["rejected_total"], 0);
+    assert!(c["poses"].as_u64().unwrap() >= 10, "{st}");
+    assert_eq!(st["model"]["crc32"], crc.as_str());
+    assert!(st["latency_us"]["receive_to_publish"]["p99"].as_u64().is_some());
+    let latest = get_json(http_addr, "/api/v1/pose/latest");
+    assert_eq!(latest["poses"][0]["seq"], 59);
+    assert_eq!(latest["poses"][0]["keypoints"], pose["keypoints"]);
+    let nodes = get_json(http_addr, "/api/v1/nodes");
+    assert_eq!(nodes["nodes"][0]["node"], 3);
+    let (code, metrics) = http(http_addr, "GET", "/metrics", &[]);
+    assert_eq!(code, 200);
+    assert!(metrics.contains("csipose_decoded_total{format=\"live\"} 60"), "{metrics}");
+    assert!(metrics.contains("csipose_node_packets_total{node=\"3\"} 60"), "{metrics}");
+    assert!(metrics.contains("csipose_receive_to_publish_seconds{quantile=\"0.99\"}"));
+    assert_eq!(http(http_addr, "GET", "/nope", &[]).0, 404);
+    assert_eq!(http(http_addr, "DELETE", "/api/v1/status", &[]).0, 405);
+    // Recording without --record-dir is refused, and a POST must be JSON.
+    let json = [("Content-Type", "application/json")];
+    assert_eq!(http(http_addr, "POST", "/api/v1/record/start", &json).0, 409);
+    assert_eq!(http(http_addr, "POST", "/api/v1/record/start", &[]).0, 415);
+    // A foreign Host (DNS rebinding) is refused without a token.
+    let mut s = TcpStream::connect(http_addr).unwrap();
+    s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: evil.example:80\r\n\r\n").unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+    drop(ws);
+    server.shutdown();
+}
+
+#[test]
+fn token_is_required_when_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), false, |c| c.token = Some("s3cret-token".into()));
+    let a = server.http_addr();
+    assert_eq!(http(a, "GET", "/api/v1/status", &[]).0, 401);
+    assert_eq!(http(a, "GET", "/metrics", &[]).0, 401);
+    assert_eq!(http(a, "GET", "/api/v1/status?token=wrong-token", &[]).0, 401);
+    assert_eq!(http(a, "GET", "/api/v1/status?token=s3cret-token", &[]).0, 200);
+    assert_eq!(http(a, "GET", "/api/v1/nodes", &[("Authorization", "Bearer s3cret-token")]).0, 200);
+    assert!(tungstenite::connect(format!("ws://{a}/ws")).is_err());
+    let mut ws = ws_connect(a, "?token=s3cret-token");
+    assert_eq!(ws_next(&mut ws)["type"], "hello");
+    // The page and the health check stay open.
+    assert_eq!(http(a, "GET", "/", &[]).0, 200);
+    assert_eq!(http(a, "GET", "/healthz", &[]).0, 200);
+    // A non-loopback HTTP address without a token is refused before anything is bound.
+    let mut cfg = csipose_serve::Config::new(dir.path().join("nano-test.csm"));
+    cfg.http = "0.0.0.0:0".parse().unwrap();
+    let e = csipose_serve::Server::start(cfg).err().expect("refused").to_string();
+    assert!(e.contains("--token"), "{e}");
+    drop(ws);
+    server.shutdown();
+}
+
+#[test]
+fn junk_datagrams_are_counted_and_never_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), false, |_| {});
+    let (udp, a) = (server.udp_addr(), server.http_addr());
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let good = live_datagram(1, 0);
+    let mut junk = 0u64;
+    for i in 0..400u32 {
+        let d: Vec<u8> = match i % 5 {
+            0 => (0..next() % 1500).map(|_| next() as u8).collect(),
+            1 => good[..(next() as usize % good.len())].to_vec(),
+            2 => {
+                let mut g = good.clone();
+                let k = next() as usize % g.len();
+                g[k] ^= 1 + (next() % 255) as u8;
+                g
+            }
+            3 => vec![0u8; 10_000],
+            _ => b"CSI_DATA,1,2,3,[1 2 3]\n".to_vec(),
+        };
+        sock.send_to(&d, udp).unwrap();
+        junk += 1;
+    }
+    send(&sock, udp, 1, 0..30, Duration::from_millis(1));
+    let st = wait_status(a, Duration::from_secs(10), |v| {
+        v["counters"]["datagrams"].as_u64() == Some(junk + 30)
+    });
+    let c = &st["counters"];
+    let (dec, rej) = (c["decoded_total"].as_u64().unwrap(), c["rejected_total"].as_u64().unwrap());
+    assert_eq!(dec + rej, junk + 30, "received = decoded + rejected: {c}");
+    assert!(c["rejected"]["too_large"].as_u64().unwrap() >= 80, "{c}");
+    assert!(dec >= 30, "{c}");
+    // Still serving.
+    assert_eq!(http(a, "GET", "/healthz", &[]).0, 200);
+    server.shutdown();
+}
+
+#[test]
+fn a_client_leaving_mid_request_or_never_reading_does_not_stall_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), false, |c| c.stride = 1);
+    let (udp, a) = (server.udp_addr(), server.http_addr());
+    // Half a request, then gone.
+    let mut half = TcpStream::connect(a).unwrap();
+    half.write_all(b"GET /api/v1/sta").unwrap();
+    drop(half);
+    // A WebSocket client that leaves in the middle of its handshake.
+    let mut h = TcpStream::connect(a).unwrap();
+    h.write_all(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").unwrap();
+    drop(h);
+    // A WebSocket client that never reads.
+    let slow = ws_connect(a, "?csi=1");
+    let mut ws = ws_connect(a, "");
+    assert_eq!(ws_next(&mut ws)["type"], "hello");
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let t0 = Instant::now();
+    send(&sock, udp, 5, 0..2000, Duration::ZERO);
+    let sent_in = t0.elapsed();
+    let last = ws_until(&mut ws, Duration::from_secs(20), |m| m["type"] == "pose" && m["seq"] == 1999);
+    assert_eq!(last["node"], 5);
+    let st = wait_status(a, Duration::from_secs(10), |v| v["counters"]["datagrams"] == 2000);
+    let c = &st["counters"];
+    // Every datagram was received and decoded: ingest never waited for a client.
+    assert_eq!(c["decoded"]["live"], 2000, "{c}");
+    assert_eq!(c["rejected_total"], 0);
+    assert!(st["clients"].as_u64().unwrap() >= 2, "{st}");
+    eprintln!("2000 datagrams sent in {sent_in:?}; queue dropped {}", c["queue_dropped"]);
+    drop(slow);
+    drop(ws);
+    server.shutdown();
+}
