@@ -19,6 +19,7 @@ pub mod frame;
 pub mod lines;
 pub mod live;
 pub mod nexmon_udp;
+pub mod record;
 pub mod reject;
 
 pub use counters::Counters;
@@ -26,4 +27,5 @@ pub use decode::{decode_datagram, decode_datagram_with, decode_line, DecodeOptio
 pub use frame::{CsiFrame, Format, SampleType, Samples};
 pub use lines::LineSplitter;
 pub use live::LiveFrame;
+pub use record::{Record, RecordError, RecordOptions, RecordReader, RecordWriter};
 pub use reject::{Reject, Rejected};
