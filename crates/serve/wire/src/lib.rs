@@ -21,6 +21,7 @@ pub mod live;
 pub mod nexmon_udp;
 pub mod record;
 pub mod reject;
+pub mod replay;
 
 pub use counters::Counters;
 pub use decode::{decode_datagram, decode_datagram_with, decode_line, DecodeOptions, MAX_DATAGRAM};
