@@ -19,11 +19,14 @@ pub mod frame;
 pub mod lines;
 pub mod live;
 pub mod nexmon_udp;
+pub mod record;
 pub mod reject;
+pub mod replay;
 
 pub use counters::Counters;
 pub use decode::{decode_datagram, decode_datagram_with, decode_line, DecodeOptions, MAX_DATAGRAM};
 pub use frame::{CsiFrame, Format, SampleType, Samples};
 pub use lines::LineSplitter;
 pub use live::LiveFrame;
+pub use record::{Record, RecordError, RecordOptions, RecordReader, RecordWriter};
 pub use reject::{Reject, Rejected};

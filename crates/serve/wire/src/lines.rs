@@ -108,3 +108,32 @@ impl LineSplitter {
         self.discarding = false;
     }
 }
+
+/// Reads `input` to its end (stdin, a serial device already configured with `stty`, a
+/// TCP stream), splits it into lines of at most `max_line` bytes and decodes each as an
+/// ESP32 `CSI_DATA` row, calling `f` with every outcome: frames, and rejections for
+/// over-long lines, console noise and bad rows alike. Empty lines carry nothing and are
+/// skipped. Returns the first read error (an interrupted read is retried).
+pub fn decode_stream<R: std::io::Read>(
+    mut input: R,
+    max_line: usize,
+    mut f: impl FnMut(Result<crate::CsiFrame, Rejected>),
+) -> std::io::Result<()> {
+    let mut split = LineSplitter::new(max_line);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut handle = |l: LineResult<'_>| match l {
+        Ok(line) if line.iter().all(|c| c.is_ascii_whitespace()) => {}
+        Ok(line) => f(crate::decode::decode_line(line)),
+        Err(r) => f(Err(r)),
+    };
+    loop {
+        match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => split.feed(&buf[..n], &mut handle),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    split.finish(&mut handle);
+    Ok(())
+}

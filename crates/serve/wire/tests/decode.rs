@@ -586,3 +586,39 @@ fn line_splitter_bounds_lines() {
     );
     assert_eq!(s.overlong(), 1);
 }
+
+#[test]
+fn decode_stream_counts_every_line() {
+    // Two real rows, console noise, a blank line, an over-long line and a row cut off at
+    // the end of the stream, fed through a reader that returns 7 bytes at a time.
+    let text = std::fs::read(shared("example_csi.csv")).unwrap();
+    let mut rows = text.split(|&c| c == b'\n');
+    let (r1, r2) = (rows.next().unwrap(), rows.next().unwrap());
+    let mut input = Vec::new();
+    input.extend_from_slice(r1);
+    input.extend_from_slice(b"\r\nI (355) wifi:mode : sta\n\n");
+    input.extend_from_slice(&vec![b'x'; 5000]);
+    input.extend_from_slice(b"\n");
+    input.extend_from_slice(r2);
+    input.extend_from_slice(b"\n");
+    input.extend_from_slice(&r1[..r1.len() / 2]);
+    struct Slow<'a>(&'a [u8]);
+    impl std::io::Read for Slow<'_> {
+        fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(b.len()).min(7);
+            b[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let mut c = Counters::new();
+    csipose_wire::lines::decode_stream(Slow(&input), 4096, |r| c.count(&r)).unwrap();
+    assert_eq!(c.accepted(Format::Esp32CsiTool), 2);
+    assert_eq!(c.rejected(None, Reject::NotCsiLine), 1);
+    assert_eq!(c.rejected(None, Reject::TooLarge), 1);
+    assert_eq!(
+        c.rejected(Some(Format::Esp32CsiTool), Reject::BadCsiArray),
+        1
+    );
+    assert_eq!(c.total_rejected(), 3);
+}

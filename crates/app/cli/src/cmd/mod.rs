@@ -10,6 +10,7 @@ pub mod import_mmfi;
 pub mod models;
 pub mod predict;
 pub mod quantize;
+pub mod replay;
 pub mod simulate;
 pub mod split;
 pub mod temporal;
