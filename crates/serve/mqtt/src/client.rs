@@ -88,6 +88,7 @@ pub struct Client {
     /// Stream offset of `buf[0]`, for error messages.
     offset: u64,
     max_incoming: usize,
+    write_timeout: Duration,
     next_packet_id: u16,
     /// Publications that arrived while waiting for something else, in order.
     pending: std::collections::VecDeque<Packet>,
@@ -139,15 +140,13 @@ impl Client {
             source,
         };
         stream.set_nodelay(true).map_err(io_err)?;
-        stream
-            .set_write_timeout(Some(opts.write_timeout.max(Duration::from_millis(1))))
-            .map_err(io_err)?;
         let mut c = Client {
             stream,
             addr: addr.into(),
             buf: Vec::new(),
             offset: 0,
             max_incoming: opts.max_incoming_packet.max(16),
+            write_timeout: opts.write_timeout.max(Duration::from_millis(1)),
             next_packet_id: 1,
             pending: Default::default(),
         };
@@ -200,13 +199,44 @@ impl Client {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 
+    /// Writes all of `bytes` within the write timeout in all: a broker that reads a trickle
+    /// (partial writes that each finish just before the socket timeout) still fails in time.
     fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.stream
-            .write_all(bytes)
-            .map_err(|source| ClientError::Io {
+        let deadline = Instant::now() + self.write_timeout;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout = || ClientError::Timeout {
+                addr: self.addr.clone(),
+                waiting_for: "room to write (the broker is not reading)",
+                timeout: self.write_timeout,
+            };
+            if left.is_zero() {
+                return Err(timeout());
+            }
+            let io_err = |source| ClientError::Io {
                 addr: self.addr.clone(),
                 source,
-            })
+            };
+            self.stream
+                .set_write_timeout(Some(left.max(Duration::from_millis(1))))
+                .map_err(io_err)?;
+            match self.stream.write(rest) {
+                Ok(0) => return Err(io_err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => rest = &rest[n..],
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(timeout())
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+        Ok(())
     }
 
     /// Publishes at QoS 0.
