@@ -704,9 +704,8 @@ mod tests {
     }
 
     fn check_decode_contract(buf: &[u8], limit: usize) {
-        match decode(buf, limit) {
-            Ok(Some((_, n))) => assert!(n >= 2 && n <= buf.len() && n <= limit, "{buf:?}"),
-            Ok(None) | Err(_) => {}
+        if let Ok(Some((_, n))) = decode(buf, limit) {
+            assert!(n >= 2 && n <= buf.len() && n <= limit, "{buf:?}");
         }
     }
 
@@ -742,7 +741,7 @@ mod tests {
                     let i = (rng.next() % buf.len() as u64) as usize;
                     buf[i] ^= 1 << (rng.next() % 8);
                 }
-                if rng.next() % 4 == 0 {
+                if rng.next().is_multiple_of(4) {
                     let cut = (rng.next() % (buf.len() as u64 + 1)) as usize;
                     buf.truncate(cut);
                 }

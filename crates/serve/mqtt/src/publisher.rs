@@ -497,9 +497,11 @@ impl Publisher {
         }
     }
 
-    /// Stops: sends what is queued (for at most `flush`), publishes `offline` (retained),
-    /// disconnects cleanly and joins the thread. A broker that stopped reading can hold this
-    /// up to the write timeout beyond `flush`. Returns the final counters.
+    /// Stops: if connected, sends what is queued (for at most `flush`), publishes `offline`
+    /// (retained) and disconnects cleanly; then joins the thread. What is left unsent is counted
+    /// in `dropped_shutdown`. A broker that stopped reading can hold this up to the write
+    /// timeout beyond `flush`, and a connection attempt in progress up to the connect timeout.
+    /// Returns the final counters. Dropping a `Publisher` does the same with a 0.5 s flush.
     pub fn shutdown(mut self, flush: Duration) -> Metrics {
         self.stop(flush);
         self.metrics()
@@ -671,7 +673,6 @@ fn session(
     topics: &Topics,
     shared: &Arc<Shared>,
 ) -> SessionEnd {
-    let c = &shared.counters;
     let reader = match client.split_reader() {
         Ok(r) => r,
         Err(e) => {
@@ -711,7 +712,6 @@ fn session(
         st.last_error = Some(e);
     }
     drop(st);
-    let _ = c;
     end
 }
 
