@@ -313,7 +313,6 @@ pub fn discovery_configs(topics: &Topics, node: &NodeInfo) -> Vec<(String, Vec<u
         json!({
             "name": name,
             "unique_id": format!("csipose_{id}_{object}"),
-            "object_id": format!("csipose_{id}_{object}"),
             "availability_topic": topics.availability(),
             "payload_available": ONLINE,
             "payload_not_available": OFFLINE,

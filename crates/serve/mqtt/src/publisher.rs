@@ -69,7 +69,8 @@ pub struct PublisherConfig {
     pub topics: Topics,
     /// 1 s to 65,535 s; default 30 s. A ping goes out every half of it.
     pub keep_alive: Duration,
-    /// Messages waiting to be sent, at most; default 256.
+    /// Messages waiting to be sent, at most (1 to 4096; a queued message is found by topic with
+    /// a linear scan); default 256.
     pub queue_capacity: usize,
     /// Reconnect backoff: the first wait, doubling per failed try up to `backoff_max`, each
     /// wait drawn uniformly from [half, full]. Defaults 0.5 s and 30 s.
@@ -122,10 +123,10 @@ impl PublisherConfig {
                 format!("{:?} is outside 1 s to 65535 s", self.keep_alive),
             );
         }
-        if self.queue_capacity == 0 || self.queue_capacity > 1 << 20 {
+        if self.queue_capacity == 0 || self.queue_capacity > 4096 {
             return bad(
                 "queue capacity",
-                format!("{} is outside 1 to 2^20", self.queue_capacity),
+                format!("{} is outside 1 to 4096", self.queue_capacity),
             );
         }
         if self.backoff_min.is_zero() || self.backoff_min > self.backoff_max {
@@ -706,11 +707,11 @@ fn session(
     let end = session_loop(&mut client, cfg, topics, shared);
     client.shutdown();
     let _ = reader_thread.join();
+    // Every way out of the loop has recorded its cause; the reader's error after our own
+    // shutdown ("closed the connection") is not one.
     let mut st = shared.lock();
     st.connected = false;
-    if let Some(e) = st.conn_lost.take() {
-        st.last_error = Some(e);
-    }
+    st.conn_lost = None;
     drop(st);
     end
 }
@@ -898,9 +899,11 @@ mod tests {
         let mut c = ok.clone();
         c.keep_alive = Duration::from_millis(10);
         assert!(c.validate().is_err());
-        let mut c = ok.clone();
-        c.queue_capacity = 0;
-        assert!(c.validate().is_err());
+        for cap in [0, 4097] {
+            let mut c = ok.clone();
+            c.queue_capacity = cap;
+            assert!(c.validate().is_err(), "{cap}");
+        }
         let mut c = ok.clone();
         c.backoff_min = Duration::from_secs(60);
         assert!(c.validate().is_err());

@@ -453,6 +453,8 @@ fn reconnects_after_the_broker_restarts() {
     wait_for("failed reconnects", Duration::from_secs(10), || {
         p.metrics().connect_failures >= 2
     });
+    let err = p.metrics().last_error.unwrap();
+    assert!(err.contains(&addr), "the error names the broker: {err}");
     broker.launch();
     wait_for("the reconnect", Duration::from_secs(10), || {
         let m = p.metrics();
