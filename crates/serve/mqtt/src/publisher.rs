@@ -874,6 +874,13 @@ mod tests {
     }
 
     #[test]
+    fn publisher_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Publisher>();
+        shareable::<Metrics>();
+    }
+
+    #[test]
     fn config_is_validated() {
         let ok = PublisherConfig::new("127.0.0.1:1883");
         assert!(ok.validate().is_ok());
