@@ -22,6 +22,8 @@ enum Command {
     Capture(cmd::capture::Args),
     /// Send captures, datasets or recordings to a UDP address as live traffic, with faults.
     Replay(cmd::replay::Args),
+    /// The live sensing server: CSI over UDP/stdin/serial to poses on a WebSocket, REST and a web page.
+    Serve(cmd::serve::Args),
     /// Run the main job end to end on a built-in default (see README).
     Demo(cmd::demo::Args),
     /// Import an MM-Fi tree (or its zip archives) into a packed dataset.
@@ -55,6 +57,7 @@ fn main() {
     let result = match cli.command {
         Command::Capture(a) => cmd::capture::run(a),
         Command::Replay(a) => cmd::replay::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
         Command::Demo(a) => cmd::demo::run(a),
         Command::ImportMmfi(a) => cmd::import_mmfi::run(a),
         Command::Simulate(a) => cmd::simulate::run(a),

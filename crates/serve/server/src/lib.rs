@@ -84,6 +84,9 @@ pub struct Config {
     pub mode: Mode,
     /// Most simultaneous HTTP/WebSocket connections.
     pub max_connections: usize,
+    /// Run the presence/motion detector per node (default on): once it is calibrated, a
+    /// pose message without a person carries no keypoints.
+    pub presence: bool,
 }
 
 impl Config {
@@ -105,6 +108,7 @@ impl Config {
             serial: None,
             mode: Mode::Live,
             max_connections: 64,
+            presence: true,
         }
     }
 

@@ -11,6 +11,11 @@
 //!    ([`FeatureStream`]) and each feature frame one step of its KV-cache streamer; a segment
 //!    restarts when the cache is full or the node reboots.
 //!
+//! 5. the presence detector ([`PresenceDetector`], per node, on the first antenna's
+//!    amplitudes) sees every packet; once calibrated, a window without a person gives a
+//!    `pose` message with `presence: false` and no keypoints (never a made-up pose); while it
+//!    calibrates, `presence` is `null` and the model's keypoints are sent.
+//!
 //! Each result is one `pose` message naming the model file and hash, published to the hub
 //! with its receive-to-publish latency. When the queue overflows its oldest packets are
 //! dropped (counted in `queue_dropped`).
@@ -21,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use csipose_dataset::preprocess::preprocess_frame;
 use csipose_dataset::windows::{resample_subcarriers, window_at_times};
+use csipose_presence::{Phase, PresenceConfig, PresenceDetector, Reading};
 use csipose_runtime::{Runtime, OUTPUTS};
 use csipose_temporal::features::{FeatureKind, FeatureStream};
 use csipose_temporal::model::{softmax, Streamer};
@@ -116,6 +122,8 @@ struct NodeState<'m> {
     /// Layout the activity state was built for; a change rebuilds it.
     activity_layout: (usize, usize),
     last_preview: Option<Instant>,
+    presence: Option<PresenceDetector>,
+    reading: Option<Reading>,
 }
 
 impl NodeState<'_> {
@@ -129,6 +137,8 @@ impl NodeState<'_> {
             activity: None,
             activity_layout: (0, 0),
             last_preview: None,
+            presence: None,
+            reading: None,
         }
     }
 }
@@ -189,6 +199,9 @@ fn step<'m>(
         return;
     }
     csi_preview(s, st, &p);
+    if s.cfg.presence {
+        presence_step(s, st, &p);
+    }
     if let Some(act) = activity {
         activity_step(s, act, st, &p);
     }
@@ -210,11 +223,12 @@ fn step<'m>(
     };
     if t < st.last_time {
         // The clock went back without a sequence reset: start the window over.
-        let act = st.activity.take();
-        let layout = st.activity_layout;
-        *st = NodeState::new();
-        st.activity = act;
-        st.activity_layout = layout;
+        let mut fresh = NodeState::new();
+        fresh.activity = st.activity.take();
+        fresh.activity_layout = st.activity_layout;
+        fresh.presence = st.presence.take();
+        fresh.reading = st.reading.take();
+        *st = fresh;
         s.stats.skip("time_went_back");
         return;
     }
@@ -278,6 +292,19 @@ fn step<'m>(
         .chunks_exact(2)
         .map(|xy| json!([xy[0], xy[1], null]))
         .collect();
+    let (presence, presence_json) = match st.reading {
+        Some(r) => (
+            (r.phase == Phase::Running).then_some(r.present),
+            json!({"phase": r.phase.name(), "motion": r.motion, "ratio": r.ratio, "confidence": r.confidence}),
+        ),
+        None => (None, serde_json::Value::Null),
+    };
+    // Nobody there: no skeleton.
+    let keypoints = if presence == Some(false) {
+        serde_json::Value::Null
+    } else {
+        serde_json::Value::Array(keypoints)
+    };
     let act = st.activity.as_ref().and_then(|as_| {
         as_.probabilities.as_ref().map(|probs| {
             let best = csipose_temporal::model::argmax(probs);
@@ -303,7 +330,8 @@ fn step<'m>(
         "window": {"packets": pk, "span_ms": s.cfg.window_ms, "antennas": a, "subcarriers": sub},
         "keypoints": keypoints,
         "layout": "coco17-2d",
-        "presence": null,
+        "presence": presence,
+        "presence_detector": presence_json,
         "activity": act,
         "latency_us": latency_us,
         "model": s.pose_model.json(),
@@ -315,6 +343,27 @@ fn step<'m>(
         c.poses += 1;
     });
     s.hub.publish_pose(p.node, msg, p.received);
+}
+
+fn presence_step(s: &Shared, st: &mut NodeState, p: &Packet) {
+    let n = p.subcarriers;
+    if st.presence.as_ref().is_some_and(|d| d.subcarriers() != n) {
+        // The layout changed: calibrate again.
+        st.presence = None;
+        st.reading = None;
+    }
+    if st.presence.is_none() {
+        match PresenceDetector::new(n, PresenceConfig::default()) {
+            Ok(d) => st.presence = Some(d),
+            Err(_) => {
+                s.stats.skip("presence_unavailable");
+                return;
+            }
+        }
+    }
+    if let Some(d) = st.presence.as_mut() {
+        st.reading = Some(d.push_amplitudes(&p.amplitudes[..n]));
+    }
 }
 
 fn activity_step<'m>(s: &Shared, act: &'m Activity, st: &mut NodeState<'m>, p: &Packet) {

@@ -11,6 +11,7 @@ pub mod models;
 pub mod predict;
 pub mod quantize;
 pub mod replay;
+pub mod serve;
 pub mod simulate;
 pub mod split;
 pub mod temporal;

@@ -1,0 +1,99 @@
+//! `csipose serve`: the live sensing server (crate `csipose-serve`) from the command line:
+//! options to [`csipose_serve::Config`], start, print where it listens, run until killed.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use csipose_serve::{Config, Mode, Server};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The pose model (.csm); its input shape [A, S, P] sets the window.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The temporal activity head (.rvne; causal, amplitude or amplitude-phase features).
+    #[arg(long)]
+    pub activity: Option<PathBuf>,
+    /// Comma-separated class names of the activity head, in class order.
+    #[arg(long, value_delimiter = ',')]
+    pub activity_labels: Vec<String>,
+    /// UDP address for CSI datagrams.
+    #[arg(long, default_value = "127.0.0.1:5005")]
+    pub bind: std::net::SocketAddr,
+    /// HTTP/WebSocket address (a non-loopback address needs --token).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: std::net::SocketAddr,
+    /// Token the WebSocket and REST API require (?token= or Authorization: Bearer).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Folder for recordings started with POST /api/v1/record/start (or the page's button).
+    #[arg(long)]
+    pub record_dir: Option<PathBuf>,
+    /// Also read ESP32 CSI_DATA text lines from standard input.
+    #[arg(long)]
+    pub stdin: bool,
+    /// Also read CSI_DATA text lines from this serial device (set its baud rate with stty).
+    #[arg(long)]
+    pub serial: Option<PathBuf>,
+    /// Window span in ms: the model's P positions are span / P apart.
+    #[arg(long, default_value_t = 100.0)]
+    pub window_ms: f64,
+    /// Packets of one node between two inferences.
+    #[arg(long, default_value_t = 5)]
+    pub stride: usize,
+    /// A window with a larger gap between two packets (ms) is skipped and counted.
+    #[arg(long, default_value_t = 250.0)]
+    pub max_gap_ms: f64,
+    /// Inference queue capacity in packets (the oldest are dropped and counted beyond it).
+    #[arg(long, default_value_t = 4096)]
+    pub queue: usize,
+    /// Label the data as a replay on the page's banner.
+    #[arg(long)]
+    pub replay: bool,
+    /// Do not run the presence detector (poses are sent with presence null).
+    #[arg(long)]
+    pub no_presence: bool,
+    /// Most simultaneous HTTP/WebSocket connections.
+    #[arg(long, default_value_t = 64)]
+    pub max_connections: usize,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let mut cfg = Config::new(a.model);
+    cfg.activity = a.activity;
+    cfg.activity_labels = a.activity_labels;
+    cfg.udp = a.bind;
+    cfg.http = a.http;
+    cfg.token = a.token;
+    cfg.record_dir = a.record_dir;
+    cfg.stdin = a.stdin;
+    cfg.serial = a.serial;
+    cfg.window_ms = a.window_ms;
+    cfg.stride = a.stride;
+    cfg.max_gap_ms = a.max_gap_ms;
+    cfg.queue = a.queue;
+    cfg.mode = if a.replay { Mode::Replay } else { Mode::Live };
+    cfg.presence = !a.no_presence;
+    cfg.max_connections = a.max_connections;
+    let token = cfg.token.clone();
+    let server = Server::start(cfg)?;
+    let s = server.shared();
+    eprintln!(
+        "csipose serve: model {} ({}, crc32 {}){}",
+        s.pose_model.file,
+        s.pose_model.precision,
+        s.pose_model.crc32,
+        s.activity_model
+            .as_ref()
+            .map(|m| format!(", activity {} (crc32 {})", m.file, m.crc32))
+            .unwrap_or_default()
+    );
+    eprintln!("  CSI datagrams on udp://{}", server.udp_addr());
+    eprintln!(
+        "  page on http://{}/{}",
+        server.http_addr(),
+        token.map(|t| format!("?token={t}")).unwrap_or_default()
+    );
+    server.wait();
+    Ok(())
+}
