@@ -247,3 +247,31 @@ fn a_client_leaving_mid_request_or_never_reading_does_not_stall_others() {
     drop(ws);
     server.shutdown();
 }
+
+#[test]
+fn an_empty_room_gives_presence_false_and_no_keypoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), false, |_| {});
+    let (udp, a) = (server.udp_addr(), server.http_addr());
+    let mut ws = ws_connect(a, "");
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..800u32 {
+        sock.send_to(&still_datagram(9, i), udp).unwrap();
+        if i % 50 == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let pose = ws_until(&mut ws, Duration::from_secs(10), |m| m["type"] == "pose" && m["seq"] == 799);
+    assert_eq!(pose["presence_detector"]["phase"], "running", "{pose}");
+    assert_eq!(pose["presence"], false, "{pose}");
+    assert!(pose["keypoints"].is_null(), "no person, no skeleton: {pose}");
+    // Movement: the amplitudes change strongly from packet to packet.
+    for i in 800..1000u32 {
+        sock.send_to(&live_datagram(9, i), udp).unwrap();
+    }
+    let pose = ws_until(&mut ws, Duration::from_secs(10), |m| m["type"] == "pose" && m["seq"] == 999);
+    assert_eq!(pose["presence"], true, "{pose}");
+    assert_eq!(pose["keypoints"].as_array().map(Vec::len), Some(17));
+    drop(ws);
+    server.shutdown();
+}

@@ -174,3 +174,29 @@ pub fn wait_status(addr: SocketAddr, limit: Duration, f: impl Fn(&serde_json::Va
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A packet of an empty, still room: a fixed profile with small deterministic noise.
+pub fn still_datagram(node: u32, i: u32) -> Vec<u8> {
+    let mut h = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ node as u64;
+    let amps = (0..A * S)
+        .map(|k| {
+            h ^= h << 13;
+            h ^= h >> 7;
+            h ^= h << 17;
+            let noise = (h % 1000) as f32 / 1000.0 - 0.5;
+            20.0 + (k % 5) as f32 + 0.05 * noise
+        })
+        .collect();
+    LiveFrame {
+        node,
+        session: 1,
+        seq: i,
+        device_time_ns: i as u64 * 10_000_000,
+        rssi_dbm: Some(-50),
+        antennas: A as u16,
+        subcarriers: S as u16,
+        samples: Samples::AmplitudeF32(amps),
+    }
+    .encode()
+    .expect("encode")
+}
