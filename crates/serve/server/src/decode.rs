@@ -76,22 +76,63 @@ pub fn packet(frame: &CsiFrame, node: u32, received: Instant, received_unix: f64
     }
 }
 
-/// An open recording (raw datagrams with receive times).
+/// An open recording: every datagram the UDP socket receives (accepted or not), with its
+/// receive time and source address, in `csipose-wire`'s recording format (fsync'ed at least
+/// once a second, rotated into part files), so `csipose replay` can send it again.
 pub struct Recording {
     pub path: std::path::PathBuf,
     pub started_unix: f64,
+    writer: csipose_wire::record::RecordWriter,
 }
 
 impl Recording {
-    /// Starts recording into `--record-dir`; `Err((status, message))` when it cannot.
+    /// Starts recording into `--record-dir` under a new name; `Err((status, message))` when
+    /// it cannot.
     pub fn start(s: &crate::Shared) -> Result<serde_json::Value, (u16, String)> {
-        if s.cfg.record_dir.is_none() {
+        let Some(dir) = &s.cfg.record_dir else {
             return Err((409, "recording is off: start the server with --record-dir".into()));
+        };
+        let mut rec = s.recorder.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = rec.as_ref() {
+            return Err((409, format!("already recording to {}", r.file_name())));
         }
-        Err((501, "recording is not available in this build".into()))
+        let secs = crate::unix_now() as u64;
+        let mut last_err = String::new();
+        for n in 0..100 {
+            let prefix = dir.join(format!("csipose-{secs}-{n}"));
+            match csipose_wire::record::RecordWriter::create(&prefix, Default::default()) {
+                Ok(writer) => {
+                    let r = Recording {
+                        path: writer.current_path().to_path_buf(),
+                        started_unix: crate::unix_now(),
+                        writer,
+                    };
+                    let v = serde_json::json!({"recording": true, "file": r.file_name()});
+                    *rec = Some(r);
+                    return Ok(v);
+                }
+                // The name is taken: try the next.
+                Err(e) if csipose_wire::record::part_path(&prefix, 0).exists() => last_err = e.to_string(),
+                Err(e) => return Err((500, e.to_string())),
+            }
+        }
+        Err((500, last_err))
     }
 
-    /// The recording's file name (no directories).
+    /// Appends one datagram.
+    pub fn write(&mut self, bytes: &[u8], recv_ns: u64, from: std::net::SocketAddr) -> anyhow::Result<()> {
+        self.writer.append(recv_ns, from, bytes)?;
+        self.path = self.writer.current_path().to_path_buf();
+        Ok(())
+    }
+
+    /// Syncs when the sync interval has passed (call regularly).
+    pub fn tick(&mut self) -> anyhow::Result<()> {
+        self.writer.tick()?;
+        Ok(())
+    }
+
+    /// The recording's current part file name (no directories).
     pub fn file_name(&self) -> String {
         self.path
             .file_name()
@@ -99,17 +140,12 @@ impl Recording {
             .unwrap_or_default()
     }
 
-    /// Appends one datagram.
-    pub fn write(
-        &mut self,
-        _bytes: &[u8],
-        _received_unix: f64,
-        _from: std::net::SocketAddr,
-    ) -> anyhow::Result<()> {
-        anyhow::bail!("recording is not available in this build")
-    }
-
-    pub fn finish(self) -> anyhow::Result<()> {
-        Ok(())
+    /// Syncs and closes; returns the part files' names.
+    pub fn finish(self) -> anyhow::Result<Vec<String>> {
+        let paths = self.writer.finish()?;
+        Ok(paths
+            .iter()
+            .filter_map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+            .collect())
     }
 }

@@ -403,7 +403,7 @@ fn record_stop(s: &Shared) -> (u16, serde_json::Value) {
         Some(r) => {
             let file = r.file_name();
             match r.finish() {
-                Ok(()) => (200, json!({"recording": false, "file": file})),
+                Ok(parts) => (200, json!({"recording": false, "file": file, "parts": parts})),
                 Err(e) => (500, json!({"error": format!("{e:#}"), "file": file})),
             }
         }

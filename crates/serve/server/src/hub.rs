@@ -235,6 +235,18 @@ pub fn ticker(s: &Shared) {
                 next = now + Duration::from_secs(1);
             }
         }
+        {
+            // Recordings are fsync'ed at least once a second even when no datagram comes.
+            let mut rec = s.recorder.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(r) = rec.as_mut() {
+                if let Err(e) = r.tick() {
+                    eprintln!("recording {}: {e:#}; recording stopped", r.path.display());
+                    if let Some(r) = rec.take() {
+                        let _ = r.finish();
+                    }
+                }
+            }
+        }
         std::thread::sleep(Duration::from_millis(50).min(next.saturating_duration_since(now)));
     }
 }

@@ -64,7 +64,7 @@ pub fn udp_loop(s: &Shared, sock: UdpSocket) {
         let received_unix = unix_now();
         let bytes = &buf[..n];
         s.stats.with(|c| c.datagrams += 1);
-        record(s, bytes, received_unix, from);
+        record(s, bytes, csipose_wire::record::now_ns(), from);
         if n > MAX_DATAGRAM {
             reject(s, "too_large");
             continue;
@@ -117,10 +117,10 @@ fn reject_wire(s: &Shared, r: &Rejected) {
     reject(s, r.reason.reason());
 }
 
-fn record(s: &Shared, bytes: &[u8], received_unix: f64, from: SocketAddr) {
+fn record(s: &Shared, bytes: &[u8], recv_ns: u64, from: SocketAddr) {
     let mut rec = s.recorder.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(r) = rec.as_mut() {
-        match r.write(bytes, received_unix, from) {
+        match r.write(bytes, recv_ns, from) {
             Ok(()) => s.stats.with(|c| c.recorded += 1),
             Err(e) => {
                 eprintln!("recording {}: {e:#}; recording stopped", r.path.display());

@@ -275,3 +275,65 @@ fn an_empty_room_gives_presence_false_and_no_keypoints() {
     drop(ws);
     server.shutdown();
 }
+
+/// Pose messages of `node` until `last` arrives: seq -> keypoints.
+fn collect_poses(ws: &mut Ws, node: u32, last: u64) -> std::collections::BTreeMap<u64, serde_json::Value> {
+    let mut out = std::collections::BTreeMap::new();
+    ws_until(ws, Duration::from_secs(20), |m| {
+        if m["type"] == "pose" && m["node"] == node {
+            out.insert(m["seq"].as_u64().unwrap(), m["keypoints"].clone());
+        }
+        m["type"] == "pose" && m["seq"] == last
+    });
+    out
+}
+
+#[test]
+fn a_recording_replayed_gives_the_same_pose_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec_dir = tempfile::tempdir().unwrap();
+    let rd = rec_dir.path().to_path_buf();
+    let server = start(dir.path(), false, move |c| c.record_dir = Some(rd));
+    let (udp, a) = (server.udp_addr(), server.http_addr());
+    let json = [("Content-Type", "application/json")];
+    let (code, body) = http(a, "POST", "/api/v1/record/start", &json);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(http(a, "POST", "/api/v1/record/start", &json).0, 409, "already recording");
+    let mut ws = ws_connect(a, "");
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(b"junk is recorded too", udp).unwrap();
+    send(&sock, udp, 4, 0..100, Duration::from_millis(3));
+    let first = collect_poses(&mut ws, 4, 99);
+    let st = wait_status(a, Duration::from_secs(5), |v| v["recording"]["datagrams"] == 101);
+    assert_eq!(st["counters"]["rejected_total"], 1);
+    let (code, body) = http(a, "POST", "/api/v1/record/stop", &json);
+    assert_eq!(code, 200, "{body}");
+    let stopped: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let file = rec_dir.path().join(stopped["parts"][0].as_str().unwrap());
+    assert_eq!(http(a, "POST", "/api/v1/record/stop", &json).0, 409);
+    drop(ws);
+    server.shutdown();
+
+    // A second server gets the recording through `replay`.
+    let dir2 = tempfile::tempdir().unwrap();
+    let server = start(dir2.path(), false, |_| {});
+    let mut ws = ws_connect(server.http_addr(), "");
+    let opts = csipose_wire::replay::ReplayOptions {
+        to: server.udp_addr(),
+        speed: csipose_wire::replay::Speed::Factor(1.0),
+        ..Default::default()
+    };
+    let stats = csipose_wire::replay::replay(&[file], &opts).expect("replay");
+    assert_eq!(stats.sent, 101, "{stats:?}");
+    let second = collect_poses(&mut ws, 4, 99);
+    let common: Vec<&u64> = first.keys().filter(|k| second.contains_key(k)).collect();
+    assert!(common.len() * 10 >= first.len() * 8, "{} of {} poses in both", common.len(), first.len());
+    for k in common {
+        assert_eq!(first[k], second[k], "pose {k} differs after record and replay");
+    }
+    let st = get_json(server.http_addr(), "/api/v1/status");
+    assert_eq!(st["counters"]["datagrams"], 101);
+    assert_eq!(st["counters"]["rejected_total"], 1);
+    drop(ws);
+    server.shutdown();
+}

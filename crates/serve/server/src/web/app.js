@@ -180,6 +180,7 @@
   async function api(path, method) {
     const headers = { "Content-Type": "application/json" };
     if (token) headers.Authorization = "Bearer " + token;
+    if (method !== "POST") delete headers["Content-Type"];
     const r = await fetch(path, { method, headers, body: method === "POST" ? "{}" : undefined });
     return [r.status, await r.json()];
   }
@@ -197,6 +198,20 @@
     $("record").textContent = recording ? "■ Stop" : "● Record";
   };
 
+  async function refreshStatus() {
+    try {
+      const [code, v] = await api("/api/v1/status", "GET");
+      if (code !== 200) return;
+      const c = v.counters;
+      const rej = Object.entries(c.rejected).map(([k, n]) => `${k} ${n}`).join(", ") || "none";
+      $("counters").textContent = `datagrams ${c.datagrams} · lines ${c.lines} · decoded ${c.decoded_total} · ` +
+        `rejected ${c.rejected_total} (${rej}) · queue dropped ${c.queue_dropped} · poses ${c.poses} · clients ${v.clients}`;
+      if (v.recording) { recording = true; $("recstate").textContent = `recording ${v.recording.file}`; }
+    } catch (e) { /* the banner shows the connection state */ }
+  }
+
   setInterval(setBanner, 500);
+  setInterval(refreshStatus, 2000);
+  refreshStatus();
   connect();
 })();
