@@ -461,6 +461,10 @@ fn status(s: &Shared) -> serde_json::Value {
         "latency_us": latency_json(s),
         "recording": recording,
         "record_dir_set": s.cfg.record_dir.is_some(),
+        "mqtt": s.mqtt.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|p| {
+            let m = p.metrics();
+            json!({"connected": m.connected, "sent": m.sent, "dropped": m.dropped(), "reconnects": m.reconnects, "last_error": m.last_error})
+        }),
     })
 }
 
@@ -542,6 +546,10 @@ pub fn metrics(s: &Shared) -> String {
     metric("csipose_node_reboots_total", "counter", "Sequence resets (reboots) per node.", per(&|n| n.reboots as f64));
     metric("csipose_node_rssi_dbm", "gauge", "Last RSSI per node.", per(&|n| n.rssi.map(f64::from).unwrap_or(f64::NAN)));
     metric("csipose_node_last_seen_seconds", "gauge", "Seconds since the node's last packet.", per(&|n| now.duration_since(n.last_seen).as_secs_f64()));
+    drop(nodes);
+    if let Some(p) = s.mqtt.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        o.push_str(&p.metrics().to_prometheus());
+    }
     o
 }
 

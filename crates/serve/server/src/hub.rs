@@ -223,13 +223,49 @@ pub fn nodes_message(s: &Shared) -> serde_json::Value {
     })
 }
 
+/// Announces new nodes to MQTT (Home Assistant discovery) and publishes each node's link
+/// statistics.
+fn mqtt_nodes(s: &Shared, announced: &mut std::collections::BTreeSet<u32>) {
+    let guard = s.mqtt.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(publ) = guard.as_ref() else {
+        return;
+    };
+    let now = Instant::now();
+    let rows: Vec<(u32, f64, u64)> = s
+        .nodes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .nodes
+        .values()
+        .map(|n| (n.id, n.rate_hz(now), n.packets))
+        .collect();
+    for (node, rate, packets) in rows {
+        let Some(id) = crate::pipeline::mqtt_node(node) else {
+            continue;
+        };
+        if announced.insert(node) {
+            let _ = publ.announce(csipose_mqtt::NodeInfo::new(id.clone()));
+        }
+        let _ = publ.stats(
+            &id,
+            &csipose_mqtt::StatsMessage {
+                time_unix_s: crate::unix_now(),
+                packet_rate_hz: rate,
+                packets,
+            },
+        );
+    }
+}
+
 /// Publishes `nodes` once a second until the server stops.
 pub fn ticker(s: &Shared) {
+    let mut announced = std::collections::BTreeSet::new();
     let mut next = Instant::now();
     while !s.stopping() {
         let now = Instant::now();
         if now >= next {
             s.hub.publish_nodes(nodes_message(s));
+            mqtt_nodes(s, &mut announced);
             next += Duration::from_secs(1);
             if next < now {
                 next = now + Duration::from_secs(1);

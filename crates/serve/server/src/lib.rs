@@ -87,6 +87,9 @@ pub struct Config {
     /// Run the presence/motion detector per node (default on): once it is calibrated, a
     /// pose message without a person carries no keypoints.
     pub presence: bool,
+    /// MQTT broker (`HOST:PORT`) for poses, activity, presence and link statistics per node,
+    /// with Home Assistant discovery (crate `csipose-mqtt`).
+    pub mqtt: Option<String>,
 }
 
 impl Config {
@@ -109,6 +112,7 @@ impl Config {
             mode: Mode::Live,
             max_connections: 64,
             presence: true,
+            mqtt: None,
         }
     }
 
@@ -171,6 +175,8 @@ pub struct Shared {
     pub queue: pipeline::Queue,
     pub hub: hub::Hub,
     pub recorder: std::sync::Mutex<Option<decode::Recording>>,
+    /// The MQTT publisher (never blocks: it queues for its own thread).
+    pub mqtt: std::sync::Mutex<Option<csipose_mqtt::Publisher>>,
     pub started: std::time::Instant,
     pub started_unix: f64,
 }
@@ -199,6 +205,17 @@ impl Server {
             Some(p) => Some(model::load_activity(p, &pose.info)?),
             None => None,
         };
+        let mqtt = match &cfg.mqtt {
+            Some(broker) => {
+                let mut pc = csipose_mqtt::PublisherConfig::new(broker);
+                pc.client_id = format!("csipose-serve-{}", std::process::id());
+                Some(
+                    csipose_mqtt::Publisher::start(pc)
+                        .map_err(|e| anyhow::anyhow!("--mqtt {broker}: {e}"))?,
+                )
+            }
+            None => None,
+        };
         let udp = UdpSocket::bind(cfg.udp)
             .with_context(|| format!("cannot bind UDP {}", cfg.udp))?;
         ingest::enlarge_receive_buffer(&udp, 4 << 20);
@@ -217,6 +234,7 @@ impl Server {
             nodes: std::sync::Mutex::new(nodes::NodeTable::default()),
             hub: hub::Hub::default(),
             recorder: std::sync::Mutex::new(None),
+            mqtt: std::sync::Mutex::new(mqtt),
             started: std::time::Instant::now(),
             started_unix: unix_now(),
             cfg,
@@ -306,6 +324,10 @@ impl Server {
         self.shared.hub.close_all();
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        let mqtt = self.shared.mqtt.lock().map(|mut m| m.take());
+        if let Ok(Some(p)) = mqtt {
+            p.shutdown(Duration::from_secs(1));
         }
         if let Ok(mut r) = self.shared.recorder.lock() {
             if let Some(rec) = r.take() {

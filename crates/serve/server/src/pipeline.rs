@@ -337,12 +337,74 @@ fn step<'m>(
         "model": s.pose_model.json(),
         "activity_model": s.activity_model.as_ref().map(|m| m.json()),
     });
+    mqtt_publish(s, p.node, p.seq, &msg, st.reading.as_ref());
     crate::stats::Stats::record_latency(&s.stats.publish_latency, latency_us);
     s.stats.with(|c| {
         c.inferences += 1;
         c.poses += 1;
     });
     s.hub.publish_pose(p.node, msg, p.received);
+}
+
+/// The MQTT node id of a node.
+pub fn mqtt_node(node: u32) -> Option<csipose_mqtt::NodeId> {
+    csipose_mqtt::NodeId::new(&format!("node-{node}")).ok()
+}
+
+/// Pose (when there is one), activity and presence (once calibrated) of one message to MQTT.
+fn mqtt_publish(s: &Shared, node: u32, seq: Option<u64>, msg: &serde_json::Value, reading: Option<&Reading>) {
+    let guard = s.mqtt.lock().unwrap_or_else(|e| e.into_inner());
+    let (Some(publ), Some(id)) = (guard.as_ref(), mqtt_node(node)) else {
+        return;
+    };
+    let time = msg["time"].as_f64().unwrap_or(0.0);
+    let seq = seq.unwrap_or(0);
+    // Publishing only queues; a full queue replaces or drops (counted by the publisher).
+    if let Some(kp) = msg["keypoints"].as_array() {
+        let mut keypoints = [[0.0f32; 3]; 17];
+        for (k, v) in keypoints.iter_mut().zip(kp) {
+            // No per-joint confidence from the model: NaN, which is JSON null.
+            *k = [v[0].as_f64().unwrap_or(f64::NAN) as f32, v[1].as_f64().unwrap_or(f64::NAN) as f32, f32::NAN];
+        }
+        let _ = publ.pose(
+            &id,
+            &csipose_mqtt::PoseMessage {
+                seq,
+                time_unix_s: time,
+                keypoints,
+                model_file: s.pose_model.file.clone(),
+                model_hash: format!("crc32:{}", s.pose_model.crc32),
+            },
+        );
+    }
+    if let Some(act) = msg["activity"].as_object() {
+        let labels = act["labels"].as_array().cloned().unwrap_or_default();
+        let probs = act["probabilities"].as_array().cloned().unwrap_or_default();
+        let _ = publ.activity(
+            &id,
+            &csipose_mqtt::ActivityMessage {
+                seq,
+                time_unix_s: time,
+                label: act["label"].as_str().unwrap_or_default().to_string(),
+                probabilities: labels
+                    .iter()
+                    .zip(&probs)
+                    .map(|(l, p)| (l.as_str().unwrap_or_default().to_string(), p.as_f64().unwrap_or(0.0) as f32))
+                    .collect(),
+            },
+        );
+    }
+    if let Some(r) = reading.filter(|r| r.phase == Phase::Running) {
+        let _ = publ.presence(
+            &id,
+            &csipose_mqtt::PresenceMessage {
+                time_unix_s: time,
+                present: r.present,
+                motion: r.motion,
+                confidence: r.confidence,
+            },
+        );
+    }
 }
 
 fn presence_step(s: &Shared, st: &mut NodeState, p: &Packet) {

@@ -56,6 +56,10 @@ pub struct Args {
     /// Most simultaneous HTTP/WebSocket connections.
     #[arg(long, default_value_t = 64)]
     pub max_connections: usize,
+    /// Publish poses, activity, presence and link statistics to this MQTT broker (HOST:PORT),
+    /// with Home Assistant discovery.
+    #[arg(long)]
+    pub mqtt: Option<String>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -75,6 +79,7 @@ pub fn run(a: Args) -> Result<()> {
     cfg.mode = if a.replay { Mode::Replay } else { Mode::Live };
     cfg.presence = !a.no_presence;
     cfg.max_connections = a.max_connections;
+    cfg.mqtt = a.mqtt;
     let token = cfg.token.clone();
     let server = Server::start(cfg)?;
     let s = server.shared();
