@@ -66,7 +66,10 @@ fn main() {
     cfg.http = "127.0.0.1:0".parse().unwrap();
     let server = Server::start(cfg).expect("server");
     let (udp, http) = (server.udp_addr(), server.http_addr());
-    println!("soak: {nodes} nodes x {rate} packets/s for {seconds} s into {udp}; model {}", model.display());
+    println!(
+        "soak: {nodes} nodes x {rate} packets/s for {seconds} s into {udp}; model {}",
+        model.display()
+    );
 
     // One WebSocket client reads everything (it measures receive-to-send).
     let stop = Arc::new(AtomicBool::new(false));
@@ -75,7 +78,8 @@ fn main() {
         std::thread::spawn(move || {
             let (mut ws, _) = tungstenite::connect(format!("ws://{http}/ws")).expect("ws");
             if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
-                s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
             }
             let mut poses = 0u64;
             while !stop.load(Ordering::SeqCst) {
@@ -103,7 +107,9 @@ fn main() {
                         std::thread::sleep(due - now);
                     }
                     let amps = (0..a as usize * s as usize)
-                        .map(|k| 10.0 + ((k as f32) * 0.3 + i as f32 * 0.2 + node as f32).sin() * 4.0)
+                        .map(|k| {
+                            10.0 + ((k as f32) * 0.3 + i as f32 * 0.2 + node as f32).sin() * 4.0
+                        })
                         .collect();
                     let d = LiveFrame {
                         node: node + 1,
@@ -153,13 +159,33 @@ fn main() {
     let (p50, p99, max) = lat(&sh.stats.publish_latency);
     let (s50, s99, smax) = lat(&sh.stats.send_latency);
     let (f50, f99, _) = lat(&sh.stats.inference_time);
-    println!("sent {sent}, received {} (kernel drops {})", c.0, sent.saturating_sub(c.0));
-    println!("received = decoded + rejected: {} = {} + {} ({})", c.0, c.1, c.2, if c.0 == c.1 + c.2 { "holds" } else { "VIOLATED" });
-    println!("inference queue drops {}; poses {} (WebSocket client got {ws_poses}); skipped {:?}", c.3, c.4, c.5);
+    println!(
+        "sent {sent}, received {} (kernel drops {})",
+        c.0,
+        sent.saturating_sub(c.0)
+    );
+    println!(
+        "received = decoded + rejected: {} = {} + {} ({})",
+        c.0,
+        c.1,
+        c.2,
+        if c.0 == c.1 + c.2 {
+            "holds"
+        } else {
+            "VIOLATED"
+        }
+    );
+    println!(
+        "inference queue drops {}; poses {} (WebSocket client got {ws_poses}); skipped {:?}",
+        c.3, c.4, c.5
+    );
     println!("receive->publish p50 {p50} us, p99 {p99} us, max {max} us");
     println!("receive->send    p50 {s50} us, p99 {s99} us, max {smax} us");
     println!("forward          p50 {f50} us, p99 {f99} us");
-    let kib: Vec<String> = rss.iter().map(|(t, k)| format!("{t:.0}s:{}MiB", k / 1024)).collect();
+    let kib: Vec<String> = rss
+        .iter()
+        .map(|(t, k)| format!("{t:.0}s:{}MiB", k / 1024))
+        .collect();
     println!("resident memory {}", kib.join(" "));
     server.shutdown();
 }

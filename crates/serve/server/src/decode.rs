@@ -90,7 +90,10 @@ impl Recording {
     /// it cannot.
     pub fn start(s: &crate::Shared) -> Result<serde_json::Value, (u16, String)> {
         let Some(dir) = &s.cfg.record_dir else {
-            return Err((409, "recording is off: start the server with --record-dir".into()));
+            return Err((
+                409,
+                "recording is off: start the server with --record-dir".into(),
+            ));
         };
         let mut rec = s.recorder.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = rec.as_ref() {
@@ -112,7 +115,9 @@ impl Recording {
                     return Ok(v);
                 }
                 // The name is taken: try the next.
-                Err(e) if csipose_wire::record::part_path(&prefix, 0).exists() => last_err = e.to_string(),
+                Err(e) if csipose_wire::record::part_path(&prefix, 0).exists() => {
+                    last_err = e.to_string()
+                }
                 Err(e) => return Err((500, e.to_string())),
             }
         }
@@ -120,7 +125,12 @@ impl Recording {
     }
 
     /// Appends one datagram.
-    pub fn write(&mut self, bytes: &[u8], recv_ns: u64, from: std::net::SocketAddr) -> anyhow::Result<()> {
+    pub fn write(
+        &mut self,
+        bytes: &[u8],
+        recv_ns: u64,
+        from: std::net::SocketAddr,
+    ) -> anyhow::Result<()> {
         self.writer.append(recv_ns, from, bytes)?;
         self.path = self.writer.current_path().to_path_buf();
         Ok(())

@@ -135,7 +135,9 @@ fn percent_decode(s: &str) -> String {
 pub fn parse_head(head: &[u8]) -> Result<Request, ReadError> {
     let text = std::str::from_utf8(head).map_err(|_| ReadError::Malformed("not UTF-8"))?;
     let mut lines = text.split("\r\n");
-    let first = lines.next().ok_or(ReadError::Malformed("no request line"))?;
+    let first = lines
+        .next()
+        .ok_or(ReadError::Malformed("no request line"))?;
     let mut parts = first.split(' ');
     let (method, target, version) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some(m), Some(t), Some(v), None) => (m, t, v),
@@ -260,7 +262,12 @@ fn respond(stream: &mut TcpStream, code: u16, ctype: &str, body: &[u8]) -> std::
 }
 
 fn respond_json(stream: &mut TcpStream, code: u16, v: &serde_json::Value) {
-    let _ = respond(stream, code, "application/json", format!("{v}\n").as_bytes());
+    let _ = respond(
+        stream,
+        code,
+        "application/json",
+        format!("{v}\n").as_bytes(),
+    );
 }
 
 fn error(stream: &mut TcpStream, code: u16, msg: &str) {
@@ -301,7 +308,10 @@ fn host_ok(s: &Shared, req: &Request) -> bool {
     } else {
         host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
     };
-    matches!(name, "localhost" | "::1") || name.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+    matches!(name, "localhost" | "::1")
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn handle(s: &Arc<Shared>, mut stream: TcpStream) {
@@ -318,7 +328,12 @@ fn handle(s: &Arc<Shared>, mut stream: TcpStream) {
     let get = req.method == "GET";
     match req.path.as_str() {
         "/" | "/index.html" if get => {
-            let _ = respond(&mut stream, 200, "text/html; charset=utf-8", INDEX_HTML.as_bytes());
+            let _ = respond(
+                &mut stream,
+                200,
+                "text/html; charset=utf-8",
+                INDEX_HTML.as_bytes(),
+            );
         }
         "/app.js" if get => {
             let _ = respond(
@@ -367,7 +382,11 @@ fn handle(s: &Arc<Shared>, mut stream: TcpStream) {
                 .header("content-type")
                 .is_some_and(|c| c.starts_with("application/json"));
             if !json_body {
-                return error(&mut stream, 415, "POST needs Content-Type: application/json");
+                return error(
+                    &mut stream,
+                    415,
+                    "POST needs Content-Type: application/json",
+                );
             }
             let (code, v) = if req.path.ends_with("start") {
                 record_start(s)
@@ -377,10 +396,13 @@ fn handle(s: &Arc<Shared>, mut stream: TcpStream) {
             respond_json(&mut stream, code, &v)
         }
         "/ws" if get => websocket(s, stream, &req),
-        "/metrics" | "/api/v1/status" | "/api/v1/nodes" | "/api/v1/pose/latest" | "/ws"
-        | "/api/v1/record/start" | "/api/v1/record/stop" => {
-            error(&mut stream, 405, "method not allowed")
-        }
+        "/metrics"
+        | "/api/v1/status"
+        | "/api/v1/nodes"
+        | "/api/v1/pose/latest"
+        | "/ws"
+        | "/api/v1/record/start"
+        | "/api/v1/record/stop" => error(&mut stream, 405, "method not allowed"),
         _ => error(&mut stream, 404, "not found"),
     }
 }
@@ -393,17 +415,16 @@ fn record_start(s: &Shared) -> (u16, serde_json::Value) {
 }
 
 fn record_stop(s: &Shared) -> (u16, serde_json::Value) {
-    let rec = s
-        .recorder
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
+    let rec = s.recorder.lock().unwrap_or_else(|e| e.into_inner()).take();
     match rec {
         None => (409, json!({"error": "not recording"})),
         Some(r) => {
             let file = r.file_name();
             match r.finish() {
-                Ok(parts) => (200, json!({"recording": false, "file": file, "parts": parts})),
+                Ok(parts) => (
+                    200,
+                    json!({"recording": false, "file": file, "parts": parts}),
+                ),
                 Err(e) => (500, json!({"error": format!("{e:#}"), "file": file})),
             }
         }
@@ -469,7 +490,9 @@ fn status(s: &Shared) -> serde_json::Value {
 }
 
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Prometheus text exposition.
@@ -494,36 +517,94 @@ pub fn metrics(s: &Shared) -> String {
             c.recorded,
         )
     });
-    metric("csipose_datagrams_received_total", "counter", "UDP datagrams received.", vec![(String::new(), c.0 as f64)]);
-    metric("csipose_lines_received_total", "counter", "Text lines received (stdin, serial).", vec![(String::new(), c.1 as f64)]);
+    metric(
+        "csipose_datagrams_received_total",
+        "counter",
+        "UDP datagrams received.",
+        vec![(String::new(), c.0 as f64)],
+    );
+    metric(
+        "csipose_lines_received_total",
+        "counter",
+        "Text lines received (stdin, serial).",
+        vec![(String::new(), c.1 as f64)],
+    );
     metric(
         "csipose_decoded_total",
         "counter",
         "Datagrams and lines decoded, by format.",
-        c.2.iter().map(|(k, v)| (format!("{{format=\"{}\"}}", esc(k)), *v as f64)).collect(),
+        c.2.iter()
+            .map(|(k, v)| (format!("{{format=\"{}\"}}", esc(k)), *v as f64))
+            .collect(),
     );
     metric(
         "csipose_rejected_total",
         "counter",
         "Datagrams and lines rejected, by reason.",
-        c.3.iter().map(|(k, v)| (format!("{{reason=\"{}\"}}", esc(k)), *v as f64)).collect(),
+        c.3.iter()
+            .map(|(k, v)| (format!("{{reason=\"{}\"}}", esc(k)), *v as f64))
+            .collect(),
     );
-    metric("csipose_queue_dropped_total", "counter", "Packets dropped because inference fell behind (oldest first).", vec![(String::new(), c.4 as f64)]);
+    metric(
+        "csipose_queue_dropped_total",
+        "counter",
+        "Packets dropped because inference fell behind (oldest first).",
+        vec![(String::new(), c.4 as f64)],
+    );
     metric(
         "csipose_pipeline_skipped_total",
         "counter",
         "Packets or windows the pipeline skipped, by reason.",
-        c.5.iter().map(|(k, v)| (format!("{{reason=\"{}\"}}", esc(k)), *v as f64)).collect(),
+        c.5.iter()
+            .map(|(k, v)| (format!("{{reason=\"{}\"}}", esc(k)), *v as f64))
+            .collect(),
     );
-    metric("csipose_poses_total", "counter", "Pose messages published.", vec![(String::new(), c.6 as f64)]);
-    metric("csipose_recorded_datagrams_total", "counter", "Datagrams written to recordings.", vec![(String::new(), c.7 as f64)]);
-    metric("csipose_queue_length", "gauge", "Packets waiting for inference.", vec![(String::new(), s.queue.len() as f64)]);
-    metric("csipose_websocket_clients", "gauge", "Connected WebSocket clients.", vec![(String::new(), s.hub.client_count() as f64)]);
-    metric("csipose_websocket_superseded_total", "counter", "Messages replaced before a slow client received them (connected clients).", vec![(String::new(), s.hub.superseded() as f64)]);
+    metric(
+        "csipose_poses_total",
+        "counter",
+        "Pose messages published.",
+        vec![(String::new(), c.6 as f64)],
+    );
+    metric(
+        "csipose_recorded_datagrams_total",
+        "counter",
+        "Datagrams written to recordings.",
+        vec![(String::new(), c.7 as f64)],
+    );
+    metric(
+        "csipose_queue_length",
+        "gauge",
+        "Packets waiting for inference.",
+        vec![(String::new(), s.queue.len() as f64)],
+    );
+    metric(
+        "csipose_websocket_clients",
+        "gauge",
+        "Connected WebSocket clients.",
+        vec![(String::new(), s.hub.client_count() as f64)],
+    );
+    metric(
+        "csipose_websocket_superseded_total",
+        "counter",
+        "Messages replaced before a slow client received them (connected clients).",
+        vec![(String::new(), s.hub.superseded() as f64)],
+    );
     for (name, ring, help) in [
-        ("csipose_receive_to_publish_seconds", &s.stats.publish_latency, "Receive of a window's last packet to its pose message, over recent messages."),
-        ("csipose_receive_to_send_seconds", &s.stats.send_latency, "Receive of a window's last packet to the message written to a WebSocket client."),
-        ("csipose_forward_seconds", &s.stats.inference_time, "One pose forward pass."),
+        (
+            "csipose_receive_to_publish_seconds",
+            &s.stats.publish_latency,
+            "Receive of a window's last packet to its pose message, over recent messages.",
+        ),
+        (
+            "csipose_receive_to_send_seconds",
+            &s.stats.send_latency,
+            "Receive of a window's last packet to the message written to a WebSocket client.",
+        ),
+        (
+            "csipose_forward_seconds",
+            &s.stats.inference_time,
+            "One pose forward pass.",
+        ),
     ] {
         let rows = match Stats::latency(ring) {
             Some((p50, p99, max)) => vec![
@@ -538,14 +619,48 @@ pub fn metrics(s: &Shared) -> String {
     let now = Instant::now();
     let nodes = s.nodes.lock().unwrap_or_else(|e| e.into_inner());
     let per = |f: &dyn Fn(&crate::nodes::Node) -> f64| -> Vec<(String, f64)> {
-        nodes.nodes.values().map(|n| (format!("{{node=\"{}\"}}", n.id), f(n))).collect()
+        nodes
+            .nodes
+            .values()
+            .map(|n| (format!("{{node=\"{}\"}}", n.id), f(n)))
+            .collect()
     };
-    metric("csipose_node_packets_total", "counter", "Packets accepted per node.", per(&|n| n.packets as f64));
-    metric("csipose_node_lost_total", "counter", "Packets missing from sequence gaps per node.", per(&|n| n.lost as f64));
-    metric("csipose_node_rate_hz", "gauge", "Packet rate measured from arrival times over the last 2 s.", per(&|n| n.rate_hz(now)));
-    metric("csipose_node_reboots_total", "counter", "Sequence resets (reboots) per node.", per(&|n| n.reboots as f64));
-    metric("csipose_node_rssi_dbm", "gauge", "Last RSSI per node.", per(&|n| n.rssi.map(f64::from).unwrap_or(f64::NAN)));
-    metric("csipose_node_last_seen_seconds", "gauge", "Seconds since the node's last packet.", per(&|n| now.duration_since(n.last_seen).as_secs_f64()));
+    metric(
+        "csipose_node_packets_total",
+        "counter",
+        "Packets accepted per node.",
+        per(&|n| n.packets as f64),
+    );
+    metric(
+        "csipose_node_lost_total",
+        "counter",
+        "Packets missing from sequence gaps per node.",
+        per(&|n| n.lost as f64),
+    );
+    metric(
+        "csipose_node_rate_hz",
+        "gauge",
+        "Packet rate measured from arrival times over the last 2 s.",
+        per(&|n| n.rate_hz(now)),
+    );
+    metric(
+        "csipose_node_reboots_total",
+        "counter",
+        "Sequence resets (reboots) per node.",
+        per(&|n| n.reboots as f64),
+    );
+    metric(
+        "csipose_node_rssi_dbm",
+        "gauge",
+        "Last RSSI per node.",
+        per(&|n| n.rssi.map(f64::from).unwrap_or(f64::NAN)),
+    );
+    metric(
+        "csipose_node_last_seen_seconds",
+        "gauge",
+        "Seconds since the node's last packet.",
+        per(&|n| now.duration_since(n.last_seen).as_secs_f64()),
+    );
     drop(nodes);
     if let Some(p) = s.mqtt.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
         o.push_str(&p.metrics().to_prometheus());
@@ -623,7 +738,8 @@ mod tests {
 
     #[test]
     fn parses_request_heads_and_refuses_bad_ones() {
-        let r = parse_head(b"GET /ws?csi=1&token=a%20b HTTP/1.1\r\nHost: 127.0.0.1:80\r\nX-A:  v ").unwrap();
+        let r = parse_head(b"GET /ws?csi=1&token=a%20b HTTP/1.1\r\nHost: 127.0.0.1:80\r\nX-A:  v ")
+            .unwrap();
         assert_eq!(r.method, "GET");
         assert_eq!(r.path, "/ws");
         assert_eq!(r.param("csi"), Some("1"));
@@ -638,7 +754,11 @@ mod tests {
             b"GET / HTTP/1.1\r\nno colon",
             b"\xff\xfe / HTTP/1.1",
         ] {
-            assert!(parse_head(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_head(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         assert_eq!(percent_decode("a%41"), "aA");

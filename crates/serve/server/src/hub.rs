@@ -70,7 +70,10 @@ impl Client {
     }
 
     pub fn close(&self) {
-        self.mailbox.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        self.mailbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .closed = true;
         self.cv.notify_all();
     }
 }
@@ -99,8 +102,16 @@ impl Hub {
         });
         {
             let mut m = c.mailbox.lock().unwrap_or_else(|e| e.into_inner());
-            m.poses = self.latest_pose.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            m.nodes = self.latest_nodes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            m.poses = self
+                .latest_pose
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            m.nodes = self
+                .latest_nodes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             m.closed = self.closed.load(Ordering::SeqCst);
         }
         if wants_csi {
@@ -208,11 +219,7 @@ impl Hub {
 /// The `nodes` message: every node's state and the server's counters.
 pub fn nodes_message(s: &Shared) -> serde_json::Value {
     let now = Instant::now();
-    let nodes = s
-        .nodes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .json(now);
+    let nodes = s.nodes.lock().unwrap_or_else(|e| e.into_inner()).json(now);
     serde_json::json!({
         "v": 1,
         "type": "nodes",

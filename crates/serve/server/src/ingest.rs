@@ -56,7 +56,11 @@ pub fn udp_loop(s: &Shared, sock: UdpSocket) {
             }
             Err(e) => {
                 // e.g. ICMP errors surfacing on Linux; count and go on.
-                s.stats.with(|c| *c.rejected.entry(format!("recv_error:{:?}", e.kind())).or_default() += 1);
+                s.stats.with(|c| {
+                    *c.rejected
+                        .entry(format!("recv_error:{:?}", e.kind()))
+                        .or_default() += 1
+                });
                 continue;
             }
         };
@@ -70,7 +74,15 @@ pub fn udp_loop(s: &Shared, sock: UdpSocket) {
             continue;
         }
         match decode_datagram(bytes) {
-            Ok(frame) => accept(s, &frame, Some(from), &from.to_string(), &mut sources, received, received_unix),
+            Ok(frame) => accept(
+                s,
+                &frame,
+                Some(from),
+                &from.to_string(),
+                &mut sources,
+                received,
+                received_unix,
+            ),
             Err(r) => reject_wire(s, &r),
         }
     }
@@ -110,7 +122,8 @@ fn handle_line(s: &Shared, line: Result<&[u8], Rejected>, source: &str, sources:
 }
 
 fn reject(s: &Shared, reason: &str) {
-    s.stats.with(|c| *c.rejected.entry(reason.to_string()).or_default() += 1);
+    s.stats
+        .with(|c| *c.rejected.entry(reason.to_string()).or_default() += 1);
 }
 
 fn reject_wire(s: &Shared, r: &Rejected) {
@@ -167,7 +180,8 @@ fn accept(
     let Some(obs) = obs else {
         return reject(s, "too_many_nodes");
     };
-    s.stats.with(|c| *c.decoded.entry(p.format).or_default() += 1);
+    s.stats
+        .with(|c| *c.decoded.entry(p.format).or_default() += 1);
     match obs.seq {
         // A duplicate carries nothing new for the model; it is counted on the node.
         SeqEvent::Duplicate => {

@@ -119,10 +119,7 @@ impl Config {
     /// Checks the options before anything is bound or loaded.
     pub fn validate(&self) -> Result<()> {
         if !(self.window_ms.is_finite() && self.window_ms > 0.0 && self.window_ms <= 60_000.0) {
-            bail!(
-                "--window-ms must be in (0, 60000], not {}",
-                self.window_ms
-            );
+            bail!("--window-ms must be in (0, 60000], not {}", self.window_ms);
         }
         if !(self.max_gap_ms.is_finite() && self.max_gap_ms > 0.0) {
             bail!("--max-gap-ms must be positive, not {}", self.max_gap_ms);
@@ -216,8 +213,8 @@ impl Server {
             }
             None => None,
         };
-        let udp = UdpSocket::bind(cfg.udp)
-            .with_context(|| format!("cannot bind UDP {}", cfg.udp))?;
+        let udp =
+            UdpSocket::bind(cfg.udp).with_context(|| format!("cannot bind UDP {}", cfg.udp))?;
         ingest::enlarge_receive_buffer(&udp, 4 << 20);
         udp.set_read_timeout(Some(Duration::from_millis(100)))?;
         let http = TcpListener::bind(cfg.http)
@@ -248,7 +245,10 @@ impl Server {
         };
         {
             let s = shared.clone();
-            threads.push(spawn("csipose-udp", Box::new(move || ingest::udp_loop(&s, udp)))?);
+            threads.push(spawn(
+                "csipose-udp",
+                Box::new(move || ingest::udp_loop(&s, udp)),
+            )?);
         }
         {
             let s = shared.clone();
@@ -259,7 +259,10 @@ impl Server {
         }
         {
             let s = shared.clone();
-            threads.push(spawn("csipose-http", Box::new(move || http::accept_loop(&s, http)))?);
+            threads.push(spawn(
+                "csipose-http",
+                Box::new(move || http::accept_loop(&s, http)),
+            )?);
         }
         {
             let s = shared.clone();

@@ -87,14 +87,17 @@ impl PoseModel {
 
 /// Reads and checks a `.csm` pose model.
 pub fn load_pose(path: &Path) -> Result<PoseModel> {
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("cannot open model {}", path.display()))?;
+    let mut f = std::fs::File::open(path)
+        .with_context(|| format!("cannot open model {}", path.display()))?;
     let len = f
         .metadata()
         .with_context(|| format!("cannot read model {}", path.display()))?
         .len();
     if len > 512 << 20 {
-        bail!("model {}: {len} bytes is larger than any .csm model", path.display());
+        bail!(
+            "model {}: {len} bytes is larger than any .csm model",
+            path.display()
+        );
     }
     let len = len as usize;
     let mut a = Aligned {

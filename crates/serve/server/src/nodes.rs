@@ -251,8 +251,7 @@ impl NodeTable {
         n.subcarriers = s.subcarriers;
         n.arrivals.push_back(s.at);
         while n.arrivals.len() > 4096
-            || n
-                .arrivals
+            || n.arrivals
                 .front()
                 .is_some_and(|t| s.at.duration_since(*t) > RATE_WINDOW)
         {
@@ -299,7 +298,11 @@ mod tests {
         assert_eq!(ev(&mut t, 14, 30, 1).seq, SeqEvent::Duplicate);
         assert_eq!(ev(&mut t, 13, 40, 1).seq, SeqEvent::Reordered);
         assert_eq!(ev(&mut t, 15, 50, 1).seq, SeqEvent::InOrder);
-        assert_eq!(ev(&mut t, 0, 60, 1).seq, SeqEvent::Reordered, "15 -> 0 is a small step back");
+        assert_eq!(
+            ev(&mut t, 0, 60, 1).seq,
+            SeqEvent::Reordered,
+            "15 -> 0 is a small step back"
+        );
         let o = ev(&mut t, 1000, 70, 2);
         assert_eq!(o.seq, SeqEvent::Gap(984));
         assert!(o.conflict);

@@ -283,10 +283,7 @@ fn step<'m>(
         s.stats.skip("forward_failed");
         return;
     }
-    crate::stats::Stats::record_latency(
-        &s.stats.inference_time,
-        t0.elapsed().as_micros() as u64,
-    );
+    crate::stats::Stats::record_latency(&s.stats.inference_time, t0.elapsed().as_micros() as u64);
     // The models output positions only; a per-joint confidence would be made up.
     let keypoints: Vec<serde_json::Value> = out
         .chunks_exact(2)
@@ -352,7 +349,13 @@ pub fn mqtt_node(node: u32) -> Option<csipose_mqtt::NodeId> {
 }
 
 /// Pose (when there is one), activity and presence (once calibrated) of one message to MQTT.
-fn mqtt_publish(s: &Shared, node: u32, seq: Option<u64>, msg: &serde_json::Value, reading: Option<&Reading>) {
+fn mqtt_publish(
+    s: &Shared,
+    node: u32,
+    seq: Option<u64>,
+    msg: &serde_json::Value,
+    reading: Option<&Reading>,
+) {
     let guard = s.mqtt.lock().unwrap_or_else(|e| e.into_inner());
     let (Some(publ), Some(id)) = (guard.as_ref(), mqtt_node(node)) else {
         return;
@@ -364,7 +367,11 @@ fn mqtt_publish(s: &Shared, node: u32, seq: Option<u64>, msg: &serde_json::Value
         let mut keypoints = [[0.0f32; 3]; 17];
         for (k, v) in keypoints.iter_mut().zip(kp) {
             // No per-joint confidence from the model: NaN, which is JSON null.
-            *k = [v[0].as_f64().unwrap_or(f64::NAN) as f32, v[1].as_f64().unwrap_or(f64::NAN) as f32, f32::NAN];
+            *k = [
+                v[0].as_f64().unwrap_or(f64::NAN) as f32,
+                v[1].as_f64().unwrap_or(f64::NAN) as f32,
+                f32::NAN,
+            ];
         }
         let _ = publ.pose(
             &id,
@@ -389,7 +396,12 @@ fn mqtt_publish(s: &Shared, node: u32, seq: Option<u64>, msg: &serde_json::Value
                 probabilities: labels
                     .iter()
                     .zip(&probs)
-                    .map(|(l, p)| (l.as_str().unwrap_or_default().to_string(), p.as_f64().unwrap_or(0.0) as f32))
+                    .map(|(l, p)| {
+                        (
+                            l.as_str().unwrap_or_default().to_string(),
+                            p.as_f64().unwrap_or(0.0) as f32,
+                        )
+                    })
                     .collect(),
             },
         );

@@ -76,7 +76,8 @@ impl Browser {
         let mut lines = text.lines();
         let port = lines.next().unwrap().trim();
         let path = lines.next().unwrap().trim();
-        let (ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{port}{path}")).expect("CDP connects");
+        let (ws, _) =
+            tungstenite::connect(format!("ws://127.0.0.1:{port}{path}")).expect("CDP connects");
         if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
             s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         }
@@ -123,9 +124,9 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         self.session = None;
-        let _ = self
-            .ws
-            .send(tungstenite::Message::text(json!({"id": 0, "method": "Browser.close"}).to_string()));
+        let _ = self.ws.send(tungstenite::Message::text(
+            json!({"id": 0, "method": "Browser.close"}).to_string(),
+        ));
         let end = Instant::now() + Duration::from_secs(5);
         while Instant::now() < end {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -147,11 +148,17 @@ fn base64_decode(s: &str) -> Vec<u8> {
         b'/' => 63,
         _ => panic!("bad base64"),
     };
-    let b: Vec<u8> = s.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()).collect();
+    let b: Vec<u8> = s
+        .bytes()
+        .filter(|c| *c != b'=' && !c.is_ascii_whitespace())
+        .collect();
     let mut out = Vec::with_capacity(b.len() * 3 / 4);
     for chunk in b.chunks(4) {
         let v: Vec<u32> = chunk.iter().map(|&c| val(c) as u32).collect();
-        let n = v.iter().enumerate().fold(0u32, |acc, (i, x)| acc | x << (18 - 6 * i));
+        let n = v
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, x)| acc | x << (18 - 6 * i));
         out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
     }
     out
@@ -239,12 +246,18 @@ fn the_page_draws_the_last_pose_message_in_chromium() {
     // and that message is the one the server sent (this test's client got the same seq).
     let d = &page["drawn"]["1"];
     let (w, h) = (d["width"].as_f64().unwrap(), d["height"].as_f64().unwrap());
-    assert_eq!(d["pose"], page["last"]["1"], "drawn from the last pose message");
+    assert_eq!(
+        d["pose"], page["last"]["1"],
+        "drawn from the last pose message"
+    );
     let seq = d["seq"].as_u64().unwrap();
     let mut served: HashMap<u64, Value> = HashMap::new();
     let end = Instant::now() + Duration::from_secs(10);
     while !served.contains_key(&seq) {
-        assert!(Instant::now() < end, "the server never sent seq {seq} to another client");
+        assert!(
+            Instant::now() < end,
+            "the server never sent seq {seq} to another client"
+        );
         let m = ws_next(&mut mine);
         if m["type"] == "pose" && m["node"] == 1 {
             served.insert(m["seq"].as_u64().unwrap(), m);
@@ -256,13 +269,19 @@ fn the_page_draws_the_last_pose_message_in_chromium() {
     for (j, (drawn, k)) in joints.iter().zip(&kp).enumerate() {
         let (x, y) = (k[0].as_f64().unwrap() * w, k[1].as_f64().unwrap() * h);
         let (dx, dy) = (drawn[0].as_f64().unwrap(), drawn[1].as_f64().unwrap());
-        assert!((dx - x).abs() < 1e-6 && (dy - y).abs() < 1e-6, "joint {j}: drawn ({dx}, {dy}), message ({x}, {y})");
+        assert!(
+            (dx - x).abs() < 1e-6 && (dy - y).abs() < 1e-6,
+            "joint {j}: drawn ({dx}, {dy}), message ({x}, {y})"
+        );
     }
     assert_eq!(served[&seq]["model"]["file"], "nano-test.csm");
     // Node 2: nobody there, nothing drawn.
     let d2 = &page["drawn"]["2"];
     assert_eq!(d2["pose"]["presence"], false, "{d2}");
-    assert!(d2["joints"].is_null(), "no skeleton for an empty room: {d2}");
+    assert!(
+        d2["joints"].is_null(),
+        "no skeleton for an empty room: {d2}"
+    );
 
     // The screenshot (what a person sees).
     let shot = b.call("Page.captureScreenshot", json!({"format": "png"}));
@@ -273,7 +292,11 @@ fn the_page_draws_the_last_pose_message_in_chromium() {
     if let Some(p) = std::env::var_os("CSIPOSE_SCREENSHOT") {
         std::fs::write(&p, &png).unwrap();
     }
-    println!("screenshot: {} ({} bytes); {sent} packets of node 1 sent", out.display(), png.len());
+    println!(
+        "screenshot: {} ({} bytes); {sent} packets of node 1 sent",
+        out.display(),
+        png.len()
+    );
 
     // Packets stopped: NO DATA within a few seconds.
     let end = Instant::now() + Duration::from_secs(8);

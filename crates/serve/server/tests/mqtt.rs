@@ -36,10 +36,18 @@ fn poses_and_discovery_reach_a_real_broker() {
         println!("SKIPPED: mosquitto not installed (CI installs it in .ci/run)");
         return;
     };
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")).unwrap();
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+    )
+    .unwrap();
     let child = Command::new(bin)
         .arg("-c")
         .arg(&conf)
@@ -66,19 +74,36 @@ fn poses_and_discovery_reach_a_real_broker() {
         }),
     )
     .unwrap();
-    sub.subscribe(&[("csipose/#", QoS::AtMostOnce), ("homeassistant/#", QoS::AtMostOnce)], Duration::from_secs(5))
-        .unwrap();
+    sub.subscribe(
+        &[
+            ("csipose/#", QoS::AtMostOnce),
+            ("homeassistant/#", QoS::AtMostOnce),
+        ],
+        Duration::from_secs(5),
+    )
+    .unwrap();
 
     let a2 = addr.clone();
     let server = start(dir.path(), false, move |c| c.mqtt = Some(a2));
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    send(&sock, server.udp_addr(), 6, 0..300, Duration::from_millis(5));
+    send(
+        &sock,
+        server.udp_addr(),
+        6,
+        0..300,
+        Duration::from_millis(5),
+    );
 
     let (mut pose, mut discovery, mut stats) = (None, false, false);
     let end = Instant::now() + Duration::from_secs(15);
     while pose.is_none() || !discovery || !stats {
-        assert!(Instant::now() < end, "pose {pose:?} discovery {discovery} stats {stats}");
-        if let Some(Packet::Publish { topic, payload, .. }) = sub.recv(Duration::from_millis(200)).unwrap() {
+        assert!(
+            Instant::now() < end,
+            "pose {pose:?} discovery {discovery} stats {stats}"
+        );
+        if let Some(Packet::Publish { topic, payload, .. }) =
+            sub.recv(Duration::from_millis(200)).unwrap()
+        {
             if topic == "csipose/node-6/pose" {
                 pose = Some(serde_json::from_slice::<serde_json::Value>(&payload).unwrap());
             } else if topic.starts_with("homeassistant/") && topic.contains("node-6") {

@@ -16,13 +16,17 @@ use csipose_runtime::{Kernel, ModelFile, Runtime, OUTPUTS};
 /// What the pose model gives for the window ending at packet `q` of `node` (10 ms packets,
 /// a 100 ms window of 10 positions: exactly the last 10 packets).
 fn expected_pose(model: &[u8], node: u32, q: u32) -> [f32; OUTPUTS] {
-    let times: Vec<f64> = (q - 9..=q).map(|i| (i as u64 * 10_000_000) as f64 / 1e9).collect();
+    let times: Vec<f64> = (q - 9..=q)
+        .map(|i| (i as u64 * 10_000_000) as f64 / 1e9)
+        .collect();
     let rows: Vec<Vec<f64>> = (q - 9..=q)
         .map(|i| amplitudes(node, i).iter().map(|&v| v as f64).collect())
         .collect();
     let refs: Vec<&[f64]> = rows.iter().map(|r| r.as_slice()).collect();
     let t = times[9];
-    let targets: Vec<f64> = (0..P).map(|k| (t - 0.01 * (P - 1) as f64) + 0.01 * k as f64).collect();
+    let targets: Vec<f64> = (0..P)
+        .map(|k| (t - 0.01 * (P - 1) as f64) + 0.01 * k as f64)
+        .collect();
     let mut frame = window_at_times(&times, &refs, &targets).unwrap();
     preprocess_frame(&mut frame, A, S, P).unwrap();
     let x: Vec<f32> = frame.iter().map(|&v| v as f32).collect();
@@ -74,7 +78,10 @@ fn pose_messages_are_the_models_output_and_rest_reports_them() {
     assert_eq!(pose["node"], 3);
     assert_eq!(pose["model"]["crc32"], crc.as_str());
     assert_eq!(pose["activity_model"]["file"], "act-test.rvne");
-    assert!(pose["presence"].is_null(), "no presence detector: not measured");
+    assert!(
+        pose["presence"].is_null(),
+        "no presence detector: not measured"
+    );
     let kp = pose["keypoints"].as_array().unwrap();
     assert_eq!(kp.len(), 17);
     let want = expected_pose(&model_bytes, 3, 59);
@@ -82,23 +89,36 @@ fn pose_messages_are_the_models_output_and_rest_reports_them() {
         for c in 0..2 {
             let got = k[c].as_f64().unwrap();
             let exp = want[2 * j + c] as f64;
-            assert!((got - exp).abs() < 1e-4, "joint {j} coord {c}: {got} vs {exp}");
+            assert!(
+                (got - exp).abs() < 1e-4,
+                "joint {j} coord {c}: {got} vs {exp}"
+            );
         }
         assert!(k[2].is_null(), "the model gives no confidence");
     }
     // Activity: 60 packets at 4 per frame = 15 frames through the streamer.
     let act = &pose["activity"];
     assert_eq!(act["frames"], 15, "{act}");
-    let probs: Vec<f64> = act["probabilities"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect();
+    let probs: Vec<f64> = act["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .collect();
     assert_eq!(probs.len(), 3);
     assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-4);
-    assert_eq!(act["labels"][act["index"].as_u64().unwrap() as usize], act["label"]);
+    assert_eq!(
+        act["labels"][act["index"].as_u64().unwrap() as usize],
+        act["label"]
+    );
     assert!(pose["latency_us"].as_u64().is_some());
     // The CSI preview (asked for with ?csi=1) and the 1 Hz nodes message.
     let csi = csi.expect("a csi preview message");
     assert_eq!(csi["node"], 3);
     assert_eq!(csi["amplitudes"].as_array().unwrap().len(), S);
-    let nodes = ws_until(&mut ws, Duration::from_secs(5), |m| m["type"] == "nodes" && m["nodes"][0]["packets"] == 60);
+    let nodes = ws_until(&mut ws, Duration::from_secs(5), |m| {
+        m["type"] == "nodes" && m["nodes"][0]["packets"] == 60
+    });
     let n = &nodes["nodes"][0];
     assert_eq!(n["node"], 3);
     assert_eq!(n["lost"], 0);
@@ -116,7 +136,9 @@ fn pose_messages_are_the_models_output_and_rest_reports_them() {
     assert_eq!(c["rejected_total"], 0);
     assert!(c["poses"].as_u64().unwrap() >= 10, "{st}");
     assert_eq!(st["model"]["crc32"], crc.as_str());
-    assert!(st["latency_us"]["receive_to_publish"]["p99"].as_u64().is_some());
+    assert!(st["latency_us"]["receive_to_publish"]["p99"]
+        .as_u64()
+        .is_some());
     let latest = get_json(http_addr, "/api/v1/pose/latest");
     assert_eq!(latest["poses"][0]["seq"], 59);
     assert_eq!(latest["poses"][0]["keypoints"], pose["keypoints"]);
@@ -124,18 +146,28 @@ fn pose_messages_are_the_models_output_and_rest_reports_them() {
     assert_eq!(nodes["nodes"][0]["node"], 3);
     let (code, metrics) = http(http_addr, "GET", "/metrics", &[]);
     assert_eq!(code, 200);
-    assert!(metrics.contains("csipose_decoded_total{format=\"live\"} 60"), "{metrics}");
-    assert!(metrics.contains("csipose_node_packets_total{node=\"3\"} 60"), "{metrics}");
+    assert!(
+        metrics.contains("csipose_decoded_total{format=\"live\"} 60"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("csipose_node_packets_total{node=\"3\"} 60"),
+        "{metrics}"
+    );
     assert!(metrics.contains("csipose_receive_to_publish_seconds{quantile=\"0.99\"}"));
     assert_eq!(http(http_addr, "GET", "/nope", &[]).0, 404);
     assert_eq!(http(http_addr, "DELETE", "/api/v1/status", &[]).0, 405);
     // Recording without --record-dir is refused, and a POST must be JSON.
     let json = [("Content-Type", "application/json")];
-    assert_eq!(http(http_addr, "POST", "/api/v1/record/start", &json).0, 409);
+    assert_eq!(
+        http(http_addr, "POST", "/api/v1/record/start", &json).0,
+        409
+    );
     assert_eq!(http(http_addr, "POST", "/api/v1/record/start", &[]).0, 415);
     // A foreign Host (DNS rebinding) is refused without a token.
     let mut s = TcpStream::connect(http_addr).unwrap();
-    s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: evil.example:80\r\n\r\n").unwrap();
+    s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: evil.example:80\r\n\r\n")
+        .unwrap();
     let mut out = String::new();
     std::io::Read::read_to_string(&mut s, &mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 403"), "{out}");
@@ -150,9 +182,24 @@ fn token_is_required_when_set() {
     let a = server.http_addr();
     assert_eq!(http(a, "GET", "/api/v1/status", &[]).0, 401);
     assert_eq!(http(a, "GET", "/metrics", &[]).0, 401);
-    assert_eq!(http(a, "GET", "/api/v1/status?token=wrong-token", &[]).0, 401);
-    assert_eq!(http(a, "GET", "/api/v1/status?token=s3cret-token", &[]).0, 200);
-    assert_eq!(http(a, "GET", "/api/v1/nodes", &[("Authorization", "Bearer s3cret-token")]).0, 200);
+    assert_eq!(
+        http(a, "GET", "/api/v1/status?token=wrong-token", &[]).0,
+        401
+    );
+    assert_eq!(
+        http(a, "GET", "/api/v1/status?token=s3cret-token", &[]).0,
+        200
+    );
+    assert_eq!(
+        http(
+            a,
+            "GET",
+            "/api/v1/nodes",
+            &[("Authorization", "Bearer s3cret-token")]
+        )
+        .0,
+        200
+    );
     assert!(tungstenite::connect(format!("ws://{a}/ws")).is_err());
     let mut ws = ws_connect(a, "?token=s3cret-token");
     assert_eq!(ws_next(&mut ws)["type"], "hello");
@@ -162,7 +209,10 @@ fn token_is_required_when_set() {
     // A non-loopback HTTP address without a token is refused before anything is bound.
     let mut cfg = csipose_serve::Config::new(dir.path().join("nano-test.csm"));
     cfg.http = "0.0.0.0:0".parse().unwrap();
-    let e = csipose_serve::Server::start(cfg).err().expect("refused").to_string();
+    let e = csipose_serve::Server::start(cfg)
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(e.contains("--token"), "{e}");
     drop(ws);
     server.shutdown();
@@ -204,7 +254,10 @@ fn junk_datagrams_are_counted_and_never_stop_the_server() {
         v["counters"]["datagrams"].as_u64() == Some(junk + 30)
     });
     let c = &st["counters"];
-    let (dec, rej) = (c["decoded_total"].as_u64().unwrap(), c["rejected_total"].as_u64().unwrap());
+    let (dec, rej) = (
+        c["decoded_total"].as_u64().unwrap(),
+        c["rejected_total"].as_u64().unwrap(),
+    );
     assert_eq!(dec + rej, junk + 30, "received = decoded + rejected: {c}");
     assert!(c["rejected"]["too_large"].as_u64().unwrap() >= 80, "{c}");
     assert!(dec >= 30, "{c}");
@@ -234,15 +287,22 @@ fn a_client_leaving_mid_request_or_never_reading_does_not_stall_others() {
     let t0 = Instant::now();
     send(&sock, udp, 5, 0..2000, Duration::ZERO);
     let sent_in = t0.elapsed();
-    let last = ws_until(&mut ws, Duration::from_secs(20), |m| m["type"] == "pose" && m["seq"] == 1999);
+    let last = ws_until(&mut ws, Duration::from_secs(20), |m| {
+        m["type"] == "pose" && m["seq"] == 1999
+    });
     assert_eq!(last["node"], 5);
-    let st = wait_status(a, Duration::from_secs(10), |v| v["counters"]["datagrams"] == 2000);
+    let st = wait_status(a, Duration::from_secs(10), |v| {
+        v["counters"]["datagrams"] == 2000
+    });
     let c = &st["counters"];
     // Every datagram was received and decoded: ingest never waited for a client.
     assert_eq!(c["decoded"]["live"], 2000, "{c}");
     assert_eq!(c["rejected_total"], 0);
     assert!(st["clients"].as_u64().unwrap() >= 2, "{st}");
-    eprintln!("2000 datagrams sent in {sent_in:?}; queue dropped {}", c["queue_dropped"]);
+    eprintln!(
+        "2000 datagrams sent in {sent_in:?}; queue dropped {}",
+        c["queue_dropped"]
+    );
     drop(slow);
     drop(ws);
     server.shutdown();
@@ -261,15 +321,22 @@ fn an_empty_room_gives_presence_false_and_no_keypoints() {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    let pose = ws_until(&mut ws, Duration::from_secs(10), |m| m["type"] == "pose" && m["seq"] == 799);
+    let pose = ws_until(&mut ws, Duration::from_secs(10), |m| {
+        m["type"] == "pose" && m["seq"] == 799
+    });
     assert_eq!(pose["presence_detector"]["phase"], "running", "{pose}");
     assert_eq!(pose["presence"], false, "{pose}");
-    assert!(pose["keypoints"].is_null(), "no person, no skeleton: {pose}");
+    assert!(
+        pose["keypoints"].is_null(),
+        "no person, no skeleton: {pose}"
+    );
     // Movement: the amplitudes change strongly from packet to packet.
     for i in 800..1000u32 {
         sock.send_to(&live_datagram(9, i), udp).unwrap();
     }
-    let pose = ws_until(&mut ws, Duration::from_secs(10), |m| m["type"] == "pose" && m["seq"] == 999);
+    let pose = ws_until(&mut ws, Duration::from_secs(10), |m| {
+        m["type"] == "pose" && m["seq"] == 999
+    });
     assert_eq!(pose["presence"], true, "{pose}");
     assert_eq!(pose["keypoints"].as_array().map(Vec::len), Some(17));
     drop(ws);
@@ -277,7 +344,11 @@ fn an_empty_room_gives_presence_false_and_no_keypoints() {
 }
 
 /// Pose messages of `node` until `last` arrives: seq -> keypoints.
-fn collect_poses(ws: &mut Ws, node: u32, last: u64) -> std::collections::BTreeMap<u64, serde_json::Value> {
+fn collect_poses(
+    ws: &mut Ws,
+    node: u32,
+    last: u64,
+) -> std::collections::BTreeMap<u64, serde_json::Value> {
     let mut out = std::collections::BTreeMap::new();
     ws_until(ws, Duration::from_secs(20), |m| {
         if m["type"] == "pose" && m["node"] == node {
@@ -298,13 +369,19 @@ fn a_recording_replayed_gives_the_same_pose_stream() {
     let json = [("Content-Type", "application/json")];
     let (code, body) = http(a, "POST", "/api/v1/record/start", &json);
     assert_eq!(code, 200, "{body}");
-    assert_eq!(http(a, "POST", "/api/v1/record/start", &json).0, 409, "already recording");
+    assert_eq!(
+        http(a, "POST", "/api/v1/record/start", &json).0,
+        409,
+        "already recording"
+    );
     let mut ws = ws_connect(a, "");
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.send_to(b"junk is recorded too", udp).unwrap();
     send(&sock, udp, 4, 0..100, Duration::from_millis(3));
     let first = collect_poses(&mut ws, 4, 99);
-    let st = wait_status(a, Duration::from_secs(5), |v| v["recording"]["datagrams"] == 101);
+    let st = wait_status(a, Duration::from_secs(5), |v| {
+        v["recording"]["datagrams"] == 101
+    });
     assert_eq!(st["counters"]["rejected_total"], 1);
     let (code, body) = http(a, "POST", "/api/v1/record/stop", &json);
     assert_eq!(code, 200, "{body}");
@@ -327,9 +404,17 @@ fn a_recording_replayed_gives_the_same_pose_stream() {
     assert_eq!(stats.sent, 101, "{stats:?}");
     let second = collect_poses(&mut ws, 4, 99);
     let common: Vec<&u64> = first.keys().filter(|k| second.contains_key(k)).collect();
-    assert!(common.len() * 10 >= first.len() * 8, "{} of {} poses in both", common.len(), first.len());
+    assert!(
+        common.len() * 10 >= first.len() * 8,
+        "{} of {} poses in both",
+        common.len(),
+        first.len()
+    );
     for k in common {
-        assert_eq!(first[k], second[k], "pose {k} differs after record and replay");
+        assert_eq!(
+            first[k], second[k],
+            "pose {k} differs after record and replay"
+        );
     }
     let st = get_json(server.http_addr(), "/api/v1/status");
     assert_eq!(st["counters"]["datagrams"], 101);

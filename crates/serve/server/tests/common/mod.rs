@@ -88,7 +88,13 @@ pub fn live_datagram(node: u32, i: u32) -> Vec<u8> {
 }
 
 /// Sends packets `range` of `node` to `to` from `sock`, `gap` apart.
-pub fn send(sock: &UdpSocket, to: SocketAddr, node: u32, range: std::ops::Range<u32>, gap: Duration) {
+pub fn send(
+    sock: &UdpSocket,
+    to: SocketAddr,
+    node: u32,
+    range: std::ops::Range<u32>,
+    gap: Duration,
+) {
     for i in range {
         sock.send_to(&live_datagram(node, i), to).expect("send");
         if !gap.is_zero() {
@@ -101,7 +107,10 @@ pub fn send(sock: &UdpSocket, to: SocketAddr, node: u32, range: std::ops::Range<
 pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n", addr.port());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n",
+        addr.port()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -118,7 +127,10 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]
         .nth(1)
         .and_then(|c| c.parse().ok())
         .expect("status line");
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (code, body)
 }
 
@@ -143,7 +155,9 @@ pub fn ws_connect(addr: SocketAddr, query: &str) -> Ws {
 pub fn ws_next(ws: &mut Ws) -> serde_json::Value {
     loop {
         match ws.read().expect("ws read") {
-            tungstenite::Message::Text(t) => return serde_json::from_str(t.as_str()).expect("json"),
+            tungstenite::Message::Text(t) => {
+                return serde_json::from_str(t.as_str()).expect("json")
+            }
             tungstenite::Message::Close(_) => panic!("closed"),
             _ => continue,
         }
@@ -151,7 +165,11 @@ pub fn ws_next(ws: &mut Ws) -> serde_json::Value {
 }
 
 /// Reads messages until `f` accepts one or `limit` passes.
-pub fn ws_until(ws: &mut Ws, limit: Duration, mut f: impl FnMut(&serde_json::Value) -> bool) -> serde_json::Value {
+pub fn ws_until(
+    ws: &mut Ws,
+    limit: Duration,
+    mut f: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let end = Instant::now() + limit;
     loop {
         assert!(Instant::now() < end, "no matching message within {limit:?}");
@@ -163,7 +181,11 @@ pub fn ws_until(ws: &mut Ws, limit: Duration, mut f: impl FnMut(&serde_json::Val
 }
 
 /// Polls `/api/v1/status` until `f` holds (or panics after `limit`).
-pub fn wait_status(addr: SocketAddr, limit: Duration, f: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+pub fn wait_status(
+    addr: SocketAddr,
+    limit: Duration,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let end = Instant::now() + limit;
     loop {
         let v = get_json(addr, "/api/v1/status");
