@@ -415,6 +415,15 @@ fn targets_and_options_are_validated() {
     })
     .contains("--loss"));
     let f = Faults {
+        reset_at: Some(0),
+        ..Default::default()
+    };
+    assert!(bad(ReplayOptions {
+        faults: f,
+        ..base.clone()
+    })
+    .contains("--reset-at"));
+    let f = Faults {
         junk: -0.1,
         ..Default::default()
     };
