@@ -87,7 +87,7 @@ impl PresenceConfig {
         }
         if self.calib_packets < 2 * self.calib_block
             || self.calib_packets > 100_000
-            || self.calib_packets % self.calib_block != 0
+            || !self.calib_packets.is_multiple_of(self.calib_block)
         {
             return bad(format!(
                 "calib_packets {} must be a multiple of calib_block {} with at least 2 blocks and at most 100000 packets",
@@ -106,7 +106,7 @@ impl PresenceConfig {
         if self.hold_packets > 1_000_000 {
             return bad(format!("hold_packets {} above 1000000", self.hold_packets));
         }
-        if self.median_filter % 2 == 0 || self.median_filter > 31 {
+        if self.median_filter.is_multiple_of(2) || self.median_filter > 31 {
             return bad(format!(
                 "median_filter {} must be odd and at most 31",
                 self.median_filter
@@ -441,12 +441,13 @@ impl PresenceDetector {
     }
 
     fn relative(&self, var: &[f32]) -> f32 {
-        let mut s = 0.0f32;
-        for i in 0..self.n {
-            if self.usable[i] {
-                s += var[i] / self.median[i];
-            }
-        }
+        let s: f32 = var
+            .iter()
+            .zip(&self.median)
+            .zip(&self.usable)
+            .filter(|(_, &u)| u)
+            .map(|((v, m), _)| v / m)
+            .sum();
         s / self.n_usable as f32
     }
 
