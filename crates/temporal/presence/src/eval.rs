@@ -1,0 +1,212 @@
+//! Scoring the detector on labelled recordings: per-packet precision, recall, F1 and
+//! false-positive rate, with the calibration taken only from packets that are not scored.
+//!
+//! A *session* is an empty-room recording followed by a movement recording of the same chip
+//! and place (ESPectre's `baseline_*` / `movement_*` pairs). The two are streamed through one
+//! fresh detector in that order, as a live node would see them: the detector calibrates itself
+//! on the first still stretch of the empty room (calibration is forbidden once the movement
+//! recording starts, so a session whose empty room never holds still is reported as not
+//! calibrated and scores nothing), and only the packets after its calibration window are
+//! scored (empty-room packets as negatives, movement packets as positives).
+//!
+//! [`session_folds`] chooses the detector's settings on some sessions and scores others, so
+//! that no reported packet took part in a choice.
+
+use crate::{Phase, PresenceConfig, PresenceDetector};
+
+/// One session: the empty-room and movement packets of one chip, as int8 I/Q pairs.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// Chip name (for grouping the table).
+    pub chip: String,
+    /// Which recording of that chip (0-based, in recording order).
+    pub index: usize,
+    pub subcarriers: usize,
+    /// `[packets][2·subcarriers]` int8 I/Q of the empty room.
+    pub empty: Vec<i8>,
+    /// `[packets][2·subcarriers]` int8 I/Q with a person moving.
+    pub movement: Vec<i8>,
+}
+
+/// Per-packet confusion counts (positive = motion).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub tp: u64,
+    pub fp: u64,
+    pub fn_: u64,
+    pub tn: u64,
+    /// Packets not scored (warm-up and calibration).
+    pub unscored: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.tp += o.tp;
+        self.fp += o.fp;
+        self.fn_ += o.fn_;
+        self.tn += o.tn;
+        self.unscored += o.unscored;
+    }
+    pub fn precision(&self) -> f64 {
+        ratio(self.tp, self.tp + self.fp)
+    }
+    pub fn recall(&self) -> f64 {
+        ratio(self.tp, self.tp + self.fn_)
+    }
+    pub fn f1(&self) -> f64 {
+        let (p, r) = (self.precision(), self.recall());
+        if p + r == 0.0 {
+            0.0
+        } else {
+            2.0 * p * r / (p + r)
+        }
+    }
+    pub fn false_positive_rate(&self) -> f64 {
+        ratio(self.fp, self.fp + self.tn)
+    }
+    pub fn scored(&self) -> u64 {
+        self.tp + self.fp + self.fn_ + self.tn
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// The result of streaming one session.
+#[derive(Clone, Debug)]
+pub struct SessionResult {
+    pub counts: Counts,
+    /// Packet (from the start of the empty-room recording) at which calibration finished;
+    /// `None` when the detector never found a still stretch.
+    pub calibrated_at: Option<u64>,
+    pub refusals: u64,
+}
+
+/// Streams one session through a fresh detector and counts the scored packets.
+pub fn score_session(
+    cfg: &PresenceConfig,
+    s: &Session,
+) -> Result<SessionResult, crate::PresenceError> {
+    let mut det = PresenceDetector::new(s.subcarriers, cfg.clone())?;
+    let w = 2 * s.subcarriers;
+    let mut counts = Counts::default();
+    let mut calibrated_at = None;
+    for (label, data) in [(false, &s.empty), (true, &s.movement)] {
+        det.set_calibration_allowed(!label);
+        for pkt in data.chunks_exact(w) {
+            let r = det.push_iq_i8(pkt);
+            if r.phase != Phase::Running {
+                counts.unscored += 1;
+                continue;
+            }
+            if calibrated_at.is_none() {
+                // The packet that completed calibration was part of it: not scored.
+                calibrated_at = Some(det.packets());
+                counts.unscored += 1;
+                continue;
+            }
+            match (r.motion, label) {
+                (true, true) => counts.tp += 1,
+                (true, false) => counts.fp += 1,
+                (false, true) => counts.fn_ += 1,
+                (false, false) => counts.tn += 1,
+            }
+        }
+    }
+    Ok(SessionResult {
+        counts,
+        calibrated_at,
+        refusals: det.calibration_refusals(),
+    })
+}
+
+/// The settings [`session_folds`] chooses among: every combination of the given windows,
+/// margins and stillness ratios, other fields from the default.
+pub fn grid(
+    windows: &[usize],
+    margins: &[f32],
+    stabilities: &[f32],
+    median_filters: &[usize],
+) -> Vec<PresenceConfig> {
+    let mut out = Vec::new();
+    for &window in windows {
+        for &margin in margins {
+            for &calib_stability in stabilities {
+                for &median_filter in median_filters {
+                    out.push(PresenceConfig {
+                        window,
+                        margin,
+                        calib_stability,
+                        median_filter,
+                        ..PresenceConfig::default()
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The grid of the published evaluation (BENCHMARKS.md).
+pub fn default_grid() -> Vec<PresenceConfig> {
+    grid(&[100, 150, 200], &[1.0, 1.25, 1.5], &[1.5, 2.0], &[1, 7])
+}
+
+/// One fold of [`session_folds`]: the settings chosen on the `select` sessions and what they
+/// score on the held-out sessions, per session.
+#[derive(Clone, Debug)]
+pub struct Fold {
+    /// Recording index that was held out (scored).
+    pub held_out: usize,
+    pub chosen: PresenceConfig,
+    /// F1 of the chosen settings on the selection sessions (pooled).
+    pub selection_f1: f64,
+    /// (chip, result) for every held-out session.
+    pub scored: Vec<(String, SessionResult)>,
+}
+
+/// Chooses settings on all sessions with one recording index and scores them on the sessions
+/// with another, for every index: the settings with the best pooled F1 on the selection
+/// sessions win (ties: the earlier grid entry). A session that never calibrates counts all its
+/// packets as unscored.
+pub fn session_folds(
+    sessions: &[Session],
+    grid: &[PresenceConfig],
+) -> Result<Vec<Fold>, crate::PresenceError> {
+    let mut indices: Vec<usize> = sessions.iter().map(|s| s.index).collect();
+    indices.sort_unstable();
+    indices.dedup();
+    let mut folds = Vec::new();
+    for &held in &indices {
+        let mut best: Option<(f64, &PresenceConfig)> = None;
+        for cfg in grid {
+            let mut pooled = Counts::default();
+            for s in sessions.iter().filter(|s| s.index != held) {
+                pooled.add(&score_session(cfg, s)?.counts);
+            }
+            let f1 = pooled.f1();
+            if best.is_none_or(|(b, _)| f1 > b) {
+                best = Some((f1, cfg));
+            }
+        }
+        let Some((selection_f1, chosen)) = best else {
+            continue;
+        };
+        let mut scored = Vec::new();
+        for s in sessions.iter().filter(|s| s.index == held) {
+            scored.push((s.chip.clone(), score_session(chosen, s)?));
+        }
+        folds.push(Fold {
+            held_out: held,
+            chosen: chosen.clone(),
+            selection_f1,
+            scored,
+        });
+    }
+    Ok(folds)
+}

@@ -1,0 +1,491 @@
+//! Streaming presence and motion detection on raw CSI amplitudes: one packet in, one
+//! [`Reading`] out, O(subcarriers) work per packet and no allocation after
+//! [`PresenceDetector::new`].
+//!
+//! How it works:
+//! 1. Each packet's amplitudes are divided by their mean, which removes the receiver's gain
+//!    (ESP32 chips without AGC lock change it from packet to packet).
+//! 2. Each subcarrier's normalised amplitude is median-filtered over its last few packets
+//!    (`median_filter`), which removes single-packet glitches.
+//! 3. For every subcarrier the variance of that normalised amplitude over the last
+//!    `window` packets is kept up to date (running sums over a ring buffer).
+//! 4. Calibration: once the window is full, the detector watches `calib_packets` packets. The
+//!    room counts as still when the medians of the per-packet mean variance over blocks of
+//!    `calib_block` packets differ by at most `calib_stability` (max/min). A person moving
+//!    makes them differ, and the detector refuses that stretch (counted in
+//!    [`PresenceDetector::calibration_refusals`]) and tries the next one. On a still stretch
+//!    it stores each subcarrier's median variance and the subcarriers strong enough to use.
+//! 5. Running: the motion score of a packet is the mean over usable subcarriers of (variance /
+//!    its calibration median). The threshold is the largest score seen during calibration
+//!    times `margin`; above it is motion. A person counts as present while motion was seen in
+//!    the last `hold_packets` packets: the detector senses movement, so a person who stays
+//!    perfectly still is reported absent after the hold time.
+//!
+//! The defaults and how they were chosen are in BENCHMARKS.md ("Presence and motion on
+//! ESPectre"); [`eval`] holds the evaluation protocol on labelled recordings.
+
+pub mod eval;
+
+/// Settings of the detector. Counts are in packets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PresenceConfig {
+    /// Packets in the moving-variance window.
+    pub window: usize,
+    /// Packets of still room needed to calibrate.
+    pub calib_packets: usize,
+    /// Block length for the stillness test (divides `calib_packets`).
+    pub calib_block: usize,
+    /// Largest allowed max/min ratio of the block medians during calibration (> 1).
+    pub calib_stability: f32,
+    /// Threshold = largest calibration score × margin (≥ 1).
+    pub margin: f32,
+    /// Packets a person stays "present" after the last motion.
+    pub hold_packets: usize,
+    /// Each subcarrier's normalised amplitude is replaced by the median of its last
+    /// `median_filter` values (odd, 1 = off) before the variance: single-packet glitches
+    /// (gain steps, bad packets) then do not read as motion.
+    pub median_filter: usize,
+    /// A subcarrier is used when its mean normalised amplitude during calibration is at least
+    /// this fraction of the average (null and guard subcarriers are left out).
+    pub min_relative_amplitude: f32,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            window: 150,
+            calib_packets: 300,
+            calib_block: 100,
+            calib_stability: 1.5,
+            margin: 1.25,
+            hold_packets: 300,
+            median_filter: 1,
+            min_relative_amplitude: 0.1,
+        }
+    }
+}
+
+/// What is wrong with a configuration or an input.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PresenceError {
+    #[error("presence: {0}")]
+    Config(String),
+}
+
+impl PresenceConfig {
+    /// Checks every field's range; the message names the field and the range.
+    pub fn validate(&self) -> Result<(), PresenceError> {
+        let bad = |m: String| Err(PresenceError::Config(m));
+        if !(2..=10_000).contains(&self.window) {
+            return bad(format!("window {} outside 2..=10000 packets", self.window));
+        }
+        if !(1..=10_000).contains(&self.calib_block) {
+            return bad(format!(
+                "calib_block {} outside 1..=10000 packets",
+                self.calib_block
+            ));
+        }
+        if self.calib_packets < 2 * self.calib_block
+            || self.calib_packets > 100_000
+            || !self.calib_packets.is_multiple_of(self.calib_block)
+        {
+            return bad(format!(
+                "calib_packets {} must be a multiple of calib_block {} with at least 2 blocks and at most 100000 packets",
+                self.calib_packets, self.calib_block
+            ));
+        }
+        if !(self.calib_stability.is_finite() && self.calib_stability > 1.0) {
+            return bad(format!(
+                "calib_stability {} must be finite and > 1",
+                self.calib_stability
+            ));
+        }
+        if !(self.margin.is_finite() && (1.0..=100.0).contains(&self.margin)) {
+            return bad(format!("margin {} outside 1..=100", self.margin));
+        }
+        if self.hold_packets > 1_000_000 {
+            return bad(format!("hold_packets {} above 1000000", self.hold_packets));
+        }
+        if self.median_filter.is_multiple_of(2) || self.median_filter > 31 {
+            return bad(format!(
+                "median_filter {} must be odd and at most 31",
+                self.median_filter
+            ));
+        }
+        if !(self.min_relative_amplitude.is_finite()
+            && (0.0..1.0).contains(&self.min_relative_amplitude))
+        {
+            return bad(format!(
+                "min_relative_amplitude {} outside [0, 1)",
+                self.min_relative_amplitude
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where the detector is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Filling the moving-variance window.
+    WarmingUp,
+    /// Looking for a still stretch to calibrate on.
+    Calibrating,
+    /// Calibrated: motion and presence are meaningful.
+    Running,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::WarmingUp => "warming-up",
+            Phase::Calibrating => "calibrating",
+            Phase::Running => "running",
+        }
+    }
+}
+
+/// The detector's verdict on one packet.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reading {
+    pub phase: Phase,
+    /// Motion in the current window (false until calibrated).
+    pub motion: bool,
+    /// Motion within the last `hold_packets` packets (false until calibrated).
+    pub present: bool,
+    /// Motion score divided by the threshold (1.0 = on the threshold; 0 until calibrated).
+    pub ratio: f32,
+    /// How far the score is from the threshold, 0 (on it) to 1 (far from it):
+    /// `tanh(2 |ln ratio|)`; 0 until calibrated.
+    pub confidence: f32,
+}
+
+/// The streaming detector for one CSI stream of a fixed subcarrier count.
+pub struct PresenceDetector {
+    cfg: PresenceConfig,
+    n: usize,
+    // Ring buffer of normalised amplitudes [window][n] and running sums per subcarrier.
+    ring: Vec<f32>,
+    head: usize,
+    filled: usize,
+    sum: Vec<f64>,
+    sum2: Vec<f64>,
+    var: Vec<f32>,
+    // Calibration buffers: variances [calib_packets][n] and mean variance per packet; the
+    // current packet's amplitudes.
+    cal_var: Vec<f32>,
+    cal_score: Vec<f32>,
+    amp: Vec<f32>,
+    unusable: u64,
+    // Median filter: the last `median_filter` normalised amplitudes per subcarrier [k][n].
+    mf_ring: Vec<f32>,
+    mf_head: usize,
+    mf_filled: usize,
+    mf_sort: Vec<f32>,
+    cal_len: usize,
+    scratch: Vec<f32>,
+    // Calibration result.
+    median: Vec<f32>,
+    usable: Vec<bool>,
+    n_usable: usize,
+    threshold: f32,
+    phase: Phase,
+    refusals: u64,
+    since_motion: usize,
+    packets: u64,
+    calibration_allowed: bool,
+}
+
+impl PresenceDetector {
+    /// A detector for packets of `n_subcarriers` amplitudes (all buffers allocated here).
+    pub fn new(n_subcarriers: usize, cfg: PresenceConfig) -> Result<Self, PresenceError> {
+        cfg.validate()?;
+        if !(2..=4096).contains(&n_subcarriers) {
+            return Err(PresenceError::Config(format!(
+                "{n_subcarriers} subcarriers outside 2..=4096"
+            )));
+        }
+        let n = n_subcarriers;
+        Ok(PresenceDetector {
+            ring: vec![0.0; cfg.window * n],
+            head: 0,
+            filled: 0,
+            sum: vec![0.0; n],
+            sum2: vec![0.0; n],
+            var: vec![0.0; n],
+            cal_var: vec![0.0; cfg.calib_packets * n],
+            cal_score: vec![0.0; cfg.calib_packets],
+            amp: vec![0.0; n],
+            unusable: 0,
+            mf_ring: vec![0.0; cfg.median_filter * n],
+            mf_head: 0,
+            mf_filled: 0,
+            mf_sort: vec![0.0; cfg.median_filter],
+            cal_len: 0,
+            scratch: vec![0.0; cfg.calib_packets.max(cfg.calib_block)],
+            median: vec![0.0; n],
+            usable: vec![false; n],
+            n_usable: 0,
+            threshold: 0.0,
+            phase: Phase::WarmingUp,
+            refusals: 0,
+            since_motion: usize::MAX,
+            packets: 0,
+            calibration_allowed: true,
+            n,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &PresenceConfig {
+        &self.cfg
+    }
+
+    pub fn subcarriers(&self) -> usize {
+        self.n
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Calibrated threshold on the relative motion score, once running.
+    pub fn threshold(&self) -> Option<f32> {
+        (self.phase == Phase::Running).then_some(self.threshold)
+    }
+
+    /// Calibration stretches refused because the room was not still.
+    pub fn calibration_refusals(&self) -> u64 {
+        self.refusals
+    }
+
+    /// Packets seen so far (including ones skipped as unusable).
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    /// Allows or forbids calibrating (allowed by default). A caller that knows the room is
+    /// occupied (or an evaluation that must calibrate only on empty-room data) forbids it;
+    /// packets seen while forbidden are not kept as calibration candidates.
+    pub fn set_calibration_allowed(&mut self, allowed: bool) {
+        self.calibration_allowed = allowed;
+        if !allowed && self.phase != Phase::Running {
+            self.cal_len = 0;
+        }
+    }
+
+    /// Forgets the calibration (keeps the window): the next still stretch calibrates again.
+    pub fn recalibrate(&mut self) {
+        self.cal_len = 0;
+        self.since_motion = usize::MAX;
+        self.phase = if self.filled >= self.cfg.window {
+            Phase::Calibrating
+        } else {
+            Phase::WarmingUp
+        };
+    }
+
+    /// One packet of raw ESP32-style I/Q pairs (two int8 per subcarrier; the order of the two
+    /// does not matter for the amplitude).
+    pub fn push_iq_i8(&mut self, iq: &[i8]) -> Reading {
+        self.packets += 1;
+        if iq.len() != 2 * self.n {
+            return self.reading(false);
+        }
+        for (a, p) in self.amp.iter_mut().zip(iq.chunks_exact(2)) {
+            let (x, y) = (p[0] as f32, p[1] as f32);
+            *a = (x * x + y * y).sqrt();
+        }
+        self.ingest()
+    }
+
+    /// One packet of `n_subcarriers` amplitudes. A packet of the wrong length, with a
+    /// non-finite value or with no energy at all is not used (the reading repeats the
+    /// state without updating it).
+    pub fn push_amplitudes(&mut self, amp: &[f32]) -> Reading {
+        self.packets += 1;
+        if amp.len() != self.n {
+            return self.reading(false);
+        }
+        self.amp.copy_from_slice(amp);
+        self.ingest()
+    }
+
+    /// Packets that were not used (wrong length, non-finite or all-zero amplitudes).
+    pub fn unusable_packets(&self) -> u64 {
+        self.unusable
+    }
+
+    fn ingest(&mut self) -> Reading {
+        let mean = self.amp.iter().sum::<f32>() / self.n as f32;
+        if !(mean.is_finite() && mean > 0.0) {
+            self.unusable += 1;
+            return self.reading(false);
+        }
+        // Normalise, then median-filter each subcarrier over its last k values.
+        let k = self.cfg.median_filter;
+        let mslot = self.mf_head * self.n;
+        for i in 0..self.n {
+            self.mf_ring[mslot + i] = self.amp[i] / mean;
+        }
+        self.mf_head = (self.mf_head + 1) % k;
+        self.mf_filled = (self.mf_filled + 1).min(k);
+        if k > 1 {
+            let m = self.mf_filled;
+            for i in 0..self.n {
+                for j in 0..m {
+                    self.mf_sort[j] = self.mf_ring[j * self.n + i];
+                }
+                self.amp[i] = median(&mut self.mf_sort[..m]);
+            }
+        } else {
+            for i in 0..self.n {
+                self.amp[i] = self.mf_ring[i];
+            }
+        }
+        let w = self.cfg.window;
+        let slot = self.head * self.n;
+        let full = self.filled >= w;
+        for i in 0..self.n {
+            let v = self.amp[i] as f64;
+            if full {
+                let old = self.ring[slot + i] as f64;
+                self.sum[i] -= old;
+                self.sum2[i] -= old * old;
+            }
+            self.ring[slot + i] = v as f32;
+            self.sum[i] += v;
+            self.sum2[i] += v * v;
+        }
+        self.head = (self.head + 1) % w;
+        if !full {
+            self.filled += 1;
+            if self.filled < w {
+                return self.reading(true);
+            }
+            self.phase = Phase::Calibrating;
+        }
+        let inv = 1.0 / w as f64;
+        for i in 0..self.n {
+            let m = self.sum[i] * inv;
+            self.var[i] = (self.sum2[i] * inv - m * m).max(0.0) as f32;
+        }
+        if self.phase == Phase::Calibrating && self.calibration_allowed {
+            self.calibrate_step();
+        }
+        self.reading(true)
+    }
+
+    fn calibrate_step(&mut self) {
+        let n = self.n;
+        let row = self.cal_len;
+        self.cal_var[row * n..(row + 1) * n].copy_from_slice(&self.var);
+        self.cal_score[row] = self.var.iter().sum::<f32>() / n as f32;
+        self.cal_len += 1;
+        let b = self.cfg.calib_block;
+        if self.cal_len < self.cfg.calib_packets {
+            return;
+        }
+        // Stillness test on block medians of the per-packet mean variance.
+        let blocks = self.cfg.calib_packets / b;
+        let (mut lo, mut hi) = (f32::INFINITY, 0.0f32);
+        for k in 0..blocks {
+            let s = &mut self.scratch[..b];
+            s.copy_from_slice(&self.cal_score[k * b..(k + 1) * b]);
+            let m = median(s);
+            lo = lo.min(m);
+            hi = hi.max(m);
+        }
+        if !(lo > 0.0 && hi <= self.cfg.calib_stability * lo) {
+            // Not still: drop the first block and keep watching.
+            self.refusals += 1;
+            self.cal_var.copy_within(b * n.., 0);
+            self.cal_score.copy_within(b.., 0);
+            self.cal_len -= b;
+            return;
+        }
+        // Per-subcarrier median variance and usable subcarriers (mean normalised amplitude
+        // over the current window, which lies inside the still stretch).
+        let c = self.cfg.calib_packets;
+        let inv = 1.0 / self.cfg.window as f64;
+        self.n_usable = 0;
+        for i in 0..n {
+            let s = &mut self.scratch[..c];
+            for (r, v) in s.iter_mut().enumerate() {
+                *v = self.cal_var[r * n + i];
+            }
+            let m = median(s);
+            let amp = (self.sum[i] * inv) as f32;
+            self.median[i] = m;
+            self.usable[i] = m > 0.0 && amp >= self.cfg.min_relative_amplitude;
+            self.n_usable += self.usable[i] as usize;
+        }
+        if self.n_usable == 0 {
+            self.refusals += 1;
+            self.cal_len = 0;
+            return;
+        }
+        // Threshold: the largest relative score of the calibration stretch, times the margin.
+        let mut top = 0.0f32;
+        for r in 0..c {
+            let row = &self.cal_var[r * n..(r + 1) * n];
+            top = top.max(self.relative(row));
+        }
+        self.threshold = top * self.cfg.margin;
+        if !(self.threshold > 0.0 && self.threshold.is_finite()) {
+            self.refusals += 1;
+            self.cal_len = 0;
+            return;
+        }
+        self.phase = Phase::Running;
+    }
+
+    fn relative(&self, var: &[f32]) -> f32 {
+        let s: f32 = var
+            .iter()
+            .zip(&self.median)
+            .zip(&self.usable)
+            .filter(|(_, &u)| u)
+            .map(|((v, m), _)| v / m)
+            .sum();
+        s / self.n_usable as f32
+    }
+
+    fn reading(&mut self, updated: bool) -> Reading {
+        if self.phase != Phase::Running {
+            return Reading {
+                phase: self.phase,
+                motion: false,
+                present: false,
+                ratio: 0.0,
+                confidence: 0.0,
+            };
+        }
+        let ratio = self.relative(&self.var) / self.threshold;
+        let motion = ratio > 1.0;
+        if updated {
+            if motion {
+                self.since_motion = 0;
+            } else {
+                self.since_motion = self.since_motion.saturating_add(1);
+            }
+        }
+        Reading {
+            phase: Phase::Running,
+            motion,
+            present: self.since_motion <= self.cfg.hold_packets,
+            ratio,
+            confidence: (2.0 * ratio.max(1e-30).ln().abs()).tanh(),
+        }
+    }
+}
+
+/// Median by selection (reorders `v`).
+fn median(v: &mut [f32]) -> f32 {
+    let k = v.len() / 2;
+    v.select_nth_unstable_by(k, |a, b| a.total_cmp(b));
+    v[k]
+}
+
+#[cfg(test)]
+mod tests;
