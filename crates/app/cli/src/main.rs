@@ -38,6 +38,8 @@ enum Command {
     Temporal(cmd::temporal::Args),
     /// Activity recognition with the temporal head: train, eval, stream.
     Activity(cmd::activity::Args),
+    /// Presence and motion from raw CSI (streaming detector with still-room calibration).
+    Presence(cmd::presence::Args),
     /// List the model family: parameter counts (ours vs published) and FLOPs per forward.
     Models(cmd::models::Args),
     /// Train a pose model on a packed dataset (checkpoints each epoch; --resume continues).
@@ -65,6 +67,7 @@ fn main() {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Temporal(a) => cmd::temporal::run(a),
         Command::Activity(a) => cmd::activity::run(a),
+        Command::Presence(a) => cmd::presence::run(a),
         Command::Models(a) => cmd::models::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Predict(a) => cmd::predict::run(a),

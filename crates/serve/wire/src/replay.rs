@@ -338,10 +338,13 @@ fn capture_body(f: &any::Frame) -> (Body, Option<u64>) {
 }
 
 /// Turns per-item device timestamps (which may wrap or be missing) into times from the
-/// first item: non-decreasing; a backwards step (a 32-bit counter wrapping, a reordered
-/// capture) counts as one packet period.
+/// first item, never decreasing: a backwards step of more than half the counter's range is
+/// the counter wrapping (Intel 5300 and ESP32 count µs in 32 bits); any other backwards step
+/// (a reordered capture) counts as one packet period.
 struct Clock {
     use_ts: bool,
+    /// The timestamp counter's range in ns, where it wraps.
+    wrap_ns: Option<u64>,
     period: u64,
     first: Option<u64>,
     last_raw: Option<u64>,
@@ -359,7 +362,11 @@ impl Clock {
                     self.first = Some(t);
                     self.now = 0;
                 } else if let Some(prev) = self.last_raw {
-                    self.now += if t >= prev { t - prev } else { self.period };
+                    self.now += match self.wrap_ns {
+                        _ if t >= prev => t - prev,
+                        Some(w) if prev - t > w / 2 => (t + w).saturating_sub(prev),
+                        _ => self.period,
+                    };
                 }
                 self.last_raw = Some(t);
                 self.now
@@ -380,6 +387,10 @@ fn capture_items(
     let name = path.display().to_string();
     let mut clock = Clock {
         use_ts: opts.use_timestamps,
+        wrap_ns: match format {
+            CaptureFormat::Intel5300 | CaptureFormat::Esp32 => Some((1u64 << 32) * 1000),
+            _ => None,
+        },
         period: period_ns(opts.rate_hz),
         first: None,
         last_raw: None,
@@ -636,7 +647,7 @@ impl Sender<'_> {
     fn datagram(&mut self, node: &mut Node, time_ns: u64, payload: &Payload) -> Result<(), String> {
         let f = self.opts.faults;
         self.stats.datagrams += 1;
-        if f.reset_at == Some(node.count) && node.count > 0 {
+        if f.reset_at == Some(node.count) {
             if let Some(h) = node.held.take() {
                 self.send(node, &h)?;
             }
@@ -736,6 +747,9 @@ pub fn validate(opts: &ReplayOptions) -> Result<(), String> {
         }
     }
     let f = &opts.faults;
+    if f.reset_at == Some(0) {
+        return Err("--reset-at 0: a node can restart at its datagram 1 or later".into());
+    }
     check_prob("loss", f.loss)?;
     check_prob("reorder", f.reorder)?;
     check_prob("duplicate", f.duplicate)?;
@@ -882,4 +896,53 @@ pub fn replay_with_progress(
         }
     }
     Ok(sender.stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clock(wrap_ns: Option<u64>) -> Clock {
+        Clock {
+            use_ts: true,
+            wrap_ns,
+            period: 10,
+            first: None,
+            last_raw: None,
+            now: 0,
+            index: 0,
+        }
+    }
+
+    #[test]
+    fn clock_follows_timestamps_through_a_wrap() {
+        let w = (1u64 << 32) * 1000;
+        let mut c = clock(Some(w));
+        assert_eq!(c.next(Some(w - 3000)), 0);
+        assert_eq!(c.next(Some(w - 1000)), 2000);
+        // The counter wrapped: 1000 ns before the top, then 500 ns after zero.
+        assert_eq!(c.next(Some(500)), 3500);
+        // A small backwards step is a reordered record: one period.
+        assert_eq!(c.next(Some(400)), 3510);
+        assert_eq!(c.next(Some(1400)), 4510);
+        // Without a wrap range every backwards step is one period.
+        let mut c = clock(None);
+        c.next(Some(5000));
+        assert_eq!(c.next(Some(100)), 10);
+        // No timestamps: index × period.
+        let mut c = clock(None);
+        assert_eq!((c.next(None), c.next(None), c.next(None)), (0, 10, 20));
+    }
+
+    #[test]
+    fn rng_is_seeded_and_chance_zero_never_draws() {
+        let mut a = Rng::new(3);
+        let mut b = Rng::new(3);
+        assert_eq!(a.next_u64(), b.next_u64());
+        let before = a.clone().next_u64();
+        assert!(!a.chance(0.0));
+        assert_eq!(a.next_u64(), before);
+        let hits = (0..10_000).filter(|_| a.chance(0.25)).count();
+        assert!((2300..2700).contains(&hits), "{hits}");
+    }
 }

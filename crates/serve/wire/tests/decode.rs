@@ -479,7 +479,7 @@ fn fuzz_random_and_mutated_datagrams_never_panic() {
     let pk = pcap_packets("example_4358.pcap");
     seeds.push(pk[0][42..].to_vec());
     let mut counters = Counters::new();
-    let iterations = 20_000;
+    let iterations = 100_000;
     for it in 0..iterations {
         let d: Vec<u8> = if it % 4 == 0 {
             let n = rng.below(300);

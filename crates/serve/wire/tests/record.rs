@@ -216,3 +216,60 @@ fn killed_writer_leaves_a_readable_file() {
     assert!(recs.len() as u64 >= appended, "{} < {appended}", recs.len());
     assert_eq!(recs, (0..recs.len() as u64).map(sample).collect::<Vec<_>>());
 }
+
+#[test]
+fn fuzz_mutated_recordings_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_all(&dir.path().join("f"), 12, RecordOptions::default());
+    let good = std::fs::read(&paths[0]).unwrap();
+    let mut state = 0x1234_5678_9ABC_DEF0u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut complete, mut errors, mut cut) = (0, 0, 0);
+    for _ in 0..3000 {
+        let mut b = good.clone();
+        for _ in 0..1 + next() % 3 {
+            if b.is_empty() {
+                break;
+            }
+            let i = (next() as usize) % b.len();
+            match next() % 3 {
+                0 => b[i] ^= 1 << (next() % 8),
+                1 => b[i] = next() as u8,
+                _ => b.truncate(i),
+            }
+        }
+        match RecordReader::new(&b[..], "fuzz.csirec") {
+            Err(_) => errors += 1,
+            Ok(mut r) => {
+                let mut n = 0;
+                for rec in r.by_ref() {
+                    match rec {
+                        Ok(rec) => {
+                            assert!(rec.data.len() <= b.len());
+                            n += 1;
+                        }
+                        Err(e) => {
+                            assert!(e.offset <= b.len() as u64);
+                            errors += 1;
+                        }
+                    }
+                    assert!(n <= 12);
+                }
+                if r.truncation().is_some() {
+                    cut += 1;
+                } else {
+                    complete += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        complete > 0 && errors > 0 && cut > 0,
+        "{complete} {errors} {cut}"
+    );
+}

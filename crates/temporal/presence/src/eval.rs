@@ -4,8 +4,10 @@
 //! A *session* is an empty-room recording followed by a movement recording of the same chip
 //! and place (ESPectre's `baseline_*` / `movement_*` pairs). The two are streamed through one
 //! fresh detector in that order, as a live node would see them: the detector calibrates itself
-//! on the first still stretch of the empty room, and only the packets after its calibration
-//! window are scored (empty-room packets as negatives, movement packets as positives).
+//! on the first still stretch of the empty room (calibration is forbidden once the movement
+//! recording starts, so a session whose empty room never holds still is reported as not
+//! calibrated and scores nothing), and only the packets after its calibration window are
+//! scored (empty-room packets as negatives, movement packets as positives).
 //!
 //! [`session_folds`] chooses the detector's settings on some sessions and scores others, so
 //! that no reported packet took part in a choice.
@@ -95,6 +97,7 @@ pub fn score_session(
     let mut counts = Counts::default();
     let mut calibrated_at = None;
     for (label, data) in [(false, &s.empty), (true, &s.movement)] {
+        det.set_calibration_allowed(!label);
         for pkt in data.chunks_exact(w) {
             let r = det.push_iq_i8(pkt);
             if r.phase != Phase::Running {
@@ -124,17 +127,25 @@ pub fn score_session(
 
 /// The settings [`session_folds`] chooses among: every combination of the given windows,
 /// margins and stillness ratios, other fields from the default.
-pub fn grid(windows: &[usize], margins: &[f32], stabilities: &[f32]) -> Vec<PresenceConfig> {
+pub fn grid(
+    windows: &[usize],
+    margins: &[f32],
+    stabilities: &[f32],
+    median_filters: &[usize],
+) -> Vec<PresenceConfig> {
     let mut out = Vec::new();
     for &window in windows {
         for &margin in margins {
             for &calib_stability in stabilities {
-                out.push(PresenceConfig {
-                    window,
-                    margin,
-                    calib_stability,
-                    ..PresenceConfig::default()
-                });
+                for &median_filter in median_filters {
+                    out.push(PresenceConfig {
+                        window,
+                        margin,
+                        calib_stability,
+                        median_filter,
+                        ..PresenceConfig::default()
+                    });
+                }
             }
         }
     }
@@ -143,7 +154,7 @@ pub fn grid(windows: &[usize], margins: &[f32], stabilities: &[f32]) -> Vec<Pres
 
 /// The grid of the published evaluation (BENCHMARKS.md).
 pub fn default_grid() -> Vec<PresenceConfig> {
-    grid(&[100, 150, 200], &[1.0, 1.25, 1.5], &[1.5, 2.0])
+    grid(&[100, 150, 200], &[1.0, 1.25, 1.5], &[1.5, 2.0], &[1, 7])
 }
 
 /// One fold of [`session_folds`]: the settings chosen on the `select` sessions and what they

@@ -5,15 +5,17 @@
 //! How it works:
 //! 1. Each packet's amplitudes are divided by their mean, which removes the receiver's gain
 //!    (ESP32 chips without AGC lock change it from packet to packet).
-//! 2. For every subcarrier the variance of that normalised amplitude over the last
+//! 2. Each subcarrier's normalised amplitude is median-filtered over its last few packets
+//!    (`median_filter`), which removes single-packet glitches.
+//! 3. For every subcarrier the variance of that normalised amplitude over the last
 //!    `window` packets is kept up to date (running sums over a ring buffer).
-//! 3. Calibration: once the window is full, the detector watches `calib_packets` packets. The
+//! 4. Calibration: once the window is full, the detector watches `calib_packets` packets. The
 //!    room counts as still when the medians of the per-packet mean variance over blocks of
 //!    `calib_block` packets differ by at most `calib_stability` (max/min). A person moving
 //!    makes them differ, and the detector refuses that stretch (counted in
 //!    [`PresenceDetector::calibration_refusals`]) and tries the next one. On a still stretch
 //!    it stores each subcarrier's median variance and the subcarriers strong enough to use.
-//! 4. Running: the motion score of a packet is the mean over usable subcarriers of (variance /
+//! 5. Running: the motion score of a packet is the mean over usable subcarriers of (variance /
 //!    its calibration median). The threshold is the largest score seen during calibration
 //!    times `margin`; above it is motion. A person counts as present while motion was seen in
 //!    the last `hold_packets` packets: the detector senses movement, so a person who stays
@@ -39,6 +41,10 @@ pub struct PresenceConfig {
     pub margin: f32,
     /// Packets a person stays "present" after the last motion.
     pub hold_packets: usize,
+    /// Each subcarrier's normalised amplitude is replaced by the median of its last
+    /// `median_filter` values (odd, 1 = off) before the variance: single-packet glitches
+    /// (gain steps, bad packets) then do not read as motion.
+    pub median_filter: usize,
     /// A subcarrier is used when its mean normalised amplitude during calibration is at least
     /// this fraction of the average (null and guard subcarriers are left out).
     pub min_relative_amplitude: f32,
@@ -53,6 +59,7 @@ impl Default for PresenceConfig {
             calib_stability: 1.5,
             margin: 1.25,
             hold_packets: 300,
+            median_filter: 1,
             min_relative_amplitude: 0.1,
         }
     }
@@ -80,7 +87,7 @@ impl PresenceConfig {
         }
         if self.calib_packets < 2 * self.calib_block
             || self.calib_packets > 100_000
-            || self.calib_packets % self.calib_block != 0
+            || !self.calib_packets.is_multiple_of(self.calib_block)
         {
             return bad(format!(
                 "calib_packets {} must be a multiple of calib_block {} with at least 2 blocks and at most 100000 packets",
@@ -98,6 +105,12 @@ impl PresenceConfig {
         }
         if self.hold_packets > 1_000_000 {
             return bad(format!("hold_packets {} above 1000000", self.hold_packets));
+        }
+        if self.median_filter.is_multiple_of(2) || self.median_filter > 31 {
+            return bad(format!(
+                "median_filter {} must be odd and at most 31",
+                self.median_filter
+            ));
         }
         if !(self.min_relative_amplitude.is_finite()
             && (0.0..1.0).contains(&self.min_relative_amplitude))
@@ -164,6 +177,11 @@ pub struct PresenceDetector {
     cal_score: Vec<f32>,
     amp: Vec<f32>,
     unusable: u64,
+    // Median filter: the last `median_filter` normalised amplitudes per subcarrier [k][n].
+    mf_ring: Vec<f32>,
+    mf_head: usize,
+    mf_filled: usize,
+    mf_sort: Vec<f32>,
     cal_len: usize,
     scratch: Vec<f32>,
     // Calibration result.
@@ -175,6 +193,7 @@ pub struct PresenceDetector {
     refusals: u64,
     since_motion: usize,
     packets: u64,
+    calibration_allowed: bool,
 }
 
 impl PresenceDetector {
@@ -198,6 +217,10 @@ impl PresenceDetector {
             cal_score: vec![0.0; cfg.calib_packets],
             amp: vec![0.0; n],
             unusable: 0,
+            mf_ring: vec![0.0; cfg.median_filter * n],
+            mf_head: 0,
+            mf_filled: 0,
+            mf_sort: vec![0.0; cfg.median_filter],
             cal_len: 0,
             scratch: vec![0.0; cfg.calib_packets.max(cfg.calib_block)],
             median: vec![0.0; n],
@@ -208,6 +231,7 @@ impl PresenceDetector {
             refusals: 0,
             since_motion: usize::MAX,
             packets: 0,
+            calibration_allowed: true,
             n,
             cfg,
         })
@@ -238,6 +262,16 @@ impl PresenceDetector {
     /// Packets seen so far (including ones skipped as unusable).
     pub fn packets(&self) -> u64 {
         self.packets
+    }
+
+    /// Allows or forbids calibrating (allowed by default). A caller that knows the room is
+    /// occupied (or an evaluation that must calibrate only on empty-room data) forbids it;
+    /// packets seen while forbidden are not kept as calibration candidates.
+    pub fn set_calibration_allowed(&mut self, allowed: bool) {
+        self.calibration_allowed = allowed;
+        if !allowed && self.phase != Phase::Running {
+            self.cal_len = 0;
+        }
     }
 
     /// Forgets the calibration (keeps the window): the next still stretch calibrates again.
@@ -288,11 +322,32 @@ impl PresenceDetector {
             self.unusable += 1;
             return self.reading(false);
         }
+        // Normalise, then median-filter each subcarrier over its last k values.
+        let k = self.cfg.median_filter;
+        let mslot = self.mf_head * self.n;
+        for i in 0..self.n {
+            self.mf_ring[mslot + i] = self.amp[i] / mean;
+        }
+        self.mf_head = (self.mf_head + 1) % k;
+        self.mf_filled = (self.mf_filled + 1).min(k);
+        if k > 1 {
+            let m = self.mf_filled;
+            for i in 0..self.n {
+                for j in 0..m {
+                    self.mf_sort[j] = self.mf_ring[j * self.n + i];
+                }
+                self.amp[i] = median(&mut self.mf_sort[..m]);
+            }
+        } else {
+            for i in 0..self.n {
+                self.amp[i] = self.mf_ring[i];
+            }
+        }
         let w = self.cfg.window;
         let slot = self.head * self.n;
         let full = self.filled >= w;
         for i in 0..self.n {
-            let v = (self.amp[i] / mean) as f64;
+            let v = self.amp[i] as f64;
             if full {
                 let old = self.ring[slot + i] as f64;
                 self.sum[i] -= old;
@@ -315,7 +370,7 @@ impl PresenceDetector {
             let m = self.sum[i] * inv;
             self.var[i] = (self.sum2[i] * inv - m * m).max(0.0) as f32;
         }
-        if self.phase == Phase::Calibrating {
+        if self.phase == Phase::Calibrating && self.calibration_allowed {
             self.calibrate_step();
         }
         self.reading(true)
@@ -386,12 +441,13 @@ impl PresenceDetector {
     }
 
     fn relative(&self, var: &[f32]) -> f32 {
-        let mut s = 0.0f32;
-        for i in 0..self.n {
-            if self.usable[i] {
-                s += var[i] / self.median[i];
-            }
-        }
+        let s: f32 = var
+            .iter()
+            .zip(&self.median)
+            .zip(&self.usable)
+            .filter(|(_, &u)| u)
+            .map(|((v, m), _)| v / m)
+            .sum();
         s / self.n_usable as f32
     }
 

@@ -9,6 +9,7 @@ pub mod frontier;
 pub mod import_mmfi;
 pub mod models;
 pub mod predict;
+pub mod presence;
 pub mod quantize;
 pub mod replay;
 pub mod serve;

@@ -1,0 +1,469 @@
+//! `csipose presence`: the streaming presence/motion detector over capture files and ESPectre
+//! `.npz` recordings, and its evaluation on a labelled ESPectre tree (`--evaluate DIR`).
+
+use anyhow::{bail, Context, Result};
+use csipose_capture::any;
+use csipose_presence::eval::{self, Counts, Session};
+use csipose_presence::{Phase, PresenceConfig, PresenceDetector, Reading};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Capture files (any format `capture` reads) or `.npz` recordings with int8 `csi_data`.
+    #[arg(required_unless_present = "evaluate", conflicts_with = "evaluate")]
+    pub files: Vec<PathBuf>,
+    /// Evaluate on a labelled ESPectre tree (`baseline/*.npz`, `movement/*.npz`): per chip,
+    /// with the defaults and with settings chosen on the other recording session.
+    #[arg(long, value_name = "DIR")]
+    pub evaluate: Option<PathBuf>,
+    /// One JSON object per file (or the evaluation) on standard output.
+    #[arg(long)]
+    pub json: bool,
+    /// Packets in the moving-variance window.
+    #[arg(long, default_value_t = PresenceConfig::default().window)]
+    pub window: usize,
+    /// Packets of still room needed to calibrate.
+    #[arg(long, default_value_t = PresenceConfig::default().calib_packets)]
+    pub calib_packets: usize,
+    /// Threshold = largest calibration score × margin.
+    #[arg(long, default_value_t = PresenceConfig::default().margin)]
+    pub margin: f32,
+    /// Largest max/min ratio of block medians for the room to count as still.
+    #[arg(long, default_value_t = PresenceConfig::default().calib_stability)]
+    pub calib_stability: f32,
+    /// Median filter length per subcarrier (odd; 1 = off).
+    #[arg(long, default_value_t = PresenceConfig::default().median_filter)]
+    pub median_filter: usize,
+    /// Packets a person stays present after the last motion.
+    #[arg(long, default_value_t = PresenceConfig::default().hold_packets)]
+    pub hold: usize,
+}
+
+impl Args {
+    fn config(&self) -> Result<PresenceConfig> {
+        let cfg = PresenceConfig {
+            window: self.window,
+            calib_packets: self.calib_packets,
+            margin: self.margin,
+            calib_stability: self.calib_stability,
+            hold_packets: self.hold,
+            median_filter: self.median_filter,
+            ..PresenceConfig::default()
+        };
+        cfg.validate().map_err(|e| {
+            anyhow::anyhow!(
+                "{e} (flags --window, --calib-packets, --margin, --calib-stability, --median-filter, --hold)"
+            )
+        })?;
+        Ok(cfg)
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let cfg = a.config()?;
+    if let Some(dir) = &a.evaluate {
+        return evaluate(dir, &cfg, a.json);
+    }
+    for f in &a.files {
+        let summary = detect_file(f, &cfg)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&summary)?);
+        } else {
+            print_summary(f, &summary);
+        }
+    }
+    Ok(())
+}
+
+/// Packets of one file as amplitude rows (`rows × width`).
+struct Packets {
+    width: usize,
+    amps: Vec<f32>,
+    /// Records the reader could not decode.
+    undecodable: u64,
+}
+
+fn read_npz(path: &Path) -> Result<Packets> {
+    let mut z = csipose_npy::Npz::open(path)?;
+    let a = z
+        .read::<i64>("csi_data")
+        .with_context(|| format!("{}: member csi_data", path.display()))?;
+    if a.shape.len() != 2 || a.shape[1] % 2 != 0 || a.shape[1] == 0 {
+        bail!(
+            "{}: csi_data has shape {:?}, expected [packets, 2·subcarriers] int8 I/Q",
+            path.display(),
+            a.shape
+        );
+    }
+    let width = a.shape[1] / 2;
+    let mut amps = Vec::with_capacity(a.data.len() / 2);
+    for p in a.data.chunks_exact(2) {
+        let (x, y) = (p[0] as f32, p[1] as f32);
+        amps.push((x * x + y * y).sqrt());
+    }
+    Ok(Packets {
+        width,
+        amps,
+        undecodable: 0,
+    })
+}
+
+fn read_capture(path: &Path) -> Result<Packets> {
+    let reader = any::open(path, None, Default::default()).map_err(|m| anyhow::anyhow!(m))?;
+    let mut width = 0;
+    let mut amps = Vec::new();
+    let mut undecodable = 0;
+    let mut other_width = 0u64;
+    for fr in reader {
+        let fr = match fr {
+            Ok(f) => f,
+            Err(e) if e.is_truncation() => {
+                eprintln!(
+                    "warning: {}: {e} (the frames before it are used)",
+                    path.display()
+                );
+                undecodable += 1;
+                break;
+            }
+            Err(e) => bail!("{}: {e}", path.display()),
+        };
+        let (ant, sc, a) = fr.rx_amplitudes();
+        let w = ant * sc;
+        if width == 0 {
+            width = w;
+        }
+        if w != width {
+            other_width += 1;
+            continue;
+        }
+        amps.extend(a.iter().map(|&v| v as f32));
+    }
+    if other_width > 0 {
+        eprintln!(
+            "warning: {}: {other_width} frames with a different antenna×subcarrier count than the first ({width}) were not used",
+            path.display()
+        );
+    }
+    if width == 0 {
+        bail!("{}: no CSI frame decoded", path.display());
+    }
+    Ok(Packets {
+        width,
+        amps,
+        undecodable: undecodable + other_width,
+    })
+}
+
+fn detect_file(path: &Path, cfg: &PresenceConfig) -> Result<serde_json::Value> {
+    let p = if path.extension().is_some_and(|e| e == "npz") {
+        read_npz(path)?
+    } else {
+        read_capture(path)?
+    };
+    let mut det = PresenceDetector::new(p.width, cfg.clone())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut calibrated_at = None;
+    let (mut motion, mut present, mut running) = (0u64, 0u64, 0u64);
+    // Segments of presence as [first, last] packet indices (0-based).
+    let mut segments: Vec<[u64; 2]> = Vec::new();
+    let mut last: Option<Reading> = None;
+    for (i, row) in p.amps.chunks_exact(p.width).enumerate() {
+        let r = det.push_amplitudes(row);
+        if r.phase == Phase::Running {
+            calibrated_at.get_or_insert(i as u64);
+            running += 1;
+            motion += r.motion as u64;
+            if r.present {
+                present += 1;
+                match segments.last_mut() {
+                    Some(s) if s[1] + 1 == i as u64 => s[1] = i as u64,
+                    _ => segments.push([i as u64, i as u64]),
+                }
+            }
+        }
+        last = Some(r);
+    }
+    let n = (p.amps.len() / p.width) as u64;
+    Ok(json!({
+        "file": path.display().to_string(),
+        "packets": n,
+        "subcarriers": p.width,
+        "undecodable_records": p.undecodable,
+        "unusable_packets": det.unusable_packets(),
+        "calibrated_at_packet": calibrated_at,
+        "calibration_refusals": det.calibration_refusals(),
+        "threshold": det.threshold(),
+        "scored_packets": running,
+        "motion_packets": motion,
+        "present_packets": present,
+        "presence_segments": segments,
+        "final": last.map(|r| json!({
+            "phase": r.phase.name(), "motion": r.motion, "present": r.present,
+            "ratio": r.ratio, "confidence": r.confidence,
+        })),
+    }))
+}
+
+fn print_summary(path: &Path, s: &serde_json::Value) {
+    println!("{}", path.display());
+    println!(
+        "  packets {} ({} subcarriers), undecodable {}, unusable {}",
+        s["packets"], s["subcarriers"], s["undecodable_records"], s["unusable_packets"]
+    );
+    match s["calibrated_at_packet"].as_u64() {
+        None => println!(
+            "  never calibrated: no still stretch of {} packets ({} stretches refused as moving)",
+            s["scored_packets"], s["calibration_refusals"]
+        ),
+        Some(c) => {
+            let scored = s["scored_packets"].as_u64().unwrap_or(0).max(1) as f64;
+            println!(
+                "  calibrated at packet {c} ({} stretches refused); threshold {:.3}",
+                s["calibration_refusals"],
+                s["threshold"].as_f64().unwrap_or(0.0)
+            );
+            println!(
+                "  motion in {:.1}% and presence in {:.1}% of {} scored packets; {} presence segment(s)",
+                100.0 * s["motion_packets"].as_u64().unwrap_or(0) as f64 / scored,
+                100.0 * s["present_packets"].as_u64().unwrap_or(0) as f64 / scored,
+                s["scored_packets"],
+                s["presence_segments"].as_array().map_or(0, |v| v.len())
+            );
+        }
+    }
+}
+
+/// An ESPectre recording: chip and label from the file name (`{label}_{chip}_{n}sc_{date}_{time}.npz`).
+fn espectre_sessions(dir: &Path) -> Result<Vec<Session>> {
+    let mut by_chip: std::collections::BTreeMap<String, [Vec<PathBuf>; 2]> = Default::default();
+    for (k, sub) in ["baseline", "movement"].iter().enumerate() {
+        let d = dir.join(sub);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&d)
+            .with_context(|| {
+                format!(
+                    "{}: not an ESPectre tree (needs baseline/ and movement/)",
+                    d.display()
+                )
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "npz"))
+            .collect();
+        files.sort();
+        for f in files {
+            let name = f
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let chip = name
+                .strip_prefix(&format!("{sub}_"))
+                .and_then(|r| r.split('_').next())
+                .filter(|c| !c.is_empty())
+                .with_context(|| format!("{}: name is not {sub}_CHIP_..._.npz", f.display()))?
+                .to_string();
+            by_chip.entry(chip).or_default()[k].push(f);
+        }
+    }
+    let mut sessions = Vec::new();
+    for (chip, [empty, moving]) in by_chip {
+        if empty.len() != moving.len() {
+            bail!(
+                "{}: chip {chip} has {} baseline and {} movement recordings; sessions pair them in name (time) order",
+                dir.display(),
+                empty.len(),
+                moving.len()
+            );
+        }
+        for (index, (e, m)) in empty.iter().zip(&moving).enumerate() {
+            let (pe, pm) = (read_iq(e)?, read_iq(m)?);
+            if pe.0 != pm.0 {
+                bail!(
+                    "{} and {}: different subcarrier counts",
+                    e.display(),
+                    m.display()
+                );
+            }
+            sessions.push(Session {
+                chip: chip.clone(),
+                index,
+                subcarriers: pe.0,
+                empty: pe.1,
+                movement: pm.1,
+            });
+        }
+    }
+    if sessions.is_empty() {
+        bail!("{}: no recordings found", dir.display());
+    }
+    Ok(sessions)
+}
+
+fn read_iq(path: &Path) -> Result<(usize, Vec<i8>)> {
+    let mut z = csipose_npy::Npz::open(path)?;
+    let a = z
+        .read::<i64>("csi_data")
+        .with_context(|| format!("{}: member csi_data", path.display()))?;
+    if a.shape.len() != 2 || a.shape[1] % 2 != 0 || a.shape[1] == 0 {
+        bail!(
+            "{}: csi_data has shape {:?}, expected [packets, 2·subcarriers]",
+            path.display(),
+            a.shape
+        );
+    }
+    let mut out = Vec::with_capacity(a.data.len());
+    for (i, &v) in a.data.iter().enumerate() {
+        let b = i8::try_from(v).with_context(|| {
+            format!("{}: csi_data element {i} = {v} is not int8", path.display())
+        })?;
+        out.push(b);
+    }
+    Ok((a.shape[1] / 2, out))
+}
+
+fn row(c: &Counts) -> serde_json::Value {
+    json!({
+        "precision": c.precision(), "recall": c.recall(), "f1": c.f1(),
+        "false_positive_rate": c.false_positive_rate(),
+        "tp": c.tp, "fp": c.fp, "fn": c.fn_, "tn": c.tn, "unscored": c.unscored,
+    })
+}
+
+fn evaluate(dir: &Path, cfg: &PresenceConfig, as_json: bool) -> Result<()> {
+    let sessions = espectre_sessions(dir)?;
+    let mut chips: Vec<String> = sessions.iter().map(|s| s.chip.clone()).collect();
+    chips.dedup();
+    // (a) the given (default) settings on every session.
+    let mut fixed: std::collections::BTreeMap<String, Counts> = Default::default();
+    let mut uncalibrated = Vec::new();
+    for s in &sessions {
+        let r = eval::score_session(cfg, s).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if r.calibrated_at.is_none() {
+            uncalibrated.push(format!("{} #{}", s.chip, s.index));
+        }
+        fixed.entry(s.chip.clone()).or_default().add(&r.counts);
+    }
+    // (b) settings chosen on the other session(s), scored on the held-out one.
+    let folds = eval::session_folds(&sessions, &eval::default_grid())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut held: std::collections::BTreeMap<String, Counts> = Default::default();
+    for f in &folds {
+        for (chip, r) in &f.scored {
+            held.entry(chip.clone()).or_default().add(&r.counts);
+        }
+    }
+    // (c) the same, but settings chosen per chip (on that chip's other session only).
+    let mut per_chip: std::collections::BTreeMap<String, Counts> = Default::default();
+    let mut per_chip_choice = Vec::new();
+    for chip in &chips {
+        let mine: Vec<Session> = sessions
+            .iter()
+            .filter(|s| &s.chip == chip)
+            .cloned()
+            .collect();
+        for f in
+            eval::session_folds(&mine, &eval::default_grid()).map_err(|e| anyhow::anyhow!("{e}"))?
+        {
+            per_chip_choice.push(json!({
+                "chip": chip, "held_out_recording": f.held_out,
+                "chosen": {"window": f.chosen.window, "margin": f.chosen.margin,
+                           "calib_stability": f.chosen.calib_stability, "median_filter": f.chosen.median_filter},
+            }));
+            for (c, r) in &f.scored {
+                per_chip.entry(c.clone()).or_default().add(&r.counts);
+            }
+        }
+    }
+    let total = |m: &std::collections::BTreeMap<String, Counts>| {
+        let mut t = Counts::default();
+        m.values().for_each(|c| t.add(c));
+        t
+    };
+    if as_json {
+        let out = json!({
+            "dir": dir.display().to_string(),
+            "sessions": sessions.len(),
+            "given_settings": {
+                "window": cfg.window, "margin": cfg.margin, "calib_packets": cfg.calib_packets,
+                "median_filter": cfg.median_filter,
+                "calib_stability": cfg.calib_stability,
+                "per_chip": fixed.iter().map(|(k, c)| (k.clone(), row(c))).collect::<serde_json::Map<_, _>>(),
+                "all": row(&total(&fixed)),
+                "uncalibrated_sessions": uncalibrated,
+            },
+            "session_folds": {
+                "folds": folds.iter().map(|f| json!({
+                    "held_out_recording": f.held_out,
+                    "chosen": {"window": f.chosen.window, "margin": f.chosen.margin,
+                               "calib_stability": f.chosen.calib_stability, "median_filter": f.chosen.median_filter},
+                    "selection_f1": f.selection_f1,
+                })).collect::<Vec<_>>(),
+                "per_chip": held.iter().map(|(k, c)| (k.clone(), row(c))).collect::<serde_json::Map<_, _>>(),
+                "all": row(&total(&held)),
+            },
+            "per_chip_session_folds": {
+                "choices": per_chip_choice,
+                "per_chip": per_chip.iter().map(|(k, c)| (k.clone(), row(c))).collect::<serde_json::Map<_, _>>(),
+                "all": row(&total(&per_chip)),
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let table = |title: &str, m: &std::collections::BTreeMap<String, Counts>| {
+        println!("{title}");
+        println!("| chip | precision | recall | F1 | false-positive rate | scored packets |");
+        println!("|---|---|---|---|---|---|");
+        let t = total(m);
+        for (chip, c) in m.iter().map(|(k, c)| (k.as_str(), c)).chain([("all", &t)]) {
+            println!(
+                "| {chip} | {:.1}% | {:.1}% | {:.1}% | {:.2}% | {} |",
+                100.0 * c.precision(),
+                100.0 * c.recall(),
+                100.0 * c.f1(),
+                100.0 * c.false_positive_rate(),
+                c.scored()
+            );
+        }
+        println!();
+    };
+    println!(
+        "{} sessions ({} chips) from {}",
+        sessions.len(),
+        chips.len(),
+        dir.display()
+    );
+    table(
+        &format!(
+            "Given settings (window {}, margin {}, stillness {}, median filter {}), every session:",
+            cfg.window, cfg.margin, cfg.calib_stability, cfg.median_filter
+        ),
+        &fixed,
+    );
+    if !uncalibrated.is_empty() {
+        println!(
+            "never calibrated (all packets unscored): {}",
+            uncalibrated.join(", ")
+        );
+    }
+    for f in &folds {
+        println!(
+            "recording {} held out: chose window {}, margin {}, stillness {}, median filter {} (F1 {:.1}% on the other recordings)",
+            f.held_out,
+            f.chosen.window,
+            f.chosen.margin,
+            f.chosen.calib_stability,
+            f.chosen.median_filter,
+            100.0 * f.selection_f1
+        );
+    }
+    table(
+        "Settings chosen on the other recording session, scored on the held-out one:",
+        &held,
+    );
+    table(
+        "Per-chip tuning: settings chosen on the same chip's other session, scored on the held-out one:",
+        &per_chip,
+    );
+    Ok(())
+}
