@@ -153,7 +153,10 @@ pub fn open(
 ) -> std::result::Result<Reader, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if meta.is_dir() {
-        return Err(format!("{}: is a folder, not a capture file", path.display()));
+        return Err(format!(
+            "{}: is a folder, not a capture file",
+            path.display()
+        ));
     }
     if meta.len() == 0 {
         return Err(format!("{}: the file is empty", path.display()));
@@ -264,11 +267,7 @@ impl PacketGrouper {
                 .filter(|f| f.csi.len() == subcarriers && f.spatial_stream == ss)
                 .collect();
         }
-        let others = frames
-            .iter()
-            .filter(|f| f.csi.len() == subcarriers)
-            .count()
-            - rows.len();
+        let others = frames.iter().filter(|f| f.csi.len() == subcarriers).count() - rows.len();
         self.skips.add_n(SKIP_OTHER_STREAM, others as u64);
         rows.sort_by_key(|f| f.core);
         let before = rows.len();

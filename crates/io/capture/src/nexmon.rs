@@ -37,7 +37,8 @@ pub const SKIP_NOT_UDP: &str = "packets that are not IPv4/UDP";
 /// [`Reader::skips`] reason for UDP payloads shorter than the nexmon header.
 pub const SKIP_NO_HEADER: &str = "UDP payloads shorter than the 18-byte nexmon header";
 /// [`Reader::skips`] reason for packets whose capture ends inside the UDP payload.
-pub const SKIP_CUT: &str = "packets captured shorter than their UDP length (snapshot length too small)";
+pub const SKIP_CUT: &str =
+    "packets captured shorter than their UDP length (snapshot length too small)";
 /// [`Reader::skips`] reason for UDP payloads without the 0x1111 magic.
 pub const SKIP_NO_MAGIC: &str = "UDP packets without the nexmon magic 0x1111 (not CSI)";
 /// [`Reader::skips`] reason for a packet that yielded an error.

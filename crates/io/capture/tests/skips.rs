@@ -64,7 +64,10 @@ fn nexmon_packets_with_a_trailing_fcs_decode_from_the_udp_length() {
     assert_eq!(got.len(), 5, "skipped: {}", r.skips());
     assert!(r.skips().is_empty(), "{}", r.skips());
     for (g, f) in got.iter().zip(&frames) {
-        assert_eq!((&g.csi, g.sequence, g.bandwidth_mhz), (&f.csi, f.sequence, 20));
+        assert_eq!(
+            (&g.csi, g.sequence, g.bandwidth_mhz),
+            (&f.csi, f.sequence, 20)
+        );
     }
 }
 
@@ -218,4 +221,17 @@ fn grouper_counts_the_frames_it_leaves_out() {
     assert_eq!(g.skips().count(any::SKIP_OTHER_STREAM), 1);
     assert_eq!(g.skips().count(any::SKIP_REPEATED_CORE), 1);
     assert_eq!(g.skips().count(any::SKIP_OTHER_WIDTH), 1);
+}
+
+#[test]
+fn esp32_with_console_lines_first_is_detected() {
+    let plain = std::fs::read(shared("example_csi.csv")).unwrap();
+    let mut noisy = b"I (312) boot: ESP-IDF v4.3\nI (320) wifi: connected\n".to_vec();
+    noisy.extend_from_slice(&plain);
+    assert_eq!(csipose_capture::detect(&noisy), Ok(Format::Esp32));
+    let e = csipose_capture::detect(b"hello\nworld\n").unwrap_err();
+    assert!(
+        e.contains("esp32: the file is text but has no `CSI_DATA` row"),
+        "{e}"
+    );
 }

@@ -156,7 +156,10 @@ impl AtomicFile {
                 .unwrap_or(Path::new("."));
             if !parent.is_dir() {
                 let msg = format!("the output folder {} does not exist", parent.display());
-                NpyError::io(&dest, std::io::Error::new(std::io::ErrorKind::NotFound, msg))
+                NpyError::io(
+                    &dest,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, msg),
+                )
             } else {
                 NpyError::io(&tmp, e)
             }
@@ -225,7 +228,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("nodir").join("a.npy");
         let e = AtomicFile::create(&dest).err().unwrap().to_string();
-        assert!(e.contains("a.npy") && e.contains("nodir does not exist"), "{e}");
+        assert!(
+            e.contains("a.npy") && e.contains("nodir does not exist"),
+            "{e}"
+        );
         assert!(!e.contains(".tmp-"), "{e}");
     }
 

@@ -754,7 +754,10 @@ fn to_dataset(a: ToDatasetArgs) -> Result<()> {
             }
             let profile = out.profile.as_ref().expect("set above");
             if a.profile == "native" && p.subcarriers != profile.subcarriers {
-                let from = out.native_from.as_ref().map(|(p, _)| p.display().to_string());
+                let from = out
+                    .native_from
+                    .as_ref()
+                    .map(|(p, _)| p.display().to_string());
                 bail!(
                     "{}: packets of {} subcarriers, but the native profile (from {}) has {}; \
                      captures of different widths are not resampled into one native dataset: use --profile mmfi (every capture interpolated to 114) or convert them separately",
