@@ -112,7 +112,7 @@ fn nexmon_non_csi_packets_are_counted_by_reason() {
 
 #[test]
 fn nexmon_bad_pcap_magic_is_fatal_not_skippable() {
-    let mut bytes = vec![0u8; 64];
+    let mut bytes = [0u8; 64];
     bytes[..4].copy_from_slice(&0x0a0d_0d0au32.to_le_bytes());
     let mut r = nexmon::Reader::new(&bytes[..], Default::default());
     let e = r.next().unwrap().unwrap_err();

@@ -212,7 +212,7 @@ fn for_each_frame(
         widths: BTreeMap::new(),
     };
     let mut first_other_width: Option<(u64, usize)> = None;
-    while let Some(item) = reader.next() {
+    for item in reader.by_ref() {
         match item {
             Ok(f) => {
                 if let Some(b) = bar {
