@@ -44,10 +44,9 @@ pub const SKIP_NO_MAGIC: &str = "UDP packets without the nexmon magic 0x1111 (no
 /// [`Reader::skips`] reason for a packet that yielded an error.
 pub const SKIP_BAD_PACKET: &str = "CSI packets of an unknown chip";
 
-/// [`Reader::skips`] reason for CSI of `bytes` bytes, which is no bandwidth's size.
-pub fn skip_odd_size(bytes: usize) -> String {
-    format!("packets with {bytes} bytes of CSI, which fits no bandwidth (256, 512 or 1024 bytes for 20, 40, 80 MHz)")
-}
+/// [`Reader::skips`] reason for CSI of a size that is no bandwidth's.
+pub const SKIP_ODD_SIZE: &str =
+    "packets whose CSI size fits no bandwidth (256, 512 or 1024 bytes for 20, 40, 80 MHz)";
 /// [`Reader::skips`] reason for CSI of `got` MHz when `want` MHz was asked for.
 pub fn skip_other_bandwidth(got: u32, want: u32) -> String {
     format!("packets of {got} MHz CSI ({want} MHz asked for)")
@@ -412,7 +411,7 @@ fn csi_words(p: &[u8], want_mhz: Option<u32>) -> std::result::Result<usize, Stri
         return Err(SKIP_NO_MAGIC.into());
     }
     if ![256, 512, 1024].contains(&csi_bytes) {
-        return Err(skip_odd_size(csi_bytes));
+        return Err(SKIP_ODD_SIZE.into());
     }
     let nfft = csi_bytes / 4;
     let got_mhz = (nfft * 5 / 16) as u32;

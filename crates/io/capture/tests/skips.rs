@@ -235,3 +235,14 @@ fn esp32_with_console_lines_first_is_detected() {
         "{e}"
     );
 }
+
+#[test]
+fn nexmon_csi_of_no_bandwidth_size_is_counted() {
+    let mut f = nexmon_frame(1, 0, 64);
+    f.csi.truncate(60);
+    let mut pcap = Vec::new();
+    nexmon::write_int16_pcap(&mut pcap, &[f, nexmon_frame(2, 0, 64)]).unwrap();
+    let mut r = nexmon::Reader::new(&pcap[..], Default::default());
+    assert_eq!(r.by_ref().filter(|x| x.is_ok()).count(), 1);
+    assert_eq!(r.skips().count(nexmon::SKIP_ODD_SIZE), 1, "{}", r.skips());
+}
