@@ -20,6 +20,8 @@ enum Command {
     /// Read real CSI captures: export, info, inspect, to-dataset.
     #[command(subcommand_required = true)]
     Capture(cmd::capture::Args),
+    /// Send captures, datasets or recordings to a UDP address as live traffic, with faults.
+    Replay(cmd::replay::Args),
     /// Run the main job end to end on a built-in default (see README).
     Demo(cmd::demo::Args),
     /// Import an MM-Fi tree (or its zip archives) into a packed dataset.
@@ -54,6 +56,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Capture(a) => cmd::capture::run(a),
+        Command::Replay(a) => cmd::replay::run(a),
         Command::Demo(a) => cmd::demo::run(a),
         Command::ImportMmfi(a) => cmd::import_mmfi::run(a),
         Command::Simulate(a) => cmd::simulate::run(a),

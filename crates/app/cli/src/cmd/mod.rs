@@ -11,6 +11,7 @@ pub mod models;
 pub mod predict;
 pub mod presence;
 pub mod quantize;
+pub mod replay;
 pub mod simulate;
 pub mod split;
 pub mod temporal;
