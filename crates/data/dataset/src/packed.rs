@@ -525,10 +525,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("ds");
         let w = PackedWriter::create(&dest, tiny_info()).unwrap();
-        let err = PackedWriter::create(&dest, tiny_info()).err().unwrap().to_string();
+        let err = PackedWriter::create(&dest, tiny_info())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
-            err.contains(&format!("in use by pid {}", std::process::id()))
-                && err.contains("ds"),
+            err.contains(&format!("in use by pid {}", std::process::id())) && err.contains("ds"),
             "{err}"
         );
         // The refused writer touched nothing: the first one's temporary is still there.
@@ -539,7 +541,10 @@ mod tests {
         assert_eq!(w.finish().unwrap(), 0);
         let w2 = PackedWriter::create(&dest, tiny_info()).unwrap();
         drop(w2);
-        assert!(PackedDataset::open(&dest).is_ok(), "a dropped writer leaves the old dataset");
+        assert!(
+            PackedDataset::open(&dest).is_ok(),
+            "a dropped writer leaves the old dataset"
+        );
     }
 
     #[test]

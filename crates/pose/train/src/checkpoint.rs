@@ -146,9 +146,7 @@ fn check_framing(path: &Path, raw: &[u8]) -> Result<()> {
     }
     let header = &raw[8..8 + n as usize];
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(header) else {
-        return Err(damaged(format!(
-            "the {n}-byte header is not valid JSON"
-        )));
+        return Err(damaged(format!("the {n}-byte header is not valid JSON")));
     };
     let end = v
         .as_object()

@@ -94,8 +94,14 @@ fn in_range(name: &str, v: f64, lo: f64, lo_in: bool, hi: f64, hi_in: bool) -> R
         && if lo_in { v >= lo } else { v > lo }
         && if hi_in { v <= hi } else { v < hi };
     if !ok {
+        // Shortest form that names the number (1e30, not thirty-one digits).
+        let shown = if v != 0.0 && v.is_finite() && !(1e-4..1e6).contains(&v.abs()) {
+            format!("{:e}", v as f32)
+        } else {
+            format!("{}", v as f32)
+        };
         bail!(
-            "{name} must be a finite number in {}{lo}, {hi}{}, got {v}",
+            "{name} must be a finite number in {}{lo}, {hi}{}, got {shown}",
             if lo_in { "[" } else { "(" },
             if hi_in { "]" } else { ")" }
         );
@@ -123,7 +129,14 @@ impl TrainOptions {
             self.lr as f64,
             true,
         )?;
-        in_range("weight_decay", self.weight_decay as f64, 0.0, true, 1.0, true)?;
+        in_range(
+            "weight_decay",
+            self.weight_decay as f64,
+            0.0,
+            true,
+            1.0,
+            true,
+        )?;
         in_range(
             "warmup_fraction",
             self.warmup_fraction as f64,
@@ -138,7 +151,14 @@ impl TrainOptions {
         in_range("huber_beta", self.huber_beta as f64, 0.0, false, 10.0, true)?;
         let a = &self.augment;
         in_range("--aug-prob", a.prob as f64, 0.0, true, 1.0, true)?;
-        in_range("--aug-response-db", a.response_db as f64, 0.0, true, 40.0, true)?;
+        in_range(
+            "--aug-response-db",
+            a.response_db as f64,
+            0.0,
+            true,
+            40.0,
+            true,
+        )?;
         in_range("--aug-noise", a.noise as f64, 0.0, true, 10.0, true)?;
         Ok(())
     }
@@ -165,7 +185,9 @@ fn hash_words(words: impl Iterator<Item = u32>) -> u64 {
     let mut h: u64 = 0xCBF2_9CE4_8422_2325;
     let mut n: u64 = 0;
     for w in words {
-        h = (h ^ w as u64).wrapping_mul(0x0000_0100_0000_01B3).rotate_left(29);
+        h = (h ^ w as u64)
+            .wrapping_mul(0x0000_0100_0000_01B3)
+            .rotate_left(29);
         n += 1;
     }
     let mut s = h ^ n;
@@ -179,7 +201,10 @@ pub fn dataset_fingerprint(ds: &PackedDataset) -> DatasetFingerprint {
         frames: ds.len(),
         frame_shape: [h.antennas, h.subcarriers, h.packets],
         keypoints: ds.info.keypoints.name().into(),
-        labels_hash: format!("{:016x}", hash_words(ds.y_all().iter().map(|v| v.to_bits()))),
+        labels_hash: format!(
+            "{:016x}",
+            hash_words(ds.y_all().iter().map(|v| v.to_bits()))
+        ),
         meta_hash: format!(
             "{:016x}",
             hash_words(ds.meta_all().iter().map(|&v| v as u32))
@@ -201,7 +226,10 @@ impl DatasetFingerprint {
             ));
         }
         if self.keypoints != now.keypoints {
-            d.push(format!("keypoints {}, now {}", self.keypoints, now.keypoints));
+            d.push(format!(
+                "keypoints {}, now {}",
+                self.keypoints, now.keypoints
+            ));
         }
         if self.labels_hash != now.labels_hash {
             d.push(format!(
@@ -557,32 +585,17 @@ impl Trainer {
     /// frame), weights that are no longer finite, or a learning rate too high for the model.
     fn diverged(&self, ds: &PackedDataset, idx: &[usize], loss: f32) -> anyhow::Error {
         let spe = self.state.steps_per_epoch.max(1);
-        let within = self.state.step.saturating_sub(self.state.epoch as u64 * spe) + 1;
+        let within = self
+            .state
+            .step
+            .saturating_sub(self.state.epoch as u64 * spe)
+            + 1;
         let what = if loss.is_finite() {
             format!("a non-finite gradient (loss {loss})")
         } else {
             format!("loss {loss}")
         };
-        let first_bad = |v: &[f32]| v.iter().position(|x| !x.is_finite()).map(|k| (k, v[k]));
-        let mut cause = None;
-        for &i in idx {
-            if let Some((k, v)) = first_bad(ds.x(i)) {
-                cause = Some(format!(
-                    "the input is not finite: frame {i} of {} holds {v} (value {k} of the frame); \
-                     fix or drop such frames in the dataset",
-                    ds.dir.join("X.npy").display()
-                ));
-                break;
-            }
-            if let Some((k, v)) = first_bad(ds.y(i)) {
-                cause = Some(format!(
-                    "a label is not finite: frame {i} of {} holds {v} (value {k} of the frame); \
-                     fix or drop such frames in the dataset",
-                    ds.dir.join("Y.npy").display()
-                ));
-                break;
-            }
-        }
+        let cause = non_finite_frame(ds, idx).map(|c| format!("{c}; fix or drop such frames"));
         let cause = cause.unwrap_or_else(|| {
             let lr = self.schedule.at(self.state.step);
             let weights = if self.params.iter().all(|v| v.is_finite()) {
@@ -596,12 +609,15 @@ impl Trainer {
                 self.opts.lr
             )
         });
+        let saved = match self.state.epoch {
+            0 => "no epoch had completed, so no checkpoint was written".to_string(),
+            e => format!("the checkpoint keeps the {e} completed epoch(s)"),
+        };
         anyhow!(
             "training stopped at step {} (epoch {}, step {within} of {spe}) on {what}: {cause}. \
-             Nothing of this epoch was saved; the last checkpoint holds {} completed epoch(s)",
+             Nothing of this epoch was saved; {saved}",
             self.state.step + 1,
             self.state.epoch + 1,
-            self.state.epoch
         )
     }
 
@@ -734,6 +750,51 @@ pub trait Progress {
 pub struct Quiet;
 impl Progress for Quiet {}
 
+/// The first frame of `idx` whose CSI or label holds a value that is not finite, described
+/// with the file, the 0-based frame index, the value and its position.
+pub fn non_finite_frame(ds: &PackedDataset, idx: &[usize]) -> Option<String> {
+    let h = &ds.info.hardware;
+    let (s, p) = (h.subcarriers.max(1), h.packets.max(1));
+    for &i in idx {
+        if let Some(k) = ds.x(i).iter().position(|v| !v.is_finite()) {
+            return Some(format!(
+                "the input is not finite: frame {i} (0-based) of {} holds {} at [antenna {}, \
+                 subcarrier {}, packet {}]",
+                ds.dir.join("X.npy").display(),
+                ds.x(i)[k],
+                k / (s * p),
+                (k / p) % s,
+                k % p
+            ));
+        }
+        if let Some(k) = ds.y(i).iter().position(|v| !v.is_finite()) {
+            return Some(format!(
+                "a label is not finite: frame {i} (0-based) of {} holds {} at value {k}",
+                ds.dir.join("Y.npy").display(),
+                ds.y(i)[k]
+            ));
+        }
+    }
+    None
+}
+
+/// Validation predictions, refused when any is not finite (a NaN would silently count as a
+/// miss): the error names the frame and why.
+fn predict_val(trainer: &Trainer, ds: &PackedDataset, val_idx: &[usize]) -> Result<Vec<f32>> {
+    let pred = trainer.predict_ema(ds, val_idx, &[]);
+    if let Some(k) = pred.iter().position(|v| !v.is_finite()) {
+        let i = val_idx[k / OUTPUTS];
+        let cause = non_finite_frame(ds, &[i]).unwrap_or_else(|| {
+            "its input is finite, so the EMA weights are not usable (training diverged)".into()
+        });
+        bail!(
+            "validation after epoch {}: frame {i} gets a non-finite prediction: {cause}",
+            trainer.state.epoch
+        );
+    }
+    Ok(pred)
+}
+
 /// Removes the temporaries (`.NAME.tmp-PID`) that a writer killed mid-write left in the run
 /// folder `out`: those of processes that no longer exist (where `/proc` tells), so a second
 /// process on the same folder never deletes a live writer's file.
@@ -777,6 +838,10 @@ pub fn fit(
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     remove_stale_temporaries(out)?;
     let val_y = gather_y(ds, val_idx);
+    if let Some(k) = val_y.iter().position(|v| !v.is_finite()) {
+        let cause = non_finite_frame(ds, &[val_idx[k / OUTPUTS]]).unwrap_or_default();
+        bail!("validation subset: {cause}; fix or drop such frames");
+    }
     let mut done = 0;
     while trainer.state.epoch < trainer.opts.epochs && stop_after.is_none_or(|s| done < s) {
         let e = trainer.state.epoch;
@@ -786,7 +851,7 @@ pub fn fit(
         let val = if val_idx.is_empty() {
             None
         } else {
-            torso_pck(&trainer.predict_ema(ds, val_idx, &[]), &val_y, 0.2)
+            torso_pck(&predict_val(trainer, ds, val_idx)?, &val_y, 0.2)
         };
         let rec = EpochRecord {
             epoch: e + 1,
@@ -806,7 +871,7 @@ pub fn fit(
         vec![None; ks.len()]
     } else {
         pck_curve(
-            &trainer.predict_ema(ds, val_idx, &[]),
+            &predict_val(trainer, ds, val_idx)?,
             &val_y,
             &PoseLayout::COCO17_2D,
             PckNorm::Torso,
