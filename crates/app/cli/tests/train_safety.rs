@@ -136,7 +136,9 @@ fn float_options_are_validated_with_the_flag_and_range() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     synthetic(&data, 40);
-    let run = dir.path().join("run");
+    // A run folder below a folder that does not exist yet: nothing may create either.
+    let new = dir.path().join("new");
+    let run = new.join("run");
     for (flag, value, range) in [
         ("--lr", "nan", "(0, 1]"),
         ("--lr", "inf", "(0, 1]"),
@@ -163,7 +165,7 @@ fn float_options_are_validated_with_the_flag_and_range() {
             e.contains(&format!("{flag} must be a finite number in {range}")),
             "{v}: {e}"
         );
-        assert!(!run.exists(), "{v}: the run folder was created");
+        assert!(!new.exists(), "{v}: a folder was created");
     }
     let e = fails(&[
         "train",
@@ -204,7 +206,7 @@ fn float_options_are_validated_with_the_flag_and_range() {
         e.contains("--split manual needs --config FILE") && !e.contains("--kind"),
         "{e}"
     );
-    assert!(!run.exists());
+    assert!(!new.exists());
 }
 
 #[test]

@@ -311,6 +311,30 @@ fn run_in_pool(args: Args, threads: usize) -> Result<()> {
     if args.split == KindArg::Manual && args.config.is_none() {
         bail!("--split manual needs --config FILE (the split as JSON; see `csipose split --help`)");
     }
+    // Options first: a bad flag is refused before any file or folder is touched.
+    let opts = TrainOptions {
+        model: args.model.clone(),
+        epochs: args.epochs,
+        batch: args.batch,
+        lr: args.lr,
+        seed: args.seed,
+        view_augment: args.view_augment,
+        augment: csipose_train::augment::CsiAugment {
+            prob: args.aug_prob,
+            response_db: args.aug_response_db,
+            noise: args.aug_noise,
+        },
+        ..TrainOptions::default()
+    };
+    if args.resume.is_none() {
+        opts.validate()?;
+        if args.split == KindArg::Random && !(0.0..=1.0).contains(&args.ratio) {
+            bail!(
+                "--ratio must be a finite number in [0, 1], got {}",
+                args.ratio
+            );
+        }
+    }
     let out = args
         .resume
         .clone()
@@ -381,22 +405,6 @@ fn run_in_pool(args: Args, threads: usize) -> Result<()> {
     } else {
         let out = args.out.clone().expect("clap requires --out");
         let data = args.data.clone().expect("clap requires --data");
-        let opts = TrainOptions {
-            model: args.model.clone(),
-            epochs: args.epochs,
-            batch: args.batch,
-            lr: args.lr,
-            seed: args.seed,
-            view_augment: args.view_augment,
-            augment: csipose_train::augment::CsiAugment {
-                prob: args.aug_prob,
-                response_db: args.aug_response_db,
-                noise: args.aug_noise,
-            },
-            ..TrainOptions::default()
-        };
-        // Options first: a bad flag is refused before any file is touched.
-        opts.validate()?;
         let ds = PackedDataset::open(&data)?;
         let h = &ds.info.hardware;
         let rc = RunConfig {
