@@ -179,8 +179,9 @@ pub struct DatasetFingerprint {
     pub meta_hash: String,
 }
 
-/// A 64-bit hash of a sequence of 32-bit words (FNV-1a over pairs, then a final mix); fast
-/// enough for MM-Fi's 43 MB of labels in well under a second. Not cryptographic.
+/// A 64-bit hash of a sequence of 32-bit words (an FNV-1a-style xor, multiply and rotate per
+/// word, then a final splitmix); one pass, no allocation. Made to notice a changed dataset,
+/// not to resist a forged one.
 fn hash_words(words: impl Iterator<Item = u32>) -> u64 {
     let mut h: u64 = 0xCBF2_9CE4_8422_2325;
     let mut n: u64 = 0;
