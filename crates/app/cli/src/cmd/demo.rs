@@ -144,7 +144,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let mut argv = vec!["--data", &data_s, "--model", "micro", "--epochs", &epochs];
     argv.extend_from_slice(&split);
-    argv.extend_from_slice(&["--out", path_str(&run_dir)?]);
+    // The demo's own run from an earlier `demo` is replaced, as every other demo output is.
+    argv.extend_from_slice(&["--out", path_str(&run_dir)?, "--overwrite"]);
     super::train::run(parse(&argv)?)?;
 
     println!("\n[5/6] evaluate micro (EMA weights) on the validation subjects");
