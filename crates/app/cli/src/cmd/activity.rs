@@ -956,6 +956,15 @@ fn report(
 }
 
 fn eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
+    let rows = read_manifest(&a.manifest)?;
+    let png = a
+        .confusion_png
+        .clone()
+        .unwrap_or_else(|| a.model[0].with_extension("confusion.png"));
+    let mut more: Vec<Option<&Path>> = a.model.iter().map(|p| Some(p.as_path())).collect();
+    more.push(a.pose_features.as_deref());
+    let inputs = manifest_inputs(&a.manifest, &rows, &more);
+    crate::validate::output_file("--confusion-png", &png, &inputs)?;
     let models = a
         .model
         .iter()
@@ -974,15 +983,6 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let rows = read_manifest(&a.manifest)?;
-    let png = a
-        .confusion_png
-        .clone()
-        .unwrap_or_else(|| first.with_extension("confusion.png"));
-    let mut more: Vec<Option<&Path>> = a.model.iter().map(|p| Some(p.as_path())).collect();
-    more.push(a.pose_features.as_deref());
-    let inputs = manifest_inputs(&a.manifest, &rows, &more);
-    crate::validate::output_file("--confusion-png", &png, &inputs)?;
     let spec = FeatureSpec::from_model(model, a.pose_features.as_deref(), first)?;
     let loaded = load_examples(&rows, &spec)?;
     if loaded.input_dim != model.shape.input_dim {
