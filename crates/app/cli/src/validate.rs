@@ -185,4 +185,52 @@ mod tests {
         assert!(e.to_string().contains("--out and --json"), "{e}");
         assert!(distinct_outputs(&[("--out", Some(&a)), ("--json", None)]).is_ok());
     }
+
+    /// Property check over many values (a deterministic stand-in for the `options` fuzz
+    /// target, so CI runs it): accepted exactly when finite and in range.
+    #[test]
+    fn floats_accept_exactly_the_finite_values_in_range() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let special = [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            1e300,
+            f64::MIN_POSITIVE,
+        ];
+        for i in 0..20_000 {
+            let mut pick = || {
+                let r = next();
+                if r % 4 == 0 {
+                    special[(r >> 8) as usize % special.len()]
+                } else if r % 4 == 1 {
+                    f64::from_bits(next())
+                } else {
+                    (next() % 2001) as f64 / 100.0 - 10.0
+                }
+            };
+            let (v, lo, hi) = (pick(), pick(), pick());
+            let want = v.is_finite() && lo <= v && v <= hi;
+            match closed("--x", v, lo, hi) {
+                Ok(got) => assert!(want && got == v, "#{i}: {v} in [{lo}, {hi}]"),
+                Err(e) => assert!(!want && e.to_string().starts_with("--x "), "#{i}: {v}: {e}"),
+            }
+            let want = v.is_finite() && lo < v && v <= hi;
+            assert_eq!(
+                above("--x", v, lo, hi).is_ok(),
+                want,
+                "#{i}: {v} in ({lo}, {hi}]"
+            );
+        }
+    }
 }

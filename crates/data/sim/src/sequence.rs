@@ -497,4 +497,53 @@ mod tests {
             assert!(e.contains(want), "{e} lacks {want}");
         }
     }
+
+    /// Random settings (finite, huge, NaN, at and past each range's ends): either
+    /// `validate` refuses them, or a frame simulates with finite features and none empty.
+    #[test]
+    fn any_valid_config_simulates_finite_frames() {
+        let mut r = Rng::stream(7, "config-property", &[]);
+        let mut accepted = 0;
+        for i in 0..300 {
+            let mut f = [0.0f64; 7];
+            let ranges = SimConfig::default().float_settings();
+            for (k, v) in f.iter_mut().enumerate() {
+                let (_, _, lo, hi) = ranges[k];
+                *v = match r.next_u64() % 20 {
+                    0 => lo,
+                    1 => hi,
+                    2 => r.range(lo, hi),
+                    3 => [f64::NAN, f64::INFINITY, 1e300, -1e300][(r.next_u64() % 4) as usize],
+                    4 => hi + r.range(0.0, 10.0),
+                    _ => r.range(lo, hi),
+                };
+            }
+            let cfg = SimConfig {
+                snr_db: f[0],
+                agc_jitter_db: f[1],
+                subcarrier_dropout: f[2],
+                packet_dropout: f[3],
+                position_jitter_m: f[4],
+                heading_jitter_rad: f[5],
+                body_rcs_scale: f[6],
+                ..SimConfig::default()
+            };
+            if cfg.validate().is_err() {
+                continue;
+            }
+            accepted += 1;
+            if accepted > 24 {
+                continue; // simulate the first accepted configs (each builds 4 rooms)
+            }
+            let q = sim(cfg.clone()).sequence(SequenceSpec {
+                env: 1 + (i % 4) as u32,
+                subject: 1,
+                action: 1 + (i % 27) as u32,
+                frames: 1,
+            });
+            assert_eq!(q.empty_frames, 0, "{cfg:?}");
+            assert!(q.x.iter().all(|v| v.is_finite()), "{cfg:?}");
+        }
+        assert!(accepted > 100, "{accepted}");
+    }
 }
