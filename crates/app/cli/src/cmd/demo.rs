@@ -85,8 +85,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mini = find_mmfi_mini(args.mmfi_mini.clone())?;
     if let Some(m) = &mini {
-        crate::validate::output_dir("--out", &args.out, &[m.clone()])?;
-        crate::validate::output_dir("--out", &args.out.join("mmfi-mini"), &[m.clone()])?;
+        crate::validate::output_dir("--out", &args.out, std::slice::from_ref(m))?;
+        crate::validate::output_dir(
+            "--out",
+            &args.out.join("mmfi-mini"),
+            std::slice::from_ref(m),
+        )?;
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
