@@ -146,7 +146,34 @@ impl Progress for Bar {
     }
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
+    use crate::validate;
+    validate::above("--lr", args.lr as f64, 0.0, 1.0)?;
+    args.threads = validate::threads("--threads", args.threads);
+    let ck = super::predict::checkpoint_path(&args.checkpoint);
+    let run_dir = ck.parent().unwrap_or(Path::new("."));
+    let inputs = validate::inputs(&[
+        Some(&args.checkpoint),
+        Some(&ck),
+        Some(run_dir),
+        args.data.as_deref(),
+    ]);
+    validate::output_file("--out", &args.out, &inputs)?;
+    if let Some(j) = &args.json {
+        validate::output_file("--json", j, &inputs)?;
+    }
+    let qrun = args
+        .qat_run
+        .clone()
+        .unwrap_or_else(|| args.out.with_extension("qat"));
+    if args.qat {
+        validate::output_dir("--qat-run", &qrun, &inputs)?;
+    }
+    validate::distinct_outputs(&[
+        ("--out", Some(&args.out)),
+        ("--json", args.json.as_deref()),
+        ("--qat-run", args.qat.then_some(qrun.as_path())),
+    ])?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.max(1))
         .build()?;
