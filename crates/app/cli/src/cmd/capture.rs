@@ -860,7 +860,7 @@ fn to_dataset(a: ToDatasetArgs) -> Result<()> {
     };
     let profile = info.hardware.clone();
     info.provenance = json!({
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "command": crate::validate::command_line(),
         "packets_per_window": a.packets,
         "stride": stride,
         "meta": "environment = 0, subject = input file index (1-based, order of `files`), action = label (0 without a manifest), frame = window index within its file (1-based)",
