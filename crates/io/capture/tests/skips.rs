@@ -1,6 +1,6 @@
 //! Nothing is left out without being counted: each reader's `skips()` names, by reason,
-//! every record it read but did not yield as a frame, and inputs that used to lose frames
-//! silently (a byte-order mark, an Ethernet FCS after the UDP payload) now decode.
+//! every record it read but did not yield as a frame, and inputs with a byte-order mark or an
+//! Ethernet FCS after the UDP payload decode every frame.
 
 use csipose_capture::any::{self, PacketGrouper};
 use csipose_capture::{esp32, intel5300, nexmon, skips, Complex, Format};

@@ -285,7 +285,11 @@ impl PathLock {
                     return Err(FilesError::InUse {
                         path: path.to_path_buf(),
                         lock,
-                        pid: if pid.is_empty() { "?".into() } else { pid.into() },
+                        pid: if pid.is_empty() {
+                            "?".into()
+                        } else {
+                            pid.into()
+                        },
                     });
                 }
                 Err(std::fs::TryLockError::Error(e)) => return Err(FilesError::io(&lock, e)),

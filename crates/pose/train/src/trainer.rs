@@ -60,7 +60,7 @@ pub struct TrainOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qat: Option<csipose_quantize::Spec>,
     /// Train-time CSI augmentation (random static frequency response, noise); see
-    /// [`CsiAugment`]. Off in checkpoints written before it existed.
+    /// [`CsiAugment`]. Off when a checkpoint's options do not name it.
     #[serde(default)]
     pub augment: CsiAugment,
 }
