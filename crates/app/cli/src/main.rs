@@ -1,6 +1,7 @@
 //! `csipose`: the one command-line tool. Each subcommand lives in its own module under `cmd/`.
 
 mod cmd;
+mod validate;
 
 use clap::{Parser, Subcommand};
 

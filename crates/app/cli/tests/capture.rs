@@ -207,3 +207,354 @@ fn to_dataset_windows_captures_with_manifest_labels() {
     assert_eq!((ds3.len(), ds3.info.hardware.antennas), (1, 2));
     assert_eq!(ds3.info.hardware.subcarriers, 256);
 }
+
+fn fails(args: &[&str]) -> String {
+    let out = csipose(args);
+    assert!(
+        !out.status.success(),
+        "csipose {args:?} succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn to_dataset_replaces_only_a_csipose_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    std::fs::create_dir(&caps).unwrap();
+    let input = caps.join("example.dat");
+    std::fs::copy(shared("captures/example.dat"), &input).unwrap();
+    // The folder holding the input.
+    let e = fails(&[
+        "capture",
+        "to-dataset",
+        s(&input),
+        "--packets",
+        "5",
+        "--out",
+        s(&caps),
+    ]);
+    assert!(e.contains("contains the input"), "{e}");
+    assert!(input.exists());
+    // A folder of the user's.
+    let mine = dir.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), b"keep me").unwrap();
+    let e = fails(&[
+        "capture",
+        "to-dataset",
+        s(&input),
+        "--packets",
+        "5",
+        "--out",
+        s(&mine),
+    ]);
+    assert!(e.contains("not a csipose dataset"), "{e}");
+    assert_eq!(std::fs::read(mine.join("notes.txt")).unwrap(), b"keep me");
+    // A dataset it wrote is replaced.
+    let ds = dir.path().join("ds");
+    for _ in 0..2 {
+        ok(&[
+            "capture",
+            "to-dataset",
+            s(&input),
+            "--packets",
+            "5",
+            "--out",
+            s(&ds),
+        ]);
+    }
+    assert_eq!(csipose_dataset::PackedDataset::open(&ds).unwrap().len(), 5);
+}
+
+#[test]
+fn outputs_that_resolve_to_the_input_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.dat");
+    std::fs::copy(shared("captures/example.dat"), &input).unwrap();
+    let want = std::fs::read(&input).unwrap();
+    let dotted = dir.path().join(".").join("in.dat");
+    let link = dir.path().join("link.dat");
+    std::fs::hard_link(&input, &link).unwrap();
+    for out in [&input, &dotted, &link] {
+        let e = fails(&["capture", "export", s(&input), "--out", s(out)]);
+        assert!(e.contains("would overwrite the input"), "{e}");
+        let e = fails(&["capture", "inspect", s(&input), "--png", s(out)]);
+        assert!(e.contains("would overwrite the input"), "{e}");
+    }
+    assert_eq!(std::fs::read(&input).unwrap(), want);
+}
+
+#[test]
+fn a_missing_output_folder_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = shared("captures/example.dat");
+    let npy = dir.path().join("nodir").join("x.npy");
+    let e = fails(&["capture", "export", s(&input), "--out", s(&npy)]);
+    assert!(
+        e.contains("nodir does not exist") && !e.contains(".tmp-"),
+        "{e}"
+    );
+    let png = dir.path().join("nodir").join("x.png");
+    let e = fails(&["capture", "inspect", s(&input), "--png", s(&png)]);
+    assert!(
+        e.contains("nodir does not exist") && !e.contains(".tmp-"),
+        "{e}"
+    );
+}
+
+#[test]
+fn esp32_byte_order_mark_keeps_every_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = b"\xef\xbb\xbf".to_vec();
+    bytes.extend_from_slice(&std::fs::read(shared("captures/example_csi.csv")).unwrap());
+    let bom = dir.path().join("bom.csv");
+    std::fs::write(&bom, bytes).unwrap();
+    let npy = dir.path().join("bom.npy");
+    ok(&["capture", "export", s(&bom), "--out", s(&npy)]);
+    let got = csipose_npy::read::<f64>(&npy).unwrap();
+    let want = csipose_npy::read::<f64>(shared("captures/example_csi.csv.csi.npy")).unwrap();
+    assert_eq!(got.shape, want.shape);
+    assert_eq!(got.data, want.data);
+}
+
+/// Every packet of a little-endian pcap with 4 FCS bytes appended (lengths grown to match).
+fn with_fcs(pcap: &[u8]) -> Vec<u8> {
+    let mut out = pcap[..24].to_vec();
+    let mut at = 24;
+    while at < pcap.len() {
+        let incl = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        out.extend_from_slice(&pcap[at..at + 8]);
+        out.extend_from_slice(&((incl + 4) as u32).to_le_bytes());
+        out.extend_from_slice(&((incl + 4) as u32).to_le_bytes());
+        out.extend_from_slice(&pcap[at + 16..at + 16 + incl]);
+        out.extend_from_slice(&[0x12, 0x34, 0x56, 0x78]);
+        at += 16 + incl;
+    }
+    out
+}
+
+#[test]
+fn nexmon_packets_with_an_fcs_decode_like_the_plain_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let fcs = dir.path().join("fcs.pcap");
+    std::fs::write(
+        &fcs,
+        with_fcs(&std::fs::read(shared("captures/example_4366c0.pcap")).unwrap()),
+    )
+    .unwrap();
+    let npy = dir.path().join("fcs.npy");
+    let text = ok(&["capture", "export", s(&fcs), "--out", s(&npy)]);
+    assert!(!text.contains("not decoded"), "{text}");
+    let got = csipose_npy::read::<f64>(&npy).unwrap();
+    let want = csipose_npy::read::<f64>(shared("captures/example_4366c0.pcap.csi.npy")).unwrap();
+    assert_eq!(got.shape, want.shape);
+    assert_eq!(got.data, want.data);
+}
+
+#[test]
+fn zero_frames_is_an_error_that_gives_the_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = shared("captures/example_4358.pcap");
+    let npy = dir.path().join("x.npy");
+    for cmd in ["info", "export"] {
+        let mut args = vec!["capture", cmd, s(&pcap), "--bw", "20"];
+        if cmd == "export" {
+            args.extend(["--out", s(&npy)]);
+        }
+        let e = fails(&args);
+        assert!(
+            e.contains("no CSI frames") && e.contains("4 packets of 80 MHz CSI (20 MHz asked for)"),
+            "{e}"
+        );
+    }
+    assert!(!npy.exists());
+    // An empty file, format given or not.
+    let empty = dir.path().join("empty.pcap");
+    std::fs::write(&empty, b"").unwrap();
+    for f in ["auto", "nexmon", "esp32", "intel5300", "atheros"] {
+        let e = fails(&["capture", "info", s(&empty), "--format", f]);
+        assert!(e.contains("empty.pcap: the file is empty"), "{f}: {e}");
+    }
+    // Every record bad and --skip-bad: still an error, with the count.
+    let csv = dir.path().join("bad.csv");
+    std::fs::write(&csv, "CSI_DATA,AP,x,notanumber,[1 2]\n".repeat(3)).unwrap();
+    let e = fails(&[
+        "capture",
+        "info",
+        s(&csv),
+        "--format",
+        "esp32",
+        "--skip-bad",
+    ]);
+    assert!(
+        e.contains("no CSI frames") && e.contains("3 malformed lines"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_file_level_error_is_not_skippable() {
+    let dir = tempfile::tempdir().unwrap();
+    let ng = dir.path().join("ng.pcap");
+    let mut bytes = 0x0a0d_0d0au32.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&[7u8; 60]);
+    std::fs::write(&ng, bytes).unwrap();
+    let e = fails(&["capture", "info", s(&ng), "--format", "nexmon"]);
+    assert!(
+        e.contains("pcap magic") && !e.contains("use --skip-bad"),
+        "{e}"
+    );
+    let e = fails(&[
+        "capture",
+        "info",
+        s(&ng),
+        "--format",
+        "nexmon",
+        "--skip-bad",
+    ]);
+    assert!(e.contains("--skip-bad does not skip"), "{e}");
+}
+
+#[test]
+fn to_dataset_without_a_window_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ds");
+    let e = fails(&[
+        "capture",
+        "to-dataset",
+        s(&shared("captures/example.dat")),
+        "--packets",
+        "4000000000",
+        "--out",
+        s(&out),
+    ]);
+    assert!(e.contains("no windows") && e.contains("26 packets"), "{e}");
+    assert!(!out.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let e = fails(&[
+        "capture",
+        "to-dataset",
+        s(&shared("captures/example.dat")),
+        "--stride",
+        "0",
+        "--out",
+        s(&out),
+    ]);
+    assert!(e.contains("--stride must be at least 1"), "{e}");
+}
+
+/// The ESP32 example with every fourth row's CSI doubled to 128 subcarriers.
+fn mixed_width_csv(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(shared("captures/example_csi.csv")).unwrap();
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        if i % 4 == 3 {
+            let (a, b) = (line.find('[').unwrap(), line.find(']').unwrap());
+            let vals = &line[a + 1..b].trim();
+            out.push_str(&format!("{}{vals} {vals}{}\n", &line[..=a], &line[b..]));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    let p = dir.join("mixed.csv");
+    std::fs::write(&p, out).unwrap();
+    p
+}
+
+#[test]
+fn mixed_widths_are_refused_everywhere_unless_one_is_chosen() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = mixed_width_csv(dir.path());
+    let npy = dir.path().join("m.npy");
+    let png = dir.path().join("m.png");
+    let ds = dir.path().join("ds");
+    let runs: [Vec<&str>; 3] = [
+        vec!["capture", "export", s(&csv), "--out", s(&npy)],
+        vec!["capture", "inspect", s(&csv), "--png", s(&png)],
+        vec![
+            "capture",
+            "to-dataset",
+            s(&csv),
+            "--packets",
+            "2",
+            "--out",
+            s(&ds),
+        ],
+    ];
+    for args in &runs {
+        let e = fails(args);
+        assert!(
+            e.contains("mixed widths")
+                && e.contains("10 frames of 64 subcarriers, 3 frames of 128 subcarriers")
+                && e.contains("--subcarriers N"),
+            "{args:?}: {e}"
+        );
+    }
+    assert!(!npy.exists() && !png.exists() && !ds.exists());
+    // info describes them instead.
+    let text = ok(&["capture", "info", s(&csv)]);
+    assert!(
+        text.contains("3 frames of 1x128") && text.contains("mixed widths"),
+        "{text}"
+    );
+    // --subcarriers keeps one width, and says what it left out.
+    for args in &runs {
+        let mut args = args.clone();
+        args.extend(["--subcarriers", "64"]);
+        let text = ok(&args);
+        assert!(
+            text.contains("3 frames of 128 subcarriers (--subcarriers 64 asked for)"),
+            "{args:?}: {text}"
+        );
+    }
+    assert_eq!(
+        csipose_npy::read::<f64>(&npy).unwrap().shape,
+        vec![10, 64, 2]
+    );
+    let d = csipose_dataset::PackedDataset::open(&ds).unwrap();
+    assert_eq!((d.len(), d.info.hardware.subcarriers), (5, 64));
+}
+
+#[test]
+fn info_and_export_print_what_was_not_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = std::fs::read_to_string(shared("captures/example_csi.csv")).unwrap();
+    let csv = dir.path().join("noisy.csv");
+    std::fs::write(&csv, format!("boot ok\nwifi: connected\n{plain}")).unwrap();
+    let text = ok(&["capture", "info", s(&csv)]);
+    assert!(
+        text.contains("not decoded: 2")
+            && text.contains("2 lines that are not CSI_DATA rows (console output)"),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["capture", "info", s(&csv), "--json"])).unwrap();
+    assert_eq!(
+        json["not_decoded"]["lines that are not CSI_DATA rows (console output)"],
+        2
+    );
+    let npy = dir.path().join("n.npy");
+    let text = ok(&["capture", "export", s(&csv), "--out", s(&npy)]);
+    assert!(
+        text.contains("2 lines that are not CSI_DATA rows"),
+        "{text}"
+    );
+    let ds = dir.path().join("ds");
+    let text = ok(&[
+        "capture",
+        "to-dataset",
+        s(&csv),
+        "--packets",
+        "4",
+        "--out",
+        s(&ds),
+    ]);
+    assert!(
+        text.contains("2 lines that are not CSI_DATA rows")
+            && text.contains("1 packets in no window"),
+        "{text}"
+    );
+}

@@ -419,38 +419,116 @@ fn read_compressed(
         compressed_at: Some(elem_pos as u64),
         ..*ctx
     };
+    // Decompress the variable's header first: its name (to skip unwanted variables) and its
+    // class and dimensions, which bound how many bytes the rest may inflate to.
+    let mut dec = flate2::bufread::ZlibDecoder::new(src);
+    let mut inflated = Vec::with_capacity(PEEK_LEN);
+    let peeked = (&mut dec).take(PEEK_LEN as u64).read_to_end(&mut inflated);
     if let Some(w) = wanted {
-        // Decompress just enough to read the variable's name; skip it if not wanted.
-        let mut prefix = Vec::with_capacity(PEEK_LEN);
-        let _ = flate2::bufread::ZlibDecoder::new(src)
-            .take(PEEK_LEN as u64)
-            .read_to_end(&mut prefix);
-        if let Some(name) = peek_matrix_name(&inner_ctx, &prefix) {
+        if let Some(name) = peek_matrix_name(&inner_ctx, &inflated) {
             if !w.contains(&name.as_str()) {
                 out.skipped.push((name, MatClass::Unknown(0)));
                 return Ok(());
             }
         }
     }
-    let bound = src
+    peeked.map_err(|err| ctx.err(elem_pos, format!("compressed element: zlib error: {err}")))?;
+    let ratio_bound = src
         .len()
         .saturating_mul(MAX_INFLATE_RATIO)
         .saturating_add(64);
-    let mut inflated = Vec::with_capacity(src.len().saturating_mul(4).min(bound));
-    flate2::bufread::ZlibDecoder::new(src)
-        .take(bound as u64 + 1)
-        .read_to_end(&mut inflated)
-        .map_err(|err| ctx.err(elem_pos, format!("compressed element: zlib error: {err}")))?;
-    if inflated.len() > bound {
+    let cap = match inflate_cap(&inner_ctx, &inflated)? {
+        Cap::Bytes(n) => n.min(ratio_bound),
+        Cap::Skip(name, class) => {
+            out.skipped.push((name, class));
+            return Ok(());
+        }
+    };
+    if inflated.len() == PEEK_LEN && cap > PEEK_LEN {
+        (&mut dec)
+            .take((cap - PEEK_LEN) as u64 + 1)
+            .read_to_end(&mut inflated)
+            .map_err(|err| ctx.err(elem_pos, format!("compressed element: zlib error: {err}")))?;
+    }
+    if inflated.len() > cap {
         return Err(ctx.err(
             elem_pos,
-            format!(
-                "compressed element of {} bytes inflates beyond deflate's maximum ratio",
-                src.len()
-            ),
+            if cap == ratio_bound {
+                format!(
+                    "compressed element of {} bytes inflates beyond deflate's maximum ratio",
+                    src.len()
+                )
+            } else {
+                format!(
+                    "compressed element inflates to more than the {cap} bytes its variable declares"
+                )
+            },
         ));
     }
     read_elements(&inner_ctx, &inflated, 0, wanted, out, false)
+}
+
+/// How much of a compressed element to inflate.
+enum Cap {
+    /// At most this many bytes (the variable's element with its padding).
+    Bytes(usize),
+    /// A variable of a class that is never read (cell, struct, ...): skip it unread.
+    Skip(String, MatClass),
+}
+
+/// The most bytes a compressed element may inflate to, from the first [`PEEK_LEN`] inflated
+/// bytes (`prefix`): the size its `miMATRIX` tag declares (plus padding), which must not exceed
+/// what the variable's class and dimensions need (values of at most 8 bytes, a real and an
+/// imaginary part). A header that claims more is refused before inflating anything else, so a
+/// small file cannot make the reader inflate a gigabyte.
+fn inflate_cap(ctx: &Ctx, prefix: &[u8]) -> Result<Cap, MatError> {
+    if prefix.len() < 8 || ctx.u32_at(prefix) != MI_MATRIX {
+        // Not a matrix (or the whole stream is in `prefix`): `read_elements` reports it.
+        return Ok(Cap::Bytes(PEEK_LEN));
+    }
+    let declared = ctx.u32_at(&prefix[4..]) as usize;
+    let whole = 8 + declared;
+    let m = Element {
+        dtype: MI_MATRIX,
+        data: 8,
+        len: declared.min(prefix.len() - 8),
+        end: whole.min(prefix.len()),
+        small: false,
+    };
+    if declared == 0 {
+        return Ok(Cap::Bytes(whole + 7));
+    }
+    let head = match matrix_head(ctx, prefix, &m) {
+        Ok(h) => h,
+        // The whole element was inflated: `read_matrix` reports the problem.
+        Err(_) if prefix.len() < PEEK_LEN => return Ok(Cap::Bytes(PEEK_LEN)),
+        Err(e) => return Err(e),
+    };
+    if !head.class.is_numeric() {
+        return Ok(Cap::Skip(head.name, head.class));
+    }
+    let need = head
+        .dims
+        .iter()
+        .try_fold(8usize, |acc, &d| acc.checked_mul(d))
+        .and_then(|bytes| bytes.checked_add(8 + 7))
+        .and_then(|part| part.checked_mul(1 + usize::from(head.complex)))
+        .and_then(|parts| parts.checked_add(head.next));
+    match need {
+        Some(need) if whole <= need => Ok(Cap::Bytes(whole + 7)),
+        _ => {
+            Err(ctx.err(
+                0,
+                format!(
+                "variable `{}` declares {declared} bytes, more than its dimensions {:?} can hold \
+                 ({})",
+                head.name,
+                head.dims,
+                need.map_or("overflow".to_string(), |n| format!("at most {} bytes", n - 8)),
+            ),
+            ))
+        }
+    }
 }
 
 /// The name of the `miMATRIX` element starting at `buf[0]`, if `buf` holds enough of it.
@@ -811,5 +889,53 @@ mod tests {
         let e = read_variables(&f[..f.len() - 9], Path::new("f.mat")).unwrap_err();
         assert_eq!(e.offset, 128, "{e}");
         assert!(e.to_string().contains("claims"), "{e}");
+    }
+
+    /// `file` (from [`build`]) with its matrix element wrapped in a zlib `miCOMPRESSED` element,
+    /// the matrix tag declaring `declared` bytes and `extra` zero bytes after the element.
+    fn compressed(file: &[u8], declared: Option<u32>, extra: usize) -> Vec<u8> {
+        use std::io::Write;
+        let mut inner = file[HEADER_LEN..].to_vec();
+        if let Some(d) = declared {
+            inner[4..8].copy_from_slice(&d.to_le_bytes());
+        }
+        inner.resize(inner.len() + extra, 0);
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(&inner).unwrap();
+        let z = z.finish().unwrap();
+        let mut out = file[..HEADER_LEN].to_vec();
+        out.extend(MI_COMPRESSED.to_le_bytes());
+        out.extend((z.len() as u32).to_le_bytes());
+        out.extend(z);
+        out
+    }
+
+    #[test]
+    fn compressed_inflation_is_capped_by_the_variable_header() {
+        let p = Path::new("big.mat");
+        let file = build(true, "x", &[1, 1], MI_DOUBLE, &1.5f64.to_le_bytes());
+        // The honest compressed form reads back.
+        let ok = read_variables(&compressed(&file, None, 0), p).unwrap();
+        assert_eq!(ok.get("x").unwrap().data, vec![1.5]);
+        // A 1x1 double whose element claims 2^30 bytes: refused from its header alone.
+        let e = read_variables(&compressed(&file, Some(1 << 30), 1 << 20), p).unwrap_err();
+        assert!(
+            e.msg
+                .contains("declares 1073741824 bytes, more than its dimensions [1, 1]"),
+            "{e}"
+        );
+        assert_eq!(e.offset, HEADER_LEN as u64);
+        // An honest header followed by a megabyte of more data: inflation stops just past the
+        // declared size.
+        let e = read_variables(&compressed(&file, None, 1 << 20), p).unwrap_err();
+        assert!(e.msg.contains("more than the"), "{e}");
+        assert!(e.msg.contains("bytes its variable declares"), "{e}");
+        // A header consistent with 2^27 doubles but a stream that ends early: truncated.
+        let big = build(true, "y", &[1 << 14, 1 << 13], MI_DOUBLE, &[0u8; 64]);
+        let mut inner_claims = compressed(&big, Some((1u32 << 30) + 48), 4096);
+        let e = read_variables(&inner_claims, p).unwrap_err();
+        assert!(e.msg.contains("remain"), "{e}");
+        inner_claims.truncate(inner_claims.len() - 3);
+        assert!(read_variables(&inner_claims, p).is_err());
     }
 }

@@ -859,6 +859,16 @@ fn load_ground_truth(input: &Input, seq: &Sequence) -> Result<GroundTruth> {
         ));
     }
     let rows = a.shape[0];
+    if let Some(first) = seq.frames.first().filter(|f| f.frame < 1) {
+        return Err(DatasetError::invalid(
+            input.csi_label(seq, first),
+            format!(
+                "frame {}: MM-Fi frames are numbered from 1 (frame N is row N-1 of {})",
+                first.frame,
+                label.display()
+            ),
+        ));
+    }
     if let Some(last) = seq.frames.last() {
         if last.frame as usize > rows {
             return Err(DatasetError::invalid(
@@ -975,8 +985,19 @@ fn process_frame(
         }
         KeypointSource::Gt3d => {
             let gt = gt.expect("ground truth loaded for gt3d");
-            let row = f.frame as usize - 1;
-            debug_assert!(row < gt.rows);
+            let row = usize::try_from(f.frame)
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .filter(|&r| r < gt.rows)
+                .ok_or_else(|| {
+                    DatasetError::invalid(
+                        input.csi_label(seq, f),
+                        format!(
+                            "frame {} has no row in the ground truth's {} frames",
+                            f.frame, gt.rows
+                        ),
+                    )
+                })?;
             let l = JOINTS * 3;
             gt.data[row * l..(row + 1) * l]
                 .iter()

@@ -8,7 +8,9 @@
 //!
 //! Arrays are memory-mapped on open, so a dataset costs page cache, not a second copy.
 //! [`PackedWriter`] streams rows into a temporary directory and renames it into place in
-//! [`PackedWriter::finish`]: an interrupted writer leaves no half dataset.
+//! [`PackedWriter::finish`]: an interrupted writer leaves no half dataset. A writer holds an
+//! advisory lock on its destination from creation to finish, so a second writer of the same
+//! dataset (in this process or another) is refused with "in use by pid N" instead of racing it.
 
 use csipose_npy::{MmapF32, MmapI32, NpyError, NpyStreamWriter};
 use serde::{Deserialize, Serialize};
@@ -283,6 +285,8 @@ pub struct PackedWriter {
     y: Option<NpyStreamWriter<f32>>,
     meta: Option<NpyStreamWriter<i32>>,
     finished: bool,
+    /// Held until the writer is finished or dropped (declared last: released after cleanup).
+    _lock: csipose_files::PathLock,
 }
 
 impl PackedWriter {
@@ -298,6 +302,17 @@ impl PackedWriter {
             .ok_or_else(|| DatasetError::invalid(&dest, "output path has no directory name"))?
             .to_string_lossy()
             .into_owned();
+        let lock = csipose_files::PathLock::acquire(&dest).map_err(|e| match e {
+            csipose_files::FilesError::InUse { lock, pid, .. } => DatasetError::invalid(
+                &dest,
+                format!(
+                    "in use by pid {pid} (lock {}): another command is writing this dataset; \
+                     wait for it to finish or stop it",
+                    lock.display()
+                ),
+            ),
+            other => DatasetError::invalid(&dest, format!("cannot lock: {other}")),
+        })?;
         remove_stale_temporaries(&parent, &name);
         let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         if tmp.exists() {
@@ -317,6 +332,7 @@ impl PackedWriter {
             y: Some(y),
             meta: Some(meta),
             finished: false,
+            _lock: lock,
         })
     }
 
@@ -502,6 +518,33 @@ mod tests {
             assert!(!stale.exists());
         }
         drop(w);
+    }
+
+    #[test]
+    fn second_writer_of_a_dataset_is_refused_until_the_first_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("ds");
+        let w = PackedWriter::create(&dest, tiny_info()).unwrap();
+        let err = PackedWriter::create(&dest, tiny_info())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(&format!("in use by pid {}", std::process::id())) && err.contains("ds"),
+            "{err}"
+        );
+        // The refused writer touched nothing: the first one's temporary is still there.
+        assert!(dir
+            .path()
+            .join(format!(".ds.tmp-{}", std::process::id()))
+            .is_dir());
+        assert_eq!(w.finish().unwrap(), 0);
+        let w2 = PackedWriter::create(&dest, tiny_info()).unwrap();
+        drop(w2);
+        assert!(
+            PackedDataset::open(&dest).is_ok(),
+            "a dropped writer leaves the old dataset"
+        );
     }
 
     #[test]

@@ -12,6 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 struct MaxAlloc;
 static LARGEST: AtomicUsize = AtomicUsize::new(0);
 
+// SAFETY: every method forwards its arguments unchanged to `System`, which upholds the
+// `GlobalAlloc` contract; recording the largest size is one atomic operation that neither
+// allocates nor touches the memory handed out.
 unsafe impl GlobalAlloc for MaxAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LARGEST.fetch_max(layout.size(), Ordering::Relaxed);

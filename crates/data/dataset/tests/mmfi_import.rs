@@ -597,3 +597,40 @@ fn zip_errors_name_the_archive_entry_and_duplicates_are_refused() {
     let s = import(&mix_ok, &tmp.path().join("ds3"), &o);
     assert_eq!(s.written, 18, "{s}");
 }
+
+#[test]
+fn frame_zero_is_refused_with_gt3d_in_trees_and_zips_and_skipped_with_skip_bad() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    copy_tree(&mini(), &tree);
+    // E02/S11/A03 has frames 1-5: add a frame 0 (a copy of frame 1) with its rgb file.
+    let seq = tree.join("E02/S11/A03");
+    std::fs::copy(
+        seq.join("wifi-csi/frame001.mat"),
+        seq.join("wifi-csi/frame000.mat"),
+    )
+    .unwrap();
+    std::fs::copy(seq.join("rgb/frame001.npy"), seq.join("rgb/frame000.npy")).unwrap();
+    let zips = tmp.path().join("zips");
+    zip_environments(&tree, &zips);
+    for root in [&tree, &zips] {
+        let out = tmp.path().join("ds");
+        let err = import_mmfi(root, &out, &opts(KeypointSource::Gt3d), &NoProgress)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("frame000.mat"), "{err}");
+        assert!(err.contains("numbered from 1"), "{err}");
+        assert!(!out.exists());
+        let o = ImportOptions {
+            skip_bad: true,
+            ..opts(KeypointSource::Gt3d)
+        };
+        let s = import(root, &out, &o);
+        assert_eq!(s.written, 14, "the 6 frames of E02/S11/A03 are skipped");
+        assert_eq!(s.skipped_bad.len(), 1);
+        assert_eq!(s.skipped_bad[0].frames, 6);
+        // rgb keypoints do not index the ground truth: frame 0 imports.
+        assert_eq!(import(root, &out, &opts(KeypointSource::Rgb)).written, 20);
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+}

@@ -1,7 +1,8 @@
-//! Difficulty check of a simulated packed dataset (self-contained until the project's
-//! metrics and ridge baseline are used instead): torso-PCK@20 of the training-mean pose and
-//! of a ridge regression from CSI features (per-subcarrier mean and standard deviation over
-//! the 10 packets of a frame, z-scored) to the 34 COCO-17 coordinates, on
+//! Difficulty check of a simulated packed dataset, self-contained (its own PCK, split and
+//! ridge, independent of `csipose-metrics` and `csipose-baseline`): torso-PCK@20 of the
+//! training-mean pose and of a ridge regression from CSI features (per-subcarrier mean and
+//! standard deviation over the 10 packets of a frame, z-scored) to the 34 COCO-17
+//! coordinates, on
 //! - `random`: per action, a random 80 % of the subjects train (this check's own RNG,
 //!   not numpy's MT19937, so the subject draw differs from MM-Fi's official table),
 //! - `cross-scene`: train S01–S30 (E01–E03), validate S31–S40 (E04).

@@ -390,8 +390,10 @@ pub fn scatter_points(sk: &Skeleton, anth: &Anthropometry, out: &mut Vec<(V3, f6
 /// crosses the trunk anywhere between the pelvis and the shoulders, or passes just beside
 /// it, is therefore blocked as strongly as one through its axis, and how much of a link the
 /// body covers follows its height, width and posture smoothly (a sparse point model leaves
-/// gaps between its points where a path slips through unblocked). The total weights of the
-/// trunk (7.5 × build), limbs and head are those of the earlier sparse model.
+/// gaps between its points where a path slips through unblocked). Weights: 0.85 × build per
+/// trunk point (6.8 × build in all), 0.3 × build for the neck, 0.8 for the head, and per limb
+/// segment 1.2 (thigh), 0.8 (shin), 0.6 (upper arm) or 0.4 (forearm) × build, split evenly
+/// over its two points.
 pub fn shadow_points(sk: &Skeleton, anth: &Anthropometry, out: &mut Vec<(V3, f64)>) {
     use h36m::*;
     out.clear();

@@ -129,6 +129,9 @@ pub struct Summary {
     pub sequences: usize,
     /// Frames with a fully dropped packet, filled by the preprocessing's documented repair.
     pub repaired_frames: usize,
+    /// Frames with no finite value, written as zeros (0 for any config that passes
+    /// [`SimConfig::validate`](crate::SimConfig::validate), which this function checks first).
+    pub empty_frames: usize,
     pub tree: Option<PathBuf>,
 }
 
@@ -241,6 +244,19 @@ pub fn write_dataset(
         .sequences()
         .map_err(|m| DatasetError::invalid(out, m))?;
     let cfg = &sim.config;
+    cfg.validate().map_err(|m| DatasetError::invalid(out, m))?;
+    if let Some(t) = tree {
+        let (o, r) = (csipose_files::resolve(out), csipose_files::resolve(t));
+        if o.starts_with(&r) || r.starts_with(&o) {
+            return Err(DatasetError::invalid(
+                t,
+                format!(
+                    "the MM-Fi tree and the dataset {} must be separate folders, neither inside the other",
+                    out.display()
+                ),
+            ));
+        }
+    }
     if tree.is_some() && !cfg.keep_raw {
         return Err(DatasetError::invalid(
             out,
@@ -285,6 +301,7 @@ pub fn write_dataset(
     let chunk = (4 * rayon::current_num_threads()).max(4);
     let mut done = 0u64;
     let mut repaired = 0;
+    let mut empty = 0;
     for batch in specs.chunks(chunk) {
         let results: Vec<Result<crate::sequence::Sequence>> = batch
             .par_iter()
@@ -312,6 +329,7 @@ pub fn write_dataset(
             let y: Vec<f32> = seq.y3d.iter().map(|&v| v as f32).collect();
             y3d.push(&y)?;
             repaired += seq.repaired_frames;
+            empty += seq.empty_frames;
             done += spec.frames as u64;
             progress(done);
         }
@@ -337,6 +355,7 @@ pub fn write_dataset(
         "center_hz": sim.radio.center_hz,
         "subcarrier_index": sim.radio.subcarrier_index,
         "repaired_frames": repaired,
+        "empty_frames": empty,
         "extra_files": [Y3D_DOC],
     });
     let sim_prov_copy = sim_prov.clone();
@@ -364,6 +383,7 @@ pub fn write_dataset(
         frames,
         sequences: specs.len(),
         repaired_frames: repaired,
+        empty_frames: empty,
         tree: tree_out,
     })
 }

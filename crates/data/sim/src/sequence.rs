@@ -62,6 +62,38 @@ impl Default for SimConfig {
     }
 }
 
+impl SimConfig {
+    /// Each float setting with the `csipose simulate` flag that sets it, its value and its
+    /// valid (closed) range. Outside these the channel overflows or a probability means nothing.
+    pub fn float_settings(&self) -> [(&'static str, f64, f64, f64); 7] {
+        [
+            ("--snr-db", self.snr_db, -40.0, 200.0),
+            ("--agc-jitter-db", self.agc_jitter_db, 0.0, 20.0),
+            ("--subcarrier-dropout", self.subcarrier_dropout, 0.0, 1.0),
+            ("--packet-dropout", self.packet_dropout, 0.0, 1.0),
+            ("--position-jitter", self.position_jitter_m, 0.0, 1.0),
+            (
+                "--heading-jitter",
+                self.heading_jitter_rad,
+                0.0,
+                std::f64::consts::PI,
+            ),
+            ("--body-rcs-scale", self.body_rcs_scale, 0.0, 100.0),
+        ]
+    }
+
+    /// Checks every float setting against [`SimConfig::float_settings`]; the message names the
+    /// flag, the value and the range.
+    pub fn validate(&self) -> Result<(), String> {
+        for (flag, v, lo, hi) in self.float_settings() {
+            if !(v.is_finite() && (lo..=hi).contains(&v)) {
+                return Err(format!("{flag} {v} is not a finite number in [{lo}, {hi}]"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Which sequence to simulate; `subject` is MM-Fi's subject number (1..=40).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SequenceSpec {
@@ -88,6 +120,10 @@ pub struct Sequence {
     pub raw_phase: Vec<f64>,
     /// Frames whose preprocessing needed a repair (a fully dropped packet).
     pub repaired_frames: usize,
+    /// Frames with no finite value, written as zeros. Every frame keeps at least one value
+    /// (see [`Simulator::sequence`]), so this stays 0 unless the config fails
+    /// [`SimConfig::validate`].
+    pub empty_frames: usize,
     /// The subject's height, for provenance and tests.
     pub height: f64,
 }
@@ -257,6 +293,10 @@ impl Simulator {
                 out.y3d.extend_from_slice(&[c.x, c.y, c.z]);
             }
             let mut dropped_packets = 0;
+            // Values kept so far in this frame: the frame's last value is never dropped when
+            // all others were, so a frame always holds at least one value (even with
+            // a dropout probability of 1).
+            let mut kept = 0usize;
             for pk in 0..np {
                 let t = t_frame + pk as f64 * dt;
                 let sk = Skeleton::pose(&subject.body, &motion.angles(t), base, heading);
@@ -292,7 +332,8 @@ impl Simulator {
                     ch.packet(a, &scatter, &shadow, &mut att, &mut re, &mut im);
                     for (s, &k) in sub_grid.iter().enumerate() {
                         let idx = (a * ns + s) * np + pk;
-                        if lost || noise.f64() < cfg.subcarrier_dropout {
+                        let keep_one = kept == 0 && pk + 1 == np && a + 1 == na && s + 1 == ns;
+                        if !keep_one && (lost || noise.f64() < cfg.subcarrier_dropout) {
                             amp[idx] = f64::INFINITY;
                             phase[idx] = 0.0;
                             // Keep the noise stream aligned whether or not a value is lost.
@@ -300,6 +341,7 @@ impl Simulator {
                             noise.next_u64();
                             continue;
                         }
+                        kept += 1;
                         let g = agc * rip[k];
                         let mut hr = g * re[k] + noise_sd * noise.fast_normal_f32();
                         let mut hi = g * im[k] + noise_sd * noise.fast_normal_f32();
@@ -327,7 +369,11 @@ impl Simulator {
                     }
                     out.x.extend(amp.iter().map(|&v| v as f32));
                 }
-                Err(e) => unreachable!("a frame always keeps one packet: {e}"),
+                Err(_) => {
+                    // Only reachable with settings outside SimConfig::validate: counted.
+                    out.empty_frames += 1;
+                    out.x.extend(std::iter::repeat_n(0.0f32, fl));
+                }
             }
         }
         out
@@ -369,5 +415,135 @@ mod tests {
         assert!(q.y3d.chunks(3).all(|c| c[2] > 1.5 && c[2] < 6.0));
         let finite = q.raw_amp.iter().filter(|v| v.is_finite()).count();
         assert!(finite > q.raw_amp.len() * 9 / 10);
+    }
+
+    #[test]
+    fn full_dropout_keeps_one_value_per_frame() {
+        for (sub, pkt) in [(1.0, 0.0), (1.0, 1.0), (0.0, 1.0)] {
+            let s = sim(SimConfig {
+                subcarrier_dropout: sub,
+                packet_dropout: pkt,
+                keep_raw: true,
+                ..SimConfig::default()
+            });
+            let q = s.sequence(SequenceSpec {
+                env: 1,
+                subject: 1,
+                action: 1,
+                frames: 3,
+            });
+            assert_eq!(q.empty_frames, 0);
+            let fl = 3 * 114 * 10;
+            for f in q.raw_amp.chunks(fl) {
+                let finite = f.iter().filter(|v| v.is_finite()).count();
+                assert!(finite >= 1, "dropout {sub}/{pkt}: {finite}");
+                if sub == 1.0 {
+                    assert_eq!(finite, 1, "dropout {sub}/{pkt}");
+                }
+            }
+            assert!(q.x.iter().all(|v| v.is_finite()));
+        }
+    }
+
+    #[test]
+    fn float_settings_are_validated_with_the_flag_and_range() {
+        assert_eq!(SimConfig::default().validate(), Ok(()));
+        let bad = [
+            (
+                SimConfig {
+                    snr_db: f64::NAN,
+                    ..SimConfig::default()
+                },
+                "--snr-db NaN",
+            ),
+            (
+                SimConfig {
+                    subcarrier_dropout: 2.0,
+                    ..SimConfig::default()
+                },
+                "--subcarrier-dropout 2 ",
+            ),
+            (
+                SimConfig {
+                    body_rcs_scale: 1e300,
+                    ..SimConfig::default()
+                },
+                "--body-rcs-scale",
+            ),
+            (
+                SimConfig {
+                    body_rcs_scale: f64::NAN,
+                    ..SimConfig::default()
+                },
+                "[0, 100]",
+            ),
+            (
+                SimConfig {
+                    packet_dropout: -0.1,
+                    ..SimConfig::default()
+                },
+                "--packet-dropout",
+            ),
+            (
+                SimConfig {
+                    agc_jitter_db: f64::INFINITY,
+                    ..SimConfig::default()
+                },
+                "--agc-jitter-db inf",
+            ),
+        ];
+        for (cfg, want) in bad {
+            let e = cfg.validate().unwrap_err();
+            assert!(e.contains(want), "{e} lacks {want}");
+        }
+    }
+
+    /// Random settings (finite, huge, NaN, at and past each range's ends): either
+    /// `validate` refuses them, or a frame simulates with finite features and none empty.
+    #[test]
+    fn any_valid_config_simulates_finite_frames() {
+        let mut r = Rng::stream(7, "config-property", &[]);
+        let mut accepted = 0;
+        for i in 0..300 {
+            let mut f = [0.0f64; 7];
+            let ranges = SimConfig::default().float_settings();
+            for (k, v) in f.iter_mut().enumerate() {
+                let (_, _, lo, hi) = ranges[k];
+                *v = match r.next_u64() % 20 {
+                    0 => lo,
+                    1 => hi,
+                    2 => r.range(lo, hi),
+                    3 => [f64::NAN, f64::INFINITY, 1e300, -1e300][(r.next_u64() % 4) as usize],
+                    4 => hi + r.range(0.0, 10.0),
+                    _ => r.range(lo, hi),
+                };
+            }
+            let cfg = SimConfig {
+                snr_db: f[0],
+                agc_jitter_db: f[1],
+                subcarrier_dropout: f[2],
+                packet_dropout: f[3],
+                position_jitter_m: f[4],
+                heading_jitter_rad: f[5],
+                body_rcs_scale: f[6],
+                ..SimConfig::default()
+            };
+            if cfg.validate().is_err() {
+                continue;
+            }
+            accepted += 1;
+            if accepted > 24 {
+                continue; // simulate the first accepted configs (each builds 4 rooms)
+            }
+            let q = sim(cfg.clone()).sequence(SequenceSpec {
+                env: 1 + (i % 4) as u32,
+                subject: 1,
+                action: 1 + (i % 27) as u32,
+                frames: 1,
+            });
+            assert_eq!(q.empty_frames, 0, "{cfg:?}");
+            assert!(q.x.iter().all(|v| v.is_finite()), "{cfg:?}");
+        }
+        assert!(accepted > 100, "{accepted}");
     }
 }

@@ -215,3 +215,39 @@ fn mmfi_tree_holds_what_the_packed_dataset_was_made_from() {
     }
     assert!(seen_inf, "dropouts appear as inf in CSIamp");
 }
+
+#[test]
+fn invalid_settings_and_overlapping_outputs_are_refused_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ds");
+    let keep = SimConfig {
+        keep_raw: true,
+        ..SimConfig::default()
+    };
+    let sim = Simulator::new(keep.clone());
+    for (tree, want) in [
+        (out.clone(), "must be separate folders"),
+        (out.join("tree"), "must be separate folders"),
+    ] {
+        let e = write_dataset(
+            &sim,
+            &plan(),
+            &out,
+            Some(&tree),
+            serde_json::Value::Null,
+            &|_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(want), "{e}");
+    }
+    let bad = Simulator::new(SimConfig {
+        snr_db: f64::NAN,
+        ..keep
+    });
+    let e = write_dataset(&bad, &plan(), &out, None, serde_json::Value::Null, &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--snr-db NaN"), "{e}");
+    assert!(!out.exists());
+}

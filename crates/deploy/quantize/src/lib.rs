@@ -643,13 +643,14 @@ pub fn aligned(bytes: &[u8]) -> Vec<u32> {
 }
 
 fn as_bytes_mut(v: &mut [u32]) -> &mut [u8] {
-    // SAFETY: u32 storage viewed as bytes; every byte pattern is valid and the length is exact.
+    // SAFETY: the u32 storage viewed as its `4 * len` bytes: u8 needs no alignment, every byte
+    // pattern is a valid u32, and the slice borrows `v` mutably for its lifetime.
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, v.len() * 4) }
 }
 
 /// Views the first `len` bytes of an [`aligned`] buffer.
 pub fn aligned_bytes(v: &[u32], len: usize) -> &[u8] {
-    // SAFETY: as above, read-only; `len` is at most the buffer's byte length.
+    // SAFETY: as in `as_bytes_mut`, read-only and borrowing `v`; `&all[..len]` is bounds-checked.
     let all = unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 4) };
     &all[..len]
 }

@@ -1,9 +1,10 @@
 //! One interface over the four readers: open a file (format given or detected), iterate
-//! frames of any format, and get per-frame metadata (as in the reference `.ref.json`)
-//! and the receive-antenna x subcarrier amplitudes the windowing stage needs.
+//! frames of any format, count what was not decoded ([`Reader::skips`]), and get per-frame
+//! metadata (as in the reference `.ref.json`) and the receive-antenna x subcarrier
+//! amplitudes the windowing stage needs.
 
 use crate::detect::{detect, Format, DETECT_BYTES};
-use crate::{atheros, esp32, intel5300, nexmon, Result};
+use crate::{atheros, esp32, intel5300, nexmon, Result, Skips};
 use serde_json::{json, Value};
 use std::fs::File;
 use std::io::Read;
@@ -26,6 +27,16 @@ impl Frame {
             Frame::Nexmon(f) => f.offset,
             Frame::Esp32(f) => f.offset,
             Frame::Atheros(f) => f.offset,
+        }
+    }
+
+    /// Subcarriers per antenna (tones for Atheros): the frame's width.
+    pub fn subcarriers(&self) -> usize {
+        match self {
+            Frame::Intel5300(_) => intel5300::SUBCARRIERS,
+            Frame::Atheros(f) => f.num_tones as usize,
+            Frame::Esp32(f) => f.csi.len(),
+            Frame::Nexmon(f) => f.csi.len(),
         }
     }
 
@@ -85,40 +96,71 @@ impl Frame {
 /// Frames of one capture, whatever its format.
 pub struct Reader {
     pub format: Format,
-    inner: Box<dyn Iterator<Item = Result<Frame>>>,
+    inner: Inner,
+}
+
+type Input = Box<dyn Read>;
+
+enum Inner {
+    Intel5300(intel5300::Reader<Input>),
+    Nexmon(nexmon::Reader<Input>),
+    Esp32(esp32::Reader<Input>),
+    Atheros(atheros::Reader<Input>),
 }
 
 impl Iterator for Reader {
     type Item = Result<Frame>;
     fn next(&mut self) -> Option<Self::Item> {
-        self.inner.next()
+        match &mut self.inner {
+            Inner::Intel5300(r) => r.next().map(|x| x.map(Frame::Intel5300)),
+            Inner::Nexmon(r) => r.next().map(|x| x.map(Frame::Nexmon)),
+            Inner::Esp32(r) => r.next().map(|x| x.map(Frame::Esp32)),
+            Inner::Atheros(r) => r.next().map(|x| x.map(Frame::Atheros)),
+        }
     }
 }
 
 impl Reader {
     /// Wraps a stream of a known format.
     pub fn new<R: Read + 'static>(input: R, format: Format, opts: nexmon::Options) -> Self {
-        let inner: Box<dyn Iterator<Item = Result<Frame>>> = match format {
-            Format::Intel5300 => {
-                Box::new(intel5300::Reader::new(input).map(|r| r.map(Frame::Intel5300)))
-            }
-            Format::Nexmon => {
-                Box::new(nexmon::Reader::new(input, opts).map(|r| r.map(Frame::Nexmon)))
-            }
-            Format::Esp32 => Box::new(esp32::Reader::new(input).map(|r| r.map(Frame::Esp32))),
-            Format::Atheros => Box::new(atheros::Reader::new(input).map(|r| r.map(Frame::Atheros))),
+        let input: Input = Box::new(input);
+        let inner = match format {
+            Format::Intel5300 => Inner::Intel5300(intel5300::Reader::new(input)),
+            Format::Nexmon => Inner::Nexmon(nexmon::Reader::new(input, opts)),
+            Format::Esp32 => Inner::Esp32(esp32::Reader::new(input)),
+            Format::Atheros => Inner::Atheros(atheros::Reader::new(input)),
         };
         Reader { format, inner }
     }
+
+    /// What was read but not yielded as a frame so far, by reason (errors yielded included).
+    pub fn skips(&self) -> &Skips {
+        match &self.inner {
+            Inner::Intel5300(r) => r.skips(),
+            Inner::Nexmon(r) => r.skips(),
+            Inner::Esp32(r) => r.skips(),
+            Inner::Atheros(r) => r.skips(),
+        }
+    }
 }
 
-/// Opens a capture file; `format: None` detects it from the content.
-/// Errors name the file.
+/// Opens a capture file; `format: None` detects it from the content. An empty file is an
+/// error whether the format is given or not. Errors name the file.
 pub fn open(
     path: &Path,
     format: Option<Format>,
     opts: nexmon::Options,
 ) -> std::result::Result<Reader, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.is_dir() {
+        return Err(format!(
+            "{}: is a folder, not a capture file",
+            path.display()
+        ));
+    }
+    if meta.len() == 0 {
+        return Err(format!("{}: the file is empty", path.display()));
+    }
     let format = match format {
         Some(f) => f,
         None => {
@@ -145,15 +187,32 @@ pub struct Packet {
 /// which reports each receive core (and spatial stream) of one received frame as its own
 /// UDP packet with the same sequence number: consecutive Nexmon frames with one sequence
 /// number are merged into one packet with one antenna per core (spatial stream 0, cores
-/// in ascending order; frames of another subcarrier count than the first are left out).
+/// in ascending order). Frames of one sequence number that are left out of its packet
+/// (spatial streams above 0, repeated cores, another subcarrier count than the first) are
+/// counted in [`PacketGrouper::skips`].
 #[derive(Default)]
 pub struct PacketGrouper {
     pending: Vec<nexmon::Frame>,
+    skips: Skips,
 }
+
+/// [`PacketGrouper::skips`] reason for spatial streams other than 0.
+pub const SKIP_OTHER_STREAM: &str =
+    "nexmon frames of spatial streams above 0 (one stream per core is kept)";
+/// [`PacketGrouper::skips`] reason for a core seen twice under one sequence number.
+pub const SKIP_REPEATED_CORE: &str = "nexmon frames repeating a core of their sequence number";
+/// [`PacketGrouper::skips`] reason for a width that differs within one sequence number.
+pub const SKIP_OTHER_WIDTH: &str =
+    "nexmon frames of another width than the first of their sequence number";
 
 impl PacketGrouper {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Frames left out of packets so far, by reason.
+    pub fn skips(&self) -> &Skips {
+        &self.skips
     }
 
     /// Feeds one frame; returns the packets it completes (zero, one or two).
@@ -190,15 +249,31 @@ impl PacketGrouper {
         }
         let mut frames = std::mem::take(&mut self.pending);
         let subcarriers = frames[0].csi.len();
-        let mut rows: Vec<&nexmon::Frame> = frames
-            .iter()
-            .filter(|f| f.spatial_stream == 0 && f.csi.len() == subcarriers)
-            .collect();
-        if rows.is_empty() {
-            rows = vec![&frames[0]];
+        let mut rows: Vec<&nexmon::Frame> = Vec::with_capacity(frames.len());
+        let mut stream0 = false;
+        for f in &frames {
+            if f.csi.len() != subcarriers {
+                self.skips.add(SKIP_OTHER_WIDTH);
+            } else if f.spatial_stream == 0 {
+                stream0 = true;
+                rows.push(f);
+            }
         }
+        if !stream0 {
+            // No spatial stream 0: the first frame's stream stands for it.
+            let ss = frames[0].spatial_stream;
+            rows = frames
+                .iter()
+                .filter(|f| f.csi.len() == subcarriers && f.spatial_stream == ss)
+                .collect();
+        }
+        let others = frames.iter().filter(|f| f.csi.len() == subcarriers).count() - rows.len();
+        self.skips.add_n(SKIP_OTHER_STREAM, others as u64);
         rows.sort_by_key(|f| f.core);
+        let before = rows.len();
         rows.dedup_by_key(|f| f.core);
+        self.skips
+            .add_n(SKIP_REPEATED_CORE, (before - rows.len()) as u64);
         let amplitudes = rows
             .iter()
             .flat_map(|f| f.csi.iter().map(|c| c.abs()))

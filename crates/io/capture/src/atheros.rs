@@ -10,6 +10,7 @@
 
 use crate::complex::Complex;
 use crate::error::{CaptureError, Result};
+use crate::skips::Skips;
 use crate::source::Source;
 use std::io::{Read, Write};
 
@@ -138,12 +139,17 @@ pub fn csi_bytes_needed(tones: usize, nr: usize, nc: usize) -> usize {
 /// A record that is inconsistent (length fields disagree, too many antennas, CSI shorter
 /// than its shape needs) yields an `Err` with its offset and reading resumes after it; a
 /// truncated last record yields one `Err` with [`CaptureError::is_truncation`] and ends.
+/// Every record not yielded as a frame is counted by reason in [`Reader::skips`].
 pub struct Reader<R> {
     src: Source<R>,
     endian: Option<Endian>,
     buf: Vec<u8>,
     done: bool,
+    skips: Skips,
 }
+
+/// [`Reader::skips`] reason for a record that yielded an error.
+pub const SKIP_BAD_RECORD: &str = "inconsistent records";
 
 impl<R: Read> Reader<R> {
     /// A reader that detects the endianness from the first record.
@@ -153,7 +159,12 @@ impl<R: Read> Reader<R> {
             endian: None,
             buf: Vec::new(),
             done: false,
+            skips: Skips::new(),
         }
+    }
+    /// Records read but not yielded as frames so far, by reason.
+    pub fn skips(&self) -> &Skips {
+        &self.skips
     }
     /// A reader for a known endianness.
     pub fn with_endian(input: R, endian: Endian) -> Self {
@@ -186,7 +197,7 @@ impl<R: Read> Reader<R> {
                 }
                 None => {
                     self.done = true;
-                    return Some(Err(CaptureError::invalid(
+                    return Some(Err(CaptureError::fatal(
                         start,
                         "record length does not equal 25 + csi_len + payload_len in either byte order (not an Atheros CSI Tool file?)",
                     )));
@@ -200,9 +211,9 @@ impl<R: Read> Reader<R> {
         let (tones, nr, nc) = (h[16] as usize, h[17] as usize, h[18] as usize);
         if field_len < HEADER {
             self.done = true;
-            return Some(Err(CaptureError::invalid(
+            return Some(Err(CaptureError::fatal(
                 start,
-                format!("record length {field_len} is shorter than the {HEADER}-byte header"),
+                format!("record length {field_len} is shorter than the {HEADER}-byte header: the records after it cannot be found"),
             )));
         }
         if let Err(err) = self
@@ -271,8 +282,10 @@ impl<R: Read> Iterator for Reader<R> {
             return None;
         }
         let r = self.next_frame();
-        if r.is_none() {
-            self.done = true;
+        match &r {
+            None => self.done = true,
+            Some(Err(e)) => self.skips.add_error(e, SKIP_BAD_RECORD),
+            Some(Ok(_)) => {}
         }
         r
     }

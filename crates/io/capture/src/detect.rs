@@ -53,18 +53,25 @@ pub fn detect(head: &[u8]) -> Result<Format, String> {
             _ => why.push(format!("nexmon: no pcap magic (first 4 bytes {magic:#010x})")),
         }
     }
-    // ESP32 CSV
-    let text = String::from_utf8_lossy(&head[..head.len().min(512)]);
-    let t = text.trim_start_matches('\u{feff}').trim_start();
+    // ESP32 CSV: a `CSI_DATA` row or the header first, or a text file whose first lines
+    // (serial console output before the tool starts) lead to one.
+    let body = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
+    let text = String::from_utf8_lossy(&body[..body.len().min(DETECT_BYTES)]);
+    let t = text.trim_start();
     if t.starts_with("CSI_DATA") || t.starts_with("type,") {
         return Ok(Format::Esp32);
     }
-    let printable = head
+    let printable = body
         .iter()
         .take(256)
         .all(|&b| b.is_ascii_graphic() || b.is_ascii_whitespace());
     if printable {
-        why.push("esp32: the file is text but does not start with a `CSI_DATA` row or the `type,role,...` header".into());
+        if text.lines().any(|l| {
+            l.trim_start().starts_with("CSI_DATA,") || l.trim_start().starts_with("type,role,")
+        }) {
+            return Ok(Format::Esp32);
+        }
+        why.push("esp32: the file is text but has no `CSI_DATA` row or `type,role,...` header in its first 4096 bytes".into());
     } else {
         why.push("esp32: not text".into());
     }

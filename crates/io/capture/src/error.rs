@@ -11,8 +11,12 @@ pub enum ErrorKind {
     /// The input ended inside a record: `needed` bytes were announced, `got` were there.
     /// Every complete frame before it has already been yielded.
     Truncated { needed: u64, got: u64 },
-    /// The bytes do not form a valid record.
+    /// The bytes do not form a valid record; the records after it can still be read.
     Invalid(String),
+    /// The input cannot be read on from here: not this format at all (a file-level magic
+    /// or header error), or the record framing is lost. The reader ends after it, so this
+    /// can never be skipped.
+    Fatal(String),
 }
 
 /// A reader error, with the byte offset (from the start of the input) of the bad record.
@@ -27,6 +31,12 @@ impl CaptureError {
         CaptureError {
             offset,
             kind: ErrorKind::Invalid(msg.into()),
+        }
+    }
+    pub fn fatal(offset: u64, msg: impl Into<String>) -> Self {
+        CaptureError {
+            offset,
+            kind: ErrorKind::Fatal(msg.into()),
         }
     }
     pub fn truncated(offset: u64, needed: u64, got: u64) -> Self {
@@ -45,6 +55,11 @@ impl CaptureError {
     pub fn is_truncation(&self) -> bool {
         matches!(self.kind, ErrorKind::Truncated { .. })
     }
+    /// True when the reader cannot go on past this error (a file-level error, lost framing,
+    /// a read error): skipping it would silently lose the rest of the input.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self.kind, ErrorKind::Fatal(_) | ErrorKind::Io(_))
+    }
 }
 
 impl fmt::Display for CaptureError {
@@ -56,7 +71,7 @@ impl fmt::Display for CaptureError {
                 "byte {}: truncated record: {needed} bytes announced, only {got} present",
                 self.offset
             ),
-            ErrorKind::Invalid(m) => write!(f, "byte {}: {m}", self.offset),
+            ErrorKind::Invalid(m) | ErrorKind::Fatal(m) => write!(f, "byte {}: {m}", self.offset),
         }
     }
 }

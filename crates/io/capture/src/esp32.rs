@@ -3,11 +3,13 @@
 //! Each data row starts with `CSI_DATA`, has the radio metadata as comma-separated columns
 //! (type, role, mac, rssi, rate, ..., len) and ends with the CSI as `[v0 v1 ...]`. The
 //! values come in pairs `(imaginary, real)` per subcarrier, the order ESP-IDF documents and
-//! csiread 1.4.1 reads. Lines that are neither the header nor a `CSI_DATA` row (serial
-//! console noise) are skipped and counted.
+//! csiread 1.4.1 reads. A UTF-8 byte-order mark at the start of the file is ignored. Lines
+//! that are neither the header nor a `CSI_DATA` row (serial console noise, blank lines) are
+//! skipped and counted by reason in [`Reader::skips`].
 
 use crate::complex::Complex;
 use crate::error::{CaptureError, Result};
+use crate::skips::Skips;
 use crate::source::Source;
 use std::io::{Read, Write};
 
@@ -41,6 +43,13 @@ pub const COLUMNS: [&str; 26] = [
     "CSI_DATA",
 ];
 
+/// [`Reader::skips`] reason for text lines that are not `CSI_DATA` rows.
+pub const SKIP_NOT_CSI: &str = "lines that are not CSI_DATA rows (console output)";
+/// [`Reader::skips`] reason for empty lines.
+pub const SKIP_BLANK: &str = "blank lines";
+/// [`Reader::skips`] reason for a line that yielded an error.
+pub const SKIP_BAD_ROW: &str = "malformed lines";
+
 /// The longest line accepted (a 64-subcarrier row is about 500 bytes).
 pub const MAX_LINE: usize = 1 << 20;
 
@@ -67,7 +76,7 @@ pub struct Reader<R> {
     columns: Vec<String>,
     rssi_col: usize,
     mac_col: usize,
-    skipped: u64,
+    skips: Skips,
     done: bool,
 }
 
@@ -83,7 +92,7 @@ impl<R: Read> Reader<R> {
                 .collect(),
             rssi_col: 3,
             mac_col: 2,
-            skipped: 0,
+            skips: Skips::new(),
             done: false,
         }
     }
@@ -91,9 +100,14 @@ impl<R: Read> Reader<R> {
     pub fn columns(&self) -> &[String] {
         &self.columns
     }
-    /// Lines skipped so far (neither header nor `CSI_DATA`).
+    /// Lines read but not yielded as frames so far (neither header nor `CSI_DATA`, or
+    /// malformed), all reasons together.
     pub fn skipped(&self) -> u64 {
-        self.skipped
+        self.skips.total()
+    }
+    /// Lines read but not yielded as frames so far, by reason.
+    pub fn skips(&self) -> &Skips {
+        &self.skips
     }
 
     fn next_frame(&mut self) -> Option<Result<Frame>> {
@@ -114,6 +128,12 @@ impl<R: Read> Reader<R> {
                     format!("line {} is not UTF-8 text", self.line_no),
                 )));
             };
+            // A byte-order mark (as some editors and Windows tools write) opens the file.
+            let (text, bom) = match text.strip_prefix('\u{feff}') {
+                Some(rest) if self.line_no == 1 => (rest, 3),
+                _ => (text, 0),
+            };
+            let lead = bom + (text.len() - text.trim_start().len());
             let text = text.trim();
             if text.starts_with("type,") {
                 let names: Vec<String> = text.split(',').map(|s| s.trim().to_string()).collect();
@@ -130,7 +150,11 @@ impl<R: Read> Reader<R> {
                     let got = self.line.len() as u64;
                     return Some(Err(CaptureError::truncated(start, got + 1, got)));
                 }
-                self.skipped += 1;
+                self.skips.add(if text.is_empty() {
+                    SKIP_BLANK
+                } else {
+                    SKIP_NOT_CSI
+                });
                 continue;
             }
             let line_no = self.line_no;
@@ -147,7 +171,7 @@ impl<R: Read> Reader<R> {
                     .map_err(|(at, msg)| {
                         if newline {
                             CaptureError::invalid(
-                                start + at as u64,
+                                start + (lead + at) as u64,
                                 format!("line {line_no}: {msg}"),
                             )
                         } else {
@@ -220,8 +244,10 @@ impl<R: Read> Iterator for Reader<R> {
             return None;
         }
         let r = self.next_frame();
-        if r.is_none() {
-            self.done = true;
+        match &r {
+            None => self.done = true,
+            Some(Err(e)) => self.skips.add_error(e, SKIP_BAD_ROW),
+            Some(Ok(_)) => {}
         }
         r
     }

@@ -18,6 +18,7 @@
 
 use crate::complex::Complex;
 use crate::error::{CaptureError, ErrorKind, Result};
+use crate::skips::Skips;
 use crate::source::Source;
 use std::io::{Read, Write};
 
@@ -241,12 +242,21 @@ pub fn decode_bfee(body: &[u8]) -> std::result::Result<Frame, (usize, String)> {
 /// Yields `Ok(frame)` per bfee record. A record that cannot be decoded yields an `Err`
 /// naming its byte offset and reading continues with the next record; a truncated last
 /// record yields one `Err` for which [`CaptureError::is_truncation`] is true, and then the
-/// iterator ends. Records with other codes are skipped (counted in [`Reader::skipped`]).
+/// iterator ends. Records with other codes are skipped; everything not yielded as a frame
+/// is counted by reason in [`Reader::skips`].
 pub struct Reader<R> {
     src: Source<R>,
     body: Vec<u8>,
     done: bool,
-    skipped: u64,
+    skips: Skips,
+}
+
+/// [`Reader::skips`] reason for a bfee record that yielded an error.
+pub const SKIP_BAD_BFEE: &str = "undecodable bfee records";
+
+/// [`Reader::skips`] reason for records of another code than 0xbb.
+pub fn skip_other_code(code: u8) -> String {
+    format!("records with code {code:#04x} (not bfee CSI)")
 }
 
 impl<R: Read> Reader<R> {
@@ -255,12 +265,16 @@ impl<R: Read> Reader<R> {
             src: Source::new(input),
             body: Vec::new(),
             done: false,
-            skipped: 0,
+            skips: Skips::new(),
         }
     }
-    /// Records with codes other than 0xbb skipped so far.
+    /// Records read but not yielded as frames so far, all reasons together.
     pub fn skipped(&self) -> u64 {
-        self.skipped
+        self.skips.total()
+    }
+    /// Records read but not yielded as frames so far, by reason.
+    pub fn skips(&self) -> &Skips {
+        &self.skips
     }
 
     fn next_frame(&mut self) -> Option<Result<Frame>> {
@@ -279,9 +293,9 @@ impl<R: Read> Reader<R> {
             let code = head[2];
             if field_len == 0 {
                 self.done = true;
-                return Some(Err(CaptureError::invalid(
+                return Some(Err(CaptureError::fatal(
                     start,
-                    "record length 0 cannot hold its code byte (not an Intel 5300 .dat, or corrupt)",
+                    "record length 0 cannot hold its code byte (not an Intel 5300 .dat, or corrupt): the records after it cannot be found",
                 )));
             }
             if code != CODE_BFEE {
@@ -289,7 +303,7 @@ impl<R: Read> Reader<R> {
                     self.done = true;
                     return Some(Err(e));
                 }
-                self.skipped += 1;
+                self.skips.add(&skip_other_code(code));
                 continue;
             }
             if let Err(e) = self
@@ -320,8 +334,10 @@ impl<R: Read> Iterator for Reader<R> {
             return None;
         }
         let r = self.next_frame();
-        if r.is_none() {
-            self.done = true;
+        match &r {
+            None => self.done = true,
+            Some(Err(e)) => self.skips.add_error(e, SKIP_BAD_BFEE),
+            Some(Ok(_)) => {}
         }
         r
     }

@@ -8,10 +8,14 @@
 //! Ethernet/IPv4/UDP headers; the nexmon header (u16 magic 0x1111, i8 rssi, u8 frame
 //! control, 6-byte source MAC, u16 sequence, u16 core/spatial-stream, u16 chanspec,
 //! u16 chip version), all little-endian; then `nfft = 3.2 * bandwidth` 32-bit CSI words.
-//! As in `csireader.m`, a packet whose original length is not `60 + 4 * nfft` is skipped.
+//! The CSI length comes from the UDP header's length field (`udp_len - 8 - 18` bytes), so
+//! bytes captured after the UDP payload (an Ethernet FCS, padding) are ignored. A packet
+//! that is not nexmon CSI, or whose CSI is of another bandwidth than asked for, is skipped
+//! and counted by reason in [`Reader::skips`].
 
 use crate::complex::Complex;
 use crate::error::{CaptureError, Result};
+use crate::skips::Skips;
 use crate::source::Source;
 use std::io::{Read, Write};
 
@@ -23,6 +27,30 @@ pub const NEXMON_HEADER: usize = 42;
 pub const MAGIC: u16 = 0x1111;
 /// The largest packet accepted (pcap's usual maximum snapshot length).
 pub const MAX_PACKET: u32 = 262_144;
+/// Bytes of the nexmon header before the CSI words.
+pub const NEXMON_HEADER_LEN: usize = 18;
+
+/// [`Reader::skips`] reason for packets too short to hold Ethernet, IPv4 and UDP headers.
+pub const SKIP_SHORT: &str = "packets shorter than the 42 bytes of Ethernet/IPv4/UDP headers";
+/// [`Reader::skips`] reason for packets that are not IPv4/UDP (no IP options).
+pub const SKIP_NOT_UDP: &str = "packets that are not IPv4/UDP";
+/// [`Reader::skips`] reason for UDP payloads shorter than the nexmon header.
+pub const SKIP_NO_HEADER: &str = "UDP payloads shorter than the 18-byte nexmon header";
+/// [`Reader::skips`] reason for packets whose capture ends inside the UDP payload.
+pub const SKIP_CUT: &str =
+    "packets captured shorter than their UDP length (snapshot length too small)";
+/// [`Reader::skips`] reason for UDP payloads without the 0x1111 magic.
+pub const SKIP_NO_MAGIC: &str = "UDP packets without the nexmon magic 0x1111 (not CSI)";
+/// [`Reader::skips`] reason for a packet that yielded an error.
+pub const SKIP_BAD_PACKET: &str = "CSI packets of an unknown chip";
+
+/// [`Reader::skips`] reason for CSI of a size that is no bandwidth's.
+pub const SKIP_ODD_SIZE: &str =
+    "packets whose CSI size fits no bandwidth (256, 512 or 1024 bytes for 20, 40, 80 MHz)";
+/// [`Reader::skips`] reason for CSI of `got` MHz when `want` MHz was asked for.
+pub fn skip_other_bandwidth(got: u32, want: u32) -> String {
+    format!("packets of {got} MHz CSI ({want} MHz asked for)")
+}
 
 /// The Broadcom chips nexmon_csi supports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,8 +238,9 @@ pub fn decode_csi(chip: Chip, words: &[u32]) -> Vec<Complex> {
 
 /// Streams the CSI packets of a nexmon_csi pcap.
 ///
-/// Packets that are not nexmon CSI (wrong size for the bandwidth, no 0x1111 magic) are
-/// skipped and counted, as `csireader.m` skips them. A packet whose chip cannot be told
+/// Packets that are not nexmon CSI (no 0x1111 magic, CSI of no bandwidth's size, or of
+/// another bandwidth than [`Options::bandwidth_mhz`]) are skipped and counted by reason in
+/// [`Reader::skips`], as `csireader.m` skips them. A packet whose chip cannot be told
 /// yields an `Err` (reading goes on); a truncated last packet yields one `Err` with
 /// [`CaptureError::is_truncation`] and ends the stream.
 pub struct Reader<R> {
@@ -220,7 +249,7 @@ pub struct Reader<R> {
     swapped: bool,
     started: bool,
     buf: Vec<u8>,
-    skipped: u64,
+    skips: Skips,
     done: bool,
 }
 
@@ -232,13 +261,17 @@ impl<R: Read> Reader<R> {
             swapped: false,
             started: false,
             buf: Vec::new(),
-            skipped: 0,
+            skips: Skips::new(),
             done: false,
         }
     }
-    /// Packets skipped so far (not nexmon CSI, or of another size than the bandwidth's).
+    /// Packets read but not yielded as frames so far, all reasons together.
     pub fn skipped(&self) -> u64 {
-        self.skipped
+        self.skips.total()
+    }
+    /// Packets read but not yielded as frames so far, by reason.
+    pub fn skips(&self) -> &Skips {
+        &self.skips
     }
 
     fn u32(&self, b: &[u8]) -> u32 {
@@ -260,7 +293,7 @@ impl<R: Read> Reader<R> {
             0xa1b2_c3d4 | 0xa1b2_3c4d => false,
             0xd4c3_b2a1 | 0x4d3c_b2a1 => true,
             _ => {
-                return Err(CaptureError::invalid(
+                return Err(CaptureError::fatal(
                     0,
                     format!(
                         "pcap magic {magic:#010x} is not a pcap file's (pcapng is not supported)"
@@ -297,12 +330,11 @@ impl<R: Read> Reader<R> {
             let ts_sec = self.u32(&ph[0..]);
             let ts_frac = self.u32(&ph[4..]);
             let incl = self.u32(&ph[8..]);
-            let orig = self.u32(&ph[12..]);
             if incl > MAX_PACKET {
                 self.done = true;
-                return Some(Err(CaptureError::invalid(
+                return Some(Err(CaptureError::fatal(
                     start + 8,
-                    format!("packet length {incl} exceeds the pcap maximum {MAX_PACKET}"),
+                    format!("packet length {incl} exceeds the pcap maximum {MAX_PACKET}: the packets after it cannot be found"),
                 )));
             }
             if let Err(e) = self
@@ -313,22 +345,13 @@ impl<R: Read> Reader<R> {
                 return Some(Err(e));
             }
             let p = &self.buf;
-            // csireader.m: skip a frame whose original length does not fit the bandwidth.
-            let csi_bytes = (orig as usize).checked_sub(CSI_OFFSET);
-            let nfft = match (csi_bytes, self.opts.bandwidth_mhz) {
-                (Some(n), Some(bw)) if n == (bw as usize * 16 / 5) * 4 => n / 4,
-                (Some(n), None) if [256, 512, 1024].contains(&n) => n / 4,
-                _ => {
-                    self.skipped += 1;
+            let nfft = match csi_words(p, self.opts.bandwidth_mhz) {
+                Ok(n) => n,
+                Err(reason) => {
+                    self.skips.add(&reason);
                     continue;
                 }
             };
-            if p.len() < CSI_OFFSET + 4 * nfft
-                || u16::from_le_bytes([p[NEXMON_HEADER], p[NEXMON_HEADER + 1]]) != MAGIC
-            {
-                self.skipped += 1;
-                continue;
-            }
             let h = &p[NEXMON_HEADER..];
             let le16 = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
             let css = le16(12);
@@ -366,6 +389,38 @@ impl<R: Read> Reader<R> {
     }
 }
 
+/// The number of CSI words in the captured packet `p`, from its UDP length, or the reason
+/// it is not nexmon CSI of the bandwidth asked for (`want_mhz`; `None`: any of 20/40/80).
+fn csi_words(p: &[u8], want_mhz: Option<u32>) -> std::result::Result<usize, String> {
+    if p.len() < NEXMON_HEADER {
+        return Err(SKIP_SHORT.into());
+    }
+    let be16 = |i: usize| u16::from_be_bytes([p[i], p[i + 1]]) as usize;
+    // Ethernet type IPv4, IP version 4 with a 20-byte header, protocol UDP.
+    if be16(12) != 0x0800 || p[14] != 0x45 || p[23] != 17 {
+        return Err(SKIP_NOT_UDP.into());
+    }
+    let udp_len = be16(38);
+    let Some(csi_bytes) = udp_len.checked_sub(8 + NEXMON_HEADER_LEN) else {
+        return Err(SKIP_NO_HEADER.into());
+    };
+    if p.len() < CSI_OFFSET + csi_bytes {
+        return Err(SKIP_CUT.into());
+    }
+    if u16::from_le_bytes([p[NEXMON_HEADER], p[NEXMON_HEADER + 1]]) != MAGIC {
+        return Err(SKIP_NO_MAGIC.into());
+    }
+    if ![256, 512, 1024].contains(&csi_bytes) {
+        return Err(SKIP_ODD_SIZE.into());
+    }
+    let nfft = csi_bytes / 4;
+    let got_mhz = (nfft * 5 / 16) as u32;
+    match want_mhz {
+        Some(want) if want != got_mhz => Err(skip_other_bandwidth(got_mhz, want)),
+        _ => Ok(nfft),
+    }
+}
+
 impl<R: Read> Iterator for Reader<R> {
     type Item = Result<Frame>;
     fn next(&mut self) -> Option<Self::Item> {
@@ -373,8 +428,10 @@ impl<R: Read> Iterator for Reader<R> {
             return None;
         }
         let r = self.next_frame();
-        if r.is_none() {
-            self.done = true;
+        match &r {
+            None => self.done = true,
+            Some(Err(e)) => self.skips.add_error(e, SKIP_BAD_PACKET),
+            Some(Ok(_)) => {}
         }
         r
     }

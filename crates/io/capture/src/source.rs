@@ -141,9 +141,9 @@ impl<R: Read> Source<R> {
                         break;
                     }
                     if out.len() >= limit {
-                        return Err(CaptureError::invalid(
+                        return Err(CaptureError::fatal(
                             start,
-                            format!("line longer than {limit} bytes"),
+                            format!("line longer than {limit} bytes (not a text capture?)"),
                         ));
                     }
                     out.push(byte[0]);

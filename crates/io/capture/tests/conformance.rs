@@ -136,6 +136,12 @@ fn nexmon_wrong_bandwidth_skips_every_packet() {
     let mut r = nexmon::Reader::new(file, opts);
     assert!(r.next().is_none());
     assert_eq!(r.skipped(), 4);
+    // Counted under the reason that says what was there and what was asked for.
+    assert_eq!(r.skips().count(&nexmon::skip_other_bandwidth(80, 20)), 4);
+    assert_eq!(
+        r.skips().to_string(),
+        "4 packets of 80 MHz CSI (20 MHz asked for)"
+    );
 }
 
 #[test]

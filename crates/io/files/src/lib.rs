@@ -114,7 +114,8 @@ pub fn check_output_file(output: &Path, inputs: &[&Path]) -> Result<()> {
 }
 
 /// Refuses an output folder that is, or contains, any of `inputs` (the folder is replaced as a
-/// whole, so anything inside it would be lost), or that lies inside an input folder.
+/// whole, so anything inside it would be lost). An output inside an input folder is allowed
+/// here; commands for which that is wrong (a run inside a dataset) check it themselves.
 pub fn check_output_dir(output: &Path, inputs: &[&Path]) -> Result<()> {
     let out = resolve(output);
     for input in inputs {
@@ -229,6 +230,23 @@ pub fn mark(dir: &Path, what: &str) -> Result<()> {
     std::fs::write(&p, format!("{what}\n")).map_err(|e| FilesError::io(&p, e))
 }
 
+/// Whether the open `file` is the file now at `path` (same device and inode).
+fn same_open_file(file: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        true
+    }
+}
+
 /// An advisory lock on an output path (file or folder), held until dropped. The lock file is
 /// `.NAME.lock` beside the path (so it survives the path being renamed into place) and holds
 /// the owner's pid. The lock is released by the kernel when the process dies, so a killed
@@ -257,23 +275,37 @@ impl PathLock {
             .truncate(false)
             .open(&lock)
             .map_err(|e| FilesError::io(&lock, e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim();
-                return Err(FilesError::InUse {
-                    path: path.to_path_buf(),
-                    lock,
-                    pid: if pid.is_empty() {
-                        "?".into()
-                    } else {
-                        pid.into()
-                    },
-                });
+        loop {
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let mut pid = String::new();
+                    let _ = file.read_to_string(&mut pid);
+                    let pid = pid.trim();
+                    return Err(FilesError::InUse {
+                        path: path.to_path_buf(),
+                        lock,
+                        pid: if pid.is_empty() {
+                            "?".into()
+                        } else {
+                            pid.into()
+                        },
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(FilesError::io(&lock, e)),
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(FilesError::io(&lock, e)),
+            // The previous owner removes the lock file before releasing it: a lock taken on a
+            // file that is no longer at the lock path guards nothing, so take the new one.
+            if same_open_file(&file, &lock) {
+                break;
+            }
+            file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&lock)
+                .map_err(|e| FilesError::io(&lock, e))?;
         }
         let write_pid = |f: &mut File| -> std::io::Result<()> {
             f.set_len(0)?;

@@ -148,7 +148,22 @@ impl AtomicFile {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "out".into());
         let tmp = dest.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-        let file = std::fs::File::create(&tmp).map_err(|e| NpyError::io(&tmp, e))?;
+        let file = std::fs::File::create(&tmp).map_err(|e| {
+            // Name what the user gave, not the temporary name, when the folder is missing.
+            let parent = dest
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if !parent.is_dir() {
+                let msg = format!("the output folder {} does not exist", parent.display());
+                NpyError::io(
+                    &dest,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, msg),
+                )
+            } else {
+                NpyError::io(&tmp, e)
+            }
+        })?;
         Ok(Self {
             tmp,
             dest,
@@ -206,6 +221,18 @@ mod tests {
         }
         assert!(!dest.exists());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn missing_output_folder_is_named_not_the_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("nodir").join("a.npy");
+        let e = AtomicFile::create(&dest).err().unwrap().to_string();
+        assert!(
+            e.contains("a.npy") && e.contains("nodir does not exist"),
+            "{e}"
+        );
+        assert!(!e.contains(".tmp-"), "{e}");
     }
 
     #[test]

@@ -82,7 +82,7 @@ fn main() {
             let mut idx: Vec<usize> = (0..n).collect();
             rng.shuffle(&mut idx);
             for s in 0..3 {
-                t.step(&ds, &idx[s * 64..(s + 1) * 64], &mut rng);
+                t.step(&ds, &idx[s * 64..(s + 1) * 64], &mut rng).unwrap();
             }
             // Several windows; report the median and the best (the machine may be shared).
             let mut rates = Vec::new();
@@ -93,7 +93,7 @@ fn main() {
                 let mut steps = 0;
                 while start.elapsed().as_secs_f64() < seconds / 5.0 || steps < 2 {
                     let s = steps_total % (n / 64);
-                    t.step(&ds, &idx[s * 64..(s + 1) * 64], &mut rng);
+                    t.step(&ds, &idx[s * 64..(s + 1) * 64], &mut rng).unwrap();
                     steps += 1;
                     steps_total += 1;
                 }

@@ -101,8 +101,11 @@ fn mix_rows(v: &mut [f32], batch: usize, lam: f32, perm: &[usize]) {
 /// Applied with probability `prob` per sample; with `prob = 0` (the default) nothing happens.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CsiAugment {
+    #[serde(deserialize_with = "crate::checkpoint::nan_f32")]
     pub prob: f32,
+    #[serde(deserialize_with = "crate::checkpoint::nan_f32")]
     pub response_db: f32,
+    #[serde(deserialize_with = "crate::checkpoint::nan_f32")]
     pub noise: f32,
 }
 

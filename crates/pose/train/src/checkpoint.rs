@@ -12,6 +12,11 @@
 //! `__metadata__` holds JSON strings: `format` (`csipose-checkpoint-1`), `model`
 //! (the [`ModelConfig`]), `options` ([`TrainOptions`]), `schedule`, `state` ([`TrainState`],
 //! epoch, step, RNG, history) and `adam_step`.
+//!
+//! Loading never panics and stays possible whatever the numbers: JSON cannot hold NaN or ±inf
+//! (serde_json writes them as `null`), so every float in the metadata reads `null` back as NaN
+//! ([`nan_f32`], [`nan_f64`]); validation then refuses such options with a message. A file
+//! that is cut short or damaged is an error naming the file, its size and what does not fit.
 
 use crate::optim::{AdamW, Schedule};
 use crate::trainer::{TrainOptions, TrainState, Trainer};
@@ -23,6 +28,17 @@ use std::io::Write;
 use std::path::Path;
 
 const FORMAT: &str = "csipose-checkpoint-1";
+
+/// Serde `deserialize_with` for an `f32` that may have been written as `null` (NaN or ±inf):
+/// `null` reads back as NaN.
+pub fn nan_f32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    Ok(<Option<f32> as serde::Deserialize>::deserialize(d)?.unwrap_or(f32::NAN))
+}
+
+/// [`nan_f32`] for `f64`.
+pub fn nan_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
+}
 
 fn bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -105,9 +121,67 @@ fn open(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
+/// Checks the file's framing before safetensors parses it, so that a truncated or damaged
+/// file is reported with its size and what does not fit (safetensors' own errors are terse:
+/// "InvalidHeaderLength", "MetadataIncompleteBuffer").
+fn check_framing(path: &Path, raw: &[u8]) -> Result<()> {
+    let len = raw.len();
+    let damaged = |what: String| {
+        anyhow::anyhow!(
+            "{}: truncated or damaged checkpoint ({len} bytes): {what}",
+            path.display()
+        )
+    };
+    if len < 8 {
+        return Err(damaged(
+            "shorter than the 8-byte header length that starts a safetensors file".into(),
+        ));
+    }
+    let n = u64::from_le_bytes(raw[..8].try_into().expect("8 bytes"));
+    if n > (len - 8) as u64 {
+        return Err(damaged(format!(
+            "the header length says {n} bytes of header follow, but only {} do",
+            len - 8
+        )));
+    }
+    let header = &raw[8..8 + n as usize];
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(header) else {
+        return Err(damaged(format!("the {n}-byte header is not valid JSON")));
+    };
+    let end = v
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| k.as_str() != "__metadata__")
+                .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0);
+    let want = 8 + n + end;
+    if want != len as u64 {
+        return Err(damaged(format!(
+            "the header describes {want} bytes ({} of tensor data), the file has {len}{}",
+            end,
+            if (len as u64) < want {
+                " (cut short)"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(())
+}
+
 fn metadata(path: &Path, st_bytes: &[u8]) -> Result<HashMap<String, String>> {
-    let (_, m) = SafeTensors::read_metadata(st_bytes)
-        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    check_framing(path, st_bytes)?;
+    let (_, m) = SafeTensors::read_metadata(st_bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: damaged checkpoint ({} bytes): {e:?}",
+            path.display(),
+            st_bytes.len()
+        )
+    })?;
     let m = m
         .metadata()
         .clone()

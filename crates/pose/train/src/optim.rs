@@ -74,7 +74,9 @@ impl AdamW {
 /// `lr_min + (lr - lr_min) · ½(1 + cos(π (s - w) / (total - w)))`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Schedule {
+    #[serde(deserialize_with = "crate::checkpoint::nan_f32")]
     pub lr: f32,
+    #[serde(deserialize_with = "crate::checkpoint::nan_f32")]
     pub min_lr: f32,
     pub warmup: u64,
     pub total: u64,

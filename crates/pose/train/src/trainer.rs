@@ -3,12 +3,17 @@
 //! atomic checkpoints each epoch and exact resume; prediction with optional TTA; optional
 //! quantization-aware training ([`TrainOptions::qat`]: fake-quantised Linear weights in the
 //! forward pass, straight-through gradients into the f32 master weights).
+//!
+//! Nothing here trains on garbage: options are validated ([`TrainOptions::validate`]), a step
+//! whose loss or gradient is not finite stops training with an error naming the step and the
+//! likely cause before any weight changes, a resumed run refuses a training subset of another
+//! size, and [`dataset_fingerprint`] lets a run recognise the dataset it was started on.
 
 use crate::augment::{CsiAugment, MixPlan, View};
-use crate::checkpoint;
+use crate::checkpoint::{self, nan_f32, nan_f64};
 use crate::optim::{ema_update, smooth_l1_sum, AdamW, Schedule};
 use crate::torso_pck;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use csipose_dataset::{KeypointLayout, PackedDataset};
 use csipose_metrics::{pck_curve, PckNorm, PoseLayout};
 use csipose_model::layers::with_single_threaded;
@@ -25,15 +30,23 @@ pub struct TrainOptions {
     pub model: String,
     pub epochs: usize,
     pub batch: usize,
+    #[serde(deserialize_with = "nan_f32")]
     pub lr: f32,
+    #[serde(deserialize_with = "nan_f32")]
     pub min_lr: f32,
+    #[serde(deserialize_with = "nan_f32")]
     pub weight_decay: f32,
     /// Warmup length as a fraction of all steps.
+    #[serde(deserialize_with = "nan_f32")]
     pub warmup_fraction: f32,
+    #[serde(deserialize_with = "nan_f32")]
     pub ema_decay: f32,
     /// Mixup α (λ ~ Beta(α, α)); 0 turns mixup off.
+    #[serde(deserialize_with = "nan_f64")]
     pub mixup_alpha: f64,
+    #[serde(deserialize_with = "nan_f32")]
     pub dropout: f32,
+    #[serde(deserialize_with = "nan_f32")]
     pub huber_beta: f32,
     pub seed: u64,
     /// Train-time view augmentation: each sample is replaced by one of the TTA views
@@ -47,7 +60,7 @@ pub struct TrainOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qat: Option<csipose_quantize::Spec>,
     /// Train-time CSI augmentation (random static frequency response, noise); see
-    /// [`CsiAugment`]. Off in checkpoints written before it existed.
+    /// [`CsiAugment`]. Off when a checkpoint's options do not name it.
     #[serde(default)]
     pub augment: CsiAugment,
 }
@@ -74,13 +87,177 @@ impl Default for TrainOptions {
     }
 }
 
+/// Checks `v` is finite and within `lo..hi` (ends included where `lo_in` / `hi_in`); the
+/// error names the option `name` and the range.
+fn in_range(name: &str, v: f64, lo: f64, lo_in: bool, hi: f64, hi_in: bool) -> Result<()> {
+    let ok = v.is_finite()
+        && if lo_in { v >= lo } else { v > lo }
+        && if hi_in { v <= hi } else { v < hi };
+    if !ok {
+        // Shortest form that names the number (1e30, not thirty-one digits).
+        let shown = if v != 0.0 && v.is_finite() && !(1e-4..1e6).contains(&v.abs()) {
+            format!("{:e}", v as f32)
+        } else {
+            format!("{}", v as f32)
+        };
+        bail!(
+            "{name} must be a finite number in {}{lo}, {hi}{}, got {shown}",
+            if lo_in { "[" } else { "(" },
+            if hi_in { "]" } else { ")" }
+        );
+    }
+    Ok(())
+}
+
+impl TrainOptions {
+    /// Checks every option: counts positive, every float finite and in its range. Options
+    /// are named as `csipose train`'s flags where there is one (`--lr`, `--aug-prob`, ...),
+    /// else by their field name here.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            bail!("--epochs must be at least 1");
+        }
+        if self.batch == 0 {
+            bail!("--batch must be at least 1");
+        }
+        in_range("--lr", self.lr as f64, 0.0, false, 1.0, true)?;
+        in_range(
+            "min_lr (the cosine schedule's floor, at most --lr)",
+            self.min_lr as f64,
+            0.0,
+            true,
+            self.lr as f64,
+            true,
+        )?;
+        in_range(
+            "weight_decay",
+            self.weight_decay as f64,
+            0.0,
+            true,
+            1.0,
+            true,
+        )?;
+        in_range(
+            "warmup_fraction",
+            self.warmup_fraction as f64,
+            0.0,
+            true,
+            1.0,
+            true,
+        )?;
+        in_range("ema_decay", self.ema_decay as f64, 0.0, true, 1.0, true)?;
+        in_range("mixup_alpha", self.mixup_alpha, 0.0, true, 100.0, true)?;
+        in_range("dropout", self.dropout as f64, 0.0, true, 1.0, false)?;
+        in_range("huber_beta", self.huber_beta as f64, 0.0, false, 10.0, true)?;
+        let a = &self.augment;
+        in_range("--aug-prob", a.prob as f64, 0.0, true, 1.0, true)?;
+        in_range(
+            "--aug-response-db",
+            a.response_db as f64,
+            0.0,
+            true,
+            40.0,
+            true,
+        )?;
+        in_range("--aug-noise", a.noise as f64, 0.0, true, 10.0, true)?;
+        Ok(())
+    }
+}
+
+/// What identifies the dataset a run trains on: its shape and a hash of the labels and of
+/// `meta.npy` (environment, subject, action, frame), which decide the split and the targets.
+/// Stored in the run's `config.json`; a resume on a dataset with another fingerprint is refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetFingerprint {
+    pub frames: usize,
+    /// `[A, S, P]` of one frame.
+    pub frame_shape: [usize; 3],
+    pub keypoints: String,
+    /// 64-bit hash of `Y.npy`'s values, hex.
+    pub labels_hash: String,
+    /// 64-bit hash of `meta.npy`'s values, hex.
+    pub meta_hash: String,
+}
+
+/// A 64-bit hash of a sequence of 32-bit words (an FNV-1a-style xor, multiply and rotate per
+/// word, then a final splitmix); one pass, no allocation. Made to notice a changed dataset,
+/// not to resist a forged one.
+fn hash_words(words: impl Iterator<Item = u32>) -> u64 {
+    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+    let mut n: u64 = 0;
+    for w in words {
+        h = (h ^ w as u64)
+            .wrapping_mul(0x0000_0100_0000_01B3)
+            .rotate_left(29);
+        n += 1;
+    }
+    let mut s = h ^ n;
+    splitmix64(&mut s)
+}
+
+/// The [`DatasetFingerprint`] of `ds`.
+pub fn dataset_fingerprint(ds: &PackedDataset) -> DatasetFingerprint {
+    let h = &ds.info.hardware;
+    DatasetFingerprint {
+        frames: ds.len(),
+        frame_shape: [h.antennas, h.subcarriers, h.packets],
+        keypoints: ds.info.keypoints.name().into(),
+        labels_hash: format!(
+            "{:016x}",
+            hash_words(ds.y_all().iter().map(|v| v.to_bits()))
+        ),
+        meta_hash: format!(
+            "{:016x}",
+            hash_words(ds.meta_all().iter().map(|&v| v as u32))
+        ),
+    }
+}
+
+impl DatasetFingerprint {
+    /// What differs between the run's dataset (`self`) and `now`, or `None` when they match.
+    pub fn differences(&self, now: &DatasetFingerprint) -> Option<String> {
+        let mut d = Vec::new();
+        if self.frames != now.frames {
+            d.push(format!("{} frames, now {}", self.frames, now.frames));
+        }
+        if self.frame_shape != now.frame_shape {
+            d.push(format!(
+                "frames of {:?}, now {:?}",
+                self.frame_shape, now.frame_shape
+            ));
+        }
+        if self.keypoints != now.keypoints {
+            d.push(format!(
+                "keypoints {}, now {}",
+                self.keypoints, now.keypoints
+            ));
+        }
+        if self.labels_hash != now.labels_hash {
+            d.push(format!(
+                "labels (Y.npy) hash {}, now {}",
+                self.labels_hash, now.labels_hash
+            ));
+        }
+        if self.meta_hash != now.meta_hash {
+            d.push(format!(
+                "meta.npy hash {}, now {}",
+                self.meta_hash, now.meta_hash
+            ));
+        }
+        (!d.is_empty()).then(|| d.join("; "))
+    }
+}
+
 /// One epoch's numbers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     pub epoch: usize,
+    #[serde(deserialize_with = "nan_f32")]
     pub train_loss: f32,
     pub val_torso_pck20: Option<f64>,
+    #[serde(deserialize_with = "nan_f32")]
     pub lr: f32,
+    #[serde(deserialize_with = "nan_f64")]
     pub samples_per_s: f64,
 }
 
@@ -165,10 +342,8 @@ impl Trainer {
     pub fn new(opts: TrainOptions, input: [usize; 3], n_train: usize) -> Result<Trainer> {
         let mut cfg = ModelConfig::preset_for(&opts.model, input[0], input[1], input[2])
             .with_context(|| format!("unknown model {:?}", opts.model))?;
+        opts.validate()?;
         cfg.dropout = opts.dropout;
-        if opts.batch == 0 || opts.epochs == 0 {
-            bail!("batch and epochs must be positive");
-        }
         if n_train == 0 {
             bail!("the training subset is empty");
         }
@@ -275,7 +450,9 @@ impl Trainer {
     }
 
     /// One optimiser step on the samples `idx` (mixup drawn from `rng`). Returns the loss.
-    pub fn step(&mut self, ds: &PackedDataset, idx: &[usize], rng: &mut Rng) -> f32 {
+    /// A loss or gradient that is not finite is an error naming the step and the likely cause
+    /// (see [`Trainer::diverged`]); the weights, EMA and optimiser are then left unchanged.
+    pub fn step(&mut self, ds: &PackedDataset, idx: &[usize], rng: &mut Rng) -> Result<f32> {
         let b = idx.len();
         let (fl, ol) = (self.model.cfg.frame_len(), OUTPUTS);
         self.xb.resize(b * fl, 0.0);
@@ -385,6 +562,13 @@ impl Trainer {
         if let Some(q) = &self.qat {
             q.fq.straight_through(&self.params, &q.scales, &mut self.grads);
         }
+        let grads_finite = self
+            .grads
+            .par_chunks(1 << 14)
+            .all(|g| g.iter().all(|v| v.is_finite()));
+        if !loss.is_finite() || !grads_finite {
+            return Err(self.diverged(ds, idx, loss));
+        }
         let lr = self.schedule.at(self.state.step);
         self.opt.step(&mut self.params, &self.grads, lr);
         ema_update(
@@ -394,7 +578,48 @@ impl Trainer {
             self.state.step,
         );
         self.state.step += 1;
-        loss
+        Ok(loss)
+    }
+
+    /// The error for a step whose loss (or gradient) is not finite: which step, and the
+    /// likely cause — a non-finite value in the batch's frames or labels (naming the file and
+    /// frame), weights that are no longer finite, or a learning rate too high for the model.
+    fn diverged(&self, ds: &PackedDataset, idx: &[usize], loss: f32) -> anyhow::Error {
+        let spe = self.state.steps_per_epoch.max(1);
+        let within = self
+            .state
+            .step
+            .saturating_sub(self.state.epoch as u64 * spe)
+            + 1;
+        let what = if loss.is_finite() {
+            format!("a non-finite gradient (loss {loss})")
+        } else {
+            format!("loss {loss}")
+        };
+        let cause = non_finite_frame(ds, idx).map(|c| format!("{c}; fix or drop such frames"));
+        let cause = cause.unwrap_or_else(|| {
+            let lr = self.schedule.at(self.state.step);
+            let weights = if self.params.iter().all(|v| v.is_finite()) {
+                "training diverged"
+            } else {
+                "the weights are no longer finite: training diverged"
+            };
+            format!(
+                "the batch's frames and labels are finite, so {weights}; the learning rate \
+                 (--lr {}, {lr:.3e} at this step) is likely too high for this model and batch",
+                self.opts.lr
+            )
+        });
+        let saved = match self.state.epoch {
+            0 => "no epoch had completed, so no checkpoint was written".to_string(),
+            e => format!("the checkpoint keeps the {e} completed epoch(s)"),
+        };
+        anyhow!(
+            "training stopped at step {} (epoch {}, step {within} of {spe}) on {what}: {cause}. \
+             Nothing of this epoch was saved; {saved}",
+            self.state.step + 1,
+            self.state.epoch + 1,
+        )
     }
 
     /// Trains one epoch over `train_idx`; `on_step(samples_done, loss)` after every step.
@@ -403,26 +628,35 @@ impl Trainer {
         ds: &PackedDataset,
         train_idx: &[usize],
         on_step: &mut dyn FnMut(usize, f32),
-    ) -> (f32, f64) {
+    ) -> Result<(f32, f64)> {
+        let steps = self.state.steps_per_epoch as usize;
+        if train_idx.is_empty() || (train_idx.len() / self.opts.batch).max(1) != steps {
+            bail!(
+                "the training subset has {} frames, which makes {} steps of batch {}, but this \
+                 run takes {steps} steps per epoch: the dataset or split changed since it started",
+                train_idx.len(),
+                (train_idx.len() / self.opts.batch).max(1),
+                self.opts.batch
+            );
+        }
         let mut rng = epoch_rng(self.opts.seed, self.state.epoch);
         let mut order = train_idx.to_vec();
         rng.shuffle(&mut order);
         let b = self.opts.batch.min(order.len());
-        let steps = self.state.steps_per_epoch as usize;
         let start = Instant::now();
         let mut sum = 0.0f64;
         for s in 0..steps {
-            let loss = self.step(ds, &order[s * b..(s + 1) * b], &mut rng);
+            let loss = self.step(ds, &order[s * b..(s + 1) * b], &mut rng)?;
             sum += loss as f64;
             on_step((s + 1) * b, loss);
         }
         let secs = start.elapsed().as_secs_f64();
         self.state.rng = rng;
         self.state.epoch += 1;
-        (
+        Ok((
             (sum / steps as f64) as f32,
             (steps * b) as f64 / secs.max(1e-9),
-        )
+        ))
     }
 
     /// Predictions of the EMA weights for `idx` (see [`predict`]); with QAT, of `Q(EMA)`.
@@ -506,11 +740,89 @@ pub trait Progress {
     fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps: u64) {}
     fn step(&mut self, _samples: usize, _loss: f32) {}
     fn epoch_end(&mut self, _rec: &EpochRecord) {}
+    /// After each epoch's checkpoint is written (the trainer holds the whole history); an
+    /// error stops training. `csipose train` writes `metrics.json` and `curves.png` here.
+    fn epoch_saved(&mut self, _trainer: &Trainer) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// No progress output.
 pub struct Quiet;
 impl Progress for Quiet {}
+
+/// The first frame of `idx` whose CSI or label holds a value that is not finite, described
+/// with the file, the 0-based frame index, the value and its position.
+pub fn non_finite_frame(ds: &PackedDataset, idx: &[usize]) -> Option<String> {
+    let h = &ds.info.hardware;
+    let (s, p) = (h.subcarriers.max(1), h.packets.max(1));
+    for &i in idx {
+        if let Some(k) = ds.x(i).iter().position(|v| !v.is_finite()) {
+            return Some(format!(
+                "the input is not finite: frame {i} (0-based) of {} holds {} at [antenna {}, \
+                 subcarrier {}, packet {}]",
+                ds.dir.join("X.npy").display(),
+                ds.x(i)[k],
+                k / (s * p),
+                (k / p) % s,
+                k % p
+            ));
+        }
+        if let Some(k) = ds.y(i).iter().position(|v| !v.is_finite()) {
+            return Some(format!(
+                "a label is not finite: frame {i} (0-based) of {} holds {} at value {k}",
+                ds.dir.join("Y.npy").display(),
+                ds.y(i)[k]
+            ));
+        }
+    }
+    None
+}
+
+/// Validation predictions, refused when any is not finite (a NaN would silently count as a
+/// miss): the error names the frame and why.
+fn predict_val(trainer: &Trainer, ds: &PackedDataset, val_idx: &[usize]) -> Result<Vec<f32>> {
+    let pred = trainer.predict_ema(ds, val_idx, &[]);
+    if let Some(k) = pred.iter().position(|v| !v.is_finite()) {
+        let i = val_idx[k / OUTPUTS];
+        let cause = non_finite_frame(ds, &[i]).unwrap_or_else(|| {
+            "its input is finite, so the EMA weights are not usable (training diverged)".into()
+        });
+        bail!(
+            "validation after epoch {}: frame {i} gets a non-finite prediction: {cause}",
+            trainer.state.epoch
+        );
+    }
+    Ok(pred)
+}
+
+/// Removes the temporaries (`.NAME.tmp-PID`) that a writer killed mid-write left in the run
+/// folder `out`: those of processes that no longer exist (where `/proc` tells), so a second
+/// process on the same folder never deletes a live writer's file.
+fn remove_stale_temporaries(out: &Path) -> Result<()> {
+    let proc_fs = Path::new("/proc/self").exists();
+    for e in std::fs::read_dir(out)
+        .with_context(|| format!("reading {}", out.display()))?
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((_, pid)) = name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp-")) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        let dead = if proc_fs {
+            pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists()
+        } else {
+            pid != std::process::id()
+        };
+        if dead && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    Ok(())
+}
 
 /// Trains (or resumes) until `trainer.opts.epochs`, validating with the EMA weights and
 /// writing `out/checkpoint.safetensors` atomically after each epoch. `stop_after` ends early
@@ -525,27 +837,22 @@ pub fn fit(
     stop_after: Option<usize>,
 ) -> Result<FitSummary> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    // A run killed while writing its checkpoint leaves the temporary file: remove it.
-    for e in std::fs::read_dir(out)
-        .with_context(|| format!("reading {}", out.display()))?
-        .flatten()
-    {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(".checkpoint.safetensors.tmp-") {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
+    remove_stale_temporaries(out)?;
     let val_y = gather_y(ds, val_idx);
+    if let Some(k) = val_y.iter().position(|v| !v.is_finite()) {
+        let cause = non_finite_frame(ds, &[val_idx[k / OUTPUTS]]).unwrap_or_default();
+        bail!("validation subset: {cause}; fix or drop such frames");
+    }
     let mut done = 0;
     while trainer.state.epoch < trainer.opts.epochs && stop_after.is_none_or(|s| done < s) {
         let e = trainer.state.epoch;
         progress.epoch_start(e, trainer.opts.epochs, trainer.state.steps_per_epoch);
         let lr = trainer.schedule.at(trainer.state.step);
-        let (loss, sps) = trainer.train_epoch(ds, train_idx, &mut |s, l| progress.step(s, l));
+        let (loss, sps) = trainer.train_epoch(ds, train_idx, &mut |s, l| progress.step(s, l))?;
         let val = if val_idx.is_empty() {
             None
         } else {
-            torso_pck(&trainer.predict_ema(ds, val_idx, &[]), &val_y, 0.2)
+            torso_pck(&predict_val(trainer, ds, val_idx)?, &val_y, 0.2)
         };
         let rec = EpochRecord {
             epoch: e + 1,
@@ -557,6 +864,7 @@ pub fn fit(
         trainer.state.history.push(rec.clone());
         checkpoint::save(&out.join("checkpoint.safetensors"), trainer)?;
         progress.epoch_end(&rec);
+        progress.epoch_saved(trainer)?;
         done += 1;
     }
     let ks: Vec<f64> = (0..=50).map(|i| i as f64 / 100.0).collect();
@@ -564,7 +872,7 @@ pub fn fit(
         vec![None; ks.len()]
     } else {
         pck_curve(
-            &trainer.predict_ema(ds, val_idx, &[]),
+            &predict_val(trainer, ds, val_idx)?,
             &val_y,
             &PoseLayout::COCO17_2D,
             PckNorm::Torso,

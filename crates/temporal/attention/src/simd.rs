@@ -169,6 +169,11 @@ pub mod avx2 {
     }
 
     /// `acc += sum_t probs[t] * value(t)` for `D` in 8, 16, 32, accumulating in registers.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2 and FMA ([`super::has_avx2`]). Lengths are checked: `D`,
+    /// `acc` and every row `value` returns are asserted to hold at least `D` floats.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn accumulate<'s, const D: usize>(
@@ -249,6 +254,11 @@ pub mod avx2 {
 
     /// The online softmax of `crate::sparse::attend_items` with explicit 256-bit vectors.
     /// `D` is 8, 16 or 32; every row `item` returns has at least `D` floats.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2 and FMA ([`super::has_avx2`]). Lengths are checked: `D`, `qv`,
+    /// `out` and every key and value row `item` returns are asserted to hold at least `D` floats.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn attend_items<'s, const D: usize>(

@@ -418,6 +418,9 @@ mod x86 {
                 let pf = panel_floats::<D>();
                 for g in 0..cfg.kv_heads {
                     let (a, b) = ((g * panels + p0) * pf, (g * panels + p1) * pf);
+                    // SAFETY: `super::prefill` calls this only when `applies()` found AVX2 + FMA;
+                    // `transpose_panels` asserts its bounds (`src` holds `n` rows, `dst` whole
+                    // panels of this kv head) and its stores stay inside `dst`'s panels.
                     unsafe {
                         transpose_panels::<D>(
                             n,
@@ -440,6 +443,10 @@ mod x86 {
                     }
                 }
                 let (kp, vp) = (&kt[ka..ka + len], &vt[va..va + vlen]);
+                // SAFETY: AVX2 + FMA were checked by `applies()` and, when `avx512`, AVX-512 F +
+                // VL by `has_avx512()`. The lengths of `q`, `k`, `v` and `out` were asserted
+                // above, and `rows_body` asserts the rest it relies on (its queries lie below
+                // `n`, `kp`/`vp` hold whole panels for every kv head, `v` holds `n` rows).
                 unsafe {
                     if avx512 {
                         rows512::<D>(cfg, n, first, q, k, v, &mk, &mv, kp, vp, &mut s, chunk)
@@ -475,7 +482,7 @@ mod x86 {
         const PANELS_PER_TASK: usize = 16;
         let chunk = PANELS_PER_TASK * panel_floats::<D>();
         let transpose = |(t, (kc, vc)): (usize, (&mut [f32], &mut [f32]))| {
-            // SAFETY: applies() checked AVX2 + FMA.
+            // SAFETY: applies() checked AVX2 + FMA; `transpose_panels` asserts its bounds.
             unsafe {
                 let first = t * PANELS_PER_TASK;
                 transpose_panels::<D>(n, kr, panels, first, k, kc);
@@ -513,6 +520,8 @@ mod x86 {
                 .flatten()
                 .unwrap_or_default();
             let first = task * ROWS_PER_TASK;
+            // SAFETY: as in the serial loop above: target features checked by `applies()` and
+            // `has_avx512()`, bounds asserted here and in `rows_body`.
             unsafe {
                 if avx512 {
                     rows512::<D>(cfg, n, first, q, k, v, mk, mv, kp, vp, &mut s, chunk)

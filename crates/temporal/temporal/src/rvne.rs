@@ -18,15 +18,15 @@
 //! | 16 | u16 | n_layers |
 //! | 18 | u16 | n_classes |
 //! | 20 | u32 | weights_len: bytes of weights that follow |
-//! | 24 | 16 bytes | the head config record, see [`HeadConfig`] (absent in files written before it existed) |
+//! | 24 | 16 bytes | the head config record, see [`HeadConfig`] (optional, see below) |
 //! | 40 | weights_len - 16 bytes | the weights, see [`WeightLayout`] |
 //! | 24 + weights_len | u32 | CRC32-IEEE of bytes `0 .. 24 + weights_len` |
 //!
 //! The head config record is the first part of the weight section (the issue fixes the 24-byte
 //! header and leaves the section's contents to the head): the attention kernel configuration the
 //! model was trained with (window, block size, causal) and the per-frame features it reads. A
-//! file whose `weights_len` is exactly the float weights (no record) is an older file; it reads
-//! as [`HeadConfig::LEGACY`], the configuration every such file was trained with.
+//! file whose `weights_len` is exactly the float weights has no record; it reads as
+//! [`HeadConfig::LEGACY`] (window 32, block 16, causal, amplitude features, stride 4).
 
 use std::fmt;
 
@@ -312,7 +312,7 @@ pub struct RvneView<'a> {
     pub header: RvneHeader,
     /// The head config record, or [`HeadConfig::LEGACY`] for a file without one.
     pub head: HeadConfig,
-    /// Whether the file has no head config record (written before it existed).
+    /// Whether the file has no head config record (its head is [`HeadConfig::LEGACY`]).
     pub legacy: bool,
     weights: &'a [u8],
 }

@@ -288,6 +288,41 @@ fn parse_sequence_key(key: &str) -> Result<(Option<i32>, i32, i32), String> {
     }
 }
 
+impl Hyper {
+    /// Checks the float options (see `crate::validate`).
+    fn validate(&self) -> anyhow::Result<()> {
+        use crate::validate;
+        validate::above("--lr", self.lr as f64, 0.0, 1.0)?;
+        validate::closed("--min-crop", self.min_crop as f64, 0.05, 1.0)?;
+        validate::at_least("--epochs", self.epochs, 1)?;
+        validate::at_least("--batch", self.batch, 1)?;
+        Ok(())
+    }
+}
+
+/// The files a manifest's rows read (capture files, packed-dataset folders): inputs that no
+/// output may replace.
+fn row_paths(rows: &[(Source, usize)]) -> Vec<&Path> {
+    rows.iter()
+        .map(|(s, _)| match s {
+            Source::File(p) => p.as_path(),
+            Source::Packed { dir, .. } => dir.as_path(),
+        })
+        .collect()
+}
+
+/// The inputs of a command reading `rows` from `manifest`, plus `more`.
+fn manifest_inputs(
+    manifest: &Path,
+    rows: &[(Source, usize)],
+    more: &[Option<&Path>],
+) -> Vec<PathBuf> {
+    let mut paths: Vec<Option<&Path>> = vec![Some(manifest)];
+    paths.extend(row_paths(rows).into_iter().map(Some));
+    paths.extend_from_slice(more);
+    crate::validate::inputs(&paths)
+}
+
 /// `(source, label)` rows of a manifest.
 fn read_manifest(path: &Path) -> anyhow::Result<Vec<(Source, usize)>> {
     let text =
@@ -867,7 +902,14 @@ fn fit(
 }
 
 fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
+    a.hyper.validate()?;
     let rows = read_manifest(&a.manifest)?;
+    let inputs = manifest_inputs(
+        &a.manifest,
+        &rows,
+        &[a.hyper.features.pose_features.as_deref()],
+    );
+    crate::validate::output_file("--out", &a.out, &inputs)?;
     let loaded = load_examples(&rows, &FeatureSpec::from_args(&a.hyper.features))?;
     let n_classes = rows.iter().map(|r| r.1).max().unwrap_or(0) + 1;
     let model = fit(&loaded, &loaded.examples, n_classes, &a.hyper)?;
@@ -914,6 +956,15 @@ fn report(
 }
 
 fn eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
+    let rows = read_manifest(&a.manifest)?;
+    let png = a
+        .confusion_png
+        .clone()
+        .unwrap_or_else(|| a.model[0].with_extension("confusion.png"));
+    let mut more: Vec<Option<&Path>> = a.model.iter().map(|p| Some(p.as_path())).collect();
+    more.push(a.pose_features.as_deref());
+    let inputs = manifest_inputs(&a.manifest, &rows, &more);
+    crate::validate::output_file("--confusion-png", &png, &inputs)?;
     let models = a
         .model
         .iter()
@@ -932,7 +983,6 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let rows = read_manifest(&a.manifest)?;
     let spec = FeatureSpec::from_model(model, a.pose_features.as_deref(), first)?;
     let loaded = load_examples(&rows, &spec)?;
     if loaded.input_dim != model.shape.input_dim {
@@ -954,9 +1004,6 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
     let labels: Vec<usize> = loaded.examples.iter().map(|e| e.label).collect();
     let predicted = predict_ensemble(&models, &loaded.examples)?;
     let (acc, per_class, confusion) = report(&labels, &predicted, n_classes);
-    let png = a
-        .confusion_png
-        .unwrap_or_else(|| first.with_extension("confusion.png"));
     write_confusion_png(&png, &confusion)?;
     if a.json {
         let out = json!({
@@ -978,6 +1025,7 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
 
 fn cv_cmd(a: CvArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.folds >= 2, "--folds must be at least 2");
+    a.hyper.validate()?;
     let rows = read_manifest(&a.manifest)?;
     let loaded = load_examples(&rows, &FeatureSpec::from_args(&a.hyper.features))?;
     let examples = &loaded.examples;
@@ -1086,6 +1134,8 @@ fn stream_cmd(a: StreamArgs) -> anyhow::Result<()> {
 }
 
 fn manifest_cmd(a: ManifestArgs) -> anyhow::Result<()> {
+    crate::validate::closed("--ratio", a.ratio, 0.0, 1.0)?;
+    crate::validate::output_file("--out", &a.out, &crate::validate::inputs(&[Some(&a.data)]))?;
     let ds = PackedDataset::open(&a.data)
         .with_context(|| format!("opening packed dataset {}", a.data.display()))?;
     let split = match a.split {

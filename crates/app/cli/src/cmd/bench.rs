@@ -47,11 +47,14 @@ pub struct Aligned {
 
 impl Aligned {
     pub fn bytes(&self) -> &[u8] {
-        // SAFETY: the u32 buffer viewed as bytes, within its length.
+        // SAFETY: `words` holds `len.div_ceil(4)` u32s (`zeroed`), so its first `len` bytes lie
+        // inside the allocation; u8 needs no alignment, every byte of a u32 is initialised, and
+        // the slice borrows `self`.
         unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.len) }
     }
     fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as above; u8 has no alignment requirement.
+        // SAFETY: as in `bytes`; the slice borrows `self` mutably, so nothing else reads the
+        // words meanwhile, and any byte written leaves a valid u32.
         unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, self.len) }
     }
     fn zeroed(len: usize) -> Aligned {

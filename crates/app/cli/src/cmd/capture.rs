@@ -1,11 +1,19 @@
 //! `csipose capture ...`: export, describe, picture and window real CSI captures
 //! (Intel 5300 `.dat`, Nexmon `.pcap`, ESP32 CSV, Atheros `.dat`).
+//!
+//! Every command reads through [`for_each_frame`], which holds the rules common to all:
+//! what was read but not decoded is counted by reason and printed; a capture that gives no
+//! frame is an error; a fatal reader error (wrong file type, lost framing) stops the command
+//! whatever `--skip-bad` says; and a capture whose frames have more than one width
+//! (subcarriers per antenna) is refused by `export`, `inspect` and `to-dataset` alike
+//! unless `--subcarriers N` keeps one width (the other frames are counted as left out).
+//! Outputs never resolve to an input, and `to-dataset` replaces only a csipose dataset.
 
 use anyhow::{bail, Context, Result};
 use csipose_capture::any::{self, Frame, Packet, PacketGrouper};
-use csipose_capture::{intel5300, nexmon, CaptureError, Complex, Format};
+use csipose_capture::{intel5300, nexmon, CaptureError, Complex, Format, Skips};
 use csipose_dataset::packed::{FrameMeta, JOINTS};
-use csipose_dataset::windows::{capture_profile, Windower};
+use csipose_dataset::windows::{capture_profile, Skip, Windower};
 use csipose_dataset::{DatasetInfo, HardwareProfile, KeypointLayout, PackedWriter};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -43,7 +51,12 @@ pub struct ReadArgs {
     /// Nexmon bandwidth in MHz: 20 | 40 | 80 (default: from the packet length).
     #[arg(long)]
     pub bw: Option<u32>,
-    /// Skip undecodable records (with a warning) instead of stopping at the first.
+    /// Keep only frames of this many subcarriers per antenna (tones for Atheros) and count
+    /// the others as left out. Without it, a capture of mixed widths is refused.
+    #[arg(long)]
+    pub subcarriers: Option<usize>,
+    /// Skip undecodable records (with a warning, counted) instead of stopping at the first.
+    /// File-level errors (not this format, lost record framing) are never skipped.
     #[arg(long)]
     pub skip_bad: bool,
 }
@@ -68,7 +81,8 @@ pub struct InfoArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub read: ReadArgs,
-    /// Print JSON: {file, format, frames, per_frame: [...], skipped_bad_records, truncated}.
+    /// Print JSON: {file, format, frames, per_frame: [...], not_decoded: {reason: count},
+    /// skipped_bad_records, truncated}.
     #[arg(long)]
     pub json: bool,
 }
@@ -135,6 +149,9 @@ fn open(path: &Path, read: &ReadArgs) -> Result<any::Reader> {
             bail!("--bw {bw}: nexmon bandwidths are 20, 40 and 80 MHz");
         }
     }
+    if read.subcarriers == Some(0) {
+        bail!("--subcarriers must be at least 1");
+    }
     let opts = nexmon::Options {
         chip,
         bandwidth_mhz: read.bw,
@@ -153,30 +170,70 @@ fn progress(path: &Path) -> ProgressBar {
     bar
 }
 
-/// What went wrong while reading, beyond the frames.
-#[derive(Default)]
-struct Trouble {
+/// What reading one capture gave besides the frames.
+struct ReadReport {
+    format: Format,
+    /// Frames passed on.
+    frames: usize,
+    /// Everything read but not passed on, by reason: the reader's counts, records skipped
+    /// with `--skip-bad`, frames of another width than `--subcarriers`.
+    skips: Skips,
     truncated: Option<String>,
     skipped_bad: usize,
+    /// Frames per width (subcarriers per antenna).
+    widths: BTreeMap<usize, usize>,
 }
 
-/// Streams the frames of `path` into `each`. A truncated last record is a warning; another
-/// error stops with the file name and byte offset unless `--skip-bad`.
+/// Whether a capture of several frame widths may be read (only `info` describes one).
+#[derive(Clone, Copy, PartialEq)]
+enum Widths {
+    One,
+    Mixed,
+}
+
+/// Streams the frames of `path` into `each`. A truncated last record is a warning; a fatal
+/// reader error always stops; another error stops with the file name and byte offset unless
+/// `--skip-bad`. Every record not passed on is counted in the report. Fails when no frame
+/// is left, and (with `Widths::One`) when the frames have more than one width.
 fn for_each_frame(
     path: &Path,
     read: &ReadArgs,
     bar: Option<&ProgressBar>,
+    widths_rule: Widths,
     mut each: impl FnMut(Frame) -> Result<()>,
-) -> Result<(Format, Trouble)> {
-    let reader = open(path, read)?;
-    let format = reader.format;
-    let mut trouble = Trouble::default();
-    for item in reader {
+) -> Result<ReadReport> {
+    let mut reader = open(path, read)?;
+    let mut report = ReadReport {
+        format: reader.format,
+        frames: 0,
+        skips: Skips::new(),
+        truncated: None,
+        skipped_bad: 0,
+        widths: BTreeMap::new(),
+    };
+    let mut first_other_width: Option<(u64, usize)> = None;
+    for item in reader.by_ref() {
         match item {
             Ok(f) => {
                 if let Some(b) = bar {
                     b.set_position(f.offset());
                 }
+                let w = f.subcarriers();
+                if let Some(want) = read.subcarriers {
+                    if w != want {
+                        report.skips.add(&format!(
+                            "frames of {w} subcarriers (--subcarriers {want} asked for)"
+                        ));
+                        continue;
+                    }
+                }
+                *report.widths.entry(w).or_default() += 1;
+                if report.widths.len() > 1 && widths_rule == Widths::One {
+                    // Keep counting to name every width, but pass nothing more on.
+                    first_other_width.get_or_insert((f.offset(), w));
+                    continue;
+                }
+                report.frames += 1;
                 each(f)?;
             }
             Err(e) if e.is_truncation() => {
@@ -184,11 +241,18 @@ fn for_each_frame(
                     "warning: {}: {e}; keeping the frames before it",
                     path.display()
                 );
-                trouble.truncated = Some(e.to_string());
+                report.truncated = Some(e.to_string());
+            }
+            Err(e) if e.is_fatal() => {
+                bail!(
+                    "{}: {e} ({} frames before it; a file-level error, which --skip-bad does not skip)",
+                    path.display(),
+                    report.frames
+                )
             }
             Err(e) if read.skip_bad => {
                 eprintln!("warning: {}: {e}; record skipped", path.display());
-                trouble.skipped_bad += 1;
+                report.skipped_bad += 1;
             }
             Err(e) => return Err(bad(path, e)),
         }
@@ -196,7 +260,46 @@ fn for_each_frame(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    Ok((format, trouble))
+    report.skips.merge(reader.skips());
+    if let Some((offset, w)) = first_other_width {
+        let list = report
+            .widths
+            .iter()
+            .map(|(w, n)| format!("{n} frames of {w} subcarriers"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let bw_hint = if report.format == Format::Nexmon {
+            " or --bw 20|40|80"
+        } else {
+            ""
+        };
+        bail!(
+            "{}: frames of mixed widths (subcarriers per antenna): {list}; the first of {w} is at byte {offset}. \
+             Frames of different widths are not resampled into one array: keep one width with --subcarriers N{bw_hint} (the other frames are counted and left out)",
+            path.display()
+        );
+    }
+    if report.frames == 0 {
+        bail!(
+            "{}: no CSI frames decoded ({} capture); not decoded: {}",
+            path.display(),
+            report.format.name(),
+            report.skips
+        );
+    }
+    Ok(report)
+}
+
+/// Prints the counts of what was left out, one reason a line, under `indent`, headed
+/// `what: TOTAL`.
+fn print_skips(skips: &Skips, what: &str, indent: &str) {
+    if skips.is_empty() {
+        return;
+    }
+    println!("{indent}{what}: {}", skips.total());
+    for (why, n) in skips.iter() {
+        println!("{indent}  {n} {why}");
+    }
 }
 
 fn bad(path: &Path, e: CaptureError) -> anyhow::Error {
@@ -204,6 +307,27 @@ fn bad(path: &Path, e: CaptureError) -> anyhow::Error {
         "{}: {e} (use --skip-bad to skip such records)",
         path.display()
     )
+}
+
+/// Refuses an output file that resolves to an input, that is a folder, or whose folder does
+/// not exist; checked before any work starts.
+fn check_output(out: &Path, inputs: &[&Path]) -> Result<()> {
+    csipose_files::check_output_file(out, inputs)?;
+    if out.is_dir() {
+        bail!("{}: is a folder; give an output file name", out.display());
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!(
+            "{}: the output folder {} does not exist; create it first",
+            out.display(),
+            parent.display()
+        );
+    }
+    Ok(())
 }
 
 /// Row shape and values of one frame in the reference `.csi.npy` layout.
@@ -262,10 +386,11 @@ fn row_shape(f: &Frame) -> Vec<usize> {
 }
 
 fn export(a: ExportArgs) -> Result<()> {
+    check_output(&a.out, &[&a.file])?;
     let bar = progress(&a.file);
     let mut writer: Option<(csipose_npy::NpyStreamWriter<f64>, Vec<usize>)> = None;
     let mut index = 0usize;
-    let (format, trouble) = for_each_frame(&a.file, &a.read, Some(&bar), |f| {
+    let report = for_each_frame(&a.file, &a.read, Some(&bar), Widths::One, |f| {
         if a.scaled && !matches!(f, Frame::Intel5300(_)) {
             bail!("--scaled applies to Intel 5300 captures only");
         }
@@ -307,26 +432,27 @@ fn export(a: ExportArgs) -> Result<()> {
     println!(
         "{}: {} {n} frames -> {} shape [{n}, {}]{}",
         a.file.display(),
-        format.name(),
+        report.format.name(),
         a.out.display(),
         shape
             .iter()
             .map(|d| d.to_string())
             .collect::<Vec<_>>()
             .join(", "),
-        if trouble.truncated.is_some() {
+        if report.truncated.is_some() {
             " (truncated last record dropped)"
         } else {
             ""
         }
     );
+    print_skips(&report.skips, "not decoded", "");
     Ok(())
 }
 
 fn info(a: InfoArgs) -> Result<()> {
     let mut per_frame = Vec::new();
     let mut shapes: BTreeMap<String, usize> = BTreeMap::new();
-    let (format, trouble) = for_each_frame(&a.file, &a.read, None, |f| {
+    let report = for_each_frame(&a.file, &a.read, None, Widths::Mixed, |f| {
         let (ant, sub, _) = f.rx_amplitudes();
         *shapes.entry(format!("{ant}x{sub}")).or_default() += 1;
         per_frame.push(f.metadata());
@@ -335,21 +461,26 @@ fn info(a: InfoArgs) -> Result<()> {
     if a.json {
         let v = json!({
             "file": a.file.file_name().map(|n| n.to_string_lossy().to_string()),
-            "format": format.name(),
+            "format": report.format.name(),
             "frames": per_frame.len(),
             "per_frame": per_frame,
-            "skipped_bad_records": trouble.skipped_bad,
-            "truncated": trouble.truncated,
+            "not_decoded": report.skips.iter().collect::<BTreeMap<_, _>>(),
+            "skipped_bad_records": report.skipped_bad,
+            "truncated": report.truncated,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("file: {}", a.file.display());
-        println!("format: {}", format.name());
+        println!("format: {}", report.format.name());
         println!("frames: {}", per_frame.len());
         for (shape, n) in &shapes {
             println!("  {n} frames of {shape} (rx antennas x subcarriers)");
         }
-        if let Some(t) = &trouble.truncated {
+        if report.widths.len() > 1 {
+            println!("  mixed widths: export, inspect and to-dataset need --subcarriers N");
+        }
+        print_skips(&report.skips, "not decoded", "");
+        if let Some(t) = &report.truncated {
             println!("truncated: {t}");
         }
         if let Some(first) = per_frame.first() {
@@ -360,9 +491,10 @@ fn info(a: InfoArgs) -> Result<()> {
 }
 
 fn inspect(a: InspectArgs) -> Result<()> {
+    check_output(&a.png, &[&a.file])?;
     let bar = progress(&a.file);
     let mut packets: Vec<(usize, usize, Vec<f64>)> = Vec::new();
-    let (format, trouble) = for_each_frame(&a.file, &a.read, Some(&bar), |f| {
+    let report = for_each_frame(&a.file, &a.read, Some(&bar), Widths::One, |f| {
         packets.push(f.rx_amplitudes());
         Ok(())
     })?;
@@ -389,7 +521,7 @@ fn inspect(a: InspectArgs) -> Result<()> {
         .with_context(|| format!("writing {}", a.png.display()))?;
     out.commit()?;
     println!("file: {}", a.file.display());
-    println!("format: {}", format.name());
+    println!("format: {}", report.format.name());
     println!(
         "frames: {}  rx antennas: {antennas}  subcarriers: {subs}",
         packets.len()
@@ -412,7 +544,8 @@ fn inspect(a: InspectArgs) -> Result<()> {
             });
         println!("  antenna {ant}: |CSI| min {lo:.3} mean {mean:.3} max {hi:.3}");
     }
-    if let Some(t) = &trouble.truncated {
+    print_skips(&report.skips, "not decoded", "");
+    if let Some(t) = &report.truncated {
         println!("truncated: {t}");
     }
     println!(
@@ -477,7 +610,8 @@ fn label_ids(labels: &[String]) -> (Vec<i32>, BTreeMap<String, i32>) {
     (ids, map)
 }
 
-/// The profile of a capture's first packet (`ant` x `sub`), named after its format.
+/// The profile of a capture whose first frame is `f` and first packet `ant` x `sub`, named
+/// after its format.
 fn native_profile(f: &Frame, ant: usize, sub: usize, packets: usize) -> HardwareProfile {
     match f {
         Frame::Intel5300(_) => capture_profile("iwl5300", ant, sub, packets, "unknown", 20.0),
@@ -498,9 +632,25 @@ fn native_profile(f: &Frame, ant: usize, sub: usize, packets: usize) -> Hardware
     }
 }
 
+/// The dataset being written: its profile (fixed by `--profile mmfi`, or by the first packet
+/// for `native`) and its writer (created with the first window, so a run that yields no
+/// window writes nothing).
+struct Output {
+    profile: Option<HardwareProfile>,
+    /// The file and first frame the native profile came from.
+    native_from: Option<(PathBuf, Frame)>,
+    writer: Option<(PackedWriter, DatasetInfo)>,
+}
+
 fn to_dataset(a: ToDatasetArgs) -> Result<()> {
     if a.packets == 0 {
         bail!("--packets must be at least 1");
+    }
+    if a.stride == Some(0) {
+        bail!("--stride must be at least 1");
+    }
+    if !["native", "mmfi"].contains(&a.profile.as_str()) {
+        bail!("unknown --profile {:?} (native, mmfi)", a.profile);
     }
     // Inputs and labels.
     let (files, labels): (Vec<PathBuf>, Option<Vec<String>>) = match &a.manifest {
@@ -531,44 +681,44 @@ fn to_dataset(a: ToDatasetArgs) -> Result<()> {
             }
         }
     };
+    if files.is_empty() {
+        bail!("no capture files to read");
+    }
+    // The output: never one holding an input, only ever replacing a csipose dataset, and
+    // locked against a second writer; all checked before any reading.
+    let mut inputs: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
+    if let Some(m) = &a.manifest {
+        inputs.push(m);
+    }
+    csipose_files::check_output_dir(&a.out, &inputs)?;
+    csipose_files::check_replaceable(&a.out, csipose_files::OutputKind::Dataset)?;
+    let parent = a
+        .out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!(
+            "{}: the output's parent folder {} does not exist; create it first",
+            a.out.display(),
+            parent.display()
+        );
+    }
+    let _lock = csipose_files::PathLock::acquire(&a.out)?;
+
     let (label_of_file, label_map) = match &labels {
-        Some(l) => {
-            let (ids, map) = label_ids(l);
-            (ids, map)
-        }
+        Some(l) => label_ids(l),
         None => (vec![0; files.len()], BTreeMap::new()),
     };
     let stride = a.stride.unwrap_or(a.packets);
-    // The profile: fixed, or from the first frame of the first file.
-    let profile = match a.profile.as_str() {
-        "mmfi" => HardwareProfile {
+    let mut out = Output {
+        profile: (a.profile == "mmfi").then(|| HardwareProfile {
             packets: a.packets,
             ..HardwareProfile::mmfi()
-        },
-        "native" => {
-            // The first packet: for Nexmon, all cores of the first sequence number.
-            let mut grouper = PacketGrouper::new();
-            let (mut first_frame, mut first_packet) = (None, None);
-            for f in open(&files[0], &a.read)?.filter_map(|item| item.ok()) {
-                let done = grouper.push(f.clone());
-                first_frame.get_or_insert(f);
-                if let Some(p) = done.into_iter().next() {
-                    first_packet = Some(p);
-                    break;
-                }
-            }
-            let f =
-                first_frame.with_context(|| format!("{}: no CSI frames", files[0].display()))?;
-            let p = match first_packet {
-                Some(p) => p,
-                None => grouper.flush().context("no packet")?,
-            };
-            native_profile(&f, p.antennas, p.subcarriers, a.packets)
-        }
-        p => bail!("unknown --profile {p:?} (native, mmfi)"),
+        }),
+        native_from: None,
+        writer: None,
     };
-    let mut info = DatasetInfo::new(profile.clone(), KeypointLayout::Coco17_2d, "capture");
-    let mut writer = PackedWriter::create(&a.out, info.clone())?;
     let total: u64 = files
         .iter()
         .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
@@ -580,64 +730,144 @@ fn to_dataset(a: ToDatasetArgs) -> Result<()> {
     );
     let y_zero = vec![0f32; JOINTS * 2];
     let mut per_file = Vec::new();
+    let mut lines = Vec::new();
     let mut done_bytes = 0u64;
-    let mut skip_reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut all_skips = Skips::new();
     let mut repaired = 0usize;
+    let (mut all_packets, mut most_packets) = (0usize, 0usize);
     for (fi, path) in files.iter().enumerate() {
-        let mut windower = Windower::new(profile.clone(), stride);
+        let mut windower: Option<Windower> = None;
         let mut windows = 0i32;
-        let mut packets = 0usize;
+        let (mut packets, mut accepted, mut refused) = (0usize, 0usize, 0usize);
+        // What this file's packets and windows lost (the readers' counts come separately).
+        let mut window_skips = Skips::new();
         let label = label_of_file[fi];
         let base = done_bytes;
         let mut grouper = PacketGrouper::new();
-        let mut push_packet = |p: Packet, windows: &mut i32| -> Result<()> {
+        let mut first: Option<Frame> = None;
+        let mut push_packet = |p: Packet, first: &Option<Frame>, windows: &mut i32| -> Result<()> {
             packets += 1;
-            match windower.push(p.antennas, p.subcarriers, &p.amplitudes) {
-                Ok(Some(w)) => {
+            if out.profile.is_none() {
+                let f = first.as_ref().expect("a packet comes from a frame");
+                out.profile = Some(native_profile(f, p.antennas, p.subcarriers, a.packets));
+                out.native_from = Some((path.clone(), f.clone()));
+            }
+            let profile = out.profile.as_ref().expect("set above");
+            if a.profile == "native" && p.subcarriers != profile.subcarriers {
+                let from = out
+                    .native_from
+                    .as_ref()
+                    .map(|(p, _)| p.display().to_string());
+                bail!(
+                    "{}: packets of {} subcarriers, but the native profile (from {}) has {}; \
+                     captures of different widths are not resampled into one native dataset: use --profile mmfi (every capture interpolated to 114) or convert them separately",
+                    path.display(),
+                    p.subcarriers,
+                    from.unwrap_or_default(),
+                    profile.subcarriers
+                );
+            }
+            let w = windower.get_or_insert_with(|| Windower::new(profile.clone(), stride));
+            match w.push(p.antennas, p.subcarriers, &p.amplitudes) {
+                Ok(Some(win)) => {
+                    accepted += 1;
                     *windows += 1;
-                    if !w.report.repairs.is_empty() || w.report.filled > 0 {
+                    if !win.report.repairs.is_empty() || win.report.filled > 0 {
                         repaired += 1;
                     }
+                    if out.writer.is_none() {
+                        let info =
+                            DatasetInfo::new(profile.clone(), KeypointLayout::Coco17_2d, "capture");
+                        out.writer = Some((PackedWriter::create(&a.out, info.clone())?, info));
+                    }
+                    let (writer, _) = out.writer.as_mut().expect("created above");
                     let meta = FrameMeta {
                         environment: 0,
                         subject: fi as i32 + 1,
                         action: label,
                         frame: *windows,
                     };
-                    writer.push(&w.x, &y_zero, &[meta])?;
+                    writer.push(&win.x, &y_zero, &[meta])?;
                 }
-                Ok(None) => {}
-                Err(skip) => *skip_reasons.entry(skip.to_string()).or_default() += 1,
+                Ok(None) => accepted += 1,
+                Err(skip @ Skip::Refused(_)) => {
+                    accepted += 1;
+                    refused += 1;
+                    window_skips.add(&format!("windows: {skip}"))
+                }
+                Err(skip) => window_skips.add(&format!("packets: {skip}")),
             }
             Ok(())
         };
-        let (format, trouble) = for_each_frame(path, &a.read, None, |f| {
+        let report = for_each_frame(path, &a.read, None, Widths::One, |f| {
             bar.set_position(base + f.offset());
+            if first.is_none() {
+                first = Some(f.clone());
+            }
             for p in grouper.push(f) {
-                push_packet(p, &mut windows)?;
+                push_packet(p, &first, &mut windows)?;
             }
             Ok(())
         })?;
         if let Some(p) = grouper.flush() {
-            push_packet(p, &mut windows)?;
+            push_packet(p, &first, &mut windows)?;
         }
         done_bytes += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        // Accepted packets in no window: fewer than P at the end of the file, and the gaps
+        // between windows when the stride is longer than a window.
+        let starts = windows as usize + refused;
+        let covered = match starts {
+            0 => 0,
+            n if stride >= a.packets => n * a.packets,
+            n => (n - 1) * stride + a.packets,
+        };
+        let mut skips = report.skips.clone();
+        skips.merge(grouper.skips());
+        skips.merge(&window_skips);
+        skips.add_n(
+            "packets in no window (after the last full window, or between windows when --stride > --packets)",
+            accepted.saturating_sub(covered) as u64,
+        );
+        all_skips.merge(&skips);
+        all_packets += packets;
+        most_packets = most_packets.max(accepted);
+        lines.push((
+            format!(
+                "{}: {} {} frames -> {packets} packets -> {windows} windows",
+                path.display(),
+                report.format.name(),
+                report.frames
+            ),
+            skips.clone(),
+        ));
         per_file.push(json!({
-            "file": path.display().to_string(), "format": format.name(), "index": fi + 1,
+            "file": path.display().to_string(), "format": report.format.name(), "index": fi + 1,
             "label": labels.as_ref().map(|l| l[fi].clone()), "action": label,
-            "packets": packets, "windows": windows, "truncated": trouble.truncated,
+            "frames": report.frames, "packets": packets, "windows": windows,
+            "truncated": report.truncated,
+            "left_out": skips.iter().collect::<BTreeMap<_, _>>(),
         }));
     }
     bar.finish_and_clear();
+    let Some((mut writer, mut info)) = out.writer else {
+        bail!(
+            "no windows: the captures gave {all_packets} packets in all, at most {most_packets} usable in one file, \
+             and a window takes --packets {} consecutive packets of one file; nothing was written to {}\n  left out: {}",
+            a.packets,
+            a.out.display(),
+            all_skips
+        );
+    };
+    let profile = info.hardware.clone();
     info.provenance = json!({
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "command": crate::validate::command_line(),
         "packets_per_window": a.packets,
         "stride": stride,
         "meta": "environment = 0, subject = input file index (1-based, order of `files`), action = label (0 without a manifest), frame = window index within its file (1-based)",
         "labels": label_map,
         "y": "zeros: captures carry no pose; the label is in meta's action column",
         "files": per_file,
-        "skipped": skip_reasons,
+        "left_out": all_skips.iter().collect::<BTreeMap<_, _>>(),
         "windows_with_filled_or_repaired_values": repaired,
     });
     writer.set_provenance(info.provenance.clone());
@@ -651,8 +881,9 @@ fn to_dataset(a: ToDatasetArgs) -> Result<()> {
         files.len(),
         a.out.display()
     );
-    for (why, count) in &skip_reasons {
-        println!("  skipped {count}: {why}");
+    for (line, skips) in &lines {
+        println!("  {line}");
+        print_skips(skips, "left out", "    ");
     }
     Ok(())
 }

@@ -83,13 +83,22 @@ pub fn path_str(p: &Path) -> anyhow::Result<&str> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
+    let mini = find_mmfi_mini(args.mmfi_mini.clone())?;
+    if let Some(m) = &mini {
+        crate::validate::output_dir("--out", &args.out, std::slice::from_ref(m))?;
+        crate::validate::output_dir(
+            "--out",
+            &args.out.join("mmfi-mini"),
+            std::slice::from_ref(m),
+        )?;
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let out = |name: &str| args.out.join(name);
     let split = ["--split", "random", "--protocol", "3"];
     println!("csipose demo: MM-Fi import, simulation, baselines, micro training, evaluation, quantization and timing\n");
 
-    match find_mmfi_mini(args.mmfi_mini.clone())? {
+    match mini {
         Some(mini) => {
             println!(
                 "[1/6] import {} (official MM-Fi preprocessing)",
@@ -144,7 +153,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let mut argv = vec!["--data", &data_s, "--model", "micro", "--epochs", &epochs];
     argv.extend_from_slice(&split);
-    argv.extend_from_slice(&["--out", path_str(&run_dir)?]);
+    // The demo's own run from an earlier `demo` is replaced, as every other demo output is.
+    argv.extend_from_slice(&["--out", path_str(&run_dir)?, "--overwrite"]);
     super::train::run(parse(&argv)?)?;
 
     println!("\n[5/6] evaluate micro (EMA weights) on the validation subjects");

@@ -250,9 +250,25 @@ fn curve_json(c: &[Pck]) -> serde_json::Value {
     c.iter().map(|p| json!({"k": p.k, "pck": p.pck})).collect()
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    if !(args.k.is_finite() && args.k >= 0.0) {
-        bail!("--k {} must be a non-negative number", args.k);
+pub fn run(mut args: Args) -> anyhow::Result<()> {
+    use crate::validate;
+    validate::closed("--k", args.k, 0.0, 10.0)?;
+    validate::closed("--ratio", args.ratio, 0.0, 1.0)?;
+    args.threads = validate::threads("--threads", args.threads);
+    if let Some(out) = &args.json {
+        let ck = args
+            .checkpoint
+            .as_deref()
+            .map(super::predict::checkpoint_path);
+        let inputs = validate::inputs(&[
+            Some(&args.data),
+            args.predictions.as_deref(),
+            args.checkpoint.as_deref(),
+            ck.as_deref(),
+            args.model.as_deref(),
+            args.config.as_deref(),
+        ]);
+        validate::output_file("--json", out, &inputs)?;
     }
     let ds = PackedDataset::open(&args.data)
         .with_context(|| format!("cannot open dataset {}", args.data.display()))?;

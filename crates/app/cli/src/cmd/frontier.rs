@@ -111,8 +111,15 @@ fn quantize(run: &Path, file: &Path, extra: &[&str]) -> Result<()> {
     super::quantize::run(parse(&argv)?)
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
     let t0 = Instant::now();
+    args.threads = crate::validate::threads("--threads", args.threads);
+    crate::validate::at_least("--iters", args.iters, 1)?;
+    crate::validate::output_dir(
+        "--out",
+        &args.out,
+        &crate::validate::inputs(&[Some(&args.data)]),
+    )?;
     let configs: Vec<String> = match &args.configs {
         Some(c) => c.clone(),
         None => PRESETS.iter().map(|s| s.to_string()).collect(),

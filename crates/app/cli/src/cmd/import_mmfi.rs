@@ -61,6 +61,11 @@ impl Progress for Bar {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    crate::validate::output_dir(
+        "--out",
+        &args.out,
+        &crate::validate::inputs(&[Some(&args.root)]),
+    )?;
     let opts = ImportOptions {
         keypoints: match args.keypoints {
             Keypoints::Rgb => KeypointSource::Rgb,
@@ -69,7 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         image_size: args.image_size,
         skip_bad: args.skip_bad,
         with_phase: args.with_phase,
-        command_line: Some(std::env::args().collect::<Vec<_>>().join(" ")),
+        command_line: Some(crate::validate::command_line()),
         ..ImportOptions::default()
     };
     let bar = ProgressBar::new(0).with_style(

@@ -37,11 +37,16 @@ pub fn checkpoint_path(p: &Path) -> PathBuf {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    use crate::validate;
+    let ck = checkpoint_path(&args.checkpoint);
+    let inputs = validate::inputs(&[Some(&args.checkpoint), Some(&ck), Some(&args.data)]);
+    validate::output_file("--out", &args.out, &inputs)?;
+    let threads = validate::threads("--threads", args.threads);
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads.max(1))
+        .num_threads(threads.max(1))
         .build()?;
     pool.install(|| {
-        let (model, w) = checkpoint::load_model(&checkpoint_path(&args.checkpoint))?;
+        let (model, w) = checkpoint::load_model(&ck)?;
         let ds = PackedDataset::open(&args.data)?;
         check_dataset(&ds, &model.cfg)?;
         let views: Vec<View> = if args.tta {

@@ -146,7 +146,34 @@ impl Progress for Bar {
     }
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
+    use crate::validate;
+    validate::above("--lr", args.lr as f64, 0.0, 1.0)?;
+    args.threads = validate::threads("--threads", args.threads);
+    let ck = super::predict::checkpoint_path(&args.checkpoint);
+    let run_dir = ck.parent().unwrap_or(Path::new("."));
+    let inputs = validate::inputs(&[
+        Some(&args.checkpoint),
+        Some(&ck),
+        Some(run_dir),
+        args.data.as_deref(),
+    ]);
+    validate::output_file("--out", &args.out, &inputs)?;
+    if let Some(j) = &args.json {
+        validate::output_file("--json", j, &inputs)?;
+    }
+    let qrun = args
+        .qat_run
+        .clone()
+        .unwrap_or_else(|| args.out.with_extension("qat"));
+    if args.qat {
+        validate::output_dir("--qat-run", &qrun, &inputs)?;
+    }
+    validate::distinct_outputs(&[
+        ("--out", Some(&args.out)),
+        ("--json", args.json.as_deref()),
+        ("--qat-run", args.qat.then_some(qrun.as_path())),
+    ])?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.max(1))
         .build()?;
@@ -173,6 +200,21 @@ fn run_in_pool(args: Args) -> Result<()> {
     };
     let ck = super::predict::checkpoint_path(&args.checkpoint);
     let run_dir = ck.parent().unwrap_or(Path::new(".")).to_path_buf();
+    // No output may resolve to an input (canonical paths and hard links alike): the model
+    // file, the JSON report and the QAT run folder must each leave the checkpoint alone.
+    let config = run_dir.join("config.json");
+    csipose_files::check_output_file(&args.out, &[&ck, &config])?;
+    if let Some(j) = &args.json {
+        csipose_files::check_output_file(j, &[&ck, &config, &args.out])?;
+    }
+    if args.qat {
+        let qrun = args
+            .qat_run
+            .clone()
+            .unwrap_or_else(|| args.out.with_extension("qat"));
+        csipose_files::check_output_dir(&qrun, &[&ck, &config])?;
+        csipose_files::check_output_file(&args.out, &[&qrun.join("checkpoint.safetensors")])?;
+    }
     let full = checkpoint::load(&ck)?;
     let cfg = full.model.cfg.clone();
     let spec = Spec {

@@ -6,7 +6,7 @@ use csipose_sim::generate::{write_dataset, Plan};
 use csipose_sim::sequence::SequenceSpec;
 use csipose_sim::{Preset, Profile, SimConfig, Simulator};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -74,13 +74,56 @@ pub struct Args {
     threads: usize,
 }
 
+/// The dataset folder, the tree folder and the preview file must be apart: neither folder inside
+/// the other (each is replaced as a whole), and the preview not inside either.
+fn check_outputs(
+    out: Option<&Path>,
+    tree: Option<&Path>,
+    preview: Option<&Path>,
+) -> anyhow::Result<()> {
+    use csipose_files::resolve;
+    let dirs = [("--out", out), ("--mmfi-tree", tree)];
+    if let (Some(o), Some(t)) = (out, tree) {
+        let (ro, rt) = (resolve(o), resolve(t));
+        if ro == rt {
+            bail!(
+                "--mmfi-tree and --out are both {}: the tree and the dataset need separate folders",
+                o.display()
+            );
+        }
+        if rt.starts_with(&ro) || ro.starts_with(&rt) {
+            bail!(
+                "--mmfi-tree {} and --out {}: one lies inside the other; they need separate folders",
+                t.display(),
+                o.display()
+            );
+        }
+    }
+    if let Some(p) = preview {
+        let rp = resolve(p);
+        for (flag, d) in dirs {
+            if let Some(d) = d {
+                if rp == resolve(d) || rp.starts_with(resolve(d)) {
+                    bail!(
+                        "--preview {} lies in {flag} {}, which is replaced as a whole: write it elsewhere",
+                        p.display(),
+                        d.display()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.out.is_none() && args.preview.is_none() {
         bail!("nothing to do: give --out DIR and/or --preview OUT.png");
     }
-    if args.threads > 0 {
+    let threads = crate::validate::threads("--threads", args.threads);
+    if threads > 0 {
         rayon::ThreadPoolBuilder::new()
-            .num_threads(args.threads)
+            .num_threads(threads)
             .build_global()
             .context("setting up worker threads")?;
     }
@@ -124,6 +167,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         packet_dropout: args.packet_dropout,
         ..SimConfig::default()
     };
+    // Every float option, with its flag and range, before any work.
+    for (flag, v, lo, hi) in config.float_settings() {
+        crate::validate::closed(flag, v, lo, hi)?;
+    }
+    check_outputs(
+        args.out.as_deref(),
+        tree.as_deref(),
+        args.preview.as_deref(),
+    )?;
     let sim = Simulator::new(config);
     let h = sim.radio.hardware.clone();
 
@@ -164,7 +216,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let started = std::time::Instant::now();
     let provenance = serde_json::json!({
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "command": crate::validate::command_line(),
     });
     let summary = write_dataset(&sim, &plan, out, tree.as_deref(), provenance, &|n| {
         bar.set_position(n)

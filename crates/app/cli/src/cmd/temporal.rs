@@ -43,6 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    crate::validate::above("--budget", args.budget, 0.0, 3600.0)?;
     let cfg = bench_config(args.kv_heads);
     cfg.validate()?;
     anyhow::ensure!(args.steps > 0, "--steps must be at least 1");

@@ -49,3 +49,75 @@ pub fn ok(args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Runs `csipose` with arguments that need not be UTF-8.
+pub fn csipose_os(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_csipose"))
+        .args(args)
+        .output()
+        .expect("run csipose")
+}
+
+/// Runs `csipose`, asserts it failed cleanly (exit status 1, no panic) with `want` in its
+/// stderr, and returns the stderr.
+pub fn refused(args: &[&str], want: &str) -> String {
+    let out = csipose(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "csipose {args:?} should fail with status 1: {err}"
+    );
+    assert!(
+        !err.contains("panicked"),
+        "csipose {args:?} panicked: {err}"
+    );
+    assert!(
+        err.contains(want),
+        "csipose {args:?}: {want:?} not in {err}"
+    );
+    err
+}
+
+/// The MM-Fi mini tree in `../shared`.
+pub fn mmfi_mini() -> std::path::PathBuf {
+    std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../../shared/mmfi-mini"
+    ))
+}
+
+/// Copies a folder tree.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// Every file under `dir` with a hash of its bytes (sorted by path).
+pub fn hash_tree(dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    fn walk(dir: &Path, out: &mut Vec<(std::path::PathBuf, u64)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                std::fs::read(&p).unwrap().hash(&mut h);
+                out.push((p, h.finish()));
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(dir, &mut v);
+    v.sort();
+    v
+}
