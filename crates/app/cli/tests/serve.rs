@@ -76,3 +76,100 @@ fn serve_starts_on_loopback_and_refuses_bad_options() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("\"file\":\"m.csm\""), "{resp}");
 }
+
+/// GET `path` from `http` (host:port); the body.
+fn get(http: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {http}\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn serve_demo_replays_the_demo_dataset_through_its_model() {
+    // A miniature `csipose demo` output: a simulated dataset and a micro model file.
+    let dir = tempfile::tempdir().unwrap();
+    let sim = dir.path().join("sim-demo");
+    let out = csipose(&[
+        "simulate",
+        "--out",
+        sim.to_str().unwrap(),
+        "--envs",
+        "1",
+        "--subjects",
+        "1",
+        "--actions",
+        "1",
+        "--frames-per-seq",
+        "20",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::create_dir(dir.path().join("models")).unwrap();
+    let model = dir.path().join("models").join("micro-int8.csm");
+    let out = csipose(&[
+        "bench",
+        "--random",
+        "micro",
+        "--bits",
+        "8",
+        "--save",
+        model.to_str().unwrap(),
+        "--iters",
+        "10",
+    ]);
+    assert!(out.status.success());
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_csipose"))
+        .args([
+            "serve",
+            "--demo",
+            dir.path().to_str().unwrap(),
+            "--bind",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut http = None;
+    while http.is_none() {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(rest) = line.trim().strip_prefix("page on http://") {
+            http = Some(rest.trim_end_matches('/').to_string());
+        }
+    }
+    let http = http.expect("page address");
+    // 20 frames x 10 packets at 100 packets/s: 2 s; one pose per frame.
+    let end = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let v: serde_json::Value = serde_json::from_str(&get(&http, "/api/v1/status")).unwrap();
+        if v["counters"]["poses"].as_u64() == Some(20) || Instant::now() > end {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let latest = get(&http, "/api/v1/pose/latest");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status["mode"], "replay");
+    assert_eq!(status["counters"]["decoded"]["live"], 200, "{status}");
+    assert_eq!(status["counters"]["poses"], 20, "{status}");
+    assert_eq!(status["model"]["file"], "micro-int8.csm");
+    let latest: serde_json::Value = serde_json::from_str(&latest).unwrap();
+    assert_eq!(
+        latest["poses"][0]["keypoints"].as_array().map(Vec::len),
+        Some(17)
+    );
+}

@@ -1,6 +1,6 @@
 //! Loading the models the server runs: the pose model (`.csm`, checked by parsing it and
 //! building a runtime once) and the optional activity head (`.rvne`, streamable features
-//! only). Each gets a [`ModelInfo`] (file name, size, CRC-32 of the file bytes, shape) that
+//! only). Each gets a [`ModelInfo`] (file name, size, SHA-256 of the file bytes, shape) that
 //! every output message carries, so no result is ever separated from the model that made it.
 
 use std::io::Read;
@@ -17,8 +17,9 @@ pub struct ModelInfo {
     /// The file name (no directories: messages do not reveal the server's paths).
     pub file: String,
     pub bytes: usize,
-    /// CRC-32 (IEEE) of the whole file, 8 hex digits.
-    pub crc32: String,
+    /// SHA-256 of the whole file, 64 hex digits. (Not a CRC: `.csm` and `.rvne` files end
+    /// with their own CRC-32, so the CRC-32 of a whole file is the same constant for all.)
+    pub sha256: String,
     /// Model name stored in the file (pose) or a short description (activity).
     pub name: String,
     /// `fp32`, `int8`, `int4` (pose) or `rvne` (activity).
@@ -33,7 +34,13 @@ impl ModelInfo {
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_else(|| path.display().to_string()),
             bytes: bytes.len(),
-            crc32: format!("{:08x}", crc32fast::hash(bytes)),
+            sha256: {
+                use sha2::Digest;
+                sha2::Sha256::digest(bytes)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
+            },
             name,
             precision: precision.into(),
         }
@@ -41,7 +48,7 @@ impl ModelInfo {
 
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
-            "file": self.file, "bytes": self.bytes, "crc32": self.crc32,
+            "file": self.file, "bytes": self.bytes, "sha256": self.sha256,
             "name": self.name, "precision": self.precision,
         })
     }
@@ -167,4 +174,29 @@ pub fn load_activity(path: &Path, _pose: &ModelInfo) -> Result<Activity> {
         kind,
         info,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_ending_in_their_own_crc_still_get_different_hashes() {
+        let with_crc = |body: &[u8]| {
+            let mut v = body.to_vec();
+            v.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+            v
+        };
+        let (a, b) = (with_crc(b"model one"), with_crc(b"model two"));
+        // The whole-file CRC-32 is the same residue for both: useless as an identity.
+        assert_eq!(crc32fast::hash(&a), crc32fast::hash(&b));
+        let p = Path::new("/x/m.csm");
+        let (ia, ib) = (
+            ModelInfo::new(p, &a, "a".into(), "fp32"),
+            ModelInfo::new(p, &b, "b".into(), "fp32"),
+        );
+        assert_ne!(ia.sha256, ib.sha256);
+        assert_eq!(ia.sha256.len(), 64);
+        assert_eq!(ia.file, "m.csm", "no directories in messages");
+    }
 }

@@ -380,7 +380,7 @@ fn mqtt_publish(
                 time_unix_s: time,
                 keypoints,
                 model_file: s.pose_model.file.clone(),
-                model_hash: format!("crc32:{}", s.pose_model.crc32),
+                model_hash: format!("sha256:{}", s.pose_model.sha256),
             },
         );
     }

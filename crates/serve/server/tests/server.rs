@@ -56,14 +56,18 @@ fn pose_messages_are_the_models_output_and_rest_reports_them() {
     let server = start(dir.path(), true, |_| {});
     let (udp, http_addr) = (server.udp_addr(), server.http_addr());
     let model_bytes = std::fs::read(dir.path().join("nano-test.csm")).unwrap();
-    let crc = format!("{:08x}", crc32fast::hash(&model_bytes));
+    let sha = {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(&model_bytes);
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
 
     let mut ws = ws_connect(http_addr, "?csi=1");
     let hello = ws_next(&mut ws);
     assert_eq!(hello["type"], "hello");
     assert_eq!(hello["v"], 1);
     assert_eq!(hello["model"]["file"], "nano-test.csm");
-    assert_eq!(hello["model"]["crc32"], crc.as_str());
+    assert_eq!(hello["model"]["sha256"], sha.as_str());
     assert_eq!(hello["activity_model"]["file"], "act-test.rvne");
 
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -76,7 +80,7 @@ fn pose_messages_are_the_models_output_and_rest_reports_them() {
         m["type"] == "pose" && m["seq"] == 59
     });
     assert_eq!(pose["node"], 3);
-    assert_eq!(pose["model"]["crc32"], crc.as_str());
+    assert_eq!(pose["model"]["sha256"], sha.as_str());
     assert_eq!(pose["activity_model"]["file"], "act-test.rvne");
     assert!(
         pose["presence"].is_null(),
@@ -135,7 +139,7 @@ fn pose_messages_are_the_models_output_and_rest_reports_them() {
     assert_eq!(c["decoded"]["live"], 60);
     assert_eq!(c["rejected_total"], 0);
     assert!(c["poses"].as_u64().unwrap() >= 10, "{st}");
-    assert_eq!(st["model"]["crc32"], crc.as_str());
+    assert_eq!(st["model"]["sha256"], sha.as_str());
     assert!(st["latency_us"]["receive_to_publish"]["p99"]
         .as_u64()
         .is_some());

@@ -9,8 +9,13 @@ use csipose_serve::{Config, Mode, Server};
 #[derive(clap::Args)]
 pub struct Args {
     /// The pose model (.csm); its input shape [A, S, P] sets the window.
-    #[arg(long)]
-    pub model: PathBuf,
+    #[arg(long, required_unless_present = "demo")]
+    pub model: Option<PathBuf>,
+    /// Replay the output folder of `csipose demo` (default csipose-demo) through the server:
+    /// its simulated dataset sent as live frames at 100 packets/s, poses from its trained
+    /// micro int8 model (unless --model names another), banner REPLAY.
+    #[arg(long, num_args = 0..=1, default_missing_value = "csipose-demo")]
+    pub demo: Option<PathBuf>,
     /// The temporal activity head (.rvne; causal, amplitude or amplitude-phase features).
     #[arg(long)]
     pub activity: Option<PathBuf>,
@@ -63,7 +68,38 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut cfg = Config::new(a.model);
+    let demo = match &a.demo {
+        Some(dir) => {
+            let data = dir.join("sim-demo");
+            if !data.join("X.npy").is_file() {
+                anyhow::bail!(
+                    "--demo {}: no simulated dataset at {}; run `csipose demo --out {}` first",
+                    dir.display(),
+                    data.display(),
+                    dir.display()
+                );
+            }
+            Some(data)
+        }
+        None => None,
+    };
+    let model = match (a.model, &a.demo) {
+        (Some(m), _) => m,
+        (None, Some(dir)) => {
+            let m = dir.join("models").join("micro-int8.csm");
+            if !m.is_file() {
+                anyhow::bail!(
+                    "--demo {}: no trained model at {}; run `csipose demo --out {}` first",
+                    dir.display(),
+                    m.display(),
+                    dir.display()
+                );
+            }
+            m
+        }
+        (None, None) => anyhow::bail!("give --model FILE (or --demo)"),
+    };
+    let mut cfg = Config::new(model);
     cfg.activity = a.activity;
     cfg.activity_labels = a.activity_labels;
     cfg.udp = a.bind;
@@ -74,9 +110,17 @@ pub fn run(a: Args) -> Result<()> {
     cfg.serial = a.serial;
     cfg.window_ms = a.window_ms;
     cfg.stride = a.stride;
+    if demo.is_some() {
+        // One window per dataset frame: P packets apart, aligned with the frames.
+        cfg.stride = csipose_serve::model::load_pose(&cfg.model)?.config.packets;
+    }
     cfg.max_gap_ms = a.max_gap_ms;
     cfg.queue = a.queue;
-    cfg.mode = if a.replay { Mode::Replay } else { Mode::Live };
+    cfg.mode = if a.replay || demo.is_some() {
+        Mode::Replay
+    } else {
+        Mode::Live
+    };
     cfg.presence = !a.no_presence;
     cfg.max_connections = a.max_connections;
     cfg.mqtt = a.mqtt;
@@ -84,13 +128,13 @@ pub fn run(a: Args) -> Result<()> {
     let server = Server::start(cfg)?;
     let s = server.shared();
     eprintln!(
-        "csipose serve: model {} ({}, crc32 {}){}",
+        "csipose serve: model {} ({}, sha256 {}){}",
         s.pose_model.file,
         s.pose_model.precision,
-        s.pose_model.crc32,
+        &s.pose_model.sha256[..16],
         s.activity_model
             .as_ref()
-            .map(|m| format!(", activity {} (crc32 {})", m.file, m.crc32))
+            .map(|m| format!(", activity {} (sha256 {})", m.file, &m.sha256[..16]))
             .unwrap_or_default()
     );
     eprintln!("  CSI datagrams on udp://{}", server.udp_addr());
@@ -99,6 +143,25 @@ pub fn run(a: Args) -> Result<()> {
         server.http_addr(),
         token.map(|t| format!("?token={t}")).unwrap_or_default()
     );
+    if let Some(data) = demo {
+        // Windows of P packets every P packets line up with the dataset's frames.
+        let to = server.udp_addr();
+        eprintln!(
+            "  replaying {} to {to} at 100 packets/s (REPLAY)",
+            data.display()
+        );
+        std::thread::spawn(move || {
+            let opts = csipose_wire::replay::ReplayOptions {
+                to,
+                rate_hz: 100.0,
+                ..Default::default()
+            };
+            match csipose_wire::replay::replay(&[data], &opts) {
+                Ok(st) => eprintln!("demo replay finished: {}", st.to_json()),
+                Err(e) => eprintln!("demo replay failed: {e}"),
+            }
+        });
+    }
     server.wait();
     Ok(())
 }

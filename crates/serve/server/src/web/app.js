@@ -90,7 +90,7 @@
     const pres = msg.presence === null || msg.presence === undefined ? "presence: not measured"
       : msg.presence ? "presence: person detected" : "presence: nobody";
     el.querySelector(".presence").textContent =
-      `${pres} · seq ${msg.seq ?? "–"} · ${msg.model.file} (crc32 ${msg.model.crc32})`;
+      `${pres} · seq ${msg.seq ?? "–"} · ${msg.model.file} (sha256 ${msg.model.sha256.slice(0, 12)})`;
     el.querySelector(".lat").textContent = `${(msg.latency_us / 1000).toFixed(2)} ms`;
     const acts = el.querySelector(".acts");
     if (msg.activity) {
@@ -156,7 +156,7 @@
       if (msg.type === "hello") {
         S.hello = msg;
         S.mode = msg.mode;
-        $("model").textContent = `model: ${msg.model.file} (${msg.model.precision}, crc32 ${msg.model.crc32})` +
+        $("model").textContent = `model: ${msg.model.file} (${msg.model.precision}, sha256 ${msg.model.sha256.slice(0, 12)})` +
           (msg.activity_model ? ` · activity: ${msg.activity_model.file}` : "");
       } else if (msg.type === "pose") {
         lastPoseAt = Date.now();
