@@ -426,3 +426,35 @@ fn a_recording_replayed_gives_the_same_pose_stream() {
     drop(ws);
     server.shutdown();
 }
+
+#[test]
+fn esp32_text_lines_from_a_stream_are_decoded_and_counted() {
+    // Real ESP32-CSI-Tool output (../shared/captures), as stdin or a serial device gives it,
+    // with console noise and an over-long line mixed in.
+    let csv = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../../shared/captures/example_csi.csv"
+    ))
+    .expect("shared capture");
+    let rows = csv.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count() as u64;
+    let mut input = b"I (123) wifi: boot noise\n".to_vec();
+    input.extend_from_slice(&csv);
+    input.extend(std::iter::repeat_n(b'x', csipose_serve::MAX_LINE + 10));
+    input.push(b'\n');
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), false, |_| {});
+    csipose_serve::ingest::line_loop(server.shared(), std::io::Cursor::new(input), "test");
+    let st = get_json(server.http_addr(), "/api/v1/status");
+    let c = &st["counters"];
+    assert_eq!(c["lines"], rows + 2, "{c}");
+    assert_eq!(c["decoded"]["esp32_csi_tool"], rows, "{c}");
+    assert_eq!(c["rejected_total"], 2, "{c}");
+    assert_eq!(c["rejected"]["too_large"], 1, "{c}");
+    let nodes = get_json(server.http_addr(), "/api/v1/nodes");
+    let n = &nodes["nodes"][0];
+    assert_eq!(n["node"], 1000, "no node id in ESP32 lines: one per stream");
+    assert_eq!(n["format"], "esp32_csi_tool");
+    assert_eq!(n["rssi"], -73);
+    assert_eq!(n["packets"], rows);
+    server.shutdown();
+}
