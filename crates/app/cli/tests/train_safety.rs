@@ -312,7 +312,10 @@ fn quantize_refuses_an_output_that_is_its_input() {
         "--out",
         s(&dir.path().join("m.csm")),
     ]);
-    assert!(e.contains("contains the input"), "{e}");
+    assert!(
+        e.contains("contains the input") || e.contains("would overwrite the input"),
+        "{e}"
+    );
     assert_eq!(before, std::fs::read(&ck).unwrap());
     // A separate output works.
     ok(&[

@@ -250,7 +250,8 @@ fn same_open_file(file: &File, path: &Path) -> bool {
 /// An advisory lock on an output path (file or folder), held until dropped. The lock file is
 /// `.NAME.lock` beside the path (so it survives the path being renamed into place) and holds
 /// the owner's pid. The lock is released by the kernel when the process dies, so a killed
-/// writer never leaves a folder locked.
+/// writer never leaves a folder locked. The lock is exclusive within the process too: a second
+/// `acquire` of the same path is refused while the first guard lives.
 #[derive(Debug)]
 pub struct PathLock {
     file: File,

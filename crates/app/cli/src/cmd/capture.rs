@@ -704,7 +704,7 @@ fn to_dataset(a: ToDatasetArgs) -> Result<()> {
             parent.display()
         );
     }
-    let _lock = csipose_files::PathLock::acquire(&a.out)?;
+    // The dataset writer locks `--out` (PathLock) from its creation to its rename.
 
     let (label_of_file, label_map) = match &labels {
         Some(l) => label_ids(l),
