@@ -63,23 +63,23 @@ pub struct Node {
 }
 
 impl Node {
-    /// Packets per second over the last [`RATE_WINDOW`], from arrival times.
+    /// Packets per second over the last [`RATE_WINDOW`], from arrival times: the packets
+    /// after the oldest one in the window over the time from it to `now` (so a node that
+    /// stops decays to 0 instead of keeping its last rate).
     pub fn rate_hz(&self, now: Instant) -> f64 {
-        let recent: Vec<&Instant> = self
+        let mut recent = self
             .arrivals
             .iter()
-            .filter(|t| now.duration_since(**t) <= RATE_WINDOW)
-            .collect();
-        if recent.len() < 2 {
+            .filter(|t| now.saturating_duration_since(**t) <= RATE_WINDOW);
+        let Some(first) = recent.next() else {
+            return 0.0;
+        };
+        let n = recent.count();
+        let span = now.saturating_duration_since(*first).as_secs_f64();
+        if n == 0 || span <= 0.0 {
             return 0.0;
         }
-        let span = recent[recent.len() - 1]
-            .duration_since(*recent[0])
-            .as_secs_f64();
-        if span <= 0.0 {
-            return 0.0;
-        }
-        (recent.len() - 1) as f64 / span
+        n as f64 / span
     }
 
     /// Lost / (received + lost).
@@ -323,6 +323,9 @@ mod tests {
         assert_eq!(t.nodes[&2].status(ms(80)), "fresh");
         assert_eq!(t.nodes[&2].status(ms(80 + 3000)), "stale");
         assert_eq!(t.nodes[&2].status(ms(80 + 10_000)), "offline");
+        // Quiet for 0.72 s: the same 8 intervals over 0.8 s.
+        let r = t.nodes[&2].rate_hz(ms(800));
+        assert!((r - 10.0).abs() < 1e-6, "{r}");
         assert_eq!(t.nodes[&2].rate_hz(ms(80 + 3000)), 0.0);
     }
 }
