@@ -14,23 +14,32 @@ use crate::decode::{packet, SourceIds};
 use crate::nodes::{Seen, SeqEvent};
 use crate::{unix_now, Shared, MAX_DATAGRAM, MAX_LINE};
 
-/// Asks the kernel for a receive buffer of `bytes` (it may grant less; best effort).
+/// Asks the kernel for a receive buffer of `bytes` (best effort): `SO_RCVBUFFORCE` where the
+/// process may exceed the system limit (Linux, CAP_NET_ADMIN), else `SO_RCVBUF`, which the
+/// kernel caps at `net.core.rmem_max`.
 pub fn enlarge_receive_buffer(sock: &UdpSocket, bytes: usize) {
     #[cfg(unix)]
     {
         use std::os::fd::AsRawFd;
         let v: libc::c_int = bytes.min(i32::MAX as usize) as libc::c_int;
-        // SAFETY: setsockopt on a socket this process owns, with a pointer to a c_int that
-        // lives for the call and its exact size.
-        unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                &v as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
+        let set = |opt: libc::c_int| {
+            // SAFETY: setsockopt on a socket this process owns, with a pointer to a c_int
+            // that lives for the call and its exact size.
+            unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    &v as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            }
+        };
+        #[cfg(target_os = "linux")]
+        if set(libc::SO_RCVBUFFORCE) == 0 {
+            return;
         }
+        set(libc::SO_RCVBUF);
     }
     #[cfg(not(unix))]
     let _ = (sock, bytes);
