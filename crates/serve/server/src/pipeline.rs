@@ -525,3 +525,37 @@ fn csi_preview(s: &Shared, st: &mut NodeState, p: &Packet) {
     });
     s.hub.publish_csi(p.node, msg);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(seq: u64) -> Packet {
+        Packet {
+            node: 1,
+            format: "test",
+            seq: Some(seq),
+            device_time_ns: None,
+            rssi: None,
+            antennas: 1,
+            subcarriers: 1,
+            amplitudes: vec![1.0],
+            csi: None,
+            received: Instant::now(),
+            received_unix: 0.0,
+            reset: false,
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_its_oldest_packets() {
+        let q = Queue::new(3);
+        let dropped: Vec<bool> = (0..5).map(|i| q.push(packet(i))).collect();
+        assert_eq!(dropped, [false, false, false, true, true]);
+        let left: Vec<u64> = std::iter::from_fn(|| q.pop(Duration::ZERO))
+            .map(|p| p.seq.unwrap())
+            .collect();
+        assert_eq!(left, [2, 3, 4]);
+        assert!(q.is_empty());
+    }
+}

@@ -465,3 +465,53 @@ fn esp32_text_lines_from_a_stream_are_decoded_and_counted() {
     assert_eq!(n["packets"], rows);
     server.shutdown();
 }
+
+#[test]
+fn adr018_frames_make_poses_with_arrival_times() {
+    // RuView ADR-018 raw CSI: magic, node 7, 2 antennas, 30 subcarriers, (imag, real) i8 pairs.
+    let frame = |seq: u32| {
+        let mut d = Vec::new();
+        d.extend_from_slice(&0xC511_0001u32.to_le_bytes());
+        d.push(7);
+        d.push(A as u8);
+        d.extend_from_slice(&(S as u16).to_le_bytes());
+        d.extend_from_slice(&2437u32.to_le_bytes());
+        d.extend_from_slice(&seq.to_le_bytes());
+        d.push((-55i8) as u8);
+        d.push((-92i8) as u8);
+        d.extend_from_slice(&[0, 0]);
+        for k in 0..A * S {
+            let re = (20.0 + 10.0 * ((k as f32) * 0.4 + seq as f32 * 0.3).sin()) as i8;
+            let im = (5.0 * ((k as f32) * 0.2).cos()) as i8;
+            d.extend_from_slice(&[im as u8, re as u8]);
+        }
+        d
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), false, |_| {});
+    let mut ws = ws_connect(server.http_addr(), "");
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for seq in 0..60u32 {
+        sock.send_to(&frame(seq), server.udp_addr()).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pose = ws_until(&mut ws, Duration::from_secs(10), |m| {
+        m["type"] == "pose" && m["node"] == 7
+    });
+    assert!(
+        pose["device_time_ns"].is_null(),
+        "ADR-018 has no timestamp: arrival times"
+    );
+    assert_eq!(pose["keypoints"].as_array().map(Vec::len), Some(17));
+    let nodes = get_json(server.http_addr(), "/api/v1/nodes");
+    let n = &nodes["nodes"][0];
+    assert_eq!(n["format"], "adr018");
+    assert_eq!(n["rssi"], -55);
+    let rate = n["rate_hz"].as_f64().unwrap();
+    assert!(
+        rate > 20.0 && rate < 120.0,
+        "measured from arrivals ~10 ms apart: {rate}"
+    );
+    drop(ws);
+    server.shutdown();
+}
