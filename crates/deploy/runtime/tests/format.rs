@@ -375,3 +375,39 @@ fn parser_never_panics_on_arbitrary_bytes() {
         let _ = parse_owned(&words, n);
     }
 }
+
+/// The header's configuration is checked against the architecture's bounds before any size
+/// is derived from it: impossible heads, huge widths and layer counts are `BadConfig` naming
+/// the field and its header offset, never a panic.
+#[test]
+fn out_of_bounds_header_configuration_is_bad_config() {
+    let set =
+        |at: usize, v: u16| move |b: &mut [u8]| b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    for (at, v, field) in [
+        (18, 0, "heads"),
+        (18, 5, "heads"),
+        (14, 65_535, "d"),
+        (16, 65_535, "layers"),
+        (16, 17, "layers"),
+        (22, 5000, "graph"),
+        (12, 0, "packets"),
+    ] {
+        let e = corrupt(set(at, v), true);
+        match e {
+            FormatError::BadConfig(c) => assert_eq!((c.field, c.value), (field, v as usize)),
+            other => panic!("{field} = {v}: {other}"),
+        }
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("offset {at}")), "{msg}");
+        assert!(msg.contains(&format!("{field} = {v}")), "{msg}");
+    }
+    // The writer refuses the same configurations.
+    let bad = Config {
+        heads: 3,
+        ..micro_like()
+    };
+    assert!(matches!(
+        encoded_len(&bad, &[]),
+        Err(FormatError::BadConfig(ConfigError { field: "heads", .. }))
+    ));
+}

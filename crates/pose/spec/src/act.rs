@@ -101,7 +101,11 @@ mod tests {
             let x = i as f32 * 0.1;
             let h = 1e-3f32;
             let num = (gelu(x + h) - gelu(x - h)) / (2.0 * h);
-            assert!((num - gelu_grad(x)).abs() < 2e-3, "x = {x}: {num} vs {}", gelu_grad(x));
+            assert!(
+                (num - gelu_grad(x)).abs() < 2e-3,
+                "x = {x}: {num} vs {}",
+                gelu_grad(x)
+            );
         }
     }
 }

@@ -126,7 +126,11 @@ impl PoseConfig {
             return err("heads", self.heads, "must divide d");
         }
         if self.graph > MAX_GRAPH {
-            return err("graph", self.graph, "must be at most 4096 (0: no graph head)");
+            return err(
+                "graph",
+                self.graph,
+                "must be at most 4096 (0: no graph head)",
+            );
         }
         let params = self.param_count_u64();
         if params > MAX_PARAMS as u64 {
@@ -229,20 +233,86 @@ mod tests {
         assert_eq!(flagship.param_count(), 2_320_869);
     }
 
+    /// nano at MM-Fi shape, by hand: embedding 2·10·342·48 = 328,320; one layer
+    /// 2·10·48·144 + 4·10²·48 + 2·10·48² + 4·10·48·96 = 387,840; pooling 4·10·48 = 1,920;
+    /// head 2·48² + 2·48·34 = 7,872.
+    #[test]
+    fn flops_of_nano_by_hand() {
+        let nano = PoseConfig {
+            d: 48,
+            graph: 0,
+            ..micro()
+        };
+        assert_eq!(nano.flops_per_forward(), 328_320 + 387_840 + 1_920 + 7_872);
+    }
+
     #[test]
     fn validate_rejects_each_bad_field_by_name() {
         assert_eq!(micro().validate(), Ok(()));
         let cases: [(PoseConfig, &str); 9] = [
-            (PoseConfig { heads: 0, ..micro() }, "heads"),
-            (PoseConfig { heads: 5, ..micro() }, "heads"),
-            (PoseConfig { d: 65_536, ..micro() }, "d"),
-            (PoseConfig { layers: 1_000_000, ..micro() }, "layers"),
-            (PoseConfig { antennas: 0, ..micro() }, "antennas"),
-            (PoseConfig { antennas: usize::MAX, ..micro() }, "subcarriers"),
-            (PoseConfig { packets: 5000, ..micro() }, "packets"),
-            (PoseConfig { graph: 5000, ..micro() }, "graph"),
             (
-                PoseConfig { d: 4096, heads: 1, layers: 16, ..micro() },
+                PoseConfig {
+                    heads: 0,
+                    ..micro()
+                },
+                "heads",
+            ),
+            (
+                PoseConfig {
+                    heads: 5,
+                    ..micro()
+                },
+                "heads",
+            ),
+            (
+                PoseConfig {
+                    d: 65_536,
+                    ..micro()
+                },
+                "d",
+            ),
+            (
+                PoseConfig {
+                    layers: 1_000_000,
+                    ..micro()
+                },
+                "layers",
+            ),
+            (
+                PoseConfig {
+                    antennas: 0,
+                    ..micro()
+                },
+                "antennas",
+            ),
+            (
+                PoseConfig {
+                    antennas: usize::MAX,
+                    ..micro()
+                },
+                "subcarriers",
+            ),
+            (
+                PoseConfig {
+                    packets: 5000,
+                    ..micro()
+                },
+                "packets",
+            ),
+            (
+                PoseConfig {
+                    graph: 5000,
+                    ..micro()
+                },
+                "graph",
+            ),
+            (
+                PoseConfig {
+                    d: 4096,
+                    heads: 1,
+                    layers: 16,
+                    ..micro()
+                },
                 "parameters",
             ),
         ];

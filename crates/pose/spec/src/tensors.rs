@@ -45,9 +45,7 @@ impl fmt::Display for TensorSlot {
 impl PoseConfig {
     /// Number of parameter tensors.
     pub fn tensor_count(&self) -> usize {
-        3 + PER_LAYER * self.layers
-            + HEAD_TENSORS
-            + if self.graph > 0 { GRAPH_TENSORS } else { 0 }
+        3 + PER_LAYER * self.layers + HEAD_TENSORS + if self.graph > 0 { GRAPH_TENSORS } else { 0 }
     }
 }
 
@@ -196,9 +194,15 @@ mod tests {
         let pool = TensorSlot::nth(&c, 3 + 2 * PER_LAYER).unwrap();
         assert_eq!(pool.training_shape(), ([1, 48], 2));
         let pos = TensorSlot::nth(&c, 2).unwrap();
-        assert_eq!((pos.training_shape(), pos.stored_rank()), (([10, 48], 2), 2));
+        assert_eq!(
+            (pos.training_shape(), pos.stored_rank()),
+            (([10, 48], 2), 2)
+        );
         let bias = TensorSlot::nth(&c, 1).unwrap();
-        assert_eq!((bias.training_shape(), bias.stored_rank()), (([48, 0], 1), 1));
+        assert_eq!(
+            (bias.training_shape(), bias.stored_rank()),
+            (([48, 0], 1), 1)
+        );
     }
 
     struct Buf<'a>(&'a mut [u8], usize);

@@ -4,20 +4,7 @@
 #![allow(dead_code)]
 
 use csipose_model::{Model, ModelConfig, Rng};
-use csipose_runtime::format::{encode, encoded_len, Config, TensorIn, TensorSlot};
-
-/// The runtime's header configuration of an engine configuration.
-pub fn rt_config(c: &ModelConfig) -> Config {
-    Config {
-        antennas: c.antennas,
-        subcarriers: c.subcarriers,
-        packets: c.packets,
-        d: c.d,
-        layers: c.layers,
-        heads: c.heads,
-        graph: c.graph.unwrap_or(0),
-    }
-}
+use csipose_runtime::format::{encode, encoded_len, TensorIn, TensorSlot};
 
 /// A model file in 4-byte aligned memory.
 pub struct File {
@@ -46,7 +33,7 @@ pub fn random_params(model: &Model, seed: u64) -> Vec<f32> {
 /// Encodes `params` at `bits` (32, 8 or 4; per output column or per tensor) and returns the
 /// file and the parameters as the file holds them (dequantised, engine layout).
 pub fn build(cfg: &ModelConfig, params: &[f32], bits: u32, per_col: bool) -> (File, Vec<f32>) {
-    let rc = rt_config(cfg);
+    let rc = cfg.arch();
     let layout = cfg.layout();
     let mut deq = params.to_vec();
     let mut stored: Vec<Vec<f32>> = vec![];
