@@ -590,26 +590,6 @@ pub fn breakdown(file: &ModelFile) -> Breakdown {
     b
 }
 
-/// `bytes` copied to a 4-byte-aligned buffer (the reader borrows f32 tensors in place).
-pub fn aligned(bytes: &[u8]) -> Vec<u32> {
-    let mut v = vec![0u32; bytes.len().div_ceil(4)];
-    let dst = as_bytes_mut(&mut v);
-    dst[..bytes.len()].copy_from_slice(bytes);
-    v
-}
-
-fn as_bytes_mut(v: &mut [u32]) -> &mut [u8] {
-    // SAFETY: u32 storage viewed as bytes; every byte pattern is valid and the length is exact.
-    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, v.len() * 4) }
-}
-
-/// Views the first `len` bytes of an [`aligned`] buffer.
-pub fn aligned_bytes(v: &[u32], len: usize) -> &[u8] {
-    // SAFETY: as above, read-only; `len` is at most the buffer's byte length.
-    let all = unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 4) };
-    &all[..len]
-}
-
 /// Reads a parsed `.csm` back into a model configuration (dropout 0) and its dequantised
 /// parameters in the training layout (`[out, in]` weights), value for value `TensorView::get`.
 pub fn from_model_file(file: &ModelFile) -> Result<(ModelConfig, Vec<f32>)> {
@@ -639,10 +619,10 @@ pub fn from_model_file(file: &ModelFile) -> Result<(ModelConfig, Vec<f32>)> {
 
 /// Reads and validates a `.csm` file: configuration and dequantised training-layout parameters.
 pub fn from_csm(path: &Path) -> Result<(ModelConfig, Vec<f32>)> {
-    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let buf = aligned(&raw);
-    let file = ModelFile::parse(aligned_bytes(&buf, raw.len()))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let buf = csipose_files::AlignedBytes::read(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let file =
+        ModelFile::parse(buf.bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     from_model_file(&file)
 }
 

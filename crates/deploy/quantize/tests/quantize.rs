@@ -193,8 +193,8 @@ fn straight_through_passes_gradients_except_where_clipped() {
     );
 }
 
-fn parse(bytes: &[u8]) -> (Vec<u32>, usize) {
-    (aligned(bytes), bytes.len())
+fn parse(bytes: &[u8]) -> csipose_files::AlignedBytes {
+    csipose_files::AlignedBytes::copy_from(bytes)
 }
 
 #[test]
@@ -212,8 +212,8 @@ fn csm_round_trip_is_exact() {
             let q = quantize(&cfg, &p, &spec).unwrap();
             let deq = q.dequantize();
             let bytes = q.to_csm().unwrap();
-            let (buf, len) = parse(&bytes);
-            let file = ModelFile::parse(aligned_bytes(&buf, len)).unwrap();
+            let buf = parse(&bytes);
+            let file = ModelFile::parse(buf.bytes()).unwrap();
             assert_eq!(file.name(), name);
             let (cfg2, back) = from_model_file(&file).unwrap();
             assert_eq!(cfg2.layout(), cfg.layout());

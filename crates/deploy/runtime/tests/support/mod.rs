@@ -7,17 +7,7 @@ use csipose_model::{Model, ModelConfig, Rng};
 use csipose_runtime::format::{encode, encoded_len, TensorIn, TensorSlot};
 
 /// A model file in 4-byte aligned memory.
-pub struct File {
-    words: Vec<u32>,
-    len: usize,
-}
-
-impl File {
-    pub fn bytes(&self) -> &[u8] {
-        // SAFETY: u32 storage viewed as bytes, within its length.
-        unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.len) }
-    }
-}
+pub type File = csipose_files::AlignedBytes;
 
 /// Random engine parameters: the engine's init plus noise on every tensor (so norms, biases
 /// and embeddings are not at their trivial init values).
@@ -115,15 +105,9 @@ pub fn build(cfg: &ModelConfig, params: &[f32], bits: u32, per_col: bool) -> (Fi
         })
         .collect();
     let len = encoded_len(&rc, &ins).unwrap();
-    let mut words = vec![0u32; len.div_ceil(4)];
-    {
-        // SAFETY: byte view of the u32 buffer.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, words.len() * 4)
-        };
-        encode(&rc, &cfg.name, &ins, bytes).unwrap();
-    }
-    (File { words, len }, deq)
+    let mut file = File::zeroed(len);
+    encode(&rc, &cfg.name, &ins, file.bytes_mut()).unwrap();
+    (file, deq)
 }
 
 /// `n` random raw frames `[A, S, P]` with a non-zero mean (so standardisation matters).
