@@ -344,6 +344,8 @@ impl Trainer {
             .with_context(|| format!("unknown model {:?}", opts.model))?;
         opts.validate()?;
         cfg.dropout = opts.dropout;
+        cfg.validate()
+            .map_err(|e| anyhow::anyhow!("model {}: {e}", cfg.name))?;
         if n_train == 0 {
             bail!("the training subset is empty");
         }

@@ -6,12 +6,10 @@
 //! phase difference between neighbouring receive antennas (conjugate multiplication) and its
 //! change per frame.
 
-/// Use ln(1 + amplitude) (so a gain change shifts rather than scales the features).
-const LOG_AMPLITUDE: bool = true;
-/// Also give each value minus its running mean over the frames so far (causal).
-const CENTRED: bool = true;
-/// Feature blocks per channel.
-pub const BLOCKS: usize = if CENTRED { 3 } else { 2 };
+/// Feature blocks per channel: ln(1 + amplitude) (so a gain change shifts rather than scales
+/// the features), its absolute change from the previous frame, and its deviation from the
+/// running mean over the frames so far (causal).
+pub const BLOCKS: usize = 3;
 
 /// Frames averaged into one feature frame.
 pub const DEFAULT_STRIDE: usize = 4;
@@ -131,9 +129,7 @@ impl FeatureStream {
         let f = self.frames;
         let mut out = Vec::with_capacity(self.dim());
         let mut mean = std::mem::replace(&mut self.mean, vec![0.0; channels]);
-        if LOG_AMPLITUDE {
-            mean.iter_mut().for_each(|m| *m = m.max(0.0).ln_1p());
-        }
+        mean.iter_mut().for_each(|m| *m = m.max(0.0).ln_1p());
         out.extend_from_slice(&mean);
         for (c, m) in mean.iter().enumerate() {
             out.push(if f == 0 {
@@ -142,11 +138,9 @@ impl FeatureStream {
                 (m - self.previous[c]).abs()
             });
         }
-        if CENTRED {
-            for (c, m) in mean.iter().enumerate() {
-                self.running[c] += (m - self.running[c]) / (f + 1) as f32;
-                out.push(m - self.running[c]);
-            }
+        for (c, m) in mean.iter().enumerate() {
+            self.running[c] += (m - self.running[c]) / (f + 1) as f32;
+            out.push(m - self.running[c]);
         }
         self.previous = mean;
         if self.phase {

@@ -200,11 +200,6 @@ pub fn stratified_folds(labels: &[usize], k: usize, seed: u64) -> Vec<usize> {
     fold
 }
 
-/// Index of the class with the highest logit (re-exported for callers).
-pub fn top_class(logits: &[f32]) -> usize {
-    argmax(logits)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +269,13 @@ mod tests {
         assert!(losses.last().unwrap() < &(losses[0] * 0.5), "{losses:?}");
         assert!(acc_after >= 0.9, "accuracy {acc_before} -> {acc_after}");
         assert_eq!(per_class.len(), 3);
+        // The input normalisation is what `set_normalisation` made of the data, untouched by
+        // the optimiser.
+        let lay = model.shape.layout();
+        let trained = model.weights[lay.normalisation()..lay.embedding()].to_vec();
+        let all: Vec<f32> = train_set.iter().flat_map(|e| e.frames.clone()).collect();
+        model.set_normalisation(&all);
+        assert_eq!(trained, model.weights[lay.normalisation()..lay.embedding()]);
     }
 
     #[test]
