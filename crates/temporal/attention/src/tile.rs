@@ -79,19 +79,8 @@ fn has_avx512() -> bool {
     if FORCE_AVX2.with(|f| f.get()) {
         return false;
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::sync::OnceLock;
-        static AVX512: OnceLock<bool> = OnceLock::new();
-        *AVX512.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    let f = csipose_cpu::features();
+    f.avx512f && f.avx512vl
 }
 
 /// Bits `first..=last` of a lane mask.
