@@ -423,8 +423,12 @@ impl<'m, 'p> Runtime<'m, 'p> {
         scratch: &mut [f32],
         out: &mut [f32; OUTPUTS],
     ) -> Result<(), RuntimeError> {
-        self.run_kernel
-            .vectorised(|| self.forward_impl(x, scratch, out))
+        // Inlined into the kernel's vectorised context (not left a separate baseline
+        // function).
+        self.run_kernel.vectorised(
+            #[inline(always)]
+            || self.forward_impl(x, scratch, out),
+        )
     }
 
     /// The forward's sequence of operations ([`crate::ops`] decides how each runs).
