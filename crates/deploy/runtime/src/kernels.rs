@@ -45,7 +45,7 @@ impl Kernel {
     pub fn avx2() -> Option<Kernel> {
         #[cfg(target_arch = "x86_64")]
         {
-            if csipose_cpu::has_avx2_fma() {
+            if csipose_cpu::avx2_fma() {
                 return Some(Kernel(Path::Avx2));
             }
         }
@@ -69,7 +69,7 @@ impl Kernel {
     pub fn avx512_vnni16() -> Option<Kernel> {
         #[cfg(target_arch = "x86_64")]
         {
-            if csipose_cpu::has_avx512_vnni() {
+            if csipose_cpu::avx2_fma() && csipose_cpu::avx512_vnni() {
                 return Some(Kernel(Path::Vnni16));
             }
         }
@@ -81,7 +81,7 @@ impl Kernel {
     pub fn avx512() -> Option<Kernel> {
         #[cfg(target_arch = "x86_64")]
         {
-            if csipose_cpu::has_avx512() {
+            if csipose_cpu::avx2_fma() && csipose_cpu::avx512() {
                 return Some(Kernel(Path::Avx512));
             }
         }

@@ -104,11 +104,10 @@ pub fn accumulate<'s>(probs: &[f32], value: impl Fn(usize) -> &'s [f32], acc: &m
     }
 }
 
-/// True when the AVX2 + FMA build of the hot loops can run here (the workspace's one
-/// detector, [`csipose_cpu`]).
+/// True when the AVX2 + FMA build of the hot loops can run here.
 #[inline]
 pub fn has_avx2() -> bool {
-    csipose_cpu::has_avx2_fma()
+    csipose_cpu::avx2_fma()
 }
 
 /// Defines `$name(args)` that runs `$body` compiled for AVX2 + FMA when the CPU has them and for

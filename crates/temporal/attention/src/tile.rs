@@ -73,14 +73,13 @@ thread_local! {
     static FORCE_AVX2: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// True when the AVX-512 (F + VL) build of the tile loop can run here.
+/// True when the AVX-512 build of the tile loop (F + VL; detected with BW) can run here.
 fn has_avx512() -> bool {
     #[cfg(test)]
     if FORCE_AVX2.with(|f| f.get()) {
         return false;
     }
-    let f = csipose_cpu::features();
-    f.avx512f && f.avx512vl
+    csipose_cpu::avx512()
 }
 
 /// Bits `first..=last` of a lane mask.
