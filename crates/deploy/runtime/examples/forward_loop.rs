@@ -6,7 +6,6 @@
 //! (kernel: best, exact, avx2, avx512, vnni16, portable, portable-int16).
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use csipose_model::{Model, ModelConfig};
