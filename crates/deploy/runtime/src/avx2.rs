@@ -117,6 +117,9 @@ impl<const K: u8> MicroKernel for Avx2<K> {
 }
 
 /// The register tile of `r` tokens × `v` vectors ([`MicroKernel::tile`]).
+///
+/// # Safety
+/// AVX2+FMA available; the tile lies inside the Linear `c` describes.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_avx2<const K: u8>(c: &Ctx, t0: usize, r: usize, col: usize, v: usize) {
     // SAFETY: the caller's contract (features present, tile in bounds) is block's.

@@ -113,6 +113,9 @@ impl<const K: u8> MicroKernel for Avx512<K> {
 }
 
 /// The register tile of `r` tokens × `v` vectors ([`MicroKernel::tile`]).
+///
+/// # Safety
+/// AVX-512 F/BW/VL and AVX2+FMA available; the tile lies inside the Linear `c` describes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 unsafe fn tile_avx512<const K: u8>(c: &Ctx, t0: usize, r: usize, col: usize, v: usize) {
     // SAFETY: the caller's contract (features present, tile in bounds) is block's.

@@ -11,10 +11,12 @@
 //! by the 17 joints. `Â` (self + COCO bones, row-normalised) is applied as a sparse sum.
 //!
 //! On the int16 kernels ([`Kernel::int16`]) `Runtime::new` also repacks every int8/int4 Linear
-//! ([`crate::int16`]) and the forward quantizes each Linear's input per token; on the AVX-512
-//! VNNI path the other stages (LayerNorm, attention, graph mixing and output) run in AVX-512
-//! code that performs exactly the portable operations, so that path equals its portable
-//! reference bit for bit.
+//! ([`crate::int16`]) and the forward quantizes each Linear's input per token.
+//!
+//! [`Runtime::forward`] is only the sequence of operations; how each runs on this CPU (which
+//! micro-kernel, AVX-512 stages on the VNNI path that equal their portable reference bit for
+//! bit) is decided in `ops` and [`crate::kernels`], from the [`Kernel`] chosen at
+//! [`Runtime::new`].
 
 use core::fmt;
 

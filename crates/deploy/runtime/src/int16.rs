@@ -3,7 +3,7 @@
 //! kernel reads (`vpdpwssd`), each token's inputs quantized to int16 (one max-abs scale per
 //! token), exact int32 sums, then the f32 epilogue. This module owns the repacking, the
 //! activation quantizers and the portable reference Linear ([`crate::Kernel::portable_int16`],
-//! the [`PortableInt16`] micro-kernel);
+//! the `PortableInt16` micro-kernel);
 //! the AVX-512 versions are in `vnni.rs` and compute the same values.
 //!
 //! Weights: int8 and int4 codes are widened exactly (their scales kept). f32 weights are

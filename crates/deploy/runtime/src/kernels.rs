@@ -6,9 +6,9 @@
 //! and LayerNorm.
 //!
 //! Per matrix the dispatcher picks a micro-kernel for the generic tiling loop
-//! ([`crate::tile`]): AVX-512 for every column, except f32 weights whose column count is 8
+//! (`tile.rs`): AVX-512 for every column, except f32 weights whose column count is 8
 //! mod 16 (the AVX2 kernel covers them without a masked tail, measured faster); AVX2+FMA for
-//! the columns up to a multiple of 8 with the portable micro-kernel ([`Portable`], here)
+//! the columns up to a multiple of 8 with the portable micro-kernel (`Portable`, here)
 //! finishing the rest; the portable one alone elsewhere. int16 Linears run the VNNI
 //! micro-kernel or the portable int16 reference.
 

@@ -167,6 +167,8 @@ pub(crate) fn attention(
             }
             // SAFETY: as above; s is [p, pp] with p ≤ 16.
             unsafe { crate::vnni::softmax_rows(s, p, pp, scale) };
+            // SAFETY: as above: the values and ctx ranges lie inside the checked lengths, s
+            // is [p, pp].
             unsafe {
                 crate::vnni::attn_context(
                     s.as_ptr(),

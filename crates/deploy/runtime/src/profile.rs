@@ -1,5 +1,5 @@
 //! Cycle counts per stage of the forward (feature `profile`, x86-64 only): a development aid
-//! for finding where the time goes; off by default, when [`prof!`] compiles to nothing.
+//! for finding where the time goes; off by default, when `prof!` compiles to nothing.
 
 #[cfg(all(feature = "profile", target_arch = "x86_64"))]
 mod counters {

@@ -71,6 +71,9 @@ impl MicroKernel for Vnni {
 }
 
 /// The register tile of `r` tokens × `v` vectors from vector `v0` ([`MicroKernel::tile`]).
+///
+/// # Safety
+/// AVX-512 VNNI available; the tile lies inside the Linear `c` describes (padded columns).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 unsafe fn tile_vnni(c: &Ctx, t0: usize, r: usize, v0: usize, v: usize) {
     // SAFETY: the caller's contract (features present, tile in bounds) is block's.
