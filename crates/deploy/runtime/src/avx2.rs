@@ -46,6 +46,7 @@ pub(crate) struct Ctx {
 /// AVX2 and FMA must be available; `x`, `bias`, `residual` and `y` must cover every index
 /// (checked by `kernels::linear`). With `no_fma`, f32 weights are summed as the portable
 /// kernel sums them (multiply, then add), bit for bit.
+#[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn linear(
     no_fma: bool,
     x: Input,

@@ -39,6 +39,7 @@ pub(crate) struct Ctx {
 /// # Safety
 /// AVX-512 F/BW/VL and AVX2+FMA must be available; the slices cover every index (checked by
 /// `kernels::linear`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub(crate) unsafe fn linear(
     x: Input,
     w: &Weights,

@@ -20,6 +20,7 @@ use crate::tile::{self, by_rows, MicroKernel};
 /// # Safety
 /// AVX-512 F/BW/VL/VNNI must be available; `w.w` 64-byte aligned; `x` covers `tokens` tokens
 /// of `w.pairs()` pairs, and bias, residual and `y` every index (checked by the caller).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 pub(crate) unsafe fn linear(
     x: &QInput,
     w: &Packed,
