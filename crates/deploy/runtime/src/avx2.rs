@@ -4,14 +4,16 @@
 //! (dequantise-in-register) and the per-column scale is applied once, in the epilogue, which
 //! also adds the bias, applies GELU/ReLU and the residual.
 //!
-//! Only reached through [`crate::kernels::linear`] with a [`crate::Kernel`] whose AVX2 path was
-//! detected at run time.
+//! The micro-kernel ([`Avx2`]) runs under the generic tiling loop ([`crate::tile::run`]);
+//! only reached through [`crate::kernels::linear`] with a [`crate::Kernel`] whose AVX2 path
+//! was detected at run time.
 
 use core::arch::x86_64::*;
 
 use crate::format::TensorData;
 use crate::kernels::{Act, Input, Weights};
 use crate::math::{GELU_A, GELU_C, TANH_CLAMP, TANH_P, TANH_Q};
+use crate::tile::{self, by_rows, MicroKernel};
 
 const F32: u8 = 0;
 const I8: u8 = 1;
@@ -21,7 +23,7 @@ const I4: u8 = 2;
 const F32X: u8 = 3;
 
 /// Everything a tile needs, as raw pointers (bounds were checked by the caller).
-struct Ctx {
+pub(crate) struct Ctx {
     x: *const f32,
     ts: usize,
     ks: usize,
@@ -83,66 +85,52 @@ pub(crate) unsafe fn linear(
         res: residual.map_or(core::ptr::null(), |r| r.as_ptr()),
         y: y.as_mut_ptr(),
     };
-    match kind {
-        F32 if no_fma => run::<F32X>(&ctx, x.tokens, vec_cols),
-        F32 => run::<F32>(&ctx, x.tokens, vec_cols),
-        I8 => run::<I8>(&ctx, x.tokens, vec_cols),
-        _ => run::<I4>(&ctx, x.tokens, vec_cols),
+    let n = x.tokens;
+    // SAFETY: AVX2+FMA available and every index in bounds (this function's contract).
+    unsafe {
+        match kind {
+            F32 if no_fma => tile::run::<Avx2<F32X>>(&ctx, n, 0, vec_cols),
+            F32 => tile::run::<Avx2<F32>>(&ctx, n, 0, vec_cols),
+            I8 => tile::run::<Avx2<I8>>(&ctx, n, 0, vec_cols),
+            _ => tile::run::<Avx2<I4>>(&ctx, n, 0, vec_cols),
+        }
     }
     vec_cols
 }
 
-#[target_feature(enable = "avx2,fma")]
-unsafe fn run<const K: u8>(c: &Ctx, n: usize, vec_cols: usize) {
-    if n == 1 {
-        let mut col = 0;
-        while col + 64 <= vec_cols {
-            block::<K, 1, 8>(c, 0, col);
-            col += 64;
-        }
-        while col + 32 <= vec_cols {
-            block::<K, 1, 4>(c, 0, col);
-            col += 32;
-        }
-        while col + 16 <= vec_cols {
-            block::<K, 1, 2>(c, 0, col);
-            col += 16;
-        }
-        if col < vec_cols {
-            block::<K, 1, 1>(c, 0, col);
-        }
-        return;
-    }
-    // Balanced token blocks of at most 6 (10 -> 5 + 5, 17 -> 6 + 6 + 5); columns outermost
-    // so a 16-column strip of the weights stays in L1 across the token blocks.
-    let nb = n.div_ceil(6);
-    let (base, extra) = (n / nb, n % nb);
-    let mut col = 0;
-    while col < vec_cols {
-        let two = col + 16 <= vec_cols;
-        let mut t0 = 0;
-        for b in 0..nb {
-            let r = base + usize::from(b < extra);
-            if two {
-                rows::<K, 2>(c, t0, r, col);
-            } else {
-                rows::<K, 1>(c, t0, r, col);
-            }
-            t0 += r;
-        }
-        col += if two { 16 } else { 8 };
+/// The AVX2+FMA micro-kernel for weight kind `K` ([`F32`], [`F32X`], [`I8`], [`I4`]): tiles of
+/// up to 6 tokens × 2 vectors of 8 columns (12 of the 16 ymm registers accumulate), a single
+/// token × up to 8 vectors.
+pub(crate) struct Avx2<const K: u8>;
+
+impl<const K: u8> MicroKernel for Avx2<K> {
+    type Ctx = Ctx;
+    const MR: usize = 6;
+    const LANES: usize = 8;
+    const WIDTHS: &'static [usize] = &[2, 1];
+    const WIDTHS_ONE: &'static [usize] = &[8, 4, 2, 1];
+
+    #[inline(always)]
+    unsafe fn tile(c: &Ctx, t0: usize, r: usize, col: usize, v: usize) {
+        // SAFETY: forwarded contract (AVX2+FMA present, the tile in bounds).
+        unsafe { tile_avx2::<K>(c, t0, r, col, v) }
     }
 }
 
+/// The register tile of `r` tokens × `v` vectors ([`MicroKernel::tile`]).
+///
+/// # Safety
+/// AVX2+FMA available; the tile lies inside the Linear `c` describes.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn rows<const K: u8, const C: usize>(c: &Ctx, t0: usize, r: usize, col: usize) {
-    match r {
-        1 => block::<K, 1, C>(c, t0, col),
-        2 => block::<K, 2, C>(c, t0, col),
-        3 => block::<K, 3, C>(c, t0, col),
-        4 => block::<K, 4, C>(c, t0, col),
-        5 => block::<K, 5, C>(c, t0, col),
-        _ => block::<K, 6, C>(c, t0, col),
+unsafe fn tile_avx2<const K: u8>(c: &Ctx, t0: usize, r: usize, col: usize, v: usize) {
+    // SAFETY: the caller's contract (features present, tile in bounds) is block's.
+    unsafe {
+        match v {
+            8 => block::<K, 1, 8>(c, t0, col),
+            4 => block::<K, 1, 4>(c, t0, col),
+            2 => by_rows!(r, |R| block::<K, R, 2>(c, t0, col)),
+            _ => by_rows!(r, |R| block::<K, R, 1>(c, t0, col)),
+        }
     }
 }
 

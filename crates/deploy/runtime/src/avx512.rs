@@ -1,7 +1,8 @@
 //! x86-64 AVX-512 Linear kernel (exact f32 arithmetic like the AVX2 one, 16 lanes and 32
 //! registers): tiles of up to 6 tokens × 64 columns (24 accumulators), int8/int4 codes widened
 //! and converted in registers, masked last tile (no column tail left over), the same fused
-//! epilogue. f32 weights run here too, except matrices whose column count is 8 mod 16, which
+//! epilogue ([`Avx512`], under the generic tiling loop [`crate::tile::run`]). f32 weights run
+//! here too, except matrices whose column count is 8 mod 16, which
 //! the AVX2 kernel covers without a masked tail and measured faster (micro's graph 17×56×56:
 //! 1.04 vs 2.26 µs); everywhere else AVX-512 measured faster for f32 (flagship fp32 forward
 //! 608 → 457 µs, base 180 → 153 µs; BENCHMARKS.md).
@@ -11,12 +12,13 @@ use core::arch::x86_64::*;
 use crate::format::TensorData;
 use crate::kernels::{Act, Input, Weights};
 use crate::math::{GELU_A, GELU_C, TANH_CLAMP, TANH_P, TANH_Q};
+use crate::tile::{self, by_rows, MicroKernel};
 
 const F32: u8 = 0;
 const I8: u8 = 1;
 const I4: u8 = 2;
 
-struct Ctx {
+pub(crate) struct Ctx {
     x: *const f32,
     ts: usize,
     ks: usize,
@@ -31,11 +33,11 @@ struct Ctx {
     y: *mut f32,
 }
 
-/// All columns of the Linear (returns `cols`), or 0 for f32 weights with 8 mod 16 columns
-/// (left to the caller's AVX2 code).
+/// All columns of the Linear. The dispatcher ([`crate::kernels::linear`]) leaves f32 weights
+/// with 8 mod 16 columns to the AVX2 kernel (module docs).
 ///
 /// # Safety
-/// AVX-512 F/BW/VL must be available; the slices cover every index (checked by
+/// AVX-512 F/BW/VL and AVX2+FMA must be available; the slices cover every index (checked by
 /// `kernels::linear`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub(crate) unsafe fn linear(
@@ -45,18 +47,13 @@ pub(crate) unsafe fn linear(
     act: Act,
     residual: Option<&[f32]>,
     y: &mut [f32],
-) -> usize {
+) {
     let cols = w.cols;
     let (kind, wp, scales): (u8, *const u8, &[f32]) = match w.data {
-        // f32 weights with 8 mod 16 columns: the AVX2 kernel measured faster (module docs).
-        TensorData::F32(_) if cols % 16 == 8 => return 0,
         TensorData::F32(v) => (F32, v.as_ptr() as *const u8, &[]),
         TensorData::I8 { q, scales } => (I8, q.as_ptr() as *const u8, scales),
         TensorData::I4 { packed, scales } => (I4, packed.as_ptr(), scales),
     };
-    if x.tokens == 0 {
-        return 0;
-    }
     let c = Ctx {
         x: x.x.as_ptr(),
         ts: x.ts,
@@ -71,66 +68,64 @@ pub(crate) unsafe fn linear(
         res: residual.map_or(core::ptr::null(), |r| r.as_ptr()),
         y: y.as_mut_ptr(),
     };
-    match kind {
-        F32 => run::<F32>(&c, x.tokens),
-        I8 => run::<I8>(&c, x.tokens),
-        _ => run::<I4>(&c, x.tokens),
-    }
-    cols
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-unsafe fn run<const K: u8>(c: &Ctx, n: usize) {
-    if n == 1 {
-        let mut col = 0;
-        while col < c.cols {
-            if col + 64 <= c.cols {
-                block::<K, 1, 4>(c, 0, col);
-                col += 64;
-            } else {
-                block::<K, 1, 1>(c, 0, col);
-                col += 16;
-            }
+    let n = x.tokens;
+    // SAFETY: AVX-512 available and every index in bounds (this function's contract); the
+    // tiles mask the columns past `cols`.
+    unsafe {
+        match kind {
+            F32 => tile::run::<Avx512<F32>>(&c, n, 0, cols),
+            I8 => tile::run::<Avx512<I8>>(&c, n, 0, cols),
+            _ => tile::run::<Avx512<I4>>(&c, n, 0, cols),
         }
-        return;
-    }
-    // Token blocks of at most 6 with 64 columns (24 accumulators): 4 weight vectors per
-    // broadcast, so the broadcasts do not crowd the FMA pipes.
-    let nb = n.div_ceil(6);
-    let (base, extra) = (n / nb, n % nb);
-    let mut col = 0;
-    while col < c.cols {
-        let left = c.cols - col;
-        let cv = if left > 32 {
-            4
-        } else if left > 16 {
-            2
-        } else {
-            1
-        };
-        let mut t0 = 0;
-        for b in 0..nb {
-            let r = base + usize::from(b < extra);
-            match cv {
-                4 => rows::<K, 4>(c, t0, r, col),
-                2 => rows::<K, 2>(c, t0, r, col),
-                _ => rows::<K, 1>(c, t0, r, col),
-            }
-            t0 += r;
-        }
-        col += 16 * cv;
     }
 }
 
+/// The AVX-512 micro-kernel for weight kind `K` ([`F32`], [`I8`], [`I4`]): tiles of up to 6
+/// tokens × 4 vectors of 16 columns (24 accumulators: 4 weight vectors per broadcast, so the
+/// broadcasts do not crowd the FMA pipes), the last vector of a row masked.
+pub(crate) struct Avx512<const K: u8>;
+
+impl<const K: u8> MicroKernel for Avx512<K> {
+    type Ctx = Ctx;
+    const MR: usize = 6;
+    const LANES: usize = 16;
+    const WIDTHS: &'static [usize] = &[4, 2, 1];
+    const WIDTHS_ONE: &'static [usize] = &[4, 1];
+
+    /// One token: 4 vectors while 64 columns fit, then single (masked) vectors. Several
+    /// tokens: the narrowest width that covers what is left (4 past 32 columns, 2 past 16),
+    /// its last vector masked.
+    #[inline(always)]
+    fn vectors(left: usize, one_token: bool) -> usize {
+        match (one_token, left) {
+            (true, 64..) => 4,
+            (true, _) => 1,
+            (false, 33..) => 4,
+            (false, 17..) => 2,
+            (false, _) => 1,
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn tile(c: &Ctx, t0: usize, r: usize, col: usize, v: usize) {
+        // SAFETY: forwarded contract (AVX-512 present, the tile in bounds or masked).
+        unsafe { tile_avx512::<K>(c, t0, r, col, v) }
+    }
+}
+
+/// The register tile of `r` tokens × `v` vectors ([`MicroKernel::tile`]).
+///
+/// # Safety
+/// AVX-512 F/BW/VL and AVX2+FMA available; the tile lies inside the Linear `c` describes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-unsafe fn rows<const K: u8, const C: usize>(c: &Ctx, t0: usize, r: usize, col: usize) {
-    match r {
-        1 => block::<K, 1, C>(c, t0, col),
-        2 => block::<K, 2, C>(c, t0, col),
-        3 => block::<K, 3, C>(c, t0, col),
-        4 => block::<K, 4, C>(c, t0, col),
-        5 => block::<K, 5, C>(c, t0, col),
-        _ => block::<K, 6, C>(c, t0, col),
+unsafe fn tile_avx512<const K: u8>(c: &Ctx, t0: usize, r: usize, col: usize, v: usize) {
+    // SAFETY: the caller's contract (features present, tile in bounds) is block's.
+    unsafe {
+        match v {
+            4 => by_rows!(r, |R| block::<K, R, 4>(c, t0, col)),
+            2 => by_rows!(r, |R| block::<K, R, 2>(c, t0, col)),
+            _ => by_rows!(r, |R| block::<K, R, 1>(c, t0, col)),
+        }
     }
 }
 

@@ -11,20 +11,20 @@
 //! by the 17 joints. `Â` (self + COCO bones, row-normalised) is applied as a sparse sum.
 //!
 //! On the int16 kernels ([`Kernel::int16`]) `Runtime::new` also repacks every int8/int4 Linear
-//! ([`crate::int16`]) and the forward quantizes each Linear's input per token; on the AVX-512
-//! VNNI path the other stages (LayerNorm, attention, graph mixing and output) run in AVX-512
-//! code that performs exactly the portable operations, so that path equals its portable
-//! reference bit for bit.
+//! ([`crate::int16`]) and the forward quantizes each Linear's input per token.
+//!
+//! [`Runtime::forward`] is only the sequence of operations; how each runs on this CPU (which
+//! micro-kernel, AVX-512 stages on the VNNI path that equal their portable reference bit for
+//! bit) is decided in `ops` and [`crate::kernels`], from the [`Kernel`] chosen at
+//! [`Runtime::new`].
 
 use core::fmt;
 
 use crate::format::{Config, ModelFile, TensorData, JOINTS, JOINT_EMBED};
 use crate::int16::{pack, packed_len, Packed};
-use crate::kernels::{
-    layernorm, linear, linear_int16, quantize_rows, quantize_standardised, Act, Input, Kernel,
-    Weights,
-};
+use crate::kernels::{linear, linear_int16, Act, Input, Kernel, Weights};
 use crate::math;
+use crate::ops::{self, lin, AttnBufs};
 
 pub use csipose_spec::act::GRAPH_SCALE;
 use csipose_spec::coco::NEIGHBOURS;
@@ -34,54 +34,9 @@ pub use csipose_spec::config::MAX_LAYERS;
 /// Outputs per frame: 17 joints × (x, y).
 pub use csipose_spec::config::OUTPUTS;
 
-/// Cycle counts per stage of the forward (feature `profile`, x86-64 only): a development aid
-/// for finding where the time goes; off by default and compiled out.
-#[cfg(all(feature = "profile", target_arch = "x86_64"))]
-pub mod profile {
-    use core::sync::atomic::{AtomicU64, Ordering};
-    /// Stage names, in the order of [`CYCLES`].
-    pub const STAGES: [&str; 14] = [
-        "standardise",
-        "embed",
-        "qkv",
-        "attention",
-        "out_proj",
-        "layernorm",
-        "ffn1",
-        "ffn2",
-        "pool",
-        "head",
-        "graph_in",
-        "graph_mix",
-        "graph_linear",
-        "graph_out",
-    ];
-    /// Accumulated time-stamp-counter ticks per stage.
-    pub static CYCLES: [AtomicU64; 14] = [const { AtomicU64::new(0) }; 14];
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    #[inline(always)]
-    pub(crate) fn start() {
-        // SAFETY: rdtsc exists on every x86-64 CPU.
-        LAST.store(unsafe { core::arch::x86_64::_rdtsc() }, Ordering::Relaxed);
-    }
-    #[inline(always)]
-    pub(crate) fn mark(stage: usize) {
-        let now = unsafe { core::arch::x86_64::_rdtsc() };
-        let last = LAST.swap(now, Ordering::Relaxed);
-        CYCLES[stage].fetch_add(now - last, Ordering::Relaxed);
-    }
-}
-
-macro_rules! prof {
-    (start) => {
-        #[cfg(all(feature = "profile", target_arch = "x86_64"))]
-        profile::start();
-    };
-    ($n:expr) => {
-        #[cfg(all(feature = "profile", target_arch = "x86_64"))]
-        profile::mark($n);
-    };
-}
+/// Per-stage cycle counts of the forward (feature `profile`).
+pub use crate::profile;
+use crate::profile::prof;
 
 /// What can go wrong when preparing or running (never a panic).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -419,28 +374,15 @@ impl<'m, 'p> Runtime<'m, 'p> {
         scratch: &mut [f32],
         out: &mut [f32; OUTPUTS],
     ) -> Result<(), RuntimeError> {
-        #[cfg(target_arch = "x86_64")]
-        if self.kernel.is_avx2() {
-            // SAFETY: the AVX2 kernel value exists only where AVX2+FMA were detected.
-            return unsafe { self.forward_avx2(x, scratch, out) };
-        }
-        self.forward_impl(x, scratch, out)
+        // Inlined into the kernel's vectorised context (not left a separate baseline
+        // function).
+        self.run_kernel.vectorised(
+            #[inline(always)]
+            || self.forward_impl(x, scratch, out),
+        )
     }
 
-    /// The whole forward compiled for AVX2+FMA, so the elementwise loops and reductions
-    /// (written lane-wise, without reassociation) vectorise 8 wide; no FMA contraction, so
-    /// they compute the portable path's values.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn forward_avx2(
-        &self,
-        x: &[f32],
-        scratch: &mut [f32],
-        out: &mut [f32; OUTPUTS],
-    ) -> Result<(), RuntimeError> {
-        self.forward_impl(x, scratch, out)
-    }
-
+    /// The forward's sequence of operations ([`crate::ops`] decides how each runs).
     #[inline(always)]
     fn forward_impl(
         &self,
@@ -483,36 +425,12 @@ impl<'m, 'p> Runtime<'m, 'p> {
         let (u, rest) = rest.split_at_mut(d);
         let (kp0, rest) = rest.split_at_mut(OUTPUTS);
 
-        // Standardise (the input layout [A·S, P] is kept: token t, feature k at k·P + t).
+        // Standardisation and embedding + bias + positional embedding (the input layout
+        // [A·S, P] is kept: token t, feature k at k·P + t).
         prof!(start);
         if let Some(pe) = &pk[0] {
             // int16: standardised and quantized in one pass, straight from x.
-            let k = cfg.token_len();
-            #[cfg(target_arch = "x86_64")]
-            let fused = kern.is_vnni16() && p <= 16;
-            #[cfg(not(target_arch = "x86_64"))]
-            let fused = false;
-            let xq = if fused {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    let np = k.div_ceil(2);
-                    assert!(x.len() == k * p && qb.len() >= np * p && qs.len() >= p);
-                    // SAFETY: Vnni16 exists only where AVX-512 was detected; lengths checked.
-                    unsafe { crate::vnni::standardise_quantize(x, k, p, pe.qx, qb, qs) };
-                    crate::int16::QInput {
-                        q: &qb[..np * p],
-                        sx: &qs[..p],
-                        tokens: p,
-                        ts: 1,
-                        js: p,
-                    }
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                unreachable!()
-            } else {
-                let st = math::standardise_stats(x);
-                quantize_standardised(kern, x, k, p, st, pe.qx, qb, qs)
-            };
+            let xq = ops::standardise_quantize(kern, x, cfg.token_len(), p, pe.qx, qb, qs);
             prof!(0);
             linear_int16(
                 kern,
@@ -524,42 +442,34 @@ impl<'m, 'p> Runtime<'m, 'p> {
                 h,
             );
         } else {
-            let (mean, inv) = math::standardise_stats(x);
-            for (t, &v) in tok.iter_mut().zip(x) {
-                *t = (v - mean) * inv;
-            }
+            ops::standardise(x, tok);
             prof!(0);
-            // Embedding + bias + positional embedding.
             let tok_in = Input {
                 x: tok,
                 tokens: p,
                 ts: 1,
                 ks: p,
             };
-            linear(
-                kern,
-                tok_in,
-                &self.emb_w,
-                Some(self.emb_b),
-                Act::None,
-                Some(self.pos),
-                h,
-            );
+            let (b, pos) = (Some(self.emb_b), Some(self.pos));
+            linear(kern, tok_in, &self.emb_w, b, Act::None, pos, h);
         }
         prof!(1);
 
+        // Post-norm encoder layers.
         for (li, l) in self.layers.iter().take(cfg.layers).flatten().enumerate() {
             let lp = &pk[1 + 4 * li..5 + 4 * li];
+            let q = (&mut *qb, &mut *qs);
+            let x_in = Input::rows(h, p, d);
             lin(
                 kern,
-                Input::rows(h, p, d),
+                x_in,
                 &l.in_w,
                 lp[0].as_ref(),
                 Some(l.in_b),
                 Act::None,
                 None,
                 qkv,
-                (&mut *qb, &mut *qs),
+                q,
             );
             prof!(2);
             let bufs = AttnBufs {
@@ -568,117 +478,77 @@ impl<'m, 'p> Runtime<'m, 'p> {
                 vh: &mut *vh,
                 ch: &mut *ch,
             };
-            attention(kern, qkv, ctx, bufs, p, d, cfg.heads);
+            ops::attention(kern, qkv, ctx, bufs, p, d, cfg.heads);
             prof!(3);
-            lin(
-                kern,
-                Input::rows(ctx, p, d),
-                &l.out_w,
-                lp[1].as_ref(),
-                Some(l.out_b),
-                Act::None,
-                Some(h),
-                r,
-                (&mut *qb, &mut *qs),
-            );
+            let q = (&mut *qb, &mut *qs);
+            let c_in = Input::rows(ctx, p, d);
+            let (w, b) = (&l.out_w, Some(l.out_b));
+            lin(kern, c_in, w, lp[1].as_ref(), b, Act::None, Some(h), r, q);
             prof!(4);
-            norm(kern, r, l.n1_w, l.n1_b, h, p, d);
+            ops::layernorm(kern, r, l.n1_w, l.n1_b, h, p, d);
             prof!(5);
+            let q = (&mut *qb, &mut *qs);
+            let x_in = Input::rows(h, p, d);
             lin(
                 kern,
-                Input::rows(h, p, d),
+                x_in,
                 &l.l1_w,
                 lp[2].as_ref(),
                 Some(l.l1_b),
                 Act::Gelu,
                 None,
                 ff,
-                (&mut *qb, &mut *qs),
+                q,
             );
             prof!(6);
-            lin(
-                kern,
-                Input::rows(ff, p, 2 * d),
-                &l.l2_w,
-                lp[3].as_ref(),
-                Some(l.l2_b),
-                Act::None,
-                Some(h),
-                r,
-                (&mut *qb, &mut *qs),
-            );
+            let q = (&mut *qb, &mut *qs);
+            let f_in = Input::rows(ff, p, 2 * d);
+            let (w, b) = (&l.l2_w, Some(l.l2_b));
+            lin(kern, f_in, w, lp[3].as_ref(), b, Act::None, Some(h), r, q);
             prof!(7);
-            norm(kern, r, l.n2_w, l.n2_b, h, p, d);
+            ops::layernorm(kern, r, l.n2_w, l.n2_b, h, p, d);
             prof!(5);
         }
 
         // Attention pooling.
-        let pool_w = &self.consts[..d];
-        #[cfg(target_arch = "x86_64")]
-        let pooled = if kern.is_vnni16() && p <= 16 {
-            assert!(h.len() >= p * d && scores.len() >= p && z.len() >= d);
-            // SAFETY: Vnni16 exists only where AVX-512 was detected; lengths checked above.
-            unsafe { crate::vnni::pool(h, pool_w, self.pool_b, p, d, scores, z) };
-            true
-        } else {
-            false
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let pooled = false;
-        let mut mx = f32::NEG_INFINITY;
-        for t in 0..p * usize::from(!pooled) {
-            let s = dot(&h[t * d..(t + 1) * d], pool_w) + self.pool_b;
-            scores[t] = s;
-            mx = mx.max(s);
-        }
-        if !pooled {
-            let mut sum = 0.0;
-            for s in scores[..p].iter_mut() {
-                *s = math::exp(*s - mx);
-                sum += *s;
-            }
-            for s in scores[..p].iter_mut() {
-                *s /= sum;
-            }
-            z.fill(0.0);
-            for t in 0..p {
-                let a = scores[t];
-                for (o, v) in z.iter_mut().zip(&h[t * d..(t + 1) * d]) {
-                    *o += a * v;
-                }
-            }
-        }
-
+        ops::pool(kern, h, &self.consts[..d], self.pool_b, p, d, scores, z);
         prof!(8);
-        // Head.
+
+        // Head: kp0 = sigmoid(W3 · GELU(W0 · z + b0) + b3).
         let hp = 1 + 4 * cfg.layers;
+        let q = (&mut *qb, &mut *qs);
+        let z_in = Input::rows(z, 1, d);
         lin(
             kern,
-            Input::rows(z, 1, d),
+            z_in,
             &self.h0_w,
             pk[hp].as_ref(),
             Some(self.h0_b),
             Act::Gelu,
             None,
             u,
-            (&mut *qb, &mut *qs),
+            q,
         );
+        let q = (&mut *qb, &mut *qs);
+        let u_in = Input::rows(u, 1, d);
+        let (w, b) = (&self.h3_w, Some(self.h3_b));
         lin(
             kern,
-            Input::rows(u, 1, d),
-            &self.h3_w,
+            u_in,
+            w,
             pk[hp + 1].as_ref(),
-            Some(self.h3_b),
+            b,
             Act::None,
             None,
             kp0,
-            (&mut *qb, &mut *qs),
+            q,
         );
         for v in kp0.iter_mut() {
             *v = math::sigmoid(*v);
         }
-
         prof!(9);
+
+        // Skeleton-graph refinement (folded input layer, two graph layers, tanh output).
         let Some(gr) = &self.graph else {
             out.copy_from_slice(kp0);
             return Ok(());
@@ -688,16 +558,18 @@ impl<'m, 'p> Runtime<'m, 'p> {
         let (fa, rest) = rest.split_at_mut(JOINTS * g);
         let (fb, rest) = rest.split_at_mut(JOINTS * g);
         let gt = &mut rest[..OUTPUTS];
+        let q = (&mut *qb, &mut *qs);
+        let z_in = Input::rows(z, 1, d);
         lin(
             kern,
-            Input::rows(z, 1, d),
+            z_in,
             &gr.wz,
             pk[hp + 2].as_ref(),
             None,
             Act::None,
             None,
             gu,
-            (&mut *qb, &mut *qs),
+            q,
         );
         let cj = &self.consts[d..d + JOINTS * g];
         let (wk0, wk1) = self.consts[d + JOINTS * g..d + (JOINTS + 2) * g].split_at(g);
@@ -714,281 +586,28 @@ impl<'m, 'p> Runtime<'m, 'p> {
         prof!(10);
         for li in 0..2 {
             // m = Â f (into fb), then f = ReLU(m W + b) (into fa).
-            #[cfg(target_arch = "x86_64")]
-            if kern.is_vnni16() {
-                assert!(fa.len() >= JOINTS * g && fb.len() >= JOINTS * g);
-                // SAFETY: Vnni16 exists only where AVX-512 was detected; neighbour indices are
-                // joints (< 17) and the lengths are checked above.
-                unsafe { crate::vnni::graph_mix(fa, fb, g, &NEIGHBOURS) };
-            }
-            for (i, (nb, cnt)) in NEIGHBOURS.iter().enumerate() {
-                #[cfg(target_arch = "x86_64")]
-                if kern.is_vnni16() {
-                    break;
-                }
-                let a = 1.0 / *cnt as f32;
-                let m = &mut fb[i * g..(i + 1) * g];
-                let f0 = &fa[nb[0] * g..(nb[0] + 1) * g];
-                for (o, v) in m.iter_mut().zip(f0) {
-                    *o = a * v;
-                }
-                for &j in &nb[1..*cnt] {
-                    let fj = &fa[j * g..(j + 1) * g];
-                    for (o, v) in m.iter_mut().zip(fj) {
-                        *o += a * v;
-                    }
-                }
-            }
+            ops::graph_mix(kern, fa, fb, g, &NEIGHBOURS);
             prof!(11);
+            let q = (&mut *qb, &mut *qs);
+            let m_in = Input::rows(fb, JOINTS, g);
+            let (w, b) = (&gr.layer_w[li], Some(gr.layer_b[li]));
             lin(
                 kern,
-                Input::rows(fb, JOINTS, g),
-                &gr.layer_w[li],
+                m_in,
+                w,
                 pk[hp + 3 + li].as_ref(),
-                Some(gr.layer_b[li]),
+                b,
                 Act::Relu,
                 None,
                 fa,
-                (&mut *qb, &mut *qs),
+                q,
             );
             prof!(12);
         }
         let wo = &self.consts[d + (JOINTS + 2) * g..d + (JOINTS + 4) * g];
-        #[cfg(target_arch = "x86_64")]
-        if kern.is_vnni16() {
-            assert!(fa.len() >= JOINTS * g && gr.out_b.len() >= 2 && JOINTS <= 24);
-            // SAFETY: Vnni16 exists only where AVX-512 was detected; lengths checked above
-            // (wo is 2·g, kp0 and out 34).
-            unsafe { crate::vnni::graph_out(fa, wo, g, gr.out_b, kp0, GRAPH_SCALE, out) };
-            prof!(13);
-            return Ok(());
-        }
-        for j in 0..JOINTS {
-            let fj = &fa[j * g..(j + 1) * g];
-            gt[2 * j] = dot(fj, &wo[..g]) + gr.out_b[0];
-            gt[2 * j + 1] = dot(fj, &wo[g..]) + gr.out_b[1];
-        }
-        for ((o, t), k) in out.iter_mut().zip(gt.iter()).zip(kp0.iter()) {
-            *o = k + GRAPH_SCALE * math::tanh(*t);
-        }
+        ops::graph_out(kern, fa, wo, g, gr.out_b, kp0, GRAPH_SCALE, gt, out);
         prof!(13);
         Ok(())
-    }
-}
-
-/// LayerNorm of `rows` rows of `d` (the AVX-512 version on the int16 path, the same values).
-#[inline(always)]
-fn norm(kern: Kernel, x: &[f32], g: &[f32], b: &[f32], y: &mut [f32], rows: usize, d: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if kern.is_vnni16() {
-        assert!(x.len() >= rows * d && y.len() >= rows * d && g.len() >= d && b.len() >= d);
-        // SAFETY: Vnni16 exists only where AVX-512 was detected; lengths checked above.
-        unsafe { crate::vnni::layernorm(x, g, b, y, rows, d) };
-        return;
-    }
-    let _ = kern;
-    layernorm(x, g, b, y, rows, d);
-}
-
-/// One model Linear: on its repacked int16 weights when the kernel packed them (inputs
-/// quantized into `q` first), else the f32 kernels. `x` is row-major (`ks` = 1).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn lin(
-    kern: Kernel,
-    x: Input,
-    w: &Weights,
-    pk: Option<&Packed>,
-    bias: Option<&[f32]>,
-    act: Act,
-    residual: Option<&[f32]>,
-    y: &mut [f32],
-    q: (&mut [f32], &mut [f32]),
-) {
-    match pk {
-        Some(pk) => {
-            let xq = quantize_rows(kern, x.x, x.tokens, w.rows, x.ts, pk.qx, q.0, q.1);
-            linear_int16(kern, &xq, pk, bias, act, residual, y);
-        }
-        None => linear(kern, x, w, bias, act, residual, y),
-    }
-}
-
-/// Dot product in eight lanes (lane `l` sums elements `l, l+8, ...`), lanes added pairwise,
-/// then the tail: the same order on every path, and vectorisable.
-#[inline(always)]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let mut acc = [0.0f32; 8];
-    let (ac, bc) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut s = lanes_sum(&acc);
-    for (x, y) in ar.iter().zip(br) {
-        s += x * y;
-    }
-    s
-}
-
-/// Sum of `xs` in eight lanes, as [`dot`].
-#[inline(always)]
-pub(crate) fn sum8(xs: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let c = xs.chunks_exact(8);
-    let r = c.remainder();
-    for x in c {
-        for l in 0..8 {
-            acc[l] += x[l];
-        }
-    }
-    let mut s = lanes_sum(&acc);
-    for x in r {
-        s += x;
-    }
-    s
-}
-
-#[inline(always)]
-fn lanes_sum(a: &[f32; 8]) -> f32 {
-    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
-}
-
-/// Scratch of [`attention`].
-struct AttnBufs<'a> {
-    /// One head's keys, transposed and zero-padded: `[dh, pp]`.
-    kt: &'a mut [f32],
-    /// Scores / probabilities `[p, pp]`.
-    s: &'a mut [f32],
-    /// One head's values `[p, dh]`.
-    vh: &'a mut [f32],
-    /// One head's context `[p, dh]`.
-    ch: &'a mut [f32],
-}
-
-/// Multi-head self-attention over the `p` tokens of `qkv [p, 3d]` into `ctx [p, d]`. Per
-/// head, `S = Q·Kᵀ` and `C = softmax(S)·V` run on the Linear kernel (keys transposed and
-/// padded to a multiple of 8 columns, values copied contiguous); the softmax is elementwise.
-#[inline(always)]
-fn attention(
-    kern: Kernel,
-    qkv: &[f32],
-    ctx: &mut [f32],
-    b: AttnBufs,
-    p: usize,
-    d: usize,
-    heads: usize,
-) {
-    let dh = d / heads;
-    let pp = p.div_ceil(8) * 8;
-    let scale = 1.0 / math::sqrt(dh as f32);
-    let (kt, s, vh, ch) = (
-        &mut b.kt[..dh * pp],
-        &mut b.s[..p * pp],
-        &mut b.vh[..p * dh],
-        &mut b.ch[..p * dh],
-    );
-    kt.fill(0.0);
-    // The int16 path on AVX-512: both products in dedicated kernels (the same roundings as the
-    // portable Linear, so still equal to `portable_int16`), reading Q and V in place.
-    #[cfg(target_arch = "x86_64")]
-    if kern.is_vnni16() && p <= 16 && dh <= 64 {
-        for h in 0..heads {
-            for j in 0..p {
-                let k = &qkv[j * 3 * d + d + h * dh..j * 3 * d + d + (h + 1) * dh];
-                for (t, &v) in k.iter().enumerate() {
-                    kt[t * pp + j] = v;
-                }
-            }
-            assert!(qkv.len() >= p * 3 * d && ctx.len() >= p * d);
-            // SAFETY: Vnni16 exists only where AVX-512 was detected; q rows i < p at
-            // i·3d + h·dh + t (t < dh), values at j·3d + 2d + h·dh + c (c < dh), ctx rows at
-            // i·d + h·dh + c all lie inside the checked lengths; kt and s are [dh, pp], [p, pp].
-            unsafe {
-                crate::vnni::attn_scores(
-                    qkv[h * dh..].as_ptr(),
-                    3 * d,
-                    kt.as_ptr(),
-                    pp,
-                    dh,
-                    p,
-                    s.as_mut_ptr(),
-                );
-            }
-            // SAFETY: as above; s is [p, pp] with p ≤ 16.
-            unsafe { crate::vnni::softmax_rows(s, p, pp, scale) };
-            unsafe {
-                crate::vnni::attn_context(
-                    s.as_ptr(),
-                    pp,
-                    qkv[2 * d + h * dh..].as_ptr(),
-                    3 * d,
-                    dh,
-                    p,
-                    ctx[h * dh..].as_mut_ptr(),
-                    d,
-                );
-            }
-        }
-        return;
-    }
-    for h in 0..heads {
-        for j in 0..p {
-            let k = &qkv[j * 3 * d + d + h * dh..j * 3 * d + d + (h + 1) * dh];
-            for (t, &v) in k.iter().enumerate() {
-                kt[t * pp + j] = v;
-            }
-            vh[j * dh..(j + 1) * dh].copy_from_slice(
-                &qkv[j * 3 * d + 2 * d + h * dh..j * 3 * d + 2 * d + (h + 1) * dh],
-            );
-        }
-        let q = Input {
-            x: &qkv[h * dh..],
-            tokens: p,
-            ts: 3 * d,
-            ks: 1,
-        };
-        let kw = Weights {
-            rows: dh,
-            cols: pp,
-            data: TensorData::F32(kt),
-        };
-        linear(kern, q, &kw, None, Act::None, None, s);
-        softmax_rows(s, p, pp, scale);
-        let vw = Weights {
-            rows: p,
-            cols: dh,
-            data: TensorData::F32(vh),
-        };
-        let a = Input {
-            x: s,
-            tokens: p,
-            ts: pp,
-            ks: 1,
-        };
-        linear(kern, a, &vw, None, Act::None, None, ch);
-        for i in 0..p {
-            ctx[i * d + h * dh..i * d + (h + 1) * dh].copy_from_slice(&ch[i * dh..(i + 1) * dh]);
-        }
-    }
-}
-
-/// Softmax of `scores · scale` over the first `p` columns of each row of `s [p, pp]`.
-#[inline(always)]
-fn softmax_rows(s: &mut [f32], p: usize, pp: usize, scale: f32) {
-    for row in s.chunks_exact_mut(pp) {
-        let row = &mut row[..p];
-        let mx = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-        for v in row.iter_mut() {
-            *v = math::exp(*v * scale - mx);
-        }
-        let inv = 1.0 / sum8(row);
-        for v in row.iter_mut() {
-            *v *= inv;
-        }
     }
 }
 

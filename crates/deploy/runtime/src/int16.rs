@@ -2,7 +2,8 @@
 //! [`crate::Runtime::new`], into caller memory) as int16 pairs in the layout the AVX-512 VNNI
 //! kernel reads (`vpdpwssd`), each token's inputs quantized to int16 (one max-abs scale per
 //! token), exact int32 sums, then the f32 epilogue. This module owns the repacking, the
-//! activation quantizers and the portable reference Linear ([`crate::Kernel::portable_int16`]);
+//! activation quantizers and the portable reference Linear ([`crate::Kernel::portable_int16`],
+//! the `PortableInt16` micro-kernel);
 //! the AVX-512 versions are in `vnni.rs` and compute the same values.
 //!
 //! Weights: int8 and int4 codes are widened exactly (their scales kept). f32 weights are
@@ -28,6 +29,7 @@
 
 use crate::format::TensorData;
 use crate::kernels::{Act, Weights};
+use crate::tile::MicroKernel;
 
 /// Largest int16 code of an activation or f32 weight.
 pub const QMAX: f32 = 32767.0;
@@ -277,7 +279,8 @@ pub(crate) fn embed_scale(lo: f32, hi: f32, mean: f32, inv: f32, qx: f32) -> (f3
 }
 
 /// The reference int16 Linear: exact int32 sums, then the epilogue
-/// `act(sum · (sx_t · s_c) + bias_c) (+ residual)`.
+/// `act(sum · (sx_t · s_c) + bias_c) (+ residual)` ([`PortableInt16`] under the generic
+/// tiling loop).
 pub(crate) fn linear_portable(
     x: &QInput,
     w: &Packed,
@@ -286,9 +289,53 @@ pub(crate) fn linear_portable(
     residual: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    let cols = w.cols;
-    for t in 0..x.tokens {
-        for c in 0..cols {
+    assert!(y.len() >= x.tokens * w.cols);
+    let ctx = PortableCtx {
+        x,
+        w,
+        bias,
+        act,
+        residual,
+        y: y.as_mut_ptr(),
+    };
+    // SAFETY: plain Rust; `y` holds `tokens · cols` values (asserted), every tile's row.
+    unsafe { crate::tile::run::<PortableInt16>(&ctx, x.tokens, 0, w.cols) };
+}
+
+/// What a [`PortableInt16`] tile reads and writes (`y` is `[tokens, cols]`, row-major).
+pub(crate) struct PortableCtx<'a> {
+    x: &'a QInput<'a>,
+    w: &'a Packed<'a>,
+    bias: Option<&'a [f32]>,
+    act: Act,
+    residual: Option<&'a [f32]>,
+    y: *mut f32,
+}
+
+/// The portable int16 micro-kernel: one token × every column of the range, each output an
+/// exact int32 dot product over the pairs.
+pub(crate) struct PortableInt16<'a>(core::marker::PhantomData<&'a ()>);
+
+impl<'a> MicroKernel for PortableInt16<'a> {
+    type Ctx = PortableCtx<'a>;
+    const MR: usize = 1;
+    const LANES: usize = 1;
+    const WIDTHS: &'static [usize] = &[1];
+    const WIDTHS_ONE: &'static [usize] = &[1];
+
+    /// The whole rest of the row.
+    #[inline(always)]
+    fn vectors(left: usize, _one_token: bool) -> usize {
+        left
+    }
+
+    #[inline(always)]
+    unsafe fn tile(cx: &PortableCtx<'a>, t: usize, _r: usize, c0: usize, n: usize) {
+        let (x, w, cols) = (cx.x, cx.w, cx.w.cols);
+        // SAFETY: the tile's contract: token t, columns c0..c0+n lie inside `y [tokens, cols]`.
+        let yr = unsafe { core::slice::from_raw_parts_mut(cx.y.add(t * cols + c0), n) };
+        for (i, o) in yr.iter_mut().enumerate() {
+            let c = c0 + i;
             let mut acc = 0i32;
             for j in 0..w.pairs() {
                 let a = x.q[t * x.ts + j * x.js].to_bits();
@@ -297,13 +344,13 @@ pub(crate) fn linear_portable(
                 let hi = ((a >> 16) as u16 as i16 as i32) * ((b >> 16) as u16 as i16 as i32);
                 acc = acc.wrapping_add(lo).wrapping_add(hi);
             }
-            let mut v = acc as f32 * (x.sx[t] * w.scales[c]) + bias.map_or(0.0, |b| b[c]);
-            v = match act {
+            let mut v = acc as f32 * (x.sx[t] * w.scales[c]) + cx.bias.map_or(0.0, |b| b[c]);
+            v = match cx.act {
                 Act::None => v,
                 Act::Gelu => crate::math::gelu(v),
                 Act::Relu => v.max(0.0),
             };
-            y[t * cols + c] = match residual {
+            *o = match cx.residual {
                 Some(r) => v + r[t * cols + c],
                 None => v,
             };

@@ -1,14 +1,20 @@
-//! The compute kernels and their run-time selection: a token-major Linear over f32, int8 or
-//! int4 weights stored `[in, out]` with a fused epilogue (per-column scale, bias, GELU/ReLU,
-//! residual), portable, AVX2+FMA and AVX-512 ([`linear`], exact f32), and the int16
-//! fixed-point Linear over repacked weights ([`linear_int16`], [`quantize_rows`],
-//! [`quantize_standardised`]; portable reference and AVX-512 VNNI, see [`crate::int16`]).
+//! The Linear's dispatcher and the public kernel API: [`Kernel`] (which paths this CPU has,
+//! from `csipose-cpu`), the token-major Linear over f32, int8 or int4 weights stored
+//! `[in, out]` with a fused epilogue (per-column scale, bias, GELU/ReLU, residual:
+//! [`linear`], exact f32), the int16 fixed-point Linear over repacked weights
+//! ([`linear_int16`], [`quantize_rows`], [`quantize_standardised`]; see [`crate::int16`]),
+//! and LayerNorm.
 //!
-//! CPU detection is `csipose-cpu`'s (without `std`: `cpuid` plus `xgetbv`, shared with the
-//! attention kernels).
+//! Per matrix the dispatcher picks a micro-kernel for the generic tiling loop
+//! (`tile.rs`): AVX-512 for every column, except f32 weights whose column count is 8
+//! mod 16 (the AVX2 kernel covers them without a masked tail, measured faster); AVX2+FMA for
+//! the columns up to a multiple of 8 with the portable micro-kernel (`Portable`, here)
+//! finishing the rest; the portable one alone elsewhere. int16 Linears run the VNNI
+//! micro-kernel or the portable int16 reference.
 
 use crate::format::{TensorData, TensorView};
 use crate::int16::{Packed, QInput};
+use crate::tile::MicroKernel;
 
 /// Which kernels a forward pass uses. Only constructible for a path this CPU supports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,6 +146,21 @@ impl Kernel {
         matches!(self.0, Path::Avx512 | Path::Vnni16)
     }
 
+    /// Runs `f` compiled for this path's vector instruction set: on the AVX2 and AVX-512
+    /// paths with AVX2+FMA enabled, so the forward's elementwise loops and reductions (written
+    /// lane-wise, without reassociation) vectorise 8 wide; Rust contracts no multiply-add into
+    /// an FMA, so they compute the portable path's values.
+    #[inline(always)]
+    pub(crate) fn vectorised<R>(self, f: impl FnOnce() -> R) -> R {
+        #[cfg(target_arch = "x86_64")]
+        if self.is_avx2() {
+            // SAFETY: every path for which is_avx2 holds exists only where AVX2+FMA were
+            // detected.
+            return unsafe { with_avx2_fma(f) };
+        }
+        f()
+    }
+
     /// Whether the model's Linears run in int16 fixed point on repacked weights.
     pub fn int16(&self) -> bool {
         match self.0 {
@@ -149,6 +170,16 @@ impl Kernel {
             _ => false,
         }
     }
+}
+
+/// `f()` compiled with AVX2+FMA (what [`Kernel::vectorised`] inlines it into).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn with_avx2_fma<R>(f: impl FnOnce() -> R) -> R {
+    f()
 }
 
 /// A Linear weight matrix `[rows = in, cols = out]`, row-major, f32 or quantized.
@@ -262,24 +293,26 @@ pub fn linear(
         assert!(r.len() >= n * cols, "linear: residual too short");
     }
     #[cfg(target_arch = "x86_64")]
-    if kern.is_avx512() {
-        // SAFETY: the Avx512 and Vnni16 paths exists only where AVX-512 F/BW/VL were detected; the asserts
-        // above bound every index.
-        let done = unsafe { crate::avx512::linear(x, w, bias, act, residual, y) };
-        if done == cols {
+    {
+        // Per matrix: AVX-512 for all columns, except f32 weights with 8 mod 16 columns,
+        // which the AVX2 kernel covers without a masked tail and measured faster.
+        let f32_8mod16 = matches!(w.data, TensorData::F32(_)) && cols % 16 == 8;
+        if kern.is_avx512() && !f32_8mod16 {
+            // SAFETY: the Avx512 and Vnni16 paths exist only where AVX-512 F/BW/VL and
+            // AVX2+FMA were detected; the asserts above bound every index.
+            unsafe { crate::avx512::linear(x, w, bias, act, residual, y) };
             return;
         }
-    }
-    #[cfg(target_arch = "x86_64")]
-    if kern.is_avx2() {
-        // SAFETY: a Kernel with the Avx2 path exists only where the CPU supports AVX2+FMA;
-        // the asserts above bound every index the kernel uses.
-        // The int16 path sums its f32 products (attention) as the portable kernel does, so
-        // that it equals its reference `portable_int16` bit for bit.
-        let no_fma = kern.0 == Path::Vnni16;
-        let done = unsafe { crate::avx2::linear(no_fma, x, w, bias, act, residual, y) };
-        linear_portable(x, w, bias, act, residual, y, done, cols);
-        return;
+        if kern.is_avx2() {
+            // The int16 path sums its f32 products (attention) as the portable kernel does,
+            // so that it equals its reference `portable_int16` bit for bit.
+            let no_fma = kern.0 == Path::Vnni16;
+            // SAFETY: a Kernel with an AVX2 path exists only where the CPU supports
+            // AVX2+FMA; the asserts above bound every index the kernel uses.
+            let done = unsafe { crate::avx2::linear(no_fma, x, w, bias, act, residual, y) };
+            linear_portable(x, w, bias, act, residual, y, done, cols);
+            return;
+        }
     }
     let _ = kern;
     linear_portable(x, w, bias, act, residual, y, 0, cols);
@@ -411,9 +444,7 @@ pub fn quantize_standardised<'q>(
     }
 }
 
-/// Portable Linear over columns `c0..c1` (per output, the same k-ascending summation as the
-/// SIMD version): each token's outputs accumulate in `y` row by row of the weights, so the
-/// inner loop is contiguous and vectorises.
+/// Portable Linear over columns `c0..c1` ([`Portable`] under the generic tiling loop).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn linear_portable(
     x: Input,
@@ -428,9 +459,55 @@ pub(crate) fn linear_portable(
     if c0 >= c1 {
         return;
     }
-    let cols = w.cols;
-    for t in 0..x.tokens {
-        let yr = &mut y[t * cols + c0..t * cols + c1];
+    assert!(y.len() >= x.tokens * w.cols && c1 <= w.cols);
+    let ctx = PortableCtx {
+        x,
+        w,
+        bias,
+        act,
+        residual,
+        y: y.as_mut_ptr(),
+    };
+    // SAFETY: plain Rust; `y` holds `tokens · cols` values (asserted), which covers every
+    // tile of columns `c0..c1`.
+    unsafe { crate::tile::run::<Portable>(&ctx, x.tokens, c0, c1) };
+}
+
+/// What a [`Portable`] tile reads and writes (`y` is `[tokens, cols]`, row-major).
+pub(crate) struct PortableCtx<'a> {
+    x: Input<'a>,
+    w: &'a Weights<'a>,
+    bias: Option<&'a [f32]>,
+    act: Act,
+    residual: Option<&'a [f32]>,
+    y: *mut f32,
+}
+
+/// The portable f32 micro-kernel: one token × every column of the range (the tiling loop
+/// hands it whole rows): per output the same k-ascending summation as the SIMD kernels, each
+/// token's outputs accumulating in `y` row by row of the weights, so the inner loop is
+/// contiguous and vectorises.
+pub(crate) struct Portable<'a>(core::marker::PhantomData<&'a ()>);
+
+impl<'a> MicroKernel for Portable<'a> {
+    type Ctx = PortableCtx<'a>;
+    const MR: usize = 1;
+    const LANES: usize = 1;
+    const WIDTHS: &'static [usize] = &[1];
+    const WIDTHS_ONE: &'static [usize] = &[1];
+
+    /// The whole rest of the row.
+    #[inline(always)]
+    fn vectors(left: usize, _one_token: bool) -> usize {
+        left
+    }
+
+    #[inline(always)]
+    unsafe fn tile(cx: &PortableCtx<'a>, t: usize, _r: usize, c0: usize, n: usize) {
+        let (x, w, cols) = (&cx.x, cx.w, cx.w.cols);
+        let c1 = c0 + n;
+        // SAFETY: the tile's contract: token t, columns c0..c1 lie inside `y [tokens, cols]`.
+        let yr = unsafe { core::slice::from_raw_parts_mut(cx.y.add(t * cols + c0), n) };
         yr.fill(0.0);
         for k in 0..w.rows {
             let xv = x.at(t, k);
@@ -471,8 +548,8 @@ pub(crate) fn linear_portable(
         }
         for (i, o) in yr.iter_mut().enumerate() {
             let c = c0 + i;
-            let v = epilogue(*o, w.scale(c), bias.map_or(0.0, |b| b[c]), act);
-            *o = match residual {
+            let v = epilogue(*o, w.scale(c), cx.bias.map_or(0.0, |b| b[c]), cx.act);
+            *o = match cx.residual {
                 Some(r) => v + r[t * cols + c],
                 None => v,
             };

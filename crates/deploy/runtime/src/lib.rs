@@ -5,6 +5,12 @@
 //! present, and its portable reference). The int16 kernels keep an int16 working copy of the
 //! int8/int4 weights in the caller's constants buffer ([`Runtime::consts_len_for`]; the file
 //! itself stays borrowed and untouched).
+//!
+//! Layers, top to bottom: [`forward`] is the sequence of operations; `ops` dispatches each on
+//! the [`Kernel`]; [`kernels`] picks a Linear's micro-kernel per matrix; `tile` is the one
+//! tiling loop over the `MicroKernel` trait, implemented once per instruction set (portable
+//! f32 in [`kernels`], portable int16 in [`int16`], `avx2`, `avx512`, `vnni`); CPU features
+//! come from `csipose-cpu`, shared with the attention crate.
 #![no_std]
 
 #[cfg(target_arch = "x86_64")]
@@ -16,6 +22,9 @@ pub mod forward;
 pub mod int16;
 pub mod kernels;
 pub mod math;
+mod ops;
+pub mod profile;
+mod tile;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
 

@@ -156,14 +156,27 @@ fn nano_int4_int16_activations_match_engine() {
     engine_agreement_with("nano", 4, false, int16_kernel());
 }
 
-/// (fast path, its reference) pairs available on this CPU.
-fn pairs() -> Vec<(Kernel, Kernel)> {
+/// (fast path, its reference) pairs available on this CPU; prints `SKIPPED` for each path
+/// this CPU lacks (its comparison does not run here).
+fn pairs(test: &str) -> Vec<(Kernel, Kernel)> {
     let mut v: Vec<(Kernel, Kernel)> = simd_kernels()
         .into_iter()
         .map(|k| (k, Kernel::portable()))
         .collect();
     if let Some(k) = Kernel::avx512_vnni16() {
         v.push((k, Kernel::portable_int16()));
+    }
+    for (path, have) in [
+        ("avx2+fma vs portable", Kernel::avx2().is_some()),
+        ("avx512 vs portable", Kernel::avx512().is_some()),
+        (
+            "avx512-vnni-int16 vs portable-int16",
+            Kernel::avx512_vnni16().is_some(),
+        ),
+    ] {
+        if !have {
+            eprintln!("SKIPPED: {test}: {path} (this CPU lacks the instruction set)");
+        }
     }
     v
 }
@@ -185,6 +198,7 @@ fn odd_configs() -> Vec<ModelConfig> {
 
 #[test]
 fn odd_shapes_match_engine_and_portable() {
+    let fast = pairs("odd_shapes_match_engine_and_portable");
     for cfg in odd_configs() {
         let model = Model::new(cfg.clone());
         let params = random_params(&model, 5);
@@ -205,7 +219,7 @@ fn odd_shapes_match_engine_and_portable() {
                     reference_kernel.name()
                 );
             }
-            for (k, r) in pairs() {
+            for &(k, r) in &fast {
                 let simd = run_runtime(&mf, k, &frames, n);
                 let portable = run_runtime(&mf, r, &frames, n);
                 let diff = max_abs_diff(&simd, &portable);
@@ -223,6 +237,7 @@ fn odd_shapes_match_engine_and_portable() {
 
 #[test]
 fn simd_paths_match_portable() {
+    let fast = pairs("simd_paths_match_portable");
     for name in ["nano", "micro"] {
         let cfg = ModelConfig::preset(name).unwrap();
         let model = Model::new(cfg.clone());
@@ -232,7 +247,7 @@ fn simd_paths_match_portable() {
             let mf = ModelFile::parse(file.bytes()).unwrap();
             let n = 200;
             let frames = random_frames(&cfg, n, 17);
-            for (k, r) in pairs() {
+            for &(k, r) in &fast {
                 let simd = run_runtime(&mf, k, &frames, n);
                 let portable = run_runtime(&mf, r, &frames, n);
                 let diff = max_abs_diff(&simd, &portable);
@@ -253,6 +268,10 @@ fn simd_paths_match_portable() {
 #[test]
 fn vnni16_equals_portable_int16_bit_for_bit() {
     let Some(vnni) = Kernel::avx512_vnni16() else {
+        eprintln!(
+            "SKIPPED: vnni16_equals_portable_int16_bit_for_bit: this CPU lacks AVX-512 VNNI \
+             (the int16 VNNI path is not checked here)"
+        );
         return;
     };
     let mut cfgs = odd_configs();

@@ -30,10 +30,15 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn vnni_matches_portable_int16_and_f32() {
-    let Some(vnni) = Kernel::avx512_vnni16() else {
-        eprintln!("no AVX-512 VNNI here: only the portable reference is checked");
-        return;
-    };
+    // Without VNNI the portable reference is still held to the f32 product; the VNNI
+    // comparison is reported skipped.
+    let vnni = Kernel::avx512_vnni16();
+    if vnni.is_none() {
+        eprintln!(
+            "SKIPPED: vnni_matches_portable_int16_and_f32: this CPU lacks AVX-512 VNNI \
+             (the int16 VNNI Linear is not checked here; the portable reference is)"
+        );
+    }
     let portable = Kernel::portable_int16();
     let mut rng = Rng::new(5);
     // (tokens, in, out)
@@ -77,7 +82,7 @@ fn vnni_matches_portable_int16_and_f32() {
             let pk = pack(&w, &mut mem[off..]);
             for act in [Act::None, Act::Gelu, Act::Relu] {
                 let mut outs = vec![];
-                for kern in [vnni, portable] {
+                for kern in vnni.into_iter().chain([portable]) {
                     let mut q = vec![0.0f32; n * k.div_ceil(2)];
                     let mut sx = vec![0.0f32; n];
                     let xq = quantize_rows(kern, &x, n, k, k, pk.qx, &mut q, &mut sx);
@@ -86,15 +91,17 @@ fn vnni_matches_portable_int16_and_f32() {
                     outs.push((q.clone(), y));
                 }
                 // Same int16 activations and outputs bit for bit.
-                assert_eq!(
-                    outs[0].0.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    outs[1].0.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    "{n}x{k}x{c}: quantized activations differ"
-                );
-                assert_eq!(
-                    outs[0].1, outs[1].1,
-                    "{n}x{k}x{c} {act:?}: not bit-identical"
-                );
+                if outs.len() == 2 {
+                    assert_eq!(
+                        outs[0].0.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        outs[1].0.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{n}x{k}x{c}: quantized activations differ"
+                    );
+                    assert_eq!(
+                        outs[0].1, outs[1].1,
+                        "{n}x{k}x{c} {act:?}: not bit-identical"
+                    );
+                }
                 // Against the exact f32 product of the dequantised weights: the activation
                 // rounding is at most half a code of 32767 per token.
                 let mut y32 = vec![0.0f32; n * c];
@@ -107,9 +114,11 @@ fn vnni_matches_portable_int16_and_f32() {
                     Some(&res),
                     &mut y32,
                 );
-                let d = max_abs(&outs[0].1, &y32);
                 let scale = y32.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-                assert!(d <= 1e-4 * scale, "{n}x{k}x{c}: int16 vs f32 {d:e}");
+                for (_, y) in &outs {
+                    let d = max_abs(y, &y32);
+                    assert!(d <= 1e-4 * scale, "{n}x{k}x{c}: int16 vs f32 {d:e}");
+                }
             }
         }
     }
@@ -118,6 +127,10 @@ fn vnni_matches_portable_int16_and_f32() {
 #[test]
 fn embedding_quantizer_matches_portable() {
     let Some(vnni) = Kernel::avx512_vnni16() else {
+        eprintln!(
+            "SKIPPED: embedding_quantizer_matches_portable: this CPU lacks AVX-512 VNNI \
+             (the AVX-512 quantizer is not checked here)"
+        );
         return;
     };
     let mut rng = Rng::new(9);
