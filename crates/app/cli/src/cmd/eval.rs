@@ -103,25 +103,7 @@ pub struct Args {
 /// Joint names of a layout, for the per-joint table.
 pub fn joint_names(layout: KeypointLayout) -> [&'static str; 17] {
     match layout {
-        KeypointLayout::Coco17_2d => [
-            "nose",
-            "left_eye",
-            "right_eye",
-            "left_ear",
-            "right_ear",
-            "left_shoulder",
-            "right_shoulder",
-            "left_elbow",
-            "right_elbow",
-            "left_wrist",
-            "right_wrist",
-            "left_hip",
-            "right_hip",
-            "left_knee",
-            "right_knee",
-            "left_ankle",
-            "right_ankle",
-        ],
+        KeypointLayout::Coco17_2d => csipose_spec::coco::NAMES,
         KeypointLayout::H36m17_3d => [
             "pelvis",
             "right_hip",
