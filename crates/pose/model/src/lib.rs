@@ -2,6 +2,7 @@
 //! layers with explicit forward and backward passes over `gemm`, the whole model's batched
 //! forward/backward, and the seeded RNG the engine and training share.
 
+mod blocks;
 pub mod config;
 pub mod layers;
 pub mod model;
