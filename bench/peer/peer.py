@@ -161,17 +161,19 @@ def train(line_path, out_path):
     seconds = float(os.environ.get("CSIPOSE_BENCH_SECONDS", "3"))
     for i in range(3):
         step(i)
-    rates, cpu0, wall0 = [], time.process_time(), time.perf_counter()
+    rates, cpu0, wall0, total = [], time.process_time(), time.perf_counter(), 0
     for _ in range(5):
         t0, steps = time.perf_counter(), 0
         while time.perf_counter() - t0 < seconds / 5 or steps < 2:
             step(steps)
             steps += 1
+        total += steps
         rates.append(steps * batch / (time.perf_counter() - t0))
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     rates.sort()
     res = {"name": cfg["name"], "torch": torch.__version__, "threads": threads,
            "samples_per_s_median": rates[2], "samples_per_s_best": rates[4],
+           "samples_per_cpu_s_times_threads": total * batch / cpu * threads if cpu > 0 else None,
            "cpu_per_wall": cpu / wall}
     with open(out_path, "w") as f:
         json.dump(res, f)
@@ -225,7 +227,7 @@ def table(results_path):
     print(f"training: batch 64, AdamW, SmoothL1, mixup, dropout, EMA; FMA peak {peak:g} GFLOP/s "
           "per core f32; training FLOPs = 3 x forward matrix-product FLOPs")
     print(f"{'config':<9} {'thr':>3} {'csipose/s':>10} {'%peak':>6} {'torch/s':>9} {'%peak':>6} "
-          f"{'ratio':>6} {'target':>6} | {'ORT us':>7} {'f32 us':>7} {'int8 us':>7} "
+          f"{'ratio':>6} {'cpu-ratio':>9} {'target':>6} | {'ORT us':>7} {'f32 us':>7} {'int8 us':>7} "
           f"{'ORT/f32':>7} {'ORT/int8':>8}")
     for r in rows:
         line = r["csipose_train"]
@@ -238,15 +240,19 @@ def table(results_path):
         ours = line["samples_per_s_median"]
         t = r.get("torch_train")
         theirs = t["samples_per_s_median"] if t else float("nan")
+        ours_cpu = line.get("samples_per_cpu_s_times_threads") or float("nan")
+        theirs_cpu = (t or {}).get("samples_per_cpu_s_times_threads") or float("nan")
         name = line["config"]["name"]
         target = 3 if name in ("nano", "micro", "tiny", "small") else 2
         ort_us = r.get("ort", {}).get("median_us", float("nan"))
         f32 = r["csipose_f32"]["median_us"]
         i8 = r["csipose_int8"]["median_us"]
         print(f"{name:<9} {thr:>3} {ours:>10.0f} {frac(ours):>5.1f}% {theirs:>9.0f} "
-              f"{frac(theirs):>5.1f}% {ours / theirs:>5.2f}x {target:>5}x | {ort_us:>7.1f} "
+              f"{frac(theirs):>5.1f}% {ours / theirs:>5.2f}x {ours_cpu / theirs_cpu:>8.2f}x {target:>5}x | "
+              f"{ort_us:>7.1f} "
               f"{f32:>7.1f} {i8:>7.1f} {ort_us / f32:>6.2f}x {ort_us / i8:>7.2f}x")
-    print("ratio = csipose / PyTorch samples/s (median of five windows); ORT/x = ONNX Runtime "
+    print("ratio = csipose / PyTorch samples/s (median of five windows); cpu-ratio = the same "
+          "per CPU-second of each process (what counts on a shared machine); ORT/x = ONNX Runtime "
           "1-thread batch-1 median latency / csipose's (latency target 3x)")
     for r in rows:
         line, t = r["csipose_train"], r.get("torch_train")
