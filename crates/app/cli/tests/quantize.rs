@@ -88,10 +88,8 @@ fn quantize_fp32_int8_and_int4_qat() {
         "{out}"
     );
     assert!(file("m4.qat").join("checkpoint.safetensors").exists());
-    let raw = std::fs::read(file("m4.csm")).unwrap();
-    let buf = csipose_quantize::aligned(&raw);
-    let f = csipose_runtime::ModelFile::parse(csipose_quantize::aligned_bytes(&buf, raw.len()))
-        .unwrap();
+    let buf = csipose_files::AlignedBytes::read(&file("m4.csm")).unwrap();
+    let f = csipose_runtime::ModelFile::parse(buf.bytes()).unwrap();
     assert_eq!(f.precision(), csipose_runtime::Dtype::I4);
     let b = csipose_quantize::breakdown(&f);
     assert_eq!(b.f32_values + b.quantized_values, cfg.param_count());

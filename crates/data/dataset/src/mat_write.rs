@@ -135,11 +135,6 @@ pub fn mat_bytes(vars: &[MatVar], compress: bool) -> Vec<u8> {
     out
 }
 
-/// Writes a `.mat` file to `w`.
-pub fn write_mat<W: Write>(w: &mut W, vars: &[MatVar], compress: bool) -> std::io::Result<()> {
-    w.write_all(&mat_bytes(vars, compress))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,11 +23,11 @@ pub struct PoseLayout {
 }
 
 impl PoseLayout {
-    /// COCO-17 2D: right shoulder 6, left hip 11.
+    /// COCO-17 2D: right shoulder 6, left hip 11 ([`csipose_spec::coco::TORSO`]).
     pub const COCO17_2D: PoseLayout = PoseLayout {
-        joints: 17,
+        joints: csipose_spec::coco::JOINTS,
         dims: 2,
-        torso: (6, 11),
+        torso: csipose_spec::coco::TORSO,
     };
     /// Human3.6M-17 3D: right shoulder 14, left hip 4.
     pub const H36M17_3D: PoseLayout = PoseLayout {

@@ -7,26 +7,6 @@ use crate::sequence::Sequence;
 use csipose_png::encode_rgb;
 use plotters::prelude::*;
 
-/// COCO-17 bones.
-pub const COCO_BONES: [(usize, usize); 16] = [
-    (5, 7),
-    (7, 9),
-    (6, 8),
-    (8, 10),
-    (5, 6),
-    (5, 11),
-    (6, 12),
-    (11, 12),
-    (11, 13),
-    (13, 15),
-    (12, 14),
-    (14, 16),
-    (0, 1),
-    (0, 2),
-    (1, 3),
-    (2, 4),
-];
-
 /// A perceptually ordered colour map (dark blue → teal → yellow), t in [0, 1].
 fn colormap(t: f64) -> RGBColor {
     let stops = [
@@ -124,7 +104,7 @@ pub fn render(seq: &Sequence, antennas: usize, subcarriers: usize, packets: usiz
                 .expect("draw");
             let kp = &seq.pixels[f * 34..(f + 1) * 34];
             let at = |j: usize| ((ox + kp[2 * j] * s) as i32, (oy + kp[2 * j + 1] * s) as i32);
-            for (a, b) in COCO_BONES {
+            for (a, b) in csipose_spec::coco::DRAWN_BONES {
                 panel
                     .draw(&PathElement::new(vec![at(a), at(b)], BLACK.stroke_width(3)))
                     .expect("draw");

@@ -275,7 +275,7 @@ impl Simulator {
                 // they leave the amplitude alone but make the raw phase look like a NIC's.
                 let cpo = noise.range(0.0, std::f64::consts::TAU);
                 let sto = noise.range(-0.15, 0.15);
-                let lost = dropped_packets + 1 < np && noise.f64() < cfg.packet_dropout;
+                let lost = dropped_packets + 1 < np && noise.uniform() < cfg.packet_dropout;
                 if lost {
                     dropped_packets += 1;
                 }
@@ -292,7 +292,7 @@ impl Simulator {
                     ch.packet(a, &scatter, &shadow, &mut att, &mut re, &mut im);
                     for (s, &k) in sub_grid.iter().enumerate() {
                         let idx = (a * ns + s) * np + pk;
-                        if lost || noise.f64() < cfg.subcarrier_dropout {
+                        if lost || noise.uniform() < cfg.subcarrier_dropout {
                             amp[idx] = f64::INFINITY;
                             phase[idx] = 0.0;
                             // Keep the noise stream aligned whether or not a value is lost.

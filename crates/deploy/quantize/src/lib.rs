@@ -13,7 +13,7 @@
 use anyhow::{bail, Context, Result};
 use csipose_model::config::Layout;
 use csipose_model::ModelConfig;
-use csipose_runtime::format::{self, Config, ModelFile, TensorData, TensorIn, TensorSlot};
+use csipose_runtime::format::{self, Config, ModelFile, TensorData, TensorIn};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
@@ -145,7 +145,7 @@ impl Spec {
         let layout = cfg.layout();
         for n in &self.keep_f32 {
             match layout.get(n) {
-                Some(t) if is_linear_weight(&t.name, &t.shape) => {}
+                Some(t) if t.linear => {}
                 Some(_) => bail!("{n} is not a Linear weight (it is f32 anyway)"),
                 None => bail!(
                     "{n} is not a tensor of {} (Linear weights: {})",
@@ -153,7 +153,7 @@ impl Spec {
                     layout
                         .tensors
                         .iter()
-                        .filter(|t| is_linear_weight(&t.name, &t.shape))
+                        .filter(|t| t.linear)
                         .map(|t| t.name.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
@@ -162,12 +162,6 @@ impl Spec {
         }
         Ok(())
     }
-}
-
-/// Whether a training-layout tensor is a Linear weight matrix (`[out, in]`), the only kind
-/// the `.csm` format lets us quantize (agrees with `TensorSlot::linear`, checked in tests).
-pub fn is_linear_weight(name: &str, shape: &[usize]) -> bool {
-    shape.len() == 2 && (name.ends_with(".weight") || name.ends_with("in_proj_weight"))
 }
 
 /// One Linear weight in the training layout: `out` rows of `inp` values at `offset`.
@@ -185,7 +179,7 @@ fn quantized_linears(layout: &Layout, spec: &Spec) -> Vec<Linear> {
     layout
         .tensors
         .iter()
-        .filter(|t| is_linear_weight(&t.name, &t.shape) && !spec.keep_f32.contains(&t.name))
+        .filter(|t| t.linear && !spec.keep_f32.contains(&t.name))
         .map(|t| Linear {
             offset: t.offset,
             out: t.shape[0],
@@ -415,7 +409,7 @@ impl Quantized {
         let mut f32_t: Vec<Option<Vec<f32>>> = vec![None; layout.tensors.len()];
         let mut q_t: Vec<Option<(Vec<i8>, &[f32])>> = vec![None; layout.tensors.len()];
         for (i, ts) in layout.tensors.iter().enumerate() {
-            if is_linear_weight(&ts.name, &ts.shape) {
+            if ts.linear {
                 let (out, inp) = (ts.shape[0], ts.shape[1]);
                 let w = &self.params[ts.offset..ts.offset + ts.len];
                 f32_t[i] = Some(transpose(w, out, inp));
@@ -455,50 +449,12 @@ fn transpose<T: Copy + Default>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
     t
 }
 
-/// The `.csm` header configuration of a model configuration.
+/// The `.csm` header configuration of a model configuration (its architecture), after
+/// checking the architecture's bounds.
 pub fn runtime_config(cfg: &ModelConfig) -> Result<Config> {
-    let rc = Config {
-        antennas: cfg.antennas,
-        subcarriers: cfg.subcarriers,
-        packets: cfg.packets,
-        d: cfg.d,
-        layers: cfg.layers,
-        heads: cfg.heads,
-        graph: cfg.graph.unwrap_or(0),
-    };
-    // The slots must be the training layout in order, transposed where Linear.
-    let layout = cfg.layout();
-    let slots: Vec<TensorSlot> = TensorSlot::all(&rc).collect();
-    if slots.len() != layout.tensors.len() {
-        bail!(
-            "{}: the .csm format has {} tensors, the model {}",
-            cfg.name,
-            slots.len(),
-            layout.tensors.len()
-        );
-    }
-    for (s, t) in slots.iter().zip(&layout.tensors) {
-        let lin = is_linear_weight(&t.name, &t.shape);
-        let shape = if lin {
-            (t.shape[1], t.shape[0])
-        } else {
-            (s.rows, s.cols)
-        };
-        if s.to_string() != t.name
-            || s.linear != lin
-            || shape != (s.rows, s.cols)
-            || s.len() != t.len
-        {
-            bail!(
-                "{}: tensor {} does not match the .csm slot {s} [{}, {}]",
-                cfg.name,
-                t.name,
-                s.rows,
-                s.cols
-            );
-        }
-    }
-    Ok(rc)
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("model {}: {e}", cfg.name))?;
+    Ok(cfg.arch())
 }
 
 /// Fake quantisation for quantization-aware training: `Q(w) = code(w)·scale` on the quantized
@@ -634,41 +590,10 @@ pub fn breakdown(file: &ModelFile) -> Breakdown {
     b
 }
 
-/// `bytes` copied to a 4-byte-aligned buffer (the reader borrows f32 tensors in place).
-pub fn aligned(bytes: &[u8]) -> Vec<u32> {
-    let mut v = vec![0u32; bytes.len().div_ceil(4)];
-    let dst = as_bytes_mut(&mut v);
-    dst[..bytes.len()].copy_from_slice(bytes);
-    v
-}
-
-fn as_bytes_mut(v: &mut [u32]) -> &mut [u8] {
-    // SAFETY: u32 storage viewed as bytes; every byte pattern is valid and the length is exact.
-    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, v.len() * 4) }
-}
-
-/// Views the first `len` bytes of an [`aligned`] buffer.
-pub fn aligned_bytes(v: &[u32], len: usize) -> &[u8] {
-    // SAFETY: as above, read-only; `len` is at most the buffer's byte length.
-    let all = unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 4) };
-    &all[..len]
-}
-
 /// Reads a parsed `.csm` back into a model configuration (dropout 0) and its dequantised
 /// parameters in the training layout (`[out, in]` weights), value for value `TensorView::get`.
 pub fn from_model_file(file: &ModelFile) -> Result<(ModelConfig, Vec<f32>)> {
-    let c = file.config;
-    let cfg = ModelConfig {
-        name: file.name().to_string(),
-        antennas: c.antennas,
-        subcarriers: c.subcarriers,
-        packets: c.packets,
-        d: c.d,
-        layers: c.layers,
-        heads: c.heads,
-        graph: (c.graph > 0).then_some(c.graph),
-        dropout: 0.0,
-    };
+    let cfg = ModelConfig::from_arch(file.name(), &file.config, 0.0);
     runtime_config(&cfg)?;
     let layout = cfg.layout();
     let mut p = vec![0.0f32; layout.total];
@@ -694,10 +619,10 @@ pub fn from_model_file(file: &ModelFile) -> Result<(ModelConfig, Vec<f32>)> {
 
 /// Reads and validates a `.csm` file: configuration and dequantised training-layout parameters.
 pub fn from_csm(path: &Path) -> Result<(ModelConfig, Vec<f32>)> {
-    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let buf = aligned(&raw);
-    let file = ModelFile::parse(aligned_bytes(&buf, raw.len()))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let buf = csipose_files::AlignedBytes::read(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let file =
+        ModelFile::parse(buf.bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     from_model_file(&file)
 }
 

@@ -13,7 +13,7 @@ fn small(name: &str) -> (ModelConfig, Vec<f32>) {
     // give the weights some structure: rows of very different magnitude, a few outliers
     let mut rng = Rng::new(5);
     for t in cfg.layout().tensors {
-        if is_linear_weight(&t.name, &t.shape) {
+        if t.linear {
             let (out, inp) = (t.shape[0], t.shape[1]);
             for o in 0..out {
                 let g = (0.2 + 3.0 * rng.uniform()) as f32;
@@ -73,7 +73,7 @@ fn fake_quant_equals_dequantize_and_is_idempotent() {
         // only Linear weights changed, and every one of them did somewhere
         for t in cfg.layout().tensors {
             let r = t.offset..t.offset + t.len;
-            if is_linear_weight(&t.name, &t.shape) {
+            if t.linear {
                 assert_ne!(&a[r.clone()], &p[r], "{} {}", spec.label(), t.name);
             } else {
                 assert_eq!(&a[r.clone()], &p[r], "{} {}", spec.label(), t.name);
@@ -170,7 +170,7 @@ fn straight_through_passes_gradients_except_where_clipped() {
     let mut k = 0;
     for t in &layout.tensors {
         let r = t.offset..t.offset + t.len;
-        if !is_linear_weight(&t.name, &t.shape) {
+        if !t.linear {
             assert!(gm[r.clone()] == g[r], "{}", t.name);
             continue;
         }
@@ -193,8 +193,8 @@ fn straight_through_passes_gradients_except_where_clipped() {
     );
 }
 
-fn parse(bytes: &[u8]) -> (Vec<u32>, usize) {
-    (aligned(bytes), bytes.len())
+fn parse(bytes: &[u8]) -> csipose_files::AlignedBytes {
+    csipose_files::AlignedBytes::copy_from(bytes)
 }
 
 #[test]
@@ -212,8 +212,8 @@ fn csm_round_trip_is_exact() {
             let q = quantize(&cfg, &p, &spec).unwrap();
             let deq = q.dequantize();
             let bytes = q.to_csm().unwrap();
-            let (buf, len) = parse(&bytes);
-            let file = ModelFile::parse(aligned_bytes(&buf, len)).unwrap();
+            let buf = parse(&bytes);
+            let file = ModelFile::parse(buf.bytes()).unwrap();
             assert_eq!(file.name(), name);
             let (cfg2, back) = from_model_file(&file).unwrap();
             assert_eq!(cfg2.layout(), cfg.layout());
@@ -225,7 +225,7 @@ fn csm_round_trip_is_exact() {
             let layout = cfg.layout();
             for (i, ts) in layout.tensors.iter().enumerate() {
                 let t = file.tensor(i);
-                if is_linear_weight(&ts.name, &ts.shape) {
+                if ts.linear {
                     let (out, inp) = (ts.shape[0], ts.shape[1]);
                     assert_eq!((t.slot.rows, t.slot.cols), (inp, out));
                     let (o, k) = (out - 1, inp / 2);

@@ -17,197 +17,23 @@ pub const HEADER_LEN: usize = 64;
 pub const ENTRY_LEN: usize = 32;
 /// Tensor payloads start at multiples of this many bytes (a cache line).
 pub const PAYLOAD_ALIGN: usize = 64;
-/// Keypoints (COCO-17), fixed by the architecture.
-pub const JOINTS: usize = 17;
-/// Width of the learned per-joint embedding of the graph head.
-pub const JOINT_EMBED: usize = 32;
-/// Graph layers of the graph head.
-pub const GRAPH_LAYERS: usize = 2;
-/// Largest number of encoder layers accepted (bounds the tensor table).
-pub const MAX_LAYERS: usize = 64;
-/// Tensors per encoder layer.
-const PER_LAYER: usize = 12;
+pub use csipose_spec::coco::JOINTS;
+pub use csipose_spec::config::{GRAPH_LAYERS, JOINT_EMBED, MAX_LAYERS};
+/// The model hyper-parameters stored in the header (the architecture fixes the rest).
+pub use csipose_spec::PoseConfig as Config;
+pub use csipose_spec::{ConfigError, TensorSlot};
 
-/// Model hyper-parameters stored in the header (the architecture fixes the rest).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Config {
-    /// Receive antennas A.
-    pub antennas: usize,
-    /// Subcarriers S.
-    pub subcarriers: usize,
-    /// Packets (tokens) P.
-    pub packets: usize,
-    /// Model width d.
-    pub d: usize,
-    /// Encoder layers L.
-    pub layers: usize,
-    /// Attention heads H (d must be a multiple).
-    pub heads: usize,
-    /// Graph-head width g; 0 when the model has no graph head.
-    pub graph: usize,
-}
-
-impl Config {
-    /// Values per token (A·S).
-    pub fn token_len(&self) -> usize {
-        self.antennas * self.subcarriers
-    }
-    /// Values per input frame (A·S·P).
-    pub fn frame_len(&self) -> usize {
-        self.token_len() * self.packets
-    }
-    /// FFN width (2d).
-    pub fn ffn(&self) -> usize {
-        2 * self.d
-    }
-    /// Number of tensors of this configuration.
-    pub fn tensor_count(&self) -> usize {
-        3 + PER_LAYER * self.layers
-            + 6
-            + if self.graph > 0 {
-                3 + 2 * GRAPH_LAYERS + 2
-            } else {
-                0
-            }
-    }
-    fn validate(&self) -> Result<(), FormatError> {
-        let bad = |what| Err(FormatError::BadConfig(what));
-        if self.antennas == 0 || self.subcarriers == 0 || self.packets == 0 {
-            return bad("antennas, subcarriers and packets must be non-zero");
-        }
-        if self.d == 0 || self.heads == 0 || self.layers == 0 {
-            return bad("d, heads and layers must be non-zero");
-        }
-        if !self.d.is_multiple_of(self.heads) {
-            return bad("d is not a multiple of heads");
-        }
-        if self.layers > MAX_LAYERS {
-            return bad("more than 64 encoder layers");
-        }
-        if self.token_len() > u32::MAX as usize / 4 || self.d > 16384 || self.graph > 16384 {
-            return bad("dimension too large");
-        }
-        Ok(())
-    }
-}
-
-/// What a tensor is, which decides its stored shape and whether it may be quantized.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TensorSlot {
-    /// PyTorch-style name; `*` stands for [`TensorSlot::layer`].
-    pub name: &'static str,
-    /// Encoder or graph layer index substituted for `*` in the name.
-    pub layer: Option<usize>,
-    /// Stored rows (for a Linear weight: its input width).
-    pub rows: usize,
-    /// Stored columns (for a Linear weight: its output width); 1 for a vector.
-    pub cols: usize,
-    /// Whether this is a Linear weight matrix (stored `[in, out]`, may be int8/int4).
-    pub linear: bool,
-}
-
-impl fmt::Display for TensorSlot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.layer, self.name.split_once('*')) {
-            (Some(l), Some((a, b))) => write!(f, "{a}{l}{b}"),
-            _ => f.write_str(self.name),
-        }
-    }
-}
-
-impl TensorSlot {
-    fn new(
-        name: &'static str,
-        layer: Option<usize>,
-        rows: usize,
-        cols: usize,
-        linear: bool,
-    ) -> Self {
-        TensorSlot {
-            name,
-            layer,
-            rows,
-            cols,
-            linear,
-        }
-    }
-
-    /// The `i`-th tensor of `cfg`, in file (and training-layout) order.
-    pub fn nth(cfg: &Config, i: usize) -> Option<TensorSlot> {
-        let (d, f, p, ff) = (cfg.d, cfg.token_len(), cfg.packets, cfg.ffn());
-        let w = |n, r, c| Some(TensorSlot::new(n, None, r, c, true));
-        let v = |n, r, c| Some(TensorSlot::new(n, None, r, c, false));
-        match i {
-            0 => return w("embed.weight", f, d),
-            1 => return v("embed.bias", d, 1),
-            2 => return v("pos_embed", p, d),
-            _ => {}
-        }
-        let mut i = i - 3;
-        if i < PER_LAYER * cfg.layers {
-            let l = Some(i / PER_LAYER);
-            let (name, r, c, lin) = match i % PER_LAYER {
-                0 => ("encoder.layers.*.self_attn.in_proj_weight", d, 3 * d, true),
-                1 => ("encoder.layers.*.self_attn.in_proj_bias", 3 * d, 1, false),
-                2 => ("encoder.layers.*.self_attn.out_proj.weight", d, d, true),
-                3 => ("encoder.layers.*.self_attn.out_proj.bias", d, 1, false),
-                4 => ("encoder.layers.*.linear1.weight", d, ff, true),
-                5 => ("encoder.layers.*.linear1.bias", ff, 1, false),
-                6 => ("encoder.layers.*.linear2.weight", ff, d, true),
-                7 => ("encoder.layers.*.linear2.bias", d, 1, false),
-                8 => ("encoder.layers.*.norm1.weight", d, 1, false),
-                9 => ("encoder.layers.*.norm1.bias", d, 1, false),
-                10 => ("encoder.layers.*.norm2.weight", d, 1, false),
-                _ => ("encoder.layers.*.norm2.bias", d, 1, false),
-            };
-            return Some(TensorSlot::new(name, l, r, c, lin));
-        }
-        i -= PER_LAYER * cfg.layers;
-        match i {
-            0 => return w("pool.score.weight", d, 1),
-            1 => return v("pool.score.bias", 1, 1),
-            2 => return w("head.0.weight", d, d),
-            3 => return v("head.0.bias", d, 1),
-            4 => return w("head.3.weight", d, 2 * JOINTS),
-            5 => return v("head.3.bias", 2 * JOINTS, 1),
-            _ => {}
-        }
-        let g = cfg.graph;
-        if g == 0 {
-            return None;
-        }
-        i -= 6;
-        match i {
-            0 => v("graph.joint_embed", JOINTS, JOINT_EMBED),
-            1 => w("graph.input.weight", d + JOINT_EMBED + 2, g),
-            2 => v("graph.input.bias", g, 1),
-            _ if i < 3 + 2 * GRAPH_LAYERS => {
-                let l = Some((i - 3) / 2);
-                Some(if (i - 3).is_multiple_of(2) {
-                    TensorSlot::new("graph.layers.*.weight", l, g, g, true)
-                } else {
-                    TensorSlot::new("graph.layers.*.bias", l, g, 1, false)
-                })
-            }
-            _ if i == 3 + 2 * GRAPH_LAYERS => w("graph.output.weight", g, 2),
-            _ if i == 4 + 2 * GRAPH_LAYERS => v("graph.output.bias", 2, 1),
-            _ => None,
-        }
-    }
-
-    /// Every tensor of `cfg` in file order.
-    pub fn all(cfg: &Config) -> impl Iterator<Item = TensorSlot> + '_ {
-        (0..cfg.tensor_count()).map_while(move |i| TensorSlot::nth(cfg, i))
-    }
-
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        self.rows * self.cols
-    }
-
-    /// Whether the tensor has no elements (never, for a valid config).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+/// Header offset of each configuration field (for error messages).
+fn config_offset(field: &str) -> usize {
+    match field {
+        "antennas" => 8,
+        "subcarriers" => 10,
+        "packets" => 12,
+        "d" => 14,
+        "layers" => 16,
+        "heads" => 18,
+        "graph" => 22,
+        _ => 8,
     }
 }
 
@@ -243,8 +69,11 @@ pub enum FormatError {
     BadLength { header: usize, actual: usize },
     /// CRC32 footer mismatch.
     BadCrc { stored: u32, computed: u32 },
-    /// The configuration in the header is impossible (says why).
-    BadConfig(&'static str),
+    /// The configuration in the header is outside the architecture's bounds (says which
+    /// field and why).
+    BadConfig(ConfigError),
+    /// The writer was given a model name longer than 16 bytes.
+    NameTooLong(usize),
     /// Header field at this byte offset holds an invalid value (says which).
     BadHeader { offset: usize, what: &'static str },
     /// The table lists a different number of tensors than the configuration needs.
@@ -293,7 +122,12 @@ impl fmt::Display for FormatError {
                 f,
                 "CRC32 mismatch: footer says {stored:08x}, contents give {computed:08x} (corrupted file)"
             ),
-            BadConfig(w) => write!(f, "invalid model configuration in header: {w}"),
+            BadConfig(e) => write!(
+                f,
+                "invalid model configuration in header (offset {}): {e}",
+                config_offset(e.field)
+            ),
+            NameTooLong(n) => write!(f, "model name is {n} bytes, at most 16 fit"),
             BadHeader { offset, what } => write!(f, "invalid header field at offset {offset}: {what}"),
             TensorCount { expected, found } => write!(
                 f,
@@ -463,7 +297,7 @@ impl<'a> ModelFile<'a> {
             heads: h(18),
             graph: h(22),
         };
-        config.validate()?;
+        config.validate().map_err(FormatError::BadConfig)?;
         if h(20) != config.ffn() {
             return Err(FormatError::BadHeader {
                 offset: 20,
@@ -580,7 +414,7 @@ impl<'a> ModelFile<'a> {
             (_, 2) => slot.cols,
             _ => return Err(bad("quantized tensors need scale kind 1 or 2")),
         };
-        if b[e + 2] as usize != if slot.cols == 1 && !slot.linear { 1 } else { 2 } {
+        if b[e + 2] as usize != slot.stored_rank() {
             return Err(bad("wrong number of dimensions"));
         }
         let off = u32_at(b, e + 12) as usize;
@@ -662,7 +496,7 @@ fn plan(
     tensors: &[TensorIn],
     mut f: impl FnMut(usize, usize, usize, usize, usize),
 ) -> Result<usize, FormatError> {
-    cfg.validate()?;
+    cfg.validate().map_err(FormatError::BadConfig)?;
     let expected = cfg.tensor_count();
     if tensors.len() != expected {
         return Err(FormatError::TensorCount {
@@ -742,7 +576,7 @@ pub fn encode(
         });
     }
     if name.len() > 16 {
-        return Err(FormatError::BadConfig("model name longer than 16 bytes"));
+        return Err(FormatError::NameTooLong(name.len()));
     }
     let out = &mut out[..total];
     out.fill(0);
@@ -789,7 +623,7 @@ pub fn encode(
             (_, 1) => 1,
             _ => 2,
         };
-        out[e + 2] = if slot.cols == 1 && !slot.linear { 1 } else { 2 };
+        out[e + 2] = slot.stored_rank() as u8;
         put32(out, e + 4, slot.rows);
         put32(out, e + 8, slot.cols);
         put32(out, e + 12, off);

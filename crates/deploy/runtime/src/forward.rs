@@ -26,64 +26,13 @@ use crate::kernels::{
 };
 use crate::math;
 
+pub use csipose_spec::act::GRAPH_SCALE;
+use csipose_spec::coco::NEIGHBOURS;
+/// Largest number of encoder layers (the tensor views live in the [`Runtime`] value, without
+/// allocation); the architecture's bound, so every valid file fits.
+pub use csipose_spec::config::MAX_LAYERS;
 /// Outputs per frame: 17 joints × (x, y).
-pub const OUTPUTS: usize = 2 * JOINTS;
-/// Largest number of encoder layers the runtime runs (the tensor views live in the
-/// [`Runtime`] value, without allocation).
-pub const MAX_LAYERS: usize = 16;
-/// Scale of the graph head's correction: `kp = kp0 + 0.3 · tanh(·)`.
-pub const GRAPH_SCALE: f32 = 0.3;
-
-/// The 16 COCO-17 bones of the skeleton graph (the engine's `COCO_BONES`).
-pub const COCO_BONES: [(usize, usize); 16] = [
-    (0, 1),
-    (0, 2),
-    (1, 3),
-    (2, 4),
-    (3, 5),
-    (4, 6),
-    (5, 7),
-    (7, 9),
-    (6, 8),
-    (8, 10),
-    (5, 11),
-    (6, 12),
-    (11, 13),
-    (13, 15),
-    (12, 14),
-    (14, 16),
-];
-
-/// `Â`'s sparsity: for each joint, its neighbours including itself, ascending (`usize::MAX`
-/// pads), and their count.
-const fn neighbours() -> [([usize; 4], usize); JOINTS] {
-    let mut out = [([usize::MAX; 4], 0usize); JOINTS];
-    let mut i = 0;
-    while i < JOINTS {
-        let mut n = 0;
-        let mut j = 0;
-        while j < JOINTS {
-            let mut adj = i == j;
-            let mut b = 0;
-            while b < COCO_BONES.len() {
-                let (u, v) = COCO_BONES[b];
-                if (u == i && v == j) || (u == j && v == i) {
-                    adj = true;
-                }
-                b += 1;
-            }
-            if adj {
-                out[i].0[n] = j;
-                n += 1;
-            }
-            j += 1;
-        }
-        out[i].1 = n;
-        i += 1;
-    }
-    out
-}
-const NEIGHBOURS: [([usize; 4], usize); JOINTS] = neighbours();
+pub use csipose_spec::config::OUTPUTS;
 
 /// Cycle counts per stage of the forward (feature `profile`, x86-64 only): a development aid
 /// for finding where the time goes; off by default and compiled out.
@@ -1043,25 +992,8 @@ fn softmax_rows(s: &mut [f32], p: usize, pp: usize, scale: f32) {
     }
 }
 
-/// Floating-point operations of one forward pass, counted as
-/// `csipose_model::ModelConfig::flops_per_forward` does (matrix products only, a multiply-add
-/// is 2; the graph head counted unfolded, dense `Â`).
+/// Floating-point operations of one forward pass ([`Config::flops_per_forward`]: matrix
+/// products only, a multiply-add is 2; the graph head counted unfolded, dense `Â`).
 pub fn flops_per_forward(cfg: &Config) -> u64 {
-    let (d, f, p, dff) = (
-        cfg.d as u64,
-        cfg.token_len() as u64,
-        cfg.packets as u64,
-        cfg.ffn() as u64,
-    );
-    let mut fl = 2 * p * f * d;
-    fl += cfg.layers as u64 * (2 * p * d * 3 * d + 4 * p * p * d + 2 * p * d * d + 4 * p * d * dff);
-    fl += 4 * p * d;
-    fl += 2 * d * d + 2 * d * 2 * JOINTS as u64;
-    if cfg.graph > 0 {
-        let (g, j) = (cfg.graph as u64, JOINTS as u64);
-        fl += 2 * j * (d + JOINT_EMBED as u64 + 2) * g;
-        fl += 2 * (2 * j * j * g + 2 * j * g * g);
-        fl += 2 * j * g * 2;
-    }
-    fl
+    cfg.flops_per_forward()
 }

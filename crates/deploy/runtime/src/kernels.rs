@@ -4,8 +4,8 @@
 //! fixed-point Linear over repacked weights ([`linear_int16`], [`quantize_rows`],
 //! [`quantize_standardised`]; portable reference and AVX-512 VNNI, see [`crate::int16`]).
 //!
-//! CPU detection works without `std`: `cpuid` for the AVX2/FMA feature bits plus `xgetbv`
-//! for the OS having enabled the YMM state (what `is_x86_feature_detected!` checks).
+//! CPU detection is `csipose-cpu`'s (without `std`: `cpuid` plus `xgetbv`, shared with the
+//! attention kernels).
 
 use crate::format::{TensorData, TensorView};
 use crate::int16::{Packed, QInput};
@@ -39,7 +39,7 @@ impl Kernel {
     pub fn avx2() -> Option<Kernel> {
         #[cfg(target_arch = "x86_64")]
         {
-            if cpu_has_avx2_fma() {
+            if csipose_cpu::avx2_fma() {
                 return Some(Kernel(Path::Avx2));
             }
         }
@@ -63,7 +63,7 @@ impl Kernel {
     pub fn avx512_vnni16() -> Option<Kernel> {
         #[cfg(target_arch = "x86_64")]
         {
-            if cpu_has_avx2_fma() && cpu_has_avx512_vnni() {
+            if csipose_cpu::avx2_fma() && csipose_cpu::avx512_vnni() {
                 return Some(Kernel(Path::Vnni16));
             }
         }
@@ -75,7 +75,7 @@ impl Kernel {
     pub fn avx512() -> Option<Kernel> {
         #[cfg(target_arch = "x86_64")]
         {
-            if cpu_has_avx2_fma() && cpu_has_avx512() {
+            if csipose_cpu::avx2_fma() && csipose_cpu::avx512() {
                 return Some(Kernel(Path::Avx512));
             }
         }
@@ -149,64 +149,6 @@ impl Kernel {
             _ => false,
         }
     }
-}
-
-/// AVX2 and FMA in `cpuid` and the YMM state enabled by the OS (`xgetbv`).
-#[cfg(target_arch = "x86_64")]
-#[allow(unused_unsafe)] // cpuid is a safe intrinsic on newer compilers
-fn cpu_has_avx2_fma() -> bool {
-    use core::arch::x86_64::{__cpuid, __cpuid_count};
-    // SAFETY: cpuid exists on every x86-64 CPU.
-    let l0 = unsafe { __cpuid(0) };
-    if l0.eax < 7 {
-        return false;
-    }
-    let l1 = unsafe { __cpuid(1) };
-    let fma = l1.ecx & (1 << 12) != 0;
-    let osxsave = l1.ecx & (1 << 27) != 0;
-    let avx = l1.ecx & (1 << 28) != 0;
-    if !(fma && osxsave && avx) {
-        return false;
-    }
-    // SAFETY: OSXSAVE is set, so xgetbv is available and XCR0 readable.
-    let xcr0 = unsafe { xgetbv0() };
-    if xcr0 & 0b110 != 0b110 {
-        return false; // XMM and YMM state not both enabled by the OS
-    }
-    let l7 = unsafe { __cpuid_count(7, 0) };
-    l7.ebx & (1 << 5) != 0
-}
-
-/// AVX-512 F, BW and VL in `cpuid` and the opmask/ZMM state enabled by the OS.
-#[cfg(target_arch = "x86_64")]
-#[allow(unused_unsafe)]
-fn cpu_has_avx512() -> bool {
-    use core::arch::x86_64::{__cpuid, __cpuid_count};
-    let l1 = unsafe { __cpuid(1) };
-    if l1.ecx & (1 << 27) == 0 {
-        return false;
-    }
-    // SAFETY: OSXSAVE is set.
-    let xcr0 = unsafe { xgetbv0() };
-    if xcr0 & 0xe6 != 0xe6 {
-        return false;
-    }
-    let l7 = unsafe { __cpuid_count(7, 0) };
-    l7.ebx & (1 << 16) != 0 && l7.ebx & (1 << 30) != 0 && l7.ebx & (1 << 31) != 0
-}
-
-/// AVX-512 F, BW, VL and VNNI in `cpuid` and the opmask/ZMM state enabled by the OS.
-#[cfg(target_arch = "x86_64")]
-#[allow(unused_unsafe)]
-fn cpu_has_avx512_vnni() -> bool {
-    // SAFETY: cpuid leaf 7 exists wherever AVX-512 was detected.
-    cpu_has_avx512() && unsafe { core::arch::x86_64::__cpuid_count(7, 0) }.ecx & (1 << 11) != 0
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "xsave")]
-unsafe fn xgetbv0() -> u64 {
-    core::arch::x86_64::_xgetbv(0)
 }
 
 /// A Linear weight matrix `[rows = in, cols = out]`, row-major, f32 or quantized.

@@ -3,13 +3,9 @@
 //! computes with `std` (the same formulas; GELU bit for bit, to an ulp or two for
 //! `exp`, to 2.4e-7 for `tanh`).
 
-/// Standardisation epsilon: `(x - mean) / (std + 1e-6)` over the whole sample.
-pub const STANDARDISE_EPS: f32 = 1e-6;
-/// LayerNorm epsilon (PyTorch's default).
-pub const LN_EPS: f32 = 1e-5;
-/// GELU tanh-approximation constants.
-pub const GELU_C: f32 = 0.797_884_6; // sqrt(2/pi)
-pub const GELU_A: f32 = 0.044_715;
+pub use csipose_spec::act::{
+    fast_tanh, gelu, GELU_A, GELU_C, LN_EPS, STANDARDISE_EPS, TANH_CLAMP, TANH_P, TANH_Q,
+};
 
 /// Correctly rounded square root of an `f64` (IEEE `sqrtsd`; SSE2 is part of the x86-64
 /// baseline, elsewhere Newton steps from a bit-level estimate, within an ulp).
@@ -102,45 +98,6 @@ pub fn tanh(x: f32) -> f32 {
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
-}
-
-/// `fast_tanh` clamps its argument to ±this (tanh is 1 in f32 beyond it).
-pub const TANH_CLAMP: f32 = 7.905_311;
-/// Numerator of `fast_tanh`, in powers of x² from the highest (Horner order), times x.
-pub const TANH_P: [f32; 7] = [
-    -2.760_768_5e-16,
-    2.000_188e-13,
-    -8.604_672e-11,
-    5.122_297e-8,
-    1.485_722_4e-5,
-    6.372_619_3e-4,
-    4.893_524_6e-3,
-];
-/// Denominator of `fast_tanh`, in powers of x² from the highest.
-pub const TANH_Q: [f32; 4] = [1.198_258_4e-6, 1.185_347_1e-4, 2.268_434_6e-3, 4.893_525e-3];
-
-/// tanh as a 13/6 rational function (the engine's `fast_tanh`, same coefficients); the SIMD
-/// GELUs evaluate the same [`TANH_P`] / [`TANH_Q`].
-#[inline(always)]
-pub fn fast_tanh(x: f32) -> f32 {
-    let x = x.clamp(-TANH_CLAMP, TANH_CLAMP);
-    let x2 = x * x;
-    let mut p = x2 * TANH_P[0] + TANH_P[1];
-    for c in &TANH_P[2..] {
-        p = x2 * p + c;
-    }
-    p *= x;
-    let mut q = x2 * TANH_Q[0] + TANH_Q[1];
-    for c in &TANH_Q[2..] {
-        q = x2 * q + c;
-    }
-    p / q
-}
-
-/// GELU, tanh approximation (the engine's formula).
-#[inline(always)]
-pub fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + fast_tanh(GELU_C * (x + GELU_A * x * x * x)))
 }
 
 /// Sum of `f(v)` over `xs` in 32 f32 lanes (four independent 8-lane accumulators, so the

@@ -325,23 +325,3 @@ fn bad_input_and_buffers_are_errors() {
     rt.forward(&x, &mut scratch, &mut out).unwrap();
     assert!(out.iter().all(|v| v.is_finite()));
 }
-
-#[test]
-fn flops_match_engine_count() {
-    for name in csipose_model::PRESETS {
-        let cfg = ModelConfig::preset(name).unwrap();
-        assert_eq!(
-            csipose_runtime::flops_per_forward(&rt_config(&cfg)),
-            cfg.flops_per_forward(),
-            "{name}"
-        );
-    }
-}
-
-#[test]
-fn skeleton_matches_engine() {
-    assert_eq!(
-        csipose_runtime::forward::COCO_BONES,
-        csipose_model::model::COCO_BONES
-    );
-}

@@ -1,6 +1,7 @@
 //! The `.csm` model file: round trips at every precision and a distinct error for each kind
 //! of damage (magic, version, length, CRC, truncation, shapes, entries, alignment).
 
+use csipose_files::AlignedBytes;
 use csipose_runtime::format::*;
 
 fn micro_like() -> Config {
@@ -67,28 +68,12 @@ fn inputs<'a>(o: &'a Owned, slots: &[TensorSlot], bits: u32) -> Vec<TensorIn<'a>
         .collect()
 }
 
-/// Encodes into a u32-backed buffer so the bytes are 4-aligned.
-fn encode_aligned(cfg: &Config, t: &[TensorIn]) -> Vec<u32> {
+/// Encodes into 4-byte aligned memory.
+fn file_bytes(cfg: &Config, t: &[TensorIn]) -> AlignedBytes {
     let n = encoded_len(cfg, t).unwrap();
-    let mut buf = vec![0u32; n.div_ceil(4) + 1];
-    let bytes = as_bytes_mut(&mut buf);
-    assert_eq!(encode(cfg, "micro", t, bytes).unwrap(), n);
-    buf.truncate(n.div_ceil(4));
+    let mut buf = AlignedBytes::zeroed(n);
+    assert_eq!(encode(cfg, "micro", t, buf.bytes_mut()).unwrap(), n);
     buf
-}
-
-fn as_bytes_mut(v: &mut [u32]) -> &mut [u8] {
-    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, v.len() * 4) }
-}
-
-fn file_bytes(cfg: &Config, t: &[TensorIn]) -> (Vec<u32>, usize) {
-    let n = encoded_len(cfg, t).unwrap();
-    (encode_aligned(cfg, t), n)
-}
-
-fn parse_owned(buf: &[u32], n: usize) -> Result<(), FormatError> {
-    let b = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, n) };
-    ModelFile::parse(b).map(|_| ())
 }
 
 #[test]
@@ -105,8 +90,8 @@ fn round_trips_f32_int8_int4_per_tensor_and_per_column() {
             for per_col in [false, true] {
                 let (o, slots) = values(&cfg, bits, per_col);
                 let t = inputs(&o, &slots, bits);
-                let (buf, n) = file_bytes(&cfg, &t);
-                let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, n) };
+                let buf = file_bytes(&cfg, &t);
+                let bytes = buf.bytes();
                 let m = ModelFile::parse(bytes).unwrap();
                 assert_eq!(m.config, cfg);
                 assert_eq!(m.name(), "micro");
@@ -166,14 +151,15 @@ fn corrupt(edit: impl Fn(&mut [u8]), refix_crc: bool) -> FormatError {
     let cfg = micro_like();
     let (o, slots) = values(&cfg, 8, true);
     let t = inputs(&o, &slots, 8);
-    let (mut buf, n) = file_bytes(&cfg, &t);
-    let b = &mut as_bytes_mut(&mut buf)[..n];
+    let mut buf = file_bytes(&cfg, &t);
+    let n = buf.len();
+    let b = buf.bytes_mut();
     edit(b);
     if refix_crc {
         let crc = crc32fast::hash(&b[..n - 4]);
         b[n - 4..].copy_from_slice(&crc.to_le_bytes());
     }
-    parse_owned(&buf, n).unwrap_err()
+    ModelFile::parse(buf.bytes()).map(|_| ()).unwrap_err()
 }
 
 #[test]
@@ -227,8 +213,8 @@ fn truncation_length_and_alignment_are_reported() {
     let cfg = micro_like();
     let (o, slots) = values(&cfg, 32, false);
     let t = inputs(&o, &slots, 32);
-    let (buf, n) = file_bytes(&cfg, &t);
-    let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, n) };
+    let buf = file_bytes(&cfg, &t);
+    let (bytes, n) = (buf.bytes(), buf.len());
     for cut in [0, 3, 10, 63, 100, n / 2, n - 1] {
         let e = ModelFile::parse(&bytes[..cut]).unwrap_err();
         assert!(
@@ -344,8 +330,8 @@ fn parser_never_panics_on_arbitrary_bytes() {
     let cfg = micro_like();
     let (o, slots) = values(&cfg, 4, true);
     let t = inputs(&o, &slots, 4);
-    let (buf, n) = file_bytes(&cfg, &t);
-    let good = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, n) }.to_vec();
+    let buf = file_bytes(&cfg, &t);
+    let (good, n) = (buf.bytes().to_vec(), buf.len());
     let mut state = 0x9e3779b97f4a7c15u64;
     let mut next = || {
         state ^= state << 13;
@@ -364,14 +350,42 @@ fn parser_never_panics_on_arbitrary_bytes() {
             let crc = crc32fast::hash(&b[..n - 4]);
             b[n - 4..].copy_from_slice(&crc.to_le_bytes());
         }
-        let words: Vec<u32> = b
-            .chunks(4)
-            .map(|c| {
-                let mut w = [0u8; 4];
-                w[..c.len()].copy_from_slice(c);
-                u32::from_le_bytes(w)
-            })
-            .collect();
-        let _ = parse_owned(&words, n);
+        let _ = ModelFile::parse(AlignedBytes::copy_from(&b).bytes());
     }
+}
+
+/// The header's configuration is checked against the architecture's bounds before any size
+/// is derived from it: impossible heads, huge widths and layer counts are `BadConfig` naming
+/// the field and its header offset, never a panic.
+#[test]
+fn out_of_bounds_header_configuration_is_bad_config() {
+    let set =
+        |at: usize, v: u16| move |b: &mut [u8]| b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    for (at, v, field) in [
+        (18, 0, "heads"),
+        (18, 5, "heads"),
+        (14, 65_535, "d"),
+        (16, 65_535, "layers"),
+        (16, 17, "layers"),
+        (22, 5000, "graph"),
+        (12, 0, "packets"),
+    ] {
+        let e = corrupt(set(at, v), true);
+        match e {
+            FormatError::BadConfig(c) => assert_eq!((c.field, c.value), (field, v as usize)),
+            other => panic!("{field} = {v}: {other}"),
+        }
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("offset {at}")), "{msg}");
+        assert!(msg.contains(&format!("{field} = {v}")), "{msg}");
+    }
+    // The writer refuses the same configurations.
+    let bad = Config {
+        heads: 3,
+        ..micro_like()
+    };
+    assert!(matches!(
+        encoded_len(&bad, &[]),
+        Err(FormatError::BadConfig(ConfigError { field: "heads", .. }))
+    ));
 }

@@ -166,12 +166,6 @@ impl<R: Read> Reader<R> {
     pub fn skips(&self) -> &Skips {
         &self.skips
     }
-    /// A reader for a known endianness.
-    pub fn with_endian(input: R, endian: Endian) -> Self {
-        let mut r = Reader::new(input);
-        r.endian = Some(endian);
-        r
-    }
     /// The endianness in use (known after the first record).
     pub fn endian(&self) -> Option<Endian> {
         self.endian

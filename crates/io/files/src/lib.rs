@@ -3,6 +3,10 @@
 //! of the same kind, and a folder being written is locked against a second writer.
 //!
 //! The checks are made before any work starts, so a refused command has touched nothing.
+//! Also [`AlignedBytes`]: file or byte contents in 4-byte aligned memory for zero-copy readers.
+
+pub mod aligned;
+pub use aligned::AlignedBytes;
 
 use std::fmt;
 use std::fs::File;

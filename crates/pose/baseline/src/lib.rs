@@ -134,27 +134,6 @@ impl MeanPose {
     }
 }
 
-/// Which baseline.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BaselineKind {
-    Mean,
-    Ridge,
-}
-
-/// Fits `kind` on `train` (ridge with [`Lambda::default`]) and predicts `eval`.
-pub fn fit_predict(
-    kind: BaselineKind,
-    data: &dyn Samples,
-    train: &[usize],
-    eval: &[usize],
-) -> Result<Vec<f32>> {
-    check_indices(data, eval)?;
-    match kind {
-        BaselineKind::Mean => Ok(MeanPose::fit(data, train)?.predict(eval)),
-        BaselineKind::Ridge => Ok(Ridge::fit(data, train, &Lambda::default())?.predict(data, eval)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

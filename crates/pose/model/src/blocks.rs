@@ -9,10 +9,8 @@ use crate::layers::*;
 use crate::rng::splitmix64;
 use rayon::prelude::*;
 
-/// Scale of the graph head's correction: `kp = kp0 + 0.3 · tanh(·)`.
-pub const GRAPH_SCALE: f32 = 0.3;
-/// Outputs per sample: 17 joints × (x, y).
-pub const OUTPUTS: usize = 2 * JOINTS;
+use csipose_spec::act::GRAPH_SCALE;
+use csipose_spec::config::OUTPUTS;
 
 /// Grows `v` to at least `n` values (buffers are reused across steps and only grow).
 pub(crate) fn grow(v: &mut Vec<f32>, n: usize) {

@@ -1,14 +1,13 @@
-//! Model configurations (nano … flagship): sizes, the parameter layout with PyTorch-style
-//! tensor names, parameter counts and FLOPs per forward pass.
+//! Model configurations (nano … flagship): the presets, the training settings that go with
+//! the architecture (name, dropout), and the flat parameter buffer's layout. The architecture
+//! itself (bounds, tensor names, shapes and order, parameter and FLOP counts) is
+//! [`csipose_spec`]'s, reached through [`ModelConfig::arch`].
 
+use csipose_spec::{PoseConfig, TensorSlot};
 use serde::{Deserialize, Serialize};
 
-/// Number of keypoints predicted (COCO-17).
-pub const JOINTS: usize = 17;
-/// Size of the learned per-joint embedding fed to the skeleton-graph head.
-pub const JOINT_EMBED: usize = 32;
-/// Number of graph layers `f <- ReLU(Linear(Â f))` in the skeleton-graph head.
-pub const GRAPH_LAYERS: usize = 2;
+pub use csipose_spec::coco::JOINTS;
+pub use csipose_spec::config::{GRAPH_LAYERS, JOINT_EMBED};
 
 /// One member of the model family.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,6 +78,47 @@ impl ModelConfig {
         })
     }
 
+    /// The architecture (what the `.csm` header stores).
+    pub fn arch(&self) -> PoseConfig {
+        PoseConfig {
+            antennas: self.antennas,
+            subcarriers: self.subcarriers,
+            packets: self.packets,
+            d: self.d,
+            layers: self.layers,
+            heads: self.heads,
+            graph: self.graph.unwrap_or(0),
+        }
+    }
+
+    /// A configuration named `name` with architecture `arch` (graph width 0: no graph head).
+    pub fn from_arch(name: &str, arch: &PoseConfig, dropout: f32) -> ModelConfig {
+        ModelConfig {
+            name: name.into(),
+            antennas: arch.antennas,
+            subcarriers: arch.subcarriers,
+            packets: arch.packets,
+            d: arch.d,
+            layers: arch.layers,
+            heads: arch.heads,
+            graph: (arch.graph > 0).then_some(arch.graph),
+            dropout,
+        }
+    }
+
+    /// Checks the architecture's bounds ([`PoseConfig::validate`]), that a graph head has a
+    /// width, and that the dropout is a probability; call it on any configuration read from a
+    /// file before building a model from it. The message names the field, its value and the rule.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.graph == Some(0) {
+            return Err("graph = 0: a graph head needs a width of at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("dropout = {}: must be in [0, 1)", self.dropout));
+        }
+        self.arch().validate().map_err(|e| e.to_string())
+    }
+
     /// Values per token (A·S).
     pub fn token_len(&self) -> usize {
         self.antennas * self.subcarriers
@@ -94,51 +134,27 @@ impl ModelConfig {
         2 * self.d
     }
 
-    /// Every parameter tensor: name (PyTorch style), shape and offset into the flat buffer.
+    /// Every parameter tensor in [`TensorSlot`] order: name (PyTorch style), shape (weights
+    /// `[out, in]`) and offset into the flat buffer.
     pub fn layout(&self) -> Layout {
-        let (d, f, p) = (self.d, self.token_len(), self.packets);
         let mut l = Layout::default();
-        l.push("embed.weight", &[d, f]);
-        l.push("embed.bias", &[d]);
-        l.push("pos_embed", &[p, d]);
-        for i in 0..self.layers {
-            let pre = format!("encoder.layers.{i}");
-            l.push(&format!("{pre}.self_attn.in_proj_weight"), &[3 * d, d]);
-            l.push(&format!("{pre}.self_attn.in_proj_bias"), &[3 * d]);
-            l.push(&format!("{pre}.self_attn.out_proj.weight"), &[d, d]);
-            l.push(&format!("{pre}.self_attn.out_proj.bias"), &[d]);
-            l.push(&format!("{pre}.linear1.weight"), &[self.ffn(), d]);
-            l.push(&format!("{pre}.linear1.bias"), &[self.ffn()]);
-            l.push(&format!("{pre}.linear2.weight"), &[d, self.ffn()]);
-            l.push(&format!("{pre}.linear2.bias"), &[d]);
-            l.push(&format!("{pre}.norm1.weight"), &[d]);
-            l.push(&format!("{pre}.norm1.bias"), &[d]);
-            l.push(&format!("{pre}.norm2.weight"), &[d]);
-            l.push(&format!("{pre}.norm2.bias"), &[d]);
-        }
-        l.push("pool.score.weight", &[1, d]);
-        l.push("pool.score.bias", &[1]);
-        l.push("head.0.weight", &[d, d]);
-        l.push("head.0.bias", &[d]);
-        l.push("head.3.weight", &[2 * JOINTS, d]);
-        l.push("head.3.bias", &[2 * JOINTS]);
-        if let Some(g) = self.graph {
-            l.push("graph.joint_embed", &[JOINTS, JOINT_EMBED]);
-            l.push("graph.input.weight", &[g, d + JOINT_EMBED + 2]);
-            l.push("graph.input.bias", &[g]);
-            for i in 0..GRAPH_LAYERS {
-                l.push(&format!("graph.layers.{i}.weight"), &[g, g]);
-                l.push(&format!("graph.layers.{i}.bias"), &[g]);
-            }
-            l.push("graph.output.weight", &[2, g]);
-            l.push("graph.output.bias", &[2]);
+        for slot in TensorSlot::all(&self.arch()) {
+            let (shape, rank) = slot.training_shape();
+            l.tensors.push(TensorSpec {
+                name: slot.to_string(),
+                shape: shape[..rank].to_vec(),
+                offset: l.total,
+                len: slot.len(),
+                linear: slot.linear,
+            });
+            l.total += slot.len();
         }
         l
     }
 
     /// Total number of parameters.
     pub fn param_count(&self) -> usize {
-        self.layout().total
+        self.arch().param_count()
     }
 
     /// The published parameter count for this preset name, if any.
@@ -160,27 +176,10 @@ impl ModelConfig {
             .unwrap()
     }
 
-    /// Floating-point operations of one forward pass for one sample, counting a
-    /// multiply-add as 2 and only the matrix products (elementwise work is small).
+    /// Floating-point operations of one forward pass for one sample
+    /// ([`PoseConfig::flops_per_forward`]).
     pub fn flops_per_forward(&self) -> u64 {
-        let (d, f, p, dff) = (
-            self.d as u64,
-            self.token_len() as u64,
-            self.packets as u64,
-            self.ffn() as u64,
-        );
-        let mut fl = 2 * p * f * d;
-        fl += self.layers as u64
-            * (2 * p * d * 3 * d + 4 * p * p * d + 2 * p * d * d + 4 * p * d * dff);
-        fl += 4 * p * d;
-        fl += 2 * d * d + 2 * d * 2 * JOINTS as u64;
-        if let Some(g) = self.graph {
-            let (g, j) = (g as u64, JOINTS as u64);
-            fl += 2 * j * (d + JOINT_EMBED as u64 + 2) * g;
-            fl += GRAPH_LAYERS as u64 * (2 * j * j * g + 2 * j * g * g);
-            fl += 2 * j * g * 2;
-        }
-        fl
+        self.arch().flops_per_forward()
     }
 }
 
@@ -191,6 +190,8 @@ pub struct TensorSpec {
     pub shape: Vec<usize>,
     pub offset: usize,
     pub len: usize,
+    /// Whether it is a Linear weight matrix (`[out, in]`; the only kind that may be quantized).
+    pub linear: bool,
 }
 
 /// Where each parameter tensor lives in the flat buffer.
@@ -201,17 +202,6 @@ pub struct Layout {
 }
 
 impl Layout {
-    fn push(&mut self, name: &str, shape: &[usize]) {
-        let len = shape.iter().product();
-        self.tensors.push(TensorSpec {
-            name: name.into(),
-            shape: shape.to_vec(),
-            offset: self.total,
-            len,
-        });
-        self.total += len;
-    }
-
     /// The tensor with this name.
     pub fn get(&self, name: &str) -> Option<&TensorSpec> {
         self.tensors.iter().find(|t| t.name == name)

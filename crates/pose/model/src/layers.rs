@@ -132,8 +132,7 @@ pub fn linear_backward(
     }
 }
 
-/// LayerNorm epsilon (PyTorch's default).
-pub const LN_EPS: f32 = 1e-5;
+pub use csipose_spec::act::LN_EPS;
 
 /// LayerNorm over the last dimension `d`; saves each row's mean and 1/std for the backward.
 #[allow(clippy::too_many_arguments)]
@@ -210,40 +209,9 @@ pub fn layernorm_backward(
         });
 }
 
-const GELU_C: f32 = 0.797_884_6; // sqrt(2/pi)
-const GELU_A: f32 = 0.044_715;
-
-/// tanh as a 13/6 rational function (the approximation Eigen uses for `float`): within a
-/// few ulp of `f32::tanh` on the clamped range, branch-free and much faster than libm.
-#[inline]
-pub fn fast_tanh(x: f32) -> f32 {
-    let x = x.clamp(-7.905_311, 7.905_311);
-    let x2 = x * x;
-    let mut p = x2 * -2.760_768_5e-16 + 2.000_188e-13;
-    p = x2 * p + -8.604_672e-11;
-    p = x2 * p + 5.122_297e-8;
-    p = x2 * p + 1.485_722_4e-5;
-    p = x2 * p + 6.372_619_3e-4;
-    p = x2 * p + 4.893_524_6e-3;
-    p *= x;
-    let mut q = x2 * 1.198_258_4e-6 + 1.185_347_1e-4;
-    q = x2 * q + 2.268_434_6e-3;
-    q = x2 * q + 4.893_525e-3;
-    p / q
-}
-
-/// GELU, tanh approximation (PyTorch `approximate="tanh"`).
-#[inline]
-pub fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + fast_tanh(GELU_C * (x + GELU_A * x * x * x)))
-}
-
-/// Derivative of [`gelu`].
-#[inline]
-pub fn gelu_grad(x: f32) -> f32 {
-    let t = fast_tanh(GELU_C * (x + GELU_A * x * x * x));
-    0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * GELU_A * x * x)
-}
+/// GELU (tanh form), its derivative and the rational tanh: [`csipose_spec::act`], the one
+/// definition the runtime evaluates too.
+pub use csipose_spec::act::{fast_tanh, gelu, gelu_grad};
 
 /// `y = gelu(x)` elementwise.
 pub fn gelu_forward(x: &[f32], y: &mut [f32]) {

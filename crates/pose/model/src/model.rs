@@ -4,52 +4,17 @@
 //! [`Workspace`] (no allocation per step once the workspace has its size).
 
 use crate::blocks::*;
-use crate::config::{Layout, ModelConfig, JOINTS};
+use crate::config::{Layout, ModelConfig};
 use crate::rng::Rng;
 use rayon::prelude::*;
 
-pub use crate::blocks::{GRAPH_SCALE, OUTPUTS};
+pub use csipose_spec::act::{GRAPH_SCALE, STANDARDISE_EPS};
+pub use csipose_spec::config::OUTPUTS;
 
-/// Standardisation epsilon: `(x - mean) / (std + 1e-6)` over the whole sample.
-pub const STANDARDISE_EPS: f32 = 1e-6;
-
-/// The 16 COCO-17 bones used by the skeleton graph: a spanning tree of the COCO skeleton
-/// (face 0-1, 0-2, 1-3, 2-4; ears to shoulders 3-5, 4-6; arms; shoulders to hips; legs).
-pub const COCO_BONES: [(usize, usize); 16] = [
-    (0, 1),
-    (0, 2),
-    (1, 3),
-    (2, 4),
-    (3, 5),
-    (4, 6),
-    (5, 7),
-    (7, 9),
-    (6, 8),
-    (8, 10),
-    (5, 11),
-    (6, 12),
-    (11, 13),
-    (13, 15),
-    (12, 14),
-    (14, 16),
-];
-
-/// `Â`: row-normalised `I + A` over [`COCO_BONES`], `[17, 17]` row-major.
+/// `Â`: row-normalised `I + A` over the graph bones ([`csipose_spec::coco::adjacency`]),
+/// `[17, 17]` row-major.
 pub fn skeleton_adjacency() -> Vec<f32> {
-    let n = JOINTS;
-    let mut a = vec![0.0f32; n * n];
-    for i in 0..n {
-        a[i * n + i] = 1.0;
-    }
-    for &(i, j) in &COCO_BONES {
-        a[i * n + j] = 1.0;
-        a[j * n + i] = 1.0;
-    }
-    for r in a.chunks_exact_mut(n) {
-        let s: f32 = r.iter().sum();
-        r.iter_mut().for_each(|v| *v /= s);
-    }
-    a
+    csipose_spec::coco::adjacency().concat()
 }
 
 /// A model: its configuration and its layers, each knowing where its tensors sit. Parameters

@@ -101,6 +101,16 @@ fn meta_json<T: serde::de::DeserializeOwned>(
         .with_context(|| format!("{}: metadata {key} is not valid", path.display()))
 }
 
+/// The `model` metadata, checked against the architecture's bounds before anything is sized
+/// from it.
+fn model_config(m: &HashMap<String, String>, path: &Path) -> Result<ModelConfig> {
+    let cfg: ModelConfig = meta_json(m, path, "model")?;
+    if let Err(e) = cfg.validate() {
+        bail!("{}: metadata model: {e}", path.display());
+    }
+    Ok(cfg)
+}
+
 fn open(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
@@ -122,7 +132,7 @@ fn metadata(path: &Path, st_bytes: &[u8]) -> Result<HashMap<String, String>> {
 pub fn load(path: &Path) -> Result<Trainer> {
     let raw = open(path)?;
     let m = metadata(path, &raw)?;
-    let cfg: ModelConfig = meta_json(&m, path, "model")?;
+    let cfg = model_config(&m, path)?;
     let opts: TrainOptions = meta_json(&m, path, "options")?;
     let schedule: Schedule = meta_json(&m, path, "schedule")?;
     let state: TrainState = meta_json(&m, path, "state")?;
@@ -168,7 +178,7 @@ pub fn load(path: &Path) -> Result<Trainer> {
 pub fn load_model(path: &Path) -> Result<(Model, Vec<f32>)> {
     let raw = open(path)?;
     let m = metadata(path, &raw)?;
-    let cfg: ModelConfig = meta_json(&m, path, "model")?;
+    let cfg = model_config(&m, path)?;
     let st = SafeTensors::deserialize(&raw)
         .with_context(|| format!("{}: not a safetensors file", path.display()))?;
     let model = Model::new(cfg);

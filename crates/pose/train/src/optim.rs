@@ -27,6 +27,7 @@ pub fn decays(name: &str, shape: &[usize]) -> bool {
 }
 
 impl AdamW {
+    /// For the pose model's parameters: decay on the Linear weight matrices ([`decays`]).
     pub fn new(layout: &Layout, weight_decay: f32) -> AdamW {
         let mut decay = vec![false; layout.total];
         for t in &layout.tensors {
@@ -34,13 +35,20 @@ impl AdamW {
                 decay[t.offset..t.offset + t.len].fill(true);
             }
         }
+        AdamW::with_decay(decay, weight_decay)
+    }
+
+    /// For any flat parameter vector: element `i` decays where `decay[i]`. (An element that
+    /// neither decays nor ever gets a non-zero gradient stays exactly where it is.)
+    pub fn with_decay(decay: Vec<bool>, weight_decay: f32) -> AdamW {
+        let n = decay.len();
         AdamW {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
             weight_decay,
-            m: vec![0.0; layout.total],
-            v: vec![0.0; layout.total],
+            m: vec![0.0; n],
+            v: vec![0.0; n],
             t: 0,
             decay,
         }

@@ -11,7 +11,7 @@
 //!   image coordinates (y down), each panel a square window around the two poses.
 
 use anyhow::{Context, Result};
-use csipose_model::model::COCO_BONES;
+use csipose_spec::coco::DRAWN_BONES;
 use plotters::prelude::*;
 use std::io::Write;
 use std::path::Path;
@@ -166,7 +166,7 @@ pub fn skeletons(path: &Path, pred: &[f32], truth: &[f32]) -> Result<()> {
             for (pose, color) in [(truth, RGBColor(0, 160, 0)), (pred, RGBColor(220, 0, 0))] {
                 let k = &pose[i * 34..(i + 1) * 34];
                 let pt = |j: usize| (k[2 * j] as f64, k[2 * j + 1] as f64);
-                for &(a, b) in &COCO_BONES {
+                for &(a, b) in &DRAWN_BONES {
                     chart
                         .draw_series(LineSeries::new([pt(a), pt(b)], color.stroke_width(2)))
                         .map_err(|e| anyhow::anyhow!("plot: {e}"))?;

@@ -166,6 +166,8 @@ impl Trainer {
         let mut cfg = ModelConfig::preset_for(&opts.model, input[0], input[1], input[2])
             .with_context(|| format!("unknown model {:?}", opts.model))?;
         cfg.dropout = opts.dropout;
+        cfg.validate()
+            .map_err(|e| anyhow::anyhow!("model {}: {e}", cfg.name))?;
         if opts.batch == 0 || opts.epochs == 0 {
             bail!("batch and epochs must be positive");
         }

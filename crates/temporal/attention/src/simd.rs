@@ -107,19 +107,7 @@ pub fn accumulate<'s>(probs: &[f32], value: impl Fn(usize) -> &'s [f32], acc: &m
 /// True when the AVX2 + FMA build of the hot loops can run here.
 #[inline]
 pub fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::sync::OnceLock;
-        static AVX2: OnceLock<bool> = OnceLock::new();
-        *AVX2.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    csipose_cpu::avx2_fma()
 }
 
 /// Defines `$name(args)` that runs `$body` compiled for AVX2 + FMA when the CPU has them and for

@@ -73,25 +73,13 @@ thread_local! {
     static FORCE_AVX2: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// True when the AVX-512 (F + VL) build of the tile loop can run here.
+/// True when the AVX-512 build of the tile loop (F + VL; detected with BW) can run here.
 fn has_avx512() -> bool {
     #[cfg(test)]
     if FORCE_AVX2.with(|f| f.get()) {
         return false;
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::sync::OnceLock;
-        static AVX512: OnceLock<bool> = OnceLock::new();
-        *AVX512.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    csipose_cpu::avx512()
 }
 
 /// Bits `first..=last` of a lane mask.

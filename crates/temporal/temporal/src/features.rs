@@ -6,12 +6,10 @@
 //! phase difference between neighbouring receive antennas (conjugate multiplication) and its
 //! change per frame.
 
-/// Use ln(1 + amplitude) (so a gain change shifts rather than scales the features).
-const LOG_AMPLITUDE: bool = true;
-/// Also give each value minus its running mean over the frames so far (causal).
-const CENTRED: bool = true;
-/// Feature blocks per channel.
-pub const BLOCKS: usize = if CENTRED { 3 } else { 2 };
+/// Feature blocks per channel: ln(1 + amplitude) (so a gain change shifts rather than scales
+/// the features), its absolute change from the previous frame, and its deviation from the
+/// running mean over the frames so far (causal).
+pub const BLOCKS: usize = 3;
 
 /// Frames averaged into one feature frame.
 pub const DEFAULT_STRIDE: usize = 4;
@@ -26,7 +24,7 @@ pub fn frame_features(amplitudes: &[f32], channels: usize, stride: usize) -> Vec
     let packets = amplitudes.len() / channels;
     let stride = stride.max(1).min(packets);
     let frames = packets / stride;
-    let mut out = Vec::with_capacity(frames * 2 * channels);
+    let mut out = Vec::with_capacity(frames * BLOCKS * channels);
     let mut previous = vec![0.0f32; channels];
     let mut running = vec![0.0f32; channels];
     for f in 0..frames {
@@ -39,18 +37,14 @@ pub fn frame_features(amplitudes: &[f32], channels: usize, stride: usize) -> Vec
                 *m += a / stride as f32;
             }
         }
-        if LOG_AMPLITUDE {
-            mean.iter_mut().for_each(|m| *m = m.max(0.0).ln_1p());
-        }
+        mean.iter_mut().for_each(|m| *m = m.max(0.0).ln_1p());
         out.extend_from_slice(&mean);
         for (c, m) in mean.iter().enumerate() {
             out.push(if f == 0 { 0.0 } else { (m - previous[c]).abs() });
         }
-        if CENTRED {
-            for (c, m) in mean.iter().enumerate() {
-                running[c] += (m - running[c]) / (f + 1) as f32;
-                out.push(m - running[c]);
-            }
+        for (c, m) in mean.iter().enumerate() {
+            running[c] += (m - running[c]) / (f + 1) as f32;
+            out.push(m - running[c]);
         }
         previous = mean;
     }

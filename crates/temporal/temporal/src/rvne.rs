@@ -51,6 +51,13 @@ pub const HEAD_LEN: usize = 16;
 /// encoder).
 pub const MAX_FEATURE_CODE: u8 = 2;
 
+/// Largest model width `n_q_heads × head_dim` a header may give.
+pub const MAX_MODEL_DIM: usize = 4096;
+/// Most attention layers.
+pub const MAX_LAYERS: usize = 64;
+/// Most weights (2^28: 1 GiB as f32).
+pub const MAX_WEIGHTS: usize = 1 << 28;
+
 /// The head config record at the start of the weight section (16 bytes, little-endian):
 ///
 /// | offset | type | field |
@@ -227,7 +234,10 @@ impl RvneHeader {
         }
     }
 
-    /// Checks the dimensions (no zero; q heads a multiple of kv heads).
+    /// Checks the dimensions before any size is computed from them: no zero, q heads a
+    /// multiple of kv heads, the model width at most [`MAX_MODEL_DIM`], the layers at most
+    /// [`MAX_LAYERS`], the weights at most [`MAX_WEIGHTS`]. Files and the CLI's options
+    /// (through [`crate::model::ActivityModel::with_head`]) meet the same bounds.
     pub fn validate(&self) -> Result<(), RvneError> {
         for (field, offset, value) in [
             ("input_dim", 8, self.input_dim),
@@ -246,6 +256,32 @@ impl RvneHeader {
                 q_heads: self.n_q_heads,
                 kv_heads: self.n_kv_heads,
             });
+        }
+        let too_large = |what, offset, value: u64, max: usize| {
+            Err(RvneError::TooLarge {
+                what,
+                offset,
+                value,
+                max,
+            })
+        };
+        let model_dim = self.n_q_heads as u64 * self.head_dim as u64;
+        if model_dim > MAX_MODEL_DIM as u64 {
+            return too_large("n_q_heads × head_dim", 10, model_dim, MAX_MODEL_DIM);
+        }
+        if self.n_layers as usize > MAX_LAYERS {
+            return too_large("n_layers", 16, self.n_layers as u64, MAX_LAYERS);
+        }
+        // WeightLayout::total in u64 (every factor is now small enough).
+        let (d, k) = (model_dim, self.n_kv_heads as u64 * self.head_dim as u64);
+        let (i, l, c) = (
+            self.input_dim as u64,
+            self.n_layers as u64,
+            self.n_classes as u64,
+        );
+        let total = l * (2 * d * d + 2 * d * k) + d * c + c + 2 * i + i * d + d;
+        if total > MAX_WEIGHTS as u64 {
+            return too_large("the number of weights", 8, total, MAX_WEIGHTS);
         }
         Ok(())
     }
@@ -272,6 +308,13 @@ pub enum RvneError {
     ZeroDimension { field: &'static str, offset: usize },
     #[error("byte 10: n_q_heads {q_heads} is not a multiple of n_kv_heads {kv_heads}")]
     GqaRatio { q_heads: u16, kv_heads: u16 },
+    #[error("byte {offset}: {what} is {value}, more than the {max} a head may have")]
+    TooLarge {
+        what: &'static str,
+        offset: usize,
+        value: u64,
+        max: usize,
+    },
     #[error("byte 20: weights_len is {found} bytes but the dimensions need {expected} (+ 16 for the head config record)")]
     WeightsLen { found: u32, expected: u64 },
     #[error("byte {offset}: file is {len} bytes but the header says {expected}")]
@@ -775,5 +818,60 @@ mod tests {
             let noise: Vec<u8> = (0..next() % 64).map(|_| next() as u8).collect();
             assert!(RvneView::parse(&noise).is_err());
         }
+    }
+
+    /// Header dimensions are bounded before any size is computed from them: q heads 0 or
+    /// not a multiple of kv heads, a width of 65535², 65535 layers are errors naming the
+    /// byte, never an overflow, a panic or a huge allocation.
+    #[test]
+    fn out_of_bounds_dimensions_are_errors_naming_the_byte() {
+        let set = |at: usize, v: u16| {
+            with_header_edit(move |b| b[at..at + 2].copy_from_slice(&v.to_le_bytes()))
+        };
+        let e = RvneView::parse(&set(10, 0)).unwrap_err();
+        assert_eq!(e.to_string(), "byte 10: n_q_heads is 0");
+        let e = RvneView::parse(&set(10, 5)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                RvneError::GqaRatio {
+                    q_heads: 5,
+                    kv_heads: 2
+                }
+            ),
+            "{e}"
+        );
+        let huge = with_header_edit(|b| {
+            b[10..12].copy_from_slice(&u16::MAX.to_le_bytes());
+            b[12..14].copy_from_slice(&1u16.to_le_bytes());
+            b[14..16].copy_from_slice(&u16::MAX.to_le_bytes());
+        });
+        let e = RvneView::parse(&huge).unwrap_err();
+        assert!(matches!(e, RvneError::TooLarge { offset: 10, .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("byte 10: n_q_heads × head_dim is 4294836225"),
+            "{e}"
+        );
+        let e = RvneView::parse(&set(16, u16::MAX)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                RvneError::TooLarge {
+                    offset: 16,
+                    value: 65535,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // Within the width and layer bounds but too many weights in all.
+        let mut big = header(false);
+        (big.n_q_heads, big.n_kv_heads, big.head_dim, big.n_layers) = (64, 64, 64, 64);
+        let e = big.validate().unwrap_err();
+        assert!(matches!(e, RvneError::TooLarge { offset: 8, .. }), "{e}");
+        // The largest legal shape still validates.
+        big.n_layers = 3;
+        big.validate().unwrap();
     }
 }

@@ -3,11 +3,12 @@
 //! minimum of many timed forwards after a warm-up, FLOPs per forward (the engine's count),
 //! achieved GFLOP/s, file size, precision and the kernel path.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use csipose_files::AlignedBytes;
 use csipose_model::{Model, ModelConfig, Rng};
 use csipose_npy::AtomicFile;
 use csipose_runtime::{flops_per_forward, Dtype, Kernel, ModelFile, Runtime, OUTPUTS};
@@ -39,46 +40,14 @@ pub struct Args {
     pub json: bool,
 }
 
-/// Model bytes in 4-byte aligned memory (what `ModelFile::parse` needs).
-pub struct Aligned {
-    words: Vec<u32>,
-    len: usize,
-}
-
-impl Aligned {
-    pub fn bytes(&self) -> &[u8] {
-        // SAFETY: the u32 buffer viewed as bytes, within its length.
-        unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.len) }
-    }
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as above; u8 has no alignment requirement.
-        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, self.len) }
-    }
-    fn zeroed(len: usize) -> Aligned {
-        Aligned {
-            words: vec![0u32; len.div_ceil(4)],
-            len,
-        }
-    }
-}
-
-/// Reads a whole file into 4-byte aligned memory.
-pub fn read_aligned(path: &Path) -> Result<Aligned> {
-    let mut f = std::fs::File::open(path)
-        .with_context(|| format!("cannot open model file {}", path.display()))?;
-    let len = f
-        .metadata()
-        .with_context(|| format!("cannot read model file {}", path.display()))?
-        .len() as usize;
-    let mut a = Aligned::zeroed(len);
-    f.read_exact(a.bytes_mut())
-        .with_context(|| format!("cannot read model file {}", path.display()))?;
-    Ok(a)
+/// Reads a whole model file into 4-byte aligned memory (what `ModelFile::parse` needs).
+pub fn read_aligned(path: &Path) -> Result<AlignedBytes> {
+    AlignedBytes::read(path).with_context(|| format!("cannot read model file {}", path.display()))
 }
 
 /// A random-weight model file for a preset (the engine's init plus noise), at 32, 8 or 4 bits
 /// with one max-abs scale per tensor (every Linear weight quantized), for timing.
-pub fn random_model(name: &str, bits: u32) -> Result<Aligned> {
+pub fn random_model(name: &str, bits: u32) -> Result<AlignedBytes> {
     let cfg = ModelConfig::preset(name)
         .with_context(|| format!("unknown preset {name:?} (see `csipose models`)"))?;
     if ![32, 8, 4].contains(&bits) {
@@ -93,9 +62,7 @@ pub fn random_model(name: &str, bits: u32) -> Result<Aligned> {
     let bits = csipose_quantize::Bits::from_count(bits).expect("checked above");
     let q = csipose_quantize::quantize(&cfg, &params, &csipose_quantize::Spec::new(bits, false))?;
     let bytes = q.to_csm()?;
-    let mut a = Aligned::zeroed(bytes.len());
-    a.bytes_mut().copy_from_slice(&bytes);
-    Ok(a)
+    Ok(AlignedBytes::copy_from(&bytes))
 }
 
 fn kernel(name: &str) -> Result<Kernel> {

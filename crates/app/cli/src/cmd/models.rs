@@ -19,9 +19,11 @@ pub fn run(args: Args) -> Result<()> {
         .map(|name| {
             let c = ModelConfig::preset_for(name, args.input[0], args.input[1], args.input[2])
                 .expect("preset");
+            c.validate()
+                .map_err(|e| anyhow::anyhow!("--input {:?}: model {name}: {e}", args.input))?;
             let params = c.param_count();
             let published = c.published_count();
-            serde_json::json!({
+            Ok(serde_json::json!({
                 "name": c.name,
                 "d": c.d,
                 "layers": c.layers,
@@ -32,9 +34,9 @@ pub fn run(args: Args) -> Result<()> {
                 "published_parameters": published,
                 "difference": published.map(|p| params as i64 - p as i64),
                 "flops_per_forward": c.flops_per_forward(),
-            })
+            }))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());

@@ -6,9 +6,7 @@
 use super::split::{describe, make_split, KindArg};
 use anyhow::{bail, Context, Result};
 use csipose_dataset::PackedDataset;
-use csipose_quantize::{
-    aligned, aligned_bytes, breakdown, from_model_file, quantize, write_file, Bits, ScaleRule, Spec,
-};
+use csipose_quantize::{breakdown, from_model_file, quantize, write_file, Bits, ScaleRule, Spec};
 use csipose_runtime::ModelFile;
 use csipose_train::trainer::{check_dataset, gather_y, EpochRecord, Progress};
 use csipose_train::{checkpoint, fit, predict, torso_pck, TrainOptions, Trainer};
@@ -296,8 +294,8 @@ fn run_in_pool(args: Args) -> Result<()> {
     let deq = q.dequantize();
     let bytes = q.to_csm()?;
     // Read what we are about to write back and check it holds exactly these weights.
-    let buf = aligned(&bytes);
-    let file = ModelFile::parse(aligned_bytes(&buf, bytes.len()))
+    let buf = csipose_files::AlignedBytes::copy_from(&bytes);
+    let file = ModelFile::parse(buf.bytes())
         .map_err(|e| anyhow::anyhow!("the encoded model does not parse: {e}"))?;
     let (_, back) = from_model_file(&file)?;
     if back != deq {

@@ -4,33 +4,10 @@
 #![allow(dead_code)]
 
 use csipose_model::{Model, ModelConfig, Rng};
-use csipose_runtime::format::{encode, encoded_len, Config, TensorIn, TensorSlot};
-
-/// The runtime's header configuration of an engine configuration.
-pub fn rt_config(c: &ModelConfig) -> Config {
-    Config {
-        antennas: c.antennas,
-        subcarriers: c.subcarriers,
-        packets: c.packets,
-        d: c.d,
-        layers: c.layers,
-        heads: c.heads,
-        graph: c.graph.unwrap_or(0),
-    }
-}
+use csipose_runtime::format::{encode, encoded_len, TensorIn, TensorSlot};
 
 /// A model file in 4-byte aligned memory.
-pub struct File {
-    words: Vec<u32>,
-    len: usize,
-}
-
-impl File {
-    pub fn bytes(&self) -> &[u8] {
-        // SAFETY: u32 storage viewed as bytes, within its length.
-        unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.len) }
-    }
-}
+pub type File = csipose_files::AlignedBytes;
 
 /// Random engine parameters: the engine's init plus noise on every tensor (so norms, biases
 /// and embeddings are not at their trivial init values).
@@ -46,7 +23,7 @@ pub fn random_params(model: &Model, seed: u64) -> Vec<f32> {
 /// Encodes `params` at `bits` (32, 8 or 4; per output column or per tensor) and returns the
 /// file and the parameters as the file holds them (dequantised, engine layout).
 pub fn build(cfg: &ModelConfig, params: &[f32], bits: u32, per_col: bool) -> (File, Vec<f32>) {
-    let rc = rt_config(cfg);
+    let rc = cfg.arch();
     let layout = cfg.layout();
     let mut deq = params.to_vec();
     let mut stored: Vec<Vec<f32>> = vec![];
@@ -128,15 +105,9 @@ pub fn build(cfg: &ModelConfig, params: &[f32], bits: u32, per_col: bool) -> (Fi
         })
         .collect();
     let len = encoded_len(&rc, &ins).unwrap();
-    let mut words = vec![0u32; len.div_ceil(4)];
-    {
-        // SAFETY: byte view of the u32 buffer.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, words.len() * 4)
-        };
-        encode(&rc, &cfg.name, &ins, bytes).unwrap();
-    }
-    (File { words, len }, deq)
+    let mut file = File::zeroed(len);
+    encode(&rc, &cfg.name, &ins, file.bytes_mut()).unwrap();
+    (file, deq)
 }
 
 /// `n` random raw frames `[A, S, P]` with a non-zero mean (so standardisation matters).
