@@ -89,7 +89,11 @@ impl Linear {
 
     /// `PREFIX.weight` and `PREFIX.bias`.
     pub(crate) fn named(layout: &Layout, prefix: &str) -> Linear {
-        Self::at(layout, &format!("{prefix}.weight"), &format!("{prefix}.bias"))
+        Self::at(
+            layout,
+            &format!("{prefix}.weight"),
+            &format!("{prefix}.bias"),
+        )
     }
 
     /// `y[rows, out] = x[rows, inp] · wᵀ + b`.
@@ -419,14 +423,8 @@ impl EncoderLayer {
             dropout_backward(&a.act_drop[..rows * ffn], &mut g.d_act[..rows * ffn]);
         }
         gelu_backward(&a.fc1[..rows * ffn], &mut g.d_act[..rows * ffn]);
-        self.linear1.backward(
-            params,
-            grads,
-            &a.h1,
-            &g.d_act,
-            Some(&mut g.d_h1[..n]),
-            rows,
-        );
+        self.linear1
+            .backward(params, grads, &a.h1, &g.d_act, Some(&mut g.d_h1[..n]), rows);
         add_into(&mut g.d_h1, &g.d_resid2, n);
         // Self-attention block.
         self.norm1.backward(
@@ -793,11 +791,7 @@ impl GraphRefine {
         let (d, g) = (self.d, self.g);
         let rows = batch * JOINTS;
         let w_in = d + JOINT_EMBED + 2;
-        for ((o, t), g0) in gr.d_pre_tanh[..rows * 2]
-            .iter_mut()
-            .zip(&a.tanh)
-            .zip(d_out)
-        {
+        for ((o, t), g0) in gr.d_pre_tanh[..rows * 2].iter_mut().zip(&a.tanh).zip(d_out) {
             *o = g0 * GRAPH_SCALE * (1.0 - t * t);
         }
         self.output.backward(
