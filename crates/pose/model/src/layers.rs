@@ -174,18 +174,22 @@ pub fn layernorm_forward(
         .enumerate()
         .with_min_len(64)
         .for_each(|(r, ((yr, m), rs))| {
-            wide(|| {
-                let xr = &x[r * d..(r + 1) * d];
-                let mu = xr.iter().sum::<f32>() / d as f32;
-                let var = xr.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / d as f32;
-                let s = 1.0 / (var + LN_EPS).sqrt();
-                for i in 0..d {
-                    yr[i] = (xr[i] - mu) * s * gamma[i] + beta[i];
-                }
-                *m = mu;
-                *rs = s;
-            })
+            let xr = &x[r * d..(r + 1) * d];
+            (*m, *rs) = wide(|| layernorm_row(xr, gamma, beta, yr));
         });
+}
+
+/// One row of [`layernorm_forward`]: writes `yr`, returns the row's mean and 1/std.
+#[inline(always)]
+fn layernorm_row(xr: &[f32], gamma: &[f32], beta: &[f32], yr: &mut [f32]) -> (f32, f32) {
+    let d = xr.len();
+    let mu = xr.iter().sum::<f32>() / d as f32;
+    let var = xr.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / d as f32;
+    let s = 1.0 / (var + LN_EPS).sqrt();
+    for i in 0..d {
+        yr[i] = (xr[i] - mu) * s * gamma[i] + beta[i];
+    }
+    (mu, s)
 }
 
 /// LayerNorm backward: `dx` overwritten, `dgamma`, `dbeta` accumulated.
@@ -215,23 +219,33 @@ pub fn layernorm_backward(
         .enumerate()
         .with_min_len(64)
         .for_each(|(r, dxr)| {
-            wide(|| {
-                let (mu, s) = (mean[r], rstd[r]);
-                let xr = &x[r * d..(r + 1) * d];
-                let dyr = &dy[r * d..(r + 1) * d];
-                let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
-                for i in 0..d {
-                    let g = dyr[i] * gamma[i];
-                    sum_g += g;
-                    sum_gx += g * (xr[i] - mu) * s;
-                }
-                let (mg, mgx) = (sum_g / d as f32, sum_gx / d as f32);
-                for i in 0..d {
-                    let xhat = (xr[i] - mu) * s;
-                    dxr[i] = s * (dyr[i] * gamma[i] - mg - xhat * mgx);
-                }
-            })
+            let (xr, dyr) = (&x[r * d..(r + 1) * d], &dy[r * d..(r + 1) * d]);
+            wide(|| layernorm_row_backward(xr, gamma, mean[r], rstd[r], dyr, dxr));
         });
+}
+
+/// One row of [`layernorm_backward`]'s input gradient.
+#[inline(always)]
+fn layernorm_row_backward(
+    xr: &[f32],
+    gamma: &[f32],
+    mu: f32,
+    s: f32,
+    dyr: &[f32],
+    dxr: &mut [f32],
+) {
+    let d = xr.len();
+    let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
+    for i in 0..d {
+        let g = dyr[i] * gamma[i];
+        sum_g += g;
+        sum_gx += g * (xr[i] - mu) * s;
+    }
+    let (mg, mgx) = (sum_g / d as f32, sum_gx / d as f32);
+    for i in 0..d {
+        let xhat = (xr[i] - mu) * s;
+        dxr[i] = s * (dyr[i] * gamma[i] - mg - xhat * mgx);
+    }
 }
 
 /// GELU (tanh form), its derivative and the rational tanh: [`csipose_spec::act`], the one
@@ -354,8 +368,6 @@ pub fn attention_backward(
     d: usize,
     heads: usize,
 ) {
-    let dh = d / heads;
-    let scale = 1.0 / (dh as f32).sqrt();
     dqkv[..batch * p * 3 * d]
         .par_chunks_mut(p * 3 * d)
         .enumerate()
@@ -371,53 +383,71 @@ pub fn attention_backward(
                 ds_heap.resize(p, 0.0);
                 &mut ds_heap
             };
-            wide(|| {
-                for h in 0..heads {
-                    let ph = &probs[(b * heads + h) * p * p..(b * heads + h + 1) * p * p];
-                    for i in 0..p {
-                        let dc = &dcb[i * d + h * dh..i * d + (h + 1) * dh];
-                        let row = &ph[i * p..(i + 1) * p];
-                        // dA_ij = dc_i · v_j ; dV_j += a_ij dc_i
-                        let mut dot = 0.0;
-                        for j in 0..p {
-                            let vo = j * 3 * d + 2 * d + h * dh;
-                            let v = &qb[vo..vo + dh];
-                            let mut da = 0.0;
-                            for t in 0..dh {
-                                da += dc[t] * v[t];
-                            }
-                            let a = row[j];
-                            for (g, &c) in gb[vo..vo + dh].iter_mut().zip(dc) {
-                                *g += a * c;
-                            }
-                            ds[j] = da;
-                            dot += a * da;
-                        }
-                        for j in 0..p {
-                            ds[j] = row[j] * (ds[j] - dot) * scale;
-                        }
-                        // dq_i = Σ_j ds_j k_j (in j order) ; dk_j += ds_j q_i. The q and k
-                        // columns never overlap, so the two loops add what one did, in the
-                        // same order per element.
-                        let qo = i * 3 * d + h * dh;
-                        for (j, &s) in ds.iter().enumerate() {
-                            let ko = j * 3 * d + d + h * dh;
-                            let k = &qb[ko..ko + dh];
-                            for (g, &kv) in gb[qo..qo + dh].iter_mut().zip(k) {
-                                *g += s * kv;
-                            }
-                        }
-                        let q = &qb[qo..qo + dh];
-                        for (j, &s) in ds.iter().enumerate() {
-                            let ko = j * 3 * d + d + h * dh;
-                            for (g, &qv) in gb[ko..ko + dh].iter_mut().zip(q) {
-                                *g += s * qv;
-                            }
-                        }
-                    }
-                }
-            })
+            let pb = &probs[b * heads * p * p..(b + 1) * heads * p * p];
+            wide(|| attention_backward_sample(qb, pb, dcb, gb, ds, p, d, heads));
         });
+}
+
+/// One sample of [`attention_backward`]: `gb [p, 3d]` (zeroed) accumulates the q, k and v
+/// gradients from `dcb [p, d]`; `ds` is scratch of `p` values.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn attention_backward_sample(
+    qb: &[f32],
+    probs: &[f32],
+    dcb: &[f32],
+    gb: &mut [f32],
+    ds: &mut [f32],
+    p: usize,
+    d: usize,
+    heads: usize,
+) {
+    let dh = d / heads;
+    let scale = 1.0 / (dh as f32).sqrt();
+    for h in 0..heads {
+        let ph = &probs[h * p * p..(h + 1) * p * p];
+        for i in 0..p {
+            let dc = &dcb[i * d + h * dh..i * d + (h + 1) * dh];
+            let row = &ph[i * p..(i + 1) * p];
+            // dA_ij = dc_i · v_j ; dV_j += a_ij dc_i
+            let mut dot = 0.0;
+            for j in 0..p {
+                let vo = j * 3 * d + 2 * d + h * dh;
+                let v = &qb[vo..vo + dh];
+                let mut da = 0.0;
+                for t in 0..dh {
+                    da += dc[t] * v[t];
+                }
+                let a = row[j];
+                for (g, &c) in gb[vo..vo + dh].iter_mut().zip(dc) {
+                    *g += a * c;
+                }
+                ds[j] = da;
+                dot += a * da;
+            }
+            for j in 0..p {
+                ds[j] = row[j] * (ds[j] - dot) * scale;
+            }
+            // dq_i = Σ_j ds_j k_j (in j order) ; dk_j += ds_j q_i. The q and k
+            // columns never overlap, so the two loops add what one did, in the
+            // same order per element.
+            let qo = i * 3 * d + h * dh;
+            for (j, &s) in ds.iter().enumerate() {
+                let ko = j * 3 * d + d + h * dh;
+                let k = &qb[ko..ko + dh];
+                for (g, &kv) in gb[qo..qo + dh].iter_mut().zip(k) {
+                    *g += s * kv;
+                }
+            }
+            let q = &qb[qo..qo + dh];
+            for (j, &s) in ds.iter().enumerate() {
+                let ko = j * 3 * d + d + h * dh;
+                for (g, &qv) in gb[ko..ko + dh].iter_mut().zip(q) {
+                    *g += s * qv;
+                }
+            }
+        }
+    }
 }
 
 /// Attention pooling: score `s_t = h_t · w + b`, `a = softmax_t(s)`, `z = Σ_t a_t h_t`.
