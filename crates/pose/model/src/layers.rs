@@ -220,8 +220,28 @@ pub fn layernorm_backward(
         .with_min_len(64)
         .for_each(|(r, dxr)| {
             let (xr, dyr) = (&x[r * d..(r + 1) * d], &dy[r * d..(r + 1) * d]);
-            wide(|| layernorm_row_backward(xr, gamma, mean[r], rstd[r], dyr, dxr));
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                unsafe { layernorm_row_backward_avx2(xr, gamma, mean[r], rstd[r], dyr, dxr) };
+                return;
+            }
+            layernorm_row_backward(xr, gamma, mean[r], rstd[r], dyr, dxr);
         });
+}
+
+/// [`layernorm_row_backward`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn layernorm_row_backward_avx2(
+    xr: &[f32],
+    gamma: &[f32],
+    mu: f32,
+    s: f32,
+    dyr: &[f32],
+    dxr: &mut [f32],
+) {
+    layernorm_row_backward(xr, gamma, mu, s, dyr, dxr)
 }
 
 /// One row of [`layernorm_backward`]'s input gradient.
@@ -384,8 +404,32 @@ pub fn attention_backward(
                 &mut ds_heap
             };
             let pb = &probs[b * heads * p * p..(b + 1) * heads * p * p];
-            wide(|| attention_backward_sample(qb, pb, dcb, gb, ds, p, d, heads));
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                unsafe { attention_backward_sample_avx2(qb, pb, dcb, gb, ds, p, d, heads) };
+                return;
+            }
+            attention_backward_sample(qb, pb, dcb, gb, ds, p, d, heads);
         });
+}
+
+/// [`attention_backward_sample`] compiled for AVX2 (a closure through [`wide`] is too large
+/// to be inlined there).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attention_backward_sample_avx2(
+    qb: &[f32],
+    probs: &[f32],
+    dcb: &[f32],
+    gb: &mut [f32],
+    ds: &mut [f32],
+    p: usize,
+    d: usize,
+    heads: usize,
+) {
+    attention_backward_sample(qb, probs, dcb, gb, ds, p, d, heads)
 }
 
 /// One sample of [`attention_backward`]: `gb [p, 3d]` (zeroed) accumulates the q, k and v
