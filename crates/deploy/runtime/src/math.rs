@@ -1,7 +1,8 @@
-//! Scalar math without `std`: square root, `exp`, `tanh`, GELU and the per-sample
-//! standardisation statistics, each matching what the training engine (`csipose-model`)
-//! computes with `std` (the same formulas; GELU bit for bit, to an ulp or two for
-//! `exp`, to 2.4e-7 for `tanh`).
+//! Scalar math without `std`: square root, `exp`, `tanh` and the per-sample standardisation
+//! statistics, each matching what the training engine (`csipose-model`) computes with `std`
+//! (to an ulp or two for `exp`, to 2.4e-7 for `tanh`). GELU, its rational tanh and the
+//! epsilons are `csipose_spec::act`'s, the one definition engine and runtime both evaluate
+//! (so GELU agrees bit for bit), re-exported here.
 
 pub use csipose_spec::act::{
     fast_tanh, gelu, GELU_A, GELU_C, LN_EPS, STANDARDISE_EPS, TANH_CLAMP, TANH_P, TANH_Q,

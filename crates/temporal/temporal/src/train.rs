@@ -1,9 +1,8 @@
-//! Training and evaluation of the activity classifier: AdamW with cosine learning-rate decay
-//! per epoch (the pose trainer's [`AdamW`] and [`Schedule`]) on mini-batches (gradients of a
+//! Training and evaluation of the activity classifier: AdamW with cosine learning-rate decay on
+//! mini-batches (gradients of a
 //! batch computed in parallel and summed in a fixed order, so a seed gives one result), random
 //! temporal crops as augmentation, stratified k-fold splits, accuracy and confusion matrices.
 
-use csipose_train::optim::{AdamW, Schedule};
 use rayon::prelude::*;
 
 use crate::model::{argmax, ActivityModel, ModelError, Rng};
@@ -62,22 +61,17 @@ pub fn train(
     model.set_normalisation(&all);
     let norm = model.shape.layout().normalisation()..model.shape.layout().embedding();
     let mut rng = Rng::new(opts.seed);
-    // Every weight decays except the input normalisation, which is set from the data and
-    // never trained (its gradient is zeroed, so it stays exactly as set).
-    let mut decay = vec![true; model.weights.len()];
-    decay[norm.clone()].fill(false);
-    let mut opt = AdamW::with_decay(decay, opts.weight_decay);
-    // Cosine decay from the full rate to 5% of it over the epochs, no warmup.
-    let schedule = Schedule {
-        lr: opts.learning_rate,
-        min_lr: 0.05 * opts.learning_rate,
-        warmup: 0,
-        total: opts.epochs as u64,
-    };
+    let mut m = vec![0.0f32; model.weights.len()];
+    let mut v = vec![0.0f32; model.weights.len()];
+    let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+    let mut step = 0i32;
     let mut order: Vec<usize> = (0..data.len()).collect();
     for epoch in 0..opts.epochs {
         rng.shuffle(&mut order);
-        let lr = schedule.at(epoch as u64);
+        // Cosine learning-rate decay from the full rate to 5% of it over the epochs.
+        let progress = epoch as f32 / opts.epochs.max(1) as f32;
+        let lr = opts.learning_rate
+            * (0.05 + 0.95 * 0.5 * (1.0 + (std::f32::consts::PI * progress).cos()));
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
         for batch in order.chunks(opts.batch_size.max(1)) {
             // Crops drawn up front (sequentially) so results do not depend on thread timing.
@@ -109,9 +103,18 @@ pub fn train(
                 }
             }
             let scale = 1.0 / batch.len() as f32;
-            grad.iter_mut().for_each(|g| *g *= scale);
-            grad[norm.clone()].fill(0.0);
-            opt.step(&mut model.weights, &grad, lr);
+            step += 1;
+            let (c1, c2) = (1.0 - b1.powi(step), 1.0 - b2.powi(step));
+            for (k, w) in model.weights.iter_mut().enumerate() {
+                if norm.contains(&k) {
+                    continue;
+                }
+                let g = grad[k] * scale;
+                m[k] = b1 * m[k] + (1.0 - b1) * g;
+                v[k] = b2 * v[k] + (1.0 - b2) * g * g;
+                let update = (m[k] / c1) / ((v[k] / c2).sqrt() + eps);
+                *w -= lr * (update + opts.weight_decay * *w);
+            }
         }
         on_epoch(EpochStats {
             epoch,
