@@ -25,6 +25,27 @@ pub fn with_single_threaded<T>(f: impl FnOnce() -> T) -> T {
     r
 }
 
+/// Runs `f` compiled for AVX2 where the CPU has it (8 lanes instead of SSE2's 4). Rust never
+/// fuses a multiply and an add by itself and keeps the order of float sums, so the results are
+/// the same bit for bit; only the width of the vectorised loops changes. `f` must be small
+/// enough to be inlined into the AVX2 function (one loop over a chunk).
+#[inline(always)]
+pub fn wide<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        #[inline]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
 /// `c[m, n] (+)= a · b` with `a` an `m × k` and `b` a `k × n` matrix given by row and column
 /// strides (so transposes are free); `c` is row-major. Panics if a stride walks out of a slice.
 #[allow(clippy::too_many_arguments)]
@@ -154,15 +175,21 @@ pub fn layernorm_forward(
         .with_min_len(64)
         .for_each(|(r, ((yr, m), rs))| {
             let xr = &x[r * d..(r + 1) * d];
-            let mu = xr.iter().sum::<f32>() / d as f32;
-            let var = xr.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / d as f32;
-            let s = 1.0 / (var + LN_EPS).sqrt();
-            for i in 0..d {
-                yr[i] = (xr[i] - mu) * s * gamma[i] + beta[i];
-            }
-            *m = mu;
-            *rs = s;
+            (*m, *rs) = wide(|| layernorm_row(xr, gamma, beta, yr));
         });
+}
+
+/// One row of [`layernorm_forward`]: writes `yr`, returns the row's mean and 1/std.
+#[inline(always)]
+fn layernorm_row(xr: &[f32], gamma: &[f32], beta: &[f32], yr: &mut [f32]) -> (f32, f32) {
+    let d = xr.len();
+    let mu = xr.iter().sum::<f32>() / d as f32;
+    let var = xr.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / d as f32;
+    let s = 1.0 / (var + LN_EPS).sqrt();
+    for i in 0..d {
+        yr[i] = (xr[i] - mu) * s * gamma[i] + beta[i];
+    }
+    (mu, s)
 }
 
 /// LayerNorm backward: `dx` overwritten, `dgamma`, `dbeta` accumulated.
@@ -192,21 +219,53 @@ pub fn layernorm_backward(
         .enumerate()
         .with_min_len(64)
         .for_each(|(r, dxr)| {
-            let (mu, s) = (mean[r], rstd[r]);
-            let xr = &x[r * d..(r + 1) * d];
-            let dyr = &dy[r * d..(r + 1) * d];
-            let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
-            for i in 0..d {
-                let g = dyr[i] * gamma[i];
-                sum_g += g;
-                sum_gx += g * (xr[i] - mu) * s;
+            let (xr, dyr) = (&x[r * d..(r + 1) * d], &dy[r * d..(r + 1) * d]);
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                unsafe { layernorm_row_backward_avx2(xr, gamma, mean[r], rstd[r], dyr, dxr) };
+                return;
             }
-            let (mg, mgx) = (sum_g / d as f32, sum_gx / d as f32);
-            for i in 0..d {
-                let xhat = (xr[i] - mu) * s;
-                dxr[i] = s * (dyr[i] * gamma[i] - mg - xhat * mgx);
-            }
+            layernorm_row_backward(xr, gamma, mean[r], rstd[r], dyr, dxr);
         });
+}
+
+/// [`layernorm_row_backward`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn layernorm_row_backward_avx2(
+    xr: &[f32],
+    gamma: &[f32],
+    mu: f32,
+    s: f32,
+    dyr: &[f32],
+    dxr: &mut [f32],
+) {
+    layernorm_row_backward(xr, gamma, mu, s, dyr, dxr)
+}
+
+/// One row of [`layernorm_backward`]'s input gradient.
+#[inline(always)]
+fn layernorm_row_backward(
+    xr: &[f32],
+    gamma: &[f32],
+    mu: f32,
+    s: f32,
+    dyr: &[f32],
+    dxr: &mut [f32],
+) {
+    let d = xr.len();
+    let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
+    for i in 0..d {
+        let g = dyr[i] * gamma[i];
+        sum_g += g;
+        sum_gx += g * (xr[i] - mu) * s;
+    }
+    let (mg, mgx) = (sum_g / d as f32, sum_gx / d as f32);
+    for i in 0..d {
+        let xhat = (xr[i] - mu) * s;
+        dxr[i] = s * (dyr[i] * gamma[i] - mg - xhat * mgx);
+    }
 }
 
 /// GELU (tanh form), its derivative and the rational tanh: [`csipose_spec::act`], the one
@@ -218,9 +277,11 @@ pub fn gelu_forward(x: &[f32], y: &mut [f32]) {
     y.par_chunks_mut(4096)
         .zip(x.par_chunks(4096))
         .for_each(|(yc, xc)| {
-            for (o, &v) in yc.iter_mut().zip(xc) {
-                *o = gelu(v);
-            }
+            wide(|| {
+                for (o, &v) in yc.iter_mut().zip(xc) {
+                    *o = gelu(v);
+                }
+            })
         });
 }
 
@@ -229,9 +290,11 @@ pub fn gelu_backward(x: &[f32], d: &mut [f32]) {
     d.par_chunks_mut(4096)
         .zip(x.par_chunks(4096))
         .for_each(|(dc, xc)| {
-            for (g, &v) in dc.iter_mut().zip(xc) {
-                *g *= gelu_grad(v);
-            }
+            wide(|| {
+                for (g, &v) in dc.iter_mut().zip(xc) {
+                    *g *= gelu_grad(v);
+                }
+            })
         });
 }
 
@@ -253,9 +316,11 @@ pub fn dropout_forward(x: &mut [f32], mask: &mut [f32], p: f32, key: u64) {
 
 /// Dropout backward: `d *= mask`.
 pub fn dropout_backward(mask: &[f32], d: &mut [f32]) {
-    for (g, m) in d.iter_mut().zip(mask) {
-        *g *= m;
-    }
+    wide(|| {
+        for (g, m) in d.iter_mut().zip(mask) {
+            *g *= m;
+        }
+    })
 }
 
 /// Multi-head self-attention core for `batch` samples of `p` tokens. `qkv` is `[batch·p, 3d]`
@@ -323,8 +388,6 @@ pub fn attention_backward(
     d: usize,
     heads: usize,
 ) {
-    let dh = d / heads;
-    let scale = 1.0 / (dh as f32).sqrt();
     dqkv[..batch * p * 3 * d]
         .par_chunks_mut(p * 3 * d)
         .enumerate()
@@ -340,38 +403,95 @@ pub fn attention_backward(
                 ds_heap.resize(p, 0.0);
                 &mut ds_heap
             };
-            for h in 0..heads {
-                let ph = &probs[(b * heads + h) * p * p..(b * heads + h + 1) * p * p];
-                for i in 0..p {
-                    let dc = &dcb[i * d + h * dh..i * d + (h + 1) * dh];
-                    let row = &ph[i * p..(i + 1) * p];
-                    // dV_j += a_ij dc_i ; dA_ij = dc_i · v_j
-                    let mut dot = 0.0;
-                    for j in 0..p {
-                        let vo = j * 3 * d + 2 * d + h * dh;
-                        let mut da = 0.0;
-                        for t in 0..dh {
-                            da += dc[t] * qb[vo + t];
-                            gb[vo + t] += row[j] * dc[t];
-                        }
-                        ds[j] = da;
-                        dot += row[j] * da;
-                    }
-                    for j in 0..p {
-                        ds[j] = row[j] * (ds[j] - dot) * scale;
-                    }
-                    // dq_i = Σ_j ds_j k_j ; dk_j += ds_j q_i
-                    let qo = i * 3 * d + h * dh;
-                    for (j, &s) in ds.iter().enumerate() {
-                        let ko = j * 3 * d + d + h * dh;
-                        for t in 0..dh {
-                            gb[qo + t] += s * qb[ko + t];
-                            gb[ko + t] += s * qb[qo + t];
-                        }
-                    }
+            let pb = &probs[b * heads * p * p..(b + 1) * heads * p * p];
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                unsafe { attention_backward_sample_avx2(qb, pb, dcb, gb, ds, p, d, heads) };
+                return;
+            }
+            attention_backward_sample(qb, pb, dcb, gb, ds, p, d, heads);
+        });
+}
+
+/// [`attention_backward_sample`] compiled for AVX2 (a closure through [`wide`] is too large
+/// to be inlined there).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attention_backward_sample_avx2(
+    qb: &[f32],
+    probs: &[f32],
+    dcb: &[f32],
+    gb: &mut [f32],
+    ds: &mut [f32],
+    p: usize,
+    d: usize,
+    heads: usize,
+) {
+    attention_backward_sample(qb, probs, dcb, gb, ds, p, d, heads)
+}
+
+/// One sample of [`attention_backward`]: `gb [p, 3d]` (zeroed) accumulates the q, k and v
+/// gradients from `dcb [p, d]`; `ds` is scratch of `p` values.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn attention_backward_sample(
+    qb: &[f32],
+    probs: &[f32],
+    dcb: &[f32],
+    gb: &mut [f32],
+    ds: &mut [f32],
+    p: usize,
+    d: usize,
+    heads: usize,
+) {
+    let dh = d / heads;
+    let scale = 1.0 / (dh as f32).sqrt();
+    for h in 0..heads {
+        let ph = &probs[h * p * p..(h + 1) * p * p];
+        for i in 0..p {
+            let dc = &dcb[i * d + h * dh..i * d + (h + 1) * dh];
+            let row = &ph[i * p..(i + 1) * p];
+            // dA_ij = dc_i · v_j ; dV_j += a_ij dc_i
+            let mut dot = 0.0;
+            for j in 0..p {
+                let vo = j * 3 * d + 2 * d + h * dh;
+                let v = &qb[vo..vo + dh];
+                let mut da = 0.0;
+                for t in 0..dh {
+                    da += dc[t] * v[t];
+                }
+                let a = row[j];
+                for (g, &c) in gb[vo..vo + dh].iter_mut().zip(dc) {
+                    *g += a * c;
+                }
+                ds[j] = da;
+                dot += a * da;
+            }
+            for j in 0..p {
+                ds[j] = row[j] * (ds[j] - dot) * scale;
+            }
+            // dq_i = Σ_j ds_j k_j (in j order) ; dk_j += ds_j q_i. The q and k
+            // columns never overlap, so the two loops add what one did, in the
+            // same order per element.
+            let qo = i * 3 * d + h * dh;
+            for (j, &s) in ds.iter().enumerate() {
+                let ko = j * 3 * d + d + h * dh;
+                let k = &qb[ko..ko + dh];
+                for (g, &kv) in gb[qo..qo + dh].iter_mut().zip(k) {
+                    *g += s * kv;
                 }
             }
-        });
+            let q = &qb[qo..qo + dh];
+            for (j, &s) in ds.iter().enumerate() {
+                let ko = j * 3 * d + d + h * dh;
+                for (g, &qv) in gb[ko..ko + dh].iter_mut().zip(q) {
+                    *g += s * qv;
+                }
+            }
+        }
+    }
 }
 
 /// Attention pooling: score `s_t = h_t · w + b`, `a = softmax_t(s)`, `z = Σ_t a_t h_t`.

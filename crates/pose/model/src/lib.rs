@@ -1,7 +1,11 @@
 //! The pose model family (nano … flagship): configurations with PyTorch-style tensor names,
-//! layers with explicit forward and backward passes over `gemm`, the whole model's batched
-//! forward/backward, and the seeded RNG the engine and training share.
+//! kernels with explicit forward and backward passes over `gemm` (`layers`), the network's
+//! layers as named parts with their saved activations (`blocks`: embedding, encoder layer,
+//! attention pooling, keypoint head, graph refinement), the whole model's batched
+//! forward/backward as a sequence of those parts (`model`), and the seeded RNG the engine and
+//! training share.
 
+mod blocks;
 pub mod config;
 pub mod layers;
 pub mod model;

@@ -2,13 +2,17 @@
 //! SmoothL1, backward, AdamW, EMA) at batch 64 on MM-Fi-shaped input [3, 114, 10], per
 //! model config, on a rayon pool of `CSIPOSE_BENCH_THREADS` threads (default 2).
 //!
-//! `cargo bench -p csipose-train --bench throughput [-- nano micro ...]`
+//! `cargo bench -p csipose-train --bench throughput [-- [--json] nano micro ...]`
 //! (`CSIPOSE_BENCH_SECONDS`, default 3, sets the measuring time per config, split into five
 //! windows: the table gives the median window's ms/step and samples/s, and the best window.)
 //! `cpu-bound` is samples per CPU-second of the process times the thread count, and
 //! `cpu/wall` the CPU seconds per wall second (2.0 = both threads ran all the time): on a
 //! shared machine a cpu/wall well under the thread count means the wall-clock numbers
 //! understate the engine.
+//!
+//! With `--json` each config prints one JSON line instead of a table row: the model
+//! configuration, its parameter tensors (PyTorch names and shapes), the training options and
+//! the timings; `bench/peer` builds the same network in PyTorch from that line.
 
 use csipose_dataset::packed::FrameMeta;
 use csipose_dataset::{DatasetInfo, HardwareProfile, KeypointLayout, PackedDataset, PackedWriter};
@@ -39,6 +43,7 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    let json = std::env::args().any(|a| a == "--json");
     let dir = tempfile::tempdir().unwrap();
     let n: usize = 2048;
     let info = DatasetInfo::new(HardwareProfile::mmfi(), KeypointLayout::Coco17_2d, "bench");
@@ -61,11 +66,13 @@ fn main() {
         .num_threads(threads)
         .build()
         .unwrap();
-    println!("training throughput, batch 64, {threads} threads, input [3, 114, 10]");
-    println!(
-        "{:<9} {:>10} {:>12} {:>14} {:>14} {:>14} {:>9}",
-        "config", "params", "ms/step", "samples/s", "best window", "cpu-bound", "cpu/wall"
-    );
+    if !json {
+        println!("training throughput, batch 64, {threads} threads, input [3, 114, 10]");
+        println!(
+            "{:<9} {:>10} {:>12} {:>14} {:>14} {:>14} {:>9}",
+            "config", "params", "ms/step", "samples/s", "best window", "cpu-bound", "cpu/wall"
+        );
+    }
     for name in PRESETS {
         if !wanted.is_empty() && !wanted.iter().any(|w| w == name) {
             continue;
@@ -105,9 +112,39 @@ fn main() {
             let (median, best) = (rates[2], rates[4]);
             // samples per CPU-second times the thread count: what dedicated cores would give
             // if the only loss under load is time-sharing.
-            let per_cpu = cpu
+            let per_cpu_rate = cpu
                 .filter(|&c| c > 0.0)
-                .map(|c| format!("{:.0}", (steps_total * 64) as f64 / c * threads as f64))
+                .map(|c| (steps_total * 64) as f64 / c * threads as f64);
+            if json {
+                let cfg = &t.model.cfg;
+                let tensors: Vec<serde_json::Value> = t
+                    .model
+                    .layout
+                    .tensors
+                    .iter()
+                    .map(|s| serde_json::json!({"name": s.name, "shape": s.shape}))
+                    .collect();
+                let line = serde_json::json!({
+                    "config": cfg,
+                    "ffn": cfg.ffn(),
+                    "joint_embed": csipose_model::config::JOINT_EMBED,
+                    "graph_layers": csipose_model::config::GRAPH_LAYERS,
+                    "parameters": t.model.param_count(),
+                    "tensors": tensors,
+                    "flops_per_forward": cfg.flops_per_forward(),
+                    "train": t.opts,
+                    "threads": threads,
+                    "batch": 64,
+                    "samples_per_s_median": median,
+                    "samples_per_s_best": best,
+                    "samples_per_cpu_s_times_threads": per_cpu_rate,
+                    "cpu_per_wall": cpu.map(|c| c / wall),
+                });
+                println!("{line}");
+                return;
+            }
+            let per_cpu = per_cpu_rate
+                .map(|r| format!("{r:.0}"))
                 .unwrap_or_else(|| "-".into());
             println!(
                 "{:<9} {:>10} {:>12.3} {:>14.0} {:>14.0} {:>14} {:>9.2}",
