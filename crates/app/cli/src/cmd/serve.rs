@@ -55,7 +55,8 @@ pub struct Args {
     /// Label the data as a replay on the page's banner.
     #[arg(long)]
     pub replay: bool,
-    /// Do not run the presence detector (poses are sent with presence null).
+    /// Do not run the presence detector (poses are sent with presence null). Always off with
+    /// --demo: the simulated data has no empty room to calibrate on.
     #[arg(long)]
     pub no_presence: bool,
     /// Most simultaneous HTTP/WebSocket connections.
@@ -121,7 +122,15 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         Mode::Live
     };
-    cfg.presence = !a.no_presence;
+    // The simulated demo data has a person in every frame and no empty room to calibrate the
+    // presence detector on (it would calibrate on the person and then call the room empty), so
+    // the demo runs without it: poses are sent with presence null ("not measured").
+    cfg.presence = !a.no_presence && demo.is_none();
+    if demo.is_some() && !a.no_presence {
+        eprintln!(
+            "note: presence detection is off for --demo (simulated data has no empty room to calibrate on)"
+        );
+    }
     cfg.max_connections = a.max_connections;
     cfg.mqtt = a.mqtt;
     let token = cfg.token.clone();
