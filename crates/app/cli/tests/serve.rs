@@ -172,4 +172,6 @@ fn serve_demo_replays_the_demo_dataset_through_its_model() {
         latest["poses"][0]["keypoints"].as_array().map(Vec::len),
         Some(17)
     );
+    // The simulated data has no empty room: the demo runs without the presence detector.
+    assert!(latest["poses"][0]["presence"].is_null(), "{latest}");
 }
