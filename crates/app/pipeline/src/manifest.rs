@@ -115,6 +115,7 @@ pub fn read_manifest(path: &Path) -> anyhow::Result<Manifest> {
     let base = path.parent().unwrap_or(Path::new("."));
     let mut rows = Vec::new();
     let mut classes: Option<Vec<String>> = None;
+    let mut first_row = true;
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         let at = || format!("{}:{}", path.display(), n + 1);
@@ -140,7 +141,10 @@ pub fn read_manifest(path: &Path) -> anyhow::Result<Manifest> {
             }
             continue;
         }
-        if line.is_empty() || (n == 0 && line.eq_ignore_ascii_case("file,label")) {
+        if line.is_empty() {
+            continue;
+        }
+        if std::mem::take(&mut first_row) && line.eq_ignore_ascii_case("file,label") {
             continue;
         }
         let (file, label) = line

@@ -760,14 +760,7 @@ fn manifest_cmd(a: ManifestArgs) -> anyhow::Result<()> {
         let dirs: Vec<(PathBuf, PathBuf)> = a
             .windows
             .iter()
-            .map(|d| {
-                let written = if d.is_absolute() {
-                    d.clone()
-                } else {
-                    relative_to(d, base)
-                };
-                (d.clone(), written)
-            })
+            .map(|d| (d.clone(), relative_to(d, base)))
             .collect();
         let classes = (!a.classes.is_empty()).then(|| a.classes.clone());
         let text = csipose_pipeline::manifest::windows_manifest(&dirs, classes)?;
@@ -836,18 +829,27 @@ fn manifest_cmd(a: ManifestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `path` (relative to the working directory) as reached from `base` (also relative), e.g.
-/// `../shared/x` from `out` is `../../shared/x`; `base` must not climb (`..`) itself.
+/// `path` as reached from the folder `base`: relative when both resolve (so a manifest can move
+/// with the data beside it), else `path` made absolute.
 fn relative_to(path: &Path, base: &Path) -> PathBuf {
-    let depth = base
-        .components()
-        .filter(|c| matches!(c, std::path::Component::Normal(_)))
-        .count();
-    let mut p = PathBuf::new();
-    for _ in 0..depth {
-        p.push("..");
+    let base = if base.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base
+    };
+    let (Ok(p), Ok(b)) = (path.canonicalize(), base.canonicalize()) else {
+        return std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    };
+    let (pc, bc): (Vec<_>, Vec<_>) = (p.components().collect(), b.components().collect());
+    let common = pc.iter().zip(&bc).take_while(|(x, y)| x == y).count();
+    let mut out = PathBuf::new();
+    for _ in common..bc.len() {
+        out.push("..");
     }
-    p.join(path)
+    for c in &pc[common..] {
+        out.push(c);
+    }
+    out
 }
 
 /// Confusion matrix as a PNG: one 16x16 cell per (true row, predicted column), white = 0 to
