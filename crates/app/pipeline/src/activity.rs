@@ -39,6 +39,8 @@ pub struct FeatureSpec {
     pub pose: Option<PathBuf>,
     /// Feature transform bits ([`TRANSFORM_WINDOW_NORM`], [`TRANSFORM_RATIO`]).
     pub transforms: u16,
+    /// Window rows: each window is preceded by this many earlier windows of its file.
+    pub context: usize,
 }
 
 impl Default for FeatureSpec {
@@ -48,6 +50,7 @@ impl Default for FeatureSpec {
             stride: None,
             pose: None,
             transforms: 0,
+            context: 0,
         }
     }
 }
@@ -79,6 +82,7 @@ impl FeatureSpec {
             stride: Some(model.head.stride as usize),
             pose: pose.map(Path::to_path_buf),
             transforms: model.head.transforms,
+            context: 0,
         })
     }
 }
@@ -219,7 +223,7 @@ pub fn load_examples(
                                 row.label.expect("packed rows carry a class"),
                             )]
                         }
-                        Source::Windows { x, y } => read_windows(x, y, classes)?,
+                        Source::Windows { x, y } => read_windows(x, y, classes, spec.context)?,
                     };
                     for (raw, label) in raws {
                         let shape = (raw.antennas, raw.subcarriers);
@@ -385,6 +389,7 @@ impl Settings {
             "block-size" => h.block_size = num(key, value)?,
             "response-db" => h.response_db = num(key, value)?,
             "stride" => self.features.stride = Some(num(key, value)?),
+            "context" => self.features.context = num(key, value)?,
             "transforms" => self.features.transforms = parse_transforms(value)?,
             "adapt-norm" => self.adapt_norm = num(key, value)?,
             "features" => {
@@ -397,7 +402,7 @@ impl Settings {
             }
             _ => {
                 return Err(format!(
-                    "unknown search key {key:?} (epochs, lr, batch, min-crop, layers, q-heads, kv-heads, head-dim, window, block-size, response-db, stride, transforms, adapt-norm, features)"
+                    "unknown search key {key:?} (epochs, lr, batch, min-crop, layers, q-heads, kv-heads, head-dim, window, block-size, response-db, stride, context, transforms, adapt-norm, features)"
                 ))
             }
         }

@@ -297,11 +297,14 @@ impl PoseEncoder {
 
 /// The windows of an ESP32-HAR style file pair: `x` `[windows, channels, samples]` (any numeric
 /// dtype) and `y` one label per window, text (mapped through `classes`) or class numbers. Each
-/// window becomes a sequence of `samples` packets of `channels` amplitudes (one antenna).
+/// window becomes a sequence of `samples` packets of `channels` amplitudes (one antenna),
+/// preceded by the `context` windows before it in the file (fewer at the start): a causal view
+/// of the last `(context + 1) · samples` packets, labelled with the last window's label.
 pub fn read_windows(
     x: &Path,
     y: &Path,
     classes: Option<&[String]>,
+    context: usize,
 ) -> anyhow::Result<Vec<(RawSequence, usize)>> {
     let a = csipose_npy::read::<f32>(x).with_context(|| format!("reading {}", x.display()))?;
     let [windows, channels, samples] = a.shape[..] else {
@@ -357,17 +360,25 @@ pub fn read_windows(
             x.display()
         );
     }
-    Ok(a.data
+    // [channels, samples] -> [samples (packets), channels], per window.
+    let packets: Vec<Vec<f32>> = a
+        .data
         .chunks_exact(channels * samples)
-        .zip(labels)
-        .map(|(w, label)| {
-            // [channels, samples] -> [samples (packets), channels]
-            let mut amplitudes = vec![0.0f32; channels * samples];
+        .map(|w| {
+            let mut out = vec![0.0f32; channels * samples];
             for c in 0..channels {
                 for t in 0..samples {
-                    amplitudes[t * channels + c] = w[c * samples + t];
+                    out[t * channels + c] = w[c * samples + t];
                 }
             }
+            out
+        })
+        .collect();
+    Ok(labels
+        .into_iter()
+        .enumerate()
+        .map(|(i, label)| {
+            let amplitudes = packets[i.saturating_sub(context)..=i].concat();
             (
                 RawSequence {
                     amplitudes,

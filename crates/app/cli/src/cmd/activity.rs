@@ -94,6 +94,10 @@ struct FeatureArgs {
     /// sequence), or both (`ratio+window-norm`).
     #[arg(long, default_value = "none", value_parser = parse_transforms)]
     transforms: u16,
+    /// Window manifests (ESP32-HAR): each window is classified with this many earlier windows
+    /// of its recording before it (causal context; 0 = the window alone).
+    #[arg(long, default_value_t = 0)]
+    context: usize,
 }
 
 #[derive(clap::Args, Clone)]
@@ -150,7 +154,7 @@ struct Hyper {
 struct SearchArgs {
     /// A search axis `key=v1,v2,...` (repeatable; every combination is tried): epochs, lr,
     /// batch, min-crop, layers, q-heads, kv-heads, head-dim, window, block-size, response-db,
-    /// stride, transforms, adapt-norm, features. Chosen by inner CV on training data only.
+    /// stride, context, transforms, adapt-norm, features. Chosen by inner CV on training data only.
     #[arg(long = "search")]
     search: Vec<String>,
     /// Inner folds of the search.
@@ -200,6 +204,10 @@ struct EvalArgs {
     /// (unlabelled) before predicting them.
     #[arg(long)]
     adapt_norm: bool,
+    /// Window manifests: earlier windows before each one, as the model was trained with
+    /// (`--context` of train; not stored in the model).
+    #[arg(long, default_value_t = 0)]
+    context: usize,
 }
 
 #[derive(clap::Args)]
@@ -318,6 +326,7 @@ impl FeatureArgs {
             stride: self.stride,
             pose: self.pose_features.clone(),
             transforms: self.transforms,
+            context: self.context,
         }
     }
 }
@@ -471,7 +480,10 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
         }
     }
     let manifest = read_manifest(&a.manifest)?;
-    let spec = FeatureSpec::from_model(model, a.pose_features.as_deref(), first)?;
+    let spec = FeatureSpec {
+        context: a.context,
+        ..FeatureSpec::from_model(model, a.pose_features.as_deref(), first)?
+    };
     let loaded = load(&manifest, &spec)?;
     if loaded.input_dim != model.shape.input_dim {
         bail!(
