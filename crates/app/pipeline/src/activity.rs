@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use csipose_attention::Backend;
 use csipose_temporal::features::{
-    apply_transforms, csi_feature_dim, encoder_frame_features, FeatureKind, BLOCKS,
-    DEFAULT_STRIDE, ENCODER_BLOCKS,
+    apply_transforms, csi_feature_dim, encoder_frame_features, FeatureKind, BLOCKS, DEFAULT_STRIDE,
+    ENCODER_BLOCKS,
 };
 use csipose_temporal::model::{ActivityModel, ModelShape};
 use csipose_temporal::rvne::{HeadConfig, TRANSFORM_RATIO, TRANSFORM_WINDOW_NORM};
@@ -28,7 +28,7 @@ use crate::manifest::{Manifest, Source};
 use crate::sources::{packed_raw, read_sequence, read_windows, PackedSets, PoseEncoder};
 
 /// How manifest rows become per-frame features.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FeatureSpec {
     /// `None`: auto (amplitude-phase where every row has complex CSI from at least 2 receive
     /// antennas, else amplitude).
@@ -41,18 +41,6 @@ pub struct FeatureSpec {
     pub transforms: u16,
     /// Window rows: each window is preceded by this many earlier windows of its file.
     pub context: usize,
-}
-
-impl Default for FeatureSpec {
-    fn default() -> Self {
-        FeatureSpec {
-            kind: None,
-            stride: None,
-            pose: None,
-            transforms: 0,
-            context: 0,
-        }
-    }
 }
 
 impl FeatureSpec {
@@ -423,10 +411,7 @@ impl Settings {
             h.response_db >= 0.0 && h.response_db.is_finite(),
             "response-db must be >= 0"
         );
-        anyhow::ensure!(
-            self.features.stride != Some(0),
-            "stride must be at least 1"
-        );
+        anyhow::ensure!(self.features.stride != Some(0), "stride must be at least 1");
         Ok(())
     }
 }
@@ -459,14 +444,15 @@ pub fn fit(
         transforms: loaded.transforms,
     };
     let mut model = ActivityModel::with_head(shape, hyper.backend, head, hyper.seed)?;
-    let response = (hyper.response_db > 0.0 && loaded.kind != FeatureKind::PoseEncoder).then(|| {
-        ResponseAugment {
-            db: hyper.response_db,
-            antennas: loaded.shape.0,
-            subcarriers: loaded.shape.1,
-            zero_mean: loaded.transforms & TRANSFORM_RATIO != 0,
-        }
-    });
+    let response =
+        (hyper.response_db > 0.0 && loaded.kind != FeatureKind::PoseEncoder).then_some({
+            ResponseAugment {
+                db: hyper.response_db,
+                antennas: loaded.shape.0,
+                subcarriers: loaded.shape.1,
+                zero_mean: loaded.transforms & TRANSFORM_RATIO != 0,
+            }
+        });
     let opts = TrainOptions {
         epochs: hyper.epochs,
         batch_size: hyper.batch,
@@ -623,7 +609,8 @@ impl SearchSpace {
             }
             for v in &values {
                 let mut s = base.clone();
-                s.set(&key, v).map_err(|m| anyhow::anyhow!("--search {e:?}: {m}"))?;
+                s.set(&key, v)
+                    .map_err(|m| anyhow::anyhow!("--search {e:?}: {m}"))?;
                 s.validate().with_context(|| format!("--search {e:?}"))?;
             }
             axes.push((key, values));
@@ -886,7 +873,12 @@ pub fn transfer(
             );
         }
         let idx: Vec<usize> = (0..test.examples.len()).collect();
-        let pred = predict(std::slice::from_ref(&model), &test, &idx, settings.adapt_norm)?;
+        let pred = predict(
+            std::slice::from_ref(&model),
+            &test,
+            &idx,
+            settings.adapt_norm,
+        )?;
         accuracy.push(score(&test.labels(), &pred, loaded.n_classes));
     }
     Ok(Transfer {

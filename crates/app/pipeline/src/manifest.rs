@@ -130,9 +130,11 @@ pub fn read_manifest(path: &Path) -> anyhow::Result<Manifest> {
                 if names.is_empty() {
                     bail!("{}: #classes names no class", at());
                 }
-                if let Some(d) = names.iter().enumerate().find_map(|(i, a)| {
-                    names[..i].contains(a).then_some(a)
-                }) {
+                if let Some(d) = names
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, a)| names[..i].contains(a).then_some(a))
+                {
                     bail!("{}: class {d:?} is named twice", at());
                 }
                 if classes.replace(names).is_some() {
@@ -249,13 +251,21 @@ mod tests {
         )
         .unwrap();
         let m = read_manifest(&p).unwrap();
-        assert_eq!(m.classes, Some(vec!["SIT".to_string(), "STAND".to_string()]));
+        assert_eq!(
+            m.classes,
+            Some(vec!["SIT".to_string(), "STAND".to_string()])
+        );
         assert_eq!(m.rows.len(), 3);
         assert_eq!(m.rows[0].source, Source::File(dir.path().join("a.dat")));
         assert_eq!(m.rows[0].label, Some(1));
         assert!(matches!(
             &m.rows[1].source,
-            Source::Packed { environment: Some(1), subject: 3, action: 12, .. }
+            Source::Packed {
+                environment: Some(1),
+                subject: 3,
+                action: 12,
+                ..
+            }
         ));
         assert_eq!(
             m.rows[2],

@@ -29,7 +29,12 @@ impl RawSequence {
     }
 
     /// Per-frame features of the given kind (`stride` packets per frame); `name` is for messages.
-    pub fn features(&self, kind: FeatureKind, stride: usize, name: &str) -> anyhow::Result<Vec<f32>> {
+    pub fn features(
+        &self,
+        kind: FeatureKind,
+        stride: usize,
+        name: &str,
+    ) -> anyhow::Result<Vec<f32>> {
         match kind {
             FeatureKind::Amplitude => Ok(frame_features(&self.amplitudes, self.channels(), stride)),
             FeatureKind::AmplitudePhase => {
@@ -293,7 +298,6 @@ impl PoseEncoder {
         Ok(out)
     }
 }
-
 
 /// The windows of an ESP32-HAR style file pair: `x` `[windows, channels, samples]` (any numeric
 /// dtype) and `y` one label per window, text (mapped through `classes`) or class numbers. Each

@@ -127,8 +127,8 @@ fn nested_selection_never_looks_at_the_outer_test_fold() {
         },
         adapt_norm: false,
     };
-    let space = SearchSpace::parse(&["epochs=1,3".into(), "lr=0.002,0.01".into()], &settings)
-        .unwrap();
+    let space =
+        SearchSpace::parse(&["epochs=1,3".into(), "lr=0.002,0.01".into()], &settings).unwrap();
     let manifest = Manifest {
         path: "toy".into(),
         rows: Vec::new(),
@@ -152,7 +152,10 @@ fn nested_selection_never_looks_at_the_outer_test_fold() {
     assert_eq!(all, (0..n).collect::<Vec<_>>(), "outer folds partition");
     for f in &clean {
         assert_eq!(f.selection.scores.len(), 4);
-        assert!(f.test_idx.iter().all(|i| f.selection.seen.binary_search(i).is_err()));
+        assert!(f
+            .test_idx
+            .iter()
+            .all(|i| f.selection.seen.binary_search(i).is_err()));
         assert_eq!(f.selection.seen.len() + f.test_idx.len(), n);
     }
     // Poison fold 0's test examples (same labels, so the same folds): its selection must come

@@ -12,7 +12,9 @@ mod write;
 
 pub use header::{parse_header, DType, Header, Kind};
 pub use npz::Npz;
-pub use read::{from_bytes, read, read_strings, strings_from_bytes, Array, MmapF32, MmapI32, Scalar};
+pub use read::{
+    from_bytes, read, read_strings, strings_from_bytes, Array, MmapF32, MmapI32, Scalar,
+};
 pub use write::{write, write_to, AtomicFile, Element, NpyStreamWriter};
 
 use std::path::PathBuf;

@@ -407,7 +407,11 @@ mod tests {
             let mut codes: Vec<u32> = item.chars().map(|c| c as u32).collect();
             codes.resize(width, 0);
             for c in codes {
-                b.extend_from_slice(&if big { c.to_be_bytes() } else { c.to_le_bytes() });
+                b.extend_from_slice(&if big {
+                    c.to_be_bytes()
+                } else {
+                    c.to_le_bytes()
+                });
             }
         }
         b
@@ -423,17 +427,29 @@ mod tests {
         let a = strings_from_bytes(&b, Path::new("y.npy")).unwrap();
         assert_eq!(a.data, vec!["ab", "c", "d", "ef"]);
         // Numeric reads refuse text and text reads refuse numbers, naming the file.
-        let err = from_bytes::<f64>(&b, Path::new("y.npy")).unwrap_err().to_string();
-        assert!(err.contains("y.npy") && err.contains("read_strings"), "{err}");
+        let err = from_bytes::<f64>(&b, Path::new("y.npy"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("y.npy") && err.contains("read_strings"),
+            "{err}"
+        );
         let num = crate::header::build_header(DType::F64, &[0]);
-        let err = strings_from_bytes(&num, Path::new("x.npy")).unwrap_err().to_string();
+        let err = strings_from_bytes(&num, Path::new("x.npy"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("x.npy") && err.contains("<f8"), "{err}");
         // A code point that is no character: the error names its byte offset.
         let mut bad = text_npy("<U2", &[1], &["ab"], 2, false);
         let at = bad.len() - 4;
         bad[at..].copy_from_slice(&0xD800u32.to_le_bytes());
-        let err = strings_from_bytes(&bad, Path::new("y.npy")).unwrap_err().to_string();
-        assert!(err.contains(&format!("byte {at}")) && err.contains("0xd800"), "{err}");
+        let err = strings_from_bytes(&bad, Path::new("y.npy"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("byte {at}")) && err.contains("0xd800"),
+            "{err}"
+        );
         // Truncated data.
         let b = text_npy("<U5", &[3], &["SEAT", "x", "y"], 5, false);
         let err = strings_from_bytes(&b[..b.len() - 1], Path::new("y.npy")).unwrap_err();
@@ -456,11 +472,19 @@ mod tests {
         let count = |name: &str| a.data.iter().filter(|s| *s == name).count();
         assert_eq!(a.data[0], "SEATED_RX");
         assert_eq!(
-            [count("SEATED_RX"), count("WALKING_TX"), count("SITTING_DOWN_TX")],
+            [
+                count("SEATED_RX"),
+                count("WALKING_TX"),
+                count("SITTING_DOWN_TX")
+            ],
             [10, 7, 5]
         );
         assert_eq!(
-            [count("STANDING_UP_RX"), count("TURN_TX"), count("SEATED_TX")],
+            [
+                count("STANDING_UP_RX"),
+                count("TURN_TX"),
+                count("SEATED_TX")
+            ],
             [3, 2, 2]
         );
     }

@@ -197,7 +197,8 @@ pub fn apply_transforms(
         for frame in frames.chunks_exact_mut(dim) {
             for block in [0, 2] {
                 for a in 0..antennas {
-                    let row = &mut frame[block * c + a * subcarriers..block * c + (a + 1) * subcarriers];
+                    let row =
+                        &mut frame[block * c + a * subcarriers..block * c + (a + 1) * subcarriers];
                     let m = row.iter().sum::<f32>() / subcarriers as f32;
                     row.iter_mut().for_each(|v| *v -= m);
                 }
@@ -211,7 +212,9 @@ pub fn apply_transforms(
         }
         let mut mean = vec![0.0f32; c];
         for frame in frames.chunks_exact(dim) {
-            mean.iter_mut().zip(&frame[..c]).for_each(|(m, v)| *m += v / n as f32);
+            mean.iter_mut()
+                .zip(&frame[..c])
+                .for_each(|(m, v)| *m += v / n as f32);
         }
         for frame in frames.chunks_exact_mut(dim) {
             frame[..c].iter_mut().zip(&mean).for_each(|(v, m)| *v -= m);
@@ -301,7 +304,10 @@ mod tests {
             let row = &x[f * dim..f * dim + 3];
             assert!(row.iter().sum::<f32>().abs() < 1e-5);
             for k in 0..3 {
-                assert!((x[f * dim + k] - y[f * dim + k]).abs() < 0.01, "{x:?} {y:?}");
+                assert!(
+                    (x[f * dim + k] - y[f * dim + k]).abs() < 0.01,
+                    "{x:?} {y:?}"
+                );
             }
         }
         // Window norm: a static response per subcarrier cancels in the log-amplitude block.

@@ -61,7 +61,11 @@ impl ResponseAugment {
             let ph = [tau * rng.uniform01(), tau * rng.uniform01()];
             let start = out.len();
             for si in 0..s {
-                let u = if s > 1 { si as f32 / (s - 1) as f32 } else { 0.5 };
+                let u = if s > 1 {
+                    si as f32 / (s - 1) as f32
+                } else {
+                    0.5
+                };
                 out.push(
                     k * (n[0] * (2.0 * u - 1.0)
                         + n[1] * (tau * f[0] * u + ph[0]).cos()
@@ -410,7 +414,10 @@ mod tests {
         let groups: Vec<usize> = (0..60).map(|i| i / 6).collect(); // 10 groups of 6
         let folds = grouped_folds(&groups, 5, 3);
         for g in 0..10 {
-            let f: Vec<usize> = (0..60).filter(|&i| groups[i] == g).map(|i| folds[i]).collect();
+            let f: Vec<usize> = (0..60)
+                .filter(|&i| groups[i] == g)
+                .map(|i| folds[i])
+                .collect();
             assert!(f.iter().all(|&x| x == f[0]), "group {g} split: {f:?}");
         }
         for f in 0..5 {
@@ -437,7 +444,10 @@ mod tests {
                 let mean: f32 = a.iter().sum::<f32>() / 56.0;
                 assert!(mean.abs() < 1e-4, "zero mean: {mean}");
                 // Smooth: neighbouring subcarriers differ by far less than the spread.
-                let step = a.windows(2).map(|w| (w[1] - w[0]).abs()).fold(0.0, f32::max);
+                let step = a
+                    .windows(2)
+                    .map(|w| (w[1] - w[0]).abs())
+                    .fold(0.0, f32::max);
                 let spread = a.iter().cloned().fold(f32::MIN, f32::max)
                     - a.iter().cloned().fold(f32::MAX, f32::min);
                 assert!(step <= spread / 4.0 + 1e-6, "{step} vs {spread}");

@@ -28,9 +28,9 @@ use csipose_dataset::packed::FrameMeta;
 use csipose_dataset::split::Subset;
 use csipose_dataset::PackedDataset;
 use csipose_pipeline::activity::{
-    cross_validate, fit, load_examples, mean_sd, nested_cv, parse_transforms, predict,
-    select, transfer, transforms_name, FeatureCache, FeatureSpec, FoldOptions, Loaded,
-    SearchSpace, Settings,
+    cross_validate, fit, load_examples, mean_sd, nested_cv, parse_transforms, predict, select,
+    transfer, transforms_name, FeatureCache, FeatureSpec, FoldOptions, Loaded, SearchSpace,
+    Settings,
 };
 use csipose_pipeline::manifest::{parse_sequence_key, read_manifest, Manifest, Row, Source};
 use csipose_temporal::features::FeatureKind;
@@ -470,7 +470,11 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
         if m.shape.n_classes != model.shape.n_classes
             || m.shape.input_dim != model.shape.input_dim
             || (m.head.features, m.head.stride, m.head.transforms)
-                != (model.head.features, model.head.stride, model.head.transforms)
+                != (
+                    model.head.features,
+                    model.head.stride,
+                    model.head.transforms,
+                )
         {
             bail!(
                 "{}: its classes, features or input size differ from {}; an ensemble needs them equal",
@@ -786,7 +790,10 @@ fn manifest_cmd(a: ManifestArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     };
-    let a = ManifestArgs { data: Some(data.clone()), ..a };
+    let a = ManifestArgs {
+        data: Some(data.clone()),
+        ..a
+    };
     let ds = PackedDataset::open(&data)
         .with_context(|| format!("opening packed dataset {}", data.display()))?;
     let split = match a.split {
