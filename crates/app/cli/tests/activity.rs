@@ -412,3 +412,63 @@ fn packed_dataset_sequences_and_pose_features() {
         "{err}"
     );
 }
+
+/// ESP32-HAR windows: `manifest --windows` writes the file pairs and the class line, and `cv
+/// --search` nests the choice inside each outer fold (grouped by recording) and says so.
+#[test]
+fn esp32_windows_manifest_and_nested_cv() {
+    let d2 = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../../shared/esp32-har/D2"
+    ));
+    if !d2.is_dir() {
+        println!("SKIPPED: {} is absent", d2.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("d2.csv");
+    run_ok(&[
+        "activity".as_ref(),
+        "manifest".as_ref(),
+        "--windows".as_ref(),
+        d2.as_os_str(),
+        "--out".as_ref(),
+        manifest.as_os_str(),
+    ]);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(text.starts_with("#classes,SEATED_RX,SEATED_TX,"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.ends_with("-y.npy")).count(), 4);
+    let out = run_ok(
+        &[
+            "activity",
+            "cv",
+            "--folds",
+            "2",
+            "--grouped",
+            "--search",
+            "epochs=1,2",
+            "--inner-folds",
+            "2",
+            "--stride",
+            "10",
+            "--head-dim",
+            "4",
+            "--q-heads",
+            "2",
+            "--json",
+            "--manifest",
+        ]
+        .iter()
+        .map(std::ffi::OsStr::new)
+        .chain([manifest.as_os_str()])
+        .collect::<Vec<_>>(),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["nested"], true);
+    assert_eq!(v["grouped"], true);
+    let run = &v["runs"][0];
+    assert_eq!(run["chosen"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(run["inner_scores"][0].as_array().unwrap().len(), 2, "{v}");
+    let acc = v["mean_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+}

@@ -4,7 +4,7 @@
 //! amplitudes the windowing stage needs.
 
 use crate::detect::{detect, Format, DETECT_BYTES};
-use crate::{atheros, esp32, intel5300, nexmon, Result, Skips};
+use crate::{atheros, esp32, intel5300, nexmon, Complex, Result, Skips};
 use serde_json::{json, Value};
 use std::fs::File;
 use std::io::Read;
@@ -65,31 +65,43 @@ impl Frame {
         }
     }
 
-    /// Amplitudes of the first transmit stream as `(antennas, subcarriers, [rx][sc])`.
-    pub fn rx_amplitudes(&self) -> (usize, usize, Vec<f64>) {
+    /// Complex CSI of the first transmit stream as `(antennas, subcarriers, [rx][sc])`: the one
+    /// per-format extraction every consumer (windowing, activity features) goes through. An
+    /// Intel frame without CSI gives 0 antennas; an Atheros frame without transmit streams gives
+    /// zeros.
+    pub fn rx_csi(&self) -> (usize, usize, Vec<Complex>) {
         match self {
             Frame::Intel5300(f) => {
-                let a: Vec<f64> = f.csi[0]
-                    .iter()
-                    .flat_map(|r| r.iter().map(|c| c.abs()))
-                    .collect();
-                (f.nrx as usize, intel5300::SUBCARRIERS, a)
+                let c: Vec<Complex> = f
+                    .csi
+                    .first()
+                    .map(|tx| tx.iter().flat_map(|r| r.iter().copied()).collect())
+                    .unwrap_or_default();
+                let antennas = if c.is_empty() { 0 } else { f.nrx as usize };
+                (antennas, intel5300::SUBCARRIERS, c)
             }
             Frame::Atheros(f) => {
                 let (nr, tones) = (f.nr as usize, f.num_tones as usize);
-                let mut a = vec![0.0; nr * tones];
+                let mut c = vec![Complex { re: 0.0, im: 0.0 }; nr * tones];
                 if f.nc > 0 && !f.csi.is_empty() {
                     for rx in 0..nr {
                         for t in 0..tones {
-                            a[rx * tones + t] = f.at(t, rx, 0).abs();
+                            c[rx * tones + t] = f.at(t, rx, 0);
                         }
                     }
                 }
-                (nr, tones, a)
+                (nr, tones, c)
             }
-            Frame::Esp32(f) => (1, f.csi.len(), f.csi.iter().map(|c| c.abs()).collect()),
-            Frame::Nexmon(f) => (1, f.csi.len(), f.csi.iter().map(|c| c.abs()).collect()),
+            Frame::Esp32(f) => (1, f.csi.len(), f.csi.clone()),
+            Frame::Nexmon(f) => (1, f.csi.len(), f.csi.clone()),
         }
+    }
+
+    /// Amplitudes of the first transmit stream as `(antennas, subcarriers, [rx][sc])`
+    /// (the magnitudes of [`Frame::rx_csi`]).
+    pub fn rx_amplitudes(&self) -> (usize, usize, Vec<f64>) {
+        let (antennas, subcarriers, c) = self.rx_csi();
+        (antennas, subcarriers, c.iter().map(|z| z.abs()).collect())
     }
 }
 

@@ -8,9 +8,12 @@ pub enum Kind {
     Int,
     UInt,
     Bool,
+    /// Fixed-width UCS-4 text (`<U15`): `size` is the byte width, 4 per character. Numeric
+    /// reads refuse it; [`crate::read_strings`] decodes it.
+    Unicode,
 }
 
-/// A numeric dtype: kind, byte width and byte order.
+/// A dtype: kind, byte width and byte order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DType {
     pub kind: Kind,
@@ -45,7 +48,7 @@ impl DType {
         big_endian: false,
     };
 
-    /// Parses a NumPy type string such as `<f4`, `>i8`, `|u1`, `|b1`.
+    /// Parses a NumPy type string such as `<f4`, `>i8`, `|u1`, `|b1`, `<U15`.
     pub fn parse(descr: &str) -> Option<DType> {
         let b = descr.as_bytes();
         if b.len() < 3 {
@@ -61,13 +64,20 @@ impl DType {
             b'i' => Kind::Int,
             b'u' => Kind::UInt,
             b'b' => Kind::Bool,
+            b'U' => Kind::Unicode,
             _ => return None,
         };
         let size: usize = descr[2..].parse().ok()?;
+        // A text width counts characters of 4 bytes; 0 (numpy's `<U0`) has no bytes to decode.
+        let size = match kind {
+            Kind::Unicode => size.checked_mul(4)?,
+            _ => size,
+        };
         let ok = match kind {
             Kind::Float => size == 4 || size == 8,
             Kind::Int | Kind::UInt => matches!(size, 1 | 2 | 4 | 8),
             Kind::Bool => size == 1,
+            Kind::Unicode => size > 0,
         };
         ok.then_some(DType {
             kind,
@@ -76,8 +86,12 @@ impl DType {
         })
     }
 
-    /// The NumPy type string (`<f4`, `|u1`, ...).
+    /// The NumPy type string (`<f4`, `|u1`, `<U15`, ...).
     pub fn descr(&self) -> String {
+        if self.kind == Kind::Unicode {
+            let order = if self.big_endian { '>' } else { '<' };
+            return format!("{order}U{}", self.size / 4);
+        }
         let order = if self.size == 1 {
             '|'
         } else if self.big_endian {
@@ -90,6 +104,7 @@ impl DType {
             Kind::Int => 'i',
             Kind::UInt => 'u',
             Kind::Bool => 'b',
+            Kind::Unicode => 'U',
         };
         format!("{order}{k}{}", self.size)
     }
@@ -281,6 +296,16 @@ mod tests {
         assert_eq!(parse_header(&h).unwrap_err().0, 6);
         let h = build_header(DType::F64, &[2, 2]);
         assert!(parse_header(&h[..20]).is_err());
+    }
+
+    #[test]
+    fn unicode_dtype() {
+        let u = DType::parse("<U15").unwrap();
+        assert_eq!((u.kind, u.size, u.big_endian), (Kind::Unicode, 60, false));
+        assert_eq!(u.descr(), "<U15");
+        assert_eq!(DType::parse(">U2").unwrap().descr(), ">U2");
+        assert_eq!(DType::parse("<U0"), None);
+        assert_eq!(DType::parse("<U99999999999999999999"), None);
     }
 
     #[test]

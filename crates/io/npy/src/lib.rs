@@ -1,7 +1,7 @@
 //! NumPy `.npy` / `.npz` files: the array container every csipose stage exchanges.
 //!
 //! Owns the `.npy` header format (versions 1–3), reading any little- or big-endian
-//! numeric dtype into `f64`/`f32`/`i64`, memory-mapped zero-copy views of
+//! numeric dtype into `f64`/`f32`/`i64` and fixed-width text (`<U15`) into `String`s, memory-mapped zero-copy views of
 //! little-endian `f32`/`i32` arrays (the packed-dataset fast path), `.npz`
 //! archives, and atomic writing (temporary name, then rename).
 
@@ -12,7 +12,9 @@ mod write;
 
 pub use header::{parse_header, DType, Header, Kind};
 pub use npz::Npz;
-pub use read::{from_bytes, read, Array, MmapF32, MmapI32, Scalar};
+pub use read::{
+    from_bytes, read, read_strings, strings_from_bytes, Array, MmapF32, MmapI32, Scalar,
+};
 pub use write::{write, write_to, AtomicFile, Element, NpyStreamWriter};
 
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! `.npz` archives (zip files of `.npy` members, stored or deflated).
 
-use crate::read::{from_bytes, Array};
+use crate::read::{from_bytes, strings_from_bytes, Array};
 use crate::write::Element;
 use crate::{NpyError, Result};
 use std::io::Read;
@@ -31,6 +31,18 @@ impl Npz {
 
     /// Reads array `name` converted to `T`.
     pub fn read<T: Element>(&mut self, name: &str) -> Result<Array<T>> {
+        let (bytes, label) = self.member(name)?;
+        from_bytes(&bytes, &label)
+    }
+
+    /// Reads the text array `name` (`<U...`), see [`crate::read_strings`].
+    pub fn read_strings(&mut self, name: &str) -> Result<Array<String>> {
+        let (bytes, label) = self.member(name)?;
+        strings_from_bytes(&bytes, &label)
+    }
+
+    /// The bytes of member `name.npy` and the label errors use.
+    fn member(&mut self, name: &str) -> Result<(Vec<u8>, PathBuf)> {
         let member = format!("{name}.npy");
         let label = self.path.join(&member);
         let mut f = self
@@ -40,6 +52,6 @@ impl Npz {
         let mut bytes = Vec::with_capacity(f.size().min(1 << 30) as usize);
         f.read_to_end(&mut bytes)
             .map_err(|e| NpyError::io(&label, e))?;
-        from_bytes(&bytes, &label)
+        Ok((bytes, label))
     }
 }

@@ -48,11 +48,89 @@ pub fn from_bytes<T: Element>(bytes: &[u8], path: &Path) -> Result<Array<T>> {
             ),
         ));
     }
+    if h.dtype.kind == Kind::Unicode {
+        return Err(NpyError::format(
+            path,
+            0,
+            format!(
+                "holds text ({}), not numbers; read it with read_strings",
+                h.dtype.descr()
+            ),
+        ));
+    }
     let raw = &bytes[h.data_offset..h.data_offset + need];
     let mut data: Vec<T> = raw
         .chunks_exact(h.dtype.size)
         .map(|c| T::from_f64_or_i64(decode(h.dtype, c)))
         .collect();
+    if h.fortran_order && h.shape.len() > 1 {
+        data = fortran_to_c(&data, &h.shape);
+    }
+    Ok(Array {
+        shape: h.shape,
+        data,
+    })
+}
+
+/// Reads a whole `.npy` file of fixed-width text (`<U15`, `>U4`: UCS-4 code points, trailing
+/// NULs dropped as numpy drops them), C or Fortran order.
+pub fn read_strings(path: impl AsRef<Path>) -> Result<Array<String>> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| NpyError::io(path, e))?;
+    strings_from_bytes(&bytes, path)
+}
+
+/// Decodes `.npy` bytes of fixed-width text; `path` only labels errors. Errors name the byte
+/// offset of a code point that is not a Unicode scalar value.
+pub fn strings_from_bytes(bytes: &[u8], path: &Path) -> Result<Array<String>> {
+    let h = parse_header(bytes).map_err(|(o, m)| NpyError::format(path, o, m))?;
+    if h.dtype.kind != Kind::Unicode {
+        return Err(NpyError::format(
+            path,
+            0,
+            format!("holds {}, not text (<U...)", h.dtype.descr()),
+        ));
+    }
+    let need = h
+        .data_bytes()
+        .ok_or_else(|| NpyError::format(path, 0, "shape overflows"))?;
+    let avail = bytes.len() - h.data_offset;
+    if avail < need {
+        return Err(NpyError::format(
+            path,
+            bytes.len() as u64,
+            format!(
+                "truncated: shape {:?} of {} needs {need} data bytes, file has {avail}",
+                h.shape,
+                h.dtype.descr()
+            ),
+        ));
+    }
+    let raw = &bytes[h.data_offset..h.data_offset + need];
+    let mut data = Vec::with_capacity(h.len());
+    for (i, item) in raw.chunks_exact(h.dtype.size).enumerate() {
+        let mut text = String::new();
+        for (j, c) in item.chunks_exact(4).enumerate() {
+            let b = [c[0], c[1], c[2], c[3]];
+            let code = if h.dtype.big_endian {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            };
+            let ch = char::from_u32(code).ok_or_else(|| {
+                let at = h.data_offset + i * h.dtype.size + 4 * j;
+                NpyError::format(
+                    path,
+                    at as u64,
+                    format!("code point {code:#x} is not a Unicode scalar value"),
+                )
+            })?;
+            text.push(ch);
+        }
+        let kept = text.trim_end_matches('\0').len();
+        text.truncate(kept);
+        data.push(text);
+    }
     if h.fortran_order && h.shape.len() > 1 {
         data = fortran_to_c(&data, &h.shape);
     }
@@ -87,11 +165,11 @@ fn decode(dt: DType, c: &[u8]) -> Scalar {
             let shift = 64 - 8 * n as u32;
             Scalar::I(((v << shift) as i64) >> shift)
         }
-        (Kind::UInt | Kind::Bool, _) => Scalar::U(u64::from_le_bytes(buf)),
+        (Kind::UInt | Kind::Bool | Kind::Unicode, _) => Scalar::U(u64::from_le_bytes(buf)),
     }
 }
 
-fn fortran_to_c<T: Copy>(data: &[T], shape: &[usize]) -> Vec<T> {
+fn fortran_to_c<T: Clone>(data: &[T], shape: &[usize]) -> Vec<T> {
     let n = data.len();
     let nd = shape.len();
     let mut out = Vec::with_capacity(n);
@@ -103,7 +181,7 @@ fn fortran_to_c<T: Copy>(data: &[T], shape: &[usize]) -> Vec<T> {
     }
     for _ in 0..n {
         let off: usize = idx.iter().zip(&fstride).map(|(i, s)| i * s).sum();
-        out.push(data[off]);
+        out.push(data[off].clone());
         for d in (0..nd).rev() {
             idx[d] += 1;
             if idx[d] < shape[d] {
@@ -318,6 +396,115 @@ mod tests {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
             let cut = (seed >> 35) as usize % (b.len() + 1);
             let _ = from_bytes::<f64>(&b[..cut], Path::new("fuzz"));
+        }
+    }
+
+    /// `<U15` text as numpy writes it: UCS-4 little-endian, NUL-padded to the width.
+    fn text_npy(descr: &str, shape: &[usize], items: &[&str], width: usize, big: bool) -> Vec<u8> {
+        let dtype = DType::parse(descr).unwrap();
+        let mut b = crate::header::build_header(dtype, shape);
+        for item in items {
+            let mut codes: Vec<u32> = item.chars().map(|c| c as u32).collect();
+            codes.resize(width, 0);
+            for c in codes {
+                b.extend_from_slice(&if big {
+                    c.to_be_bytes()
+                } else {
+                    c.to_le_bytes()
+                });
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn reads_unicode_text() {
+        let b = text_npy("<U5", &[3], &["SEAT", "héllo", ""], 5, false);
+        let a = strings_from_bytes(&b, Path::new("y.npy")).unwrap();
+        assert_eq!(a.shape, vec![3]);
+        assert_eq!(a.data, vec!["SEAT", "héllo", ""]);
+        let b = text_npy(">U2", &[2, 2], &["ab", "c", "d", "ef"], 2, true);
+        let a = strings_from_bytes(&b, Path::new("y.npy")).unwrap();
+        assert_eq!(a.data, vec!["ab", "c", "d", "ef"]);
+        // Numeric reads refuse text and text reads refuse numbers, naming the file.
+        let err = from_bytes::<f64>(&b, Path::new("y.npy"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("y.npy") && err.contains("read_strings"),
+            "{err}"
+        );
+        let num = crate::header::build_header(DType::F64, &[0]);
+        let err = strings_from_bytes(&num, Path::new("x.npy"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("x.npy") && err.contains("<f8"), "{err}");
+        // A code point that is no character: the error names its byte offset.
+        let mut bad = text_npy("<U2", &[1], &["ab"], 2, false);
+        let at = bad.len() - 4;
+        bad[at..].copy_from_slice(&0xD800u32.to_le_bytes());
+        let err = strings_from_bytes(&bad, Path::new("y.npy"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("byte {at}")) && err.contains("0xd800"),
+            "{err}"
+        );
+        // Truncated data.
+        let b = text_npy("<U5", &[3], &["SEAT", "x", "y"], 5, false);
+        let err = strings_from_bytes(&b[..b.len() - 1], Path::new("y.npy")).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn reads_the_esp32_har_labels() {
+        let p = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../../shared/esp32-har/D1/e01_rx_tx-y.npy"
+        );
+        if !Path::new(p).exists() {
+            println!("SKIPPED: {p} is absent");
+            return;
+        }
+        // Counts as numpy reads them (`collections.Counter(np.load(p))`).
+        let a = read_strings(p).unwrap();
+        assert_eq!(a.shape, vec![29]);
+        let count = |name: &str| a.data.iter().filter(|s| *s == name).count();
+        assert_eq!(a.data[0], "SEATED_RX");
+        assert_eq!(
+            [
+                count("SEATED_RX"),
+                count("WALKING_TX"),
+                count("SITTING_DOWN_TX")
+            ],
+            [10, 7, 5]
+        );
+        assert_eq!(
+            [
+                count("STANDING_UP_RX"),
+                count("TURN_TX"),
+                count("SEATED_TX")
+            ],
+            [3, 2, 2]
+        );
+    }
+
+    #[test]
+    fn arbitrary_text_bytes_never_panic() {
+        let mut seed = 0x9e37_79b9_u64;
+        let base = text_npy("<U3", &[4], &["abc", "d", "ef", "g"], 3, false);
+        for _ in 0..2000 {
+            let mut b = base.clone();
+            for _ in 0..4 {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let i = (seed >> 33) as usize % b.len();
+                b[i] = (seed >> 13) as u8;
+            }
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let cut = (seed >> 35) as usize % (b.len() + 1);
+            let _ = strings_from_bytes(&b[..cut], Path::new("fuzz"));
         }
     }
 }

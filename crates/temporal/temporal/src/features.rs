@@ -245,6 +245,57 @@ pub fn csi_frame_features(
     out
 }
 
+/// Applies the feature transforms of a head config ([`crate::rvne::TRANSFORM_WINDOW_NORM`],
+/// [`crate::rvne::TRANSFORM_RATIO`]) in place to one sequence `[frames, dim]` of amplitude or
+/// amplitude-phase features over `antennas x subcarriers` channels (the blocks of
+/// [`frame_features`] come first: log amplitude, its change, its centred value):
+/// - ratio: per frame and antenna, the log-amplitude and centred blocks minus their mean over
+///   the subcarriers (log amplitude ratios to the antenna's geometric mean; a gain common to
+///   the subcarriers cancels);
+/// - window norm: the log-amplitude block minus its per-channel mean over the whole sequence
+///   (a static frequency response cancels; not causal: it needs the whole window).
+///
+/// Ratio is applied first. Other features (the phase blocks) are left as they are.
+pub fn apply_transforms(
+    frames: &mut [f32],
+    dim: usize,
+    antennas: usize,
+    subcarriers: usize,
+    transforms: u16,
+) {
+    let c = antennas * subcarriers;
+    if c == 0 || dim < BLOCKS * c || transforms == 0 {
+        return;
+    }
+    if transforms & crate::rvne::TRANSFORM_RATIO != 0 {
+        for frame in frames.chunks_exact_mut(dim) {
+            for block in [0, 2] {
+                for a in 0..antennas {
+                    let row =
+                        &mut frame[block * c + a * subcarriers..block * c + (a + 1) * subcarriers];
+                    let m = row.iter().sum::<f32>() / subcarriers as f32;
+                    row.iter_mut().for_each(|v| *v -= m);
+                }
+            }
+        }
+    }
+    if transforms & crate::rvne::TRANSFORM_WINDOW_NORM != 0 {
+        let n = frames.len() / dim;
+        if n == 0 {
+            return;
+        }
+        let mut mean = vec![0.0f32; c];
+        for frame in frames.chunks_exact(dim) {
+            mean.iter_mut()
+                .zip(&frame[..c])
+                .for_each(|(m, v)| *m += v / n as f32);
+        }
+        for frame in frames.chunks_exact_mut(dim) {
+            frame[..c].iter_mut().zip(&mean).for_each(|(v, m)| *v -= m);
+        }
+    }
+}
+
 /// Feature blocks per value of [`encoder_frame_features`].
 pub const ENCODER_BLOCKS: usize = 3;
 
@@ -305,6 +356,54 @@ mod tests {
             vec![l(1.0), l(10.0), 0.0, 0.0, 0.0, 0.0]
         );
         assert!(super::frame_features(&[], 2, 4).is_empty());
+    }
+
+    #[test]
+    fn transforms_cancel_gains_and_static_responses() {
+        use crate::rvne::{TRANSFORM_RATIO, TRANSFORM_WINDOW_NORM};
+        // 6 packets x (1 antenna x 3 subcarriers), stride 1.
+        let a: Vec<f32> = (0..18).map(|i| 20.0 + ((i * 7) % 5) as f32).collect();
+        let base = super::frame_features(&a, 3, 1);
+        let dim = super::BLOCKS * 3;
+        // Ratio: a gain common to the subcarriers (per frame) cancels (up to ln(1 + a) vs ln a).
+        let gained: Vec<f32> = a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * (1.0 + (i / 3) as f32 * 0.3))
+            .collect();
+        let (mut x, mut y) = (base.clone(), super::frame_features(&gained, 3, 1));
+        super::apply_transforms(&mut x, dim, 1, 3, TRANSFORM_RATIO);
+        super::apply_transforms(&mut y, dim, 1, 3, TRANSFORM_RATIO);
+        for f in 0..6 {
+            let row = &x[f * dim..f * dim + 3];
+            assert!(row.iter().sum::<f32>().abs() < 1e-5);
+            for k in 0..3 {
+                assert!(
+                    (x[f * dim + k] - y[f * dim + k]).abs() < 0.01,
+                    "{x:?} {y:?}"
+                );
+            }
+        }
+        // Window norm: a static response per subcarrier cancels in the log-amplitude block.
+        let shaped: Vec<f32> = a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * [0.5, 1.0, 2.0][i % 3])
+            .collect();
+        let (mut x, mut y) = (base.clone(), super::frame_features(&shaped, 3, 1));
+        super::apply_transforms(&mut x, dim, 1, 3, TRANSFORM_WINDOW_NORM);
+        super::apply_transforms(&mut y, dim, 1, 3, TRANSFORM_WINDOW_NORM);
+        for k in 0..3 {
+            let col: f32 = (0..6).map(|f| x[f * dim + k]).sum();
+            assert!(col.abs() < 1e-4);
+        }
+        for (p, q) in x.iter().zip(&y).step_by(1).take(3) {
+            assert!((p - q).abs() < 0.02, "{p} {q}");
+        }
+        // Without transforms nothing changes.
+        let mut z = base.clone();
+        super::apply_transforms(&mut z, dim, 1, 3, 0);
+        assert_eq!(z, base);
     }
 
     #[test]

@@ -78,6 +78,16 @@ impl Rng {
     pub fn uniform(&mut self) -> f32 {
         ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
+    /// Uniform in [0, 1).
+    pub fn uniform01(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f32 {
+        let u1 = 1.0 - self.uniform01(); // (0, 1]
+        let u2 = self.uniform01();
+        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+    }
     /// Uniform integer in 0..n.
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
@@ -593,6 +603,7 @@ mod tests {
             causal: true,
             features: 1,
             stride: 5,
+            transforms: 0,
         };
         let mut model = ActivityModel::with_head(shape(), Backend::Sparse, head, 13).unwrap();
         let x = sequence(40, 6);

@@ -47,6 +47,14 @@ pub const FLAG_DENSE: u8 = 2;
 pub const HEAD_TAG: [u8; 4] = *b"HCFG";
 /// Bytes of the head config record.
 pub const HEAD_LEN: usize = 16;
+/// Transform bit 0: each sequence's log-amplitude block minus its per-channel mean over the
+/// whole sequence (per-window normalisation; takes away a static frequency response).
+pub const TRANSFORM_WINDOW_NORM: u16 = 1;
+/// Transform bit 1: each frame's log amplitudes (and their centred block) minus their mean over
+/// the antenna's subcarriers (amplitude ratios between subcarriers; takes away a common gain).
+pub const TRANSFORM_RATIO: u16 = 2;
+/// Every known transform bit.
+pub const TRANSFORM_MASK: u16 = TRANSFORM_WINDOW_NORM | TRANSFORM_RATIO;
 /// Highest per-frame feature code (0 amplitude, 1 amplitude + cross-antenna phase, 2 pose
 /// encoder).
 pub const MAX_FEATURE_CODE: u8 = 2;
@@ -69,7 +77,7 @@ pub const MAX_WEIGHTS: usize = 1 << 28;
 /// | 34 | u8 | causal: 1, or 0 for symmetric attention (such a model cannot stream) |
 /// | 35 | u8 | per-frame features: 0 amplitude, 1 amplitude + cross-antenna phase, 2 pose encoder |
 /// | 36 | u16 | packets averaged into one frame (> 0; 1 for pose-encoder features: one dataset frame each) |
-/// | 38 | u16 | reserved, 0 |
+/// | 38 | u16 | feature transforms, bit flags (see [`TRANSFORM_WINDOW_NORM`], [`TRANSFORM_RATIO`]); other bits 0 |
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeadConfig {
     pub window: u16,
@@ -77,6 +85,8 @@ pub struct HeadConfig {
     pub causal: bool,
     pub features: u8,
     pub stride: u16,
+    /// Feature transform bits ([`TRANSFORM_WINDOW_NORM`], [`TRANSFORM_RATIO`]); 0 = none.
+    pub transforms: u16,
 }
 
 impl HeadConfig {
@@ -88,6 +98,7 @@ impl HeadConfig {
         causal: true,
         features: 0,
         stride: 4,
+        transforms: 0,
     };
 
     fn encode(&self) -> [u8; HEAD_LEN] {
@@ -99,6 +110,7 @@ impl HeadConfig {
         b[10] = self.causal as u8;
         b[11] = self.features;
         b[12..14].copy_from_slice(&self.stride.to_le_bytes());
+        b[14..16].copy_from_slice(&self.transforms.to_le_bytes());
         b
     }
 
@@ -116,6 +128,12 @@ impl HeadConfig {
         }
         if self.stride == 0 {
             return bad(HEADER_LEN + 12, "packets per frame is 0".into());
+        }
+        if self.transforms & !TRANSFORM_MASK != 0 {
+            return bad(
+                HEADER_LEN + 14,
+                format!("unknown transform bits {:#06x}", self.transforms),
+            );
         }
         Ok(())
     }
@@ -142,15 +160,13 @@ impl HeadConfig {
                 format!("causal byte is {}, not 0 or 1", b[10]),
             );
         }
-        if u16_at(b, 14) != 0 {
-            return bad(HEADER_LEN + 14, "reserved u16 is not 0".into());
-        }
         let head = HeadConfig {
             window: u16_at(b, 6),
             block_size: u16_at(b, 8),
             causal: b[10] == 1,
             features: b[11],
             stride: u16_at(b, 12),
+            transforms: u16_at(b, 14),
         };
         head.validate()?;
         Ok(head)
@@ -592,6 +608,7 @@ mod tests {
         causal: false,
         features: 1,
         stride: 3,
+        transforms: TRANSFORM_RATIO,
     };
 
     fn weights(h: &RvneHeader) -> Vec<f32> {
@@ -756,7 +773,7 @@ mod tests {
             (10, 2, "causal"),
             (11, 9, "feature code"),
             (12, 0, "packets per frame"),
-            (14, 1, "reserved"),
+            (14, 4, "transform bits"),
         ]
         .iter()
         .map(|&(at, v, t)| {

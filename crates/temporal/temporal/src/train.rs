@@ -1,7 +1,8 @@
 //! Training and evaluation of the activity classifier: AdamW with cosine learning-rate decay on
 //! mini-batches (gradients of a
 //! batch computed in parallel and summed in a fixed order, so a seed gives one result), random
-//! temporal crops as augmentation, stratified k-fold splits, accuracy and confusion matrices.
+//! temporal crops and random smooth frequency responses ([`ResponseAugment`]) as augmentation,
+//! stratified and grouped k-fold splits, accuracy and confusion matrices.
 
 use rayon::prelude::*;
 
@@ -26,6 +27,58 @@ pub struct TrainOptions {
     /// of its frames (1.0 = no cropping).
     pub min_crop: f32,
     pub seed: u64,
+    /// A random smooth frequency response added to each training crop's log amplitudes.
+    pub response: Option<ResponseAugment>,
+}
+
+/// Train-time augmentation against a changed static channel, in feature space: a random smooth
+/// frequency response `r_a(s)` in dB per receive antenna, the same for every frame of a crop, as
+/// the pose trainer draws it (`csipose_train::augment::CsiAugment::response_db`):
+/// `r_a(u) = σ (n₀ (2u − 1) + n₁ cos(2π f₁ u + φ₁) + n₂ cos(2π f₂ u + φ₂)) / √3`, `u = s/(S−1)`,
+/// `n ~ N(0, 1)`, `f ~ U(0.3, 2)`, σ = `db`. Multiplying amplitudes by `10^(r/20)` adds
+/// `r · ln 10 / 20` to their logarithm, which is what is added to the first `antennas ×
+/// subcarriers` features of every frame (the log-amplitude block; for `ln(1 + a)` exact up to
+/// `1/a`). The change and centred blocks do not see a static response. With `zero_mean` the
+/// curve's mean over each antenna's subcarriers is removed first (for ratio features).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ResponseAugment {
+    pub db: f32,
+    pub antennas: usize,
+    pub subcarriers: usize,
+    pub zero_mean: bool,
+}
+
+impl ResponseAugment {
+    /// One random response `[antennas × subcarriers]` in log-amplitude units.
+    pub fn draw(&self, rng: &mut Rng) -> Vec<f32> {
+        let (a, s) = (self.antennas, self.subcarriers);
+        let tau = std::f32::consts::TAU;
+        let k = self.db / 3f32.sqrt() * std::f32::consts::LN_10 / 20.0;
+        let mut out = Vec::with_capacity(a * s);
+        for _ in 0..a {
+            let n = [rng.normal(), rng.normal(), rng.normal()];
+            let f = [0.3 + 1.7 * rng.uniform01(), 0.3 + 1.7 * rng.uniform01()];
+            let ph = [tau * rng.uniform01(), tau * rng.uniform01()];
+            let start = out.len();
+            for si in 0..s {
+                let u = if s > 1 {
+                    si as f32 / (s - 1) as f32
+                } else {
+                    0.5
+                };
+                out.push(
+                    k * (n[0] * (2.0 * u - 1.0)
+                        + n[1] * (tau * f[0] * u + ph[0]).cos()
+                        + n[2] * (tau * f[1] * u + ph[1]).cos()),
+                );
+            }
+            if self.zero_mean {
+                let m = out[start..].iter().sum::<f32>() / s.max(1) as f32;
+                out[start..].iter_mut().for_each(|v| *v -= m);
+            }
+        }
+        out
+    }
 }
 
 impl Default for TrainOptions {
@@ -37,6 +90,7 @@ impl Default for TrainOptions {
             weight_decay: 1e-4,
             min_crop: 0.5,
             seed: 0,
+            response: None,
         }
     }
 }
@@ -74,21 +128,35 @@ pub fn train(
             * (0.05 + 0.95 * 0.5 * (1.0 + (std::f32::consts::PI * progress).cos()));
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
         for batch in order.chunks(opts.batch_size.max(1)) {
-            // Crops drawn up front (sequentially) so results do not depend on thread timing.
-            let crops: Vec<(usize, usize)> = batch
+            // Crops and responses drawn up front (sequentially) so results do not depend on
+            // thread timing.
+            let crops: Vec<(usize, usize, Option<Vec<f32>>)> = batch
                 .iter()
                 .map(|&i| {
                     let frames = data[i].frames.len() / input_dim;
                     let min = ((frames as f32 * opts.min_crop).ceil() as usize).clamp(1, frames);
                     let len = min + rng.below(frames - min + 1);
-                    (rng.below(frames - len + 1), len)
+                    let start = rng.below(frames - len + 1);
+                    (start, len, opts.response.map(|r| r.draw(&mut rng)))
                 })
                 .collect();
             let results = batch
                 .par_iter()
                 .zip(&crops)
-                .map(|(&i, &(start, len))| {
+                .map(|(&i, (start, len, response))| {
                     let x = &data[i].frames[start * input_dim..(start + len) * input_dim];
+                    let shifted;
+                    let x = match response {
+                        Some(r) => {
+                            let mut y = x.to_vec();
+                            for frame in y.chunks_exact_mut(input_dim) {
+                                frame.iter_mut().zip(r).for_each(|(v, d)| *v += d);
+                            }
+                            shifted = y;
+                            &shifted[..]
+                        }
+                        None => x,
+                    };
                     let (loss, grad) = model.loss_and_gradient(x, data[i].label)?;
                     let hit = model.predict(x)? == data[i].label;
                     Ok((loss, grad, hit))
@@ -198,6 +266,28 @@ pub fn stratified_folds(labels: &[usize], k: usize, seed: u64) -> Vec<usize> {
         }
     }
     fold
+}
+
+/// Grouped k-fold assignment: whole groups (e.g. the recordings examples were cut from) are
+/// shuffled with `seed` and dealt to folds so the folds' example counts stay close (each group
+/// goes to the fold with the fewest examples so far, ties to the lowest fold). Returns the fold
+/// (0..k) of each example; no group is split between folds.
+pub fn grouped_folds(groups: &[usize], k: usize, seed: u64) -> Vec<usize> {
+    let k = k.max(1);
+    let mut rng = Rng::new(seed);
+    let mut ids: Vec<usize> = groups.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    rng.shuffle(&mut ids);
+    let mut size = vec![0usize; k];
+    let mut fold_of = std::collections::HashMap::new();
+    for g in ids {
+        let n = groups.iter().filter(|&&x| x == g).count();
+        let f = (0..k).min_by_key(|&f| (size[f], f)).unwrap_or(0);
+        size[f] += n;
+        fold_of.insert(g, f);
+    }
+    groups.iter().map(|g| fold_of[g]).collect()
 }
 
 #[cfg(test)]
@@ -324,6 +414,56 @@ mod tests {
         }
         assert_eq!(folds, stratified_folds(&labels, 3, 0));
         assert_ne!(folds, stratified_folds(&labels, 3, 1));
+    }
+
+    #[test]
+    fn grouped_folds_keep_groups_whole() {
+        let groups: Vec<usize> = (0..60).map(|i| i / 6).collect(); // 10 groups of 6
+        let folds = grouped_folds(&groups, 5, 3);
+        for g in 0..10 {
+            let f: Vec<usize> = (0..60)
+                .filter(|&i| groups[i] == g)
+                .map(|i| folds[i])
+                .collect();
+            assert!(f.iter().all(|&x| x == f[0]), "group {g} split: {f:?}");
+        }
+        for f in 0..5 {
+            assert_eq!(folds.iter().filter(|&&x| x == f).count(), 12, "fold {f}");
+        }
+        assert_eq!(folds, grouped_folds(&groups, 5, 3));
+        assert_ne!(folds, grouped_folds(&groups, 5, 4));
+    }
+
+    #[test]
+    fn response_augment_is_smooth_and_sized() {
+        let aug = ResponseAugment {
+            db: 6.0,
+            antennas: 2,
+            subcarriers: 56,
+            zero_mean: true,
+        };
+        let mut rng = Rng::new(5);
+        let mut sd = 0.0f64;
+        for _ in 0..200 {
+            let r = aug.draw(&mut rng);
+            assert_eq!(r.len(), 112);
+            for a in r.chunks(56) {
+                let mean: f32 = a.iter().sum::<f32>() / 56.0;
+                assert!(mean.abs() < 1e-4, "zero mean: {mean}");
+                // Smooth: neighbouring subcarriers differ by far less than the spread.
+                let step = a
+                    .windows(2)
+                    .map(|w| (w[1] - w[0]).abs())
+                    .fold(0.0, f32::max);
+                let spread = a.iter().cloned().fold(f32::MIN, f32::max)
+                    - a.iter().cloned().fold(f32::MAX, f32::min);
+                assert!(step <= spread / 4.0 + 1e-6, "{step} vs {spread}");
+                sd += a.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / 56.0;
+            }
+        }
+        // About σ = 6 dB = 0.69 in ln units (less the removed mean): within a factor of 2.
+        let sd = (sd / 400.0).sqrt();
+        assert!((0.25..1.0).contains(&sd), "sd {sd}");
     }
 
     #[test]

@@ -1,22 +1,23 @@
-//! `csipose activity`: activity recognition with the temporal head. `train` fits the classifier
-//! on a manifest and writes a `.rvne` blob, `eval` scores a model (accuracy, per-class accuracy,
-//! confusion-matrix PNG), `cv` runs stratified k-fold cross-validation, `stream` classifies a
-//! capture frame by frame with the KV cache, and `manifest` lists a packed dataset's sequences.
+//! `csipose activity`: flag parsing and printing for the activity classifier; the work is in
+//! `csipose_pipeline` (manifests, features, training, evaluation, nested cross-validation).
+//! `train` fits the classifier on a manifest and writes a `.rvne` blob (with `--search`, the
+//! settings are first chosen by inner cross-validation on that manifest), `eval` scores a model
+//! (accuracy, per-class accuracy, confusion-matrix PNG), `cv` runs stratified or grouped k-fold
+//! cross-validation (nested when given `--search`), `transfer` trains on one manifest and scores
+//! later sessions, `stream` classifies a capture frame by frame with the KV cache, and `manifest`
+//! lists a packed dataset's sequences or a folder of ESP32-HAR windows.
 //!
-//! A manifest is a CSV `file,label` (header optional; relative paths are relative to the
-//! manifest). A file is a CSI capture (any format the capture readers in `csipose-capture` read,
-//! detected from its content), a `.npy` array of amplitudes `[packets, antennas x subcarriers]`,
-//! or one sequence of a packed dataset written `DIR#S03/A12` (subject 3, action 12, every frame in
-//! frame order) or `DIR#E01/S03/A12` (naming the environment too). Labels are class numbers
-//! (0, 1, 2, ...).
+//! Manifest rows (see `csipose_pipeline::manifest`): captures, amplitude `.npy`, packed-dataset
+//! sequences `DIR#S03/A12`, and `.npy` windows with per-window labels (`X-x.npy,X-y.npy`, text
+//! labels numbered by the manifest's `#classes` line).
 //!
 //! Per-frame features: amplitude blocks, optionally the cross-antenna phase of complex CSI
-//! (`--features`), or a trained pose model's pooled encoder vector per packed-dataset frame
-//! (`--pose-features RUN`). The choice, the packets per frame and the attention window, block
-//! size and causality are stored in the `.rvne` head config record, so `eval` and `stream` use
-//! what the model was trained with.
+//! (`--features`), feature transforms against session drift (`--transforms ratio,window-norm`),
+//! or a trained pose model's pooled encoder vector per packed-dataset frame
+//! (`--pose-features RUN`). The choice, the packets per frame, the transforms and the attention
+//! window, block size and causality are stored in the `.rvne` head config record, so `eval` and
+//! `stream` use what the model was trained with.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -26,16 +27,15 @@ use csipose_attention::Backend;
 use csipose_dataset::packed::FrameMeta;
 use csipose_dataset::split::Subset;
 use csipose_dataset::PackedDataset;
-use csipose_temporal::features::{
-    csi_feature_dim, csi_frame_features, encoder_frame_features, frame_features, FeatureKind,
-    BLOCKS, DEFAULT_STRIDE, ENCODER_BLOCKS,
+use csipose_pipeline::activity::{
+    cross_validate, fit, load_examples, mean_sd, nested_cv, parse_transforms, predict, select,
+    transfer, transforms_name, FeatureCache, FeatureSpec, FoldOptions, Loaded, SearchSpace,
+    Settings,
 };
-use csipose_temporal::model::{argmax, ActivityModel, ModelShape};
-use csipose_temporal::rvne::HeadConfig;
-use csipose_temporal::train::{
-    accuracies, confusion_matrix, predict_all, predict_ensemble, stratified_folds, train, Example,
-    TrainOptions,
-};
+use csipose_pipeline::manifest::{parse_sequence_key, read_manifest, Manifest, Row, Source};
+use csipose_temporal::features::FeatureKind;
+use csipose_temporal::model::{argmax, ActivityModel};
+use csipose_temporal::train::{accuracies, confusion_matrix};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -55,8 +55,10 @@ enum ActivityCommand {
     Cv(CvArgs),
     /// Classify one capture frame by frame, printing the running prediction.
     Stream(StreamArgs),
+    /// Train on one manifest (settings from --search by inner CV on it alone), score others.
+    Transfer(TransferArgs),
     /// Write a manifest of a packed dataset's sequences (label = action - 1), optionally only
-    /// one subset of a split.
+    /// one subset of a split, or of folders of ESP32-HAR windows (`--windows`).
     Manifest(ManifestArgs),
 }
 
@@ -87,6 +89,15 @@ struct FeatureArgs {
     /// directory or its checkpoint.safetensors) for each frame of packed-dataset sequences.
     #[arg(long)]
     pose_features: Option<PathBuf>,
+    /// Feature transforms against session drift: none, ratio (log amplitudes relative to the
+    /// antenna's mean over subcarriers), window-norm (minus each channel's mean over the
+    /// sequence), or both (`ratio+window-norm`).
+    #[arg(long, default_value = "none", value_parser = parse_transforms)]
+    transforms: u16,
+    /// Window manifests (ESP32-HAR): each window is classified with this many earlier windows
+    /// of its recording before it (causal context; 0 = the window alone).
+    #[arg(long, default_value_t = 0)]
+    context: usize,
 }
 
 #[derive(clap::Args, Clone)]
@@ -127,8 +138,32 @@ struct Hyper {
     /// Attention landmark block size.
     #[arg(long, default_value_t = 16)]
     block_size: u16,
+    /// Train with random smooth frequency responses of this size in dB (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    response_db: f32,
+    /// Test-time adaptation: re-estimate the input normalisation on each test set (unlabelled)
+    /// before predicting it.
+    #[arg(long)]
+    adapt_norm: bool,
     #[command(flatten)]
     features: FeatureArgs,
+}
+
+/// The honest protocol's settings search.
+#[derive(clap::Args, Clone)]
+struct SearchArgs {
+    /// A search axis `key=v1,v2,...` (repeatable; every combination is tried): epochs, lr,
+    /// batch, min-crop, layers, q-heads, kv-heads, head-dim, window, block-size, response-db,
+    /// stride, context, transforms, adapt-norm, features. Chosen by inner CV on training data only.
+    #[arg(long = "search")]
+    search: Vec<String>,
+    /// Inner folds of the search.
+    #[arg(long, default_value_t = 5)]
+    inner_folds: usize,
+    /// Folds keep whole manifest rows together (e.g. one recording's windows) instead of
+    /// stratifying examples by class.
+    #[arg(long)]
+    grouped: bool,
 }
 
 #[derive(clap::Args)]
@@ -143,6 +178,8 @@ struct TrainArgs {
     fp16: bool,
     #[command(flatten)]
     hyper: Hyper,
+    #[command(flatten)]
+    search: SearchArgs,
 }
 
 #[derive(clap::Args)]
@@ -163,6 +200,14 @@ struct EvalArgs {
     /// --pose-features).
     #[arg(long)]
     pose_features: Option<PathBuf>,
+    /// Test-time adaptation: re-estimate the input normalisation on the manifest's examples
+    /// (unlabelled) before predicting them.
+    #[arg(long)]
+    adapt_norm: bool,
+    /// Window manifests: earlier windows before each one, as the model was trained with
+    /// (`--context` of train; not stored in the model).
+    #[arg(long, default_value_t = 0)]
+    context: usize,
 }
 
 #[derive(clap::Args)]
@@ -175,11 +220,40 @@ struct CvArgs {
     /// each fold's test sequences are classified by their mean softmax probability.
     #[arg(long, default_value_t = 1)]
     ensemble: usize,
+    /// Repeat the whole (nested) cross-validation with seeds seed, seed + 1, ... (folds and
+    /// initialisation) and report the mean and standard deviation.
+    #[arg(long, default_value_t = 1)]
+    seeds: usize,
     /// Print a JSON report.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     hyper: Hyper,
+    #[command(flatten)]
+    search: SearchArgs,
+}
+
+#[derive(clap::Args)]
+struct TransferArgs {
+    /// Training manifest (the only data settings are chosen on).
+    #[arg(long)]
+    train: PathBuf,
+    /// Test manifests (repeatable), each scored as one session.
+    #[arg(long, required = true)]
+    test: Vec<PathBuf>,
+    /// Seeds seed, seed + 1, ...; mean and standard deviation over them.
+    #[arg(long, default_value_t = 3)]
+    seeds: usize,
+    /// Write the first seed's model here (.rvne).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print a JSON report.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    hyper: Hyper,
+    #[command(flatten)]
+    search: SearchArgs,
 }
 
 #[derive(clap::Args)]
@@ -200,8 +274,16 @@ struct StreamArgs {
 #[derive(clap::Args)]
 struct ManifestArgs {
     /// Packed dataset directory.
+    #[arg(long, required_unless_present = "windows", conflicts_with = "windows")]
+    data: Option<PathBuf>,
+    /// Instead of a packed dataset: folders of ESP32-HAR windows (`NAME-x.npy` with
+    /// `NAME-y.npy`), repeatable; rows are `NAME-x.npy,NAME-y.npy` with paths as given.
     #[arg(long)]
-    data: PathBuf,
+    windows: Vec<PathBuf>,
+    /// Class names in class-number order for the `#classes` line of a --windows manifest
+    /// (default: the sorted distinct labels found).
+    #[arg(long, value_delimiter = ',', requires = "windows")]
+    classes: Vec<String>,
     /// Output CSV (rows `DATA#Eee/Sss/Aaa,label` with the path as given).
     #[arg(long)]
     out: PathBuf,
@@ -227,709 +309,158 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ActivityCommand::Train(a) => train_cmd(a),
         ActivityCommand::Eval(a) => eval_cmd(a),
         ActivityCommand::Cv(a) => cv_cmd(a),
+        ActivityCommand::Transfer(a) => transfer_cmd(a),
         ActivityCommand::Stream(a) => stream_cmd(a),
         ActivityCommand::Manifest(a) => manifest_cmd(a),
     }
 }
 
-/// Where one manifest row's sequence comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Source {
-    /// A capture or amplitude `.npy` file.
-    File(PathBuf),
-    /// One (environment, subject, action) sequence of a packed dataset.
-    Packed {
-        dir: PathBuf,
-        environment: Option<i32>,
-        subject: i32,
-        action: i32,
-    },
-}
-
-impl Source {
-    /// How the row is written in a manifest (and named in messages).
-    fn display(&self) -> String {
-        match self {
-            Source::File(p) => p.display().to_string(),
-            Source::Packed {
-                dir,
-                environment,
-                subject,
-                action,
-            } => match environment {
-                Some(e) => format!("{}#E{e:02}/S{subject:02}/A{action:02}", dir.display()),
-                None => format!("{}#S{subject:02}/A{action:02}", dir.display()),
-            },
-        }
-    }
-}
-
-/// Parses the part after `#`: `S03/A12` or `E01/S03/A12` (letters case-insensitive).
-fn parse_sequence_key(key: &str) -> Result<(Option<i32>, i32, i32), String> {
-    let parts: Vec<&str> = key.trim().split('/').collect();
-    let field = |s: &str, letter: char| -> Result<i32, String> {
-        let mut chars = s.chars();
-        match chars.next() {
-            Some(c) if c.eq_ignore_ascii_case(&letter) => chars
-                .as_str()
-                .parse::<i32>()
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| format!("{s:?} is not {letter} followed by a number >= 1")),
-            _ => Err(format!("expected {letter}<number>, found {s:?}")),
-        }
-    };
-    match parts.as_slice() {
-        [s, a] => Ok((None, field(s, 'S')?, field(a, 'A')?)),
-        [e, s, a] => Ok((Some(field(e, 'E')?), field(s, 'S')?, field(a, 'A')?)),
-        _ => Err(format!(
-            "sequence {key:?} should be S<subject>/A<action> or E<env>/S<subject>/A<action>"
-        )),
-    }
-}
-
-impl Hyper {
-    /// Checks the float options (see `crate::validate`).
-    fn validate(&self) -> anyhow::Result<()> {
-        use crate::validate;
-        validate::above("--lr", self.lr as f64, 0.0, 1.0)?;
-        validate::closed("--min-crop", self.min_crop as f64, 0.05, 1.0)?;
-        validate::at_least("--epochs", self.epochs, 1)?;
-        validate::at_least("--batch", self.batch, 1)?;
-        Ok(())
-    }
-}
-
-/// The files a manifest's rows read (capture files, packed-dataset folders): inputs that no
-/// output may replace.
-fn row_paths(rows: &[(Source, usize)]) -> Vec<&Path> {
-    rows.iter()
-        .map(|(s, _)| match s {
-            Source::File(p) => p.as_path(),
-            Source::Packed { dir, .. } => dir.as_path(),
-        })
-        .collect()
-}
-
-/// The inputs of a command reading `rows` from `manifest`, plus `more`.
-fn manifest_inputs(
-    manifest: &Path,
-    rows: &[(Source, usize)],
-    more: &[Option<&Path>],
-) -> Vec<PathBuf> {
-    let mut paths: Vec<Option<&Path>> = vec![Some(manifest)];
-    paths.extend(row_paths(rows).into_iter().map(Some));
-    paths.extend_from_slice(more);
-    crate::validate::inputs(&paths)
-}
-
-/// `(source, label)` rows of a manifest.
-fn read_manifest(path: &Path) -> anyhow::Result<Vec<(Source, usize)>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let mut rows = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || (n == 0 && line.eq_ignore_ascii_case("file,label")) {
-            continue;
-        }
-        let (file, label) = line
-            .rsplit_once(',')
-            .with_context(|| format!("{}:{}: expected `file,label`", path.display(), n + 1))?;
-        let label: usize = label.trim().parse().with_context(|| {
-            format!(
-                "{}:{}: label {label:?} is not a class number",
-                path.display(),
-                n + 1
-            )
-        })?;
-        let source = match file.trim().rsplit_once('#') {
-            Some((dir, key)) => {
-                let (environment, subject, action) = parse_sequence_key(key)
-                    .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))?;
-                Source::Packed {
-                    dir: base.join(dir),
-                    environment,
-                    subject,
-                    action,
-                }
-            }
-            None => Source::File(base.join(file.trim())),
-        };
-        rows.push((source, label));
-    }
-    if rows.is_empty() {
-        bail!("{}: no rows", path.display());
-    }
-    Ok(rows)
-}
-
-/// One sequence's raw input: amplitudes `[packets, antennas x subcarriers]`, and the complex CSI
-/// `[packets, antennas, subcarriers, 2]` where the source has it (captures, not amplitude `.npy`).
-struct RawSequence {
-    amplitudes: Vec<f32>,
-    csi: Option<Vec<f32>>,
-    antennas: usize,
-    subcarriers: usize,
-}
-
-impl RawSequence {
-    fn channels(&self) -> usize {
-        self.antennas * self.subcarriers
-    }
-
-    /// Per-frame features of the given kind (`stride` packets per frame); `name` is for messages.
-    fn features(&self, kind: FeatureKind, stride: usize, name: &str) -> anyhow::Result<Vec<f32>> {
-        match kind {
-            FeatureKind::Amplitude => Ok(frame_features(&self.amplitudes, self.channels(), stride)),
-            FeatureKind::AmplitudePhase => {
-                let Some(csi) = &self.csi else {
-                    bail!(
-                        "{name}: amplitude-phase features need complex CSI; this input has amplitudes only (use --features amplitude)"
-                    );
-                };
-                if self.antennas < 2 {
-                    bail!(
-                        "{name}: amplitude-phase features need at least 2 receive antennas, it has {} (use --features amplitude)",
-                        self.antennas
-                    );
-                }
-                Ok(csi_frame_features(
-                    csi,
-                    self.antennas,
-                    self.subcarriers,
-                    stride,
-                ))
-            }
-            FeatureKind::PoseEncoder => {
-                bail!("{name}: pose-encoder features come from a packed dataset and a pose model")
-            }
-        }
-    }
-}
-
-/// A capture file (format detected) or an amplitude `.npy`.
-fn read_sequence(path: &Path) -> anyhow::Result<RawSequence> {
-    if path.extension().is_some_and(|e| e == "npy") {
-        let a = csipose_npy::read::<f32>(path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if a.shape.len() != 2 || a.shape[1] == 0 {
-            bail!(
-                "{}: expected a 2-D [packets, channels] array, got shape {:?}",
-                path.display(),
-                a.shape
-            );
-        }
-        return Ok(RawSequence {
-            subcarriers: a.shape[1],
-            amplitudes: a.data,
-            csi: None,
-            antennas: 1,
-        });
-    }
-    read_capture(path)
-}
-
-/// The first transmit stream's complex CSI `[rx][subcarrier]` of one packet.
-fn rx_csi(frame: &csipose_capture::any::Frame) -> (usize, usize, Vec<[f64; 2]>) {
-    use csipose_capture::any::Frame;
-    match frame {
-        Frame::Intel5300(f) => {
-            let c: Vec<[f64; 2]> = f
-                .csi
-                .first()
-                .map(|rx| {
-                    rx.iter()
-                        .flat_map(|r| r.iter().map(|z| [z.re, z.im]))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let antennas = if c.is_empty() { 0 } else { f.nrx as usize };
-            (antennas, csipose_capture::intel5300::SUBCARRIERS, c)
-        }
-        Frame::Atheros(f) => {
-            let (nr, tones) = (f.nr as usize, f.num_tones as usize);
-            let mut c = vec![[0.0; 2]; nr * tones];
-            if f.nc > 0 && !f.csi.is_empty() {
-                for rx in 0..nr {
-                    for t in 0..tones {
-                        let z = f.at(t, rx, 0);
-                        c[rx * tones + t] = [z.re, z.im];
-                    }
-                }
-            }
-            (nr, tones, c)
-        }
-        Frame::Esp32(f) => (1, f.csi.len(), f.csi.iter().map(|z| [z.re, z.im]).collect()),
-        Frame::Nexmon(f) => (1, f.csi.len(), f.csi.iter().map(|z| [z.re, z.im]).collect()),
-    }
-}
-
-/// Complex CSI and amplitudes of a capture file (format detected) via the capture readers: the
-/// first transmit stream's receive antennas x subcarriers per packet. Packets whose
-/// antenna/subcarrier count differs from the first packet's are skipped; a truncated last record
-/// ends the capture.
-fn read_capture(path: &Path) -> anyhow::Result<RawSequence> {
-    let reader =
-        csipose_capture::any::open(path, None, Default::default()).map_err(anyhow::Error::msg)?;
-    let mut csi = Vec::new();
-    let mut amplitudes = Vec::new();
-    let mut shape = (0usize, 0usize);
-    let mut skipped = 0usize;
-    for frame in reader {
-        let frame = match frame {
-            Ok(f) => f,
-            Err(e) if e.is_truncation() && shape.0 * shape.1 > 0 => {
-                eprintln!(
-                    "{}: {e}; using the {} complete packets",
-                    path.display(),
-                    amplitudes.len() / (shape.0 * shape.1)
-                );
-                break;
-            }
-            Err(e) => bail!("{}: {e}", path.display()),
-        };
-        let (antennas, subcarriers, values) = rx_csi(&frame);
-        if shape.0 * shape.1 == 0 {
-            shape = (antennas, subcarriers);
-        }
-        if (antennas, subcarriers) != shape || antennas * subcarriers == 0 {
-            skipped += 1;
-            continue;
-        }
-        for z in values {
-            csi.extend([z[0] as f32, z[1] as f32]);
-            amplitudes.push(z[0].hypot(z[1]) as f32);
-        }
-    }
-    if shape.0 * shape.1 == 0 || amplitudes.is_empty() {
-        bail!("{}: no CSI packets", path.display());
-    }
-    if skipped > 0 {
-        eprintln!(
-            "{}: skipped {skipped} packets with a different antenna count",
-            path.display()
-        );
-    }
-    Ok(RawSequence {
-        amplitudes,
-        csi: Some(csi),
-        antennas: shape.0,
-        subcarriers: shape.1,
-    })
-}
-
-/// (environment, subject, action) -> frame indices in frame order.
-type SequenceIndex = BTreeMap<(i32, i32, i32), Vec<usize>>;
-
-/// Packed datasets named by a manifest, opened once, with each one's sequences.
-struct PackedSets {
-    sets: Vec<(PathBuf, PackedDataset, SequenceIndex)>,
-}
-
-impl PackedSets {
-    fn open(rows: &[(Source, usize)]) -> anyhow::Result<Self> {
-        let mut sets: Vec<(PathBuf, PackedDataset, SequenceIndex)> = Vec::new();
-        for (source, _) in rows {
-            let Source::Packed { dir, .. } = source else {
-                continue;
-            };
-            if sets.iter().any(|(d, _, _)| d == dir) {
-                continue;
-            }
-            let ds = PackedDataset::open(dir)
-                .with_context(|| format!("opening packed dataset {}", dir.display()))?;
-            let mut index: BTreeMap<(i32, i32, i32), Vec<(i32, usize)>> = BTreeMap::new();
-            for i in 0..ds.len() {
-                let m = ds.meta(i);
-                index
-                    .entry((m.environment, m.subject, m.action))
-                    .or_default()
-                    .push((m.frame, i));
-            }
-            let index = index
-                .into_iter()
-                .map(|(k, mut v)| {
-                    v.sort_unstable();
-                    (k, v.into_iter().map(|(_, i)| i).collect())
-                })
-                .collect();
-            sets.push((dir.clone(), ds, index));
-        }
-        Ok(PackedSets { sets })
-    }
-
-    /// The dataset and frame indices of a packed-dataset row.
-    fn sequence(&self, source: &Source) -> anyhow::Result<(&PackedDataset, &[usize])> {
-        let Source::Packed {
-            dir,
-            environment,
-            subject,
-            action,
-        } = source
-        else {
-            bail!("{}: not a packed-dataset sequence", source.display());
-        };
-        let (_, ds, index) = self
-            .sets
-            .iter()
-            .find(|(d, _, _)| d == dir)
-            .expect("opened in PackedSets::open");
-        let matches: Vec<_> = index
-            .iter()
-            .filter(|((e, s, a), _)| {
-                s == subject && a == action && environment.is_none_or(|want| *e == want)
-            })
-            .collect();
-        match matches.as_slice() {
-            [] => bail!(
-                "{}: the dataset has no frames of this sequence",
-                source.display()
-            ),
-            [(_, frames)] => Ok((ds, frames.as_slice())),
-            many => bail!(
-                "{}: subject {subject} did action {action} in several environments ({}); name one as DIR#E01/S03/A12",
-                source.display(),
-                many.iter()
-                    .map(|((e, _, _), _)| format!("E{e:02}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        }
-    }
-}
-
-/// The amplitudes of a packed-dataset sequence as packets in time order: frame by frame, each
-/// frame's `P` packets of `A x S` channels.
-fn packed_raw(ds: &PackedDataset, frames: &[usize]) -> RawSequence {
-    let h = &ds.info.hardware;
-    let (a, s, p) = (h.antennas, h.subcarriers, h.packets);
-    let mut amplitudes = Vec::with_capacity(frames.len() * a * s * p);
-    for &i in frames {
-        let x = ds.x(i);
-        for packet in 0..p {
-            amplitudes.extend((0..a * s).map(|c| x[c * p + packet]));
-        }
-    }
-    RawSequence {
-        amplitudes,
-        csi: None,
-        antennas: a,
-        subcarriers: s,
-    }
-}
-
-/// A trained pose model whose encoder gives per-frame features.
-struct PoseEncoder {
-    path: PathBuf,
-    model: csipose_model::Model,
-    params: Vec<f32>,
-}
-
-impl PoseEncoder {
-    /// `path`: a run directory (its checkpoint.safetensors) or a checkpoint file.
-    fn load(path: &Path) -> anyhow::Result<Self> {
-        let file = if path.is_dir() {
-            path.join("checkpoint.safetensors")
-        } else {
-            path.to_path_buf()
-        };
-        let (model, params) = csipose_train::checkpoint::load_model(&file)
-            .with_context(|| format!("loading the pose model {}", file.display()))?;
-        Ok(PoseEncoder {
-            path: file,
-            model,
-            params,
-        })
-    }
-
-    /// The pooled encoder vector `[frames, d]` of each frame of a packed-dataset sequence.
-    fn features(
-        &self,
-        ds: &PackedDataset,
-        frames: &[usize],
-        name: &str,
-    ) -> anyhow::Result<Vec<f32>> {
-        let c = &self.model.cfg;
-        let h = &ds.info.hardware;
-        if (c.antennas, c.subcarriers, c.packets) != (h.antennas, h.subcarriers, h.packets) {
-            bail!(
-                "{name}: frames are {}x{}x{} but the pose model {} reads {}x{}x{}",
-                h.antennas,
-                h.subcarriers,
-                h.packets,
-                self.path.display(),
-                c.antennas,
-                c.subcarriers,
-                c.packets
-            );
-        }
-        let mut out = Vec::with_capacity(frames.len() * c.d);
-        let mut ws = csipose_model::Workspace::default();
-        for chunk in frames.chunks(256) {
-            let x: Vec<f32> = chunk
-                .iter()
-                .flat_map(|&i| ds.x(i).iter().copied())
-                .collect();
-            self.model
-                .forward(&self.params, &x, chunk.len(), None, &mut ws);
-            out.extend_from_slice(self.model.pooled(&ws, chunk.len()));
-        }
-        Ok(out)
-    }
-}
-
-/// How to turn rows into features: as asked on the command line for training, or as a loaded
-/// model's head config says for eval and stream.
-struct FeatureSpec {
-    /// `None`: auto (amplitude-phase where every row allows it).
-    kind: Option<FeatureKind>,
-    stride: Option<usize>,
-    pose: Option<PathBuf>,
-}
-
-impl FeatureSpec {
-    fn from_args(f: &FeatureArgs) -> Self {
+impl FeatureArgs {
+    fn spec(&self) -> FeatureSpec {
         FeatureSpec {
-            kind: match f.features {
+            kind: match self.features {
                 FeaturesArg::Auto => None,
                 FeaturesArg::Amplitude => Some(FeatureKind::Amplitude),
                 FeaturesArg::AmplitudePhase => Some(FeatureKind::AmplitudePhase),
             },
-            stride: f.stride,
-            pose: f.pose_features.clone(),
+            stride: self.stride,
+            pose: self.pose_features.clone(),
+            transforms: self.transforms,
+            context: self.context,
         }
-    }
-
-    /// What `model` was trained with; `pose` must name the pose model when it read pose-encoder
-    /// features.
-    fn from_model(model: &ActivityModel, pose: Option<&Path>, what: &Path) -> anyhow::Result<Self> {
-        let kind = FeatureKind::from_code(model.head.features)
-            .with_context(|| format!("{}: unknown feature code", what.display()))?;
-        match (kind, pose) {
-            (FeatureKind::PoseEncoder, None) => bail!(
-                "{}: the model reads pose-encoder features; name the pose model with --pose-features RUN",
-                what.display()
-            ),
-            (k, Some(_)) if k != FeatureKind::PoseEncoder => bail!(
-                "{}: the model reads {} features, not a pose encoder's; drop --pose-features",
-                what.display(),
-                k.name()
-            ),
-            _ => {}
-        }
-        Ok(FeatureSpec {
-            kind: Some(kind),
-            stride: Some(model.head.stride as usize),
-            pose: pose.map(Path::to_path_buf),
-        })
     }
 }
 
-/// Classifier input of every manifest row and how it was made.
-struct Loaded {
-    examples: Vec<Example>,
-    input_dim: usize,
-    kind: FeatureKind,
-    stride: usize,
+impl Hyper {
+    /// The typed settings, validated.
+    fn settings(&self) -> anyhow::Result<Settings> {
+        use crate::validate;
+        validate::above("--lr", self.lr as f64, 0.0, 1.0)?;
+        validate::closed("--min-crop", self.min_crop as f64, 0.05, 1.0)?;
+        validate::closed("--response-db", self.response_db as f64, 0.0, 40.0)?;
+        validate::at_least("--epochs", self.epochs, 1)?;
+        validate::at_least("--batch", self.batch, 1)?;
+        let s = Settings {
+            features: self.features.spec(),
+            hyper: csipose_pipeline::activity::Hyper {
+                epochs: self.epochs,
+                backend: self.backend,
+                layers: self.layers,
+                q_heads: self.q_heads,
+                kv_heads: self.kv_heads,
+                head_dim: self.head_dim,
+                lr: self.lr,
+                batch: self.batch,
+                min_crop: self.min_crop.clamp(0.05, 1.0),
+                seed: self.seed,
+                window: self.window,
+                block_size: self.block_size,
+                response_db: self.response_db,
+            },
+            adapt_norm: self.adapt_norm,
+        };
+        s.validate()?;
+        Ok(s)
+    }
 }
 
-/// Loads every manifest row as classifier input, in parallel.
-fn load_examples(rows: &[(Source, usize)], spec: &FeatureSpec) -> anyhow::Result<Loaded> {
-    use rayon::prelude::*;
-    let packed = PackedSets::open(rows)?;
-    let is_packed = |s: &Source| matches!(s, Source::Packed { .. });
-    let encoder = match &spec.pose {
-        Some(p) => {
-            if let Some((s, _)) = rows.iter().find(|(s, _)| !is_packed(s)) {
-                bail!(
-                    "{}: --pose-features needs packed-dataset sequences (DIR#S03/A12)",
-                    s.display()
-                );
-            }
-            Some(PoseEncoder::load(p)?)
-        }
-        None => None,
-    };
-    // Packets per frame: as given, else the datasets' own (packed rows) or 4 (files).
-    let stride = match (spec.stride, &encoder) {
-        (_, Some(_)) => 1,
-        (Some(s), None) => s.max(1),
-        (None, None) => {
-            let mut packets: Vec<usize> = packed
-                .sets
-                .iter()
-                .map(|(_, ds, _)| ds.info.hardware.packets)
-                .collect();
-            packets.dedup();
-            let files = rows.iter().any(|(s, _)| !is_packed(s));
-            match (packets.as_slice(), files) {
-                ([], _) => DEFAULT_STRIDE,
-                ([p], false) => *p,
-                _ => bail!(
-                    "the manifest mixes inputs with different packets per frame; give --stride"
-                ),
+/// The files a manifest's rows read, the manifest itself and `more`: inputs that no output may
+/// replace.
+fn manifest_inputs(manifest: &Manifest, more: &[Option<&Path>]) -> Vec<PathBuf> {
+    use csipose_pipeline::manifest::Source;
+    let mut paths: Vec<Option<&Path>> = vec![Some(manifest.path.as_path())];
+    for r in &manifest.rows {
+        match &r.source {
+            Source::File(p) => paths.push(Some(p)),
+            Source::Packed { dir, .. } => paths.push(Some(dir)),
+            Source::Windows { x, y } => {
+                paths.push(Some(x));
+                paths.push(Some(y));
             }
         }
-    };
-    let bar = ProgressBar::new(rows.len() as u64);
+    }
+    paths.extend_from_slice(more);
+    crate::validate::inputs(&paths)
+}
+
+/// Loads a manifest's examples with a progress bar, printing what was left out.
+fn load(manifest: &Manifest, spec: &FeatureSpec) -> anyhow::Result<Loaded> {
+    let bar = ProgressBar::new(manifest.rows.len() as u64);
     bar.set_style(ProgressStyle::with_template(
         "loading {wide_bar} {pos}/{len}",
     )?);
-    // Per row: (amplitude-or-given-kind features, amplitude-phase features where auto allows
-    // them, channel shape).
-    type RowFeatures = (Vec<f32>, Option<Vec<f32>>, (usize, usize));
-    let loaded = rows
-        .par_iter()
-        .map(|(source, _)| -> anyhow::Result<RowFeatures> {
-            let name = source.display();
-            let out = if let Some(enc) = &encoder {
-                let (ds, frames) = packed.sequence(source)?;
-                let d = enc.model.cfg.d;
-                let z = enc.features(ds, frames, &name)?;
-                (encoder_frame_features(&z, d), None, (d, 1))
-            } else {
-                let raw = match source {
-                    Source::File(path) => read_sequence(path)?,
-                    Source::Packed { .. } => {
-                        let (ds, frames) = packed.sequence(source)?;
-                        packed_raw(ds, frames)
-                    }
-                };
-                let shape = (raw.antennas, raw.subcarriers);
-                match spec.kind {
-                    Some(kind) => (raw.features(kind, stride, &name)?, None, shape),
-                    None => {
-                        let phase = (raw.csi.is_some() && raw.antennas >= 2)
-                            .then(|| raw.features(FeatureKind::AmplitudePhase, stride, &name))
-                            .transpose()?;
-                        let amp = raw.features(FeatureKind::Amplitude, stride, &name)?;
-                        (amp, phase, shape)
-                    }
-                }
-            };
-            bar.inc(1);
-            Ok(out)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let loaded = load_examples(manifest, spec, &|| bar.inc(1));
     bar.finish_and_clear();
-    let kind = match (&encoder, spec.kind) {
-        (Some(_), _) => FeatureKind::PoseEncoder,
-        (None, Some(k)) => k,
-        (None, None) if loaded.iter().all(|l| l.1.is_some()) => FeatureKind::AmplitudePhase,
-        (None, None) => FeatureKind::Amplitude,
-    };
-    let shape = loaded[0].2;
-    let mut examples = Vec::with_capacity(rows.len());
-    for ((source, label), (amp, phase, s)) in rows.iter().zip(loaded) {
-        if s != shape {
-            bail!(
-                "{}: {}x{} channels per packet, but {} has {}x{}",
-                source.display(),
-                s.0,
-                s.1,
-                rows[0].0.display(),
-                shape.0,
-                shape.1
-            );
-        }
-        let frames = match (kind, phase) {
-            (FeatureKind::AmplitudePhase, Some(p)) if spec.kind.is_none() => p,
-            _ => amp,
-        };
-        if frames.is_empty() {
-            bail!("{}: no packets", source.display());
-        }
-        examples.push(Example {
-            frames,
-            label: *label,
-        });
+    let loaded = loaded?;
+    for w in &loaded.warnings {
+        eprintln!("{w}");
     }
-    let input_dim = match kind {
-        FeatureKind::Amplitude => BLOCKS * shape.0 * shape.1,
-        FeatureKind::AmplitudePhase => csi_feature_dim(shape.0, shape.1),
-        FeatureKind::PoseEncoder => ENCODER_BLOCKS * shape.0,
-    };
-    Ok(Loaded {
-        examples,
-        input_dim,
-        kind,
-        stride,
-    })
+    Ok(loaded)
 }
 
-fn fit(
+/// Trains with a progress bar.
+fn fit_bar(
     loaded: &Loaded,
-    examples: &[Example],
-    n_classes: usize,
-    h: &Hyper,
+    idx: &[usize],
+    h: &csipose_pipeline::activity::Hyper,
 ) -> anyhow::Result<ActivityModel> {
-    let shape = ModelShape {
-        input_dim: loaded.input_dim,
-        q_heads: h.q_heads,
-        kv_heads: h.kv_heads,
-        head_dim: h.head_dim,
-        n_layers: h.layers,
-        n_classes,
-    };
-    let head = HeadConfig {
-        window: h.window,
-        block_size: h.block_size,
-        causal: true,
-        features: loaded.kind.code(),
-        stride: u16::try_from(loaded.stride).context("--stride does not fit in u16")?,
-    };
-    let mut model = ActivityModel::with_head(shape, h.backend, head, h.seed)?;
-    let opts = TrainOptions {
-        epochs: h.epochs,
-        batch_size: h.batch,
-        learning_rate: h.lr,
-        seed: h.seed,
-        min_crop: h.min_crop.clamp(0.05, 1.0),
-        ..TrainOptions::default()
-    };
     let bar = ProgressBar::new(h.epochs as u64);
     bar.set_style(ProgressStyle::with_template(
         "training {wide_bar} {pos}/{len} {msg}",
     )?);
-    train(&mut model, examples, &opts, |s| {
+    let model = fit(loaded, idx, h, |s| {
         bar.set_message(format!("loss {:.3} train acc {:.3}", s.loss, s.accuracy));
         bar.inc(1);
-    })?;
+    });
     bar.finish_and_clear();
-    Ok(model)
+    model
 }
 
 fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
-    a.hyper.validate()?;
-    let rows = read_manifest(&a.manifest)?;
-    let inputs = manifest_inputs(
-        &a.manifest,
-        &rows,
-        &[a.hyper.features.pose_features.as_deref()],
-    );
+    let base = a.hyper.settings()?;
+    let manifest = read_manifest(&a.manifest)?;
+    let inputs = manifest_inputs(&manifest, &[a.hyper.features.pose_features.as_deref()]);
     crate::validate::output_file("--out", &a.out, &inputs)?;
-    let loaded = load_examples(&rows, &FeatureSpec::from_args(&a.hyper.features))?;
-    let n_classes = rows.iter().map(|r| r.1).max().unwrap_or(0) + 1;
-    let model = fit(&loaded, &loaded.examples, n_classes, &a.hyper)?;
+    let space = SearchSpace::parse(&a.search.search, &base)?;
+    let mut cache = FeatureCache::new(&manifest);
+    cache.insert(&base.features, load(&manifest, &base.features)?);
+    let settings = if space.is_empty() {
+        base
+    } else {
+        let n = cache.get(&base.features)?.examples.len();
+        let idx: Vec<usize> = (0..n).collect();
+        let inner = FoldOptions {
+            folds: a.search.inner_folds,
+            seed: base.hyper.seed,
+            grouped: a.search.grouped,
+        };
+        let sel = select(&mut cache, &idx, &base, &space, inner, |name, acc| {
+            eprintln!("inner {}-fold CV {name}: {acc:.4}", inner.folds)
+        })?;
+        eprintln!("chosen on {}: {}", a.manifest.display(), sel.name);
+        sel.settings
+    };
+    let loaded = cache.get(&settings.features)?;
+    let all: Vec<usize> = (0..loaded.examples.len()).collect();
+    let model = fit_bar(loaded, &all, &settings.hyper)?;
     let bytes = model.to_rvne(a.fp16)?;
     let mut file = csipose_npy::AtomicFile::create(&a.out)?;
     file.write_all(&bytes)?;
     file.commit()?;
-    let labels: Vec<usize> = loaded.examples.iter().map(|e| e.label).collect();
+    let predicted = predict(std::slice::from_ref(&model), loaded, &all, false)?;
     let (acc, _) = accuracies(&confusion_matrix(
-        &labels,
-        &predict_all(&model, &loaded.examples)?,
-        n_classes,
+        &loaded.labels(),
+        &predicted,
+        loaded.n_classes,
     ));
     eprintln!(
-        "wrote {} ({} bytes, {} weights, {} features x {} per frame); training accuracy {:.4}",
+        "wrote {} ({} bytes, {} weights, {} features x {} per frame, transforms {}); training accuracy {:.4}",
         a.out.display(),
         bytes.len(),
         model.weights.len(),
         loaded.kind.name(),
         loaded.input_dim,
+        transforms_name(loaded.transforms),
         acc
     );
     Ok(())
@@ -956,15 +487,15 @@ fn report(
 }
 
 fn eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
-    let rows = read_manifest(&a.manifest)?;
+    // The confusion picture must not replace an input; checked before anything is read.
+    let manifest = read_manifest(&a.manifest)?;
     let png = a
         .confusion_png
         .clone()
         .unwrap_or_else(|| a.model[0].with_extension("confusion.png"));
     let mut more: Vec<Option<&Path>> = a.model.iter().map(|p| Some(p.as_path())).collect();
     more.push(a.pose_features.as_deref());
-    let inputs = manifest_inputs(&a.manifest, &rows, &more);
-    crate::validate::output_file("--confusion-png", &png, &inputs)?;
+    crate::validate::output_file("--confusion-png", &png, &manifest_inputs(&manifest, &more))?;
     let models = a
         .model
         .iter()
@@ -974,7 +505,12 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
     for (m, p) in models.iter().zip(&a.model).skip(1) {
         if m.shape.n_classes != model.shape.n_classes
             || m.shape.input_dim != model.shape.input_dim
-            || (m.head.features, m.head.stride) != (model.head.features, model.head.stride)
+            || (m.head.features, m.head.stride, m.head.transforms)
+                != (
+                    model.head.features,
+                    model.head.stride,
+                    model.head.transforms,
+                )
         {
             bail!(
                 "{}: its classes, features or input size differ from {}; an ensemble needs them equal",
@@ -983,8 +519,11 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let spec = FeatureSpec::from_model(model, a.pose_features.as_deref(), first)?;
-    let loaded = load_examples(&rows, &spec)?;
+    let spec = FeatureSpec {
+        context: a.context,
+        ..FeatureSpec::from_model(model, a.pose_features.as_deref(), first)?
+    };
+    let loaded = load(&manifest, &spec)?;
     if loaded.input_dim != model.shape.input_dim {
         bail!(
             "{}: model expects {} features per frame, {} gives {}",
@@ -995,20 +534,28 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
         );
     }
     let n_classes = model.shape.n_classes;
-    if let Some((source, label)) = rows.iter().find(|r| r.1 >= n_classes) {
+    if let Some((i, e)) = loaded
+        .examples
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.label >= n_classes)
+    {
         bail!(
-            "{}: label {label} but the model has {n_classes} classes",
-            source.display()
+            "{}: label {} but the model has {n_classes} classes",
+            manifest.rows[loaded.groups[i]].source.display(),
+            e.label
         );
     }
-    let labels: Vec<usize> = loaded.examples.iter().map(|e| e.label).collect();
-    let predicted = predict_ensemble(&models, &loaded.examples)?;
+    let labels = loaded.labels();
+    let idx: Vec<usize> = (0..labels.len()).collect();
+    let predicted = predict(&models, &loaded, &idx, a.adapt_norm)?;
     let (acc, per_class, confusion) = report(&labels, &predicted, n_classes);
     write_confusion_png(&png, &confusion)?;
     if a.json {
         let out = json!({
             "model": a.model, "manifest": a.manifest, "sequences": labels.len(),
-            "features": loaded.kind.name(),
+            "features": loaded.kind.name(), "transforms": transforms_name(loaded.transforms),
+            "adapt_norm": a.adapt_norm,
             "accuracy": acc, "per_class_accuracy": per_class,
             "confusion": confusion, "confusion_png": png,
         });
@@ -1025,61 +572,176 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
 
 fn cv_cmd(a: CvArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.folds >= 2, "--folds must be at least 2");
-    a.hyper.validate()?;
-    let rows = read_manifest(&a.manifest)?;
-    let loaded = load_examples(&rows, &FeatureSpec::from_args(&a.hyper.features))?;
-    let examples = &loaded.examples;
-    let n_classes = rows.iter().map(|r| r.1).max().unwrap_or(0) + 1;
-    let labels: Vec<usize> = examples.iter().map(|e| e.label).collect();
-    let folds = stratified_folds(&labels, a.folds, a.hyper.seed);
-    let mut fold_acc = Vec::new();
-    let mut all_pred = vec![0usize; labels.len()];
-    for f in 0..a.folds {
-        let train_set: Vec<Example> = (0..labels.len())
-            .filter(|&i| folds[i] != f)
-            .map(|i| examples[i].clone())
-            .collect();
-        let test_idx: Vec<usize> = (0..labels.len()).filter(|&i| folds[i] == f).collect();
-        let test_set: Vec<Example> = test_idx.iter().map(|&i| examples[i].clone()).collect();
-        let models = (0..a.ensemble.max(1))
-            .map(|k| {
-                let hyper = Hyper {
-                    seed: a.hyper.seed + k as u64,
-                    ..a.hyper.clone()
-                };
-                fit(&loaded, &train_set, n_classes, &hyper)
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let pred = predict_ensemble(&models, &test_set)?;
-        let test_labels: Vec<usize> = test_set.iter().map(|e| e.label).collect();
-        let (acc, _, _) = report(&test_labels, &pred, n_classes);
-        for (&i, &p) in test_idx.iter().zip(&pred) {
-            all_pred[i] = p;
+    anyhow::ensure!(a.seeds >= 1, "--seeds must be at least 1");
+    let base = a.hyper.settings()?;
+    let manifest = read_manifest(&a.manifest)?;
+    let space = SearchSpace::parse(&a.search.search, &base)?;
+    let mut cache = FeatureCache::new(&manifest);
+    cache.insert(&base.features, load(&manifest, &base.features)?);
+    let mut seed_means = Vec::new();
+    let mut runs = Vec::new();
+    for k in 0..a.seeds as u64 {
+        let mut settings = base.clone();
+        settings.hyper.seed = base.hyper.seed + k;
+        let outer = FoldOptions {
+            folds: a.folds,
+            seed: settings.hyper.seed,
+            grouped: a.search.grouped,
+        };
+        if space.is_empty() {
+            let loaded = cache.get(&settings.features)?;
+            let all: Vec<usize> = (0..loaded.examples.len()).collect();
+            let r = cross_validate(loaded, &all, &settings, outer, a.ensemble, |f, acc| {
+                eprintln!("seed {}: fold {f}: accuracy {acc:.4}", settings.hyper.seed)
+            })?;
+            let labels = loaded.labels();
+            let (_, per_class, confusion) = report(&labels, &r.predicted, loaded.n_classes);
+            seed_means.push(r.mean);
+            runs.push(json!({
+                "seed": settings.hyper.seed, "fold_accuracy": r.fold_accuracy,
+                "mean_accuracy": r.mean, "per_class_accuracy": per_class, "confusion": confusion,
+                "features": loaded.kind.name(), "input_dim": loaded.input_dim,
+            }));
+        } else {
+            let folds = nested_cv(
+                &mut cache,
+                &settings,
+                &space,
+                outer,
+                a.search.inner_folds,
+                a.ensemble,
+                |f| {
+                    eprintln!(
+                        "seed {}: outer fold: accuracy {:.4} ({} test examples) with {} (inner {:.4})",
+                        settings.hyper.seed,
+                        f.accuracy,
+                        f.test_idx.len(),
+                        f.selection.name,
+                        f.selection
+                            .scores
+                            .iter()
+                            .map(|s| s.1)
+                            .fold(f64::MIN, f64::max)
+                    )
+                },
+            )?;
+            let accs: Vec<f64> = folds.iter().map(|f| f.accuracy).collect();
+            let mean = accs.iter().sum::<f64>() / accs.len().max(1) as f64;
+            seed_means.push(mean);
+            runs.push(json!({
+                "seed": settings.hyper.seed, "fold_accuracy": accs, "mean_accuracy": mean,
+                "chosen": folds.iter().map(|f| f.selection.name.clone()).collect::<Vec<_>>(),
+                "inner_scores": folds.iter().map(|f| f.selection.scores.iter()
+                    .map(|(n, s)| json!({"settings": n, "accuracy": s})).collect::<Vec<_>>())
+                    .collect::<Vec<_>>(),
+            }));
         }
-        eprintln!(
-            "fold {f}: accuracy {acc:.4} ({} test sequences)",
-            test_set.len()
-        );
-        fold_acc.push(acc);
     }
-    let mean = fold_acc.iter().sum::<f64>() / fold_acc.len() as f64;
-    let (_, per_class, confusion) = report(&labels, &all_pred, n_classes);
+    let (mean, sd) = mean_sd(&seed_means);
     if a.json {
         let out = json!({
-            "manifest": a.manifest, "folds": a.folds, "seed": a.hyper.seed,
-            "ensemble": a.ensemble.max(1),
+            "manifest": a.manifest, "folds": a.folds, "grouped": a.search.grouped,
+            "nested": !space.is_empty(), "inner_folds": a.search.inner_folds,
+            "search": a.search.search, "ensemble": a.ensemble.max(1),
             "epochs": a.hyper.epochs, "backend": format!("{:?}", a.hyper.backend).to_lowercase(),
-            "features": loaded.kind.name(), "input_dim": loaded.input_dim,
-            "fold_accuracy": fold_acc, "mean_accuracy": mean,
-            "per_class_accuracy": per_class, "confusion": confusion,
+            "seeds": a.seeds, "mean_accuracy": mean, "sd_accuracy": sd, "runs": runs,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
-            "mean {}-fold accuracy {mean:.4} (folds {fold_acc:.4?}; {} features)",
+            "{}{}-fold accuracy {:.2}% ± {:.2} over {} seed(s) (per seed {:.4?})",
+            if space.is_empty() { "" } else { "nested " },
             a.folds,
-            loaded.kind.name()
+            100.0 * mean,
+            100.0 * sd,
+            a.seeds,
+            seed_means
         );
+    }
+    Ok(())
+}
+
+fn transfer_cmd(a: TransferArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(a.seeds >= 1, "--seeds must be at least 1");
+    let base = a.hyper.settings()?;
+    let train = read_manifest(&a.train)?;
+    let tests = a
+        .test
+        .iter()
+        .map(|p| read_manifest(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(out) = &a.out {
+        let mut inputs = manifest_inputs(&train, &[a.hyper.features.pose_features.as_deref()]);
+        for t in &tests {
+            inputs.extend(manifest_inputs(t, &[]));
+        }
+        crate::validate::output_file("--out", out, &inputs)?;
+    }
+    let space = SearchSpace::parse(&a.search.search, &base)?;
+    let mut cache = FeatureCache::new(&train);
+    cache.insert(&base.features, load(&train, &base.features)?);
+    let mut per_test: Vec<Vec<f64>> = vec![Vec::new(); tests.len()];
+    let mut runs = Vec::new();
+    for k in 0..a.seeds as u64 {
+        let mut settings = base.clone();
+        settings.hyper.seed = base.hyper.seed + k;
+        let inner = FoldOptions {
+            folds: a.search.inner_folds,
+            seed: settings.hyper.seed,
+            grouped: a.search.grouped,
+        };
+        let r = transfer(&mut cache, &tests, &settings, &space, inner, |name, acc| {
+            eprintln!(
+                "seed {}: inner {}-fold CV on {} {name}: {acc:.4}",
+                settings.hyper.seed,
+                inner.folds,
+                a.train.display()
+            )
+        })?;
+        let chosen = r.selection.as_ref().map(|s| s.name.clone());
+        for (t, acc) in r.accuracy.iter().enumerate() {
+            eprintln!(
+                "seed {}: {}: accuracy {acc:.4}{}",
+                settings.hyper.seed,
+                a.test[t].display(),
+                chosen
+                    .as_ref()
+                    .map(|c| format!(" with {c}"))
+                    .unwrap_or_default()
+            );
+            per_test[t].push(*acc);
+        }
+        if k == 0 {
+            if let Some(out) = &a.out {
+                let bytes = r.model.to_rvne(false)?;
+                let mut file = csipose_npy::AtomicFile::create(out)?;
+                file.write_all(&bytes)?;
+                file.commit()?;
+                eprintln!("wrote {} ({} bytes)", out.display(), bytes.len());
+            }
+        }
+        runs.push(json!({"seed": settings.hyper.seed, "chosen": chosen, "accuracy": r.accuracy}));
+    }
+    let summary: Vec<(f64, f64)> = per_test.iter().map(|v| mean_sd(v)).collect();
+    if a.json {
+        let out = json!({
+            "train": a.train, "test": a.test, "seeds": a.seeds, "search": a.search.search,
+            "inner_folds": a.search.inner_folds, "grouped": a.search.grouped,
+            "mean_accuracy": summary.iter().map(|s| s.0).collect::<Vec<_>>(),
+            "sd_accuracy": summary.iter().map(|s| s.1).collect::<Vec<_>>(),
+            "runs": runs,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for (t, (m, s)) in a.test.iter().zip(&summary) {
+            println!(
+                "{}: accuracy {:.2}% ± {:.2} over {} seed(s)",
+                t.display(),
+                100.0 * m,
+                100.0 * s,
+                a.seeds
+            );
+        }
     }
     Ok(())
 }
@@ -1101,7 +763,15 @@ fn stream_cmd(a: StreamArgs) -> anyhow::Result<()> {
         }
         None => Source::File(a.file.clone()),
     };
-    let loaded = load_examples(&[(source, 0)], &spec)?;
+    let manifest = Manifest {
+        path: a.file.clone(),
+        rows: vec![Row {
+            source,
+            label: Some(0),
+        }],
+        classes: None,
+    };
+    let loaded = load(&manifest, &spec)?;
     let dim = model.shape.input_dim;
     if loaded.input_dim != dim {
         bail!(
@@ -1135,9 +805,35 @@ fn stream_cmd(a: StreamArgs) -> anyhow::Result<()> {
 
 fn manifest_cmd(a: ManifestArgs) -> anyhow::Result<()> {
     crate::validate::closed("--ratio", a.ratio, 0.0, 1.0)?;
-    crate::validate::output_file("--out", &a.out, &crate::validate::inputs(&[Some(&a.data)]))?;
-    let ds = PackedDataset::open(&a.data)
-        .with_context(|| format!("opening packed dataset {}", a.data.display()))?;
+    let mut ins: Vec<Option<&Path>> = vec![a.data.as_deref()];
+    ins.extend(a.windows.iter().map(|w| Some(w.as_path())));
+    crate::validate::output_file("--out", &a.out, &crate::validate::inputs(&ins))?;
+    let Some(data) = a.data else {
+        // Rows reach the windows as given on the command line, relative to the manifest.
+        let base = a.out.parent().unwrap_or(Path::new(""));
+        let dirs: Vec<(PathBuf, PathBuf)> = a
+            .windows
+            .iter()
+            .map(|d| (d.clone(), relative_to(d, base)))
+            .collect();
+        let classes = (!a.classes.is_empty()).then(|| a.classes.clone());
+        let text = csipose_pipeline::manifest::windows_manifest(&dirs, classes)?;
+        let mut file = csipose_npy::AtomicFile::create(&a.out)?;
+        file.write_all(text.as_bytes())?;
+        file.commit()?;
+        eprintln!(
+            "wrote {} ({} window files)",
+            a.out.display(),
+            text.lines().count() - 2
+        );
+        return Ok(());
+    };
+    let a = ManifestArgs {
+        data: Some(data.clone()),
+        ..a
+    };
+    let ds = PackedDataset::open(&data)
+        .with_context(|| format!("opening packed dataset {}", data.display()))?;
     let split = match a.split {
         Some(kind) => Some(super::split::make_split(
             kind,
@@ -1163,19 +859,19 @@ fn manifest_cmd(a: ManifestArgs) -> anyhow::Result<()> {
         .map(|m| (m.environment, m.subject, m.action))
         .collect();
     if sequences.is_empty() {
-        bail!("{}: no sequences selected", a.data.display());
+        bail!("{}: no sequences selected", data.display());
     }
     let mut text = String::from("file,label\n");
     for &(e, s, act) in &sequences {
         if act < 1 {
             bail!(
                 "{}: action {act} has no class number (actions start at 1)",
-                a.data.display()
+                data.display()
             );
         }
         text.push_str(&format!(
             "{}#E{e:02}/S{s:02}/A{act:02},{}\n",
-            a.data.display(),
+            data.display(),
             act - 1
         ));
     }
@@ -1188,6 +884,29 @@ fn manifest_cmd(a: ManifestArgs) -> anyhow::Result<()> {
         sequences.len()
     );
     Ok(())
+}
+
+/// `path` as reached from the folder `base`: relative when both resolve (so a manifest can move
+/// with the data beside it), else `path` made absolute.
+fn relative_to(path: &Path, base: &Path) -> PathBuf {
+    let base = if base.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base
+    };
+    let (Ok(p), Ok(b)) = (path.canonicalize(), base.canonicalize()) else {
+        return std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    };
+    let (pc, bc): (Vec<_>, Vec<_>) = (p.components().collect(), b.components().collect());
+    let common = pc.iter().zip(&bc).take_while(|(x, y)| x == y).count();
+    let mut out = PathBuf::new();
+    for _ in common..bc.len() {
+        out.push("..");
+    }
+    for c in &pc[common..] {
+        out.push(c);
+    }
+    out
 }
 
 /// Confusion matrix as a PNG: one 16x16 cell per (true row, predicted column), white = 0 to

@@ -1,0 +1,179 @@
+//! The activity pipeline end to end: ESP32-HAR windows through a manifest (read in place from
+//! `../shared`), and the nested search's promise that an outer test fold never influences the
+//! settings chosen for it.
+
+use std::path::{Path, PathBuf};
+
+use csipose_pipeline::activity::{
+    load_examples, nested_cv, FeatureCache, FeatureSpec, FoldOptions, Hyper, Loaded, SearchSpace,
+    Settings,
+};
+use csipose_pipeline::manifest::{read_manifest, windows_manifest, Manifest};
+use csipose_temporal::features::{FeatureKind, BLOCKS};
+use csipose_temporal::train::Example;
+
+fn esp32_har(session: &str) -> Option<PathBuf> {
+    let p = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../../shared/esp32-har"
+    ))
+    .join(session);
+    if p.is_dir() {
+        Some(p)
+    } else {
+        println!("SKIPPED: {} is absent", p.display());
+        None
+    }
+}
+
+#[test]
+fn esp32_har_windows_load_through_a_manifest() {
+    let Some(d2) = esp32_har("D2") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let text = windows_manifest(&[(d2.clone(), d2.clone())], None).unwrap();
+    let classes = "SEATED_RX,SEATED_TX,SITTING_DOWN_RX,SITTING_DOWN_TX,STANDING_UP_RX,\
+                   STANDING_UP_TX,TURN_RX,TURN_TX,WALKING_RX,WALKING_TX";
+    assert!(text.starts_with(&format!("#classes,{classes}\n")), "{text}");
+    let path = dir.path().join("d2.csv");
+    std::fs::write(&path, &text).unwrap();
+    let m = read_manifest(&path).unwrap();
+    assert_eq!(m.rows.len(), 4, "four executions");
+    let spec = FeatureSpec {
+        kind: Some(FeatureKind::Amplitude),
+        stride: Some(2),
+        ..FeatureSpec::default()
+    };
+    let l = load_examples(&m, &spec, &|| {}).unwrap();
+    // numpy: 104 windows of [56, 50] in D2, every one of the 10 classes present.
+    assert_eq!(l.examples.len(), 104);
+    assert_eq!(l.n_classes, 10);
+    assert_eq!(l.shape, (1, 56));
+    assert_eq!(l.input_dim, BLOCKS * 56);
+    assert!(l
+        .examples
+        .iter()
+        .all(|e| e.frames.len() == 25 * l.input_dim));
+    let mut seen = [0usize; 10];
+    l.examples.iter().for_each(|e| seen[e.label] += 1);
+    assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
+    let mut groups = l.groups.clone();
+    groups.dedup();
+    assert_eq!(groups, vec![0, 1, 2, 3], "windows keep their file as group");
+    // The first window's first frame: ln(1 + mean of its first two samples) of subcarrier 0,
+    // from the raw array (numpy: x[0, 0, :2] of e01_rx_tx-x.npy).
+    let x = csipose_npy::read::<f64>(d2.join("e01_rx_tx-x.npy")).unwrap();
+    assert_eq!(&x.shape[1..], &[56, 50]);
+    let want = ((x.data[0] + x.data[1]) / 2.0).ln_1p() as f32;
+    assert!((l.examples[0].frames[0] - want).abs() < 1e-5);
+    // A label outside #classes is refused, naming the file and window.
+    let bad = text.replacen("SEATED_RX,", "", 1);
+    std::fs::write(&path, bad).unwrap();
+    let err = format!(
+        "{:#}",
+        load_examples(&read_manifest(&path).unwrap(), &spec, &|| {}).unwrap_err()
+    );
+    assert!(err.contains("-y.npy") && err.contains("SEATED_RX"), "{err}");
+}
+
+/// Three classes whose signal moves differently over time.
+fn toy(n_per_class: usize) -> Loaded {
+    let mut examples = Vec::new();
+    let mut state = 7u64;
+    let mut noise = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    for i in 0..n_per_class {
+        for label in 0..3usize {
+            let frames: Vec<f32> = (0..12)
+                .flat_map(|t| {
+                    let s = match label {
+                        0 => (t as f32 * 0.3 + i as f32).sin(),
+                        1 => (t as f32 * 1.7 + i as f32).sin(),
+                        _ => 0.2,
+                    };
+                    [s + 0.1 * noise(), 0.5 * noise()]
+                })
+                .collect();
+            examples.push(Example { frames, label });
+        }
+    }
+    let groups = (0..examples.len()).collect();
+    Loaded {
+        examples,
+        groups,
+        input_dim: 2,
+        kind: FeatureKind::Amplitude,
+        stride: 1,
+        transforms: 0,
+        shape: (1, 2),
+        n_classes: 3,
+        warnings: Vec::new(),
+    }
+}
+
+#[test]
+fn nested_selection_never_looks_at_the_outer_test_fold() {
+    let settings = Settings {
+        features: FeatureSpec::default(),
+        hyper: Hyper {
+            epochs: 2,
+            head_dim: 4,
+            q_heads: 2,
+            batch: 8,
+            ..Hyper::default()
+        },
+        adapt_norm: false,
+    };
+    let space =
+        SearchSpace::parse(&["epochs=1,3".into(), "lr=0.002,0.01".into()], &settings).unwrap();
+    let manifest = Manifest {
+        path: "toy".into(),
+        rows: Vec::new(),
+        classes: None,
+    };
+    let outer = FoldOptions {
+        folds: 3,
+        seed: 4,
+        grouped: false,
+    };
+    let run = |data: Loaded| {
+        let mut cache = FeatureCache::new(&manifest);
+        cache.insert(&settings.features, data);
+        nested_cv(&mut cache, &settings, &space, outer, 2, 1, |_| {}).unwrap()
+    };
+    let clean = run(toy(8));
+    assert_eq!(clean.len(), 3);
+    let n = 24;
+    let mut all: Vec<usize> = clean.iter().flat_map(|f| f.test_idx.clone()).collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..n).collect::<Vec<_>>(), "outer folds partition");
+    for f in &clean {
+        assert_eq!(f.selection.scores.len(), 4);
+        assert!(f
+            .test_idx
+            .iter()
+            .all(|i| f.selection.seen.binary_search(i).is_err()));
+        assert_eq!(f.selection.seen.len() + f.test_idx.len(), n);
+    }
+    // Poison fold 0's test examples (same labels, so the same folds): its selection must come
+    // out bit for bit the same, while the other folds, which train on them, see the change.
+    let mut poisoned = toy(8);
+    for &i in &clean[0].test_idx {
+        poisoned.examples[i]
+            .frames
+            .iter_mut()
+            .enumerate()
+            .for_each(|(k, v)| *v = -40.0 * *v + (k % 5) as f32 * 9.0);
+    }
+    let dirty = run(poisoned);
+    assert_eq!(dirty[0].test_idx, clean[0].test_idx);
+    assert_eq!(dirty[0].selection.scores, clean[0].selection.scores);
+    assert_eq!(dirty[0].selection.name, clean[0].selection.name);
+    assert!(
+        (1..3).any(|f| dirty[f].selection.scores != clean[f].selection.scores),
+        "the poison must be visible where it is training data"
+    );
+}
