@@ -6,6 +6,23 @@ use std::path::PathBuf;
 use anyhow::Result;
 use csipose_serve::{Config, Mode, Server};
 
+/// The shipped activity model (`--activity` without a value).
+const DEFAULT_ACTIVITY: &str = "models/esp32-har-d1.rvne";
+
+/// Its classes, in class order (the `#classes` line of the manifest it was trained from).
+const DEFAULT_ACTIVITY_LABELS: [&str; 10] = [
+    "SEATED_RX",
+    "SEATED_TX",
+    "SITTING_DOWN_RX",
+    "SITTING_DOWN_TX",
+    "STANDING_UP_RX",
+    "STANDING_UP_TX",
+    "TURN_RX",
+    "TURN_TX",
+    "WALKING_RX",
+    "WALKING_TX",
+];
+
 #[derive(clap::Args)]
 pub struct Args {
     /// The pose model (.csm); its input shape [A, S, P] sets the window.
@@ -17,7 +34,10 @@ pub struct Args {
     #[arg(long, num_args = 0..=1, default_missing_value = "csipose-demo")]
     pub demo: Option<PathBuf>,
     /// The temporal activity head (.rvne; causal, amplitude or amplitude-phase features).
-    #[arg(long)]
+    /// `--activity` alone uses the shipped default, `models/esp32-har-d1.rvne` (ESP32 HT-LTF
+    /// amplitudes of 56 subcarriers, the 10 ESP32-HAR classes; README, "The default activity
+    /// model").
+    #[arg(long, num_args = 0..=1, default_missing_value = DEFAULT_ACTIVITY)]
     pub activity: Option<PathBuf>,
     /// Comma-separated class names of the activity head, in class order.
     #[arg(long, value_delimiter = ',')]
@@ -101,8 +121,28 @@ pub fn run(a: Args) -> Result<()> {
         (None, None) => anyhow::bail!("give --model FILE (or --demo)"),
     };
     let mut cfg = Config::new(model);
-    cfg.activity = a.activity;
-    cfg.activity_labels = a.activity_labels;
+    let mut labels = a.activity_labels;
+    cfg.activity = match a.activity {
+        Some(p) if p.as_os_str() == DEFAULT_ACTIVITY => {
+            if labels.is_empty() {
+                labels = DEFAULT_ACTIVITY_LABELS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+            }
+            // Run from anywhere: the repository's copy when ./models has none.
+            Some(if p.is_file() {
+                p
+            } else {
+                PathBuf::from(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../../../models/esp32-har-d1.rvne"
+                ))
+            })
+        }
+        other => other,
+    };
+    cfg.activity_labels = labels;
     cfg.udp = a.bind;
     cfg.http = a.http;
     cfg.token = a.token;
