@@ -5,12 +5,7 @@
 
 mod common;
 
-use common::{copy_tree, csipose, csipose_os, hash_tree, mmfi_mini, ok, refused, synthetic};
-use std::path::Path;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{copy_tree, csipose, csipose_os, hash_tree, mmfi_mini, ok, refused, s, synthetic};
 
 /// The smallest simulation: one sequence of two frames.
 const TINY: [&str; 8] = [

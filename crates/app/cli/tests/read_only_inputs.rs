@@ -8,12 +8,8 @@
 
 mod common;
 
-use common::{copy_tree, hash_tree, mmfi_mini, ok, synthetic};
+use common::{copy_tree, hash_tree, mmfi_mini, ok, s, synthetic};
 use std::path::Path;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn shared(rel: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../../shared/")).join(rel)

@@ -7,24 +7,12 @@
 
 mod common;
 
-use common::{csipose, ok, synthetic};
+use common::{copy_tree, csipose, ok, refused, s, synthetic};
 use std::path::Path;
 
 /// Runs `csipose`, asserts it failed cleanly (exit 1, not a panic) and returns its stderr.
 fn fails(args: &[&str]) -> String {
-    let out = csipose(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "csipose {args:?} should fail with exit 1: {err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    refused(args, "")
 }
 
 /// Trains nano on `data` into `run` with the extra arguments.
@@ -348,7 +336,7 @@ fn resume_refuses_a_changed_dataset_and_never_panics() {
     );
     // The same size, one label changed (this resumed silently on other data).
     std::fs::remove_dir_all(&data).unwrap();
-    copy_dir(&saved, &data);
+    copy_tree(&saved, &data);
     poke_f32(&data.join("Y.npy"), 5, 0.123);
     let e = fails(&["train", "--resume", s(&run)]);
     assert!(e.contains("labels (Y.npy) hash"), "{e}");
@@ -365,13 +353,6 @@ fn resume_refuses_a_changed_dataset_and_never_panics() {
     std::fs::remove_dir_all(&data).unwrap();
     std::fs::rename(&saved, &data).unwrap();
     ok(&["train", "--resume", s(&run)]);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
 }
 
 #[test]

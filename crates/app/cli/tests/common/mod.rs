@@ -31,6 +31,11 @@ pub fn synthetic(dir: &Path, n: usize) {
     w.finish().unwrap();
 }
 
+/// A path as the `&str` argument the runner takes (test paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
 /// Runs the `csipose` binary built for these tests.
 pub fn csipose(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_csipose"))
