@@ -85,23 +85,14 @@ struct Packets {
 }
 
 fn read_npz(path: &Path) -> Result<Packets> {
-    let mut z = csipose_npy::Npz::open(path)?;
-    let a = z
-        .read::<i64>("csi_data")
-        .with_context(|| format!("{}: member csi_data", path.display()))?;
-    if a.shape.len() != 2 || a.shape[1] % 2 != 0 || a.shape[1] == 0 {
-        bail!(
-            "{}: csi_data has shape {:?}, expected [packets, 2·subcarriers] int8 I/Q",
-            path.display(),
-            a.shape
-        );
-    }
-    let width = a.shape[1] / 2;
-    let mut amps = Vec::with_capacity(a.data.len() / 2);
-    for p in a.data.chunks_exact(2) {
-        let (x, y) = (p[0] as f32, p[1] as f32);
-        amps.push((x * x + y * y).sqrt());
-    }
+    let (width, iq) = read_iq(path)?;
+    let amps = iq
+        .chunks_exact(2)
+        .map(|p| {
+            let (x, y) = (p[0] as f32, p[1] as f32);
+            (x * x + y * y).sqrt()
+        })
+        .collect();
     Ok(Packets {
         width,
         amps,
