@@ -351,7 +351,7 @@ impl Hyper {
                 head_dim: self.head_dim,
                 lr: self.lr,
                 batch: self.batch,
-                min_crop: self.min_crop.clamp(0.05, 1.0),
+                min_crop: self.min_crop,
                 seed: self.seed,
                 window: self.window,
                 block_size: self.block_size,
