@@ -302,18 +302,23 @@ fn step<'m>(
     } else {
         serde_json::Value::Array(keypoints)
     };
-    let act = st.activity.as_ref().and_then(|as_| {
-        as_.probabilities.as_ref().map(|probs| {
-            let best = csipose_temporal::model::argmax(probs);
-            json!({
-                "label": labels.get(best),
-                "index": best,
-                "probabilities": probs,
-                "labels": labels,
-                "frames": as_.segment_frames,
+    // Nobody there: no activity either (the head would classify the empty room's noise).
+    let act = st
+        .activity
+        .as_ref()
+        .filter(|_| presence != Some(false))
+        .and_then(|as_| {
+            as_.probabilities.as_ref().map(|probs| {
+                let best = csipose_temporal::model::argmax(probs);
+                json!({
+                    "label": labels.get(best),
+                    "index": best,
+                    "probabilities": probs,
+                    "labels": labels,
+                    "frames": as_.segment_frames,
+                })
             })
-        })
-    });
+        });
     let now = Instant::now();
     let latency_us = now.duration_since(p.received).as_micros() as u64;
     let msg = json!({

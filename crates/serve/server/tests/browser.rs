@@ -220,7 +220,8 @@ fn the_page_draws_the_last_pose_message_in_chromium() {
                  drawn: window.__csipose && window.__csipose.lastDrawn, \
                  last: window.__csipose && window.__csipose.lastPose, \
                  banner: document.getElementById('banner').textContent, \
-                 rows: document.querySelectorAll('#nodes tbody tr').length})";
+                 rows: document.querySelectorAll('#nodes tbody tr').length, \
+                 acts2: (document.querySelector('#node-2 .acts') || {}).textContent})";
     let end = Instant::now() + Duration::from_secs(30);
     let page = loop {
         let v: Value = b
@@ -282,6 +283,11 @@ fn the_page_draws_the_last_pose_message_in_chromium() {
         d2["joints"].is_null(),
         "no skeleton for an empty room: {d2}"
     );
+    assert!(
+        d2["pose"]["activity"].is_null(),
+        "no activity for an empty room: {d2}"
+    );
+    assert_eq!(page["acts2"], "activity: nobody present", "{page}");
 
     // The screenshot (what a person sees).
     let shot = b.call("Page.captureScreenshot", json!({"format": "png"}));

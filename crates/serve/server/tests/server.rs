@@ -320,9 +320,9 @@ fn a_client_leaving_mid_request_or_never_reading_does_not_stall_others() {
 }
 
 #[test]
-fn an_empty_room_gives_presence_false_and_no_keypoints() {
+fn an_empty_room_gives_presence_false_and_no_keypoints_or_activity() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), false, |_| {});
+    let server = start(dir.path(), true, |_| {});
     let (udp, a) = (server.udp_addr(), server.http_addr());
     let mut ws = ws_connect(a, "");
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -341,6 +341,7 @@ fn an_empty_room_gives_presence_false_and_no_keypoints() {
         pose["keypoints"].is_null(),
         "no person, no skeleton: {pose}"
     );
+    assert!(pose["activity"].is_null(), "no person, no activity: {pose}");
     // Movement: the amplitudes change strongly from packet to packet.
     for i in 800..1000u32 {
         sock.send_to(&live_datagram(9, i), udp).unwrap();
@@ -350,6 +351,11 @@ fn an_empty_room_gives_presence_false_and_no_keypoints() {
     });
     assert_eq!(pose["presence"], true, "{pose}");
     assert_eq!(pose["keypoints"].as_array().map(Vec::len), Some(17));
+    assert_eq!(
+        pose["activity"]["labels"].as_array().map(Vec::len),
+        Some(3),
+        "{pose}"
+    );
     drop(ws);
     server.shutdown();
 }

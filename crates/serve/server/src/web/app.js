@@ -99,7 +99,8 @@
         `<div class="bar"><span class="l" title="${esc(a.labels[i])}">${i === a.index ? "▶ " : ""}${esc(a.labels[i])}</span>` +
         `<div class="b"><i style="width:${(100 * p).toFixed(1)}%"></i></div><span>${(100 * p).toFixed(0)}%</span></div>`).join("");
     } else {
-      acts.innerHTML = `<div class="dim" style="font-size:12px">activity: ${msg.activity_model ? "warming up" : "no activity model"}</div>`;
+      const why = !msg.activity_model ? "no activity model" : msg.presence === false ? "nobody present" : "warming up";
+      acts.innerHTML = `<div class="dim" style="font-size:12px">activity: ${why}</div>`;
     }
   }
 
