@@ -89,7 +89,7 @@ pub struct EvalOutcome {
 }
 
 /// The subset's name as reports spell it.
-pub fn subset_name(s: Subset) -> &'static str {
+fn subset_name(s: Subset) -> &'static str {
     match s {
         Subset::Train => "train",
         Subset::Val => "val",
@@ -287,7 +287,7 @@ pub fn joint_names(layout: KeypointLayout) -> [&'static str; 17] {
 /// Predicts the `eval` frames with a `.csm` model file through the runtime (one frame per
 /// call, frames spread over `threads`, each with its own scratch); returns the rows and the
 /// kernel path used.
-pub fn predict_csm(
+fn predict_csm(
     path: &Path,
     ds: &PackedDataset,
     eval: &[usize],

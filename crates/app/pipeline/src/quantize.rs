@@ -328,7 +328,7 @@ fn run_in_pool(opts: &QuantizeOptions, bar: &ProgressBar) -> Result<QuantizeOutc
     })
 }
 
-/// The parts of a run's `config.json` this command needs (all optional).
+/// The parts of a run's `config.json` quantizing needs (all optional).
 #[derive(serde::Deserialize, Default)]
 struct RunInfo {
     data: Option<PathBuf>,
@@ -364,6 +364,7 @@ fn resolve_data(recorded: &Path, run_dir: &Path) -> Option<PathBuf> {
         .find(|p| p.join("dataset.json").exists())
 }
 
+/// The QAT fine-tune's progress on the caller's bar.
 struct Bar {
     bar: ProgressBar,
     epoch: usize,

@@ -138,6 +138,8 @@ impl RunConfig {
     }
 }
 
+/// The run's progress on the caller's bar; after each epoch's checkpoint it also writes
+/// `metrics.json` and `curves.png`.
 struct Bar {
     bar: ProgressBar,
     epoch: usize,
@@ -229,6 +231,8 @@ impl Progress for Bar {
     }
 }
 
+/// Writes a run file (`config.json`, `metrics.json`) as pretty JSON atomically; unlike
+/// [`crate::write_json`]'s reports, with no final newline, as runs have always been written.
 fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
     let mut f = csipose_npy::AtomicFile::create(path)?;
     f.write_all(serde_json::to_string_pretty(v)?.as_bytes())
