@@ -4,14 +4,14 @@
 //! achieved GFLOP/s, file size, precision and the kernel path.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use csipose_files::AlignedBytes;
 use csipose_model::{Model, ModelConfig, Rng};
 use csipose_npy::AtomicFile;
-use csipose_runtime::{flops_per_forward, Dtype, Kernel, ModelFile, Runtime, OUTPUTS};
+use csipose_pipeline::bench::{read_aligned, time_forward};
+use csipose_runtime::{flops_per_forward, Dtype, Kernel, ModelFile, Runtime};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,11 +38,6 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Reads a whole model file into 4-byte aligned memory (what `ModelFile::parse` needs).
-pub fn read_aligned(path: &Path) -> Result<AlignedBytes> {
-    AlignedBytes::read(path).with_context(|| format!("cannot read model file {}", path.display()))
 }
 
 /// A random-weight model file for a preset (the engine's init plus noise), at 32, 8 or 4 bits
@@ -89,59 +84,6 @@ fn precision(d: Dtype) -> &'static str {
         Dtype::I8 => "int8",
         Dtype::I4 => "int4",
     }
-}
-
-/// Latency statistics of one model, in microseconds.
-pub struct Timing {
-    pub median_us: f64,
-    pub p90_us: f64,
-    pub min_us: f64,
-}
-
-/// Times `iters` forwards of one fixed random frame after a warm-up.
-pub fn time_forward(rt: &Runtime, iters: usize) -> Timing {
-    let cfg = *rt.config();
-    let mut rng = Rng::new(3);
-    let x: Vec<f32> = (0..cfg.frame_len())
-        .map(|_| (3.0 + rng.normal()) as f32)
-        .collect();
-    let mut scratch = vec![0.0f32; Runtime::scratch_len(&cfg)];
-    let mut out = [0.0f32; OUTPUTS];
-    let iters = iters.max(10);
-    for _ in 0..(iters / 10).max(100) {
-        rt.forward(&x, &mut scratch, &mut out)
-            .expect("sizes checked");
-    }
-    let mut t = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        let s = Instant::now();
-        rt.forward(std::hint::black_box(&x), &mut scratch, &mut out)
-            .expect("sizes checked");
-        std::hint::black_box(&out);
-        t.push(s.elapsed().as_secs_f64() * 1e6);
-    }
-    t.sort_by(|a, b| a.total_cmp(b));
-    Timing {
-        median_us: t[t.len() / 2],
-        p90_us: t[t.len() * 9 / 10],
-        min_us: t[0],
-    }
-}
-
-/// A model file's size, its FLOPs per forward and its timing with the best kernel (what
-/// `demo` and `frontier` report for each `.csm` they write).
-pub fn time_file(path: &Path, iters: usize) -> Result<(usize, u64, Timing)> {
-    let bytes = read_aligned(path)?;
-    let mf = ModelFile::parse(bytes.bytes())
-        .with_context(|| format!("invalid model file {}", path.display()))?;
-    let mut consts = vec![0.0f32; Runtime::consts_len_for(&mf.config, Kernel::best())];
-    let rt = Runtime::new(&mf, Kernel::best(), &mut consts)
-        .with_context(|| format!("model file {}", path.display()))?;
-    Ok((
-        mf.size(),
-        flops_per_forward(&mf.config),
-        time_forward(&rt, iters),
-    ))
 }
 
 pub fn run(args: Args) -> Result<()> {

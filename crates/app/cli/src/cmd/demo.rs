@@ -11,11 +11,22 @@
 //!    (batch 1, one thread);
 //! 7. prints the summary tables.
 //!
-//! Subcommands are driven through their own argument parsers, so the demo runs exactly what
-//! a user would type.
+//! Each step calls the pipeline with typed options (what the subcommands build from their
+//! flags) and prints what the subcommand would. The helpers for that (the options of `eval`,
+//! `quantize` and `train` with their defaults, and running and printing each) are shared with
+//! `frontier`.
 
 use anyhow::{bail, Context};
-use clap::Parser;
+use csipose_dataset::mmfi::ImportOptions;
+use csipose_dataset::split::Subset;
+use csipose_pipeline::eval::{Baseline, EvalOptions, Source};
+use csipose_pipeline::quantize::{KeepF32, Qat, QuantizeOptions};
+use csipose_pipeline::simulate::{Preview, SimulateOptions};
+use csipose_pipeline::split::SplitOptions;
+use csipose_pipeline::train::{Start, TrainOptions};
+use csipose_quantize::{Bits, ScaleRule};
+use csipose_sim::{Preset, SimConfig};
+use indicatif::ProgressBar;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -39,21 +50,6 @@ pub struct Args {
     pub no_ridge: bool,
 }
 
-/// Parses `argv` with subcommand `C`'s own clap definition.
-#[derive(Parser)]
-struct Sub<C: clap::Args> {
-    #[command(flatten)]
-    args: C,
-}
-
-pub fn parse<C: clap::Args>(argv: &[&str]) -> anyhow::Result<C> {
-    let mut full = vec!["csipose"];
-    full.extend_from_slice(argv);
-    Ok(Sub::<C>::try_parse_from(full)
-        .with_context(|| format!("demo: bad internal arguments {argv:?}"))?
-        .args)
-}
-
 fn find_mmfi_mini(given: Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
     if let Some(p) = given {
         if !p.is_dir() {
@@ -67,18 +63,97 @@ fn find_mmfi_mini(given: Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
         .find(|c| c.join("E01").is_dir()))
 }
 
-pub fn torso_pck(json: &Path) -> anyhow::Result<f64> {
-    let text =
-        std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)?;
-    v["torso_pck"]["pck"]
-        .as_f64()
-        .with_context(|| format!("{}: no torso_pck.pck", json.display()))
+/// Evaluates, prints the table as `csipose eval` does, writes the JSON report to `json`;
+/// returns torso-PCK@20.
+pub fn eval(opts: &EvalOptions, json: &Path) -> anyhow::Result<f64> {
+    let o = csipose_pipeline::eval::run(opts, &ProgressBar::new(0))?;
+    super::eval::print(opts, &o, false);
+    super::eval::write_report(&o, json)?;
+    o.torso_pck().with_context(|| {
+        format!(
+            "{}: no torso-PCK (every torso degenerate)",
+            opts.data.display()
+        )
+    })
 }
 
-pub fn path_str(p: &Path) -> anyhow::Result<&str> {
-    p.to_str()
-        .with_context(|| format!("{}: not UTF-8", p.display()))
+/// Options of `csipose eval --split S` (protocol 3, seed 0, ratio 0.8, validation subset,
+/// k = 0.2, 2 threads) for one source.
+pub fn eval_options(data: &Path, split: SplitOptions, source: Source) -> EvalOptions {
+    EvalOptions {
+        data: data.to_path_buf(),
+        source,
+        split: Some(split),
+        subset: Subset::Val,
+        k: 0.2,
+        threads: 2,
+    }
+}
+
+/// Options of `csipose quantize --checkpoint RUN --out FILE --bits B` (max-abs scales per
+/// tensor, the model's default f32 weights, 2 threads); with `qat`, `--qat --epochs E --data
+/// DATA` (lr 3e-4, the QAT run beside the file).
+pub fn quantize_options(
+    run: &Path,
+    file: &Path,
+    bits: Bits,
+    per_channel: bool,
+    qat: Option<(usize, &Path)>,
+) -> QuantizeOptions {
+    QuantizeOptions {
+        checkpoint: run.to_path_buf(),
+        bits,
+        per_channel,
+        scale: ScaleRule::MaxAbs,
+        keep_f32: KeepF32::Default,
+        qat: qat.map(|(epochs, _)| Qat {
+            epochs,
+            lr: 3e-4,
+            run: file.with_extension("qat"),
+        }),
+        data: qat.map(|(_, data)| data.to_path_buf()),
+        threads: 2,
+        out: file.to_path_buf(),
+    }
+}
+
+/// Quantizes and prints as `csipose quantize` does.
+pub fn quantize(opts: &QuantizeOptions) -> anyhow::Result<()> {
+    super::quantize::print(&csipose_pipeline::quantize::run(
+        opts,
+        &ProgressBar::new(0),
+    )?);
+    Ok(())
+}
+
+/// Trains `model` for `epochs` on `split` into `out` (batch 64, lr 1e-3, seed 0, the trainer's
+/// defaults otherwise) and prints as `csipose train` does.
+pub fn train(
+    data: &Path,
+    model: &str,
+    epochs: usize,
+    split: SplitOptions,
+    threads: Option<usize>,
+    out: &Path,
+    overwrite: bool,
+) -> anyhow::Result<()> {
+    let opts = TrainOptions {
+        start: Start::New {
+            data: data.to_path_buf(),
+            split,
+            options: csipose_train::TrainOptions {
+                model: model.into(),
+                epochs,
+                ..csipose_train::TrainOptions::default()
+            },
+            out: out.to_path_buf(),
+            overwrite,
+        },
+        threads,
+        stop_after: None,
+    };
+    super::train::print(&csipose_pipeline::train::run(&opts, &ProgressBar::new(0))?);
+    Ok(())
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -86,16 +161,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mini = find_mmfi_mini(args.mmfi_mini.clone())?;
     if let Some(m) = &mini {
         crate::validate::output_dir("--out", &args.out, std::slice::from_ref(m))?;
+        // What `csipose import-mmfi` checks of its --out.
         crate::validate::output_dir(
             "--out",
             &args.out.join("mmfi-mini"),
-            std::slice::from_ref(m),
+            &crate::validate::inputs(&[Some(m)]),
         )?;
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let out = |name: &str| args.out.join(name);
-    let split = ["--split", "random", "--protocol", "3"];
+    // MM-Fi's random split, protocol 3 (seed 0, ratio 0.8).
+    let split = SplitOptions::default();
     println!("csipose demo: MM-Fi import, simulation, baselines, micro training, evaluation, quantization and timing\n");
 
     match mini {
@@ -105,71 +182,75 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 mini.display()
             );
             let dest = out("mmfi-mini");
-            super::import_mmfi::run(parse(&[path_str(&mini)?, "--out", path_str(&dest)?])?)?;
+            // `csipose import-mmfi`'s defaults: COCO-17 keypoints from rgb/, 640x480 images.
+            let opts = ImportOptions {
+                command_line: Some(crate::validate::command_line()),
+                ..ImportOptions::default()
+            };
+            let summary =
+                csipose_pipeline::import::mmfi(&mini, &dest, &opts, &ProgressBar::new(0))?;
+            print!("{summary}");
         }
         None => println!("[1/6] no ../shared/mmfi-mini here: MM-Fi import step skipped"),
     }
 
     let data = out("sim-demo");
-    let data_s = path_str(&data)?.to_string();
-    println!("\n[2/6] simulate the demo preset -> {data_s}");
+    println!("\n[2/6] simulate the demo preset -> {}", data.display());
     let preview = out("preview.png");
-    super::simulate::run(parse(&[
-        "--preset",
-        "demo",
-        "--out",
-        &data_s,
-        "--preview",
-        path_str(&preview)?,
-    ])?)?;
+    let sim = SimulateOptions {
+        config: SimConfig::default(),
+        plan: Preset::Demo.plan(),
+        out: Some(data.clone()),
+        tree: None,
+        preview: Some(Preview {
+            path: preview,
+            action: 12,
+        }),
+        command_line: crate::validate::command_line(),
+    };
+    csipose_pipeline::simulate::run(&sim, &ProgressBar::new(0))?;
 
     let mut rows: Vec<(String, f64)> = Vec::new();
-    let baselines: &[&str] = if args.no_ridge {
-        &["mean"]
+    let baselines: &[Baseline] = if args.no_ridge {
+        &[Baseline::Mean]
     } else {
-        &["mean", "ridge"]
+        &[Baseline::Mean, Baseline::Ridge]
     };
-    for b in baselines {
-        println!("\n[3/6] {b} baseline on MM-Fi's random split (protocol 3, seed 0, ratio 0.8)");
-        let json = out(&format!("eval-{b}.json"));
-        let mut argv = vec![
-            "--data",
-            &data_s,
-            "--baseline",
-            b,
-            "--json",
-            path_str(&json)?,
-        ];
-        argv.extend_from_slice(&split);
-        super::eval::run(parse(&argv)?)?;
-        rows.push((format!("{b} baseline"), torso_pck(&json)?));
+    for &b in baselines {
+        let name = b.name();
+        println!("\n[3/6] {name} baseline on MM-Fi's random split (protocol 3, seed 0, ratio 0.8)");
+        let opts = eval_options(&data, split.clone(), Source::Baseline(b));
+        let pck = eval(&opts, &out(&format!("eval-{name}.json")))?;
+        rows.push((format!("{name} baseline"), pck));
     }
 
     let run_dir = out("micro");
-    let epochs = args.epochs.to_string();
     println!(
-        "\n[4/6] train micro for {epochs} epochs -> {}",
+        "\n[4/6] train micro for {} epochs -> {}",
+        args.epochs,
         run_dir.display()
     );
-    let mut argv = vec!["--data", &data_s, "--model", "micro", "--epochs", &epochs];
-    argv.extend_from_slice(&split);
     // The demo's own run from an earlier `demo` is replaced, as every other demo output is.
-    argv.extend_from_slice(&["--out", path_str(&run_dir)?, "--overwrite"]);
-    super::train::run(parse(&argv)?)?;
+    train(
+        &data,
+        "micro",
+        args.epochs,
+        split.clone(),
+        None,
+        &run_dir,
+        true,
+    )?;
 
     println!("\n[5/6] evaluate micro (EMA weights) on the validation subjects");
-    let json = out("eval-micro.json");
-    let mut argv = vec![
-        "--data",
-        &data_s,
-        "--checkpoint",
-        path_str(&run_dir)?,
-        "--json",
-        path_str(&json)?,
-    ];
-    argv.extend_from_slice(&split);
-    super::eval::run(parse(&argv)?)?;
-    rows.push(("micro".into(), torso_pck(&json)?));
+    let source = Source::Checkpoint {
+        path: run_dir.clone(),
+        views: vec![csipose_train::View::Identity],
+    };
+    let pck = eval(
+        &eval_options(&data, split.clone(), source),
+        &out("eval-micro.json"),
+    )?;
+    rows.push(("micro".into(), pck));
 
     println!(
         "\n[6/6] quantize micro into .csm files, evaluate each through the no_std runtime, time it"
@@ -177,49 +258,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let models = out("models");
     std::fs::create_dir_all(&models)
         .with_context(|| format!("cannot create {}", models.display()))?;
-    let qat_epochs = args.qat_epochs.to_string();
-    let variants: [(&str, &str, Vec<&str>); 3] = [
-        ("fp32", "fp32", vec!["--bits", "32"]),
-        ("int8 PTQ", "int8", vec!["--bits", "8"]),
+    let variants = [
+        ("fp32", "fp32", Bits::F32, None),
+        ("int8 PTQ", "int8", Bits::I8, None),
         (
             "int4 QAT",
             "int4-qat",
-            vec![
-                "--bits",
-                "4",
-                "--qat",
-                "--epochs",
-                &qat_epochs,
-                "--data",
-                &data_s,
-            ],
+            Bits::I4,
+            Some((args.qat_epochs, data.as_path())),
         ),
     ];
     let mut files = Vec::new();
-    for (label, tag, extra) in variants {
+    for (label, tag, bits, qat) in variants {
         let file = models.join(format!("micro-{tag}.csm"));
         println!("\nmicro {label} -> {}", file.display());
-        let mut argv = vec![
-            "--checkpoint",
-            path_str(&run_dir)?,
-            "--out",
-            path_str(&file)?,
-        ];
-        argv.extend_from_slice(&extra);
-        super::quantize::run(parse(&argv)?)?;
-        let json = file.with_extension("eval.json");
-        let mut argv = vec![
-            "--data",
-            &data_s,
-            "--model",
-            path_str(&file)?,
-            "--json",
-            path_str(&json)?,
-        ];
-        argv.extend_from_slice(&split);
-        super::eval::run(parse(&argv)?)?;
-        let (size, _, t) = super::bench::time_file(&file, 5000)?;
-        files.push((label, size, t.median_us, torso_pck(&json)?));
+        quantize(&quantize_options(&run_dir, &file, bits, false, qat))?;
+        let opts = eval_options(&data, split.clone(), Source::Model(file.clone()));
+        let pck = eval(&opts, &file.with_extension("eval.json"))?;
+        let (size, _, t) = csipose_pipeline::bench::time_file(&file, 5000)?;
+        files.push((label, size, t.median_us, pck));
     }
 
     println!("\nsummary: simulated demo preset, random split, validation frames");

@@ -10,13 +10,19 @@
 //! 4. writes `OUT/FRONTIER.md`, `OUT/frontier.json` and `OUT/pareto.png`.
 //!
 //! Every PCK in the tables is measured on the deployed file (`eval --model`), not on the
-//! training engine.
+//! training engine. Training, quantizing, evaluating and timing go through the pipeline with
+//! typed options (the helpers `demo` uses); this module owns the reuse of finished runs and the
+//! report.
 
-use super::bench::time_file;
-use super::demo::{parse, path_str, torso_pck};
-use anyhow::{Context, Result};
+use super::demo::{eval, eval_options, quantize, quantize_options, train};
+use super::split::KindArg;
+use anyhow::{bail, Context, Result};
 use csipose_model::config::PRESETS;
 use csipose_model::ModelConfig;
+use csipose_pipeline::bench::time_file;
+use csipose_pipeline::eval::Source;
+use csipose_pipeline::split::{SplitChoice, SplitOptions};
+use csipose_quantize::Bits;
 use csipose_runtime::Kernel;
 use serde_json::json;
 use std::io::Write;
@@ -37,9 +43,10 @@ pub struct Args {
     /// Configs to include (comma-separated) [default: all six].
     #[arg(long, value_delimiter = ',')]
     pub configs: Option<Vec<String>>,
-    /// Split the runs train on and the tables report.
-    #[arg(long, default_value = "random")]
-    pub split: String,
+    /// Split the runs train on and the tables report (MM-Fi protocol 3; the random split with
+    /// seed 0 and ratio 0.8).
+    #[arg(long, value_enum, default_value = "random")]
+    pub split: KindArg,
     /// Timed forwards per model (median reported).
     #[arg(long, default_value_t = 3000)]
     pub iters: usize,
@@ -74,21 +81,18 @@ fn finished(run: &Path, epochs: usize) -> bool {
         == Some(epochs as u64)
 }
 
+/// The split the runs train on and the tables report.
+fn split(args: &Args) -> SplitOptions {
+    SplitOptions {
+        kind: args.split.into(),
+        ..SplitOptions::default()
+    }
+}
+
 /// Evaluates a `.csm` on the split through the runtime and times it.
 fn measure(args: &Args, model: &str, precision: &str, file: &Path) -> Result<Row> {
-    let data = path_str(&args.data)?;
-    let json = file.with_extension("eval.json");
-    super::eval::run(parse(&[
-        "--data",
-        data,
-        "--split",
-        &args.split,
-        "--model",
-        path_str(file)?,
-        "--json",
-        path_str(&json)?,
-    ])?)?;
-    let pck = torso_pck(&json)?;
+    let opts = eval_options(&args.data, split(args), Source::Model(file.to_path_buf()));
+    let pck = eval(&opts, &file.with_extension("eval.json"))?;
     let (file_bytes, flops, t) = time_file(file, args.iters)?;
     let flops = flops as f64;
     let cfg = ModelConfig::preset(model).context("unknown preset")?;
@@ -105,15 +109,15 @@ fn measure(args: &Args, model: &str, precision: &str, file: &Path) -> Result<Row
     })
 }
 
-fn quantize(run: &Path, file: &Path, extra: &[&str]) -> Result<()> {
-    let mut argv = vec!["--checkpoint", path_str(run)?, "--out", path_str(file)?];
-    argv.extend_from_slice(extra);
-    super::quantize::run(parse(&argv)?)
-}
-
 pub fn run(mut args: Args) -> Result<()> {
     let t0 = Instant::now();
     args.threads = crate::validate::threads("--threads", args.threads);
+    if args.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    if args.split == KindArg::Manual {
+        bail!("--split manual needs --config FILE, which frontier does not take");
+    }
     crate::validate::at_least("--iters", args.iters, 1)?;
     crate::validate::output_dir(
         "--out",
@@ -126,7 +130,7 @@ pub fn run(mut args: Args) -> Result<()> {
     };
     for c in &configs {
         if ModelConfig::preset(c).is_none() {
-            anyhow::bail!(
+            bail!(
                 "--configs: unknown config {c:?} (one of {})",
                 PRESETS.join(", ")
             );
@@ -137,9 +141,6 @@ pub fn run(mut args: Args) -> Result<()> {
     for d in [&runs, &models] {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
-    let data = path_str(&args.data)?.to_string();
-    let epochs = args.epochs.to_string();
-    let threads = args.threads.to_string();
 
     let mut family = Vec::new();
     for (i, name) in configs.iter().enumerate() {
@@ -153,9 +154,10 @@ pub fn run(mut args: Args) -> Result<()> {
             );
         } else {
             println!(
-                "[{}/{}] {name}: training {epochs} epochs -> {}",
+                "[{}/{}] {name}: training {} epochs -> {}",
                 i + 1,
                 configs.len(),
+                args.epochs,
                 run.display()
             );
             if run.exists() {
@@ -163,23 +165,18 @@ pub fn run(mut args: Args) -> Result<()> {
                     format!("cannot remove the unfinished run {}", run.display())
                 })?;
             }
-            super::train::run(parse(&[
-                "--data",
-                &data,
-                "--model",
+            train(
+                &args.data,
                 name,
-                "--epochs",
-                &epochs,
-                "--split",
-                &args.split,
-                "--threads",
-                &threads,
-                "--out",
-                path_str(&run)?,
-            ])?)?;
+                args.epochs,
+                split(&args),
+                Some(args.threads),
+                &run,
+                false,
+            )?;
         }
         let file = models.join(format!("{name}-fp32.csm"));
-        quantize(&run, &file, &["--bits", "32"])?;
+        quantize(&quantize_options(&run, &file, Bits::F32, false, None))?;
         family.push(measure(&args, name, "fp32", &file)?);
     }
 
@@ -189,38 +186,18 @@ pub fn run(mut args: Args) -> Result<()> {
         if let Some(r) = family.iter().find(|r| r.model == "micro") {
             precisions.push(r.clone());
         }
-        let qat_epochs = args.qat_epochs.to_string();
-        let variants: [(&str, &str, Vec<&str>); 5] = [
-            ("int8 PTQ", "int8", vec!["--bits", "8"]),
-            (
-                "int8 PTQ per-channel",
-                "int8-pc",
-                vec!["--bits", "8", "--per-channel"],
-            ),
-            ("int4 PTQ (naive)", "int4", vec!["--bits", "4"]),
-            (
-                "int4 PTQ per-channel",
-                "int4-pc",
-                vec!["--bits", "4", "--per-channel"],
-            ),
-            (
-                "int4 QAT",
-                "int4-qat",
-                vec![
-                    "--bits",
-                    "4",
-                    "--qat",
-                    "--epochs",
-                    &qat_epochs,
-                    "--data",
-                    &data,
-                ],
-            ),
+        let qat = Some((args.qat_epochs, args.data.as_path()));
+        let variants = [
+            ("int8 PTQ", "int8", Bits::I8, false, None),
+            ("int8 PTQ per-channel", "int8-pc", Bits::I8, true, None),
+            ("int4 PTQ (naive)", "int4", Bits::I4, false, None),
+            ("int4 PTQ per-channel", "int4-pc", Bits::I4, true, None),
+            ("int4 QAT", "int4-qat", Bits::I4, false, qat),
         ];
-        for (label, tag, extra) in variants {
+        for (label, tag, bits, per_channel, qat) in variants {
             println!("\nmicro {label}");
             let file = models.join(format!("micro-{tag}.csm"));
-            quantize(&run, &file, &extra)?;
+            quantize(&quantize_options(&run, &file, bits, per_channel, qat))?;
             precisions.push(measure(&args, "micro", label, &file)?);
         }
     }
@@ -238,6 +215,7 @@ pub fn run(mut args: Args) -> Result<()> {
 }
 
 fn write_report(args: &Args, family: &[Row], precisions: &[Row], secs: f64) -> Result<()> {
+    let split_name = SplitChoice::from(args.split).name();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -257,10 +235,10 @@ fn write_report(args: &Args, family: &[Row], precisions: &[Row], secs: f64) -> R
         args.data.display(),
         args.epochs,
         args.qat_epochs,
-        args.split,
+        split_name,
         secs,
         Kernel::best().name(),
-        args.split,
+        split_name,
         args.iters
     ));
     md.push_str("## Models (fp32)\n\n| model | params | latency (µs) | MFLOP | GFLOP/s | torso-PCK@20 |\n|---|---:|---:|---:|---:|---:|\n");
@@ -296,7 +274,7 @@ fn write_report(args: &Args, family: &[Row], precisions: &[Row], secs: f64) -> R
     );
     let json = json!({
         "data": args.data.display().to_string(),
-        "split": args.split,
+        "split": split_name,
         "epochs": args.epochs,
         "qat_epochs": args.qat_epochs,
         "kernel": Kernel::best().name(),
@@ -311,7 +289,7 @@ fn write_report(args: &Args, family: &[Row], precisions: &[Row], secs: f64) -> R
     f.write_all(md.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     f.commit()?;
-    super::write_json(&args.out.join("frontier.json"), &json)?;
+    csipose_pipeline::write_json(&args.out.join("frontier.json"), &json)?;
     Ok(())
 }
 

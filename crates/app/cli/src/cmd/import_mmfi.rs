@@ -1,8 +1,9 @@
 //! `csipose import-mmfi`: imports an MM-Fi tree (or its per-environment zip archives) into a
-//! packed dataset, with the official toolbox preprocessing, a progress bar and a closing summary.
+//! packed dataset, with the official toolbox preprocessing (through the pipeline), a progress
+//! bar and a closing summary.
 
-use csipose_dataset::mmfi::{self, ImportOptions, KeypointSource, Progress};
-use indicatif::{ProgressBar, ProgressStyle};
+use csipose_dataset::mmfi::{ImportOptions, KeypointSource};
+use indicatif::ProgressBar;
 use std::path::PathBuf;
 
 /// Where the keypoints (Y) come from.
@@ -48,18 +49,6 @@ fn parse_image_size(s: &str) -> Result<(u32, u32), String> {
     Ok((w, h))
 }
 
-/// Drives an indicatif bar from the importer's progress hook.
-struct Bar(ProgressBar);
-
-impl Progress for Bar {
-    fn start(&self, total_frames: u64) {
-        self.0.set_length(total_frames);
-    }
-    fn advance(&self, frames: u64) {
-        self.0.inc(frames);
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     crate::validate::output_dir(
         "--out",
@@ -77,15 +66,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         command_line: Some(crate::validate::command_line()),
         ..ImportOptions::default()
     };
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template(
-            "importing {bar:40} {pos}/{len} frames ({per_sec}, eta {eta})",
-        )
-        .expect("valid template"),
-    );
-    let result = mmfi::import_mmfi(&args.root, &args.out, &opts, &Bar(bar.clone()));
-    bar.finish_and_clear();
-    let summary = result?;
+    let summary =
+        csipose_pipeline::import::mmfi(&args.root, &args.out, &opts, &ProgressBar::new(0))?;
     print!("{summary}");
     Ok(())
 }

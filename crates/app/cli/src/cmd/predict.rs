@@ -3,10 +3,11 @@
 
 use anyhow::Result;
 use csipose_dataset::PackedDataset;
+use csipose_pipeline::train::checkpoint_path;
 use csipose_train::trainer::check_dataset;
 use csipose_train::{checkpoint, predict, View};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,15 +26,6 @@ pub struct Args {
     /// Threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-}
-
-/// The checkpoint file for a run directory or a file path.
-pub fn checkpoint_path(p: &Path) -> PathBuf {
-    if p.is_dir() {
-        p.join("checkpoint.safetensors")
-    } else {
-        p.to_path_buf()
-    }
 }
 
 pub fn run(args: Args) -> Result<()> {

@@ -1,19 +1,15 @@
-//! `csipose quantize`: turns a trained run into a `.csm` model file — fp32, int8 or int4
-//! weights, per tensor or per output channel, post-training or after a QAT fine-tune (with a
-//! progress bar) — written atomically; prints the file size by part and, when the dataset is at
-//! hand, torso-PCK@20 of fp32 vs the quantized model on the run's validation split.
+//! `csipose quantize`: the flags that turn a trained run into a `.csm` model file (fp32, int8 or
+//! int4 weights, per tensor or per output channel, post-training or after a QAT fine-tune),
+//! checked (outputs apart from the inputs and from each other) and turned into
+//! [`QuantizeOptions`]; the pipeline quantizes (with a progress bar for QAT) and writes the file,
+//! this prints the file size by part and, when the dataset is at hand, torso-PCK@20 of fp32 vs
+//! the quantized model on the run's validation split.
 
-use super::split::{describe, make_split, KindArg};
-use anyhow::{bail, Context, Result};
-use csipose_dataset::PackedDataset;
-use csipose_quantize::{breakdown, from_model_file, quantize, write_file, Bits, ScaleRule, Spec};
-use csipose_runtime::ModelFile;
-use csipose_train::trainer::{check_dataset, gather_y, EpochRecord, Progress};
-use csipose_train::{checkpoint, fit, predict, torso_pck, TrainOptions, Trainer};
-use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
+use anyhow::{bail, Result};
+use csipose_pipeline::quantize::{KeepF32, Qat, QuantizeOptions, QuantizeOutcome};
+use csipose_quantize::{Bits, ScaleRule};
+use indicatif::ProgressBar;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ScaleArg {
@@ -68,87 +64,11 @@ pub struct Args {
     pub json: Option<PathBuf>,
 }
 
-/// The parts of a run's `config.json` this command needs (all optional).
-#[derive(serde::Deserialize, Default)]
-struct RunInfo {
-    data: Option<PathBuf>,
-    split: Option<String>,
-    protocol: Option<u8>,
-    split_seed: Option<u32>,
-    ratio: Option<f64>,
-    split_config: Option<PathBuf>,
-}
-
-fn run_info(run_dir: &Path) -> Result<RunInfo> {
-    let p = run_dir.join("config.json");
-    match std::fs::read(&p) {
-        Ok(b) => {
-            serde_json::from_slice(&b).with_context(|| format!("{}: not a run config", p.display()))
-        }
-        Err(_) => Ok(RunInfo::default()),
-    }
-}
-
-/// The run's dataset path: as recorded, or relative to one of the run directory's ancestors
-/// (runs record the path relative to where `csipose train` was started).
-fn resolve_data(recorded: &Path, run_dir: &Path) -> Option<PathBuf> {
-    if recorded.join("dataset.json").exists() {
-        return Some(recorded.to_path_buf());
-    }
-    if recorded.is_absolute() {
-        return None;
-    }
-    let abs = std::fs::canonicalize(run_dir).ok()?;
-    abs.ancestors()
-        .map(|a| a.join(recorded))
-        .find(|p| p.join("dataset.json").exists())
-}
-
-struct Bar {
-    bar: ProgressBar,
-    epoch: usize,
-    epochs: usize,
-    per_epoch: usize,
-    start: Instant,
-}
-
-impl Progress for Bar {
-    fn epoch_start(&mut self, epoch: usize, epochs: usize, _steps: u64) {
-        (self.epoch, self.epochs) = (epoch, epochs);
-    }
-    fn step(&mut self, samples: usize, loss: f32) {
-        let pos = self.epoch * self.per_epoch + samples;
-        self.bar.set_position(pos as u64);
-        let sps = pos as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
-        self.bar.set_message(format!(
-            "QAT epoch {}/{} | {sps:.0} samples/s | loss {loss:.4}",
-            self.epoch + 1,
-            self.epochs
-        ));
-    }
-    fn epoch_end(&mut self, rec: &EpochRecord) {
-        let line = format!(
-            "QAT epoch {:>3}: loss {:.4}  val torso-PCK@20 (quantized EMA) {}  lr {:.2e}",
-            rec.epoch,
-            rec.train_loss,
-            rec.val_torso_pck20
-                .map(|v| format!("{v:.4}"))
-                .unwrap_or_else(|| "-".into()),
-            rec.lr
-        );
-        if self.bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            self.bar.println(line);
-        }
-    }
-}
-
 pub fn run(mut args: Args) -> Result<()> {
     use crate::validate;
     validate::above("--lr", args.lr as f64, 0.0, 1.0)?;
     args.threads = validate::threads("--threads", args.threads);
-    let ck = super::predict::checkpoint_path(&args.checkpoint);
+    let ck = csipose_pipeline::train::checkpoint_path(&args.checkpoint);
     let run_dir = ck.parent().unwrap_or(Path::new("."));
     let inputs = validate::inputs(&[
         Some(&args.checkpoint),
@@ -172,184 +92,56 @@ pub fn run(mut args: Args) -> Result<()> {
         ("--json", args.json.as_deref()),
         ("--qat-run", args.qat.then_some(qrun.as_path())),
     ])?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads.max(1))
-        .build()?;
-    pool.install(|| run_in_pool(args))
-}
-
-fn pct(v: Option<f64>) -> String {
-    v.map_or("n/a".into(), |v| format!("{:.2}", 100.0 * v))
-}
-
-fn run_in_pool(args: Args) -> Result<()> {
     let bits = Bits::from_count(args.bits.parse().expect("clap checked")).expect("clap checked");
     if args.qat && bits == Bits::F32 {
         bail!("--qat needs --bits 8 or 4");
     }
-    let spec = Spec {
+    let opts = QuantizeOptions {
+        checkpoint: args.checkpoint.clone(),
         bits,
         per_channel: args.per_channel,
         scale: match args.scale {
             ScaleArg::MaxAbs => ScaleRule::MaxAbs,
             ScaleArg::Mse => ScaleRule::Mse,
         },
-        keep_f32: Vec::new(),
-    };
-    let ck = super::predict::checkpoint_path(&args.checkpoint);
-    let run_dir = ck.parent().unwrap_or(Path::new(".")).to_path_buf();
-    // Outputs against inputs were checked in `run`; the model file must also not be the QAT
-    // run's own checkpoint.
-    if args.qat {
-        let qrun = args
-            .qat_run
-            .clone()
-            .unwrap_or_else(|| args.out.with_extension("qat"));
-        csipose_files::check_output_file(&args.out, &[&qrun.join("checkpoint.safetensors")])?;
-    }
-    let full = checkpoint::load(&ck)?;
-    let cfg = full.model.cfg.clone();
-    let spec = Spec {
         keep_f32: match args.keep_f32.as_slice() {
-            _ if bits == Bits::F32 => Vec::new(),
-            [] => csipose_quantize::default_keep_f32(&cfg),
-            [n] if n == "none" => Vec::new(),
-            names => names.to_vec(),
+            [] => KeepF32::Default,
+            [n] if n == "none" => KeepF32::None,
+            names => KeepF32::Names(names.to_vec()),
         },
-        ..spec
-    };
-    spec.check(&cfg)?;
-    csipose_quantize::runtime_config(&cfg)?;
-    let info = run_info(&run_dir)?;
-
-    // The dataset and the run's split, if we can find them.
-    let data = match (&args.data, &info.data) {
-        (Some(d), _) => Some(d.clone()),
-        (None, Some(r)) => {
-            let found = resolve_data(r, &run_dir);
-            if found.is_none() {
-                eprintln!(
-                    "note: the run's dataset {} was not found; pass --data to evaluate",
-                    r.display()
-                );
-            }
-            found
-        }
-        (None, None) => None,
-    };
-    if args.qat && data.is_none() {
-        bail!("--qat needs the training data: pass --data DIR");
-    }
-    let split = match &data {
-        None => None,
-        Some(d) => {
-            let ds = PackedDataset::open(d)
-                .with_context(|| format!("cannot open dataset {}", d.display()))?;
-            check_dataset(&ds, &cfg)?;
-            let kind_name = info.split.clone().unwrap_or_else(|| "random".into());
-            let kind = <KindArg as clap::ValueEnum>::from_str(&kind_name, true)
-                .map_err(|e| anyhow::anyhow!("config.json: split {kind_name:?}: {e}"))?;
-            let s = make_split(
-                kind,
-                info.protocol.unwrap_or(3),
-                info.split_seed.unwrap_or(0),
-                info.ratio.unwrap_or(0.8),
-                info.split_config.as_deref(),
-            )?;
-            let sel = s.select(&ds);
-            eprintln!(
-                "{}: {} ({} parameters); {}: {} train / {} val frames of {}",
-                ck.display(),
-                cfg.name,
-                cfg.param_count(),
-                describe(&s),
-                sel.train.len(),
-                sel.val.len(),
-                d.display()
-            );
-            Some((ds, sel.train, sel.val))
-        }
-    };
-
-    // QAT fine-tune, or the checkpoint's EMA weights as they are.
-    let original = full.ema.clone();
-    let mut qat_note = serde_json::Value::Null;
-    let weights = if args.qat {
-        let (ds, train, val) = split.as_ref().expect("checked above");
-        if train.is_empty() {
-            bail!("the training subset is empty");
-        }
-        let opts = TrainOptions {
+        qat: args.qat.then_some(Qat {
             epochs: args.epochs,
             lr: args.lr,
-            min_lr: args.lr / 100.0,
-            qat: Some(spec.clone()),
-            ..full.opts.clone()
-        };
-        let mut t = Trainer::fine_tune(opts, &cfg, &full.ema, train.len())?;
-        let qrun = args
-            .qat_run
-            .clone()
-            .unwrap_or_else(|| args.out.with_extension("qat"));
-        let per_epoch = t.state.steps_per_epoch as usize * t.opts.batch.min(train.len());
-        let bar = ProgressBar::new((per_epoch * args.epochs) as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} samples | {msg} | ETA {eta}")
-                .expect("template"),
-        );
-        eprintln!(
-            "QAT: {} epochs from the EMA weights, lr {:.1e} cosine, {}; checkpoints in {}",
-            args.epochs,
-            args.lr,
-            spec.label(),
-            qrun.display()
-        );
-        let start = Instant::now();
-        let mut progress = Bar {
-            bar: bar.clone(),
-            epoch: 0,
-            epochs: args.epochs,
-            per_epoch,
-            start,
-        };
-        fit(&mut t, ds, train, val, &qrun, &mut progress, None)?;
-        bar.finish_and_clear();
-        let secs = start.elapsed().as_secs_f64();
-        eprintln!(
-            "QAT took {secs:.0} s ({} threads, validation included)",
-            args.threads
-        );
-        qat_note = json!({"epochs": args.epochs, "lr": args.lr, "seconds": secs,
-            "threads": args.threads, "run": qrun.display().to_string()});
-        t.ema
-    } else {
-        original.clone()
+            run: qrun,
+        }),
+        data: args.data.clone(),
+        threads: args.threads,
+        out: args.out.clone(),
     };
-
-    let q = quantize(&cfg, &weights, &spec)?;
-    let deq = q.dequantize();
-    let bytes = q.to_csm()?;
-    // Read what we are about to write back and check it holds exactly these weights.
-    let buf = csipose_files::AlignedBytes::copy_from(&bytes);
-    let file = ModelFile::parse(buf.bytes())
-        .map_err(|e| anyhow::anyhow!("the encoded model does not parse: {e}"))?;
-    let (_, back) = from_model_file(&file)?;
-    if back != deq {
-        bail!("internal error: the encoded model does not hold the quantized weights");
+    let outcome = csipose_pipeline::quantize::run(&opts, &ProgressBar::new(0))?;
+    print(&outcome);
+    if let Some(out) = &args.json {
+        csipose_pipeline::write_json(out, &outcome.report_json())?;
     }
-    let b = breakdown(&file);
-    write_file(&args.out, &bytes)?;
+    Ok(())
+}
 
+fn pct(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{:.2}", 100.0 * v))
+}
+
+/// The file written, its size by part and, when scored, fp32 against the quantized model.
+pub fn print(o: &QuantizeOutcome) {
+    let b = &o.bytes;
     println!(
         "{}: {} {} ({} parameters), {}",
-        args.out.display(),
-        cfg.name,
-        spec.label(),
-        cfg.param_count(),
-        if args.qat {
-            format!("after {} QAT epochs", args.epochs)
-        } else {
-            "post-training".into()
+        o.out.display(),
+        o.model,
+        o.spec.label(),
+        o.parameters,
+        match &o.qat {
+            Some(q) => format!("after {} QAT epochs", q.epochs),
+            None => "post-training".into(),
         }
     );
     let line = |what: &str, n: usize| {
@@ -371,53 +163,27 @@ fn run_in_pool(args: Args) -> Result<()> {
     line("header + tensor table + CRC", b.header_table_crc);
     line("alignment padding", b.padding);
 
-    let mut pcks = serde_json::Map::new();
-    if let Some((ds, _, val)) = &split {
-        if val.is_empty() {
-            eprintln!("note: the validation subset is empty; no torso-PCK");
-        } else {
-            let vy = gather_y(ds, val);
-            let score = |w: &[f32]| torso_pck(&predict(&full.model, w, ds, val, &[]), &vy, 0.2);
-            let fp32 = score(&original);
-            println!("torso-PCK@20 on {} validation frames:", val.len());
-            println!("  {:<58} {}", "fp32 (checkpoint EMA)", pct(fp32));
-            pcks.insert("fp32".into(), json!(fp32));
-            if args.qat {
-                let ptq = quantize(&cfg, &original, &spec)?.dequantize();
-                let p = score(&ptq);
-                println!(
-                    "  {:<58} {}",
-                    format!("{} PTQ (no QAT)", spec.label()),
-                    pct(p)
-                );
-                pcks.insert("ptq".into(), json!(p));
-                let m = score(&weights);
-                println!("  {:<58} {}", "QAT fp32 master EMA", pct(m));
-                pcks.insert("qat_fp32_master".into(), json!(m));
-            }
-            let qv = score(&deq);
-            let label = format!("{}{}", spec.label(), if args.qat { " QAT" } else { "" });
-            println!(
-                "  {label:<58} {}  ({:+.2} points)",
-                pct(qv),
-                100.0 * (qv.unwrap_or(f64::NAN) - fp32.unwrap_or(f64::NAN))
-            );
-            pcks.insert("quantized".into(), json!(qv));
-        }
+    let Some(s) = &o.scores else {
+        return;
+    };
+    println!("torso-PCK@20 on {} validation frames:", s.val_frames);
+    println!("  {:<58} {}", "fp32 (checkpoint EMA)", pct(s.fp32));
+    if let (Some(p), Some(m)) = (s.ptq, s.qat_fp32_master) {
+        println!(
+            "  {:<58} {}",
+            format!("{} PTQ (no QAT)", o.spec.label()),
+            pct(p)
+        );
+        println!("  {:<58} {}", "QAT fp32 master EMA", pct(m));
     }
-    if let Some(out) = &args.json {
-        let report = json!({
-            "checkpoint": ck.display().to_string(),
-            "model": cfg.name,
-            "parameters": cfg.param_count(),
-            "out": args.out.display().to_string(),
-            "spec": spec,
-            "label": spec.label(),
-            "qat": qat_note,
-            "bytes": b,
-            "torso_pck20": pcks,
-        });
-        super::write_json(out, &report)?;
-    }
-    Ok(())
+    let label = format!(
+        "{}{}",
+        o.spec.label(),
+        if o.qat.is_some() { " QAT" } else { "" }
+    );
+    println!(
+        "  {label:<58} {}  ({:+.2} points)",
+        pct(s.quantized),
+        100.0 * (s.quantized.unwrap_or(f64::NAN) - s.fp32.unwrap_or(f64::NAN))
+    );
 }

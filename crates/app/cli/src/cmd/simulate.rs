@@ -1,11 +1,12 @@
-//! `csipose simulate`: writes a physics-simulated MM-Fi-like packed dataset (optionally an
-//! MM-Fi-layout tree too) and/or a PNG preview of one sequence.
+//! `csipose simulate`: the flags of a simulation (profile, size, noise, outputs), checked and
+//! turned into [`SimulateOptions`]; the pipeline writes a physics-simulated MM-Fi-like packed
+//! dataset (optionally an MM-Fi-layout tree too) and/or a PNG preview of one sequence.
 
 use anyhow::{bail, Context};
-use csipose_sim::generate::{write_dataset, Plan};
-use csipose_sim::sequence::SequenceSpec;
-use csipose_sim::{Preset, Profile, SimConfig, Simulator};
-use indicatif::{ProgressBar, ProgressStyle};
+use csipose_pipeline::simulate::{Preview, SimulateOptions};
+use csipose_sim::generate::Plan;
+use csipose_sim::{Preset, Profile, SimConfig};
+use indicatif::ProgressBar;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -158,7 +159,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
         profile: Profile::parse(&args.profile).expect("clap checked"),
         snr_db: args.snr_db,
-        keep_raw: tree.is_some(),
         position_jitter_m: args.position_jitter,
         heading_jitter_rad: args.heading_jitter,
         body_rcs_scale: args.body_rcs_scale,
@@ -176,68 +176,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         tree.as_deref(),
         args.preview.as_deref(),
     )?;
-    let sim = Simulator::new(config);
-    let h = sim.radio.hardware.clone();
-
-    if let Some(png) = &args.preview {
-        if !(1..=27).contains(&args.preview_action) {
-            bail!("--preview-action {} is not in 1..=27", args.preview_action);
+    let preview = match &args.preview {
+        Some(path) => {
+            if !(1..=27).contains(&args.preview_action) {
+                bail!("--preview-action {} is not in 1..=27", args.preview_action);
+            }
+            Some(Preview {
+                path: path.clone(),
+                action: args.preview_action,
+            })
         }
-        let seq = sim.sequence(SequenceSpec {
-            env: 1,
-            subject: 1,
-            action: args.preview_action,
-            frames: plan.frames_per_seq,
-        });
-        let bytes = csipose_sim::preview::render(&seq, h.antennas, h.subcarriers, h.packets);
-        let mut f = csipose_npy::AtomicFile::create(png)?;
-        std::io::Write::write_all(&mut f, &bytes)
-            .with_context(|| format!("writing {}", png.display()))?;
-        f.commit()?;
-        eprintln!(
-            "preview of E01 S01 A{:02} ({} frames) written to {}",
-            args.preview_action,
-            plan.frames_per_seq,
-            png.display()
-        );
-    }
-
-    let Some(out) = &args.out else {
-        return Ok(());
+        None => None,
     };
-    let total = plan.frames() as u64;
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} simulating [{bar:40}] {pos}/{len} frames ({per_sec}, eta {eta})",
-        )
-        .expect("template")
-        .progress_chars("=> "),
-    );
-    let started = std::time::Instant::now();
-    let provenance = serde_json::json!({
-        "command": crate::validate::command_line(),
-    });
-    let summary = write_dataset(&sim, &plan, out, tree.as_deref(), provenance, &|n| {
-        bar.set_position(n)
-    })
-    .with_context(|| format!("simulating into {}", out.display()))?;
-    bar.finish_and_clear();
-    eprintln!(
-        "simulated {} frames ({} sequences, profile {}, {}×{}×{}) into {} in {:.1} s; \
-         {} frames had a fully dropped packet (filled by the preprocessing repair)",
-        summary.frames,
-        summary.sequences,
-        h.name,
-        h.antennas,
-        h.subcarriers,
-        h.packets,
-        out.display(),
-        started.elapsed().as_secs_f64(),
-        summary.repaired_frames
-    );
-    if let Some(t) = summary.tree {
-        eprintln!("MM-Fi-layout tree written to {}", t.display());
-    }
+    let opts = SimulateOptions {
+        config,
+        plan,
+        out: args.out.clone(),
+        tree,
+        preview,
+        command_line: crate::validate::command_line(),
+    };
+    csipose_pipeline::simulate::run(&opts, &ProgressBar::new(0))?;
     Ok(())
 }

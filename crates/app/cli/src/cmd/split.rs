@@ -1,8 +1,10 @@
 //! `csipose split`: prints the train and validation subjects of each action for an MM-Fi split
-//! (and holds the split options that `csipose eval` shares).
+//! (and holds the split options that `train`, `eval` and `activity` share, turned into the
+//! pipeline's [`SplitOptions`]).
 
-use anyhow::{bail, Context};
-use csipose_dataset::split::{action_name, random_permutation, subject_name, Split, SplitKind};
+use anyhow::Context;
+use csipose_dataset::split::{action_name, subject_name, Split};
+use csipose_pipeline::split::{describe, split_json, SplitChoice, SplitOptions};
 use std::path::{Path, PathBuf};
 
 /// The split kinds on the command line.
@@ -41,6 +43,34 @@ pub struct Args {
     pub json: bool,
 }
 
+impl From<KindArg> for SplitChoice {
+    fn from(k: KindArg) -> SplitChoice {
+        match k {
+            KindArg::Random => SplitChoice::Random,
+            KindArg::CrossSubject => SplitChoice::CrossSubject,
+            KindArg::CrossScene => SplitChoice::CrossScene,
+            KindArg::Manual => SplitChoice::Manual,
+        }
+    }
+}
+
+/// The split options of a command line.
+pub fn split_options(
+    kind: KindArg,
+    protocol: u8,
+    seed: u32,
+    ratio: f64,
+    config: Option<&Path>,
+) -> SplitOptions {
+    SplitOptions {
+        kind: kind.into(),
+        protocol,
+        seed,
+        ratio,
+        config: config.map(Path::to_path_buf),
+    }
+}
+
 /// Builds a split from command-line options, checking that they fit together.
 pub fn make_split(
     kind: KindArg,
@@ -49,55 +79,7 @@ pub fn make_split(
     ratio: f64,
     config: Option<&Path>,
 ) -> anyhow::Result<Split> {
-    let kind = match (kind, config) {
-        (KindArg::Manual, Some(p)) => SplitKind::Manual(p.to_path_buf()),
-        (KindArg::Manual, None) => bail!("--kind manual needs --config FILE"),
-        (_, Some(_)) => bail!("--config only applies to the manual split"),
-        (KindArg::Random, None) => {
-            if !(0.0..=1.0).contains(&ratio) {
-                bail!("--ratio {ratio} is outside [0, 1]");
-            }
-            SplitKind::Random { seed, ratio }
-        }
-        (KindArg::CrossSubject, None) => SplitKind::CrossSubject,
-        (KindArg::CrossScene, None) => SplitKind::CrossScene,
-    };
-    Ok(Split::new(kind, protocol)?)
-}
-
-/// The split as JSON: options plus, per action, train and val subjects (and, for the random
-/// split, numpy's permutation), in the layout of `random_split_reference.json`.
-pub fn split_json(split: &Split) -> serde_json::Value {
-    let mut actions = split.to_json();
-    let mut out = serde_json::json!({
-        "protocol": split.protocol,
-        "kind": split.kind.name(),
-    });
-    match &split.kind {
-        SplitKind::Random { seed, ratio } => {
-            out["seed"] = (*seed).into();
-            out["ratio"] = (*ratio).into();
-            let positions = csipose_dataset::split::protocol_actions(split.protocol)
-                .expect("a built split has a valid protocol");
-            for (pos, a) in positions.iter().enumerate() {
-                actions[action_name(*a)]["permutation"] = random_permutation(*seed, pos).into();
-            }
-        }
-        SplitKind::Manual(p) => out["config"] = p.display().to_string().into(),
-        _ => {}
-    }
-    out["actions"] = actions;
-    out
-}
-
-/// A one-line description, e.g. `random split (seed 0, ratio 0.8), protocol 1`.
-pub fn describe(split: &Split) -> String {
-    let what = match &split.kind {
-        SplitKind::Random { seed, ratio } => format!("random split (seed {seed}, ratio {ratio})"),
-        SplitKind::Manual(p) => format!("manual split ({})", p.display()),
-        k => format!("{} split", k.name()),
-    };
-    format!("{what}, protocol {}", split.protocol)
+    split_options(kind, protocol, seed, ratio, config).build()
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
