@@ -176,8 +176,15 @@ fn detect_file(path: &Path, cfg: &PresenceConfig) -> Result<serde_json::Value> {
         last = Some(r);
     }
     let n = (p.amps.len() / p.width) as u64;
+    let chip = if path.extension().is_some_and(|e| e == "npz") {
+        recording_chip(path, None)?
+    } else {
+        None
+    };
     Ok(json!({
         "file": path.display().to_string(),
+        "chip": chip.as_ref().map(|c| c.0.clone()),
+        "chip_from": chip.map(|c| c.1.name()),
         "packets": n,
         "subcarriers": p.width,
         "undecodable_records": p.undecodable,
@@ -198,6 +205,9 @@ fn detect_file(path: &Path, cfg: &PresenceConfig) -> Result<serde_json::Value> {
 
 fn print_summary(path: &Path, s: &serde_json::Value) {
     println!("{}", path.display());
+    if let (Some(c), Some(from)) = (s["chip"].as_str(), s["chip_from"].as_str()) {
+        println!("  chip {c} (from the {from})");
+    }
     println!(
         "  packets {} ({} subcarriers), undecodable {}, unusable {}",
         s["packets"], s["subcarriers"], s["undecodable_records"], s["unusable_packets"]
@@ -225,9 +235,77 @@ fn print_summary(path: &Path, s: &serde_json::Value) {
     }
 }
 
-/// An ESPectre recording: chip and label from the file name (`{label}_{chip}_{n}sc_{date}_{time}.npz`).
+/// Where a recording's chip name came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChipSource {
+    /// The `.npz` text field `chip`.
+    Field,
+    /// The file name (`{label}_{chip}_...npz`): only when the archive has no `chip` field.
+    FileName,
+}
+
+impl ChipSource {
+    fn name(self) -> &'static str {
+        match self {
+            ChipSource::Field => "npz field chip",
+            ChipSource::FileName => "file name",
+        }
+    }
+}
+
+/// A text field of an `.npz` archive (a 0-d or one-element `<U...` array): `None` when the
+/// archive has no such member; an error naming the file when it is there but not one string.
+fn npz_text(z: &mut csipose_npy::Npz, path: &Path, name: &str) -> Result<Option<String>> {
+    if !z.names().iter().any(|n| n == name) {
+        return Ok(None);
+    }
+    let a = z
+        .read_strings(name)
+        .with_context(|| format!("{}: member {name}", path.display()))?;
+    match a.data.as_slice() {
+        [one] => Ok(Some(one.trim().to_string())),
+        _ => bail!(
+            "{}: member {name} holds {} strings (shape {:?}), expected one",
+            path.display(),
+            a.data.len(),
+            a.shape
+        ),
+    }
+}
+
+/// The chip in an ESPectre file name `{label}_{chip}_...npz` (lower-cased); `label` = `None`
+/// takes whatever comes before the first `_`.
+fn chip_from_name(path: &Path, label: Option<&str>) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    let rest = match label {
+        Some(l) => name.strip_prefix(l)?.strip_prefix('_')?,
+        None => name.split_once('_')?.1,
+    };
+    let chip = rest.split('_').next()?;
+    (!chip.is_empty() && !chip.ends_with(".npz")).then(|| chip.to_lowercase())
+}
+
+/// The chip of an ESPectre recording: the archive's `chip` field, else (archives without the
+/// field) the file name ([`chip_from_name`]); lower-cased. `Ok(None)`: neither says.
+fn recording_chip(path: &Path, label: Option<&str>) -> Result<Option<(String, ChipSource)>> {
+    let mut z = csipose_npy::Npz::open(path)?;
+    if let Some(c) = npz_text(&mut z, path, "chip")? {
+        if c.is_empty() {
+            bail!("{}: member chip is an empty string", path.display());
+        }
+        return Ok(Some((c.to_lowercase(), ChipSource::Field)));
+    }
+    Ok(chip_from_name(path, label).map(|c| (c, ChipSource::FileName)))
+}
+
+/// The ESPectre recordings of `dir` (`baseline/*.npz` empty room, `movement/*.npz` a person
+/// moving) as sessions: per chip, the empty-room and movement recordings paired in recording
+/// order (the `collected_at` field where every recording of the chip has it, else the name).
+/// The chip comes from each archive's `chip` field ([`recording_chip`]).
 fn espectre_sessions(dir: &Path) -> Result<Vec<Session>> {
-    let mut by_chip: std::collections::BTreeMap<String, [Vec<PathBuf>; 2]> = Default::default();
+    type Rec = (String, PathBuf);
+    let mut by_chip: std::collections::BTreeMap<String, [Vec<(Option<String>, Rec)>; 2]> =
+        Default::default();
     for (k, sub) in ["baseline", "movement"].iter().enumerate() {
         let d = dir.join(sub);
         let mut files: Vec<PathBuf> = std::fs::read_dir(&d)
@@ -242,31 +320,41 @@ fn espectre_sessions(dir: &Path) -> Result<Vec<Session>> {
             .collect();
         files.sort();
         for f in files {
+            let (chip, _) = recording_chip(&f, Some(sub))?.with_context(|| {
+                format!(
+                    "{}: no chip field in the archive and the name is not {sub}_CHIP_..._.npz",
+                    f.display()
+                )
+            })?;
+            let mut z = csipose_npy::Npz::open(&f)?;
+            let when = npz_text(&mut z, &f, "collected_at")?;
             let name = f
                 .file_name()
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned();
-            let chip = name
-                .strip_prefix(&format!("{sub}_"))
-                .and_then(|r| r.split('_').next())
-                .filter(|c| !c.is_empty())
-                .with_context(|| format!("{}: name is not {sub}_CHIP_..._.npz", f.display()))?
-                .to_string();
-            by_chip.entry(chip).or_default()[k].push(f);
+            by_chip.entry(chip).or_default()[k].push((when, (name, f)));
         }
     }
     let mut sessions = Vec::new();
-    for (chip, [empty, moving]) in by_chip {
+    for (chip, [mut empty, mut moving]) in by_chip {
         if empty.len() != moving.len() {
             bail!(
-                "{}: chip {chip} has {} baseline and {} movement recordings; sessions pair them in name (time) order",
+                "{}: chip {chip} has {} baseline and {} movement recordings; sessions pair them in recording order",
                 dir.display(),
                 empty.len(),
                 moving.len()
             );
         }
-        for (index, (e, m)) in empty.iter().zip(&moving).enumerate() {
+        let all_dated = empty.iter().chain(&moving).all(|r| r.0.is_some());
+        for list in [&mut empty, &mut moving] {
+            if all_dated {
+                list.sort_by(|a, b| (&a.0, &a.1 .0).cmp(&(&b.0, &b.1 .0)));
+            } else {
+                list.sort_by(|a, b| a.1 .0.cmp(&b.1 .0));
+            }
+        }
+        for (index, ((_, (_, e)), (_, (_, m)))) in empty.iter().zip(&moving).enumerate() {
             let (pe, pm) = (read_iq(e)?, read_iq(m)?);
             if pe.0 != pm.0 {
                 bail!(
