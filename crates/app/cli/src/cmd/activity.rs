@@ -98,6 +98,10 @@ struct FeatureArgs {
     /// of its recording before it (causal context; 0 = the window alone).
     #[arg(long, default_value_t = 0)]
     context: usize,
+    /// Standardise every feature per recording (manifest row) by its own mean and deviation,
+    /// in training and at test time (on the unlabelled test recording): against session drift.
+    #[arg(long)]
+    recording_norm: bool,
 }
 
 #[derive(clap::Args, Clone)]
@@ -154,7 +158,7 @@ struct Hyper {
 struct SearchArgs {
     /// A search axis `key=v1,v2,...` (repeatable; every combination is tried): epochs, lr,
     /// batch, min-crop, layers, q-heads, kv-heads, head-dim, window, block-size, response-db,
-    /// stride, context, transforms, adapt-norm, features. Chosen by inner CV on training data only.
+    /// stride, context, recording-norm, transforms, adapt-norm, features. Chosen by inner CV on training data only.
     #[arg(long = "search")]
     search: Vec<String>,
     /// Inner folds of the search.
@@ -327,6 +331,7 @@ impl FeatureArgs {
             pose: self.pose_features.clone(),
             transforms: self.transforms,
             context: self.context,
+            recording_norm: self.recording_norm,
         }
     }
 }

@@ -20,6 +20,10 @@ pub struct Args {
     /// One JSON object per file (or the evaluation) on standard output.
     #[arg(long)]
     pub json: bool,
+    /// How the evaluation's session folds rank settings on the selection sessions: pooled F1,
+    /// or the worst chip's F1.
+    #[arg(long, default_value = "pooled-f1", value_parser = ["pooled-f1", "worst-chip-f1"])]
+    pub select_by: String,
     /// Packets in the moving-variance window.
     #[arg(long, default_value_t = PresenceConfig::default().window)]
     pub window: usize,
@@ -29,12 +33,18 @@ pub struct Args {
     /// Threshold = largest calibration score × margin.
     #[arg(long, default_value_t = PresenceConfig::default().margin)]
     pub margin: f32,
+    /// Refused stretches in a row after which the quietest one seen calibrates (0 = never).
+    #[arg(long, default_value_t = PresenceConfig::default().calib_patience)]
+    pub calib_patience: usize,
     /// Largest max/min ratio of block medians for the room to count as still.
     #[arg(long, default_value_t = PresenceConfig::default().calib_stability)]
     pub calib_stability: f32,
     /// Median filter length per subcarrier (odd; 1 = off).
     #[arg(long, default_value_t = PresenceConfig::default().median_filter)]
     pub median_filter: usize,
+    /// Moving-average low-pass length per subcarrier (1 = off).
+    #[arg(long, default_value_t = PresenceConfig::default().lowpass)]
+    pub lowpass: usize,
     /// Packets a person stays present after the last motion.
     #[arg(long, default_value_t = PresenceConfig::default().hold_packets)]
     pub hold: usize,
@@ -49,11 +59,13 @@ impl Args {
             calib_stability: self.calib_stability,
             hold_packets: self.hold,
             median_filter: self.median_filter,
+            lowpass: self.lowpass,
+            calib_patience: self.calib_patience,
             ..PresenceConfig::default()
         };
         cfg.validate().map_err(|e| {
             anyhow::anyhow!(
-                "{e} (flags --window, --calib-packets, --margin, --calib-stability, --median-filter, --hold)"
+                "{e} (flags --window, --calib-packets, --margin, --calib-stability, --calib-patience, --median-filter, --lowpass, --hold)"
             )
         })?;
         Ok(cfg)
@@ -63,7 +75,12 @@ impl Args {
 pub fn run(a: Args) -> Result<()> {
     let cfg = a.config()?;
     if let Some(dir) = &a.evaluate {
-        return evaluate(dir, &cfg, a.json);
+        let criterion = if a.select_by == "pooled-f1" {
+            eval::Criterion::PooledF1
+        } else {
+            eval::Criterion::WorstChipF1
+        };
+        return evaluate(dir, &cfg, criterion, a.json);
     }
     for f in &a.files {
         let summary = detect_file(f, &cfg)?;
@@ -191,6 +208,7 @@ fn detect_file(path: &Path, cfg: &PresenceConfig) -> Result<serde_json::Value> {
         "unusable_packets": det.unusable_packets(),
         "calibrated_at_packet": calibrated_at,
         "calibration_refusals": det.calibration_refusals(),
+        "calibrated_on_quietest_stretch": det.calibrated_on_fallback(),
         "threshold": det.threshold(),
         "scored_packets": running,
         "motion_packets": motion,
@@ -220,8 +238,13 @@ fn print_summary(path: &Path, s: &serde_json::Value) {
         Some(c) => {
             let scored = s["scored_packets"].as_u64().unwrap_or(0).max(1) as f64;
             println!(
-                "  calibrated at packet {c} ({} stretches refused); threshold {:.3}",
+                "  calibrated at packet {c} ({} stretches refused{}); threshold {:.3}",
                 s["calibration_refusals"],
+                if s["calibrated_on_quietest_stretch"] == true {
+                    ", never still: on the quietest one"
+                } else {
+                    ""
+                },
                 s["threshold"].as_f64().unwrap_or(0.0)
             );
             println!(
@@ -405,25 +428,35 @@ fn row(c: &Counts) -> serde_json::Value {
         "precision": c.precision(), "recall": c.recall(), "f1": c.f1(),
         "false_positive_rate": c.false_positive_rate(),
         "tp": c.tp, "fp": c.fp, "fn": c.fn_, "tn": c.tn, "unscored": c.unscored,
+        "fn_before_first_detection": c.fn_onset, "recall_after_onset": c.recall_after_onset(),
     })
 }
 
-fn evaluate(dir: &Path, cfg: &PresenceConfig, as_json: bool) -> Result<()> {
+fn evaluate(
+    dir: &Path,
+    cfg: &PresenceConfig,
+    criterion: eval::Criterion,
+    as_json: bool,
+) -> Result<()> {
     let sessions = espectre_sessions(dir)?;
     let mut chips: Vec<String> = sessions.iter().map(|s| s.chip.clone()).collect();
     chips.dedup();
     // (a) the given (default) settings on every session.
     let mut fixed: std::collections::BTreeMap<String, Counts> = Default::default();
     let mut uncalibrated = Vec::new();
+    let mut on_fallback = Vec::new();
     for s in &sessions {
         let r = eval::score_session(cfg, s).map_err(|e| anyhow::anyhow!("{e}"))?;
         if r.calibrated_at.is_none() {
             uncalibrated.push(format!("{} #{}", s.chip, s.index));
         }
+        if r.fallback {
+            on_fallback.push(format!("{} #{}", s.chip, s.index));
+        }
         fixed.entry(s.chip.clone()).or_default().add(&r.counts);
     }
     // (b) settings chosen on the other session(s), scored on the held-out one.
-    let folds = eval::session_folds(&sessions, &eval::default_grid())
+    let folds = eval::session_folds(&sessions, &eval::default_grid(), criterion)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut held: std::collections::BTreeMap<String, Counts> = Default::default();
     for f in &folds {
@@ -441,12 +474,14 @@ fn evaluate(dir: &Path, cfg: &PresenceConfig, as_json: bool) -> Result<()> {
             .cloned()
             .collect();
         for f in
-            eval::session_folds(&mine, &eval::default_grid()).map_err(|e| anyhow::anyhow!("{e}"))?
+            eval::session_folds(&mine, &eval::default_grid(), criterion)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
         {
             per_chip_choice.push(json!({
                 "chip": chip, "held_out_recording": f.held_out,
                 "chosen": {"window": f.chosen.window, "margin": f.chosen.margin,
-                           "calib_stability": f.chosen.calib_stability, "median_filter": f.chosen.median_filter},
+                           "calib_stability": f.chosen.calib_stability, "median_filter": f.chosen.median_filter,
+                           "lowpass": f.chosen.lowpass},
             }));
             for (c, r) in &f.scored {
                 per_chip.entry(c.clone()).or_default().add(&r.counts);
@@ -464,17 +499,20 @@ fn evaluate(dir: &Path, cfg: &PresenceConfig, as_json: bool) -> Result<()> {
             "sessions": sessions.len(),
             "given_settings": {
                 "window": cfg.window, "margin": cfg.margin, "calib_packets": cfg.calib_packets,
-                "median_filter": cfg.median_filter,
+                "median_filter": cfg.median_filter, "lowpass": cfg.lowpass,
                 "calib_stability": cfg.calib_stability,
                 "per_chip": fixed.iter().map(|(k, c)| (k.clone(), row(c))).collect::<serde_json::Map<_, _>>(),
                 "all": row(&total(&fixed)),
                 "uncalibrated_sessions": uncalibrated,
+                "calibrated_on_quietest_stretch": on_fallback,
             },
+            "select_by": criterion.name(),
             "session_folds": {
                 "folds": folds.iter().map(|f| json!({
                     "held_out_recording": f.held_out,
                     "chosen": {"window": f.chosen.window, "margin": f.chosen.margin,
-                               "calib_stability": f.chosen.calib_stability, "median_filter": f.chosen.median_filter},
+                               "calib_stability": f.chosen.calib_stability, "median_filter": f.chosen.median_filter,
+                           "lowpass": f.chosen.lowpass},
                     "selection_f1": f.selection_f1,
                 })).collect::<Vec<_>>(),
                 "per_chip": held.iter().map(|(k, c)| (k.clone(), row(c))).collect::<serde_json::Map<_, _>>(),
@@ -491,17 +529,19 @@ fn evaluate(dir: &Path, cfg: &PresenceConfig, as_json: bool) -> Result<()> {
     }
     let table = |title: &str, m: &std::collections::BTreeMap<String, Counts>| {
         println!("{title}");
-        println!("| chip | precision | recall | F1 | false-positive rate | scored packets |");
-        println!("|---|---|---|---|---|---|");
+        println!("| chip | precision | recall | F1 | false-positive rate | scored packets | misses before first detection | recall after it |");
+        println!("|---|---|---|---|---|---|---|---|");
         let t = total(m);
         for (chip, c) in m.iter().map(|(k, c)| (k.as_str(), c)).chain([("all", &t)]) {
             println!(
-                "| {chip} | {:.1}% | {:.1}% | {:.1}% | {:.2}% | {} |",
+                "| {chip} | {:.1}% | {:.1}% | {:.1}% | {:.2}% | {} | {} | {:.1}% |",
                 100.0 * c.precision(),
                 100.0 * c.recall(),
                 100.0 * c.f1(),
                 100.0 * c.false_positive_rate(),
-                c.scored()
+                c.scored(),
+                c.fn_onset,
+                100.0 * c.recall_after_onset()
             );
         }
         println!();
@@ -514,8 +554,8 @@ fn evaluate(dir: &Path, cfg: &PresenceConfig, as_json: bool) -> Result<()> {
     );
     table(
         &format!(
-            "Given settings (window {}, margin {}, stillness {}, median filter {}), every session:",
-            cfg.window, cfg.margin, cfg.calib_stability, cfg.median_filter
+            "Given settings (window {}, margin {}, stillness {}, median filter {}, low-pass {}), every session:",
+            cfg.window, cfg.margin, cfg.calib_stability, cfg.median_filter, cfg.lowpass
         ),
         &fixed,
     );
@@ -525,14 +565,22 @@ fn evaluate(dir: &Path, cfg: &PresenceConfig, as_json: bool) -> Result<()> {
             uncalibrated.join(", ")
         );
     }
+    if !on_fallback.is_empty() {
+        println!(
+            "never still, calibrated on the quietest stretch: {}",
+            on_fallback.join(", ")
+        );
+    }
     for f in &folds {
         println!(
-            "recording {} held out: chose window {}, margin {}, stillness {}, median filter {} (F1 {:.1}% on the other recordings)",
+            "recording {} held out: chose window {}, margin {}, stillness {}, median filter {}, low-pass {} ({} {:.1}% on the other recordings)",
             f.held_out,
             f.chosen.window,
             f.chosen.margin,
             f.chosen.calib_stability,
             f.chosen.median_filter,
+            f.chosen.lowpass,
+            criterion.name(),
             100.0 * f.selection_f1
         );
     }
