@@ -124,7 +124,10 @@ fn chip_is_read_from_the_npz_field_and_the_name_is_only_a_fallback() {
     assert_eq!(chip(&nofield), ("s3".into(), "file name".into()));
     let anon = dir.path().join("recording.npz");
     npz_without(&real, &anon, &["chip.npy"]);
-    assert_eq!(chip(&anon), (serde_json::Value::Null, serde_json::Value::Null));
+    assert_eq!(
+        chip(&anon),
+        (serde_json::Value::Null, serde_json::Value::Null)
+    );
 }
 
 /// The evaluation groups the real recordings by their `chip` field: with every file renamed so
@@ -158,7 +161,9 @@ fn evaluation_groups_by_the_chip_field_not_the_file_name() {
             std::fs::copy(&p, dir.path().join(sub).join(swap(&name))).unwrap();
             let mut z = csipose_npy::Npz::open(&p).unwrap();
             let rows = z.read::<i64>("csi_data").unwrap().shape[0] as u64;
-            *packets.entry(name.split('_').nth(1).unwrap().into()).or_default() += rows;
+            *packets
+                .entry(name.split('_').nth(1).unwrap().into())
+                .or_default() += rows;
         }
     }
     let out = ok(&[

@@ -111,7 +111,13 @@ fn never_still_room_calibrates_on_the_quietest_stretch_after_patience() {
     let mut d = PresenceDetector::new(n, cfg.clone()).unwrap();
     let mut rng = Rng(5);
     // Weak motion in bursts (never still); each stretch is refused until the fourth refusal.
-    let burst = |t: usize| if (t / 120) % 2 == 0 { 0.3 } else { 0.0 };
+    let burst = |t: usize| {
+        if (t / 120).is_multiple_of(2) {
+            0.3
+        } else {
+            0.0
+        }
+    };
     let mut t = 0;
     while d.phase() != Phase::Running {
         assert!(t < 5000, "never calibrated");
@@ -121,10 +127,15 @@ fn never_still_room_calibrates_on_the_quietest_stretch_after_patience() {
     assert_eq!(d.calibration_refusals(), 4);
     assert!(d.calibrated_on_fallback());
     // Calibrated after warm-up + one stretch + three slides of one block.
-    assert!(t <= w + cfg.calib_packets + 3 * cfg.calib_block + 1, "at {t}");
+    assert!(
+        t <= w + cfg.calib_packets + 3 * cfg.calib_block + 1,
+        "at {t}"
+    );
     let mut detected = 0;
     for k in 0..300 {
-        detected += d.push_amplitudes(&packet(&mut rng, n, t + k, 3.0, 1.0)).motion as usize;
+        detected += d
+            .push_amplitudes(&packet(&mut rng, n, t + k, 3.0, 1.0))
+            .motion as usize;
     }
     assert!(detected > 200, "strong motion detected in {detected}/300");
     // Forbidding calibration mid-search forgets the refused stretches.
@@ -311,5 +322,8 @@ fn lowpass_separates_slow_motion_from_packet_noise() {
         ratios[ratios.len() / 2]
     };
     let (plain, smoothed) = (run(1), run(5));
-    assert!(smoothed > 2.0 * plain, "median ratio {plain} without, {smoothed} with low-pass");
+    assert!(
+        smoothed > 2.0 * plain,
+        "median ratio {plain} without, {smoothed} with low-pass"
+    );
 }

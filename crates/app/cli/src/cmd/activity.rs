@@ -421,12 +421,27 @@ fn fit_bar(
     model
 }
 
+/// Refuses settings that would write a model file `eval`, `stream` and `serve` cannot repeat:
+/// per-recording standardisation is not stored in the model.
+fn refuse_recording_norm_model(base: &Settings, space: &SearchSpace) -> anyhow::Result<()> {
+    let searched = space
+        .axes
+        .iter()
+        .any(|(k, v)| k == "recording-norm" && v.iter().any(|x| x == "true"));
+    anyhow::ensure!(
+        !base.features.recording_norm && !searched,
+        "--recording-norm is not stored in the model file (eval, stream and serve could not repeat it): use it with cv, or transfer without --out"
+    );
+    Ok(())
+}
+
 fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
     let base = a.hyper.settings()?;
     let manifest = read_manifest(&a.manifest)?;
     let inputs = manifest_inputs(&manifest, &[a.hyper.features.pose_features.as_deref()]);
     crate::validate::output_file("--out", &a.out, &inputs)?;
     let space = SearchSpace::parse(&a.search.search, &base)?;
+    refuse_recording_norm_model(&base, &space)?;
     let mut cache = FeatureCache::new(&manifest);
     cache.insert(&base.features, load(&manifest, &base.features)?);
     let settings = if space.is_empty() {
@@ -683,6 +698,9 @@ fn transfer_cmd(a: TransferArgs) -> anyhow::Result<()> {
         crate::validate::output_file("--out", out, &inputs)?;
     }
     let space = SearchSpace::parse(&a.search.search, &base)?;
+    if a.out.is_some() {
+        refuse_recording_norm_model(&base, &space)?;
+    }
     let mut cache = FeatureCache::new(&train);
     cache.insert(&base.features, load(&train, &base.features)?);
     let mut per_test: Vec<Vec<f64>> = vec![Vec::new(); tests.len()];

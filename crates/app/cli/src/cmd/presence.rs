@@ -1,5 +1,7 @@
 //! `csipose presence`: the streaming presence/motion detector over capture files and ESPectre
-//! `.npz` recordings, and its evaluation on a labelled ESPectre tree (`--evaluate DIR`).
+//! `.npz` recordings, and its evaluation on a labelled ESPectre tree (`--evaluate DIR`). An
+//! ESPectre recording's chip is its archive's `chip` text field; the file name
+//! (`{label}_{chip}_...npz`) is used only for archives without that field.
 
 use anyhow::{bail, Context, Result};
 use csipose_capture::any;
@@ -326,9 +328,9 @@ fn recording_chip(path: &Path, label: Option<&str>) -> Result<Option<(String, Ch
 /// order (the `collected_at` field where every recording of the chip has it, else the name).
 /// The chip comes from each archive's `chip` field ([`recording_chip`]).
 fn espectre_sessions(dir: &Path) -> Result<Vec<Session>> {
-    type Rec = (String, PathBuf);
-    let mut by_chip: std::collections::BTreeMap<String, [Vec<(Option<String>, Rec)>; 2]> =
-        Default::default();
+    // Per chip: [empty-room, movement] recordings as (collected_at, (file name, path)).
+    type Rec = (Option<String>, (String, PathBuf));
+    let mut by_chip: std::collections::BTreeMap<String, [Vec<Rec>; 2]> = Default::default();
     for (k, sub) in ["baseline", "movement"].iter().enumerate() {
         let d = dir.join(sub);
         let mut files: Vec<PathBuf> = std::fs::read_dir(&d)
@@ -473,9 +475,8 @@ fn evaluate(
             .filter(|s| &s.chip == chip)
             .cloned()
             .collect();
-        for f in
-            eval::session_folds(&mine, &eval::default_grid(), criterion)
-                .map_err(|e| anyhow::anyhow!("{e}"))?
+        for f in eval::session_folds(&mine, &eval::default_grid(), criterion)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
         {
             per_chip_choice.push(json!({
                 "chip": chip, "held_out_recording": f.held_out,
