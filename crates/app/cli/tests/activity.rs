@@ -471,4 +471,24 @@ fn esp32_windows_manifest_and_nested_cv() {
     assert_eq!(run["inner_scores"][0].as_array().unwrap().len(), 2, "{v}");
     let acc = v["mean_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc));
+    // Per-recording standardisation is not stored in a model file: writing one is refused,
+    // before any training, whether it is asked for or searched over.
+    let model = dir.path().join("m.rvne");
+    for extra in [
+        &["--recording-norm"][..],
+        &["--search", "recording-norm=false,true"],
+    ] {
+        let mut args: Vec<&std::ffi::OsStr> = ["activity", "train", "--epochs", "1", "--manifest"]
+            .iter()
+            .map(std::ffi::OsStr::new)
+            .collect();
+        args.push(manifest.as_os_str());
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        args.extend(["--out".as_ref(), model.as_os_str()]);
+        let out = csipose().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("--recording-norm is not stored"), "{err}");
+        assert!(!model.exists());
+    }
 }

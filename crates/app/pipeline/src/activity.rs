@@ -41,6 +41,11 @@ pub struct FeatureSpec {
     pub transforms: u16,
     /// Window rows: each window is preceded by this many earlier windows of its file.
     pub context: usize,
+    /// Per-recording standardisation: every feature of every frame is standardised by its mean
+    /// and standard deviation over all frames of the same manifest row (one recording), in
+    /// training and test alike. Uses no labels; at test time it is computed on the unlabelled
+    /// target recording, so a static change of the channel between sessions cancels out.
+    pub recording_norm: bool,
 }
 
 impl FeatureSpec {
@@ -71,6 +76,7 @@ impl FeatureSpec {
             pose: pose.map(Path::to_path_buf),
             transforms: model.head.transforms,
             context: 0,
+            recording_norm: false,
         })
     }
 }
@@ -281,6 +287,9 @@ pub fn load_examples(
         examples.push(Example { frames, label });
         groups.push(r);
     }
+    if spec.recording_norm {
+        standardise_by_group(&mut examples, &groups, input_dim);
+    }
     let most = examples.iter().map(|e| e.label).max().unwrap_or(0) + 1;
     let n_classes = match &manifest.classes {
         Some(c) if c.len() >= most => c.len(),
@@ -303,6 +312,49 @@ pub fn load_examples(
         n_classes,
         warnings,
     })
+}
+
+/// Standardises every feature of the examples of each group (manifest row) by that group's
+/// mean and standard deviation over all its frames (floor 1e-6 on the deviation; a feature
+/// constant within the group becomes 0).
+pub fn standardise_by_group(examples: &mut [Example], groups: &[usize], dim: usize) {
+    let mut ids: Vec<usize> = groups.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    for g in ids {
+        let mut sum = vec![0f64; dim];
+        let mut sum2 = vec![0f64; dim];
+        let mut n = 0usize;
+        for (e, _) in examples.iter().zip(groups).filter(|(_, &h)| h == g) {
+            for f in e.frames.chunks_exact(dim) {
+                for ((s, s2), &v) in sum.iter_mut().zip(sum2.iter_mut()).zip(f) {
+                    *s += v as f64;
+                    *s2 += v as f64 * v as f64;
+                }
+                n += 1;
+            }
+        }
+        if n == 0 {
+            continue;
+        }
+        let inv = 1.0 / n as f64;
+        let (mean, scale): (Vec<f32>, Vec<f32>) = sum
+            .iter()
+            .zip(&sum2)
+            .map(|(&s, &s2)| {
+                let m = s * inv;
+                let sd = (s2 * inv - m * m).max(0.0).sqrt();
+                (m as f32, (1.0 / sd.max(1e-6)) as f32)
+            })
+            .unzip();
+        for (e, _) in examples.iter_mut().zip(groups).filter(|(_, &h)| h == g) {
+            for f in e.frames.chunks_exact_mut(dim) {
+                for ((v, m), k) in f.iter_mut().zip(&mean).zip(&scale) {
+                    *v = (*v - m) * k;
+                }
+            }
+        }
+    }
 }
 
 /// Model shape, optimiser and augmentation of one training run.
@@ -378,6 +430,7 @@ impl Settings {
             "response-db" => h.response_db = num(key, value)?,
             "stride" => self.features.stride = Some(num(key, value)?),
             "context" => self.features.context = num(key, value)?,
+            "recording-norm" => self.features.recording_norm = num(key, value)?,
             "transforms" => self.features.transforms = parse_transforms(value)?,
             "adapt-norm" => self.adapt_norm = num(key, value)?,
             "features" => {
@@ -390,7 +443,7 @@ impl Settings {
             }
             _ => {
                 return Err(format!(
-                    "unknown search key {key:?} (epochs, lr, batch, min-crop, layers, q-heads, kv-heads, head-dim, window, block-size, response-db, stride, context, transforms, adapt-norm, features)"
+                    "unknown search key {key:?} (epochs, lr, batch, min-crop, layers, q-heads, kv-heads, head-dim, window, block-size, response-db, stride, context, recording-norm, transforms, adapt-norm, features)"
                 ))
             }
         }

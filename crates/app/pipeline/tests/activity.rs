@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use csipose_pipeline::activity::{
-    load_examples, nested_cv, FeatureCache, FeatureSpec, FoldOptions, Hyper, Loaded, SearchSpace,
-    Settings,
+    load_examples, nested_cv, standardise_by_group, FeatureCache, FeatureSpec, FoldOptions, Hyper,
+    Loaded, SearchSpace, Settings,
 };
 use csipose_pipeline::manifest::{read_manifest, windows_manifest, Manifest};
 use csipose_temporal::features::{FeatureKind, BLOCKS};
@@ -176,4 +176,68 @@ fn nested_selection_never_looks_at_the_outer_test_fold() {
         (1..3).any(|f| dirty[f].selection.scores != clean[f].selection.scores),
         "the poison must be visible where it is training data"
     );
+}
+
+/// Per-recording standardisation: within each group every feature has mean 0 and standard
+/// deviation 1 over all its frames (a feature constant in the group becomes 0), and groups are
+/// standardised by their own statistics only (a shift of one group changes nothing).
+#[test]
+fn standardise_by_group_uses_each_groups_own_statistics() {
+    let dim = 3;
+    let mk = |seed: u32, shift: f32| -> Vec<f32> {
+        (0..5 * dim)
+            .map(|k| {
+                let x = ((k as u32).wrapping_mul(2654435761u32) ^ seed) % 1000;
+                if k % dim == 2 {
+                    7.0
+                } else {
+                    x as f32 / 100.0 + shift
+                }
+            })
+            .collect()
+    };
+    let build = |shift: f32| {
+        let mut ex = vec![
+            Example {
+                frames: mk(1, 0.0),
+                label: 0,
+            },
+            Example {
+                frames: mk(2, 0.0),
+                label: 1,
+            },
+            Example {
+                frames: mk(3, shift),
+                label: 0,
+            },
+        ];
+        standardise_by_group(&mut ex, &[0, 0, 1], dim);
+        ex
+    };
+    let ex = build(0.0);
+    for (group, members) in [(0, &ex[..2]), (1, &ex[2..])] {
+        for f in 0..dim {
+            let v: Vec<f64> = members
+                .iter()
+                .flat_map(|e| e.frames.chunks_exact(dim).map(move |r| r[f] as f64))
+                .collect();
+            let m = v.iter().sum::<f64>() / v.len() as f64;
+            let sd = (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / v.len() as f64).sqrt();
+            assert!(m.abs() < 1e-5, "group {group} feature {f}: mean {m}");
+            if f == 2 {
+                assert!(v.iter().all(|&x| x == 0.0), "constant feature -> 0");
+            } else {
+                assert!(
+                    (sd - 1.0).abs() < 1e-4,
+                    "group {group} feature {f}: sd {sd}"
+                );
+            }
+        }
+    }
+    let shifted = build(50.0);
+    for (a, b) in ex.iter().zip(&shifted) {
+        for (x, y) in a.frames.iter().zip(&b.frames) {
+            assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        }
+    }
 }

@@ -37,6 +37,9 @@ pub struct Counts {
     pub tn: u64,
     /// Packets not scored (warm-up and calibration).
     pub unscored: u64,
+    /// Of `fn_`: movement packets missed before the first detection of their recording (the
+    /// detector's onset latency at the splice from the empty room to the movement recording).
+    pub fn_onset: u64,
 }
 
 impl Counts {
@@ -46,6 +49,11 @@ impl Counts {
         self.fn_ += o.fn_;
         self.tn += o.tn;
         self.unscored += o.unscored;
+        self.fn_onset += o.fn_onset;
+    }
+    /// Recall with the onset misses left out (movement packets after the first detection).
+    pub fn recall_after_onset(&self) -> f64 {
+        ratio(self.tp, self.tp + self.fn_ - self.fn_onset)
     }
     pub fn precision(&self) -> f64 {
         ratio(self.tp, self.tp + self.fp)
@@ -85,6 +93,8 @@ pub struct SessionResult {
     /// `None` when the detector never found a still stretch.
     pub calibrated_at: Option<u64>,
     pub refusals: u64,
+    /// Calibrated on the quietest refused stretch, not a still one.
+    pub fallback: bool,
 }
 
 /// Streams one session through a fresh detector and counts the scored packets.
@@ -96,8 +106,10 @@ pub fn score_session(
     let w = 2 * s.subcarriers;
     let mut counts = Counts::default();
     let mut calibrated_at = None;
+    let mut fallback = false;
     for (label, data) in [(false, &s.empty), (true, &s.movement)] {
         det.set_calibration_allowed(!label);
+        let mut detected = false;
         for pkt in data.chunks_exact(w) {
             let r = det.push_iq_i8(pkt);
             if r.phase != Phase::Running {
@@ -107,13 +119,20 @@ pub fn score_session(
             if calibrated_at.is_none() {
                 // The packet that completed calibration was part of it: not scored.
                 calibrated_at = Some(det.packets());
+                fallback = det.calibrated_on_fallback();
                 counts.unscored += 1;
                 continue;
             }
             match (r.motion, label) {
-                (true, true) => counts.tp += 1,
+                (true, true) => {
+                    counts.tp += 1;
+                    detected = true;
+                }
                 (true, false) => counts.fp += 1,
-                (false, true) => counts.fn_ += 1,
+                (false, true) => {
+                    counts.fn_ += 1;
+                    counts.fn_onset += !detected as u64;
+                }
                 (false, false) => counts.tn += 1,
             }
         }
@@ -122,39 +141,57 @@ pub fn score_session(
         counts,
         calibrated_at,
         refusals: det.calibration_refusals(),
+        fallback,
     })
 }
 
-/// The settings [`session_folds`] chooses among: every combination of the given windows,
-/// margins and stillness ratios, other fields from the default.
-pub fn grid(
-    windows: &[usize],
-    margins: &[f32],
-    stabilities: &[f32],
-    median_filters: &[usize],
-) -> Vec<PresenceConfig> {
-    let mut out = Vec::new();
-    for &window in windows {
-        for &margin in margins {
-            for &calib_stability in stabilities {
-                for &median_filter in median_filters {
-                    out.push(PresenceConfig {
-                        window,
-                        margin,
-                        calib_stability,
-                        median_filter,
-                        ..PresenceConfig::default()
-                    });
+/// The axes of the settings [`session_folds`] chooses among; [`Grid::configs`] gives every
+/// combination, other fields from the default.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grid {
+    pub windows: Vec<usize>,
+    pub margins: Vec<f32>,
+    pub stabilities: Vec<f32>,
+    pub median_filters: Vec<usize>,
+    pub lowpasses: Vec<usize>,
+}
+
+impl Grid {
+    /// Every combination (low-pass innermost, then median filter, stillness, margin, window).
+    pub fn configs(&self) -> Vec<PresenceConfig> {
+        let mut out = Vec::new();
+        for &window in &self.windows {
+            for &margin in &self.margins {
+                for &calib_stability in &self.stabilities {
+                    for &median_filter in &self.median_filters {
+                        for &lowpass in &self.lowpasses {
+                            out.push(PresenceConfig {
+                                window,
+                                margin,
+                                calib_stability,
+                                median_filter,
+                                lowpass,
+                                ..PresenceConfig::default()
+                            });
+                        }
+                    }
                 }
             }
         }
+        out
     }
-    out
 }
 
 /// The grid of the published evaluation (BENCHMARKS.md).
 pub fn default_grid() -> Vec<PresenceConfig> {
-    grid(&[100, 150, 200], &[1.0, 1.25, 1.5], &[1.5, 2.0], &[1, 7])
+    Grid {
+        windows: vec![100, 150, 200],
+        margins: vec![1.25, 2.0, 3.0],
+        stabilities: vec![1.5, 2.0],
+        median_filters: vec![1, 7],
+        lowpasses: vec![1, 5, 9],
+    }
+    .configs()
 }
 
 /// One fold of [`session_folds`]: the settings chosen on the `select` sessions and what they
@@ -164,19 +201,39 @@ pub struct Fold {
     /// Recording index that was held out (scored).
     pub held_out: usize,
     pub chosen: PresenceConfig,
-    /// F1 of the chosen settings on the selection sessions (pooled).
+    /// The criterion's value for the chosen settings on the selection sessions.
     pub selection_f1: f64,
     /// (chip, result) for every held-out session.
     pub scored: Vec<(String, SessionResult)>,
 }
 
+/// How [`session_folds`] ranks settings on the selection sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Criterion {
+    /// F1 of all selection packets pooled (the larger chips weigh more).
+    PooledF1,
+    /// The lowest per-chip F1 (pooled over that chip's selection sessions): every chip must
+    /// do well, none may be traded for another.
+    WorstChipF1,
+}
+
+impl Criterion {
+    pub fn name(self) -> &'static str {
+        match self {
+            Criterion::PooledF1 => "pooled-f1",
+            Criterion::WorstChipF1 => "worst-chip-f1",
+        }
+    }
+}
+
 /// Chooses settings on all sessions with one recording index and scores them on the sessions
-/// with another, for every index: the settings with the best pooled F1 on the selection
+/// with another, for every index: the settings with the best `criterion` on the selection
 /// sessions win (ties: the earlier grid entry). A session that never calibrates counts all its
 /// packets as unscored.
 pub fn session_folds(
     sessions: &[Session],
     grid: &[PresenceConfig],
+    criterion: Criterion,
 ) -> Result<Vec<Fold>, crate::PresenceError> {
     let mut indices: Vec<usize> = sessions.iter().map(|s| s.index).collect();
     indices.sort_unstable();
@@ -186,10 +243,19 @@ pub fn session_folds(
         let mut best: Option<(f64, &PresenceConfig)> = None;
         for cfg in grid {
             let mut pooled = Counts::default();
+            let mut per_chip: std::collections::BTreeMap<&str, Counts> = Default::default();
             for s in sessions.iter().filter(|s| s.index != held) {
-                pooled.add(&score_session(cfg, s)?.counts);
+                let c = score_session(cfg, s)?.counts;
+                pooled.add(&c);
+                per_chip.entry(s.chip.as_str()).or_default().add(&c);
             }
-            let f1 = pooled.f1();
+            let f1 = match criterion {
+                Criterion::PooledF1 => pooled.f1(),
+                Criterion::WorstChipF1 => per_chip
+                    .values()
+                    .map(Counts::f1)
+                    .fold(f64::INFINITY, f64::min),
+            };
             if best.is_none_or(|(b, _)| f1 > b) {
                 best = Some((f1, cfg));
             }

@@ -7,15 +7,24 @@
 //!    (ESP32 chips without AGC lock change it from packet to packet).
 //! 2. Each subcarrier's normalised amplitude is median-filtered over its last few packets
 //!    (`median_filter`), which removes single-packet glitches.
-//! 3. For every subcarrier the variance of that normalised amplitude over the last
+//! 3. Each subcarrier's value is then low-pass filtered by a moving average over its last
+//!    `lowpass` packets (1 = off). Human movement changes the channel at 0.5–10 Hz while the
+//!    per-packet noise of the receiver (quantisation, gain steps on chips without AGC lock) is
+//!    broadband: averaging k packets divides the noise variance by about k and keeps most of
+//!    the motion's (ESPectre's documentation reports the same for its low-pass filter).
+//! 4. For every subcarrier the variance of that normalised amplitude over the last
 //!    `window` packets is kept up to date (running sums over a ring buffer).
-//! 4. Calibration: once the window is full, the detector watches `calib_packets` packets. The
+//! 5. Calibration: once the window is full, the detector watches `calib_packets` packets. The
 //!    room counts as still when the medians of the per-packet mean variance over blocks of
 //!    `calib_block` packets differ by at most `calib_stability` (max/min). A person moving
 //!    makes them differ, and the detector refuses that stretch (counted in
 //!    [`PresenceDetector::calibration_refusals`]) and tries the next one. On a still stretch
 //!    it stores each subcarrier's median variance and the subcarriers strong enough to use.
-//! 5. Running: the motion score of a packet is the mean over usable subcarriers of (variance /
+//!    A room that never holds that still: after `calib_patience` refused stretches in a row
+//!    the detector calibrates on the quietest one it saw (the one whose noisiest block median
+//!    is lowest, as ESPectre picks its quietest baseline window), and says so
+//!    ([`PresenceDetector::calibrated_on_fallback`]); 0 = keep refusing.
+//! 6. Running: the motion score of a packet is the mean over usable subcarriers of (variance /
 //!    its calibration median). The threshold is the largest score seen during calibration
 //!    times `margin`; above it is motion. A person counts as present while motion was seen in
 //!    the last `hold_packets` packets: the detector senses movement, so a person who stays
@@ -37,6 +46,8 @@ pub struct PresenceConfig {
     pub calib_block: usize,
     /// Largest allowed max/min ratio of the block medians during calibration (> 1).
     pub calib_stability: f32,
+    /// Refused stretches in a row after which the quietest one seen is used (0 = never).
+    pub calib_patience: usize,
     /// Threshold = largest calibration score × margin (≥ 1).
     pub margin: f32,
     /// Packets a person stays "present" after the last motion.
@@ -45,6 +56,9 @@ pub struct PresenceConfig {
     /// `median_filter` values (odd, 1 = off) before the variance: single-packet glitches
     /// (gain steps, bad packets) then do not read as motion.
     pub median_filter: usize,
+    /// Moving-average low-pass length per subcarrier after the median filter (1 = off, at
+    /// most 255).
+    pub lowpass: usize,
     /// A subcarrier is used when its mean normalised amplitude during calibration is at least
     /// this fraction of the average (null and guard subcarriers are left out).
     pub min_relative_amplitude: f32,
@@ -53,13 +67,15 @@ pub struct PresenceConfig {
 impl Default for PresenceConfig {
     fn default() -> Self {
         PresenceConfig {
-            window: 150,
+            window: 100,
             calib_packets: 300,
             calib_block: 100,
             calib_stability: 1.5,
-            margin: 1.25,
+            calib_patience: 5,
+            margin: 3.0,
             hold_packets: 300,
             median_filter: 1,
+            lowpass: 5,
             min_relative_amplitude: 0.1,
         }
     }
@@ -111,6 +127,15 @@ impl PresenceConfig {
                 "median_filter {} must be odd and at most 31",
                 self.median_filter
             ));
+        }
+        if self.calib_patience > 1_000_000 {
+            return bad(format!(
+                "calib_patience {} above 1000000 stretches",
+                self.calib_patience
+            ));
+        }
+        if !(1..=255).contains(&self.lowpass) {
+            return bad(format!("lowpass {} outside 1..=255 packets", self.lowpass));
         }
         if !(self.min_relative_amplitude.is_finite()
             && (0.0..1.0).contains(&self.min_relative_amplitude))
@@ -182,6 +207,11 @@ pub struct PresenceDetector {
     mf_head: usize,
     mf_filled: usize,
     mf_sort: Vec<f32>,
+    // Low-pass: the last `lowpass` filtered values per subcarrier [k][n] and their sums.
+    lp_ring: Vec<f32>,
+    lp_sum: Vec<f64>,
+    lp_head: usize,
+    lp_filled: usize,
     cal_len: usize,
     scratch: Vec<f32>,
     // Calibration result.
@@ -191,6 +221,13 @@ pub struct PresenceDetector {
     threshold: f32,
     phase: Phase,
     refusals: u64,
+    // Fallback: the quietest refused stretch (variances, scores, its noisiest block median),
+    // refusals in a row, and whether the calibration in use came from it.
+    best_var: Vec<f32>,
+    best_score: Vec<f32>,
+    best_quiet: f32,
+    in_a_row: usize,
+    fallback: bool,
     since_motion: usize,
     packets: u64,
     calibration_allowed: bool,
@@ -221,6 +258,10 @@ impl PresenceDetector {
             mf_head: 0,
             mf_filled: 0,
             mf_sort: vec![0.0; cfg.median_filter],
+            lp_ring: vec![0.0; cfg.lowpass * n],
+            lp_sum: vec![0.0; n],
+            lp_head: 0,
+            lp_filled: 0,
             cal_len: 0,
             scratch: vec![0.0; cfg.calib_packets.max(cfg.calib_block)],
             median: vec![0.0; n],
@@ -229,6 +270,19 @@ impl PresenceDetector {
             threshold: 0.0,
             phase: Phase::WarmingUp,
             refusals: 0,
+            best_var: if cfg.calib_patience > 0 {
+                vec![0.0; cfg.calib_packets * n]
+            } else {
+                Vec::new()
+            },
+            best_score: if cfg.calib_patience > 0 {
+                vec![0.0; cfg.calib_packets]
+            } else {
+                Vec::new()
+            },
+            best_quiet: f32::INFINITY,
+            in_a_row: 0,
+            fallback: false,
             since_motion: usize::MAX,
             packets: 0,
             calibration_allowed: true,
@@ -259,6 +313,18 @@ impl PresenceDetector {
         self.refusals
     }
 
+    /// Whether the calibration in use was taken on the quietest refused stretch (the room was
+    /// never still enough for `calib_patience` stretches), not on a still one.
+    pub fn calibrated_on_fallback(&self) -> bool {
+        self.phase == Phase::Running && self.fallback
+    }
+
+    fn forget_candidates(&mut self) {
+        self.cal_len = 0;
+        self.in_a_row = 0;
+        self.best_quiet = f32::INFINITY;
+    }
+
     /// Packets seen so far (including ones skipped as unusable).
     pub fn packets(&self) -> u64 {
         self.packets
@@ -270,13 +336,13 @@ impl PresenceDetector {
     pub fn set_calibration_allowed(&mut self, allowed: bool) {
         self.calibration_allowed = allowed;
         if !allowed && self.phase != Phase::Running {
-            self.cal_len = 0;
+            self.forget_candidates();
         }
     }
 
     /// Forgets the calibration (keeps the window): the next still stretch calibrates again.
     pub fn recalibrate(&mut self) {
-        self.cal_len = 0;
+        self.forget_candidates();
         self.since_motion = usize::MAX;
         self.phase = if self.filled >= self.cfg.window {
             Phase::Calibrating
@@ -343,6 +409,25 @@ impl PresenceDetector {
                 self.amp[i] = self.mf_ring[i];
             }
         }
+        // Moving-average low-pass over the last `lowpass` values (partial until full).
+        let l = self.cfg.lowpass;
+        if l > 1 {
+            let lslot = self.lp_head * self.n;
+            let lfull = self.lp_filled >= l;
+            for i in 0..self.n {
+                if lfull {
+                    self.lp_sum[i] -= self.lp_ring[lslot + i] as f64;
+                }
+                self.lp_ring[lslot + i] = self.amp[i];
+                self.lp_sum[i] += self.amp[i] as f64;
+            }
+            self.lp_head = (self.lp_head + 1) % l;
+            self.lp_filled = (self.lp_filled + 1).min(l);
+            let inv = 1.0 / self.lp_filled as f64;
+            for i in 0..self.n {
+                self.amp[i] = (self.lp_sum[i] * inv) as f32;
+            }
+        }
         let w = self.cfg.window;
         let slot = self.head * self.n;
         let full = self.filled >= w;
@@ -396,13 +481,27 @@ impl PresenceDetector {
             lo = lo.min(m);
             hi = hi.max(m);
         }
+        self.fallback = false;
         if !(lo > 0.0 && hi <= self.cfg.calib_stability * lo) {
-            // Not still: drop the first block and keep watching.
             self.refusals += 1;
-            self.cal_var.copy_within(b * n.., 0);
-            self.cal_score.copy_within(b.., 0);
-            self.cal_len -= b;
-            return;
+            self.in_a_row += 1;
+            let patience = self.cfg.calib_patience;
+            if patience > 0 && hi.is_finite() && hi < self.best_quiet {
+                self.best_quiet = hi;
+                self.best_var.copy_from_slice(&self.cal_var);
+                self.best_score.copy_from_slice(&self.cal_score);
+            }
+            if patience == 0 || self.in_a_row < patience || !self.best_quiet.is_finite() {
+                // Not still: drop the first block and keep watching.
+                self.cal_var.copy_within(b * n.., 0);
+                self.cal_score.copy_within(b.., 0);
+                self.cal_len -= b;
+                return;
+            }
+            // Never still for `patience` stretches: calibrate on the quietest one seen.
+            std::mem::swap(&mut self.cal_var, &mut self.best_var);
+            std::mem::swap(&mut self.cal_score, &mut self.best_score);
+            self.fallback = true;
         }
         // Per-subcarrier median variance and usable subcarriers (mean normalised amplitude
         // over the current window, which lies inside the still stretch).
@@ -422,7 +521,7 @@ impl PresenceDetector {
         }
         if self.n_usable == 0 {
             self.refusals += 1;
-            self.cal_len = 0;
+            self.forget_candidates();
             return;
         }
         // Threshold: the largest relative score of the calibration stretch, times the margin.
@@ -434,9 +533,11 @@ impl PresenceDetector {
         self.threshold = top * self.cfg.margin;
         if !(self.threshold > 0.0 && self.threshold.is_finite()) {
             self.refusals += 1;
-            self.cal_len = 0;
+            self.forget_candidates();
             return;
         }
+        self.in_a_row = 0;
+        self.best_quiet = f32::INFINITY;
         self.phase = Phase::Running;
     }
 

@@ -98,6 +98,10 @@ struct FeatureArgs {
     /// of its recording before it (causal context; 0 = the window alone).
     #[arg(long, default_value_t = 0)]
     context: usize,
+    /// Standardise every feature per recording (manifest row) by its own mean and deviation,
+    /// in training and at test time (on the unlabelled test recording): against session drift.
+    #[arg(long)]
+    recording_norm: bool,
 }
 
 #[derive(clap::Args, Clone)]
@@ -154,7 +158,7 @@ struct Hyper {
 struct SearchArgs {
     /// A search axis `key=v1,v2,...` (repeatable; every combination is tried): epochs, lr,
     /// batch, min-crop, layers, q-heads, kv-heads, head-dim, window, block-size, response-db,
-    /// stride, context, transforms, adapt-norm, features. Chosen by inner CV on training data only.
+    /// stride, context, recording-norm, transforms, adapt-norm, features. Chosen by inner CV on training data only.
     #[arg(long = "search")]
     search: Vec<String>,
     /// Inner folds of the search.
@@ -327,6 +331,7 @@ impl FeatureArgs {
             pose: self.pose_features.clone(),
             transforms: self.transforms,
             context: self.context,
+            recording_norm: self.recording_norm,
         }
     }
 }
@@ -416,12 +421,27 @@ fn fit_bar(
     model
 }
 
+/// Refuses settings that would write a model file `eval`, `stream` and `serve` cannot repeat:
+/// per-recording standardisation is not stored in the model.
+fn refuse_recording_norm_model(base: &Settings, space: &SearchSpace) -> anyhow::Result<()> {
+    let searched = space
+        .axes
+        .iter()
+        .any(|(k, v)| k == "recording-norm" && v.iter().any(|x| x == "true"));
+    anyhow::ensure!(
+        !base.features.recording_norm && !searched,
+        "--recording-norm is not stored in the model file (eval, stream and serve could not repeat it): use it with cv, or transfer without --out"
+    );
+    Ok(())
+}
+
 fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
     let base = a.hyper.settings()?;
     let manifest = read_manifest(&a.manifest)?;
     let inputs = manifest_inputs(&manifest, &[a.hyper.features.pose_features.as_deref()]);
     crate::validate::output_file("--out", &a.out, &inputs)?;
     let space = SearchSpace::parse(&a.search.search, &base)?;
+    refuse_recording_norm_model(&base, &space)?;
     let mut cache = FeatureCache::new(&manifest);
     cache.insert(&base.features, load(&manifest, &base.features)?);
     let settings = if space.is_empty() {
@@ -678,6 +698,9 @@ fn transfer_cmd(a: TransferArgs) -> anyhow::Result<()> {
         crate::validate::output_file("--out", out, &inputs)?;
     }
     let space = SearchSpace::parse(&a.search.search, &base)?;
+    if a.out.is_some() {
+        refuse_recording_norm_model(&base, &space)?;
+    }
     let mut cache = FeatureCache::new(&train);
     cache.insert(&base.features, load(&train, &base.features)?);
     let mut per_test: Vec<Vec<f64>> = vec![Vec::new(); tests.len()];

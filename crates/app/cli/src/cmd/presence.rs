@@ -1,5 +1,7 @@
 //! `csipose presence`: the streaming presence/motion detector over capture files and ESPectre
-//! `.npz` recordings, and its evaluation on a labelled ESPectre tree (`--evaluate DIR`).
+//! `.npz` recordings, and its evaluation on a labelled ESPectre tree (`--evaluate DIR`). An
+//! ESPectre recording's chip is its archive's `chip` text field; the file name
+//! (`{label}_{chip}_...npz`) is used only for archives without that field.
 
 use anyhow::{bail, Context, Result};
 use csipose_capture::any;
@@ -20,6 +22,10 @@ pub struct Args {
     /// One JSON object per file (or the evaluation) on standard output.
     #[arg(long)]
     pub json: bool,
+    /// How the evaluation's session folds rank settings on the selection sessions: pooled F1,
+    /// or the worst chip's F1.
+    #[arg(long, default_value = "pooled-f1", value_parser = ["pooled-f1", "worst-chip-f1"])]
+    pub select_by: String,
     /// Packets in the moving-variance window.
     #[arg(long, default_value_t = PresenceConfig::default().window)]
     pub window: usize,
@@ -29,12 +35,18 @@ pub struct Args {
     /// Threshold = largest calibration score × margin.
     #[arg(long, default_value_t = PresenceConfig::default().margin)]
     pub margin: f32,
+    /// Refused stretches in a row after which the quietest one seen calibrates (0 = never).
+    #[arg(long, default_value_t = PresenceConfig::default().calib_patience)]
+    pub calib_patience: usize,
     /// Largest max/min ratio of block medians for the room to count as still.
     #[arg(long, default_value_t = PresenceConfig::default().calib_stability)]
     pub calib_stability: f32,
     /// Median filter length per subcarrier (odd; 1 = off).
     #[arg(long, default_value_t = PresenceConfig::default().median_filter)]
     pub median_filter: usize,
+    /// Moving-average low-pass length per subcarrier (1 = off).
+    #[arg(long, default_value_t = PresenceConfig::default().lowpass)]
+    pub lowpass: usize,
     /// Packets a person stays present after the last motion.
     #[arg(long, default_value_t = PresenceConfig::default().hold_packets)]
     pub hold: usize,
@@ -49,11 +61,13 @@ impl Args {
             calib_stability: self.calib_stability,
             hold_packets: self.hold,
             median_filter: self.median_filter,
+            lowpass: self.lowpass,
+            calib_patience: self.calib_patience,
             ..PresenceConfig::default()
         };
         cfg.validate().map_err(|e| {
             anyhow::anyhow!(
-                "{e} (flags --window, --calib-packets, --margin, --calib-stability, --median-filter, --hold)"
+                "{e} (flags --window, --calib-packets, --margin, --calib-stability, --calib-patience, --median-filter, --lowpass, --hold)"
             )
         })?;
         Ok(cfg)
@@ -63,7 +77,12 @@ impl Args {
 pub fn run(a: Args) -> Result<()> {
     let cfg = a.config()?;
     if let Some(dir) = &a.evaluate {
-        return evaluate(dir, &cfg, a.json);
+        let criterion = if a.select_by == "pooled-f1" {
+            eval::Criterion::PooledF1
+        } else {
+            eval::Criterion::WorstChipF1
+        };
+        return evaluate(dir, &cfg, criterion, a.json);
     }
     for f in &a.files {
         let summary = detect_file(f, &cfg)?;
@@ -176,14 +195,22 @@ fn detect_file(path: &Path, cfg: &PresenceConfig) -> Result<serde_json::Value> {
         last = Some(r);
     }
     let n = (p.amps.len() / p.width) as u64;
+    let chip = if path.extension().is_some_and(|e| e == "npz") {
+        recording_chip(path, None)?
+    } else {
+        None
+    };
     Ok(json!({
         "file": path.display().to_string(),
+        "chip": chip.as_ref().map(|c| c.0.clone()),
+        "chip_from": chip.map(|c| c.1.name()),
         "packets": n,
         "subcarriers": p.width,
         "undecodable_records": p.undecodable,
         "unusable_packets": det.unusable_packets(),
         "calibrated_at_packet": calibrated_at,
         "calibration_refusals": det.calibration_refusals(),
+        "calibrated_on_quietest_stretch": det.calibrated_on_fallback(),
         "threshold": det.threshold(),
         "scored_packets": running,
         "motion_packets": motion,
@@ -198,6 +225,9 @@ fn detect_file(path: &Path, cfg: &PresenceConfig) -> Result<serde_json::Value> {
 
 fn print_summary(path: &Path, s: &serde_json::Value) {
     println!("{}", path.display());
+    if let (Some(c), Some(from)) = (s["chip"].as_str(), s["chip_from"].as_str()) {
+        println!("  chip {c} (from the {from})");
+    }
     println!(
         "  packets {} ({} subcarriers), undecodable {}, unusable {}",
         s["packets"], s["subcarriers"], s["undecodable_records"], s["unusable_packets"]
@@ -210,8 +240,13 @@ fn print_summary(path: &Path, s: &serde_json::Value) {
         Some(c) => {
             let scored = s["scored_packets"].as_u64().unwrap_or(0).max(1) as f64;
             println!(
-                "  calibrated at packet {c} ({} stretches refused); threshold {:.3}",
+                "  calibrated at packet {c} ({} stretches refused{}); threshold {:.3}",
                 s["calibration_refusals"],
+                if s["calibrated_on_quietest_stretch"] == true {
+                    ", never still: on the quietest one"
+                } else {
+                    ""
+                },
                 s["threshold"].as_f64().unwrap_or(0.0)
             );
             println!(
@@ -225,9 +260,77 @@ fn print_summary(path: &Path, s: &serde_json::Value) {
     }
 }
 
-/// An ESPectre recording: chip and label from the file name (`{label}_{chip}_{n}sc_{date}_{time}.npz`).
+/// Where a recording's chip name came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChipSource {
+    /// The `.npz` text field `chip`.
+    Field,
+    /// The file name (`{label}_{chip}_...npz`): only when the archive has no `chip` field.
+    FileName,
+}
+
+impl ChipSource {
+    fn name(self) -> &'static str {
+        match self {
+            ChipSource::Field => "npz field chip",
+            ChipSource::FileName => "file name",
+        }
+    }
+}
+
+/// A text field of an `.npz` archive (a 0-d or one-element `<U...` array): `None` when the
+/// archive has no such member; an error naming the file when it is there but not one string.
+fn npz_text(z: &mut csipose_npy::Npz, path: &Path, name: &str) -> Result<Option<String>> {
+    if !z.names().iter().any(|n| n == name) {
+        return Ok(None);
+    }
+    let a = z
+        .read_strings(name)
+        .with_context(|| format!("{}: member {name}", path.display()))?;
+    match a.data.as_slice() {
+        [one] => Ok(Some(one.trim().to_string())),
+        _ => bail!(
+            "{}: member {name} holds {} strings (shape {:?}), expected one",
+            path.display(),
+            a.data.len(),
+            a.shape
+        ),
+    }
+}
+
+/// The chip in an ESPectre file name `{label}_{chip}_...npz` (lower-cased); `label` = `None`
+/// takes whatever comes before the first `_`.
+fn chip_from_name(path: &Path, label: Option<&str>) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    let rest = match label {
+        Some(l) => name.strip_prefix(l)?.strip_prefix('_')?,
+        None => name.split_once('_')?.1,
+    };
+    let chip = rest.split('_').next()?;
+    (!chip.is_empty() && !chip.ends_with(".npz")).then(|| chip.to_lowercase())
+}
+
+/// The chip of an ESPectre recording: the archive's `chip` field, else (archives without the
+/// field) the file name ([`chip_from_name`]); lower-cased. `Ok(None)`: neither says.
+fn recording_chip(path: &Path, label: Option<&str>) -> Result<Option<(String, ChipSource)>> {
+    let mut z = csipose_npy::Npz::open(path)?;
+    if let Some(c) = npz_text(&mut z, path, "chip")? {
+        if c.is_empty() {
+            bail!("{}: member chip is an empty string", path.display());
+        }
+        return Ok(Some((c.to_lowercase(), ChipSource::Field)));
+    }
+    Ok(chip_from_name(path, label).map(|c| (c, ChipSource::FileName)))
+}
+
+/// The ESPectre recordings of `dir` (`baseline/*.npz` empty room, `movement/*.npz` a person
+/// moving) as sessions: per chip, the empty-room and movement recordings paired in recording
+/// order (the `collected_at` field where every recording of the chip has it, else the name).
+/// The chip comes from each archive's `chip` field ([`recording_chip`]).
 fn espectre_sessions(dir: &Path) -> Result<Vec<Session>> {
-    let mut by_chip: std::collections::BTreeMap<String, [Vec<PathBuf>; 2]> = Default::default();
+    // Per chip: [empty-room, movement] recordings as (collected_at, (file name, path)).
+    type Rec = (Option<String>, (String, PathBuf));
+    let mut by_chip: std::collections::BTreeMap<String, [Vec<Rec>; 2]> = Default::default();
     for (k, sub) in ["baseline", "movement"].iter().enumerate() {
         let d = dir.join(sub);
         let mut files: Vec<PathBuf> = std::fs::read_dir(&d)
@@ -242,31 +345,41 @@ fn espectre_sessions(dir: &Path) -> Result<Vec<Session>> {
             .collect();
         files.sort();
         for f in files {
+            let (chip, _) = recording_chip(&f, Some(sub))?.with_context(|| {
+                format!(
+                    "{}: no chip field in the archive and the name is not {sub}_CHIP_..._.npz",
+                    f.display()
+                )
+            })?;
+            let mut z = csipose_npy::Npz::open(&f)?;
+            let when = npz_text(&mut z, &f, "collected_at")?;
             let name = f
                 .file_name()
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned();
-            let chip = name
-                .strip_prefix(&format!("{sub}_"))
-                .and_then(|r| r.split('_').next())
-                .filter(|c| !c.is_empty())
-                .with_context(|| format!("{}: name is not {sub}_CHIP_..._.npz", f.display()))?
-                .to_string();
-            by_chip.entry(chip).or_default()[k].push(f);
+            by_chip.entry(chip).or_default()[k].push((when, (name, f)));
         }
     }
     let mut sessions = Vec::new();
-    for (chip, [empty, moving]) in by_chip {
+    for (chip, [mut empty, mut moving]) in by_chip {
         if empty.len() != moving.len() {
             bail!(
-                "{}: chip {chip} has {} baseline and {} movement recordings; sessions pair them in name (time) order",
+                "{}: chip {chip} has {} baseline and {} movement recordings; sessions pair them in recording order",
                 dir.display(),
                 empty.len(),
                 moving.len()
             );
         }
-        for (index, (e, m)) in empty.iter().zip(&moving).enumerate() {
+        let all_dated = empty.iter().chain(&moving).all(|r| r.0.is_some());
+        for list in [&mut empty, &mut moving] {
+            if all_dated {
+                list.sort_by(|a, b| (&a.0, &a.1 .0).cmp(&(&b.0, &b.1 .0)));
+            } else {
+                list.sort_by(|a, b| a.1 .0.cmp(&b.1 .0));
+            }
+        }
+        for (index, ((_, (_, e)), (_, (_, m)))) in empty.iter().zip(&moving).enumerate() {
             let (pe, pm) = (read_iq(e)?, read_iq(m)?);
             if pe.0 != pm.0 {
                 bail!(
@@ -317,25 +430,35 @@ fn row(c: &Counts) -> serde_json::Value {
         "precision": c.precision(), "recall": c.recall(), "f1": c.f1(),
         "false_positive_rate": c.false_positive_rate(),
         "tp": c.tp, "fp": c.fp, "fn": c.fn_, "tn": c.tn, "unscored": c.unscored,
+        "fn_before_first_detection": c.fn_onset, "recall_after_onset": c.recall_after_onset(),
     })
 }
 
-fn evaluate(dir: &Path, cfg: &PresenceConfig, as_json: bool) -> Result<()> {
+fn evaluate(
+    dir: &Path,
+    cfg: &PresenceConfig,
+    criterion: eval::Criterion,
+    as_json: bool,
+) -> Result<()> {
     let sessions = espectre_sessions(dir)?;
     let mut chips: Vec<String> = sessions.iter().map(|s| s.chip.clone()).collect();
     chips.dedup();
     // (a) the given (default) settings on every session.
     let mut fixed: std::collections::BTreeMap<String, Counts> = Default::default();
     let mut uncalibrated = Vec::new();
+    let mut on_fallback = Vec::new();
     for s in &sessions {
         let r = eval::score_session(cfg, s).map_err(|e| anyhow::anyhow!("{e}"))?;
         if r.calibrated_at.is_none() {
             uncalibrated.push(format!("{} #{}", s.chip, s.index));
         }
+        if r.fallback {
+            on_fallback.push(format!("{} #{}", s.chip, s.index));
+        }
         fixed.entry(s.chip.clone()).or_default().add(&r.counts);
     }
     // (b) settings chosen on the other session(s), scored on the held-out one.
-    let folds = eval::session_folds(&sessions, &eval::default_grid())
+    let folds = eval::session_folds(&sessions, &eval::default_grid(), criterion)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut held: std::collections::BTreeMap<String, Counts> = Default::default();
     for f in &folds {
@@ -352,13 +475,14 @@ fn evaluate(dir: &Path, cfg: &PresenceConfig, as_json: bool) -> Result<()> {
             .filter(|s| &s.chip == chip)
             .cloned()
             .collect();
-        for f in
-            eval::session_folds(&mine, &eval::default_grid()).map_err(|e| anyhow::anyhow!("{e}"))?
+        for f in eval::session_folds(&mine, &eval::default_grid(), criterion)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
         {
             per_chip_choice.push(json!({
                 "chip": chip, "held_out_recording": f.held_out,
                 "chosen": {"window": f.chosen.window, "margin": f.chosen.margin,
-                           "calib_stability": f.chosen.calib_stability, "median_filter": f.chosen.median_filter},
+                           "calib_stability": f.chosen.calib_stability, "median_filter": f.chosen.median_filter,
+                           "lowpass": f.chosen.lowpass},
             }));
             for (c, r) in &f.scored {
                 per_chip.entry(c.clone()).or_default().add(&r.counts);
@@ -376,17 +500,20 @@ fn evaluate(dir: &Path, cfg: &PresenceConfig, as_json: bool) -> Result<()> {
             "sessions": sessions.len(),
             "given_settings": {
                 "window": cfg.window, "margin": cfg.margin, "calib_packets": cfg.calib_packets,
-                "median_filter": cfg.median_filter,
+                "median_filter": cfg.median_filter, "lowpass": cfg.lowpass,
                 "calib_stability": cfg.calib_stability,
                 "per_chip": fixed.iter().map(|(k, c)| (k.clone(), row(c))).collect::<serde_json::Map<_, _>>(),
                 "all": row(&total(&fixed)),
                 "uncalibrated_sessions": uncalibrated,
+                "calibrated_on_quietest_stretch": on_fallback,
             },
+            "select_by": criterion.name(),
             "session_folds": {
                 "folds": folds.iter().map(|f| json!({
                     "held_out_recording": f.held_out,
                     "chosen": {"window": f.chosen.window, "margin": f.chosen.margin,
-                               "calib_stability": f.chosen.calib_stability, "median_filter": f.chosen.median_filter},
+                               "calib_stability": f.chosen.calib_stability, "median_filter": f.chosen.median_filter,
+                           "lowpass": f.chosen.lowpass},
                     "selection_f1": f.selection_f1,
                 })).collect::<Vec<_>>(),
                 "per_chip": held.iter().map(|(k, c)| (k.clone(), row(c))).collect::<serde_json::Map<_, _>>(),
@@ -403,17 +530,19 @@ fn evaluate(dir: &Path, cfg: &PresenceConfig, as_json: bool) -> Result<()> {
     }
     let table = |title: &str, m: &std::collections::BTreeMap<String, Counts>| {
         println!("{title}");
-        println!("| chip | precision | recall | F1 | false-positive rate | scored packets |");
-        println!("|---|---|---|---|---|---|");
+        println!("| chip | precision | recall | F1 | false-positive rate | scored packets | misses before first detection | recall after it |");
+        println!("|---|---|---|---|---|---|---|---|");
         let t = total(m);
         for (chip, c) in m.iter().map(|(k, c)| (k.as_str(), c)).chain([("all", &t)]) {
             println!(
-                "| {chip} | {:.1}% | {:.1}% | {:.1}% | {:.2}% | {} |",
+                "| {chip} | {:.1}% | {:.1}% | {:.1}% | {:.2}% | {} | {} | {:.1}% |",
                 100.0 * c.precision(),
                 100.0 * c.recall(),
                 100.0 * c.f1(),
                 100.0 * c.false_positive_rate(),
-                c.scored()
+                c.scored(),
+                c.fn_onset,
+                100.0 * c.recall_after_onset()
             );
         }
         println!();
@@ -426,8 +555,8 @@ fn evaluate(dir: &Path, cfg: &PresenceConfig, as_json: bool) -> Result<()> {
     );
     table(
         &format!(
-            "Given settings (window {}, margin {}, stillness {}, median filter {}), every session:",
-            cfg.window, cfg.margin, cfg.calib_stability, cfg.median_filter
+            "Given settings (window {}, margin {}, stillness {}, median filter {}, low-pass {}), every session:",
+            cfg.window, cfg.margin, cfg.calib_stability, cfg.median_filter, cfg.lowpass
         ),
         &fixed,
     );
@@ -437,14 +566,22 @@ fn evaluate(dir: &Path, cfg: &PresenceConfig, as_json: bool) -> Result<()> {
             uncalibrated.join(", ")
         );
     }
+    if !on_fallback.is_empty() {
+        println!(
+            "never still, calibrated on the quietest stretch: {}",
+            on_fallback.join(", ")
+        );
+    }
     for f in &folds {
         println!(
-            "recording {} held out: chose window {}, margin {}, stillness {}, median filter {} (F1 {:.1}% on the other recordings)",
+            "recording {} held out: chose window {}, margin {}, stillness {}, median filter {}, low-pass {} ({} {:.1}% on the other recordings)",
             f.held_out,
             f.chosen.window,
             f.chosen.margin,
             f.chosen.calib_stability,
             f.chosen.median_filter,
+            f.chosen.lowpass,
+            criterion.name(),
             100.0 * f.selection_f1
         );
     }
