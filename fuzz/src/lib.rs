@@ -83,7 +83,9 @@ pub fn check_model_file(data: &[u8]) {
 pub fn check_rvne(data: &[u8]) {
     if let Ok(m) = csipose_temporal::model::ActivityModel::from_rvne(data) {
         let again = m.to_rvne(false).expect("a parsed model re-encodes");
-        csipose_temporal::model::ActivityModel::from_rvne(&again).expect("and parses again");
+        let back =
+            csipose_temporal::model::ActivityModel::from_rvne(&again).expect("and parses again");
+        assert_eq!(back.meta, m.meta, "the META section survives re-encoding");
     }
 }
 

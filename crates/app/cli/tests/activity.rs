@@ -492,3 +492,135 @@ fn esp32_windows_manifest_and_nested_cv() {
         assert!(!model.exists());
     }
 }
+
+/// The `.rvne` file stores the manifest's class names and `--context` / `--adapt-norm`; `eval`
+/// and `stream` use them, and a flag that contradicts the file is refused.
+#[test]
+fn the_model_file_keeps_class_names_and_feature_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain_manifest = write_dataset(dir.path());
+    let names = ["slow", "fast", "flat"];
+    // Class numbers, named by the #classes line.
+    let text = format!(
+        "#classes,slow,fast,flat\n{}",
+        std::fs::read_to_string(&plain_manifest).unwrap()
+    );
+    let manifest = dir.path().join("named.csv");
+    std::fs::write(&manifest, text).unwrap();
+    let small = ["--epochs", "3", "--q-heads", "2", "--head-dim", "4"];
+    let run = |args: &[&std::ffi::OsStr]| csipose().args(args).output().unwrap();
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let train = |m: &Path, out: &Path, extra: &[&str]| {
+        let mut a = vec![
+            os("activity"),
+            os("train"),
+            os("--manifest"),
+            m.into(),
+            os("--out"),
+            out.into(),
+        ];
+        a.extend(small.iter().chain(extra).map(|s| os(s)));
+        let a: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
+        let o = run(&a);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let named = dir.path().join("named.rvne");
+    train(&manifest, &named, &["--adapt-norm", "--context", "2"]);
+    let bytes = std::fs::read(&named).unwrap();
+    let meta = csipose_temporal::rvne::RvneView::parse(&bytes)
+        .unwrap()
+        .meta()
+        .expect("a META section");
+    assert_eq!(meta.context, 2);
+    assert!(meta.adapt_norm);
+    assert_eq!(meta.classes.as_deref(), Some(&names.map(String::from)[..]));
+    // A manifest without #classes: the settings, no names.
+    let plain = dir.path().join("plain.rvne");
+    train(&plain_manifest, &plain, &[]);
+    let bytes = std::fs::read(&plain).unwrap();
+    let meta = csipose_temporal::rvne::RvneView::parse(&bytes)
+        .unwrap()
+        .meta()
+        .unwrap();
+    assert_eq!(
+        (meta.context, meta.adapt_norm, meta.classes),
+        (0, false, None)
+    );
+
+    // eval uses the stored settings and reports them.
+    let eval = |model: &Path, extra: &[&str]| {
+        let mut a = vec![
+            os("activity"),
+            os("eval"),
+            os("--json"),
+            os("--manifest"),
+            manifest.clone().into(),
+            os("--model"),
+            model.into(),
+            os("--confusion-png"),
+            dir.path().join("cm.png").into(),
+        ];
+        a.extend(extra.iter().map(|s| os(s)));
+        let a: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
+        run(&a)
+    };
+    let o = eval(&named, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["adapt_norm"], true);
+    assert_eq!(r["context"], 2);
+    assert_eq!(r["classes"], serde_json::json!(names));
+    assert!(eval(&named, &["--context", "2", "--adapt-norm"])
+        .status
+        .success());
+    // Contradicting flags are refused, naming the flag, the file and its value.
+    let o = eval(&named, &["--context", "0"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(1) && e.contains("--context 0") && e.contains("--context 2"),
+        "{e}"
+    );
+    let o = eval(&plain, &["--adapt-norm"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(1) && e.contains("trained without --adapt-norm"),
+        "{e}"
+    );
+    // An ensemble whose files store different settings is refused.
+    let mut a = vec![
+        os("activity"),
+        os("eval"),
+        os("--manifest"),
+        manifest.clone().into(),
+        os("--model"),
+        named.clone().into(),
+        os("--model"),
+        plain.clone().into(),
+        os("--confusion-png"),
+        dir.path().join("cm2.png").into(),
+    ];
+    let args: Vec<&std::ffi::OsStr> = a.iter_mut().map(|s| s.as_os_str()).collect();
+    let o = run(&args);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("an ensemble needs them equal"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // stream names the class and adapts the normalisation as the model was trained.
+    let o = run(&[
+        "activity".as_ref(),
+        "stream".as_ref(),
+        dir.path().join("s1_0.npy").as_os_str(),
+        "--model".as_ref(),
+        named.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let last = String::from_utf8(o.stdout).unwrap();
+    let last = last.lines().last().unwrap();
+    assert!(
+        names.iter().any(|n| last.contains(&format!("({n})"))),
+        "{last}"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("re-estimated"));
+}

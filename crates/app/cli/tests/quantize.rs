@@ -88,6 +88,56 @@ fn quantize_fp32_int8_and_int4_qat() {
         "{out}"
     );
     assert!(file("m4.qat").join("checkpoint.safetensors").exists());
+    // The QAT run folder is marked as ours, and locked while a fine-tune writes it.
+    assert_eq!(
+        std::fs::read_to_string(file("m4.qat").join(".csipose-output")).unwrap(),
+        "quantize --qat\n"
+    );
+    let qat_args = |qrun: &str, out: &str| -> Vec<String> {
+        [
+            "quantize",
+            "--checkpoint",
+            r,
+            "--bits",
+            "4",
+            "--qat",
+            "--epochs",
+            "1",
+            "--qat-run",
+            qrun,
+            "--out",
+            out,
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let before = std::fs::read(file("m4.qat").join("checkpoint.safetensors")).unwrap();
+    {
+        let _held = csipose_files::PathLock::acquire(&file("m4.qat")).unwrap();
+        let a = qat_args(&s(&file("m4.qat")), &s(&file("m4b.csm")));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        common::refused(&a, "in use by pid");
+    }
+    assert_eq!(
+        std::fs::read(file("m4.qat").join("checkpoint.safetensors")).unwrap(),
+        before
+    );
+    assert!(!file("m4b.csm").exists());
+    // A folder of the user's, or the dataset, is never a QAT run folder.
+    let mine = file("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "mine").unwrap();
+    for (qrun, want) in [
+        (s(&mine), "not a csipose quantize --qat output"),
+        (d.to_string(), "--qat-run"),
+    ] {
+        let a = qat_args(&qrun, &s(&file("m4c.csm")));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        common::refused(&a, want);
+    }
+    assert_eq!(std::fs::read_dir(&mine).unwrap().count(), 1);
+    assert!(!file("m4c.csm").exists());
     let buf = csipose_files::AlignedBytes::read(&file("m4.csm")).unwrap();
     let f = csipose_runtime::ModelFile::parse(buf.bytes()).unwrap();
     assert_eq!(f.precision(), csipose_runtime::Dtype::I4);

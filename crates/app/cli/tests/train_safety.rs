@@ -356,6 +356,69 @@ fn resume_refuses_a_changed_dataset_and_never_panics() {
 }
 
 #[test]
+fn resume_refuses_a_training_flag_that_differs_from_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    synthetic(&data, 300);
+    let run = dir.path().join("run");
+    train(
+        &data,
+        &run,
+        &["--epochs", "2", "--lr", "0.002", "--stop-after", "1"],
+    );
+    let ck = run.join("checkpoint.safetensors");
+    let before = std::fs::read(&ck).unwrap();
+    let other = dir.path().join("other");
+    synthetic(&other, 300);
+    // Each flag with another value than the run's is refused (was silently ignored), naming
+    // the flag, the value given and the run's.
+    for (extra, want) in [
+        (vec!["--epochs", "40"], "--epochs 40: the run"),
+        (vec!["--lr", "0.001"], "started with --lr 0.002"),
+        (vec!["--model", "micro"], "started with --model nano"),
+        (vec!["--batch", "64"], "started with --batch 32"),
+        (vec!["--seed", "3"], "started with --seed 0"),
+        (
+            vec!["--split", "cross-subject"],
+            "started with --split random",
+        ),
+        (vec!["--view-augment"], "started with --view-augment false"),
+        (vec!["--aug-prob", "0.5"], "started with --aug-prob 0"),
+        (vec!["--data", s(&other)], "--data"),
+    ] {
+        let mut a = vec!["train", "--resume", s(&run)];
+        a.extend(extra);
+        let e = refused(&a, want);
+        assert!(e.contains("a resumed run keeps its settings"), "{e}");
+    }
+    assert_eq!(std::fs::read(&ck).unwrap(), before);
+    // The run's own values are accepted, and the run finishes its two epochs.
+    ok(&[
+        "train",
+        "--resume",
+        s(&run),
+        "--epochs",
+        "2",
+        "--lr",
+        "0.002",
+        "--model",
+        "nano",
+        "--batch",
+        "32",
+        "--data",
+        s(&data),
+        "--split",
+        "random",
+        "--ratio",
+        "0.8",
+    ]);
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["finished"], true);
+    assert_eq!(m["history"].as_array().unwrap().len(), 2);
+}
+
+#[test]
 fn resume_keeps_the_runs_threads_restarts_an_empty_run_and_metrics_come_each_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -9,6 +9,7 @@
 use crate::split::{describe, SplitChoice, SplitOptions};
 use anyhow::{bail, Context, Result};
 use csipose_dataset::PackedDataset;
+use csipose_files::OutputKind;
 use csipose_quantize::{
     breakdown, from_model_file, quantize, write_file, Bits, Breakdown, ScaleRule, Spec,
 };
@@ -137,6 +138,30 @@ impl QuantizeOutcome {
     }
 }
 
+/// What the marker file of a QAT run folder says (see [`csipose_files::mark`]).
+pub const QAT_RUN: &str = "quantize --qat";
+
+/// Refuses a QAT run folder that is neither new, empty, a QAT run folder (marked
+/// [`QAT_RUN`]) nor one written before the marker (only `checkpoint.safetensors` in it): a
+/// folder of the user's or another command's output is never written into.
+fn check_qat_replaceable(dir: &Path) -> Result<()> {
+    let marked = csipose_files::check_replaceable(dir, OutputKind::Marked(QAT_RUN));
+    let Err(e) = marked else {
+        return Ok(());
+    };
+    let only_checkpoint = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .all(|e| e.file_name() == "checkpoint.safetensors")
+        })
+        .unwrap_or(false);
+    if only_checkpoint && dir.is_dir() {
+        return Ok(());
+    }
+    Err(anyhow::anyhow!("--qat-run {e}"))
+}
+
 /// Quantizes (after QAT when asked) and writes the model file.
 pub fn run(opts: &QuantizeOptions, bar: &ProgressBar) -> Result<QuantizeOutcome> {
     let pool = rayon::ThreadPoolBuilder::new()
@@ -152,10 +177,20 @@ fn run_in_pool(opts: &QuantizeOptions, bar: &ProgressBar) -> Result<QuantizeOutc
     }
     let ck = crate::train::checkpoint_path(&opts.checkpoint);
     let run_dir = ck.parent().unwrap_or(Path::new(".")).to_path_buf();
-    // The model file must not be the QAT run's own checkpoint.
-    if let Some(q) = &opts.qat {
-        csipose_files::check_output_file(&opts.out, &[&q.run.join("checkpoint.safetensors")])?;
-    }
+    // The model file must not be the QAT run's own checkpoint; the QAT run folder must not be
+    // (or hold, or lie in) an input, and is locked while the fine-tune writes it.
+    let _qat_lock = match &opts.qat {
+        Some(q) => {
+            csipose_files::check_output_file(&opts.out, &[&q.run.join("checkpoint.safetensors")])?;
+            let mut inputs = vec![opts.checkpoint.as_path(), ck.as_path(), run_dir.as_path()];
+            inputs.extend(opts.data.as_deref());
+            csipose_files::check_output_dir(&q.run, &inputs)?;
+            let lock = csipose_files::PathLock::acquire(&q.run)?;
+            check_qat_replaceable(&q.run)?;
+            Some(lock)
+        }
+        None => None,
+    };
     let full = checkpoint::load(&ck)?;
     let cfg = full.model.cfg.clone();
     let spec = Spec {
@@ -260,6 +295,8 @@ fn run_in_pool(opts: &QuantizeOptions, bar: &ProgressBar) -> Result<QuantizeOutc
             per_epoch,
             start,
         };
+        std::fs::create_dir_all(&q.run).with_context(|| format!("creating {}", q.run.display()))?;
+        csipose_files::mark(&q.run, QAT_RUN)?;
         fit(&mut t, ds, train, val, &q.run, &mut progress, None)?;
         bar.finish_and_clear();
         let secs = start.elapsed().as_secs_f64();

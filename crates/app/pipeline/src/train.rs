@@ -120,6 +120,35 @@ fn read_run_config(run: &Path) -> Result<RunConfig> {
     serde_json::from_slice(&bytes).with_context(|| format!("{}: not a run config", p.display()))
 }
 
+/// A run's settings as `csipose train` spells them: each training flag and the value the run
+/// recorded in `config.json` (paths resolved, floats as Rust prints them). A resumed run keeps
+/// all of these; a caller refuses a flag given with another value.
+pub fn recorded_flags(run: &Path) -> Result<Vec<(&'static str, String)>> {
+    let rc = read_run_config(run)?;
+    let o = &rc.options;
+    let path = |p: &Path| resolve(p).display().to_string();
+    Ok(vec![
+        ("--data", path(&rc.data)),
+        ("--model", o.model.clone()),
+        ("--epochs", o.epochs.to_string()),
+        ("--split", rc.split.clone()),
+        ("--protocol", rc.protocol.to_string()),
+        ("--split-seed", rc.split_seed.to_string()),
+        ("--ratio", rc.ratio.to_string()),
+        (
+            "--config",
+            rc.split_config.as_deref().map(path).unwrap_or_default(),
+        ),
+        ("--seed", o.seed.to_string()),
+        ("--batch", o.batch.to_string()),
+        ("--lr", o.lr.to_string()),
+        ("--view-augment", o.view_augment.to_string()),
+        ("--aug-prob", o.augment.prob.to_string()),
+        ("--aug-response-db", o.augment.response_db.to_string()),
+        ("--aug-noise", o.augment.noise.to_string()),
+    ])
+}
+
 impl RunConfig {
     /// Train and validation frame indices of the run's split.
     fn select(&self, ds: &PackedDataset) -> Result<(Vec<usize>, Vec<usize>, String)> {

@@ -60,7 +60,8 @@ pub struct Config {
     pub model: PathBuf,
     /// The temporal activity head (`.rvne`), optional.
     pub activity: Option<PathBuf>,
-    /// Class names of the activity head (index order); `class N` where missing.
+    /// Class names of the activity head (index order), overriding those stored in the `.rvne`
+    /// file; a class named in neither is `class N`.
     pub activity_labels: Vec<String>,
     /// Window span in milliseconds: the `P` window positions are `span / P` apart.
     pub window_ms: f64,

@@ -176,9 +176,61 @@ pub fn load_activity(path: &Path, _pose: &ModelInfo) -> Result<Activity> {
     })
 }
 
+/// The activity head's class names in class order: `configured` (the config's
+/// `activity_labels`, an explicit override) where it names the class, else the name stored in
+/// the `.rvne` file, else `class N`.
+pub fn activity_labels(model: &ActivityModel, configured: &[String]) -> Vec<String> {
+    let stored = model.meta.as_ref().and_then(|m| m.classes.as_deref());
+    (0..model.shape.n_classes)
+        .map(|i| {
+            configured
+                .get(i)
+                .or_else(|| stored.and_then(|s| s.get(i)))
+                .cloned()
+                .unwrap_or_else(|| format!("class {i}"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn activity_labels_come_from_the_file_unless_configured() {
+        use csipose_temporal::model::ModelShape;
+        use csipose_temporal::rvne::RvneMeta;
+        let shape = ModelShape {
+            input_dim: 6,
+            q_heads: 2,
+            kv_heads: 1,
+            head_dim: 4,
+            n_layers: 1,
+            n_classes: 3,
+        };
+        let mut m =
+            ActivityModel::new(shape, csipose_attention::Backend::Sparse, 1).expect("model");
+        let old = ActivityModel::from_rvne(&m.to_rvne(false).unwrap()).unwrap();
+        assert_eq!(
+            activity_labels(&old, &[]),
+            ["class 0", "class 1", "class 2"]
+        );
+        m.meta = Some(RvneMeta {
+            classes: Some(vec!["walk".into(), "sit".into(), "wave".into()]),
+            ..RvneMeta::default()
+        });
+        let named = ActivityModel::from_rvne(&m.to_rvne(false).unwrap()).unwrap();
+        assert_eq!(activity_labels(&named, &[]), ["walk", "sit", "wave"]);
+        // An explicit list overrides the file, class by class.
+        assert_eq!(
+            activity_labels(&named, &["A".into(), "B".into()]),
+            ["A", "B", "wave"]
+        );
+        assert_eq!(
+            activity_labels(&old, &["A".into()]),
+            ["A", "class 1", "class 2"]
+        );
+    }
 
     #[test]
     fn files_ending_in_their_own_crc_still_get_different_hashes() {

@@ -158,17 +158,7 @@ pub fn run(s: &Shared, pose: PoseModel, activity: Option<Activity>) {
     let mut states: BTreeMap<u32, NodeState> = BTreeMap::new();
     let labels: Vec<String> = activity
         .as_ref()
-        .map(|a| {
-            (0..a.model.shape.n_classes)
-                .map(|i| {
-                    s.cfg
-                        .activity_labels
-                        .get(i)
-                        .cloned()
-                        .unwrap_or_else(|| format!("class {i}"))
-                })
-                .collect()
-        })
+        .map(|a| crate::model::activity_labels(&a.model, &s.cfg.activity_labels))
         .unwrap_or_default();
     while !s.stopping() {
         let Some(p) = s.queue.pop(Duration::from_millis(100)) else {

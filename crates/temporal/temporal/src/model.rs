@@ -7,7 +7,7 @@
 use csipose_attention::{Attention, AttentionConfig, Backend, KvCache};
 
 use crate::linalg::{matmul, matmul_a_bt_acc, matmul_acc, matmul_at_b_acc};
-use crate::rvne::{self, HeadConfig, RvneError, RvneHeader, WeightLayout};
+use crate::rvne::{self, HeadConfig, RvneError, RvneHeader, RvneMeta, WeightLayout};
 
 /// Model dimensions (everything in the `.rvne` header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +28,9 @@ pub struct ActivityModel {
     pub backend: Backend,
     pub head: HeadConfig,
     pub weights: Vec<f32>,
+    /// The class names and feature settings it was trained with (the `.rvne` META section);
+    /// `None` for a file written without them.
+    pub meta: Option<RvneMeta>,
 }
 
 /// Errors building or loading a model.
@@ -197,6 +200,7 @@ impl ActivityModel {
             backend,
             head,
             weights: w,
+            meta: None,
         })
     }
 
@@ -221,13 +225,20 @@ impl ActivityModel {
             },
             head: view.head,
             weights: view.to_f32(),
+            meta: view.meta(),
         })
     }
 
-    /// Encodes the model as a `.rvne` blob (fp16 or fp32 weights).
+    /// Encodes the model as a `.rvne` blob (fp16 or fp32 weights; with the META section when
+    /// `meta` is set).
     pub fn to_rvne(&self, fp16: bool) -> Result<Vec<u8>, ModelError> {
         let header = self.shape.header(fp16, self.backend == Backend::Dense)?;
-        Ok(rvne::encode(&header, &self.head, &self.weights)?)
+        Ok(rvne::encode_with_meta(
+            &header,
+            &self.head,
+            &self.weights,
+            self.meta.as_ref(),
+        )?)
     }
 
     /// Sets the stored input normalisation from training frames (`[frames, input_dim]`).
@@ -639,6 +650,25 @@ mod tests {
         assert!(symmetric.logits(&x).is_ok());
         let mut s = symmetric.streamer(4).unwrap();
         assert!(s.push(&x[..5]).is_err());
+    }
+
+    #[test]
+    fn meta_round_trips_and_the_shipped_model_still_loads() {
+        let mut model = ActivityModel::new(shape(), Backend::Sparse, 5).unwrap();
+        let plain = ActivityModel::from_rvne(&model.to_rvne(false).unwrap()).unwrap();
+        assert_eq!(plain.meta, None);
+        let meta = RvneMeta {
+            context: 2,
+            adapt_norm: true,
+            classes: Some((0..shape().n_classes).map(|c| format!("c{c}")).collect()),
+        };
+        model.meta = Some(meta.clone());
+        let back = ActivityModel::from_rvne(&model.to_rvne(true).unwrap()).unwrap();
+        assert_eq!(back.meta, Some(meta));
+        // A file written before the META section (the shipped default) reads as before.
+        let shipped = include_bytes!("../../../../models/esp32-har-d1.rvne");
+        let m = ActivityModel::from_rvne(shipped).unwrap();
+        assert_eq!(m.shape.n_classes, 10);
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //! | 18 | u16 | n_classes |
 //! | 20 | u32 | weights_len: bytes of weights that follow |
 //! | 24 | 16 bytes | the head config record, see [`HeadConfig`] (optional, see below) |
-//! | 40 | weights_len - 16 bytes | the weights, see [`WeightLayout`] |
+//! | 40 | 4 × floats (2 × for fp16) | the weights, see [`WeightLayout`] |
+//! | after the weights | the rest of weights_len | the META section, see [`RvneMeta`] (optional) |
 //! | 24 + weights_len | u32 | CRC32-IEEE of bytes `0 .. 24 + weights_len` |
 //!
 //! The head config record is the first part of the weight section (the issue fixes the 24-byte
@@ -27,6 +28,11 @@
 //! model was trained with (window, block size, causal) and the per-frame features it reads. A
 //! file whose `weights_len` is exactly the float weights has no record; it reads as
 //! [`HeadConfig::LEGACY`] (window 32, block 16, causal, amplitude features, stride 4).
+//!
+//! The META section (after the weights, inside `weights_len` and so under the file's CRC)
+//! carries the class names and the feature settings the model was trained with (`--context`,
+//! `--adapt-norm` of `csipose activity train`). Files without it read with
+//! [`RvneView::meta`] `None`; it needs the head config record.
 
 use std::fmt;
 
@@ -58,6 +64,141 @@ pub const TRANSFORM_MASK: u16 = TRANSFORM_WINDOW_NORM | TRANSFORM_RATIO;
 /// Highest per-frame feature code (0 amplitude, 1 amplitude + cross-antenna phase, 2 pose
 /// encoder).
 pub const MAX_FEATURE_CODE: u8 = 2;
+
+/// First four bytes of the META section: `META`.
+pub const META_TAG: [u8; 4] = *b"META";
+/// Bytes of the META section before the class names.
+pub const META_FIXED: usize = 14;
+/// META flag bit 0: test-time adaptation of the input normalisation (`--adapt-norm`).
+pub const META_ADAPT_NORM: u8 = 1;
+
+/// What the META section records (little-endian, offsets from the section's start):
+///
+/// | offset | type | field |
+/// |---|---|---|
+/// | 0 | 4 bytes | tag `META` |
+/// | 4 | u32 | section length in bytes (tag included) = the rest of weights_len |
+/// | 8 | u16 | context: earlier windows of a recording before each one (window manifests) |
+/// | 10 | u8 | flags: bit 0 adapt-norm; other bits 0 |
+/// | 11 | u8 | reserved, 0 |
+/// | 12 | u16 | class names that follow: 0 (none stored) or n_classes |
+/// | 14 | names | each a u8 length (1 ..= 255) and that many bytes of UTF-8, no control characters |
+///
+/// The section ends exactly at the end of weights_len.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RvneMeta {
+    pub context: u16,
+    pub adapt_norm: bool,
+    /// Class names in class-number order (`None`: not stored).
+    pub classes: Option<Vec<String>>,
+}
+
+impl RvneMeta {
+    /// The section's bytes; checks the names against `n_classes`.
+    fn encode(&self, n_classes: u16) -> Result<Vec<u8>, RvneError> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&META_TAG);
+        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&self.context.to_le_bytes());
+        b.push(if self.adapt_norm { META_ADAPT_NORM } else { 0 });
+        b.push(0);
+        let names = self.classes.as_deref().unwrap_or(&[]);
+        if self.classes.is_some() && names.len() != n_classes as usize {
+            return Err(RvneError::Meta {
+                offset: 12,
+                what: format!("{} class names given for {n_classes} classes", names.len()),
+            });
+        }
+        b.extend_from_slice(&(names.len() as u16).to_le_bytes());
+        for (i, n) in names.iter().enumerate() {
+            if n.is_empty() || n.len() > 255 || n.chars().any(char::is_control) {
+                return Err(RvneError::Meta {
+                    offset: b.len(),
+                    what: format!(
+                        "class name {i} {n:?} must be 1 to 255 bytes without control characters"
+                    ),
+                });
+            }
+            b.push(n.len() as u8);
+            b.extend_from_slice(n.as_bytes());
+        }
+        let len = b.len() as u32;
+        b[4..8].copy_from_slice(&len.to_le_bytes());
+        Ok(b)
+    }
+
+    /// Parses the section `b` (exactly its bytes), which starts at byte `at` of the file.
+    fn parse(b: &[u8], at: usize, n_classes: u16) -> Result<Self, RvneError> {
+        let bad = |offset: usize, what: String| {
+            Err(RvneError::Meta {
+                offset: at + offset,
+                what,
+            })
+        };
+        if b.len() < META_FIXED {
+            return bad(
+                0,
+                format!("{} bytes, less than the {META_FIXED} it needs", b.len()),
+            );
+        }
+        if b[..4] != META_TAG {
+            return bad(
+                0,
+                format!("expected the tag \"META\", found {:02X?}", &b[..4]),
+            );
+        }
+        let len = u32_at(b, 4);
+        if len as usize != b.len() {
+            return bad(
+                4,
+                format!("section length {len}, but {} bytes remain", b.len()),
+            );
+        }
+        if b[10] & !META_ADAPT_NORM != 0 {
+            return bad(10, format!("unknown flag bits {:#04x}", b[10]));
+        }
+        if b[11] != 0 {
+            return bad(11, format!("reserved byte is {}, expected 0", b[11]));
+        }
+        let count = u16_at(b, 12);
+        if count != 0 && count != n_classes {
+            return bad(12, format!("{count} class names for {n_classes} classes"));
+        }
+        let mut names = Vec::with_capacity(count as usize);
+        let mut pos = META_FIXED;
+        for i in 0..count {
+            let Some(&n) = b.get(pos) else {
+                return bad(pos, format!("class name {i} is missing"));
+            };
+            let n = n as usize;
+            let Some(bytes) = b.get(pos + 1..pos + 1 + n) else {
+                return bad(pos, format!("class name {i} runs past the section"));
+            };
+            let name = match std::str::from_utf8(bytes) {
+                Ok(t) if n > 0 && !t.chars().any(char::is_control) => t.to_string(),
+                _ => {
+                    return bad(
+                        pos,
+                        format!("class name {i} is empty, not UTF-8 or holds control characters"),
+                    )
+                }
+            };
+            names.push(name);
+            pos += 1 + n;
+        }
+        if pos != b.len() {
+            return bad(
+                pos,
+                format!("{} bytes after the class names", b.len() - pos),
+            );
+        }
+        Ok(RvneMeta {
+            context: u16_at(b, 8),
+            adapt_norm: b[10] & META_ADAPT_NORM != 0,
+            classes: (count > 0).then_some(names),
+        })
+    }
+}
 
 /// Largest model width `n_q_heads × head_dim` a header may give.
 pub const MAX_MODEL_DIM: usize = 4096;
@@ -331,7 +472,7 @@ pub enum RvneError {
         value: u64,
         max: usize,
     },
-    #[error("byte 20: weights_len is {found} bytes but the dimensions need {expected} (+ 16 for the head config record)")]
+    #[error("byte 20: weights_len is {found} bytes but the dimensions need {expected} (+ 16 for the head config record, + a META section)")]
     WeightsLen { found: u32, expected: u64 },
     #[error("byte {offset}: file is {len} bytes but the header says {expected}")]
     Size {
@@ -347,6 +488,8 @@ pub enum RvneError {
     },
     #[error("byte {offset}: head config record: {what}")]
     HeadConfig { offset: usize, what: String },
+    #[error("byte {offset}: META section: {what}")]
+    Meta { offset: usize, what: String },
     #[error("{given} weights given but the header's dimensions need {expected}")]
     WeightCount { given: usize, expected: usize },
     #[error("weight {index} is {value}, which {precision} cannot store as a finite number")]
@@ -374,6 +517,8 @@ pub struct RvneView<'a> {
     /// Whether the file has no head config record (its head is [`HeadConfig::LEGACY`]).
     pub legacy: bool,
     weights: &'a [u8],
+    /// The META section's bytes, checked by `parse` (empty when there is none).
+    meta: &'a [u8],
 }
 
 impl fmt::Debug for RvneView<'_> {
@@ -383,6 +528,7 @@ impl fmt::Debug for RvneView<'_> {
             .field("head", &self.head)
             .field("legacy", &self.legacy)
             .field("weights", &self.len())
+            .field("meta", &self.meta())
             .finish()
     }
 }
@@ -427,7 +573,9 @@ impl<'a> RvneView<'a> {
         let floats = header.layout().total() as u64 * header.weight_size() as u64;
         let expected = floats + HEAD_LEN as u64;
         let legacy = weights_len as u64 == floats;
-        if weights_len as u64 != expected && !legacy {
+        // More than the record and the weights: a META section follows them.
+        let has_meta = weights_len as u64 >= expected + META_FIXED as u64;
+        if weights_len as u64 != expected && !legacy && !has_meta {
             return Err(RvneError::WeightsLen {
                 found: weights_len,
                 expected,
@@ -459,12 +607,26 @@ impl<'a> RvneView<'a> {
                 HEADER_LEN + HEAD_LEN,
             )
         };
+        let weights_end = start + floats as usize;
+        let meta = &bytes[weights_end..body_end];
+        if has_meta {
+            RvneMeta::parse(meta, weights_end, header.n_classes)?;
+        }
         Ok(RvneView {
             header,
             head,
             legacy,
-            weights: &bytes[start..body_end],
+            weights: &bytes[start..weights_end],
+            meta,
         })
+    }
+
+    /// The META section (class names, context, adapt-norm), or `None` for a file without one.
+    pub fn meta(&self) -> Option<RvneMeta> {
+        if self.meta.is_empty() {
+            return None;
+        }
+        RvneMeta::parse(self.meta, 0, self.header.n_classes).ok()
     }
 
     /// Number of weights.
@@ -527,6 +689,16 @@ pub fn encode(
     head: &HeadConfig,
     weights: &[f32],
 ) -> Result<Vec<u8>, RvneError> {
+    encode_with_meta(header, head, weights, None)
+}
+
+/// [`encode`] with a META section after the weights when `meta` is given.
+pub fn encode_with_meta(
+    header: &RvneHeader,
+    head: &HeadConfig,
+    weights: &[f32],
+    meta: Option<&RvneMeta>,
+) -> Result<Vec<u8>, RvneError> {
     header.validate()?;
     head.validate()?;
     let expected = header.layout().total();
@@ -536,7 +708,12 @@ pub fn encode(
             expected,
         });
     }
-    let weights_len = expected as u64 * header.weight_size() as u64 + HEAD_LEN as u64;
+    let meta = match meta {
+        Some(m) => m.encode(header.n_classes)?,
+        None => Vec::new(),
+    };
+    let weights_len =
+        expected as u64 * header.weight_size() as u64 + HEAD_LEN as u64 + meta.len() as u64;
     let weights_len = u32::try_from(weights_len).map_err(|_| RvneError::WeightsLen {
         found: u32::MAX,
         expected: weights_len,
@@ -580,6 +757,7 @@ pub fn encode(
             out.extend_from_slice(&w.to_le_bytes());
         }
     }
+    out.extend_from_slice(&meta);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok(out)
@@ -834,6 +1012,119 @@ mod tests {
             let _ = RvneView::parse(&b);
             let noise: Vec<u8> = (0..next() % 64).map(|_| next() as u8).collect();
             assert!(RvneView::parse(&noise).is_err());
+        }
+    }
+
+    fn meta() -> RvneMeta {
+        RvneMeta {
+            context: 3,
+            adapt_norm: true,
+            classes: Some(vec!["walk".into(), "sit down".into(), "wävë".into()]),
+        }
+    }
+
+    #[test]
+    fn meta_round_trips_and_files_without_it_read_none() {
+        let h = header(false);
+        let w = weights(&h);
+        let old = encode(&h, &HEAD, &w).unwrap();
+        assert_eq!(RvneView::parse(&old).unwrap().meta(), None);
+        let bytes = encode_with_meta(&h, &HEAD, &w, Some(&meta())).unwrap();
+        let view = RvneView::parse(&bytes).unwrap();
+        assert_eq!(view.meta(), Some(meta()));
+        assert_eq!(view.to_f32(), w);
+        assert_eq!(view.head, HEAD);
+        // The settings without names.
+        let bare = RvneMeta {
+            classes: None,
+            ..meta()
+        };
+        let b = encode_with_meta(&h, &HEAD, &w, Some(&bare)).unwrap();
+        assert_eq!(RvneView::parse(&b).unwrap().meta(), Some(bare));
+        // Names that do not fit are refused when writing.
+        for classes in [
+            vec!["a".to_string(), "b".into()],
+            vec!["a".into(), "".into(), "c".into()],
+            vec!["a".into(), "b\nc".into(), "c".into()],
+            vec!["a".into(), "x".repeat(256), "c".into()],
+        ] {
+            let m = RvneMeta {
+                classes: Some(classes),
+                ..meta()
+            };
+            assert!(matches!(
+                encode_with_meta(&h, &HEAD, &w, Some(&m)),
+                Err(RvneError::Meta { .. })
+            ));
+        }
+    }
+
+    /// A META section that is wrong inside (with a fresh CRC) is an error naming its byte.
+    #[test]
+    fn a_bad_meta_section_is_an_error_naming_the_byte() {
+        let h = header(false);
+        let w = weights(&h);
+        let good = encode_with_meta(&h, &HEAD, &w, Some(&meta())).unwrap();
+        let at = HEADER_LEN + HEAD_LEN + 4 * w.len();
+        let edit = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = good[..good.len() - 4].to_vec();
+            f(&mut b);
+            let crc = crc32fast::hash(&b);
+            b.extend_from_slice(&crc.to_le_bytes());
+            RvneView::parse(&b).unwrap_err().to_string()
+        };
+        let e = edit(&|b| b[at] = b'X');
+        assert!(
+            e.starts_with(&format!("byte {at}: META section: expected the tag")),
+            "{e}"
+        );
+        let e = edit(&|b| b[at + 10] = 2);
+        assert!(
+            e.contains(&format!("byte {}", at + 10)) && e.contains("flag"),
+            "{e}"
+        );
+        let e = edit(&|b| b[at + 12] = 2);
+        assert!(e.contains("2 class names for 3 classes"), "{e}");
+        let e = edit(&|b| b[at + 15] = 0xFF);
+        assert!(e.contains("not UTF-8"), "{e}");
+        let e = edit(&|b| b[at + 14] = 200);
+        assert!(e.contains("runs past the section"), "{e}");
+    }
+
+    #[test]
+    fn never_panics_and_rejects_every_mutation_of_a_file_with_meta() {
+        let h = header(true);
+        let good = encode_with_meta(&h, &HEAD, &weights(&h), Some(&meta())).unwrap();
+        for len in 0..good.len() {
+            assert!(RvneView::parse(&good[..len]).is_err(), "truncated to {len}");
+        }
+        for at in 0..good.len() {
+            for bit in 0..8 {
+                let mut b = good.clone();
+                b[at] ^= 1 << bit;
+                assert!(RvneView::parse(&b).is_err(), "bit {bit} of byte {at}");
+            }
+        }
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let at = good.len() - 4 - 40;
+        for _ in 0..3000 {
+            // Corrupt the META section and fix the CRC: an error or a value, never a panic.
+            let mut b = good[..good.len() - 4].to_vec();
+            for _ in 0..1 + next() % 4 {
+                let i = at + (next() as usize) % 40;
+                b[i] = next() as u8;
+            }
+            let crc = crc32fast::hash(&b);
+            b.extend_from_slice(&crc.to_le_bytes());
+            if let Ok(v) = RvneView::parse(&b) {
+                let _ = v.meta();
+            }
         }
     }
 

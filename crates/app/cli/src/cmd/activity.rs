@@ -15,8 +15,10 @@
 //! (`--features`), feature transforms against session drift (`--transforms ratio,window-norm`),
 //! or a trained pose model's pooled encoder vector per packed-dataset frame
 //! (`--pose-features RUN`). The choice, the packets per frame, the transforms and the attention
-//! window, block size and causality are stored in the `.rvne` head config record, so `eval` and
-//! `stream` use what the model was trained with.
+//! window, block size and causality are stored in the `.rvne` head config record, and the class
+//! names (the manifest's `#classes`), `--context` and `--adapt-norm` in its META section, so
+//! `eval` and `stream` use what the model was trained with (a flag that contradicts the file is
+//! refused; a file written before the META section takes the flags as given).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,7 @@ use csipose_pipeline::activity::{
 use csipose_pipeline::manifest::{parse_sequence_key, read_manifest, Manifest, Row, Source};
 use csipose_temporal::features::FeatureKind;
 use csipose_temporal::model::{argmax, ActivityModel};
+use csipose_temporal::rvne::RvneMeta;
 use csipose_temporal::train::{accuracies, confusion_matrix};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -205,13 +208,14 @@ struct EvalArgs {
     #[arg(long)]
     pose_features: Option<PathBuf>,
     /// Test-time adaptation: re-estimate the input normalisation on the manifest's examples
-    /// (unlabelled) before predicting them.
+    /// (unlabelled) before predicting them [default: as the model was trained (stored in the
+    /// file); refused for a model trained without it].
     #[arg(long)]
     adapt_norm: bool,
-    /// Window manifests: earlier windows before each one, as the model was trained with
-    /// (`--context` of train; not stored in the model).
-    #[arg(long, default_value_t = 0)]
-    context: usize,
+    /// Window manifests: earlier windows before each one [default: the model's `--context` of
+    /// train, stored in the file (0 for a file without it); another value is refused].
+    #[arg(long)]
+    context: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -462,7 +466,8 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
     };
     let loaded = cache.get(&settings.features)?;
     let all: Vec<usize> = (0..loaded.examples.len()).collect();
-    let model = fit_bar(loaded, &all, &settings.hyper)?;
+    let mut model = fit_bar(loaded, &all, &settings.hyper)?;
+    model.meta = Some(stored_meta(&settings, manifest.classes.as_deref(), &model)?);
     let bytes = model.to_rvne(a.fp16)?;
     let mut file = csipose_npy::AtomicFile::create(&a.out)?;
     file.write_all(&bytes)?;
@@ -484,6 +489,78 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
         acc
     );
     Ok(())
+}
+
+/// What a written model records besides its weights: the manifest's class names (when it
+/// names as many as the model has) and the feature settings `--context` and `--adapt-norm`.
+fn stored_meta(
+    settings: &Settings,
+    classes: Option<&[String]>,
+    model: &ActivityModel,
+) -> anyhow::Result<RvneMeta> {
+    Ok(RvneMeta {
+        context: u16::try_from(settings.features.context)
+            .context("--context does not fit the .rvne file's u16")?,
+        adapt_norm: settings.adapt_norm,
+        classes: classes
+            .filter(|c| c.len() == model.shape.n_classes)
+            .map(<[String]>::to_vec),
+    })
+}
+
+/// The `--context` and `--adapt-norm` to evaluate `models` with: what the files store, the
+/// flags where they store nothing; a flag that contradicts a file is refused.
+fn stored_settings(
+    models: &[ActivityModel],
+    paths: &[PathBuf],
+    context: Option<usize>,
+    adapt_norm: bool,
+) -> anyhow::Result<(usize, bool)> {
+    let mut out: Option<(usize, bool, &Path)> = None;
+    for (m, p) in models.iter().zip(paths) {
+        let Some(meta) = &m.meta else { continue };
+        let stored = meta.context as usize;
+        if let Some(c) = context.filter(|&c| c != stored) {
+            bail!(
+                "--context {c}: {} was trained with --context {stored} (stored in the file); \
+                 drop the flag or give the same value",
+                p.display()
+            );
+        }
+        if adapt_norm && !meta.adapt_norm {
+            bail!(
+                "--adapt-norm: {} was trained without --adapt-norm (stored in the file); drop \
+                 the flag, or train a model with it",
+                p.display()
+            );
+        }
+        match out {
+            Some((c, n, first)) if (c, n) != (stored, meta.adapt_norm) => bail!(
+                "{}: its stored --context {stored} / --adapt-norm {} differ from {} \
+                 (--context {c} / --adapt-norm {n}); an ensemble needs them equal",
+                p.display(),
+                meta.adapt_norm,
+                first.display()
+            ),
+            Some(_) => {}
+            None => out = Some((stored, meta.adapt_norm, p)),
+        }
+    }
+    Ok(match out {
+        Some((c, n, _)) => (c, n),
+        None => (context.unwrap_or(0), adapt_norm),
+    })
+}
+
+/// Class `c`'s name when the model stores names, else its number.
+fn class_name(model: &ActivityModel, c: usize) -> String {
+    model
+        .meta
+        .as_ref()
+        .and_then(|m| m.classes.as_ref())
+        .and_then(|n| n.get(c))
+        .map(|n| format!("{c} ({n})"))
+        .unwrap_or_else(|| c.to_string())
 }
 
 fn load_model(path: &Path) -> anyhow::Result<ActivityModel> {
@@ -539,8 +616,9 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let (context, adapt_norm) = stored_settings(&models, &a.model, a.context, a.adapt_norm)?;
     let spec = FeatureSpec {
-        context: a.context,
+        context,
         ..FeatureSpec::from_model(model, a.pose_features.as_deref(), first)?
     };
     let loaded = load(&manifest, &spec)?;
@@ -568,14 +646,15 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
     }
     let labels = loaded.labels();
     let idx: Vec<usize> = (0..labels.len()).collect();
-    let predicted = predict(&models, &loaded, &idx, a.adapt_norm)?;
+    let predicted = predict(&models, &loaded, &idx, adapt_norm)?;
     let (acc, per_class, confusion) = report(&labels, &predicted, n_classes);
     write_confusion_png(&png, &confusion)?;
     if a.json {
         let out = json!({
             "model": a.model, "manifest": a.manifest, "sequences": labels.len(),
             "features": loaded.kind.name(), "transforms": transforms_name(loaded.transforms),
-            "adapt_norm": a.adapt_norm,
+            "adapt_norm": adapt_norm, "context": context,
+            "classes": model.meta.as_ref().and_then(|m| m.classes.clone()),
             "accuracy": acc, "per_class_accuracy": per_class,
             "confusion": confusion, "confusion_png": png,
         });
@@ -736,7 +815,10 @@ fn transfer_cmd(a: TransferArgs) -> anyhow::Result<()> {
         }
         if k == 0 {
             if let Some(out) = &a.out {
-                let bytes = r.model.to_rvne(false)?;
+                let used = r.selection.as_ref().map_or(&settings, |s| &s.settings);
+                let mut model = r.model.clone();
+                model.meta = Some(stored_meta(used, train.classes.as_deref(), &model)?);
+                let bytes = model.to_rvne(false)?;
                 let mut file = csipose_npy::AtomicFile::create(out)?;
                 file.write_all(&bytes)?;
                 file.commit()?;
@@ -770,7 +852,7 @@ fn transfer_cmd(a: TransferArgs) -> anyhow::Result<()> {
 }
 
 fn stream_cmd(a: StreamArgs) -> anyhow::Result<()> {
-    let model = load_model(&a.model)?;
+    let mut model = load_model(&a.model)?;
     let spec = FeatureSpec::from_model(&model, a.pose_features.as_deref(), &a.model)?;
     let file = a.file.to_string_lossy().into_owned();
     let source = match file.rsplit_once('#') {
@@ -805,6 +887,15 @@ fn stream_cmd(a: StreamArgs) -> anyhow::Result<()> {
     }
     let x = &loaded.examples[0].frames;
     let frames = x.len() / dim;
+    if model.meta.as_ref().is_some_and(|m| m.adapt_norm) {
+        // As `eval` does for a model trained with --adapt-norm (stored in the file).
+        eprintln!(
+            "note: {} was trained with --adapt-norm: its input normalisation is re-estimated on {} first",
+            a.model.display(),
+            a.file.display()
+        );
+        model.set_normalisation(x);
+    }
     let mut stream = model.streamer(frames)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -816,9 +907,10 @@ fn stream_cmd(a: StreamArgs) -> anyhow::Result<()> {
             let class = argmax(&logits);
             writeln!(
                 out,
-                "frame {:>4} (packet {:>5}): class {class} p={:.3}",
+                "frame {:>4} (packet {:>5}): class {} p={:.3}",
                 t + 1,
                 (t + 1) * loaded.stride,
+                class_name(&model, class),
                 1.0 / z
             )?;
         }

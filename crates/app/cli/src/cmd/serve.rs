@@ -9,7 +9,8 @@ use csipose_serve::{Config, Mode, Server};
 /// The shipped activity model (`--activity` without a value).
 const DEFAULT_ACTIVITY: &str = "models/esp32-har-d1.rvne";
 
-/// Its classes, in class order (the `#classes` line of the manifest it was trained from).
+/// Its classes, in class order (the `#classes` line of the manifest it was trained from), for
+/// a copy of it written before `.rvne` files carried class names.
 const DEFAULT_ACTIVITY_LABELS: [&str; 10] = [
     "SEATED_RX",
     "SEATED_TX",
@@ -39,7 +40,9 @@ pub struct Args {
     /// model").
     #[arg(long, num_args = 0..=1, default_missing_value = DEFAULT_ACTIVITY)]
     pub activity: Option<PathBuf>,
-    /// Comma-separated class names of the activity head, in class order.
+    /// Comma-separated class names of the activity head, in class order [default: the names
+    /// stored in the .rvne file; `class N` for a file without them]. Given, they override the
+    /// file's.
     #[arg(long, value_delimiter = ',')]
     pub activity_labels: Vec<String>,
     /// UDP address for CSI datagrams.
@@ -124,21 +127,22 @@ pub fn run(a: Args) -> Result<()> {
     let mut labels = a.activity_labels;
     cfg.activity = match a.activity {
         Some(p) if p.as_os_str() == DEFAULT_ACTIVITY => {
-            if labels.is_empty() {
-                labels = DEFAULT_ACTIVITY_LABELS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect();
-            }
             // Run from anywhere: the repository's copy when ./models has none.
-            Some(if p.is_file() {
+            let p = if p.is_file() {
                 p
             } else {
                 PathBuf::from(concat!(
                     env!("CARGO_MANIFEST_DIR"),
                     "/../../../models/esp32-har-d1.rvne"
                 ))
-            })
+            };
+            if labels.is_empty() && !has_class_names(&p) {
+                labels = DEFAULT_ACTIVITY_LABELS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+            }
+            Some(p)
         }
         other => other,
     };
@@ -213,4 +217,17 @@ pub fn run(a: Args) -> Result<()> {
     }
     server.wait();
     Ok(())
+}
+
+/// Whether the `.rvne` file at `p` stores its class names (an unreadable file is reported when
+/// the server loads it).
+fn has_class_names(p: &std::path::Path) -> bool {
+    std::fs::read(p)
+        .ok()
+        .and_then(|b| {
+            csipose_temporal::rvne::RvneView::parse(&b)
+                .ok()
+                .and_then(|v| v.meta())
+        })
+        .is_some_and(|m| m.classes.is_some())
 }
