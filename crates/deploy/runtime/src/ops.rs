@@ -118,7 +118,8 @@ pub(crate) struct AttnBufs<'a> {
 
 /// Multi-head self-attention over the `p` tokens of `qkv [p, 3d]` into `ctx [p, d]`. Per
 /// head, `S = Q·Kᵀ` and `C = softmax(S)·V` run on the Linear kernel (keys transposed and
-/// padded to a multiple of 8 columns, values copied contiguous); the softmax is elementwise.
+/// padded to a multiple of 8 columns, values copied contiguous); the softmax between them is
+/// [`softmax_rows`] (the shared attention math of `csipose-attn-core`).
 #[inline(always)]
 pub(crate) fn attention(
     kern: Kernel,
@@ -225,19 +226,31 @@ pub(crate) fn attention(
     }
 }
 
-/// Softmax of `scores · scale` over the first `p` columns of each row of `s [p, pp]`.
+/// The runtime's arithmetic for the shared attention math ([`csipose_attn_core`]): sums in
+/// eight lanes ([`sum8`], [`dot`]) and [`math::exp`].
+struct RuntimeNumerics;
+
+impl csipose_attn_core::Numerics for RuntimeNumerics {
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        dot(a, b)
+    }
+    #[inline(always)]
+    fn sum(xs: &[f32]) -> f32 {
+        sum8(xs)
+    }
+    #[inline(always)]
+    fn exp(x: f32) -> f32 {
+        math::exp(x)
+    }
+}
+
+/// Softmax of `scores · scale` over the first `p` columns of each row of `s [p, pp]`
+/// ([`csipose_attn_core::softmax`]; `vnni::softmax_rows` is its AVX-512 form).
 #[inline(always)]
 fn softmax_rows(s: &mut [f32], p: usize, pp: usize, scale: f32) {
     for row in s.chunks_exact_mut(pp) {
-        let row = &mut row[..p];
-        let mx = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-        for v in row.iter_mut() {
-            *v = math::exp(*v * scale - mx);
-        }
-        let inv = 1.0 / sum8(row);
-        for v in row.iter_mut() {
-            *v *= inv;
-        }
+        csipose_attn_core::softmax::<RuntimeNumerics>(&mut row[..p], scale);
     }
 }
 

@@ -1,5 +1,6 @@
 //! Model configurations (nano … flagship): the presets, the training settings that go with
-//! the architecture (name, dropout), and the flat parameter buffer's layout. The architecture
+//! the architecture (name, dropout), and the flat parameter buffer's layout with its weight-decay
+//! rule. The architecture
 //! itself (bounds, tensor names, shapes and order, parameter and FLOP counts) is
 //! [`csipose_spec`]'s, reached through [`ModelConfig::arch`].
 
@@ -212,6 +213,26 @@ impl Layout {
         self.get(name)
             .unwrap_or_else(|| panic!("no parameter {name}"))
             .offset
+    }
+}
+
+/// Whether AdamW's weight decay applies to a tensor: only the 2-D weight matrices of Linear
+/// layers (not biases, LayerNorm, embeddings or the attention-pooling score).
+pub fn decays(name: &str, shape: &[usize]) -> bool {
+    shape.len() == 2 && name.ends_with("weight") && !name.starts_with("pool.")
+}
+
+/// The pose model's decay rule ([`decays`]) element by element, for
+/// `csipose_optim::AdamW::new(&layout, weight_decay)`.
+impl csipose_optim::DecayMask for Layout {
+    fn decay_mask(&self) -> Vec<bool> {
+        let mut decay = vec![false; self.total];
+        for t in &self.tensors {
+            if decays(&t.name, &t.shape) {
+                decay[t.offset..t.offset + t.len].fill(true);
+            }
+        }
+        decay
     }
 }
 

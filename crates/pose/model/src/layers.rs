@@ -323,9 +323,33 @@ pub fn dropout_backward(mask: &[f32], d: &mut [f32]) {
     })
 }
 
+/// The model's arithmetic for the shared attention math ([`csipose_attn_core`]): dot products
+/// and sums added in element order, the standard library's `exp`.
+struct ModelNumerics;
+
+impl csipose_attn_core::Numerics for ModelNumerics {
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()
+    }
+    #[inline(always)]
+    fn sum(xs: &[f32]) -> f32 {
+        let mut s = 0.0;
+        for &x in xs {
+            s += x;
+        }
+        s
+    }
+    #[inline(always)]
+    fn exp(x: f32) -> f32 {
+        x.exp()
+    }
+}
+
 /// Multi-head self-attention core for `batch` samples of `p` tokens. `qkv` is `[batch·p, 3d]`
 /// (q, k, v side by side, head h at columns `h·dh..`); writes `ctx [batch·p, d]` and the
-/// attention probabilities `probs [batch, heads, p, p]`.
+/// attention probabilities `probs [batch, heads, p, p]`. Each (sample, head, query) is
+/// [`csipose_attn_core::attend`] with scale `1/√dh`.
 pub fn attention_forward(
     qkv: &[f32],
     ctx: &mut [f32],
@@ -345,32 +369,17 @@ pub fn attention_forward(
             let qb = &qkv[b * p * 3 * d..(b + 1) * p * 3 * d];
             for h in 0..heads {
                 let ph = &mut pb[h * p * p..(h + 1) * p * p];
+                let key = |j: usize| &qb[j * 3 * d + d + h * dh..][..dh];
+                let value = |j: usize| &qb[j * 3 * d + 2 * d + h * dh..][..dh];
                 for i in 0..p {
-                    let q = &qb[i * 3 * d + h * dh..i * 3 * d + (h + 1) * dh];
-                    let row = &mut ph[i * p..(i + 1) * p];
-                    let mut mx = f32::NEG_INFINITY;
-                    for (j, s) in row.iter_mut().enumerate() {
-                        let k = &qb[j * 3 * d + d + h * dh..j * 3 * d + d + (h + 1) * dh];
-                        *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
-                        mx = mx.max(*s);
-                    }
-                    let mut sum = 0.0;
-                    for s in row.iter_mut() {
-                        *s = (*s - mx).exp();
-                        sum += *s;
-                    }
-                    let inv = 1.0 / sum;
-                    for s in row.iter_mut() {
-                        *s *= inv;
-                    }
-                    let c = &mut cb[i * d + h * dh..i * d + (h + 1) * dh];
-                    c.fill(0.0);
-                    for (j, &a) in row.iter().enumerate() {
-                        let v = &qb[j * 3 * d + 2 * d + h * dh..j * 3 * d + 2 * d + (h + 1) * dh];
-                        for (o, vv) in c.iter_mut().zip(v) {
-                            *o += a * vv;
-                        }
-                    }
+                    csipose_attn_core::attend::<ModelNumerics>(
+                        &qb[i * 3 * d + h * dh..][..dh],
+                        key,
+                        value,
+                        scale,
+                        &mut ph[i * p..(i + 1) * p],
+                        &mut cb[i * d + h * dh..i * d + (h + 1) * dh],
+                    );
                 }
             }
         });
@@ -432,8 +441,40 @@ unsafe fn attention_backward_sample_avx2(
     attention_backward_sample(qb, probs, dcb, gb, ds, p, d, heads)
 }
 
+/// One head's q, k and v gradients inside one sample's `[p, 3d]` gradient rows: the query `i`'s
+/// q columns and every token's k and v columns of head `h`.
+struct SampleGrads<'g> {
+    gb: &'g mut [f32],
+    /// Offset of query `i`'s q columns of the head.
+    qo: usize,
+    /// Offset of the head's k columns in token 0's row (v follows `d` later).
+    ko: usize,
+    dh: usize,
+    /// Floats per token row (`3d`).
+    row: usize,
+    d: usize,
+}
+
+impl csipose_attn_core::HeadGrads for SampleGrads<'_> {
+    #[inline(always)]
+    fn dq(&mut self) -> &mut [f32] {
+        &mut self.gb[self.qo..self.qo + self.dh]
+    }
+    #[inline(always)]
+    fn dk(&mut self, j: usize) -> &mut [f32] {
+        let o = j * self.row + self.ko;
+        &mut self.gb[o..o + self.dh]
+    }
+    #[inline(always)]
+    fn dv(&mut self, j: usize) -> &mut [f32] {
+        let o = j * self.row + self.ko + self.d;
+        &mut self.gb[o..o + self.dh]
+    }
+}
+
 /// One sample of [`attention_backward`]: `gb [p, 3d]` (zeroed) accumulates the q, k and v
-/// gradients from `dcb [p, d]`; `ds` is scratch of `p` values.
+/// gradients from `dcb [p, d]`, query by query and head by head through
+/// [`csipose_attn_core::attend_backward`]; `ds` is scratch of `p` values.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn attention_backward_sample(
@@ -450,46 +491,28 @@ fn attention_backward_sample(
     let scale = 1.0 / (dh as f32).sqrt();
     for h in 0..heads {
         let ph = &probs[h * p * p..(h + 1) * p * p];
+        let key = |j: usize| &qb[j * 3 * d + d + h * dh..][..dh];
+        let value = |j: usize| &qb[j * 3 * d + 2 * d + h * dh..][..dh];
         for i in 0..p {
-            let dc = &dcb[i * d + h * dh..i * d + (h + 1) * dh];
-            let row = &ph[i * p..(i + 1) * p];
-            // dA_ij = dc_i · v_j ; dV_j += a_ij dc_i
-            let mut dot = 0.0;
-            for j in 0..p {
-                let vo = j * 3 * d + 2 * d + h * dh;
-                let v = &qb[vo..vo + dh];
-                let mut da = 0.0;
-                for t in 0..dh {
-                    da += dc[t] * v[t];
-                }
-                let a = row[j];
-                for (g, &c) in gb[vo..vo + dh].iter_mut().zip(dc) {
-                    *g += a * c;
-                }
-                ds[j] = da;
-                dot += a * da;
-            }
-            for j in 0..p {
-                ds[j] = row[j] * (ds[j] - dot) * scale;
-            }
-            // dq_i = Σ_j ds_j k_j (in j order) ; dk_j += ds_j q_i. The q and k
-            // columns never overlap, so the two loops add what one did, in the
-            // same order per element.
             let qo = i * 3 * d + h * dh;
-            for (j, &s) in ds.iter().enumerate() {
-                let ko = j * 3 * d + d + h * dh;
-                let k = &qb[ko..ko + dh];
-                for (g, &kv) in gb[qo..qo + dh].iter_mut().zip(k) {
-                    *g += s * kv;
-                }
-            }
-            let q = &qb[qo..qo + dh];
-            for (j, &s) in ds.iter().enumerate() {
-                let ko = j * 3 * d + d + h * dh;
-                for (g, &qv) in gb[ko..ko + dh].iter_mut().zip(q) {
-                    *g += s * qv;
-                }
-            }
+            let mut grads = SampleGrads {
+                gb: &mut *gb,
+                qo,
+                ko: d + h * dh,
+                dh,
+                row: 3 * d,
+                d,
+            };
+            csipose_attn_core::attend_backward::<ModelNumerics>(
+                &qb[qo..qo + dh],
+                key,
+                value,
+                &ph[i * p..(i + 1) * p],
+                &dcb[i * d + h * dh..i * d + (h + 1) * dh],
+                scale,
+                ds,
+                &mut grads,
+            );
         }
     }
 }

@@ -29,16 +29,7 @@ use std::path::Path;
 
 const FORMAT: &str = "csipose-checkpoint-1";
 
-/// Serde `deserialize_with` for an `f32` that may have been written as `null` (NaN or ±inf):
-/// `null` reads back as NaN.
-pub fn nan_f32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
-    Ok(<Option<f32> as serde::Deserialize>::deserialize(d)?.unwrap_or(f32::NAN))
-}
-
-/// [`nan_f32`] for `f64`.
-pub fn nan_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
-}
+pub use csipose_optim::{nan_f32, nan_f64};
 
 fn bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()

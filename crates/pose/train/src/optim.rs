@@ -1,106 +1,10 @@
-//! AdamW with decoupled weight decay, the cosine learning-rate schedule with linear warmup,
-//! and the exponential moving average (EMA) of the weights that evaluation uses.
+//! The optimiser the pose trainer uses — the project's one AdamW and cosine schedule
+//! ([`csipose_optim`], with the pose model's decay rule [`decays`]) — plus what is the pose
+//! trainer's own: the exponential moving average (EMA) of the weights that evaluation uses, and
+//! the SmoothL1 loss.
 
-use csipose_model::config::Layout;
-use serde::{Deserialize, Serialize};
-
-/// AdamW (Loshchilov & Hutter): `p -= lr · (m̂ / (√v̂ + eps) + wd · p)`, decay only on the
-/// 2-D weight matrices of Linear layers (not biases, LayerNorm or embeddings).
-#[derive(Clone, Debug)]
-pub struct AdamW {
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub weight_decay: f32,
-    /// First moment (PyTorch `exp_avg`).
-    pub m: Vec<f32>,
-    /// Second moment (PyTorch `exp_avg_sq`).
-    pub v: Vec<f32>,
-    /// Steps taken.
-    pub t: u64,
-    decay: Vec<bool>,
-}
-
-/// Whether weight decay applies to a tensor.
-pub fn decays(name: &str, shape: &[usize]) -> bool {
-    shape.len() == 2 && name.ends_with("weight") && !name.starts_with("pool.")
-}
-
-impl AdamW {
-    /// For the pose model's parameters: decay on the Linear weight matrices ([`decays`]).
-    pub fn new(layout: &Layout, weight_decay: f32) -> AdamW {
-        let mut decay = vec![false; layout.total];
-        for t in &layout.tensors {
-            if decays(&t.name, &t.shape) {
-                decay[t.offset..t.offset + t.len].fill(true);
-            }
-        }
-        AdamW::with_decay(decay, weight_decay)
-    }
-
-    /// For any flat parameter vector: element `i` decays where `decay[i]`. (An element that
-    /// neither decays nor ever gets a non-zero gradient stays exactly where it is.)
-    pub fn with_decay(decay: Vec<bool>, weight_decay: f32) -> AdamW {
-        let n = decay.len();
-        AdamW {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay,
-            m: vec![0.0; n],
-            v: vec![0.0; n],
-            t: 0,
-            decay,
-        }
-    }
-
-    /// One update with learning rate `lr`.
-    pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
-        self.t += 1;
-        let bc1 = 1.0 - self.beta1.powi(self.t as i32);
-        let bc2 = 1.0 - self.beta2.powi(self.t as i32);
-        let (b1, b2, eps, wd) = (self.beta1, self.beta2, self.eps, self.weight_decay);
-        let step = lr / bc1;
-        let inv_bc2 = 1.0 / bc2;
-        for i in 0..params.len() {
-            let g = grads[i];
-            let m = b1 * self.m[i] + (1.0 - b1) * g;
-            let v = b2 * self.v[i] + (1.0 - b2) * g * g;
-            self.m[i] = m;
-            self.v[i] = v;
-            let mut p = params[i];
-            if self.decay[i] {
-                p -= lr * wd * p;
-            }
-            p -= step * m / ((v * inv_bc2).sqrt() + eps);
-            params[i] = p;
-        }
-    }
-}
-
-/// Cosine schedule with linear warmup: `lr · s / w` for `s < w`, then
-/// `lr_min + (lr - lr_min) · ½(1 + cos(π (s - w) / (total - w)))`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Schedule {
-    #[serde(deserialize_with = "crate::checkpoint::nan_f32")]
-    pub lr: f32,
-    #[serde(deserialize_with = "crate::checkpoint::nan_f32")]
-    pub min_lr: f32,
-    pub warmup: u64,
-    pub total: u64,
-}
-
-impl Schedule {
-    pub fn at(&self, step: u64) -> f32 {
-        if step < self.warmup {
-            return self.lr * (step + 1) as f32 / self.warmup as f32;
-        }
-        let span = (self.total.saturating_sub(self.warmup)).max(1) as f64;
-        let t = ((step - self.warmup) as f64 / span).min(1.0);
-        let c = 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
-        self.min_lr + (self.lr - self.min_lr) * c as f32
-    }
-}
+pub use csipose_model::config::decays;
+pub use csipose_optim::{AdamW, Schedule};
 
 /// EMA update `e ← δ e + (1-δ) p` with `δ = min(decay, (1 + t) / (10 + t))` so the average
 /// follows the weights closely early in training.
@@ -140,22 +44,6 @@ mod tests {
     use csipose_model::ModelConfig;
 
     #[test]
-    fn schedule_warms_up_then_decays_to_min() {
-        let s = Schedule {
-            lr: 1e-3,
-            min_lr: 1e-5,
-            warmup: 10,
-            total: 110,
-        };
-        assert!((s.at(0) - 1e-4).abs() < 1e-9);
-        assert!((s.at(9) - 1e-3).abs() < 1e-9);
-        assert!((s.at(10) - 1e-3).abs() < 1e-9);
-        assert!((s.at(60) - (1e-5 + 0.5 * (1e-3 - 1e-5))).abs() < 1e-7);
-        assert!((s.at(110) - 1e-5).abs() < 1e-9);
-        assert!(s.at(30) > s.at(80));
-    }
-
-    #[test]
     fn adamw_first_step_moves_by_lr_and_decays_weights_only() {
         let cfg = ModelConfig::preset_for("nano", 1, 2, 2).unwrap();
         let layout = cfg.layout();
@@ -168,6 +56,7 @@ mod tests {
         // bias: 1 - lr·sign(g) ; weight additionally decays by lr·wd·p
         assert!((p[b.offset] - 0.99).abs() < 1e-6);
         assert!((p[w.offset] - (1.0 - 0.001 - 0.01)).abs() < 1e-6);
+        assert!(!decays("pool.score.weight", &[1, 4]) && decays("head.0.weight", &[4, 4]));
     }
 
     #[test]

@@ -1,9 +1,14 @@
-//! Backward passes of both backends. The forward softmax of each query is recomputed from q, k
-//! and v (nothing is stored), then the usual softmax-attention gradients are accumulated; a
-//! landmark's key/value gradient is spread evenly over the tokens of its block (it is their mean).
+//! Backward passes of both backends. Per query and head, the forward probabilities are
+//! recomputed from q and k (nothing is stored) and the gradients accumulated, both through the
+//! shared attention math ([`csipose_attn_core::probabilities`],
+//! [`csipose_attn_core::attend_backward`]) over the query's items (its tokens, then its block
+//! landmarks); a landmark's key/value gradient is spread evenly over the tokens of its block (it
+//! is their mean).
+
+use csipose_attn_core::{attend_backward, probabilities, HeadGrads};
 
 use crate::pattern::{sparse_pattern, Pattern};
-use crate::simd::{axpy, dot, exp};
+use crate::simd::{axpy, AttnNumerics};
 use crate::sparse::block_means;
 use crate::{AttentionConfig, Backend};
 
@@ -13,6 +18,66 @@ pub struct Gradients {
     pub dq: Vec<f32>,
     pub dk: Vec<f32>,
     pub dv: Vec<f32>,
+}
+
+/// Where item `t` of a query's pattern lives: token rows in k/v, then landmark rows in the
+/// block means; `goff` picks the kv head.
+#[derive(Clone, Copy)]
+struct Items<'p> {
+    pattern: &'p Pattern,
+    kr: usize,
+    goff: usize,
+    d: usize,
+}
+
+impl Items<'_> {
+    /// Item `t`'s offset, and whether it is a token (else a landmark).
+    #[inline(always)]
+    fn offset(&self, t: usize) -> (usize, bool) {
+        let nt = self.pattern.tokens.len();
+        if t < nt {
+            (self.pattern.tokens[t] * self.kr + self.goff, true)
+        } else {
+            (self.pattern.blocks[t - nt] * self.kr + self.goff, false)
+        }
+    }
+
+    /// Item `t`'s row of `tokens` or of `means`.
+    #[inline(always)]
+    fn pick<'a>(&self, t: usize, tokens: &'a [f32], means: &'a [f32]) -> &'a [f32] {
+        let (off, token) = self.offset(t);
+        &(if token { tokens } else { means })[off..off + self.d]
+    }
+
+    /// Item `t`'s row of `tokens` or of `means`, to accumulate into.
+    #[inline(always)]
+    fn pick_mut<'a>(&self, t: usize, tokens: &'a mut [f32], means: &'a mut [f32]) -> &'a mut [f32] {
+        let (off, token) = self.offset(t);
+        &mut (if token { tokens } else { means })[off..off + self.d]
+    }
+}
+
+/// One query head's gradients: its q gradient, and its items' k/v gradients (tokens' in
+/// `dk`/`dv`, landmarks' in the per-block buffers).
+struct ItemGrads<'g, 'p> {
+    rows: Items<'p>,
+    dq: &'g mut [f32],
+    dk: &'g mut [f32],
+    dv: &'g mut [f32],
+    dk_means: &'g mut [f32],
+    dv_means: &'g mut [f32],
+}
+
+impl HeadGrads for ItemGrads<'_, '_> {
+    fn dq(&mut self) -> &mut [f32] {
+        self.dq
+    }
+    fn dk(&mut self, t: usize) -> &mut [f32] {
+        self.rows.pick_mut(t, self.dk, self.dk_means)
+    }
+    fn dv(&mut self, t: usize) -> &mut [f32] {
+        self.rows.pick_mut(t, self.dv, self.dv_means)
+    }
 }
 
 pub(crate) fn backward(
@@ -38,7 +103,7 @@ pub(crate) fn backward(
     let mut dv_means = vec![0.0f32; value_means.len()];
     let mut pattern = Pattern::default();
     let mut probs: Vec<f32> = Vec::new();
-    let mut dprobs: Vec<f32> = Vec::new();
+    let mut ds: Vec<f32> = Vec::new();
     for i in 0..n {
         match backend {
             Backend::Sparse => sparse_pattern(cfg, i, n, &mut pattern),
@@ -48,64 +113,39 @@ pub(crate) fn backward(
                 pattern.blocks.clear();
             }
         }
-        let nt = pattern.tokens.len();
-        let items = nt + pattern.blocks.len();
-        // Offset of item t's key/value row (token rows in k/v, landmark rows in the means).
-        let offset = |t: usize, g: usize| {
-            if t < nt {
-                pattern.tokens[t] * kr + g * d
-            } else {
-                pattern.blocks[t - nt] * kr + g * d
-            }
-        };
+        let items = pattern.tokens.len() + pattern.blocks.len();
+        probs.resize(items, 0.0);
+        ds.resize(items, 0.0);
         for h in 0..cfg.q_heads {
-            let g = h / group;
+            let goff = (h / group) * d;
+            let rows = Items {
+                pattern: &pattern,
+                kr,
+                goff,
+                d,
+            };
+            let key = |t: usize| rows.pick(t, k, &key_means);
+            let value = |t: usize| rows.pick(t, v, &value_means);
             let qv = &q[i * qr + h * d..][..d];
-            let dov = &d_out[i * qr + h * d..][..d];
-            probs.clear();
-            dprobs.clear();
-            for t in 0..items {
-                let off = offset(t, g);
-                let (key, value) = if t < nt {
-                    (&k[off..off + d], &v[off..off + d])
-                } else {
-                    (&key_means[off..off + d], &value_means[off..off + d])
-                };
-                probs.push(dot(qv, key) * sc);
-                dprobs.push(dot(dov, value));
-            }
-            let m = probs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut l = 0.0f32;
-            for p in probs.iter_mut() {
-                *p = exp(*p - m);
-                l += *p;
-            }
-            let mut weighted = 0.0f32; // dO . O
-            for (p, dp) in probs.iter_mut().zip(&dprobs) {
-                *p /= l;
-                weighted += *p * dp;
-            }
-            let dqv = &mut dq[i * qr + h * d..][..d];
-            for t in 0..items {
-                let off = offset(t, g);
-                let ds = probs[t] * (dprobs[t] - weighted) * sc;
-                let (key, dkey, dval) = if t < nt {
-                    (
-                        &k[off..off + d],
-                        &mut dk[off..off + d],
-                        &mut dv[off..off + d],
-                    )
-                } else {
-                    (
-                        &key_means[off..off + d],
-                        &mut dk_means[off..off + d],
-                        &mut dv_means[off..off + d],
-                    )
-                };
-                axpy(ds, key, dqv);
-                axpy(ds, qv, dkey);
-                axpy(probs[t], dov, dval);
-            }
+            probabilities::<AttnNumerics>(qv, key, sc, &mut probs);
+            let mut grads = ItemGrads {
+                rows,
+                dq: &mut dq[i * qr + h * d..][..d],
+                dk: &mut dk,
+                dv: &mut dv,
+                dk_means: &mut dk_means,
+                dv_means: &mut dv_means,
+            };
+            attend_backward::<AttnNumerics>(
+                qv,
+                key,
+                value,
+                &probs,
+                &d_out[i * qr + h * d..][..d],
+                sc,
+                &mut ds,
+                &mut grads,
+            );
         }
     }
     let bs = cfg.block_size;

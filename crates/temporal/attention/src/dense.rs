@@ -1,12 +1,15 @@
 //! The exact dense backend, blocked like flash attention: for a tile of query rows and a tile of
 //! keys, scores are computed against a transposed key tile (vectorised across keys), the online
-//! softmax state is rescaled once per tile, and values are accumulated with vector axpys.
+//! softmax state (the shared [`OnlineSoftmax`] of `csipose-attn-core`) is rescaled once per
+//! tile, and values are accumulated with vector axpys.
 //! Decode walks the cache in chunks of keys the same way.
 
 use rayon::prelude::*;
 
 use crate::cache::KvCache;
-use crate::simd::{accumulate, axpy, exp, multiversion, scale, sum};
+use csipose_attn_core::OnlineSoftmax;
+
+use crate::simd::{accumulate, axpy, exp, multiversion, scale, sum, AttnNumerics};
 use crate::sparse::dispatch;
 use crate::AttentionConfig;
 
@@ -19,38 +22,29 @@ const KEY_TILE: usize = 64;
 #[derive(Default)]
 struct Scratch {
     scores: Vec<f32>,
-    row_max: Vec<f32>,
-    row_sum: Vec<f32>,
+    rows: Vec<OnlineSoftmax>,
 }
 
 /// Scores `s[..] (already scaled)` for the keys of a tile; then one online-softmax update of
-/// `(m, l, acc)` with those keys' values.
+/// `(state, acc)` with those keys' values.
 #[inline(always)]
 fn softmax_update(
     scores: &mut [f32],
     values: impl Fn(usize) -> usize,
     v: &[f32],
     d: usize,
-    m: &mut f32,
-    l: &mut f32,
+    state: &mut OnlineSoftmax,
     acc: &mut [f32],
 ) {
     let tile_max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if tile_max > *m {
-        let c = if *m == f32::NEG_INFINITY {
-            0.0
-        } else {
-            exp(*m - tile_max)
-        };
-        *l *= c;
+    if let Some(c) = state.raise::<AttnNumerics>(tile_max) {
         scale(c, acc);
-        *m = tile_max;
     }
-    let mm = *m;
+    let mm = state.max;
     for s in scores.iter_mut() {
         *s = exp(*s - mm);
     }
-    *l += sum(scores);
+    state.add(sum(scores));
     accumulate(
         scores,
         |jj| {
@@ -81,14 +75,12 @@ multiversion! {
         let last_row = first_row + rows - 1;
         let key_end = if cfg.causal { last_row + 1 } else { n };
         scratch.scores.resize(KEY_TILE, 0.0);
-        scratch.row_max.resize(rows, 0.0);
-        scratch.row_sum.resize(rows, 0.0);
+        scratch.rows.resize(rows, OnlineSoftmax::EMPTY);
         out.fill(0.0);
         for h in 0..cfg.q_heads {
             let g = h / group;
             let kt = &keys_t[g * d * n..(g + 1) * d * n];
-            scratch.row_max[..rows].fill(f32::NEG_INFINITY);
-            scratch.row_sum[..rows].fill(0.0);
+            scratch.rows[..rows].fill(OnlineSoftmax::EMPTY);
             for j0 in (0..key_end).step_by(KEY_TILE) {
                 let tile = KEY_TILE.min(key_end - j0);
                 for r in 0..rows {
@@ -109,16 +101,15 @@ multiversion! {
                         |jj| (j0 + jj) * kr + g * d,
                         v,
                         d,
-                        &mut scratch.row_max[r],
-                        &mut scratch.row_sum[r],
+                        &mut scratch.rows[r],
                         acc,
                     );
                 }
             }
             for r in 0..rows {
-                let l = scratch.row_sum[r];
-                if l > 0.0 {
-                    scale(1.0 / l, &mut out[r * qr + h * d..r * qr + (h + 1) * d]);
+                let state = scratch.rows[r];
+                if state.sum > 0.0 {
+                    scale(state.inverse(), &mut out[r * qr + h * d..r * qr + (h + 1) * d]);
                 }
             }
         }

@@ -1,6 +1,10 @@
 //! Grouped-query attention for the temporal head: a sparse backend (local window, global token,
 //! log-stride lookback, block landmarks), an exact blocked dense backend, a fixed-capacity streaming
-//! KV cache that both backends decode from, and backward passes for training.
+//! KV cache that both backends decode from, and backward passes for training. The attention math
+//! itself (softmax, weighted sum of values, their backward, the online softmax state) is the
+//! project's one description in `csipose-attn-core`; the kernels here (row, dense, AVX2 and the
+//! query-tile kernel of `tile.rs`) are its vectorised forms, and the tests check them against
+//! each other and against finite differences.
 //!
 //! Tensors are flat row-major `f32` slices: q is `[N, q_heads, head_dim]`, k and v are
 //! `[N, kv_heads, head_dim]`, the output has q's shape. Query head `h` reads kv head

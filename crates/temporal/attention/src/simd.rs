@@ -104,6 +104,25 @@ pub fn accumulate<'s>(probs: &[f32], value: impl Fn(usize) -> &'s [f32], acc: &m
     }
 }
 
+/// This crate's arithmetic for the shared attention math ([`csipose_attn_core`]): [`dot`] and
+/// [`sum`] in eight partial sums, the polynomial [`exp`].
+pub(crate) struct AttnNumerics;
+
+impl csipose_attn_core::Numerics for AttnNumerics {
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        dot(a, b)
+    }
+    #[inline(always)]
+    fn sum(xs: &[f32]) -> f32 {
+        sum(xs)
+    }
+    #[inline(always)]
+    fn exp(x: f32) -> f32 {
+        exp(x)
+    }
+}
+
 /// True when the AVX2 + FMA build of the hot loops can run here.
 #[inline]
 pub fn has_avx2() -> bool {
@@ -143,6 +162,8 @@ pub(crate) use multiversion;
 #[allow(clippy::needless_range_loop)] // lane loops index several arrays at once
 pub mod avx2 {
     use std::arch::x86_64::*;
+
+    use csipose_attn_core::OnlineSoftmax;
 
     use crate::sparse::CHUNK;
 
@@ -265,8 +286,7 @@ pub mod avx2 {
         }
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut scores = [0.0f32; CHUNK];
-        let mut m = f32::NEG_INFINITY;
-        let mut l = 0.0f32;
+        let mut state = OnlineSoftmax::EMPTY;
         let mut start = 0;
         while start < total {
             let count = CHUNK.min(total - start);
@@ -320,20 +340,13 @@ pub mod avx2 {
             let maxv = _mm_max_ps(_mm256_castps256_ps128(maxv), _mm256_extractf128_ps(maxv, 1));
             let maxv = _mm_max_ps(maxv, _mm_movehl_ps(maxv, maxv));
             let chunk_max = _mm_cvtss_f32(_mm_max_ss(maxv, _mm_movehdup_ps(maxv)));
-            if chunk_max > m {
-                let f = if m == f32::NEG_INFINITY {
-                    0.0
-                } else {
-                    super::exp(m - chunk_max)
-                };
-                l *= f;
+            if let Some(f) = state.raise::<super::AttnNumerics>(chunk_max) {
                 let fv = _mm256_set1_ps(f);
                 for a in acc[..lanes].iter_mut() {
                     *a = _mm256_mul_ps(*a, fv);
                 }
-                m = chunk_max;
             }
-            let mv = _mm256_set1_ps(m);
+            let mv = _mm256_set1_ps(state.max);
             let mut total_p = _mm256_setzero_ps();
             for c in (0..padded).step_by(8) {
                 let p = exp8(_mm256_sub_ps(_mm256_loadu_ps(scores.as_ptr().add(c)), mv));
@@ -342,7 +355,7 @@ pub mod avx2 {
                 _mm256_storeu_ps(scores.as_mut_ptr().add(c), p);
                 total_p = _mm256_add_ps(total_p, p);
             }
-            l += hsum(total_p);
+            state.add(hsum(total_p));
             // Named accumulators so they stay in registers across items; two sets (even and
             // odd items) halve the dependency chain through the FMA latency.
             // (Fresh per chunk, added to `acc` after, so nothing else is live in this loop.)
@@ -393,7 +406,7 @@ pub mod avx2 {
             }
             start += count;
         }
-        let inv = _mm256_set1_ps(if l > 0.0 { 1.0 / l } else { 0.0 });
+        let inv = _mm256_set1_ps(state.inverse());
         for lane in 0..lanes {
             _mm256_storeu_ps(
                 out.as_mut_ptr().add(lane * 8),

@@ -1,11 +1,15 @@
 //! The sparse backend: for each query, one online softmax over its pattern's tokens and block
-//! landmarks (see `pattern.rs`), in prefill (parallel over query rows) and in decode.
+//! landmarks (see `pattern.rs`), in prefill (parallel over query rows) and in decode. The
+//! softmax's running state is the shared [`OnlineSoftmax`] (`csipose-attn-core`); the kernels
+//! here supply the vectorised scores and value sums around it.
 
 use rayon::prelude::*;
 
 use crate::cache::KvCache;
 use crate::pattern::{sparse_pattern, Pattern};
-use crate::simd::{axpy, dot, dot_fixed, exp, multiversion, scale, sum};
+use csipose_attn_core::OnlineSoftmax;
+
+use crate::simd::{axpy, dot, dot_fixed, exp, multiversion, scale, sum, AttnNumerics};
 use crate::AttentionConfig;
 
 /// Keys/values of visible tokens and the landmark means of completed blocks, all `[_, kv_heads, head_dim]`.
@@ -89,8 +93,7 @@ pub(crate) fn attend_items<'s, const D: usize>(
     }
     let fixed = |x: &'s [f32]| -> &'s [f32; D] { x[..D].try_into().expect("row of D floats") };
     let mut scores = [0.0f32; CHUNK];
-    let mut m = f32::NEG_INFINITY;
-    let mut l = 0.0f32;
+    let mut state = OnlineSoftmax::EMPTY;
     let mut acc = [0.0f32; D];
     let mut start = 0;
     while start < total {
@@ -102,22 +105,15 @@ pub(crate) fn attend_items<'s, const D: usize>(
             .iter()
             .copied()
             .fold(f32::NEG_INFINITY, f32::max);
-        if chunk_max > m {
-            let f = if m == f32::NEG_INFINITY {
-                0.0
-            } else {
-                exp(m - chunk_max)
-            };
-            l *= f;
+        if let Some(f) = state.raise::<AttnNumerics>(chunk_max) {
             for a in acc.iter_mut() {
                 *a *= f;
             }
-            m = chunk_max;
         }
         for s in scores[..count].iter_mut() {
-            *s = exp(*s - m);
+            *s = exp(*s - state.max);
         }
-        l += sum(&scores[..count]);
+        state.add(sum(&scores[..count]));
         for (c, &p) in scores[..count].iter().enumerate() {
             let value = fixed(item(start + c).1);
             for (a, v) in acc.chunks_exact_mut(8).zip(value.chunks_exact(8)) {
@@ -129,7 +125,7 @@ pub(crate) fn attend_items<'s, const D: usize>(
         }
         start += count;
     }
-    let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
+    let inv = state.inverse();
     for (o, a) in out.iter_mut().zip(&acc) {
         *o = a * inv;
     }
@@ -290,24 +286,20 @@ pub(crate) fn attend_any<'s>(
     item: impl Fn(usize) -> (&'s [f32], &'s [f32]),
     out: &mut [f32],
 ) {
-    let mut m = f32::NEG_INFINITY;
-    let mut l = 0.0f32;
+    let mut state = OnlineSoftmax::EMPTY;
     out.fill(0.0);
     for t in 0..total {
         let (key, value) = item(t);
         let s = dot(qv, key) * sc;
-        if s > m {
-            let c = exp(m - s);
-            l *= c;
+        if let Some(c) = state.raise::<AttnNumerics>(s) {
             scale(c, out);
-            m = s;
         }
-        let p = exp(s - m);
-        l += p;
+        let p = exp(s - state.max);
+        state.add(p);
         axpy(p, value, out);
     }
-    if l > 0.0 {
-        scale(1.0 / l, out);
+    if state.sum > 0.0 {
+        scale(state.inverse(), out);
     }
 }
 

@@ -5,7 +5,8 @@
 //! rows broadcast against the tile's transposed queries, and the lookback tokens `i - 2^k` of a
 //! tile are eight consecutive tokens, read from K and V transposed once per call into panels of
 //! eight tokens. x86-64 with AVX2 + FMA, causal, head_dim 8/16/32/64, window >= 7; `sparse.rs`
-//! keeps the row-by-row kernel for everything else, and the tests check the two agree. The
+//! keeps the row-by-row kernel for everything else, and the tests check the two agree. Per lane
+//! it is `csipose_attn_core::attend` (scores, softmax, weighted sum of values) on vectors. The
 //! AVX-512 (F + VL) build for head_dim >= 16 differs in three places: window keys that fill whole
 //! panels are scored with the keys as lanes (`window_scores`), values are accumulated in row
 //! layout with 512-bit vectors from V's rows (`values_rows`, no V panels), and in a whole tile

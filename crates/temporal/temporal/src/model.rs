@@ -63,44 +63,9 @@ struct Trace {
     logits: Vec<f32>,
 }
 
-/// Deterministic xorshift generator for initialisation and shuffling.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03 | 1)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Uniform in [-1, 1).
-    pub fn uniform(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    /// Uniform in [0, 1).
-    pub fn uniform01(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    /// Standard normal (Box–Muller).
-    pub fn normal(&mut self) -> f32 {
-        let u1 = 1.0 - self.uniform01(); // (0, 1]
-        let u2 = self.uniform01();
-        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-    }
-    /// Uniform integer in 0..n.
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i + 1));
-        }
-    }
-}
+/// The project's one seeded generator (xoshiro256++), for initialisation, shuffling and
+/// augmentation.
+pub use csipose_rng::Rng;
 
 /// Softmax probabilities of logits.
 pub fn softmax(logits: &[f32]) -> Vec<f32> {
@@ -177,8 +142,10 @@ impl ActivityModel {
         let (d, kv, i, c) = (lay.model_dim, lay.kv_dim, lay.input_dim, lay.n_classes);
         let mut rng = Rng::new(seed);
         let mut w = vec![0.0f32; lay.total()];
-        let mut fill =
-            |w: &mut [f32], bound: f32| w.iter_mut().for_each(|x| *x = rng.uniform() * bound);
+        let mut fill = |w: &mut [f32], bound: f32| {
+            w.iter_mut()
+                .for_each(|x| *x = rng.range(-1.0, 1.0) as f32 * bound)
+        };
         for l in 0..lay.n_layers {
             let o = lay.layer(l);
             fill(&mut w[o..o + d * d], (3.0 / d as f32).sqrt());
@@ -536,7 +503,9 @@ mod tests {
 
     fn sequence(frames: usize, seed: u64) -> Vec<f32> {
         let mut rng = Rng::new(seed);
-        (0..frames * 5).map(|_| rng.uniform() * 2.0 + 0.5).collect()
+        (0..frames * 5)
+            .map(|_| rng.range(-1.0, 1.0) as f32 * 2.0 + 0.5)
+            .collect()
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! Training and evaluation of the activity classifier: AdamW with cosine learning-rate decay on
-//! mini-batches (gradients of a
-//! batch computed in parallel and summed in a fixed order, so a seed gives one result), random
+//! Training and evaluation of the activity classifier: the project's AdamW and cosine schedule
+//! ([`csipose_optim`], one schedule step per epoch) on mini-batches (gradients of a batch
+//! computed in parallel and summed in a fixed order, so a seed gives one result), random
 //! temporal crops and random smooth frequency responses ([`ResponseAugment`]) as augmentation,
 //! stratified and grouped k-fold splits, accuracy and confusion matrices.
 
 use rayon::prelude::*;
+
+use csipose_optim::{AdamW, Schedule};
 
 use crate::model::{argmax, ActivityModel, ModelError, Rng};
 
@@ -56,9 +58,16 @@ impl ResponseAugment {
         let k = self.db / 3f32.sqrt() * std::f32::consts::LN_10 / 20.0;
         let mut out = Vec::with_capacity(a * s);
         for _ in 0..a {
-            let n = [rng.normal(), rng.normal(), rng.normal()];
-            let f = [0.3 + 1.7 * rng.uniform01(), 0.3 + 1.7 * rng.uniform01()];
-            let ph = [tau * rng.uniform01(), tau * rng.uniform01()];
+            let n = [
+                rng.normal() as f32,
+                rng.normal() as f32,
+                rng.normal() as f32,
+            ];
+            let f = [
+                0.3 + 1.7 * rng.uniform() as f32,
+                0.3 + 1.7 * rng.uniform() as f32,
+            ];
+            let ph = [tau * rng.uniform() as f32, tau * rng.uniform() as f32];
             let start = out.len();
             for si in 0..s {
                 let u = if s > 1 {
@@ -115,17 +124,23 @@ pub fn train(
     model.set_normalisation(&all);
     let norm = model.shape.layout().normalisation()..model.shape.layout().embedding();
     let mut rng = Rng::new(opts.seed);
-    let mut m = vec![0.0f32; model.weights.len()];
-    let mut v = vec![0.0f32; model.weights.len()];
-    let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
-    let mut step = 0i32;
+    // The input normalisation is set from the data above, not learned: it neither decays nor
+    // gets a gradient (zeroed below), so AdamW leaves it exactly as it is. Every other weight
+    // decays.
+    let mut decay = vec![true; model.weights.len()];
+    decay[norm.clone()].fill(false);
+    let mut opt = AdamW::new(&decay, opts.weight_decay);
+    // Cosine decay from the full rate to 5% of it, one step per epoch, no warmup.
+    let schedule = Schedule {
+        lr: opts.learning_rate,
+        min_lr: 0.05 * opts.learning_rate,
+        warmup: 0,
+        total: opts.epochs as u64,
+    };
     let mut order: Vec<usize> = (0..data.len()).collect();
     for epoch in 0..opts.epochs {
         rng.shuffle(&mut order);
-        // Cosine learning-rate decay from the full rate to 5% of it over the epochs.
-        let progress = epoch as f32 / opts.epochs.max(1) as f32;
-        let lr = opts.learning_rate
-            * (0.05 + 0.95 * 0.5 * (1.0 + (std::f32::consts::PI * progress).cos()));
+        let lr = schedule.at(epoch as u64);
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
         for batch in order.chunks(opts.batch_size.max(1)) {
             // Crops and responses drawn up front (sequentially) so results do not depend on
@@ -171,18 +186,9 @@ pub fn train(
                 }
             }
             let scale = 1.0 / batch.len() as f32;
-            step += 1;
-            let (c1, c2) = (1.0 - b1.powi(step), 1.0 - b2.powi(step));
-            for (k, w) in model.weights.iter_mut().enumerate() {
-                if norm.contains(&k) {
-                    continue;
-                }
-                let g = grad[k] * scale;
-                m[k] = b1 * m[k] + (1.0 - b1) * g;
-                v[k] = b2 * v[k] + (1.0 - b2) * g * g;
-                let update = (m[k] / c1) / ((v[k] / c2).sqrt() + eps);
-                *w -= lr * (update + opts.weight_decay * *w);
-            }
+            grad.iter_mut().for_each(|g| *g *= scale);
+            grad[norm.clone()].fill(0.0);
+            opt.step(&mut model.weights, &grad, lr);
         }
         on_epoch(EpochStats {
             epoch,
@@ -304,7 +310,7 @@ mod tests {
         for label in 0..3 {
             for _ in 0..n_per_class {
                 let frames = 30 + rng.below(10);
-                let phase = rng.uniform() * 3.0;
+                let phase = rng.range(-1.0, 1.0) as f32 * 3.0;
                 let mut x = Vec::new();
                 let mut previous = 0.0;
                 for t in 0..frames {
@@ -318,7 +324,7 @@ mod tests {
                                 -1.0
                             }
                         }
-                    } + 0.1 * rng.uniform();
+                    } + 0.1 * rng.range(-1.0, 1.0) as f32;
                     // Features as the CSI pipeline makes them: value and frame-to-frame change.
                     x.push(s);
                     x.push(if t == 0 { 0.0 } else { s - previous });

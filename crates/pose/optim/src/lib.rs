@@ -1,0 +1,204 @@
+//! The project's one optimiser, shared by the pose trainer (`csipose-train`) and the activity
+//! classifier (`csipose-temporal`): AdamW with decoupled weight decay on a flat parameter
+//! vector, and the cosine learning-rate schedule with linear warmup. Which elements decay is
+//! the caller's choice ([`DecayMask`]); the pose model's rule is implemented by its `Layout`.
+//!
+//! The serde helpers [`nan_f32`] and [`nan_f64`] read a float written as JSON `null` (NaN or
+//! ±inf) back as NaN; [`Schedule`] uses them and the pose checkpoints re-export them.
+
+use serde::{Deserialize, Serialize};
+
+/// Serde `deserialize_with` for an `f32` that may have been written as `null` (NaN or ±inf):
+/// `null` reads back as NaN.
+pub fn nan_f32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    Ok(<Option<f32> as Deserialize>::deserialize(d)?.unwrap_or(f32::NAN))
+}
+
+/// [`nan_f32`] for `f64`.
+pub fn nan_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(<Option<f64> as Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// Which elements of a flat parameter vector take weight decay (`true` = decays).
+pub trait DecayMask {
+    fn decay_mask(&self) -> Vec<bool>;
+}
+
+impl DecayMask for [bool] {
+    fn decay_mask(&self) -> Vec<bool> {
+        self.to_vec()
+    }
+}
+
+impl DecayMask for Vec<bool> {
+    fn decay_mask(&self) -> Vec<bool> {
+        self.clone()
+    }
+}
+
+/// AdamW (Loshchilov & Hutter): `p -= lr · (m̂ / (√v̂ + eps) + wd · p)`, decay only where the
+/// [`DecayMask`] says so. An element that neither decays nor ever gets a non-zero gradient
+/// stays exactly where it is.
+#[derive(Clone, Debug)]
+pub struct AdamW {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// First moment (PyTorch `exp_avg`).
+    pub m: Vec<f32>,
+    /// Second moment (PyTorch `exp_avg_sq`).
+    pub v: Vec<f32>,
+    /// Steps taken.
+    pub t: u64,
+    decay: Vec<bool>,
+}
+
+impl AdamW {
+    /// For the parameters `params` describes (one element per parameter), with β = (0.9,
+    /// 0.999) and eps = 1e-8.
+    pub fn new<P: DecayMask + ?Sized>(params: &P, weight_decay: f32) -> AdamW {
+        let decay = params.decay_mask();
+        let n = decay.len();
+        AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            t: 0,
+            decay,
+        }
+    }
+
+    /// One update with learning rate `lr`.
+    pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+        assert_eq!(params.len(), self.m.len(), "AdamW: parameter count");
+        assert_eq!(grads.len(), self.m.len(), "AdamW: gradient count");
+        self.t += 1;
+        let bc1 = 1.0 - self.beta1.powi(self.t as i32);
+        let bc2 = 1.0 - self.beta2.powi(self.t as i32);
+        let (b1, b2, eps, wd) = (self.beta1, self.beta2, self.eps, self.weight_decay);
+        let step = lr / bc1;
+        let inv_bc2 = 1.0 / bc2;
+        for i in 0..params.len() {
+            let g = grads[i];
+            let m = b1 * self.m[i] + (1.0 - b1) * g;
+            let v = b2 * self.v[i] + (1.0 - b2) * g * g;
+            self.m[i] = m;
+            self.v[i] = v;
+            let mut p = params[i];
+            if self.decay[i] {
+                p -= lr * wd * p;
+            }
+            p -= step * m / ((v * inv_bc2).sqrt() + eps);
+            params[i] = p;
+        }
+    }
+}
+
+/// Cosine schedule with linear warmup: `lr · (s + 1) / w` for `s < w`, then
+/// `lr_min + (lr - lr_min) · ½(1 + cos(π (s - w) / (total - w)))`. A step is whatever the
+/// caller counts: the pose trainer counts optimiser steps, the activity classifier epochs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    #[serde(deserialize_with = "nan_f32")]
+    pub lr: f32,
+    #[serde(deserialize_with = "nan_f32")]
+    pub min_lr: f32,
+    pub warmup: u64,
+    pub total: u64,
+}
+
+impl Schedule {
+    pub fn at(&self, step: u64) -> f32 {
+        if step < self.warmup {
+            return self.lr * (step + 1) as f32 / self.warmup as f32;
+        }
+        let span = (self.total.saturating_sub(self.warmup)).max(1) as f64;
+        let t = ((step - self.warmup) as f64 / span).min(1.0);
+        let c = 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
+        self.min_lr + (self.lr - self.min_lr) * c as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_min() {
+        let s = Schedule {
+            lr: 1e-3,
+            min_lr: 1e-5,
+            warmup: 10,
+            total: 110,
+        };
+        assert!((s.at(0) - 1e-4).abs() < 1e-9);
+        assert!((s.at(9) - 1e-3).abs() < 1e-9);
+        assert!((s.at(10) - 1e-3).abs() < 1e-9);
+        assert!((s.at(60) - (1e-5 + 0.5 * (1e-3 - 1e-5))).abs() < 1e-7);
+        assert!((s.at(110) - 1e-5).abs() < 1e-9);
+        assert!(s.at(30) > s.at(80));
+    }
+
+    #[test]
+    fn schedule_without_warmup_starts_at_full_rate() {
+        let s = Schedule {
+            lr: 2e-3,
+            min_lr: 1e-4,
+            warmup: 0,
+            total: 4,
+        };
+        assert_eq!(s.at(0), 2e-3);
+        assert!((s.at(2) - (1e-4 + 0.5 * 1.9e-3)).abs() < 1e-9);
+        assert!((s.at(4) - 1e-4).abs() < 1e-9);
+    }
+
+    #[test]
+    fn adamw_first_step_moves_by_lr_and_decays_only_masked_elements() {
+        let mut opt = AdamW::new(&[true, false, false][..], 0.1);
+        let mut p = vec![1.0f32; 3];
+        opt.step(&mut p, &[0.5, 0.5, 0.0], 0.01);
+        // Decayed: 1 - lr·wd·p - lr·sign(g); not decayed: 1 - lr·sign(g); no decay and no
+        // gradient: exactly where it was.
+        assert!((p[0] - (1.0 - 0.001 - 0.01)).abs() < 1e-6);
+        assert!((p[1] - 0.99).abs() < 1e-6);
+        assert_eq!(p[2], 1.0);
+        assert_eq!(opt.t, 1);
+    }
+
+    #[test]
+    fn adamw_matches_the_textbook_update_over_steps() {
+        // Against the unfused formula in f64, three steps with changing gradients.
+        let mut opt = AdamW::new(&vec![true, false], 0.05);
+        let mut p = [0.7f32, -1.3];
+        let (mut m, mut v, mut q) = ([0.0f64; 2], [0.0f64; 2], [0.7f64, -1.3]);
+        for (t, g) in [[0.3f32, -0.2], [-0.1, 0.4], [0.25, 0.05]]
+            .iter()
+            .enumerate()
+        {
+            opt.step(&mut p, g, 0.02);
+            for i in 0..2 {
+                let g = g[i] as f64;
+                m[i] = 0.9 * m[i] + 0.1 * g;
+                v[i] = 0.999 * v[i] + 0.001 * g * g;
+                let mh = m[i] / (1.0 - 0.9f64.powi(t as i32 + 1));
+                let vh = v[i] / (1.0 - 0.999f64.powi(t as i32 + 1));
+                let wd = if i == 0 { 0.05 } else { 0.0 };
+                q[i] -= 0.02 * (mh / (vh.sqrt() + 1e-8) + wd * q[i]);
+                assert!((p[i] as f64 - q[i]).abs() < 1e-5, "step {t} elem {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn null_reads_back_as_nan() {
+        let s: Schedule =
+            serde_json::from_str(r#"{"lr":null,"min_lr":0.5,"warmup":1,"total":2}"#).unwrap();
+        assert!(s.lr.is_nan() && s.min_lr == 0.5);
+        let back: Schedule = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert!(back.lr.is_nan() && back.total == 2);
+    }
+}
