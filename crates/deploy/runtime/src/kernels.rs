@@ -146,12 +146,20 @@ impl Kernel {
         matches!(self.0, Path::Avx512 | Path::Vnni16)
     }
 
-    /// Runs `f` compiled for this path's vector instruction set: on the AVX2 and AVX-512
-    /// paths with AVX2+FMA enabled, so the forward's elementwise loops and reductions (written
-    /// lane-wise, without reassociation) vectorise 8 wide; Rust contracts no multiply-add into
-    /// an FMA, so they compute the portable path's values.
+    /// Runs `f` compiled for this path's vector instruction set: on the AVX-512 paths with
+    /// AVX-512 F/BW/VL and AVX2+FMA enabled, on the AVX2 path with AVX2+FMA, so the forward's
+    /// elementwise loops and reductions (written lane-wise, without reassociation) vectorise
+    /// 16 or 8 wide; Rust contracts no multiply-add into an FMA, so they compute the portable
+    /// path's values.
     #[inline(always)]
     pub(crate) fn vectorised<R>(self, f: impl FnOnce() -> R) -> R {
+        #[cfg(target_arch = "x86_64")]
+        if self.is_avx512() {
+            // SAFETY: `is_avx512` holds only on the Avx512 and Vnni16 paths, which
+            // `Kernel::avx512` / `Kernel::avx512_vnni16` build only where AVX-512 F/BW/VL and
+            // AVX2+FMA were detected.
+            return unsafe { with_avx512(f) };
+        }
         #[cfg(target_arch = "x86_64")]
         if self.is_avx2() {
             // SAFETY: every path for which is_avx2 holds exists only where AVX2+FMA were
@@ -179,6 +187,17 @@ impl Kernel {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn with_avx2_fma<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// `f()` compiled with AVX-512 F/BW/VL and AVX2+FMA (what [`Kernel::vectorised`] inlines it
+/// into on the AVX-512 paths).
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
