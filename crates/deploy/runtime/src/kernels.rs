@@ -404,7 +404,8 @@ pub fn quantize_rows<'q>(
     );
     #[cfg(target_arch = "x86_64")]
     if kern.0 == Path::Vnni16 {
-        // SAFETY: AVX-512 detected (Vnni16 path); the asserts bound every index.
+        // SAFETY: the Vnni16 path exists only where `Kernel::avx512_vnni16` detected AVX-512
+        // F/BW/VL/VNNI; the asserts above bound every row read and every word written.
         unsafe { crate::vnni::quantize_rows(x, tokens, k, xs, qx, q, sx) };
     } else {
         crate::int16::quantize_rows_portable(x, tokens, k, xs, qx, q, sx);
@@ -444,7 +445,8 @@ pub fn quantize_standardised<'q>(
     );
     #[cfg(target_arch = "x86_64")]
     if kern.0 == Path::Vnni16 {
-        // SAFETY: AVX-512 detected (Vnni16 path); the asserts bound every index.
+        // SAFETY: the Vnni16 path exists only where `Kernel::avx512_vnni16` detected AVX-512
+        // F/BW/VL/VNNI; the asserts above bound the frame, the words and the scales.
         unsafe { crate::vnni::quantize_standardised(x, k, p, mean, inv, qx, q, sx) };
     } else {
         crate::int16::quantize_standardised_portable(x, k, p, mean, inv, qx, q, sx);
@@ -521,6 +523,9 @@ impl<'a> MicroKernel for Portable<'a> {
         left
     }
 
+    /// # Safety
+    /// As [`MicroKernel::tile`]: token `t`, columns `c0..c0 + n` inside the Linear `cx`
+    /// describes (no instruction-set requirement).
     #[inline(always)]
     unsafe fn tile(cx: &PortableCtx<'a>, t: usize, _r: usize, c0: usize, n: usize) {
         let (x, w, cols) = (&cx.x, cx.w, cx.w.cols);
