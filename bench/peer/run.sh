@@ -7,7 +7,8 @@
 # Environment: CSIPOSE_BENCH_THREADS (training threads, default 2), CSIPOSE_BENCH_SECONDS
 # (measuring time per training bench, default 3), CSIPOSE_PEER_ITERS (latency runs, default
 # 2000), CSIPOSE_FMA_PEAK_GFLOPS (per core f32, default 118), PEER_VENV (default
-# target/peer-venv). PyTorch (CPU, PyPI's default wheel), onnxruntime and onnx are installed
+# target/peer-venv), CSIPOSE_PEER_LATENCY_ONLY=1 (only the batch-1 latencies: csipose's
+# training bench runs 0.2 s just to print the configuration line, PyTorch training is skipped). PyTorch (CPU, PyPI's default wheel), onnxruntime and onnx are installed
 # into the venv on first use; when that fails the peers are skipped with a message and only
 # csipose's numbers are printed.
 set -euo pipefail
@@ -42,17 +43,23 @@ results=$out/results.jsonl
 : >"$results"
 for c in "${configs[@]}"; do
     echo "== $c"
-    "$bench" --json "$c" >"$out/$c.line.json"
+    if [ "${CSIPOSE_PEER_LATENCY_ONLY:-0}" = 1 ]; then
+        CSIPOSE_BENCH_SECONDS=0.2 "$bench" --json "$c" >"$out/$c.line.json"
+    else
+        "$bench" --json "$c" >"$out/$c.line.json"
+    fi
     f32=$("$csipose" bench --random "$c" --bits 32 --json --iters "${CSIPOSE_PEER_ITERS:-2000}")
     i8=$("$csipose" bench --random "$c" --bits 8 --json --iters "${CSIPOSE_PEER_ITERS:-2000}")
     torch_train=null
     ort=null
-    if [ $peers = 1 ]; then
+    if [ $peers = 1 ] && [ "${CSIPOSE_PEER_LATENCY_ONLY:-0}" != 1 ]; then
         if "$py" bench/peer/peer.py train "$out/$c.line.json" "$out/$c.torch.json"; then
             torch_train=$(cat "$out/$c.torch.json")
         else
             echo "PyTorch training failed for $c"
         fi
+    fi
+    if [ $peers = 1 ]; then
         if "$py" bench/peer/peer.py latency "$out/$c.line.json" "$out/$c.ort.json" "$out/$c.onnx"; then
             ort=$(cat "$out/$c.ort.json")
         else

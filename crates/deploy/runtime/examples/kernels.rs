@@ -1,6 +1,6 @@
 //! Minimum time of one Linear per shape of micro (10 tokens) and the graph head (17 joints),
 //! f32 / int8 / int4, on the best exact-f32 kernel (argument `avx2` forces AVX2+FMA):
-//! `cargo run --release -p csipose-runtime --example kernels`.
+//! `cargo run --release -p csipose-runtime --example kernels [-- avx2] [d=128] [g=58]`.
 //! Minimum over many runs, so it stays meaningful on a busy machine.
 
 use csipose_runtime::kernels::{linear, Act, Input, Weights};
@@ -67,15 +67,23 @@ fn main() {
         Kernel::best_exact()
     };
     println!("kernel {}", k.name());
+    // `d=N` (default 64, micro; tiny 96, small 128, base 160, flagship 256) and `g=N` (graph
+    // width, default 56) pick the shapes.
+    let arg = |key: &str, def: usize| {
+        std::env::args()
+            .find_map(|a| a.strip_prefix(key).map(|v| v.parse().expect("a number")))
+            .unwrap_or(def)
+    };
+    let (d, g) = (arg("d=", 64), arg("g=", 56));
     for (tokens, inp, out, name) in [
-        (10, 342, 64, "embed"),
-        (10, 64, 192, "qkv"),
-        (10, 64, 64, "out_proj"),
-        (10, 64, 128, "ffn1"),
-        (10, 128, 64, "ffn2"),
-        (10, 64, 128, "ffn1gelu"),
-        (1, 64, 64, "head0"),
-        (17, 56, 56, "graph"),
+        (10, 342, d, "embed"),
+        (10, d, 3 * d, "qkv"),
+        (10, d, d, "out_proj"),
+        (10, d, 2 * d, "ffn1"),
+        (10, 2 * d, d, "ffn2"),
+        (10, d, 2 * d, "ffn1gelu"),
+        (1, d, d, "head0"),
+        (17, g, g, "graph"),
     ] {
         let x: Vec<f32> = (0..tokens * inp)
             .map(|i| (i % 13) as f32 * 0.1 - 0.6)

@@ -110,6 +110,8 @@ impl<const K: u8> MicroKernel for Avx2<K> {
     const WIDTHS: &'static [usize] = &[2, 1];
     const WIDTHS_ONE: &'static [usize] = &[8, 4, 2, 1];
 
+    /// # Safety
+    /// As [`MicroKernel::tile`]: AVX2+FMA available, the tile inside the Linear `c` describes.
     #[inline(always)]
     unsafe fn tile(c: &Ctx, t0: usize, r: usize, col: usize, v: usize) {
         // SAFETY: forwarded contract (AVX2+FMA present, the tile in bounds).
@@ -155,40 +157,49 @@ fn bytes_to_ps(b: __m128i) -> __m256 {
 }
 
 /// `C` vectors of 8 weights (codes) starting at element `idx` of the weight matrix.
+///
+/// # Safety
+/// AVX2 available; the `8C` weights from element `idx` (int4: their bytes) lie inside the
+/// weights `wp` points to.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn load_w<const K: u8, const C: usize>(wp: *const u8, idx: usize) -> [__m256; C] {
-    let mut out = [_mm256_setzero_ps(); C];
-    match K {
-        F32 | F32X => {
-            let p = (wp as *const f32).add(idx);
-            for (v, o) in out.iter_mut().enumerate() {
-                *o = _mm256_loadu_ps(p.add(8 * v));
+    // SAFETY: AVX2 is enabled on this function and the caller guarantees it (this function's
+    // contract); `idx` and the `C` vectors after it lie inside the weights (the tile is in
+    // bounds), so every load and `add` stays inside the weight slice.
+    unsafe {
+        let mut out = [_mm256_setzero_ps(); C];
+        match K {
+            F32 | F32X => {
+                let p = (wp as *const f32).add(idx);
+                for (v, o) in out.iter_mut().enumerate() {
+                    *o = _mm256_loadu_ps(p.add(8 * v));
+                }
+            }
+            I8 => {
+                let p = wp.add(idx);
+                for (v, o) in out.iter_mut().enumerate() {
+                    *o = bytes_to_ps(_mm_loadl_epi64(p.add(8 * v) as *const __m128i));
+                }
+            }
+            _ => {
+                // idx is even (even column count, column a multiple of 8): byte-aligned.
+                let p = wp.add(idx / 2);
+                let mut v = 0;
+                while v + 2 <= C {
+                    let s = unpack_nibbles(_mm_loadl_epi64(p.add(4 * v) as *const __m128i));
+                    out[v] = bytes_to_ps(s);
+                    out[v + 1] = bytes_to_ps(_mm_srli_si128::<8>(s));
+                    v += 2;
+                }
+                if v < C {
+                    let word = core::ptr::read_unaligned(p.add(4 * v) as *const i32);
+                    out[v] = bytes_to_ps(unpack_nibbles(_mm_cvtsi32_si128(word)));
+                }
             }
         }
-        I8 => {
-            let p = wp.add(idx);
-            for (v, o) in out.iter_mut().enumerate() {
-                *o = bytes_to_ps(_mm_loadl_epi64(p.add(8 * v) as *const __m128i));
-            }
-        }
-        _ => {
-            // idx is even (even column count, column a multiple of 8): byte-aligned.
-            let p = wp.add(idx / 2);
-            let mut v = 0;
-            while v + 2 <= C {
-                let s = unpack_nibbles(_mm_loadl_epi64(p.add(4 * v) as *const __m128i));
-                out[v] = bytes_to_ps(s);
-                out[v + 1] = bytes_to_ps(_mm_srli_si128::<8>(s));
-                v += 2;
-            }
-            if v < C {
-                let word = core::ptr::read_unaligned(p.add(4 * v) as *const i32);
-                out[v] = bytes_to_ps(unpack_nibbles(_mm_cvtsi32_si128(word)));
-            }
-        }
+        out
     }
-    out
 }
 
 /// GELU (tanh approximation) on 8 lanes, the same rational tanh as `math::fast_tanh`.
@@ -217,55 +228,63 @@ fn gelu8(x: __m256) -> __m256 {
 }
 
 /// One register tile: tokens `t0..t0+R`, columns `col..col+8C`.
+///
+/// # Safety
+/// AVX2+FMA available; the tile lies inside the Linear `c` describes.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block<const K: u8, const R: usize, const C: usize>(c: &Ctx, t0: usize, col: usize) {
-    let mut acc = [[_mm256_setzero_ps(); C]; R];
-    let xp = c.x.add(t0 * c.ts);
-    for k in 0..c.k_len {
-        let w = load_w::<K, C>(c.wp, k * c.cols + col);
-        let xk = xp.add(k * c.ks);
-        for (r, a) in acc.iter_mut().enumerate() {
-            let xb = _mm256_set1_ps(*xk.add(r * c.ts));
-            for v in 0..C {
-                a[v] = if K == F32X {
-                    _mm256_add_ps(a[v], _mm256_mul_ps(xb, w[v]))
-                } else {
-                    _mm256_fmadd_ps(xb, w[v], a[v])
-                };
+    // SAFETY: AVX2+FMA available and the tile `t0..t0 + R` × `col..col + 8C` inside the Linear `c`
+    // describes (this function's contract, checked by `kernels::linear` before the tiles run), so
+    // every input, weight, scale, bias, residual and output pointer below stays in bounds.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        let xp = c.x.add(t0 * c.ts);
+        for k in 0..c.k_len {
+            let w = load_w::<K, C>(c.wp, k * c.cols + col);
+            let xk = xp.add(k * c.ks);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let xb = _mm256_set1_ps(*xk.add(r * c.ts));
+                for v in 0..C {
+                    a[v] = if K == F32X {
+                        _mm256_add_ps(a[v], _mm256_mul_ps(xb, w[v]))
+                    } else {
+                        _mm256_fmadd_ps(xb, w[v], a[v])
+                    };
+                }
             }
         }
-    }
-    for v in 0..C {
-        let cc = col + 8 * v;
-        let scale = if K == F32 || K == F32X {
-            _mm256_set1_ps(1.0)
-        } else if c.per_col {
-            _mm256_loadu_ps(c.scales.add(cc))
-        } else {
-            _mm256_set1_ps(*c.scales)
-        };
-        let b = if c.bias.is_null() {
-            _mm256_setzero_ps()
-        } else {
-            _mm256_loadu_ps(c.bias.add(cc))
-        };
-        for (r, a) in acc.iter().enumerate() {
-            let mut o = a[v];
-            if K != F32 && K != F32X {
-                o = _mm256_mul_ps(o, scale);
-            }
-            o = _mm256_add_ps(o, b);
-            o = match c.act {
-                Act::None => o,
-                Act::Gelu => gelu8(o),
-                Act::Relu => _mm256_max_ps(o, _mm256_setzero_ps()),
+        for v in 0..C {
+            let cc = col + 8 * v;
+            let scale = if K == F32 || K == F32X {
+                _mm256_set1_ps(1.0)
+            } else if c.per_col {
+                _mm256_loadu_ps(c.scales.add(cc))
+            } else {
+                _mm256_set1_ps(*c.scales)
             };
-            let at = (t0 + r) * c.cols + cc;
-            if !c.res.is_null() {
-                o = _mm256_add_ps(o, _mm256_loadu_ps(c.res.add(at)));
+            let b = if c.bias.is_null() {
+                _mm256_setzero_ps()
+            } else {
+                _mm256_loadu_ps(c.bias.add(cc))
+            };
+            for (r, a) in acc.iter().enumerate() {
+                let mut o = a[v];
+                if K != F32 && K != F32X {
+                    o = _mm256_mul_ps(o, scale);
+                }
+                o = _mm256_add_ps(o, b);
+                o = match c.act {
+                    Act::None => o,
+                    Act::Gelu => gelu8(o),
+                    Act::Relu => _mm256_max_ps(o, _mm256_setzero_ps()),
+                };
+                let at = (t0 + r) * c.cols + cc;
+                if !c.res.is_null() {
+                    o = _mm256_add_ps(o, _mm256_loadu_ps(c.res.add(at)));
+                }
+                _mm256_storeu_ps(c.y.add(at), o);
             }
-            _mm256_storeu_ps(c.y.add(at), o);
         }
     }
 }

@@ -106,6 +106,9 @@ impl<const K: u8> MicroKernel for Avx512<K> {
         }
     }
 
+    /// # Safety
+    /// As [`MicroKernel::tile`]: AVX-512 F/BW/VL and AVX2+FMA available, the tile inside the
+    /// Linear `c` describes (vectors past `cols` masked).
     #[inline(always)]
     unsafe fn tile(c: &Ctx, t0: usize, r: usize, col: usize, v: usize) {
         // SAFETY: forwarded contract (AVX-512 present, the tile in bounds or masked).
@@ -139,60 +142,58 @@ fn mask(left: usize) -> __mmask16 {
     }
 }
 
-/// 16 weights (codes) of row `k` from column `col` (masked past the row's end).
+/// 16 weights (codes) of row `k` from column `col`, `m` = `mask(cols − col)` (masked past the
+/// row's end; the mask is computed once per tile, so the loop has no branch per load).
+///
+/// # Safety
+/// AVX-512 F/BW/VL available; row `k`, columns `col..col + 16` (those `m` selects) lie inside
+/// the weights `c` describes.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-unsafe fn load16<const K: u8>(c: &Ctx, k: usize, col: usize) -> __m512 {
-    let idx = k * c.cols + col;
-    let left = c.cols.saturating_sub(col);
-    match K {
-        F32 => {
-            let p = (c.wp as *const f32).add(idx);
-            if left >= 16 {
-                _mm512_loadu_ps(p)
-            } else {
-                _mm512_maskz_loadu_ps(mask(left), p)
+unsafe fn load16<const K: u8>(c: &Ctx, k: usize, col: usize, m: __mmask16) -> __m512 {
+    // SAFETY: AVX-512 available (contract); the masked loads touch only the lanes `m` selects,
+    // i.e. columns below `cols` of row `k`, inside the weights; the int4 load reads exactly the
+    // bytes holding elements `idx..idx + n`.
+    unsafe {
+        let idx = k * c.cols + col;
+        let left = c.cols.saturating_sub(col);
+        match K {
+            F32 => _mm512_maskz_loadu_ps(m, (c.wp as *const f32).add(idx)),
+            I8 => {
+                let b = _mm_maskz_loadu_epi8(m, c.wp.add(idx) as *const i8);
+                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b))
             }
-        }
-        I8 => {
-            let p = c.wp.add(idx);
-            let b = if left >= 16 {
-                _mm_loadu_si128(p as *const __m128i)
-            } else {
-                _mm_maskz_loadu_epi8(mask(left), p as *const i8)
-            };
-            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b))
-        }
-        _ => {
-            // Elements idx .. idx+n lie in bytes idx/2 ..= (idx+n-1)/2 (at most 9 when idx
-            // is odd: rows of an odd column count start mid-byte); load exactly those.
-            let n = left.min(16);
-            if n == 0 {
-                return _mm512_setzero_ps();
+            _ => {
+                // Elements idx .. idx+n lie in bytes idx/2 ..= (idx+n-1)/2 (at most 9 when idx
+                // is odd: rows of an odd column count start mid-byte); load exactly those.
+                let n = left.min(16);
+                if n == 0 {
+                    return _mm512_setzero_ps();
+                }
+                let p = c.wp.add(idx / 2);
+                let nbytes = (idx + n - 1) / 2 - idx / 2 + 1;
+                let raw = if nbytes == 8 {
+                    _mm_loadl_epi64(p as *const __m128i)
+                } else {
+                    _mm_maskz_loadu_epi8(mask(nbytes), p as *const i8)
+                };
+                // Odd start: shift the 16 wanted nibbles down by one nibble (across the 8-byte
+                // boundary) so element idx is the low nibble of byte 0.
+                let b = if idx % 2 == 1 {
+                    let lo = _mm_srli_epi64::<4>(raw);
+                    let hi = _mm_slli_epi64::<60>(_mm_srli_si128::<8>(raw));
+                    _mm_or_si128(lo, hi)
+                } else {
+                    raw
+                };
+                let m = _mm_set1_epi8(0x0f);
+                let lo = _mm_and_si128(b, m);
+                let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), m);
+                let inter = _mm_unpacklo_epi8(lo, hi);
+                let eight = _mm_set1_epi8(8);
+                let s = _mm_sub_epi8(_mm_xor_si128(inter, eight), eight);
+                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(s))
             }
-            let p = c.wp.add(idx / 2);
-            let nbytes = (idx + n - 1) / 2 - idx / 2 + 1;
-            let raw = if nbytes == 8 {
-                _mm_loadl_epi64(p as *const __m128i)
-            } else {
-                _mm_maskz_loadu_epi8(mask(nbytes), p as *const i8)
-            };
-            // Odd start: shift the 16 wanted nibbles down by one nibble (across the 8-byte
-            // boundary) so element idx is the low nibble of byte 0.
-            let b = if idx % 2 == 1 {
-                let lo = _mm_srli_epi64::<4>(raw);
-                let hi = _mm_slli_epi64::<60>(_mm_srli_si128::<8>(raw));
-                _mm_or_si128(lo, hi)
-            } else {
-                raw
-            };
-            let m = _mm_set1_epi8(0x0f);
-            let lo = _mm_and_si128(b, m);
-            let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), m);
-            let inter = _mm_unpacklo_epi8(lo, hi);
-            let eight = _mm_set1_epi8(8);
-            let s = _mm_sub_epi8(_mm_xor_si128(inter, eight), eight);
-            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(s))
         }
     }
 }
@@ -222,55 +223,101 @@ pub(crate) fn gelu16(x: __m512) -> __m512 {
     _mm512_mul_ps(_mm512_mul_ps(s(0.5), x), _mm512_add_ps(s(1.0), t))
 }
 
+/// One register tile: tokens `t0..t0 + R`, columns `col..col + 16C` (the last vectors masked
+/// past the row's end). A single token sums even and odd inputs in two chains (8 independent
+/// FMA chains at C = 4, what two FMA pipes of latency 4 need), added at the end.
+///
+/// # Safety
+/// AVX-512 F/BW/VL and AVX2+FMA available; the tile lies inside the Linear `c` describes.
 #[inline]
+#[allow(clippy::needless_range_loop)] // index loops over the register tile, fully unrolled
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 unsafe fn block<const K: u8, const R: usize, const C: usize>(c: &Ctx, t0: usize, col: usize) {
-    let mut acc = [[_mm512_setzero_ps(); C]; R];
-    let xp = c.x.add(t0 * c.ts);
-    for k in 0..c.k_len {
-        let mut w = [_mm512_setzero_ps(); C];
-        for (v, wv) in w.iter_mut().enumerate() {
-            *wv = load16::<K>(c, k, col + 16 * v);
+    // SAFETY: AVX-512 F/BW/VL and AVX2+FMA available and the tile inside the Linear `c` describes
+    // (contract, checked by `kernels::linear`): inputs `t0..t0 + R` at `x[t·ts + k·ks]` for k <
+    // `k_len`, and every weight, scale, bias, residual and output access is masked to columns
+    // below `cols`.
+    unsafe {
+        let mut ms = [0u16; C];
+        for (v, m) in ms.iter_mut().enumerate() {
+            *m = mask(c.cols.saturating_sub(col + 16 * v));
         }
-        let xk = xp.add(k * c.ks);
-        for (r, a) in acc.iter_mut().enumerate() {
-            let xb = _mm512_set1_ps(*xk.add(r * c.ts));
+        let mut acc = [[_mm512_setzero_ps(); C]; R];
+        let xp = c.x.add(t0 * c.ts);
+        let mut k = 0;
+        if R == 1 {
+            let mut odd = [_mm512_setzero_ps(); C];
+            while k + 2 <= c.k_len {
+                let xb0 = _mm512_set1_ps(*xp.add(k * c.ks));
+                let xb1 = _mm512_set1_ps(*xp.add((k + 1) * c.ks));
+                for v in 0..C {
+                    let w0 = load16::<K>(c, k, col + 16 * v, ms[v]);
+                    let w1 = load16::<K>(c, k + 1, col + 16 * v, ms[v]);
+                    acc[0][v] = _mm512_fmadd_ps(xb0, w0, acc[0][v]);
+                    odd[v] = _mm512_fmadd_ps(xb1, w1, odd[v]);
+                }
+                k += 2;
+            }
             for v in 0..C {
-                a[v] = _mm512_fmadd_ps(xb, w[v], a[v]);
+                acc[0][v] = _mm512_add_ps(acc[0][v], odd[v]);
             }
         }
-    }
-    for v in 0..C {
-        let cc = col + 16 * v;
-        let m = mask(c.cols.saturating_sub(cc));
-        let scale = if K == F32 {
-            _mm512_set1_ps(1.0)
-        } else if c.per_col {
-            _mm512_maskz_loadu_ps(m, c.scales.add(cc))
-        } else {
-            _mm512_set1_ps(*c.scales)
-        };
-        let b = if c.bias.is_null() {
-            _mm512_setzero_ps()
-        } else {
-            _mm512_maskz_loadu_ps(m, c.bias.add(cc))
-        };
-        for (r, a) in acc.iter().enumerate() {
-            let mut o = a[v];
-            if K != F32 {
-                o = _mm512_mul_ps(o, scale);
+        while k < c.k_len {
+            let mut w = [_mm512_setzero_ps(); C];
+            for (v, wv) in w.iter_mut().enumerate() {
+                *wv = load16::<K>(c, k, col + 16 * v, ms[v]);
             }
-            o = _mm512_add_ps(o, b);
-            o = match c.act {
-                Act::None => o,
-                Act::Gelu => gelu16(o),
-                Act::Relu => _mm512_max_ps(o, _mm512_setzero_ps()),
+            let xk = xp.add(k * c.ks);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let xb = _mm512_set1_ps(*xk.add(r * c.ts));
+                for v in 0..C {
+                    a[v] = _mm512_fmadd_ps(xb, w[v], a[v]);
+                }
+            }
+            k += 1;
+        }
+        // The sums leave the registers through one explicit, fully unrolled copy, so the epilogue
+        // (not unrolled for large R) does not keep `acc` in memory inside the loop above (without
+        // it, the 6 × 4 tile stored its 24 accumulators to the stack at every input).
+        let mut sums = [[_mm512_setzero_ps(); C]; R];
+        for r in 0..R {
+            for v in 0..C {
+                core::ptr::write_volatile(&mut sums[r][v], acc[r][v]);
+            }
+        }
+        let acc = sums;
+        for v in 0..C {
+            let cc = col + 16 * v;
+            let m = ms[v];
+            let scale = if K == F32 {
+                _mm512_set1_ps(1.0)
+            } else if c.per_col {
+                _mm512_maskz_loadu_ps(m, c.scales.add(cc))
+            } else {
+                _mm512_set1_ps(*c.scales)
             };
-            let at = (t0 + r) * c.cols + cc;
-            if !c.res.is_null() {
-                o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(m, c.res.add(at)));
+            let b = if c.bias.is_null() {
+                _mm512_setzero_ps()
+            } else {
+                _mm512_maskz_loadu_ps(m, c.bias.add(cc))
+            };
+            for (r, a) in acc.iter().enumerate() {
+                let mut o = a[v];
+                if K != F32 {
+                    o = _mm512_mul_ps(o, scale);
+                }
+                o = _mm512_add_ps(o, b);
+                o = match c.act {
+                    Act::None => o,
+                    Act::Gelu => gelu16(o),
+                    Act::Relu => _mm512_max_ps(o, _mm512_setzero_ps()),
+                };
+                let at = (t0 + r) * c.cols + cc;
+                if !c.res.is_null() {
+                    o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(m, c.res.add(at)));
+                }
+                _mm512_mask_storeu_ps(c.y.add(at), m, o);
             }
-            _mm512_mask_storeu_ps(c.y.add(at), m, o);
         }
     }
 }

@@ -447,8 +447,10 @@ impl<'a> ModelFile<'a> {
         let raw = &b[off..off + len];
         let data = match dtype {
             0 => TensorData::F32(f32s(raw)),
-            // SAFETY: i8 and u8 have the same size and alignment.
             1 => TensorData::I8 {
+                // SAFETY: i8 and u8 have the same size and alignment and every bit pattern is
+                // valid for both, so the slice (same length, same borrow of the file) is a
+                // valid `[i8]`.
                 q: unsafe { &*(raw as *const [u8] as *const [i8]) },
                 scales,
             },

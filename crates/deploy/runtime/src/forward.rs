@@ -14,7 +14,7 @@
 //! ([`crate::int16`]) and the forward quantizes each Linear's input per token.
 //!
 //! [`Runtime::forward`] is only the sequence of operations; how each runs on this CPU (which
-//! micro-kernel, AVX-512 stages on the VNNI path that equal their portable reference bit for
+//! micro-kernel, AVX-512 stages on the AVX-512 paths that equal their portable reference bit for
 //! bit) is decided in `ops` and [`crate::kernels`], from the [`Kernel`] chosen at
 //! [`Runtime::new`].
 

@@ -329,6 +329,9 @@ impl<'a> MicroKernel for PortableInt16<'a> {
         left
     }
 
+    /// # Safety
+    /// As [`MicroKernel::tile`]: token `t`, columns `c0..c0 + n` inside the Linear `cx`
+    /// describes (no instruction-set requirement).
     #[inline(always)]
     unsafe fn tile(cx: &PortableCtx<'a>, t: usize, _r: usize, c0: usize, n: usize) {
         let (x, w, cols) = (cx.x, cx.w, cx.w.cols);

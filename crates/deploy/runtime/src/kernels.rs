@@ -146,12 +146,20 @@ impl Kernel {
         matches!(self.0, Path::Avx512 | Path::Vnni16)
     }
 
-    /// Runs `f` compiled for this path's vector instruction set: on the AVX2 and AVX-512
-    /// paths with AVX2+FMA enabled, so the forward's elementwise loops and reductions (written
-    /// lane-wise, without reassociation) vectorise 8 wide; Rust contracts no multiply-add into
-    /// an FMA, so they compute the portable path's values.
+    /// Runs `f` compiled for this path's vector instruction set: on the AVX-512 paths with
+    /// AVX-512 F/BW/VL and AVX2+FMA enabled, on the AVX2 path with AVX2+FMA, so the forward's
+    /// elementwise loops and reductions (written lane-wise, without reassociation) vectorise
+    /// 16 or 8 wide; Rust contracts no multiply-add into an FMA, so they compute the portable
+    /// path's values.
     #[inline(always)]
     pub(crate) fn vectorised<R>(self, f: impl FnOnce() -> R) -> R {
+        #[cfg(target_arch = "x86_64")]
+        if self.is_avx512() {
+            // SAFETY: `is_avx512` holds only on the Avx512 and Vnni16 paths, which
+            // `Kernel::avx512` / `Kernel::avx512_vnni16` build only where AVX-512 F/BW/VL and
+            // AVX2+FMA were detected.
+            return unsafe { with_avx512(f) };
+        }
         #[cfg(target_arch = "x86_64")]
         if self.is_avx2() {
             // SAFETY: every path for which is_avx2 holds exists only where AVX2+FMA were
@@ -179,6 +187,17 @@ impl Kernel {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn with_avx2_fma<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// `f()` compiled with AVX-512 F/BW/VL and AVX2+FMA (what [`Kernel::vectorised`] inlines it
+/// into on the AVX-512 paths).
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
@@ -385,7 +404,8 @@ pub fn quantize_rows<'q>(
     );
     #[cfg(target_arch = "x86_64")]
     if kern.0 == Path::Vnni16 {
-        // SAFETY: AVX-512 detected (Vnni16 path); the asserts bound every index.
+        // SAFETY: the Vnni16 path exists only where `Kernel::avx512_vnni16` detected AVX-512
+        // F/BW/VL/VNNI; the asserts above bound every row read and every word written.
         unsafe { crate::vnni::quantize_rows(x, tokens, k, xs, qx, q, sx) };
     } else {
         crate::int16::quantize_rows_portable(x, tokens, k, xs, qx, q, sx);
@@ -425,7 +445,8 @@ pub fn quantize_standardised<'q>(
     );
     #[cfg(target_arch = "x86_64")]
     if kern.0 == Path::Vnni16 {
-        // SAFETY: AVX-512 detected (Vnni16 path); the asserts bound every index.
+        // SAFETY: the Vnni16 path exists only where `Kernel::avx512_vnni16` detected AVX-512
+        // F/BW/VL/VNNI; the asserts above bound the frame, the words and the scales.
         unsafe { crate::vnni::quantize_standardised(x, k, p, mean, inv, qx, q, sx) };
     } else {
         crate::int16::quantize_standardised_portable(x, k, p, mean, inv, qx, q, sx);
@@ -502,6 +523,9 @@ impl<'a> MicroKernel for Portable<'a> {
         left
     }
 
+    /// # Safety
+    /// As [`MicroKernel::tile`]: token `t`, columns `c0..c0 + n` inside the Linear `cx`
+    /// describes (no instruction-set requirement).
     #[inline(always)]
     unsafe fn tile(cx: &PortableCtx<'a>, t: usize, _r: usize, c0: usize, n: usize) {
         let (x, w, cols) = (&cx.x, cx.w, cx.w.cols);

@@ -12,6 +12,8 @@
 //! f32 in [`kernels`], portable int16 in [`int16`], `avx2`, `avx512`, `vnni`); CPU features
 //! come from `csipose-cpu`, shared with the attention crate.
 #![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;

@@ -2,7 +2,8 @@
 //! decides which instruction set runs a stage; [`crate::forward`] is only their sequence):
 //! the model Linear ([`lin`]: int16 on repacked weights or the f32 kernels), LayerNorm,
 //! multi-head attention, attention pooling, the graph head's mixing and output, the
-//! embedding's standardisation (and int16 quantization). On the AVX-512 VNNI int16 path the
+//! embedding's standardisation (and int16 quantization). On the AVX-512 paths (exact f32 and
+//! VNNI int16) the
 //! non-Linear stages run in AVX-512 code that performs exactly the portable operations
 //! (`vnni.rs`), so that path equals its portable reference bit for bit; elsewhere they are the
 //! portable loops below, vectorised by [`Kernel::vectorised`].
@@ -27,9 +28,11 @@ pub(crate) fn layernorm(
     d: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if kern.is_vnni16() {
+    if kern.is_avx512() {
         assert!(x.len() >= rows * d && y.len() >= rows * d && g.len() >= d && b.len() >= d);
-        // SAFETY: Vnni16 exists only where AVX-512 was detected; lengths checked above.
+        // SAFETY: `is_avx512` holds only on the Avx512 and Vnni16 paths, which
+        // `Kernel::avx512` / `Kernel::avx512_vnni16` build only where AVX-512 F/BW/VL and
+        // AVX2+FMA were detected; lengths checked above.
         unsafe { crate::vnni::layernorm(x, g, b, y, rows, d) };
         return;
     }
@@ -140,10 +143,11 @@ pub(crate) fn attention(
         &mut b.ch[..p * dh],
     );
     kt.fill(0.0);
-    // The int16 path on AVX-512: both products in dedicated kernels (the same roundings as the
-    // portable Linear, so still equal to `portable_int16`), reading Q and V in place.
+    // The AVX-512 paths: both products in dedicated kernels (the same roundings as the
+    // portable Linear, so the int16 path still equals `portable_int16`), reading Q and V in
+    // place.
     #[cfg(target_arch = "x86_64")]
-    if kern.is_vnni16() && p <= 16 && dh <= 64 {
+    if kern.is_avx512() && p <= 16 && dh <= 64 {
         for h in 0..heads {
             for j in 0..p {
                 let k = &qkv[j * 3 * d + d + h * dh..j * 3 * d + d + (h + 1) * dh];
@@ -152,9 +156,11 @@ pub(crate) fn attention(
                 }
             }
             assert!(qkv.len() >= p * 3 * d && ctx.len() >= p * d);
-            // SAFETY: Vnni16 exists only where AVX-512 was detected; q rows i < p at
-            // i·3d + h·dh + t (t < dh), values at j·3d + 2d + h·dh + c (c < dh), ctx rows at
-            // i·d + h·dh + c all lie inside the checked lengths; kt and s are [dh, pp], [p, pp].
+            // SAFETY: `is_avx512` holds only on the Avx512 and Vnni16 paths, which
+            // `Kernel::avx512` / `Kernel::avx512_vnni16` build only where AVX-512 F/BW/VL
+            // and AVX2+FMA were detected; q rows i < p at i·3d + h·dh + t (t < dh), values at
+            // j·3d + 2d + h·dh + c (c < dh), ctx rows at i·d + h·dh + c all lie inside the
+            // checked lengths; kt and s are [dh, pp], [p, pp].
             unsafe {
                 crate::vnni::attn_scores(
                     qkv[h * dh..].as_ptr(),
@@ -273,7 +279,8 @@ pub(crate) fn standardise_quantize<'q>(
     if kern.is_vnni16() && p <= 16 {
         let np = k.div_ceil(2);
         assert!(x.len() == k * p && q.len() >= np * p && sx.len() >= p);
-        // SAFETY: Vnni16 exists only where AVX-512 was detected; lengths checked above.
+        // SAFETY: `is_vnni16` holds only on the Vnni16 path, which `Kernel::avx512_vnni16`
+        // builds only where AVX-512 F/BW/VL/VNNI were detected; lengths checked above.
         unsafe { crate::vnni::standardise_quantize(x, k, p, qx, q, sx) };
         return QInput {
             q: &q[..np * p],
@@ -312,9 +319,11 @@ pub(crate) fn pool(
     z: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if kern.is_vnni16() && p <= 16 {
+    if kern.is_avx512() && p <= 16 {
         assert!(h.len() >= p * d && w.len() >= d && scores.len() >= p && z.len() >= d);
-        // SAFETY: Vnni16 exists only where AVX-512 was detected; lengths checked above.
+        // SAFETY: `is_avx512` holds only on the Avx512 and Vnni16 paths, which
+        // `Kernel::avx512` / `Kernel::avx512_vnni16` build only where AVX-512 F/BW/VL and
+        // AVX2+FMA were detected; lengths checked above.
         unsafe { crate::vnni::pool(h, w, b, p, d, scores, z) };
         return;
     }
@@ -354,14 +363,16 @@ pub(crate) fn graph_mix(
     nbs: &[([usize; 4], usize)],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if kern.is_vnni16() {
+    if kern.is_avx512() {
         let n = nbs.len();
         assert!(f.len() >= n * g && m.len() >= n * g);
         assert!(nbs
             .iter()
             .all(|(nb, cnt)| nb[..*cnt].iter().all(|&j| j < n)));
-        // SAFETY: Vnni16 exists only where AVX-512 was detected; every neighbour index is
-        // below `nbs.len()` and the lengths are checked above.
+        // SAFETY: `is_avx512` holds only on the Avx512 and Vnni16 paths, which
+        // `Kernel::avx512` / `Kernel::avx512_vnni16` build only where AVX-512 F/BW/VL and
+        // AVX2+FMA were detected; every neighbour index is below `nbs.len()` and the lengths
+        // are checked above.
         unsafe { crate::vnni::graph_mix(f, m, g, nbs) };
         return;
     }
@@ -400,10 +411,12 @@ pub(crate) fn graph_out(
 ) {
     let n = kp0.len();
     #[cfg(target_arch = "x86_64")]
-    if kern.is_vnni16() {
+    if kern.is_avx512() {
         assert!(f.len() >= n / 2 * g && w.len() >= 2 * g && b.len() >= 2);
         assert!(out.len() >= n && n <= 48);
-        // SAFETY: Vnni16 exists only where AVX-512 was detected; lengths checked above.
+        // SAFETY: `is_avx512` holds only on the Avx512 and Vnni16 paths, which
+        // `Kernel::avx512` / `Kernel::avx512_vnni16` build only where AVX-512 F/BW/VL and
+        // AVX2+FMA were detected; lengths checked above.
         unsafe { crate::vnni::graph_out(f, w, g, b, kp0, scale, out) };
         return;
     }

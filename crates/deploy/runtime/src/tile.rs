@@ -64,7 +64,8 @@ pub(crate) unsafe fn run<M: MicroKernel>(ctx: &M::Ctx, tokens: usize, c0: usize,
         let mut col = c0;
         while col < c1 {
             let v = M::vectors(c1 - col, true);
-            // SAFETY: the caller's contract covers every tile of the range.
+            // SAFETY: the tile (token 0, columns from `col < c1`) is one of the range's tiles,
+            // which the caller's contract covers (features present, in bounds or masked).
             unsafe { M::tile(ctx, 0, 1, col, v) };
             col += v * M::LANES;
         }
@@ -78,7 +79,8 @@ pub(crate) unsafe fn run<M: MicroKernel>(ctx: &M::Ctx, tokens: usize, c0: usize,
         let mut t0 = 0;
         for b in 0..nb {
             let r = base + usize::from(b < extra);
-            // SAFETY: as above.
+            // SAFETY: as above: the blocks partition `0..tokens` (`r ≤ MR`, `t0 + r ≤
+            // tokens`) and `col < c1`, so this is one of the range's tiles.
             unsafe { M::tile(ctx, t0, r, col, v) };
             t0 += r;
         }
@@ -147,6 +149,8 @@ mod tests {
         fn vectors(left: usize, one_token: bool) -> usize {
             M::vectors(left, one_token)
         }
+        /// # Safety
+        /// None needed: records the tile, touches no other memory.
         unsafe fn tile(c: &RefCell<Tiles>, t0: usize, r: usize, col: usize, v: usize) {
             c.borrow_mut().push((t0, r, col, v));
         }

@@ -64,6 +64,9 @@ impl MicroKernel for Vnni {
     const WIDTHS: &'static [usize] = &[4, 3, 2, 1];
     const WIDTHS_ONE: &'static [usize] = &[4, 3, 2, 1];
 
+    /// # Safety
+    /// As [`MicroKernel::tile`]: AVX-512 VNNI available, the tile inside the packed Linear `c`
+    /// describes (padded columns).
     #[inline(always)]
     unsafe fn tile(c: &Ctx, t0: usize, r: usize, col: usize, v: usize) {
         // SAFETY: forwarded contract (AVX-512 VNNI present, the tile in bounds).
@@ -104,72 +107,84 @@ pub(crate) struct Ctx {
     y: *mut f32,
 }
 
+/// One register tile: tokens `t0..t0 + R` × the `C` vectors of 16 padded columns from vector
+/// `v0`, every pair summed with `vpdpwssd`, then the f32 epilogue.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI available; the tile lies inside the packed Linear `c` describes.
 #[inline]
 #[allow(clippy::needless_range_loop)] // index loops over the register tile, fully unrolled
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 unsafe fn block<const R: usize, const C: usize>(c: &Ctx, t0: usize, v0: usize) {
-    // The accumulators stay in the 32 zmm registers (with the C weight vectors and a
-    // broadcast).
-    const { assert!(R * C <= 24) };
-    let mut acc = [[_mm512_setzero_si512(); C]; R];
-    let (ts, js, cp, np) = (c.ts, c.js, c.cp, c.np);
-    let mut wp = c.w.add(v0 * 16);
-    let mut xp = c.x.add(t0 * ts);
-    for _ in 0..np {
-        let mut wv = [_mm512_setzero_si512(); C];
-        for (v, x) in wv.iter_mut().enumerate() {
-            *x = _mm512_load_si512(wp.add(16 * v) as *const _);
+    // SAFETY: AVX-512 VNNI available and the tile inside the Linear `c` describes (contract,
+    // checked by `kernels::linear_int16`): pairs `j < np` of tokens `t0..t0 + R`, packed words
+    // `j·cp + 16(v0 + v)..+16` below `np·cp` (aligned: `w` 64-byte aligned, `cp` a multiple of
+    // 16), scales over the padded `cp` columns, bias/residual/output masked to columns below
+    // `cols`.
+    unsafe {
+        // The accumulators stay in the 32 zmm registers (with the C weight vectors and a
+        // broadcast).
+        const { assert!(R * C <= 24) };
+        let mut acc = [[_mm512_setzero_si512(); C]; R];
+        let (ts, js, cp, np) = (c.ts, c.js, c.cp, c.np);
+        let mut wp = c.w.add(v0 * 16);
+        let mut xp = c.x.add(t0 * ts);
+        for _ in 0..np {
+            let mut wv = [_mm512_setzero_si512(); C];
+            for (v, x) in wv.iter_mut().enumerate() {
+                *x = _mm512_load_si512(wp.add(16 * v) as *const _);
+            }
+            for r in 0..R {
+                let xb = _mm512_set1_epi32(*xp.add(r * ts));
+                for v in 0..C {
+                    acc[r][v] = dpwssd(acc[r][v], xb, wv[v]);
+                }
+            }
+            wp = wp.add(cp);
+            xp = xp.add(js);
         }
+        // The sums leave the registers through one explicit, fully unrolled copy, so the epilogue
+        // (not unrolled for large R) does not keep `acc` in memory inside the loop above.
+        let mut sums = [[_mm512_setzero_si512(); C]; R];
         for r in 0..R {
-            let xb = _mm512_set1_epi32(*xp.add(r * ts));
             for v in 0..C {
-                acc[r][v] = dpwssd(acc[r][v], xb, wv[v]);
+                core::ptr::write_volatile(&mut sums[r][v], acc[r][v]);
             }
         }
-        wp = wp.add(cp);
-        xp = xp.add(js);
-    }
-    // The sums leave the registers through one explicit, fully unrolled copy, so the epilogue
-    // (not unrolled for large R) does not keep `acc` in memory inside the loop above.
-    let mut sums = [[_mm512_setzero_si512(); C]; R];
-    for r in 0..R {
+        let acc = sums;
         for v in 0..C {
-            core::ptr::write_volatile(&mut sums[r][v], acc[r][v]);
-        }
-    }
-    let acc = sums;
-    for v in 0..C {
-        let cc = (v0 + v) * 16;
-        let left = c.cols.saturating_sub(cc);
-        if left == 0 {
-            continue;
-        }
-        let m: __mmask16 = if left >= 16 {
-            0xffff
-        } else {
-            (1u16 << left) - 1
-        };
-        let scale = _mm512_loadu_ps(c.scales.add(cc));
-        let b = if c.bias.is_null() {
-            _mm512_setzero_ps()
-        } else {
-            _mm512_maskz_loadu_ps(m, c.bias.add(cc))
-        };
-        for (r, a) in acc.iter().enumerate() {
-            let sx = _mm512_set1_ps(*c.sx.add(t0 + r));
-            let mut o = _mm512_cvtepi32_ps(a[v]);
-            o = _mm512_mul_ps(o, _mm512_mul_ps(sx, scale));
-            o = _mm512_add_ps(o, b);
-            o = match c.act {
-                Act::None => o,
-                Act::Gelu => gelu_exact16(o),
-                Act::Relu => _mm512_max_ps(o, _mm512_setzero_ps()),
-            };
-            let at = (t0 + r) * c.cols + cc;
-            if !c.res.is_null() {
-                o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(m, c.res.add(at)));
+            let cc = (v0 + v) * 16;
+            let left = c.cols.saturating_sub(cc);
+            if left == 0 {
+                continue;
             }
-            _mm512_mask_storeu_ps(c.y.add(at), m, o);
+            let m: __mmask16 = if left >= 16 {
+                0xffff
+            } else {
+                (1u16 << left) - 1
+            };
+            let scale = _mm512_loadu_ps(c.scales.add(cc));
+            let b = if c.bias.is_null() {
+                _mm512_setzero_ps()
+            } else {
+                _mm512_maskz_loadu_ps(m, c.bias.add(cc))
+            };
+            for (r, a) in acc.iter().enumerate() {
+                let sx = _mm512_set1_ps(*c.sx.add(t0 + r));
+                let mut o = _mm512_cvtepi32_ps(a[v]);
+                o = _mm512_mul_ps(o, _mm512_mul_ps(sx, scale));
+                o = _mm512_add_ps(o, b);
+                o = match c.act {
+                    Act::None => o,
+                    Act::Gelu => gelu_exact16(o),
+                    Act::Relu => _mm512_max_ps(o, _mm512_setzero_ps()),
+                };
+                let at = (t0 + r) * c.cols + cc;
+                if !c.res.is_null() {
+                    o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(m, c.res.add(at)));
+                }
+                _mm512_mask_storeu_ps(c.y.add(at), m, o);
+            }
         }
     }
 }
@@ -253,57 +268,62 @@ pub(crate) unsafe fn quantize_rows(
     q: &mut [f32],
     sx: &mut [f32],
 ) {
-    let np = k.div_ceil(2);
-    // In blocks of 32 tokens: all maxima first, then the scales, then the codes, so the
-    // per-token reductions and divisions overlap instead of forming one chain per token.
-    let mut t0 = 0;
-    while t0 < tokens {
-        let nt = (tokens - t0).min(32);
-        let mut inv = [0.0f32; 32];
-        for (j, iv) in inv.iter_mut().enumerate().take(nt) {
-            let row = x.as_ptr().add((t0 + j) * xs);
-            let (mut m0, mut m1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-            let mut i = 0;
-            while i + 32 <= k {
-                m0 = _mm512_max_ps(m0, _mm512_abs_ps(_mm512_loadu_ps(row.add(i))));
-                m1 = _mm512_max_ps(m1, _mm512_abs_ps(_mm512_loadu_ps(row.add(i + 16))));
-                i += 32;
-            }
-            while i < k {
-                let v = _mm512_maskz_loadu_ps(mask(k - i), row.add(i));
-                m0 = _mm512_max_ps(m0, _mm512_abs_ps(v));
-                i += 16;
-            }
-            *iv = _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
-        }
-        for (j, iv) in inv.iter_mut().enumerate().take(nt) {
-            let (s, i) = crate::int16::token_scale(*iv, qx);
-            sx[t0 + j] = s;
-            *iv = i;
-        }
-        for (j, &inv) in inv.iter().enumerate().take(nt) {
-            let t = t0 + j;
-            let row = x.as_ptr().add(t * xs);
-            let iv = _mm512_set1_ps(inv);
-            // 32 inputs → 16 int16 pairs per step, stored as the row's int16 codes.
-            let dst = q.as_mut_ptr().add(t * np) as *mut i16;
-            let mut i = 0;
-            while i < k {
-                let a = _mm512_maskz_loadu_ps(mask(k - i), row.add(i));
-                let qa = _mm512_cvtepi32_epi16(q16(a, iv));
-                let left = 2 * np - i; // int16 slots left in the row (even)
-                if i + 16 < k {
-                    let b = _mm512_maskz_loadu_ps(mask(k - i - 16), row.add(i + 16));
-                    let qb = _mm512_cvtepi32_epi16(q16(b, iv));
-                    let both = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qa), qb);
-                    _mm512_mask_storeu_epi16(dst.add(i), mask32(left), both);
-                } else {
-                    _mm256_mask_storeu_epi16(dst.add(i), mask(left), qa);
+    // SAFETY: AVX-512 F/BW/VL available (contract); rows `t < tokens` hold `k` values at `t·xs` in
+    // `x` (checked by `kernels::quantize_rows`), loads are masked to `k`, stores to the row's
+    // `2·⌈k/2⌉` int16 slots of `q`, scales to `sx[t]`, all inside the checked lengths.
+    unsafe {
+        let np = k.div_ceil(2);
+        // In blocks of 32 tokens: all maxima first, then the scales, then the codes, so the
+        // per-token reductions and divisions overlap instead of forming one chain per token.
+        let mut t0 = 0;
+        while t0 < tokens {
+            let nt = (tokens - t0).min(32);
+            let mut inv = [0.0f32; 32];
+            for (j, iv) in inv.iter_mut().enumerate().take(nt) {
+                let row = x.as_ptr().add((t0 + j) * xs);
+                let (mut m0, mut m1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+                let mut i = 0;
+                while i + 32 <= k {
+                    m0 = _mm512_max_ps(m0, _mm512_abs_ps(_mm512_loadu_ps(row.add(i))));
+                    m1 = _mm512_max_ps(m1, _mm512_abs_ps(_mm512_loadu_ps(row.add(i + 16))));
+                    i += 32;
                 }
-                i += 32;
+                while i < k {
+                    let v = _mm512_maskz_loadu_ps(mask(k - i), row.add(i));
+                    m0 = _mm512_max_ps(m0, _mm512_abs_ps(v));
+                    i += 16;
+                }
+                *iv = _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
             }
+            for (j, iv) in inv.iter_mut().enumerate().take(nt) {
+                let (s, i) = crate::int16::token_scale(*iv, qx);
+                sx[t0 + j] = s;
+                *iv = i;
+            }
+            for (j, &inv) in inv.iter().enumerate().take(nt) {
+                let t = t0 + j;
+                let row = x.as_ptr().add(t * xs);
+                let iv = _mm512_set1_ps(inv);
+                // 32 inputs → 16 int16 pairs per step, stored as the row's int16 codes.
+                let dst = q.as_mut_ptr().add(t * np) as *mut i16;
+                let mut i = 0;
+                while i < k {
+                    let a = _mm512_maskz_loadu_ps(mask(k - i), row.add(i));
+                    let qa = _mm512_cvtepi32_epi16(q16(a, iv));
+                    let left = 2 * np - i; // int16 slots left in the row (even)
+                    if i + 16 < k {
+                        let b = _mm512_maskz_loadu_ps(mask(k - i - 16), row.add(i + 16));
+                        let qb = _mm512_cvtepi32_epi16(q16(b, iv));
+                        let both = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qa), qb);
+                        _mm512_mask_storeu_epi16(dst.add(i), mask32(left), both);
+                    } else {
+                        _mm256_mask_storeu_epi16(dst.add(i), mask(left), qa);
+                    }
+                    i += 32;
+                }
+            }
+            t0 += nt;
         }
-        t0 += nt;
     }
 }
 
@@ -332,55 +352,60 @@ pub(crate) unsafe fn quantize_standardised(
     q: &mut [f32],
     sx: &mut [f32],
 ) {
-    let mv = _mm512_set1_ps(mean);
-    let lo16 = _mm512_set1_epi32(0xffff);
-    let xp = x.as_ptr();
-    let qp = q.as_mut_ptr() as *mut i32;
-    let mut t0 = 0;
-    while t0 < p {
-        let m = mask(p - t0);
-        let ld = |f: usize| _mm512_maskz_loadu_ps(m, xp.add(f * p + t0));
-        // Raw minimum and maximum per token (lane), two chains each.
-        let inf = _mm512_set1_ps(f32::INFINITY);
-        let (mut lo0, mut lo1) = (inf, inf);
-        let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
-        let (mut hi0, mut hi1) = (ninf, ninf);
-        let mut f = 0;
-        while f + 2 <= k {
-            let (a, b) = (ld(f), ld(f + 1));
-            lo0 = _mm512_min_ps(lo0, a);
-            hi0 = _mm512_max_ps(hi0, a);
-            lo1 = _mm512_min_ps(lo1, b);
-            hi1 = _mm512_max_ps(hi1, b);
-            f += 2;
+    // SAFETY: AVX-512 F/BW/VL available (contract); `x` holds `k·p` values (feature `f`, token `t`
+    // at `f·p + t`, loads masked to `t < p`), `q` `⌈k/2⌉·p` words and `sx` `p` values (checked by
+    // `kernels::quantize_standardised`).
+    unsafe {
+        let mv = _mm512_set1_ps(mean);
+        let lo16 = _mm512_set1_epi32(0xffff);
+        let xp = x.as_ptr();
+        let qp = q.as_mut_ptr() as *mut i32;
+        let mut t0 = 0;
+        while t0 < p {
+            let m = mask(p - t0);
+            let ld = |f: usize| _mm512_maskz_loadu_ps(m, xp.add(f * p + t0));
+            // Raw minimum and maximum per token (lane), two chains each.
+            let inf = _mm512_set1_ps(f32::INFINITY);
+            let (mut lo0, mut lo1) = (inf, inf);
+            let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+            let (mut hi0, mut hi1) = (ninf, ninf);
+            let mut f = 0;
+            while f + 2 <= k {
+                let (a, b) = (ld(f), ld(f + 1));
+                lo0 = _mm512_min_ps(lo0, a);
+                hi0 = _mm512_max_ps(hi0, a);
+                lo1 = _mm512_min_ps(lo1, b);
+                hi1 = _mm512_max_ps(hi1, b);
+                f += 2;
+            }
+            if f < k {
+                let a = ld(f);
+                lo0 = _mm512_min_ps(lo0, a);
+                hi0 = _mm512_max_ps(hi0, a);
+            }
+            let (mut lo, mut hi) = ([0.0f32; 16], [0.0f32; 16]);
+            _mm512_storeu_ps(lo.as_mut_ptr(), _mm512_min_ps(lo0, lo1));
+            _mm512_storeu_ps(hi.as_mut_ptr(), _mm512_max_ps(hi0, hi1));
+            let mut cs = [0.0f32; 16];
+            for l in 0..16.min(p - t0) {
+                let (s, c) = crate::int16::embed_scale(lo[l], hi[l], mean, inv, qx);
+                sx[t0 + l] = s;
+                cs[l] = c;
+            }
+            let cv = _mm512_loadu_ps(cs.as_ptr());
+            let code = |f: usize| q16(_mm512_sub_ps(ld(f), mv), cv);
+            let np = k.div_ceil(2);
+            for j in 0..k / 2 {
+                let (a, b) = (code(2 * j), code(2 * j + 1));
+                let wv = _mm512_or_si512(_mm512_and_si512(a, lo16), _mm512_slli_epi32::<16>(b));
+                _mm512_mask_storeu_epi32(qp.add(j * p + t0), m, wv);
+            }
+            if np > k / 2 {
+                let wv = _mm512_and_si512(code(k - 1), lo16);
+                _mm512_mask_storeu_epi32(qp.add((np - 1) * p + t0), m, wv);
+            }
+            t0 += 16;
         }
-        if f < k {
-            let a = ld(f);
-            lo0 = _mm512_min_ps(lo0, a);
-            hi0 = _mm512_max_ps(hi0, a);
-        }
-        let (mut lo, mut hi) = ([0.0f32; 16], [0.0f32; 16]);
-        _mm512_storeu_ps(lo.as_mut_ptr(), _mm512_min_ps(lo0, lo1));
-        _mm512_storeu_ps(hi.as_mut_ptr(), _mm512_max_ps(hi0, hi1));
-        let mut cs = [0.0f32; 16];
-        for l in 0..16.min(p - t0) {
-            let (s, c) = crate::int16::embed_scale(lo[l], hi[l], mean, inv, qx);
-            sx[t0 + l] = s;
-            cs[l] = c;
-        }
-        let cv = _mm512_loadu_ps(cs.as_ptr());
-        let code = |f: usize| q16(_mm512_sub_ps(ld(f), mv), cv);
-        let np = k.div_ceil(2);
-        for j in 0..k / 2 {
-            let (a, b) = (code(2 * j), code(2 * j + 1));
-            let wv = _mm512_or_si512(_mm512_and_si512(a, lo16), _mm512_slli_epi32::<16>(b));
-            _mm512_mask_storeu_epi32(qp.add(j * p + t0), m, wv);
-        }
-        if np > k / 2 {
-            let wv = _mm512_and_si512(code(k - 1), lo16);
-            _mm512_mask_storeu_epi32(qp.add((np - 1) * p + t0), m, wv);
-        }
-        t0 += 16;
     }
 }
 
@@ -401,23 +426,31 @@ pub(crate) unsafe fn attn_scores(
     p: usize,
     s: *mut f32,
 ) {
-    let mut i = 0;
-    while i < p {
-        let r = (p - i).min(8);
-        match r {
-            1 => scores_rows::<1>(q, qs, kt, pp, dh, p, s, i),
-            2 => scores_rows::<2>(q, qs, kt, pp, dh, p, s, i),
-            3 => scores_rows::<3>(q, qs, kt, pp, dh, p, s, i),
-            4 => scores_rows::<4>(q, qs, kt, pp, dh, p, s, i),
-            5 => scores_rows::<5>(q, qs, kt, pp, dh, p, s, i),
-            6 => scores_rows::<6>(q, qs, kt, pp, dh, p, s, i),
-            7 => scores_rows::<7>(q, qs, kt, pp, dh, p, s, i),
-            _ => scores_rows::<8>(q, qs, kt, pp, dh, p, s, i),
+    // SAFETY: AVX-512 F available and the pointers cover the ranges in the docs (contract, from
+    // `ops::attention`'s length checks); `scores_rows` gets row blocks inside `0..p`.
+    unsafe {
+        let mut i = 0;
+        while i < p {
+            let r = (p - i).min(8);
+            match r {
+                1 => scores_rows::<1>(q, qs, kt, pp, dh, p, s, i),
+                2 => scores_rows::<2>(q, qs, kt, pp, dh, p, s, i),
+                3 => scores_rows::<3>(q, qs, kt, pp, dh, p, s, i),
+                4 => scores_rows::<4>(q, qs, kt, pp, dh, p, s, i),
+                5 => scores_rows::<5>(q, qs, kt, pp, dh, p, s, i),
+                6 => scores_rows::<6>(q, qs, kt, pp, dh, p, s, i),
+                7 => scores_rows::<7>(q, qs, kt, pp, dh, p, s, i),
+                _ => scores_rows::<8>(q, qs, kt, pp, dh, p, s, i),
+            }
+            i += r;
         }
-        i += r;
     }
 }
 
+/// Scores of the `R` queries from `i0` ([`attn_scores`]).
+///
+/// # Safety
+/// As [`attn_scores`], with `i0 + R ≤ p`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
@@ -431,17 +464,22 @@ unsafe fn scores_rows<const R: usize>(
     s: *mut f32,
     i0: usize,
 ) {
-    let m = mask(p);
-    let mut acc = [_mm512_setzero_ps(); R];
-    for t in 0..dh {
-        let kv = _mm512_maskz_loadu_ps(m, kt.add(t * pp));
-        for (r, a) in acc.iter_mut().enumerate() {
-            let qv = _mm512_set1_ps(*q.add((i0 + r) * qs + t));
-            *a = _mm512_add_ps(*a, _mm512_mul_ps(qv, kv));
+    // SAFETY: AVX-512 F available (contract); queries `i0 + r < p` at `q[(i0 + r)·qs + t]`, `t <
+    // dh`; keys `kt[t·pp..]` masked to `p ≤ pp` columns; scores rows `i0 + r` of `s [p, pp]`
+    // masked the same way.
+    unsafe {
+        let m = mask(p);
+        let mut acc = [_mm512_setzero_ps(); R];
+        for t in 0..dh {
+            let kv = _mm512_maskz_loadu_ps(m, kt.add(t * pp));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let qv = _mm512_set1_ps(*q.add((i0 + r) * qs + t));
+                *a = _mm512_add_ps(*a, _mm512_mul_ps(qv, kv));
+            }
         }
-    }
-    for (r, a) in acc.iter().enumerate() {
-        _mm512_mask_storeu_ps(s.add((i0 + r) * pp), m, *a);
+        for (r, a) in acc.iter().enumerate() {
+            _mm512_mask_storeu_ps(s.add((i0 + r) * pp), m, *a);
+        }
     }
 }
 
@@ -463,31 +501,40 @@ pub(crate) unsafe fn attn_context(
     out: *mut f32,
     os: usize,
 ) {
-    let mut i = 0;
-    while i < p {
-        let r = (p - i).min(4);
-        match (r, dh.div_ceil(16)) {
-            (1, 1) => context_rows::<1, 1>(s, pp, v, vs, dh, p, out, os, i),
-            (1, 2) => context_rows::<1, 2>(s, pp, v, vs, dh, p, out, os, i),
-            (1, 3) => context_rows::<1, 3>(s, pp, v, vs, dh, p, out, os, i),
-            (1, _) => context_rows::<1, 4>(s, pp, v, vs, dh, p, out, os, i),
-            (2, 1) => context_rows::<2, 1>(s, pp, v, vs, dh, p, out, os, i),
-            (2, 2) => context_rows::<2, 2>(s, pp, v, vs, dh, p, out, os, i),
-            (2, 3) => context_rows::<2, 3>(s, pp, v, vs, dh, p, out, os, i),
-            (2, _) => context_rows::<2, 4>(s, pp, v, vs, dh, p, out, os, i),
-            (3, 1) => context_rows::<3, 1>(s, pp, v, vs, dh, p, out, os, i),
-            (3, 2) => context_rows::<3, 2>(s, pp, v, vs, dh, p, out, os, i),
-            (3, 3) => context_rows::<3, 3>(s, pp, v, vs, dh, p, out, os, i),
-            (3, _) => context_rows::<3, 4>(s, pp, v, vs, dh, p, out, os, i),
-            (_, 1) => context_rows::<4, 1>(s, pp, v, vs, dh, p, out, os, i),
-            (_, 2) => context_rows::<4, 2>(s, pp, v, vs, dh, p, out, os, i),
-            (_, 3) => context_rows::<4, 3>(s, pp, v, vs, dh, p, out, os, i),
-            (_, _) => context_rows::<4, 4>(s, pp, v, vs, dh, p, out, os, i),
+    // SAFETY: AVX-512 F available and the pointers cover the ranges in the docs (contract, from
+    // `ops::attention`'s length checks); `context_rows` gets row blocks inside `0..p` and `⌈dh/16⌉
+    // ≤ 4` vectors.
+    unsafe {
+        let mut i = 0;
+        while i < p {
+            let r = (p - i).min(4);
+            match (r, dh.div_ceil(16)) {
+                (1, 1) => context_rows::<1, 1>(s, pp, v, vs, dh, p, out, os, i),
+                (1, 2) => context_rows::<1, 2>(s, pp, v, vs, dh, p, out, os, i),
+                (1, 3) => context_rows::<1, 3>(s, pp, v, vs, dh, p, out, os, i),
+                (1, _) => context_rows::<1, 4>(s, pp, v, vs, dh, p, out, os, i),
+                (2, 1) => context_rows::<2, 1>(s, pp, v, vs, dh, p, out, os, i),
+                (2, 2) => context_rows::<2, 2>(s, pp, v, vs, dh, p, out, os, i),
+                (2, 3) => context_rows::<2, 3>(s, pp, v, vs, dh, p, out, os, i),
+                (2, _) => context_rows::<2, 4>(s, pp, v, vs, dh, p, out, os, i),
+                (3, 1) => context_rows::<3, 1>(s, pp, v, vs, dh, p, out, os, i),
+                (3, 2) => context_rows::<3, 2>(s, pp, v, vs, dh, p, out, os, i),
+                (3, 3) => context_rows::<3, 3>(s, pp, v, vs, dh, p, out, os, i),
+                (3, _) => context_rows::<3, 4>(s, pp, v, vs, dh, p, out, os, i),
+                (_, 1) => context_rows::<4, 1>(s, pp, v, vs, dh, p, out, os, i),
+                (_, 2) => context_rows::<4, 2>(s, pp, v, vs, dh, p, out, os, i),
+                (_, 3) => context_rows::<4, 3>(s, pp, v, vs, dh, p, out, os, i),
+                (_, _) => context_rows::<4, 4>(s, pp, v, vs, dh, p, out, os, i),
+            }
+            i += r;
         }
-        i += r;
     }
 }
 
+/// Context of the `R` queries from `i0` over `C` vectors of 16 columns ([`attn_context`]).
+///
+/// # Safety
+/// As [`attn_context`], with `i0 + R ≤ p` and `16·C ≥ dh`.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
@@ -502,26 +549,31 @@ unsafe fn context_rows<const R: usize, const C: usize>(
     os: usize,
     i0: usize,
 ) {
-    let mut ms = [0u16; C];
-    for (c, m) in ms.iter_mut().enumerate() {
-        *m = mask(dh.saturating_sub(16 * c));
-    }
-    let mut acc = [[_mm512_setzero_ps(); C]; R];
-    for j in 0..p {
-        let mut vv = [_mm512_setzero_ps(); C];
-        for (c, x) in vv.iter_mut().enumerate() {
-            *x = _mm512_maskz_loadu_ps(ms[c], v.add(j * vs + 16 * c));
+    // SAFETY: AVX-512 F available (contract); probabilities `s[(i0 + r)·pp + j]` with `i0 + r <
+    // p`, `j < p ≤ pp`; values `v[j·vs + c]` and outputs `out[(i0 + r)·os + c]` masked to `c <
+    // dh`.
+    unsafe {
+        let mut ms = [0u16; C];
+        for (c, m) in ms.iter_mut().enumerate() {
+            *m = mask(dh.saturating_sub(16 * c));
         }
-        for (r, a) in acc.iter_mut().enumerate() {
-            let sv = _mm512_set1_ps(*s.add((i0 + r) * pp + j));
-            for c in 0..C {
-                a[c] = _mm512_add_ps(a[c], _mm512_mul_ps(sv, vv[c]));
+        let mut acc = [[_mm512_setzero_ps(); C]; R];
+        for j in 0..p {
+            let mut vv = [_mm512_setzero_ps(); C];
+            for (c, x) in vv.iter_mut().enumerate() {
+                *x = _mm512_maskz_loadu_ps(ms[c], v.add(j * vs + 16 * c));
+            }
+            for (r, a) in acc.iter_mut().enumerate() {
+                let sv = _mm512_set1_ps(*s.add((i0 + r) * pp + j));
+                for c in 0..C {
+                    a[c] = _mm512_add_ps(a[c], _mm512_mul_ps(sv, vv[c]));
+                }
             }
         }
-    }
-    for (r, a) in acc.iter().enumerate() {
-        for c in 0..C {
-            _mm512_mask_storeu_ps(out.add((i0 + r) * os + 16 * c), ms[c], a[c]);
+        for (r, a) in acc.iter().enumerate() {
+            for c in 0..C {
+                _mm512_mask_storeu_ps(out.add((i0 + r) * os + 16 * c), ms[c], a[c]);
+            }
         }
     }
 }
@@ -541,55 +593,60 @@ pub(crate) unsafe fn layernorm(
     rows: usize,
     d: usize,
 ) {
-    let full = d / 16 * 16;
-    let sum16 = |xr: *const f32, m: Option<f32>| -> f32 {
-        let mut acc = _mm512_setzero_ps();
-        let mv = _mm512_set1_ps(m.unwrap_or(0.0));
-        let mut i = 0;
-        while i < full {
-            let mut v = _mm512_loadu_ps(xr.add(i));
-            if m.is_some() {
-                let c = _mm512_sub_ps(v, mv);
-                v = _mm512_mul_ps(c, c);
+    // SAFETY: AVX-512 F/BW/VL available (contract); `x` and `y` hold `rows·d` values,
+    // `gamma`/`beta` `d` (checked by `ops::layernorm`); full loads stop at `d / 16 · 16` within
+    // each row, the rest is masked.
+    unsafe {
+        let full = d / 16 * 16;
+        let sum16 = |xr: *const f32, m: Option<f32>| -> f32 {
+            let mut acc = _mm512_setzero_ps();
+            let mv = _mm512_set1_ps(m.unwrap_or(0.0));
+            let mut i = 0;
+            while i < full {
+                let mut v = _mm512_loadu_ps(xr.add(i));
+                if m.is_some() {
+                    let c = _mm512_sub_ps(v, mv);
+                    v = _mm512_mul_ps(c, c);
+                }
+                acc = _mm512_add_ps(acc, v);
+                i += 16;
             }
-            acc = _mm512_add_ps(acc, v);
-            i += 16;
-        }
-        let h = _mm256_add_ps(
-            _mm512_castps512_ps256(acc),
-            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc))),
-        );
-        let mut hs = [0.0f32; 8];
-        _mm256_storeu_ps(hs.as_mut_ptr(), h);
-        let mut s = 0.0f32;
-        for v in hs {
-            s += v;
-        }
-        for i in full..d {
-            let v = *xr.add(i);
-            s += match m {
-                Some(m) => (v - m) * (v - m),
-                None => v,
-            };
-        }
-        s
-    };
-    for r in 0..rows {
-        let xr = x.as_ptr().add(r * d);
-        let mu = sum16(xr, None) / d as f32;
-        let var = sum16(xr, Some(mu)) / d as f32;
-        let rs = 1.0 / crate::math::sqrt(var + crate::math::LN_EPS);
-        let (mv, sv) = (_mm512_set1_ps(mu), _mm512_set1_ps(rs));
-        let yr = y.as_mut_ptr().add(r * d);
-        let mut i = 0;
-        while i < d {
-            let m = mask(d - i);
-            let v = _mm512_maskz_loadu_ps(m, xr.add(i));
-            let g = _mm512_maskz_loadu_ps(m, gamma.as_ptr().add(i));
-            let b = _mm512_maskz_loadu_ps(m, beta.as_ptr().add(i));
-            let o = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(v, mv), sv), g), b);
-            _mm512_mask_storeu_ps(yr.add(i), m, o);
-            i += 16;
+            let h = _mm256_add_ps(
+                _mm512_castps512_ps256(acc),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc))),
+            );
+            let mut hs = [0.0f32; 8];
+            _mm256_storeu_ps(hs.as_mut_ptr(), h);
+            let mut s = 0.0f32;
+            for v in hs {
+                s += v;
+            }
+            for i in full..d {
+                let v = *xr.add(i);
+                s += match m {
+                    Some(m) => (v - m) * (v - m),
+                    None => v,
+                };
+            }
+            s
+        };
+        for r in 0..rows {
+            let xr = x.as_ptr().add(r * d);
+            let mu = sum16(xr, None) / d as f32;
+            let var = sum16(xr, Some(mu)) / d as f32;
+            let rs = 1.0 / crate::math::sqrt(var + crate::math::LN_EPS);
+            let (mv, sv) = (_mm512_set1_ps(mu), _mm512_set1_ps(rs));
+            let yr = y.as_mut_ptr().add(r * d);
+            let mut i = 0;
+            while i < d {
+                let m = mask(d - i);
+                let v = _mm512_maskz_loadu_ps(m, xr.add(i));
+                let g = _mm512_maskz_loadu_ps(m, gamma.as_ptr().add(i));
+                let b = _mm512_maskz_loadu_ps(m, beta.as_ptr().add(i));
+                let o = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(v, mv), sv), g), b);
+                _mm512_mask_storeu_ps(yr.add(i), m, o);
+                i += 16;
+            }
         }
     }
 }
@@ -603,21 +660,26 @@ pub(crate) unsafe fn layernorm(
 /// `nbs.len()`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub(crate) unsafe fn graph_mix(f: &[f32], m: &mut [f32], g: usize, nbs: &[([usize; 4], usize)]) {
-    let (fp, mp) = (f.as_ptr(), m.as_mut_ptr());
-    for (i, (nb, cnt)) in nbs.iter().enumerate() {
-        let a = _mm512_set1_ps(1.0 / *cnt as f32);
-        let mut c = 0;
-        while c < g {
-            let k = mask(g - c);
-            let mut o = _mm512_mul_ps(a, _mm512_maskz_loadu_ps(k, fp.add(nb[0] * g + c)));
-            for &j in &nb[1..*cnt] {
-                o = _mm512_add_ps(
-                    o,
-                    _mm512_mul_ps(a, _mm512_maskz_loadu_ps(k, fp.add(j * g + c))),
-                );
+    // SAFETY: AVX-512 F available (contract); every neighbour index is below `nbs.len()` and `f`,
+    // `m` hold `nbs.len()·g` values (checked by `ops::graph_mix`); loads and stores are masked to
+    // the row's `g` values.
+    unsafe {
+        let (fp, mp) = (f.as_ptr(), m.as_mut_ptr());
+        for (i, (nb, cnt)) in nbs.iter().enumerate() {
+            let a = _mm512_set1_ps(1.0 / *cnt as f32);
+            let mut c = 0;
+            while c < g {
+                let k = mask(g - c);
+                let mut o = _mm512_mul_ps(a, _mm512_maskz_loadu_ps(k, fp.add(nb[0] * g + c)));
+                for &j in &nb[1..*cnt] {
+                    o = _mm512_add_ps(
+                        o,
+                        _mm512_mul_ps(a, _mm512_maskz_loadu_ps(k, fp.add(j * g + c))),
+                    );
+                }
+                _mm512_mask_storeu_ps(mp.add(i * g + c), k, o);
+                c += 16;
             }
-            _mm512_mask_storeu_ps(mp.add(i * g + c), k, o);
-            c += 16;
         }
     }
 }
@@ -658,42 +720,54 @@ fn exp16(x: __m512) -> __m512 {
 /// AVX-512 F; `s` holds `p·pp` values, `p ≤ 16`, `p ≤ pp`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub(crate) unsafe fn softmax_rows(s: &mut [f32], p: usize, pp: usize, scale: f32) {
-    let m = mask(p);
-    let sc = _mm512_set1_ps(scale);
-    for i in 0..p {
-        let row = s.as_mut_ptr().add(i * pp);
-        let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row), sc);
-        let mx = _mm512_mask_reduce_max_ps(m, v);
-        let e = exp16(_mm512_sub_ps(v, _mm512_set1_ps(mx)));
-        let mut es = [0.0f32; 16];
-        _mm512_storeu_ps(es.as_mut_ptr(), e);
-        let inv = 1.0 / crate::ops::sum8(&es[..p]);
-        _mm512_mask_storeu_ps(row, m, _mm512_mul_ps(e, _mm512_set1_ps(inv)));
+    // SAFETY: AVX-512 F available (contract); `s` holds `p·pp` values with `p ≤ 16`, `p ≤ pp`
+    // (checked by `ops::attention`), and each row's load and store is masked to its first `p`
+    // values.
+    unsafe {
+        let m = mask(p);
+        let sc = _mm512_set1_ps(scale);
+        for i in 0..p {
+            let row = s.as_mut_ptr().add(i * pp);
+            let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row), sc);
+            let mx = _mm512_mask_reduce_max_ps(m, v);
+            let e = exp16(_mm512_sub_ps(v, _mm512_set1_ps(mx)));
+            let mut es = [0.0f32; 16];
+            _mm512_storeu_ps(es.as_mut_ptr(), e);
+            let inv = 1.0 / crate::ops::sum8(&es[..p]);
+            _mm512_mask_storeu_ps(row, m, _mm512_mul_ps(e, _mm512_set1_ps(inv)));
+        }
     }
 }
 
 /// [`crate::ops::dot`] on 8 lanes, the same order: lane sums over chunks of 8, lanes added
 /// pairwise `((0+4) + (1+5)) + ((2+6) + (3+7))`, then the tail.
+///
+/// # Safety
+/// AVX2 available; `a` and `b` point to at least `n` values each.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 unsafe fn dot8(a: *const f32, b: *const f32, n: usize) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut i = 0;
-    while i + 8 <= n {
-        acc = _mm256_add_ps(
-            acc,
-            _mm256_mul_ps(_mm256_loadu_ps(a.add(i)), _mm256_loadu_ps(b.add(i))),
-        );
-        i += 8;
+    // SAFETY: AVX2 available (contract of the callers, which run only on the AVX-512 paths); `a`
+    // and `b` point to at least `n` values, and the 8-wide loads stop at `n / 8 · 8`.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 8 <= n {
+            acc = _mm256_add_ps(
+                acc,
+                _mm256_mul_ps(_mm256_loadu_ps(a.add(i)), _mm256_loadu_ps(b.add(i))),
+            );
+            i += 8;
+        }
+        let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
+        let t = _mm_add_ps(h, _mm_movehdup_ps(h));
+        let mut s = _mm_cvtss_f32(_mm_add_ss(t, _mm_movehl_ps(t, t)));
+        while i < n {
+            s += *a.add(i) * *b.add(i);
+            i += 1;
+        }
+        s
     }
-    let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
-    let t = _mm_add_ps(h, _mm_movehdup_ps(h));
-    let mut s = _mm_cvtss_f32(_mm_add_ss(t, _mm_movehl_ps(t, t)));
-    while i < n {
-        s += *a.add(i) * *b.add(i);
-        i += 1;
-    }
-    s
 }
 
 /// The graph head's output, bit for bit the portable loop: `t = f_j · w_c + b_c` for the 17
@@ -713,28 +787,33 @@ pub(crate) unsafe fn graph_out(
     scale: f32,
     out: &mut [f32],
 ) {
-    let n = kp0.len();
-    let mut t = [0.0f32; 48];
-    for j in 0..n / 2 {
-        for c in 0..2 {
-            t[2 * j + c] = dot8(f.as_ptr().add(j * g), w.as_ptr().add(c * g), g) + b[c];
+    // SAFETY: AVX-512 F available (contract); `f` holds `17·g` values, `w` `2·g`, `b` 2, `kp0` and
+    // `out` `n ≤ 48` (checked by `ops::graph_out`); the 16-lane reads of the local `t [48]` stay
+    // inside it and `kp0`/`out` accesses are masked to `n`.
+    unsafe {
+        let n = kp0.len();
+        let mut t = [0.0f32; 48];
+        for j in 0..n / 2 {
+            for c in 0..2 {
+                t[2 * j + c] = dot8(f.as_ptr().add(j * g), w.as_ptr().add(c * g), g) + b[c];
+            }
         }
-    }
-    let s = _mm512_set1_ps;
-    let mut i = 0;
-    while i < n {
-        let m = mask(n - i);
-        let x = _mm512_loadu_ps(t.as_ptr().add(i));
-        let x = _mm512_min_ps(_mm512_max_ps(x, s(-10.0)), s(10.0));
-        let e = exp16(_mm512_mul_ps(s(2.0), x));
-        let th = _mm512_sub_ps(s(1.0), _mm512_div_ps(s(2.0), _mm512_add_ps(e, s(1.0))));
-        let k = _mm512_maskz_loadu_ps(m, kp0.as_ptr().add(i));
-        _mm512_mask_storeu_ps(
-            out.as_mut_ptr().add(i),
-            m,
-            _mm512_add_ps(k, _mm512_mul_ps(s(scale), th)),
-        );
-        i += 16;
+        let s = _mm512_set1_ps;
+        let mut i = 0;
+        while i < n {
+            let m = mask(n - i);
+            let x = _mm512_loadu_ps(t.as_ptr().add(i));
+            let x = _mm512_min_ps(_mm512_max_ps(x, s(-10.0)), s(10.0));
+            let e = exp16(_mm512_mul_ps(s(2.0), x));
+            let th = _mm512_sub_ps(s(1.0), _mm512_div_ps(s(2.0), _mm512_add_ps(e, s(1.0))));
+            let k = _mm512_maskz_loadu_ps(m, kp0.as_ptr().add(i));
+            _mm512_mask_storeu_ps(
+                out.as_mut_ptr().add(i),
+                m,
+                _mm512_add_ps(k, _mm512_mul_ps(s(scale), th)),
+            );
+            i += 16;
+        }
     }
 }
 
@@ -754,34 +833,39 @@ pub(crate) unsafe fn pool(
     scores: &mut [f32],
     z: &mut [f32],
 ) {
-    let mut mx = f32::NEG_INFINITY;
-    for (t, sc) in scores.iter_mut().enumerate().take(p) {
-        let s = dot8(h.as_ptr().add(t * d), w.as_ptr(), d) + b;
-        *sc = s;
-        mx = mx.max(s);
-    }
-    let m = mask(p);
-    let e = exp16(_mm512_sub_ps(
-        _mm512_maskz_loadu_ps(m, scores.as_ptr()),
-        _mm512_set1_ps(mx),
-    ));
-    let mut es = [0.0f32; 16];
-    _mm512_storeu_ps(es.as_mut_ptr(), e);
-    let mut sum = 0.0f32;
-    for &v in &es[..p] {
-        sum += v;
-    }
-    _mm512_storeu_ps(es.as_mut_ptr(), _mm512_div_ps(e, _mm512_set1_ps(sum)));
-    let mut c = 0;
-    while c < d {
-        let k = mask(d - c);
-        let mut o = _mm512_setzero_ps();
-        for (t, &a) in es.iter().enumerate().take(p) {
-            let v = _mm512_maskz_loadu_ps(k, h.as_ptr().add(t * d + c));
-            o = _mm512_add_ps(o, _mm512_mul_ps(_mm512_set1_ps(a), v));
+    // SAFETY: AVX-512 F available (contract); `h` holds `p·d` values, `w` and `z` `d`, `scores` `p
+    // ≤ 16` (checked by `ops::pool`); loads and stores are masked to `p` tokens and the row's `d`
+    // values.
+    unsafe {
+        let mut mx = f32::NEG_INFINITY;
+        for (t, sc) in scores.iter_mut().enumerate().take(p) {
+            let s = dot8(h.as_ptr().add(t * d), w.as_ptr(), d) + b;
+            *sc = s;
+            mx = mx.max(s);
         }
-        _mm512_mask_storeu_ps(z.as_mut_ptr().add(c), k, o);
-        c += 16;
+        let m = mask(p);
+        let e = exp16(_mm512_sub_ps(
+            _mm512_maskz_loadu_ps(m, scores.as_ptr()),
+            _mm512_set1_ps(mx),
+        ));
+        let mut es = [0.0f32; 16];
+        _mm512_storeu_ps(es.as_mut_ptr(), e);
+        let mut sum = 0.0f32;
+        for &v in &es[..p] {
+            sum += v;
+        }
+        _mm512_storeu_ps(es.as_mut_ptr(), _mm512_div_ps(e, _mm512_set1_ps(sum)));
+        let mut c = 0;
+        while c < d {
+            let k = mask(d - c);
+            let mut o = _mm512_setzero_ps();
+            for (t, &a) in es.iter().enumerate().take(p) {
+                let v = _mm512_maskz_loadu_ps(k, h.as_ptr().add(t * d + c));
+                o = _mm512_add_ps(o, _mm512_mul_ps(_mm512_set1_ps(a), v));
+            }
+            _mm512_mask_storeu_ps(z.as_mut_ptr().add(c), k, o);
+            c += 16;
+        }
     }
 }
 
@@ -801,87 +885,93 @@ pub(crate) unsafe fn standardise_quantize(
     q: &mut [f32],
     sx: &mut [f32],
 ) -> (f32, f32) {
-    let n = k * p;
-    let chunks = n / 32;
-    let xp = x.as_ptr();
-    let m = mask(p);
-    let ld = |f: usize| _mm512_maskz_loadu_ps(m, xp.add(f * p));
-    // Pass 1: 32 lane sums (as `math::sum_lanes`) and the tokens' raw min/max.
-    let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    let mut lo = _mm512_set1_ps(f32::INFINITY);
-    let mut hi = _mm512_set1_ps(f32::NEG_INFINITY);
-    let mut f = 0;
-    for c in 0..chunks {
-        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(xp.add(32 * c)));
-        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(xp.add(32 * c + 16)));
-        let end = (c + 1) * k / chunks;
-        while f < end {
+    // SAFETY: AVX-512 F/BW/VL available (contract); `x` holds exactly `k·p` values (the 32-wide
+    // loads stop at `n / 32 · 32`, the per-feature loads are masked to `p ≤ 16` tokens), `q`
+    // `⌈k/2⌉·p` words, `sx` `p` (checked by `ops::standardise_quantize`).
+    unsafe {
+        let n = k * p;
+        let chunks = n / 32;
+        let xp = x.as_ptr();
+        let m = mask(p);
+        let ld = |f: usize| _mm512_maskz_loadu_ps(m, xp.add(f * p));
+        // Pass 1: 32 lane sums (as `math::sum_lanes`) and the tokens' raw min/max.
+        let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut lo = _mm512_set1_ps(f32::INFINITY);
+        let mut hi = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut f = 0;
+        for c in 0..chunks {
+            a0 = _mm512_add_ps(a0, _mm512_loadu_ps(xp.add(32 * c)));
+            a1 = _mm512_add_ps(a1, _mm512_loadu_ps(xp.add(32 * c + 16)));
+            let end = (c + 1) * k / chunks;
+            while f < end {
+                let v = ld(f);
+                lo = _mm512_min_ps(lo, v);
+                hi = _mm512_max_ps(hi, v);
+                f += 1;
+            }
+        }
+        while f < k {
             let v = ld(f);
             lo = _mm512_min_ps(lo, v);
             hi = _mm512_max_ps(hi, v);
             f += 1;
         }
-    }
-    while f < k {
-        let v = ld(f);
-        lo = _mm512_min_ps(lo, v);
-        hi = _mm512_max_ps(hi, v);
-        f += 1;
-    }
-    let mut acc = [0.0f32; 32];
-    _mm512_storeu_ps(acc.as_mut_ptr(), a0);
-    _mm512_storeu_ps(acc.as_mut_ptr().add(16), a1);
-    let nf = n as f64;
-    let mean = (crate::math::lanes_total(&acc, &x[chunks * 32..n], |v| v) / nf) as f32;
-    // Code factors c_t = qx / d_t (what `int16::embed_scale` computes; sx needs inv, later).
-    let (mut los, mut his) = ([0.0f32; 16], [0.0f32; 16]);
-    _mm512_storeu_ps(los.as_mut_ptr(), lo);
-    _mm512_storeu_ps(his.as_mut_ptr(), hi);
-    let (mut ds, mut cs) = ([0.0f32; 16], [0.0f32; 16]);
-    for t in 0..p {
-        let d = (his[t] - mean).max(mean - los[t]);
-        ds[t] = d;
-        cs[t] = if d > 0.0 { qx / d } else { 0.0 };
-    }
-    // Pass 2: the variance's lane sums, and the codes pair by pair.
-    let mv = _mm512_set1_ps(mean);
-    let cv = _mm512_loadu_ps(cs.as_ptr());
-    let lo16 = _mm512_set1_epi32(0xffff);
-    let qp = q.as_mut_ptr() as *mut i32;
-    let code = |f: usize| q16(_mm512_sub_ps(ld(f), mv), cv);
-    let pair = |j: usize| {
-        let (a, b) = (code(2 * j), code(2 * j + 1));
-        let wv = _mm512_or_si512(_mm512_and_si512(a, lo16), _mm512_slli_epi32::<16>(b));
-        _mm512_mask_storeu_epi32(qp.add(j * p), m, wv);
-    };
-    let (mut b0, mut b1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    let half = k / 2;
-    let mut j = 0;
-    for c in 0..chunks {
-        let v0 = _mm512_sub_ps(_mm512_loadu_ps(xp.add(32 * c)), mv);
-        let v1 = _mm512_sub_ps(_mm512_loadu_ps(xp.add(32 * c + 16)), mv);
-        b0 = _mm512_add_ps(b0, _mm512_mul_ps(v0, v0));
-        b1 = _mm512_add_ps(b1, _mm512_mul_ps(v1, v1));
-        let end = (c + 1) * half / chunks;
-        while j < end {
+        let mut acc = [0.0f32; 32];
+        _mm512_storeu_ps(acc.as_mut_ptr(), a0);
+        _mm512_storeu_ps(acc.as_mut_ptr().add(16), a1);
+        let nf = n as f64;
+        let mean = (crate::math::lanes_total(&acc, &x[chunks * 32..n], |v| v) / nf) as f32;
+        // Code factors c_t = qx / d_t (what `int16::embed_scale` computes; sx needs inv, later).
+        let (mut los, mut his) = ([0.0f32; 16], [0.0f32; 16]);
+        _mm512_storeu_ps(los.as_mut_ptr(), lo);
+        _mm512_storeu_ps(his.as_mut_ptr(), hi);
+        let (mut ds, mut cs) = ([0.0f32; 16], [0.0f32; 16]);
+        for t in 0..p {
+            let d = (his[t] - mean).max(mean - los[t]);
+            ds[t] = d;
+            cs[t] = if d > 0.0 { qx / d } else { 0.0 };
+        }
+        // Pass 2: the variance's lane sums, and the codes pair by pair.
+        let mv = _mm512_set1_ps(mean);
+        let cv = _mm512_loadu_ps(cs.as_ptr());
+        let lo16 = _mm512_set1_epi32(0xffff);
+        let qp = q.as_mut_ptr() as *mut i32;
+        let code = |f: usize| q16(_mm512_sub_ps(ld(f), mv), cv);
+        let pair = |j: usize| {
+            let (a, b) = (code(2 * j), code(2 * j + 1));
+            let wv = _mm512_or_si512(_mm512_and_si512(a, lo16), _mm512_slli_epi32::<16>(b));
+            _mm512_mask_storeu_epi32(qp.add(j * p), m, wv);
+        };
+        let (mut b0, mut b1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let half = k / 2;
+        let mut j = 0;
+        for c in 0..chunks {
+            let v0 = _mm512_sub_ps(_mm512_loadu_ps(xp.add(32 * c)), mv);
+            let v1 = _mm512_sub_ps(_mm512_loadu_ps(xp.add(32 * c + 16)), mv);
+            b0 = _mm512_add_ps(b0, _mm512_mul_ps(v0, v0));
+            b1 = _mm512_add_ps(b1, _mm512_mul_ps(v1, v1));
+            let end = (c + 1) * half / chunks;
+            while j < end {
+                pair(j);
+                j += 1;
+            }
+        }
+        while j < half {
             pair(j);
             j += 1;
         }
+        if k % 2 == 1 {
+            let wv = _mm512_and_si512(code(k - 1), lo16);
+            _mm512_mask_storeu_epi32(qp.add(half * p), m, wv);
+        }
+        _mm512_storeu_ps(acc.as_mut_ptr(), b0);
+        _mm512_storeu_ps(acc.as_mut_ptr().add(16), b1);
+        let var =
+            crate::math::lanes_total(&acc, &x[chunks * 32..n], |v| (v - mean) * (v - mean)) / nf;
+        let inv = 1.0 / (crate::math::sqrt_f64(var) as f32 + crate::math::STANDARDISE_EPS);
+        for t in 0..p {
+            sx[t] = if ds[t] > 0.0 { ds[t] / qx * inv } else { 0.0 };
+        }
+        (mean, inv)
     }
-    while j < half {
-        pair(j);
-        j += 1;
-    }
-    if k % 2 == 1 {
-        let wv = _mm512_and_si512(code(k - 1), lo16);
-        _mm512_mask_storeu_epi32(qp.add(half * p), m, wv);
-    }
-    _mm512_storeu_ps(acc.as_mut_ptr(), b0);
-    _mm512_storeu_ps(acc.as_mut_ptr().add(16), b1);
-    let var = crate::math::lanes_total(&acc, &x[chunks * 32..n], |v| (v - mean) * (v - mean)) / nf;
-    let inv = 1.0 / (crate::math::sqrt_f64(var) as f32 + crate::math::STANDARDISE_EPS);
-    for t in 0..p {
-        sx[t] = if ds[t] > 0.0 { ds[t] / qx * inv } else { 0.0 };
-    }
-    (mean, inv)
 }
