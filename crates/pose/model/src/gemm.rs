@@ -29,15 +29,20 @@ pub trait MicroKernel {
     /// Row block (a multiple of `MR`) packed at once and walked per `b` panel.
     const MC: usize;
 
-    /// `c[i * ldc + j] (+)= Σ_p a[p * MR + i] · b[p * NR + j]` for `i < MR`, `j < NR`
-    /// (adds to `c` when `accumulate`, else overwrites).
+    /// `c[i * ldc + j] (+)= Σ_p a[i * lda + p * acs] · b[p * NR + j]` for `i < MR`,
+    /// `j < NR` (adds to `c` when `accumulate`, else overwrites). `a` is either a packed
+    /// panel (`lda = 1`, `acs = MR`) or `MR` rows of a row-major matrix read in place
+    /// (`lda` its row stride, `acs = 1`).
     ///
     /// # Safety
-    /// The CPU supports the kernel's instruction set; `a` holds `kc * MR` floats, `b`
-    /// `kc * NR`, and `c` covers `MR` rows of `NR` columns at stride `ldc`.
+    /// The CPU supports the kernel's instruction set; `a` covers every `(i, p)` above, `b`
+    /// holds `kc * NR` floats, and `c` covers `MR` rows of `NR` columns at stride `ldc`.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         kc: usize,
         a: *const f32,
+        lda: usize,
+        acs: usize,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -214,8 +219,21 @@ fn run<K: MicroKernel>(
             let i0 = ib * K::MC;
             let rows = cb.len() / n;
             let mpanels = rows.div_ceil(mr);
-            let mut ap = take(&PACK_A, mpanels * mr * kc);
-            pack_a(&mut ap[..mpanels * mr * kc], a, i0, rows, p0, kc, mr);
+            // A row-major `a` (unit column stride) is read in place by full panels (its MR
+            // rows are MR streams the kernel broadcasts from); other layouts, and a partial
+            // last panel, are packed.
+            let direct = a.cs == 1;
+            let packed_from = if direct { rows / mr } else { 0 };
+            let mut ap = take(&PACK_A, (mpanels - packed_from) * mr * kc);
+            pack_a(
+                &mut ap[..(mpanels - packed_from) * mr * kc],
+                a,
+                i0 + packed_from * mr,
+                rows - packed_from * mr,
+                p0,
+                kc,
+                mr,
+            );
             for jp in 0..npanels {
                 let j0 = jp * nr;
                 let cols = (n - j0).min(nr);
@@ -223,15 +241,28 @@ fn run<K: MicroKernel>(
                 for ip in 0..mpanels {
                     let r0 = ip * mr;
                     let r = (rows - r0).min(mr);
-                    let apan = &ap[ip * mr * kc..(ip + 1) * mr * kc];
+                    let (apan, lda, acs) = if ip < packed_from {
+                        // SAFETY: rows i0 + r0 .. + MR, columns p0 .. p0 + kc of `a` lie
+                        // inside its slice (the caller checked the last element).
+                        (
+                            unsafe { a.data.as_ptr().add((i0 + r0) * a.rs + p0) },
+                            a.rs,
+                            1,
+                        )
+                    } else {
+                        let q = ip - packed_from;
+                        (ap[q * mr * kc..(q + 1) * mr * kc].as_ptr(), 1, mr)
+                    };
                     if r == mr && cols == nr {
-                        // SAFETY: the CPU runs K (checked by the caller); the panels hold
-                        // kc × MR and kc × NR floats; the tile's MR rows × NR columns lie
-                        // inside this row block of c (r == MR, cols == NR).
+                        // SAFETY: the CPU runs K (checked by the caller); `apan` covers MR
+                        // rows × kc at (lda, acs), the b panel kc × NR floats; the tile's
+                        // MR rows × NR columns lie inside this row block of c.
                         unsafe {
                             K::tile(
                                 kc,
-                                apan.as_ptr(),
+                                apan,
+                                lda,
+                                acs,
                                 bpan.as_ptr(),
                                 cb.as_mut_ptr().add(r0 * n + j0),
                                 n,
@@ -243,7 +274,7 @@ fn run<K: MicroKernel>(
                         debug_assert!(mr * nr <= t.len());
                         // SAFETY: as above, into the scratch tile of MR × NR ≤ 12 × 32.
                         unsafe {
-                            K::tile(kc, apan.as_ptr(), bpan.as_ptr(), t.as_mut_ptr(), nr, false)
+                            K::tile(kc, apan, lda, acs, bpan.as_ptr(), t.as_mut_ptr(), nr, false)
                         };
                         for i in 0..r {
                             let dst = &mut cb[(r0 + i) * n + j0..(r0 + i) * n + j0 + cols];
@@ -329,7 +360,8 @@ fn pack_a(out: &mut [f32], a: Strided, i0: usize, rows: usize, p0: usize, kc: us
     }
 }
 
-/// Plain Rust 4 × 8 tile; the compiler vectorises the 8 columns.
+/// Plain Rust 4 × 8 tile (separate multiply and add: without FMA hardware `mul_add` would
+/// be a library call); the compiler vectorises the 8 columns.
 pub struct Portable;
 
 impl MicroKernel for Portable {
@@ -341,6 +373,8 @@ impl MicroKernel for Portable {
     unsafe fn tile(
         kc: usize,
         a: *const f32,
+        lda: usize,
+        acs: usize,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -348,16 +382,16 @@ impl MicroKernel for Portable {
     ) {
         let mut acc = [[0.0f32; 8]; 4];
         for p in 0..kc {
-            // SAFETY: the panels hold kc × 4 and kc × 8 floats (the trait's contract).
-            let (ap, bp) = unsafe {
+            // SAFETY: the trait's contract covers a's (i, p) and b's kc × 8 floats.
+            let (av, bp) = unsafe {
                 (
-                    std::slice::from_raw_parts(a.add(p * 4), 4),
+                    [0, 1, 2, 3].map(|i| *a.add(i * lda + p * acs)),
                     std::slice::from_raw_parts(b.add(p * 8), 8),
                 )
             };
             for i in 0..4 {
                 for j in 0..8 {
-                    acc[i][j] = ap[i].mul_add(bp[j], acc[i][j]);
+                    acc[i][j] += av[i] * bp[j];
                 }
             }
         }
@@ -371,139 +405,123 @@ impl MicroKernel for Portable {
     }
 }
 
-/// AVX2 + FMA 6 × 16 tile: two ymm columns × six broadcast rows, 12 accumulators.
-pub struct Avx2;
+/// Generates an x86-64 micro-kernel: `$mr` broadcast rows × `$nv` vectors of `$lanes`
+/// columns, the `a` operand packed (`lda = 1`, `acs = MR`, monomorphised separately so
+/// the packed loop's offsets are constants) or in place (`acs = 1`).
+macro_rules! x86_kernel {
+    ($name:ident, $fn:ident, $feat:literal, $mr:literal, $nv:literal, $lanes:literal, $mc:literal,
+     $vec:ty, $zero:ident, $load:ident, $store:ident, $set1:ident, $fmadd:ident, $add:ident, $doc:literal) => {
+        #[doc = $doc]
+        pub struct $name;
 
-impl MicroKernel for Avx2 {
-    const MR: usize = 6;
-    const NR: usize = 16;
-    const MC: usize = 96;
+        impl MicroKernel for $name {
+            const MR: usize = $mr;
+            const NR: usize = $nv * $lanes;
+            const MC: usize = $mc;
 
-    #[inline]
-    unsafe fn tile(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-    ) {
+            #[inline]
+            unsafe fn tile(
+                kc: usize,
+                a: *const f32,
+                lda: usize,
+                acs: usize,
+                b: *const f32,
+                c: *mut f32,
+                ldc: usize,
+                accumulate: bool,
+            ) {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: forwarded contract; the caller checked the instruction set.
+                unsafe {
+                    if acs == 1 {
+                        $fn::<false>(kc, a, lda, b, c, ldc, accumulate)
+                    } else {
+                        debug_assert!(lda == 1 && acs == $mr);
+                        $fn::<true>(kc, a, lda, b, c, ldc, accumulate)
+                    }
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                // SAFETY: never selected off x86-64 (`Isa::available` is false there).
+                unsafe {
+                    Portable::tile(kc, a, lda, acs, b, c, ldc, accumulate)
+                }
+            }
+        }
+
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: forwarded contract; the caller checked AVX2 + FMA.
-        unsafe {
-            avx2_tile(kc, a, b, c, ldc, accumulate)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        // SAFETY: never selected off x86-64 (`Isa::available` is false there).
-        unsafe {
-            Portable::tile(kc, a, b, c, ldc, accumulate)
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_tile(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
-    use std::arch::x86_64::*;
-    // SAFETY (whole body): the trait's contract covers every pointer offset used.
-    unsafe {
-        let mut acc = [[_mm256_setzero_ps(); 2]; 6];
-        for p in 0..kc {
-            let b0 = _mm256_loadu_ps(b.add(p * 16));
-            let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm256_broadcast_ss(&*a.add(p * 6 + i));
-                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
-                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+        #[target_feature(enable = $feat)]
+        unsafe fn $fn<const PACKED: bool>(
+            kc: usize,
+            a: *const f32,
+            lda: usize,
+            b: *const f32,
+            c: *mut f32,
+            ldc: usize,
+            accumulate: bool,
+        ) {
+            use std::arch::x86_64::*;
+            // SAFETY (whole body): the trait's contract covers every pointer offset used.
+            unsafe {
+                let mut acc = [[$zero(); $nv]; $mr];
+                for p in 0..kc {
+                    let mut bv = [$zero(); $nv];
+                    for (v, x) in bv.iter_mut().enumerate() {
+                        *x = $load(b.add(p * $nv * $lanes + v * $lanes));
+                    }
+                    for (i, row) in acc.iter_mut().enumerate() {
+                        let off = if PACKED { p * $mr + i } else { i * lda + p };
+                        let ai = $set1(*a.add(off));
+                        for (r, x) in row.iter_mut().zip(&bv) {
+                            *r = $fmadd(ai, *x, *r);
+                        }
+                    }
+                }
+                for (i, row) in acc.iter().enumerate() {
+                    for (v, r) in row.iter().enumerate() {
+                        let dst = c.add(i * ldc + v * $lanes);
+                        let x = if accumulate { $add($load(dst), *r) } else { *r };
+                        $store(dst, x);
+                    }
+                }
             }
         }
-        for (i, row) in acc.iter().enumerate() {
-            for (v, r) in row.iter().enumerate() {
-                let dst = c.add(i * ldc + v * 8);
-                let x = if accumulate {
-                    _mm256_add_ps(_mm256_loadu_ps(dst), *r)
-                } else {
-                    *r
-                };
-                _mm256_storeu_ps(dst, x);
-            }
-        }
-    }
+    };
 }
 
-/// AVX-512 F 12 × 32 tile: two zmm columns × twelve broadcast rows, 24 accumulators.
-pub struct Avx512;
-
-impl MicroKernel for Avx512 {
-    const MR: usize = 12;
-    const NR: usize = 32;
-    const MC: usize = 96;
-
-    #[inline]
-    unsafe fn tile(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-    ) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: forwarded contract; the caller checked AVX-512.
-        unsafe {
-            avx512_tile(kc, a, b, c, ldc, accumulate)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        // SAFETY: never selected off x86-64 (`Isa::available` is false there).
-        unsafe {
-            Portable::tile(kc, a, b, c, ldc, accumulate)
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn avx512_tile(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
-    use std::arch::x86_64::*;
-    // SAFETY (whole body): the trait's contract covers every pointer offset used.
-    unsafe {
-        let mut acc = [[_mm512_setzero_ps(); 2]; 12];
-        for p in 0..kc {
-            let b0 = _mm512_loadu_ps(b.add(p * 32));
-            let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm512_set1_ps(*a.add(p * 12 + i));
-                row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
-                row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
-            }
-        }
-        for (i, row) in acc.iter().enumerate() {
-            for (v, r) in row.iter().enumerate() {
-                let dst = c.add(i * ldc + v * 16);
-                let x = if accumulate {
-                    _mm512_add_ps(_mm512_loadu_ps(dst), *r)
-                } else {
-                    *r
-                };
-                _mm512_storeu_ps(dst, x);
-            }
-        }
-    }
-}
+x86_kernel!(
+    Avx2,
+    avx2_tile,
+    "avx2,fma",
+    6,
+    2,
+    8,
+    96,
+    __m256,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_add_ps,
+    "AVX2 + FMA 6 × 16 tile: two ymm columns × six broadcast rows, 12 accumulators."
+);
+x86_kernel!(
+    Avx512,
+    avx512_tile,
+    "avx512f",
+    12,
+    2,
+    16,
+    96,
+    __m512,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    _mm512_add_ps,
+    "AVX-512 F 12 × 32 tile: two zmm columns × twelve broadcast rows, 24 accumulators."
+);
 
 /// Measures this core's f32 multiply-add peak in GFLOP/s (2 FLOPs per lane per FMA) with
 /// independent FMA chains on the widest vectors [`chosen`] uses, for about `seconds`.
