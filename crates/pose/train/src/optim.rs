@@ -2,6 +2,7 @@
 //! and the exponential moving average (EMA) of the weights that evaluation uses.
 
 use csipose_model::config::Layout;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// AdamW (Loshchilov & Hutter): `p -= lr · (m̂ / (√v̂ + eps) + wd · p)`, decay only on the
@@ -62,19 +63,32 @@ impl AdamW {
         let (b1, b2, eps, wd) = (self.beta1, self.beta2, self.eps, self.weight_decay);
         let step = lr / bc1;
         let inv_bc2 = 1.0 / bc2;
-        for i in 0..params.len() {
-            let g = grads[i];
-            let m = b1 * self.m[i] + (1.0 - b1) * g;
-            let v = b2 * self.v[i] + (1.0 - b2) * g * g;
-            self.m[i] = m;
-            self.v[i] = v;
-            let mut p = params[i];
-            if self.decay[i] {
-                p -= lr * wd * p;
-            }
-            p -= step * m / ((v * inv_bc2).sqrt() + eps);
-            params[i] = p;
-        }
+        // Element-wise, so split into fixed chunks over rayon's threads and vectorised (the
+        // same operations per element in the same order: bit-identical to a serial loop).
+        const CHUNK: usize = 1 << 14;
+        let n = params.len();
+        params[..n]
+            .par_chunks_mut(CHUNK)
+            .zip(self.m[..n].par_chunks_mut(CHUNK))
+            .zip(self.v[..n].par_chunks_mut(CHUNK))
+            .zip(grads[..n].par_chunks(CHUNK))
+            .zip(self.decay[..n].par_chunks(CHUNK))
+            .for_each(|((((ps, ms), vs), gs), ds)| {
+                csipose_model::layers::wide(|| {
+                    for ((((p, m), v), &g), &d) in ps.iter_mut().zip(ms).zip(vs).zip(gs).zip(ds) {
+                        let mn = b1 * *m + (1.0 - b1) * g;
+                        let vn = b2 * *v + (1.0 - b2) * g * g;
+                        *m = mn;
+                        *v = vn;
+                        let mut q = *p;
+                        if d {
+                            q -= lr * wd * q;
+                        }
+                        q -= step * mn / ((vn * inv_bc2).sqrt() + eps);
+                        *p = q;
+                    }
+                })
+            });
     }
 }
 
@@ -107,9 +121,15 @@ impl Schedule {
 pub fn ema_update(ema: &mut [f32], params: &[f32], decay: f32, step: u64) {
     let warm = (1.0 + step as f32) / (10.0 + step as f32);
     let d = decay.min(warm);
-    for (e, p) in ema.iter_mut().zip(params) {
-        *e = d * *e + (1.0 - d) * p;
-    }
+    ema.par_chunks_mut(1 << 14)
+        .zip(params.par_chunks(1 << 14))
+        .for_each(|(es, ps)| {
+            csipose_model::layers::wide(|| {
+                for (e, p) in es.iter_mut().zip(ps) {
+                    *e = d * *e + (1.0 - d) * p;
+                }
+            })
+        });
 }
 
 /// SmoothL1 (Huber with `beta`), mean over all values; writes `∂loss/∂pred` into `grad`.
