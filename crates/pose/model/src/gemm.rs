@@ -131,8 +131,8 @@ pub struct Strided<'a> {
 }
 
 /// `c[m, n] (+)= a · b` with the family [`chosen`]; `c` row-major with row stride `n`.
-/// `par`: split the row blocks over rayon's threads. The caller checks that every index
-/// the strides produce lies inside the slices (see [`crate::layers::matmul`]).
+/// `par`: split the row blocks over rayon's threads. Panics as [`matmul_isa`] does.
+#[allow(clippy::too_many_arguments)]
 pub fn matmul(
     m: usize,
     n: usize,

@@ -83,7 +83,14 @@ fn main() {
         );
         println!(
             "{:<9} {:>10} {:>12} {:>14} {:>14} {:>14} {:>9} {:>7}",
-            "config", "params", "ms/step", "samples/s", "best window", "cpu-bound", "cpu/wall", "%peak"
+            "config",
+            "params",
+            "ms/step",
+            "samples/s",
+            "best window",
+            "cpu-bound",
+            "cpu/wall",
+            "%peak"
         );
     }
     for name in PRESETS {
