@@ -6,9 +6,11 @@
 #
 # Environment: CSIPOSE_BENCH_THREADS (training threads, default 2), CSIPOSE_BENCH_SECONDS
 # (measuring time per training bench, default 3), CSIPOSE_PEER_ITERS (latency runs, default
-# 2000), CSIPOSE_FMA_PEAK_GFLOPS (per core f32, default 118), PEER_VENV (default
-# target/peer-venv), CSIPOSE_PEER_LATENCY_ONLY=1 (only the batch-1 latencies: csipose's
-# training bench runs 0.2 s just to print the configuration line, PyTorch training is skipped). PyTorch (CPU, PyPI's default wheel), onnxruntime and onnx are installed
+# 2000), CSIPOSE_FMA_PEAK_GFLOPS (per core f32; default: the peak the training bench measures on
+# this CPU with an FMA loop), PEER_VENV (default target/peer-venv), CSIPOSE_PEER_LATENCY_ONLY=1
+# (only the batch-1 latencies: csipose's training bench runs 0.2 s just to print the
+# configuration line, PyTorch training is skipped). PyTorch (CPU, PyPI's default wheel),
+# onnxruntime and onnx are installed
 # into the venv on first use; when that fails the peers are skipped with a message and only
 # csipose's numbers are printed.
 set -euo pipefail

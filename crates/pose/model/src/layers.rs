@@ -1,5 +1,5 @@
 //! The layers' kernels, each an explicit forward and backward over flat row-major `f32`
-//! buffers: matrix product (over the `gemm` crate), Linear, LayerNorm, GELU (tanh
+//! buffers: matrix product (over the engine's own packed kernels, `crate::gemm`), Linear, LayerNorm, GELU (tanh
 //! approximation), dropout, multi-head self-attention over a sample's tokens, attention
 //! pooling and the skeleton-graph mixing `Â f`. Weight gradients accumulate (`+=`); input
 //! gradients overwrite. Work splits over samples with rayon in fixed chunks, so results do
@@ -80,37 +80,25 @@ pub fn matmul(
         (k - 1) * b_rs + (n - 1) * b_cs < b.len(),
         "matmul: rhs too short"
     );
-    let work = m * n * k;
-    let par = if work >= 1 << 18 && rayon::current_num_threads() > 1 && !single_threaded() {
-        gemm::Parallelism::Rayon(rayon::current_num_threads())
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the asserts above keep every index the strides produce inside the slices,
-    // and `c` is borrowed mutably, so it aliases neither input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
+    let par = m * n * k >= 1 << 18 && rayon::current_num_threads() > 1 && !single_threaded();
+    crate::gemm::matmul(
+        m,
+        n,
+        k,
+        c,
+        accumulate,
+        crate::gemm::Strided {
+            data: a,
+            rs: a_rs,
+            cs: a_cs,
+        },
+        crate::gemm::Strided {
+            data: b,
+            rs: b_rs,
+            cs: b_cs,
+        },
+        par,
+    );
 }
 
 /// Linear forward: `y[rows, out] = x[rows, inp] · wᵀ + b`, with `w` stored `[out, inp]` (PyTorch).

@@ -1,5 +1,5 @@
 //! The pose model family (nano … flagship): configurations with PyTorch-style tensor names,
-//! kernels with explicit forward and backward passes over `gemm` (`layers`), the network's
+//! kernels with explicit forward and backward passes over the engine's own packed matrix product (`gemm`: AVX-512, AVX2+FMA and portable micro-kernels behind one tiling loop) (`layers`), the network's
 //! layers as named parts with their saved activations (`blocks`: embedding, encoder layer,
 //! attention pooling, keypoint head, graph refinement), the whole model's batched
 //! forward/backward as a sequence of those parts (`model`), and the seeded RNG the engine and
@@ -7,6 +7,7 @@
 
 mod blocks;
 pub mod config;
+pub mod gemm;
 pub mod layers;
 pub mod model;
 pub mod rng;

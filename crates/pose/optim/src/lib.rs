@@ -6,6 +6,7 @@
 //! The serde helpers [`nan_f32`] and [`nan_f64`] read a float written as JSON `null` (NaN or
 //! ±inf) back as NaN; [`Schedule`] uses them and the pose checkpoints re-export them.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Serde `deserialize_with` for an `f32` that may have been written as `null` (NaN or ±inf):
@@ -82,19 +83,29 @@ impl AdamW {
         let (b1, b2, eps, wd) = (self.beta1, self.beta2, self.eps, self.weight_decay);
         let step = lr / bc1;
         let inv_bc2 = 1.0 / bc2;
-        for i in 0..params.len() {
-            let g = grads[i];
-            let m = b1 * self.m[i] + (1.0 - b1) * g;
-            let v = b2 * self.v[i] + (1.0 - b2) * g * g;
-            self.m[i] = m;
-            self.v[i] = v;
-            let mut p = params[i];
-            if self.decay[i] {
-                p -= lr * wd * p;
-            }
-            p -= step * m / ((v * inv_bc2).sqrt() + eps);
-            params[i] = p;
-        }
+        // Element-wise, so split into fixed chunks over rayon's threads: the same operations per
+        // element in the same order, so bit-identical to a serial loop at any thread count.
+        const CHUNK: usize = 1 << 14;
+        params
+            .par_chunks_mut(CHUNK)
+            .zip(self.m.par_chunks_mut(CHUNK))
+            .zip(self.v.par_chunks_mut(CHUNK))
+            .zip(grads.par_chunks(CHUNK))
+            .zip(self.decay.par_chunks(CHUNK))
+            .for_each(|((((ps, ms), vs), gs), ds)| {
+                for ((((p, m), v), &g), &d) in ps.iter_mut().zip(ms).zip(vs).zip(gs).zip(ds) {
+                    let mn = b1 * *m + (1.0 - b1) * g;
+                    let vn = b2 * *v + (1.0 - b2) * g * g;
+                    *m = mn;
+                    *v = vn;
+                    let mut q = *p;
+                    if d {
+                        q -= lr * wd * q;
+                    }
+                    q -= step * mn / ((vn * inv_bc2).sqrt() + eps);
+                    *p = q;
+                }
+            });
     }
 }
 

@@ -13,6 +13,12 @@
 //! With `--json` each config prints one JSON line instead of a table row: the model
 //! configuration, its parameter tensors (PyTorch names and shapes), the training options and
 //! the timings; `bench/peer` builds the same network in PyTorch from that line.
+//!
+//! Before the configs it times this core's f32 FMA peak (`csipose_model::gemm::
+//! measure_fma_peak_gflops`: independent FMA chains on the widest vectors the engine's matrix
+//! product uses — AVX-512 or AVX2) and prints it with the training FLOP rate's fraction of it
+//! (`fma_peak_gflops`, `matrix_kernel` and `peak_fraction` in the JSON line). On a shared
+//! machine the measured peak is what this process got, so the fraction stays comparable.
 
 use csipose_dataset::packed::FrameMeta;
 use csipose_dataset::{DatasetInfo, HardwareProfile, KeypointLayout, PackedDataset, PackedWriter};
@@ -66,11 +72,25 @@ fn main() {
         .num_threads(threads)
         .build()
         .unwrap();
+    let kernel = csipose_model::gemm::chosen().name();
+    let peak = csipose_model::gemm::measure_fma_peak_gflops(0.3);
     if !json {
         println!("training throughput, batch 64, {threads} threads, input [3, 114, 10]");
         println!(
-            "{:<9} {:>10} {:>12} {:>14} {:>14} {:>14} {:>9}",
-            "config", "params", "ms/step", "samples/s", "best window", "cpu-bound", "cpu/wall"
+            "matrix kernel {kernel}; f32 FMA peak per core {}",
+            peak.map(|p| format!("{p:.0} GFLOP/s (measured)"))
+                .unwrap_or_else(|| "unknown".into())
+        );
+        println!(
+            "{:<9} {:>10} {:>12} {:>14} {:>14} {:>14} {:>9} {:>7}",
+            "config",
+            "params",
+            "ms/step",
+            "samples/s",
+            "best window",
+            "cpu-bound",
+            "cpu/wall",
+            "%peak"
         );
     }
     for name in PRESETS {
@@ -115,6 +135,12 @@ fn main() {
             let per_cpu_rate = cpu
                 .filter(|&c| c > 0.0)
                 .map(|c| (steps_total * 64) as f64 / c * threads as f64);
+            // Training FLOPs = 3 × the forward's matrix-product FLOPs, against `threads` cores.
+            let frac = |rate: f64| {
+                peak.map(|p| {
+                    rate * 3.0 * t.model.cfg.flops_per_forward() as f64 / (threads as f64 * p * 1e9)
+                })
+            };
             if json {
                 let cfg = &t.model.cfg;
                 let tensors: Vec<serde_json::Value> = t
@@ -139,6 +165,9 @@ fn main() {
                     "samples_per_s_best": best,
                     "samples_per_cpu_s_times_threads": per_cpu_rate,
                     "cpu_per_wall": cpu.map(|c| c / wall),
+                    "matrix_kernel": kernel,
+                    "fma_peak_gflops": peak,
+                    "peak_fraction": frac(median),
                 });
                 println!("{line}");
                 return;
@@ -147,14 +176,15 @@ fn main() {
                 .map(|r| format!("{r:.0}"))
                 .unwrap_or_else(|| "-".into());
             println!(
-                "{:<9} {:>10} {:>12.3} {:>14.0} {:>14.0} {:>14} {:>9.2}",
+                "{:<9} {:>10} {:>12.3} {:>14.0} {:>14.0} {:>14} {:>9.2} {:>6.1}%",
                 name,
                 t.model.param_count(),
                 1e3 * 64.0 / median,
                 median,
                 best,
                 per_cpu,
-                cpu.unwrap_or(f64::NAN) / wall
+                cpu.unwrap_or(f64::NAN) / wall,
+                frac(median).map_or(f64::NAN, |f| 100.0 * f)
             );
         });
     }

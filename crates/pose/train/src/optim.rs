@@ -11,9 +11,15 @@ pub use csipose_optim::{AdamW, Schedule};
 pub fn ema_update(ema: &mut [f32], params: &[f32], decay: f32, step: u64) {
     let warm = (1.0 + step as f32) / (10.0 + step as f32);
     let d = decay.min(warm);
-    for (e, p) in ema.iter_mut().zip(params) {
-        *e = d * *e + (1.0 - d) * p;
-    }
+    ema.par_chunks_mut(1 << 14)
+        .zip(params.par_chunks(1 << 14))
+        .for_each(|(es, ps)| {
+            csipose_model::layers::wide(|| {
+                for (e, p) in es.iter_mut().zip(ps) {
+                    *e = d * *e + (1.0 - d) * p;
+                }
+            })
+        });
 }
 
 /// SmoothL1 (Huber with `beta`), mean over all values; writes `∂loss/∂pred` into `grad`.
