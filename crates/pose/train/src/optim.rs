@@ -5,6 +5,7 @@
 
 pub use csipose_model::config::decays;
 pub use csipose_optim::{AdamW, Schedule};
+use rayon::prelude::*;
 
 /// EMA update `e ← δ e + (1-δ) p` with `δ = min(decay, (1 + t) / (10 + t))` so the average
 /// follows the weights closely early in training.
