@@ -62,24 +62,7 @@ pub fn matmul(
     b_rs: usize,
     b_cs: usize,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(c.len() >= m * n, "matmul: output too short");
-    if k == 0 {
-        if !accumulate {
-            c[..m * n].fill(0.0);
-        }
-        return;
-    }
-    assert!(
-        (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
-        "matmul: lhs too short"
-    );
-    assert!(
-        (k - 1) * b_rs + (n - 1) * b_cs < b.len(),
-        "matmul: rhs too short"
-    );
+    // Shapes and strides are checked once, in `gemm::matmul_isa`.
     let par = m * n * k >= 1 << 18 && rayon::current_num_threads() > 1 && !single_threaded();
     crate::gemm::matmul(
         m,
