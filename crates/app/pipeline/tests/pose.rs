@@ -2,9 +2,7 @@
 //! trained, stopped and resumed; its checkpoint and its fp32 `.csm` file evaluated; the file's
 //! PCK equal to the run's own validation score; an int8 file written and checked.
 
-use csipose_dataset::packed::FrameMeta;
 use csipose_dataset::split::Subset;
-use csipose_dataset::{DatasetInfo, HardwareProfile, KeypointLayout, PackedWriter};
 use csipose_pipeline::eval::{EvalOptions, Source};
 use csipose_pipeline::quantize::{KeepF32, QuantizeOptions};
 use csipose_pipeline::split::SplitOptions;
@@ -12,30 +10,6 @@ use csipose_pipeline::train::{Start, TrainOptions};
 use csipose_quantize::{Bits, ScaleRule};
 use indicatif::ProgressBar;
 use std::path::Path;
-
-/// A small packed dataset (3 antennas × 8 subcarriers × 10 packets, 10 subjects, 3 actions)
-/// whose keypoints follow the CSI.
-fn synthetic(dir: &Path, n: usize) {
-    let mut hw = HardwareProfile::mmfi();
-    hw.subcarriers = 8;
-    let info = DatasetInfo::new(hw, KeypointLayout::Coco17_2d, "test");
-    let mut w = PackedWriter::create(dir, info).unwrap();
-    for i in 0..n {
-        let u = (i % 17) as f32 / 17.0;
-        let y: Vec<f32> = (0..34).map(|k| 0.2 + 0.5 * u + 0.01 * k as f32).collect();
-        let x: Vec<f32> = (0..3 * 8 * 10)
-            .map(|k| 1.0 + u * ((k / 10) as f32).sin() + 0.01 * ((i * 7 + k) % 13) as f32)
-            .collect();
-        let meta = FrameMeta {
-            environment: 1,
-            subject: 1 + (i % 10) as i32,
-            action: 1 + (i % 3) as i32,
-            frame: i as i32,
-        };
-        w.push(&x, &y, &[meta]).unwrap();
-    }
-    w.finish().unwrap();
-}
 
 fn quantize_options(run: &Path, out: &Path, bits: Bits) -> QuantizeOptions {
     QuantizeOptions {
@@ -55,7 +29,8 @@ fn quantize_options(run: &Path, out: &Path, bits: Bits) -> QuantizeOptions {
 fn train_resume_quantize_and_evaluate_through_typed_calls() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    synthetic(&data, 300);
+    // A small packed dataset (3 antennas × 8 subcarriers × 10 packets) with a learnable signal.
+    csipose_train::synthetic::write(&data, 300, [3, 8, 10], 0.05, 0).unwrap();
     let run = dir.path().join("run");
     let hidden = ProgressBar::hidden();
     let new = TrainOptions {
