@@ -353,23 +353,61 @@ impl ActivityModel {
         label: usize,
     ) -> Result<(f32, Vec<f32>), ModelError> {
         let t = self.forward_trace(x)?;
+        let probs = softmax(&t.logits);
+        let loss = -(probs[label].max(1e-30)).ln();
+        let mut dlogits = probs;
+        dlogits[label] -= 1.0;
+        let (g, _) = self.backward(&t, &dlogits, false)?;
+        Ok((loss, g))
+    }
+
+    /// Logits of `x` and, for a loss whose gradient with respect to those logits is
+    /// `dlogits(logits)`, the loss's gradient with respect to the stored input normalisation:
+    /// `(d mean, d standard deviation)`, `input_dim` each (`x_n = (x − mean) / sd`).
+    pub fn normalisation_gradient(
+        &self,
+        x: &[f32],
+        dlogits: impl FnOnce(&[f32]) -> Vec<f32>,
+    ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>), ModelError> {
+        let t = self.forward_trace(x)?;
+        let dl = dlogits(&t.logits);
+        let (_, dxn) = self.backward(&t, &dl, true)?;
+        let lay = self.shape.layout();
+        let i = lay.input_dim;
+        let norm = lay.normalisation();
+        let sd = &self.weights[norm + i..norm + 2 * i];
+        let (mut dmean, mut dsd) = (vec![0.0f32; i], vec![0.0f32; i]);
+        for (dr, xr) in dxn.chunks_exact(i).zip(t.normalised.chunks_exact(i)) {
+            for k in 0..i {
+                dmean[k] -= dr[k] / sd[k];
+                dsd[k] -= dr[k] * xr[k] / sd[k];
+            }
+        }
+        Ok((t.logits, dmean, dsd))
+    }
+
+    /// Back-propagates `dlogits` through a forward trace: the gradient of every weight (zero
+    /// on the normalisation entries) and, when `input` is set, of the normalised input
+    /// `[frames, input_dim]` (else empty).
+    fn backward(
+        &self,
+        t: &Trace,
+        dlogits: &[f32],
+        input: bool,
+    ) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
         let lay = self.shape.layout();
         let (d, kv, i, c) = (lay.model_dim, lay.kv_dim, lay.input_dim, lay.n_classes);
         let n = t.frames;
         let w = &self.weights;
         let mut g = vec![0.0f32; w.len()];
-        let probs = softmax(&t.logits);
-        let loss = -(probs[label].max(1e-30)).ln();
-        let mut dlogits = probs;
-        dlogits[label] -= 1.0;
         // Classifier.
         let wc = lay.classifier();
-        matmul_at_b_acc(&t.pooled, &dlogits, &mut g[wc..wc + d * c], 1, d, c);
-        for (gb, dl) in g[wc + d * c..wc + d * c + c].iter_mut().zip(&dlogits) {
+        matmul_at_b_acc(&t.pooled, dlogits, &mut g[wc..wc + d * c], 1, d, c);
+        for (gb, dl) in g[wc + d * c..wc + d * c + c].iter_mut().zip(dlogits) {
             *gb += dl;
         }
         let mut dpooled = vec![0.0f32; d];
-        matmul_a_bt_acc(&dlogits, &w[wc..wc + d * c], &mut dpooled, 1, c, d);
+        matmul_a_bt_acc(dlogits, &w[wc..wc + d * c], &mut dpooled, 1, c, d);
         // Mean pooling.
         let mut dh: Vec<f32> = (0..n * d).map(|k| dpooled[k % d] / n as f32).collect();
         // Layers, last first.
@@ -401,7 +439,12 @@ impl ActivityModel {
                 *gb += dz;
             }
         }
-        Ok((loss, g))
+        let mut dxn = Vec::new();
+        if input {
+            dxn = vec![0.0f32; n * i];
+            matmul_a_bt_acc(&dh, &w[we..we + i * d], &mut dxn, n, d, i);
+        }
+        Ok((g, dxn))
     }
 
     /// A frame-by-frame predictor with one KV cache per layer, for up to `capacity` frames.
@@ -553,6 +596,40 @@ mod tests {
                     "{backend:?} {region}: relative error {rel}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn normalisation_gradient_matches_finite_differences() {
+        // A loss c · logits with fixed random c; its gradient with respect to every stored
+        // normalisation mean and deviation against central differences.
+        for backend in [Backend::Sparse, Backend::Dense] {
+            let mut model = ActivityModel::new(shape(), backend, 4).unwrap();
+            let x = sequence(30, 8);
+            model.set_normalisation(&x);
+            let mut rng = Rng::new(9);
+            let c: Vec<f32> = (0..3).map(|_| rng.range(-1.0, 1.0) as f32).collect();
+            let (logits, dmean, dsd) = model.normalisation_gradient(&x, |_| c.clone()).unwrap();
+            assert_eq!(logits, model.logits(&x).unwrap());
+            let loss = |m: &ActivityModel| -> f64 {
+                let l = m.logits(&x).unwrap();
+                l.iter().zip(&c).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
+            };
+            let norm = model.shape.layout().normalisation();
+            let eps = 1e-2f32;
+            let (mut err2, mut ref2) = (0.0f64, 0.0f64);
+            for k in 0..10 {
+                let mut plus = model.clone();
+                plus.weights[norm + k] += eps;
+                let mut minus = model.clone();
+                minus.weights[norm + k] -= eps;
+                let numeric = (loss(&plus) - loss(&minus)) / (2.0 * eps as f64);
+                let analytic = if k < 5 { dmean[k] } else { dsd[k - 5] } as f64;
+                err2 += (numeric - analytic).powi(2);
+                ref2 += numeric * numeric;
+            }
+            let rel = (err2 / ref2).sqrt();
+            assert!(ref2 > 0.0 && rel < 2e-3, "{backend:?}: relative error {rel}");
         }
     }
 

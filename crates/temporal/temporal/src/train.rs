@@ -2,7 +2,8 @@
 //! ([`csipose_optim`], one schedule step per epoch) on mini-batches (gradients of a batch
 //! computed in parallel and summed in a fixed order, so a seed gives one result), random
 //! temporal crops and random smooth frequency responses ([`ResponseAugment`]) as augmentation,
-//! stratified and grouped k-fold splits, accuracy and confusion matrices.
+//! stratified and grouped k-fold splits, accuracy and confusion matrices, and test-time
+//! adaptation of the input normalisation by information maximisation ([`adapt_entropy`]).
 
 use rayon::prelude::*;
 
@@ -204,13 +205,12 @@ pub fn predict_all(model: &ActivityModel, data: &[Example]) -> Result<Vec<usize>
     data.par_iter().map(|e| model.predict(&e.frames)).collect()
 }
 
-/// Predicted class of every example by an ensemble: the class with the highest mean softmax
-/// probability over `models` (one model gives the same as [`predict_all`]). The models must
+/// Mean softmax probabilities of every example over `models` (in parallel). The models must
 /// share the class count.
-pub fn predict_ensemble(
+pub fn ensemble_probabilities(
     models: &[ActivityModel],
     data: &[Example],
-) -> Result<Vec<usize>, ModelError> {
+) -> Result<Vec<Vec<f32>>, ModelError> {
     data.par_iter()
         .map(|e| {
             let mut mean: Vec<f32> = Vec::new();
@@ -223,9 +223,133 @@ pub fn predict_ensemble(
                     *a += b / models.len() as f32;
                 }
             }
-            Ok(argmax(&mean))
+            Ok(mean)
         })
         .collect()
+}
+
+/// Predicted class of every example by an ensemble: the class with the highest mean softmax
+/// probability over `models` (one model gives the same as [`predict_all`]). The models must
+/// share the class count.
+pub fn predict_ensemble(
+    models: &[ActivityModel],
+    data: &[Example],
+) -> Result<Vec<usize>, ModelError> {
+    Ok(ensemble_probabilities(models, data)?
+        .iter()
+        .map(|p| argmax(p))
+        .collect())
+}
+
+/// Test-time adaptation of the input normalisation by information maximisation on unlabelled
+/// examples of one session: TENT's entropy minimisation (Wang et al., ICLR 2021) with SHOT's
+/// diversity term (Liang et al., ICML 2020) against collapse onto one class. The objective is
+/// `L = mean_i H(p_i) − diversity · H(mean_i p_i)`; each of `steps` full-batch Adam steps
+/// (rate `learning_rate`) moves every feature's normalisation shift `a` and log-scale `b`
+/// (`mean = mean₀ + sd₀·a`, `sd = sd₀·e^b`, both starting at 0) and nothing else.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EntropyAdapt {
+    pub steps: usize,
+    pub learning_rate: f32,
+    pub diversity: f32,
+}
+
+impl Default for EntropyAdapt {
+    fn default() -> Self {
+        EntropyAdapt {
+            steps: 0,
+            learning_rate: 0.01,
+            diversity: 1.0,
+        }
+    }
+}
+
+/// [`EntropyAdapt`]'s objective over the logits of N examples and its gradient with respect to
+/// each example's logits.
+pub fn information_loss(logits: &[Vec<f32>], diversity: f32) -> (f64, Vec<Vec<f32>>) {
+    let n = logits.len().max(1) as f64;
+    let probs: Vec<Vec<f64>> = logits
+        .iter()
+        .map(|l| {
+            let m = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let e: Vec<f64> = l.iter().map(|&v| (v as f64 - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            e.iter().map(|v| v / z).collect()
+        })
+        .collect();
+    let c = probs.first().map_or(0, Vec::len);
+    let mut mean = vec![0.0f64; c];
+    for p in &probs {
+        for (m, v) in mean.iter_mut().zip(p) {
+            *m += v / n;
+        }
+    }
+    let ln = |v: f64| v.max(1e-30).ln();
+    let h_mean: f64 = -mean.iter().map(|&v| v * ln(v)).sum::<f64>();
+    let lambda = diversity as f64;
+    let mut loss = -lambda * h_mean;
+    let grads = probs
+        .iter()
+        .map(|p| {
+            let h: f64 = -p.iter().map(|&v| v * ln(v)).sum::<f64>();
+            loss += h / n;
+            let cross: f64 = p.iter().zip(&mean).map(|(&v, &m)| v * ln(m)).sum();
+            p.iter()
+                .zip(&mean)
+                .map(|(&v, &m)| ((-v * (ln(v) + h) + lambda * v * (ln(m) - cross)) / n) as f32)
+                .collect()
+        })
+        .collect();
+    (loss, grads)
+}
+
+/// Adapts `model`'s input normalisation to the unlabelled `data` of one session
+/// ([`EntropyAdapt`]); returns the objective before and after.
+pub fn adapt_entropy(
+    model: &mut ActivityModel,
+    data: &[Example],
+    opts: &EntropyAdapt,
+) -> Result<(f64, f64), ModelError> {
+    let i = model.shape.input_dim;
+    let norm = model.shape.layout().normalisation();
+    let mean0 = model.weights[norm..norm + i].to_vec();
+    let sd0 = model.weights[norm + i..norm + 2 * i].to_vec();
+    let mut params = vec![0.0f32; 2 * i];
+    let mut opt = AdamW::new(&vec![false; 2 * i][..], 0.0);
+    let objective = |m: &ActivityModel| -> Result<(f64, Vec<Vec<f32>>), ModelError> {
+        let logits: Vec<Vec<f32>> = data
+            .par_iter()
+            .map(|e| m.logits(&e.frames))
+            .collect::<Result<_, _>>()?;
+        Ok(information_loss(&logits, opts.diversity))
+    };
+    let first = objective(model)?.0;
+    for _ in 0..opts.steps {
+        let (_, dlogits) = objective(model)?;
+        let grads = data
+            .par_iter()
+            .zip(&dlogits)
+            .map(|(e, dl)| {
+                let (_, dm, ds) = model.normalisation_gradient(&e.frames, |_| dl.clone())?;
+                Ok((dm, ds))
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let mut g = vec![0.0f32; 2 * i];
+        for (dm, ds) in &grads {
+            for k in 0..i {
+                // d/da = dmean · sd₀, d/db = dsd · sd.
+                g[k] += dm[k] * sd0[k];
+                g[i + k] += ds[k] * model.weights[norm + i + k];
+            }
+        }
+        opt.step(&mut params, &g, opts.learning_rate);
+        for k in 0..i {
+            model.weights[norm + k] = mean0[k] + sd0[k] * params[k];
+            model.weights[norm + i + k] = (sd0[k] * params[i + k].exp()).max(1e-6);
+        }
+    }
+    let last = objective(model)?.0;
+    Ok((first, last))
 }
 
 /// `confusion[true][predicted]` counts.
@@ -301,6 +425,75 @@ mod tests {
     use super::*;
     use crate::model::ModelShape;
     use csipose_attention::Backend;
+
+    #[test]
+    fn information_loss_gradient_matches_finite_differences() {
+        let mut rng = Rng::new(21);
+        let logits: Vec<Vec<f32>> = (0..6)
+            .map(|_| (0..4).map(|_| rng.range(-2.0, 2.0) as f32).collect())
+            .collect();
+        for diversity in [0.0f32, 1.0] {
+            let (_, g) = information_loss(&logits, diversity);
+            let eps = 1e-3f32;
+            let (mut err2, mut ref2) = (0.0f64, 0.0f64);
+            for i in 0..logits.len() {
+                for j in 0..4 {
+                    let mut plus = logits.clone();
+                    plus[i][j] += eps;
+                    let mut minus = logits.clone();
+                    minus[i][j] -= eps;
+                    let numeric = (information_loss(&plus, diversity).0
+                        - information_loss(&minus, diversity).0)
+                        / (2.0 * eps as f64);
+                    err2 += (numeric - g[i][j] as f64).powi(2);
+                    ref2 += numeric * numeric;
+                }
+            }
+            let rel = (err2 / ref2).sqrt();
+            assert!(ref2 > 0.0 && rel < 1e-3, "diversity {diversity}: relative error {rel}");
+        }
+    }
+
+    #[test]
+    fn entropy_adaptation_lowers_its_objective_and_moves_only_the_normalisation() {
+        let data = toy_data(6, 3);
+        let shape = ModelShape {
+            input_dim: 2,
+            q_heads: 2,
+            kv_heads: 1,
+            head_dim: 4,
+            n_layers: 1,
+            n_classes: 3,
+        };
+        let mut model = ActivityModel::new(shape, Backend::Sparse, 1).unwrap();
+        let opts = TrainOptions {
+            epochs: 5,
+            ..TrainOptions::default()
+        };
+        train(&mut model, &data, &opts, |_| {}).unwrap();
+        // A shifted session: every feature moved by a constant.
+        let shifted: Vec<Example> = data
+            .iter()
+            .map(|e| Example {
+                frames: e.frames.iter().map(|v| v + 0.7).collect(),
+                label: e.label,
+            })
+            .collect();
+        let before = model.clone();
+        let opts = EntropyAdapt {
+            steps: 20,
+            ..EntropyAdapt::default()
+        };
+        let (first, last) = adapt_entropy(&mut model, &shifted, &opts).unwrap();
+        assert!(last < first, "objective {first} -> {last}");
+        let norm = model.shape.layout().normalisation()..model.shape.layout().embedding();
+        for (k, (a, b)) in model.weights.iter().zip(&before.weights).enumerate() {
+            if !norm.contains(&k) {
+                assert_eq!(a, b, "weight {k} outside the normalisation moved");
+            }
+        }
+        assert!(model.weights[norm.clone()] != before.weights[norm]);
+    }
 
     /// Three classes that differ in how the signal moves over time: slow sine, fast sine,
     /// square wave.
