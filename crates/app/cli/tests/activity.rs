@@ -624,3 +624,220 @@ fn the_model_file_keeps_class_names_and_feature_settings() {
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("re-estimated"));
 }
+
+/// `stream` of a windows file uses the `--context` stored in the model: each window is streamed
+/// after its stored number of earlier windows (seen in the frame count), its predictions agree
+/// with `eval` of the same file, and a contradicting `--context` is refused.
+#[test]
+fn stream_of_windows_uses_the_stored_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let (windows, channels, samples) = (9usize, 4usize, 20usize);
+    let mut manifest = String::from("file,label\n");
+    let mut state = 99u64;
+    let mut noise = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    for rec in 0..4 {
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for w in 0..windows {
+            let label = (w + rec) % 3;
+            for c in 0..channels {
+                for t in 0..samples {
+                    let t = t as f32;
+                    let v = match label {
+                        0 => 10.0 + 3.0 * (t * 0.1 + c as f32).sin(),
+                        1 => 10.0 + 3.0 * (t * 0.9 + c as f32).sin(),
+                        _ => 10.0,
+                    };
+                    x.push(v + 0.3 * noise());
+                }
+            }
+            y.push(label as i64);
+        }
+        let name = format!("r{rec}");
+        csipose_npy::write(
+            dir.path().join(format!("{name}-x.npy")),
+            &[windows, channels, samples],
+            &x,
+        )
+        .unwrap();
+        csipose_npy::write(dir.path().join(format!("{name}-y.npy")), &[windows], &y).unwrap();
+        manifest.push_str(&format!("{name}-x.npy,{name}-y.npy\n"));
+    }
+    let train_csv = dir.path().join("w.csv");
+    std::fs::write(&train_csv, manifest).unwrap();
+    let model = dir.path().join("w.rvne");
+    let s = |v: &[&str]| -> Vec<std::ffi::OsString> { v.iter().map(|a| a.into()).collect() };
+    let mut args = s(&[
+        "activity",
+        "train",
+        "--epochs",
+        "3",
+        "--q-heads",
+        "2",
+        "--head-dim",
+        "4",
+        "--stride",
+        "2",
+        "--context",
+        "2",
+    ]);
+    args.extend(["--manifest".into(), train_csv.clone().into()]);
+    args.extend(["--out".into(), model.clone().into()]);
+    run_ok(&args.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+    let file = dir.path().join("r1-x.npy");
+    let stream = |extra: &[&str]| {
+        let mut a = s(&["activity", "stream"]);
+        a.push(file.clone().into());
+        a.extend(["--model".into(), model.clone().into()]);
+        a.extend(s(extra));
+        csipose().args(&a).output().unwrap()
+    };
+    let o = stream(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), windows, "{text}");
+    // 20 samples at stride 2 = 10 frames per window; up to 2 earlier windows before each.
+    for (w, line) in lines.iter().enumerate() {
+        let frames = 10 * (w.min(2) + 1);
+        assert!(
+            line.contains(&format!("({frames} frames, context {})", w.min(2))),
+            "{line}"
+        );
+    }
+    assert_eq!(stream(&["--context", "2"]).stdout, text.as_bytes());
+    let o = stream(&["--context", "0"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(1) && e.contains("--context 0") && e.contains("--context 2"),
+        "{e}"
+    );
+    // The same predictions as eval of that file (which reads the stored context too).
+    let predicted_right = lines
+        .iter()
+        .filter(|l| {
+            let class = l.split("class ").nth(1).unwrap().split(' ').next().unwrap();
+            let label = l.split("(labelled ").nth(1).unwrap().trim_end_matches(')');
+            class == label
+        })
+        .count();
+    let one = dir.path().join("one.csv");
+    std::fs::write(&one, "r1-x.npy,r1-y.npy\n").unwrap();
+    let mut a = s(&["activity", "eval", "--json"]);
+    a.extend(["--manifest".into(), one.into(), "--model".into(), model.clone().into()]);
+    a.extend(["--confusion-png".into(), dir.path().join("c.png").into()]);
+    let o = run_ok(&a.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["context"], 2);
+    let acc = r["accuracy"].as_f64().unwrap();
+    assert!(
+        (acc - predicted_right as f64 / windows as f64).abs() < 1e-9,
+        "eval {acc}, stream {predicted_right}/{windows}"
+    );
+}
+
+/// `transfer --validate-on`: the choice is made on the named validation session alone (the
+/// reported session's labels cannot change it), it may not be a test manifest, and
+/// `--validate-each` gives the same choices and numbers as one `--validate-on` run per session.
+#[test]
+fn transfer_chooses_on_a_named_validation_session() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path());
+    // Recordings 0-3 train, 4-5 validate, 6-7 are reported.
+    let part = |reps: std::ops::Range<usize>, poison: bool| {
+        let mut t = String::from("file,label\n");
+        for label in 0..3usize {
+            for rep in reps.clone() {
+                let l = if poison { (label + 1) % 3 } else { label };
+                t.push_str(&format!("s{label}_{rep}.npy,{l}\n"));
+            }
+        }
+        t
+    };
+    let write = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let train = write("tr.csv", part(0..4, false));
+    let val = write("va.csv", part(4..6, false));
+    let test = write("te.csv", part(6..8, false));
+    let poisoned = write("tp.csv", part(6..8, true));
+    let transfer = |extra: Vec<std::ffi::OsString>| {
+        let mut a: Vec<std::ffi::OsString> = [
+            "activity", "transfer", "--json", "--seeds", "2", "--q-heads", "2", "--head-dim",
+            "4", "--search", "epochs=1,4", "--search", "lr=0.002,0.02",
+        ]
+        .iter()
+        .map(|s| s.into())
+        .collect();
+        a.extend(["--train".into(), train.clone().into()]);
+        a.extend(extra);
+        csipose().args(&a).output().unwrap()
+    };
+    let json = |o: std::process::Output| -> serde_json::Value {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let on = |v: &Path, t: &Path| {
+        json(transfer(vec![
+            "--validate-on".into(),
+            v.into(),
+            "--test".into(),
+            t.into(),
+        ]))
+    };
+    let honest = on(&val, &test);
+    let chosen = |r: &serde_json::Value| -> Vec<String> {
+        r["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|run| run["chosen"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(chosen(&honest).len(), 2);
+    // Every combination was scored on the validation session, per seed.
+    assert_eq!(
+        honest["runs"][0]["selection_scores"].as_array().unwrap().len(),
+        4
+    );
+    // Poisoned labels of the reported session change its accuracy, never the choice.
+    let poisoned_run = on(&val, &poisoned);
+    assert_eq!(chosen(&poisoned_run), chosen(&honest));
+    assert_eq!(
+        poisoned_run["runs"][0]["selection_scores"],
+        honest["runs"][0]["selection_scores"]
+    );
+    // The validation session may not be a test manifest.
+    let o = transfer(vec![
+        "--validate-on".into(),
+        val.clone().into(),
+        "--test".into(),
+        val.clone().into(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("neither --train nor a --test"));
+    // --validate-each: the same choice on va and the same accuracy on te, and te's turn as
+    // the validation session equals a --validate-on te run.
+    let each = json(transfer(vec![
+        "--validate-each".into(),
+        "--test".into(),
+        val.clone().into(),
+        "--test".into(),
+        test.clone().into(),
+    ]));
+    let back = on(&test, &val);
+    for seed in 0..2 {
+        let c = &each["runs"][seed]["choices"];
+        assert_eq!(c[0]["chosen"], honest["runs"][seed]["chosen"]);
+        assert_eq!(c[0]["accuracy"][1], honest["runs"][seed]["accuracy"][0]);
+        assert_eq!(c[1]["chosen"], back["runs"][seed]["chosen"]);
+        assert_eq!(c[1]["accuracy"][0], back["runs"][seed]["accuracy"][0]);
+    }
+}

@@ -17,11 +17,12 @@ use csipose_temporal::features::{
     apply_transforms, csi_feature_dim, encoder_frame_features, FeatureKind, BLOCKS, DEFAULT_STRIDE,
     ENCODER_BLOCKS,
 };
-use csipose_temporal::model::{ActivityModel, ModelShape};
+use csipose_temporal::model::{argmax, ActivityModel, ModelShape};
 use csipose_temporal::rvne::{HeadConfig, TRANSFORM_RATIO, TRANSFORM_WINDOW_NORM};
 use csipose_temporal::train::{
-    accuracies, confusion_matrix, grouped_folds, predict_ensemble, stratified_folds, train,
-    EpochStats, Example, ResponseAugment, TrainOptions,
+    accuracies, adapt_entropy, confusion_matrix, ensemble_probabilities, grouped_folds,
+    predict_ensemble, stratified_folds, train, EntropyAdapt, EpochStats, Example,
+    ResponseAugment, TrainOptions,
 };
 
 use crate::manifest::{Manifest, Source};
@@ -406,6 +407,17 @@ pub struct Settings {
     /// Test-time adaptation: before predicting a set of examples (one session), the model's
     /// input normalisation is re-estimated on them (no labels used).
     pub adapt_norm: bool,
+    /// Test-time adaptation by information maximisation: this many full-batch steps on the
+    /// session's unlabelled examples move the input normalisation (after `adapt_norm`;
+    /// [`csipose_temporal::train::adapt_entropy`]). 0 = off.
+    pub tent: usize,
+    /// Pseudo-label self-training: this many rounds, each labels the session's most confident
+    /// half by the current prediction and retrains every model from scratch on the training
+    /// examples plus those ([`predict_session`]). 0 = off.
+    pub self_train: usize,
+    /// Models per prediction, trained with seeds seed, seed + 1, ... (mean softmax); 0 or 1 =
+    /// one model.
+    pub ensemble: usize,
 }
 
 impl Settings {
@@ -433,6 +445,9 @@ impl Settings {
             "recording-norm" => self.features.recording_norm = num(key, value)?,
             "transforms" => self.features.transforms = parse_transforms(value)?,
             "adapt-norm" => self.adapt_norm = num(key, value)?,
+            "tent" => self.tent = num(key, value)?,
+            "self-train" => self.self_train = num(key, value)?,
+            "ensemble" => self.ensemble = num(key, value)?,
             "features" => {
                 self.features.kind = match value {
                     "auto" => None,
@@ -443,7 +458,7 @@ impl Settings {
             }
             _ => {
                 return Err(format!(
-                    "unknown search key {key:?} (epochs, lr, batch, min-crop, layers, q-heads, kv-heads, head-dim, window, block-size, response-db, stride, context, recording-norm, transforms, adapt-norm, features)"
+                    "unknown search key {key:?} (epochs, lr, batch, min-crop, layers, q-heads, kv-heads, head-dim, window, block-size, response-db, stride, context, recording-norm, transforms, adapt-norm, tent, self-train, ensemble, features)"
                 ))
             }
         }
@@ -476,9 +491,22 @@ pub fn fit(
     hyper: &Hyper,
     on_epoch: impl FnMut(EpochStats),
 ) -> anyhow::Result<ActivityModel> {
+    fit_with(loaded, train_idx, &[], hyper, on_epoch)
+}
+
+/// [`fit`] on `loaded.examples[train_idx]` followed by `extra` (examples of the same features,
+/// e.g. pseudo-labelled ones).
+pub fn fit_with(
+    loaded: &Loaded,
+    train_idx: &[usize],
+    extra: &[Example],
+    hyper: &Hyper,
+    on_epoch: impl FnMut(EpochStats),
+) -> anyhow::Result<ActivityModel> {
     let examples: Vec<Example> = train_idx
         .iter()
         .map(|&i| loaded.examples[i].clone())
+        .chain(extra.iter().cloned())
         .collect();
     let shape = ModelShape {
         input_dim: loaded.input_dim,
@@ -546,6 +574,102 @@ pub fn predict(
     Ok(predict_ensemble(&adapted, &examples)?)
 }
 
+/// The `settings.ensemble` models (at least one) of `settings` trained on
+/// `loaded.examples[train_idx]` plus `extra`, seeds seed, seed + 1, ...
+pub fn fit_ensemble(
+    loaded: &Loaded,
+    train_idx: &[usize],
+    extra: &[Example],
+    settings: &Settings,
+) -> anyhow::Result<Vec<ActivityModel>> {
+    (0..settings.ensemble.max(1))
+        .map(|k| {
+            let hyper = Hyper {
+                seed: settings.hyper.seed + k as u64,
+                ..settings.hyper.clone()
+            };
+            fit_with(loaded, train_idx, extra, &hyper, |_| {})
+        })
+        .collect()
+}
+
+/// `models` adapted to one session's unlabelled `session` examples as `settings` asks
+/// (normalisation statistics, then information maximisation), and their mean softmax
+/// probabilities of each example.
+fn adapt_models(
+    models: &[ActivityModel],
+    session: &[Example],
+    settings: &Settings,
+) -> anyhow::Result<(Vec<ActivityModel>, Vec<Vec<f32>>)> {
+    let frames: Vec<f32> = if settings.adapt_norm {
+        session
+            .iter()
+            .flat_map(|e| e.frames.iter().copied())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let adapted = models
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            if settings.adapt_norm {
+                m.set_normalisation(&frames);
+            }
+            if settings.tent > 0 {
+                let opts = EntropyAdapt {
+                    steps: settings.tent,
+                    ..EntropyAdapt::default()
+                };
+                adapt_entropy(&mut m, session, &opts)?;
+            }
+            Ok(m)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let probs = ensemble_probabilities(&adapted, session)?;
+    Ok((adapted, probs))
+}
+
+/// Predicted classes of one session's `session` examples (their labels are never read) by
+/// `models`, trained on `loaded.examples[train_idx]`, with every test-time step of `settings`:
+/// `self_train` rounds of pseudo-labelling (each round: the current prediction's most confident
+/// half of the session, ties to the earlier example, joins the training examples with its
+/// predicted classes and every model is retrained from scratch with its own seed), and each
+/// prediction made by models adapted to the session ([`Settings::adapt_norm`],
+/// [`Settings::tent`]).
+pub fn predict_session(
+    loaded: &Loaded,
+    train_idx: &[usize],
+    models: &[ActivityModel],
+    session: &[Example],
+    settings: &Settings,
+) -> anyhow::Result<Vec<usize>> {
+    // The session as it is seen: features only.
+    let unlabelled: Vec<Example> = session
+        .iter()
+        .map(|e| Example {
+            frames: e.frames.clone(),
+            label: 0,
+        })
+        .collect();
+    let (_, mut probs) = adapt_models(models, &unlabelled, settings)?;
+    for _ in 0..settings.self_train {
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        let conf = |i: usize| probs[i].iter().copied().fold(0.0f32, f32::max);
+        order.sort_by(|&a, &b| conf(b).total_cmp(&conf(a)).then(a.cmp(&b)));
+        let pseudo: Vec<Example> = order[..probs.len().div_ceil(2)]
+            .iter()
+            .map(|&i| Example {
+                frames: unlabelled[i].frames.clone(),
+                label: argmax(&probs[i]),
+            })
+            .collect();
+        let retrained = fit_ensemble(loaded, train_idx, &pseudo, settings)?;
+        probs = adapt_models(&retrained, &unlabelled, settings)?.1;
+    }
+    Ok(probs.iter().map(|p| argmax(p)).collect())
+}
+
 /// Accuracy of `predicted` against `labels`.
 pub fn score(labels: &[usize], predicted: &[usize], n_classes: usize) -> f64 {
     accuracies(&confusion_matrix(labels, predicted, n_classes)).0
@@ -607,16 +731,13 @@ pub fn cross_validate(
             continue;
         }
         let test_idx: Vec<usize> = test_pos.iter().map(|&k| idx[k]).collect();
-        let models = (0..ensemble.max(1))
-            .map(|k| {
-                let hyper = Hyper {
-                    seed: settings.hyper.seed + k as u64,
-                    ..settings.hyper.clone()
-                };
-                fit(loaded, &train_idx, &hyper, |_| {})
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let pred = predict(&models, loaded, &test_idx, settings.adapt_norm)?;
+        let s = Settings {
+            ensemble: ensemble.max(settings.ensemble),
+            ..settings.clone()
+        };
+        let models = fit_ensemble(loaded, &train_idx, &[], &s)?;
+        let session: Vec<Example> = test_idx.iter().map(|&i| loaded.examples[i].clone()).collect();
+        let pred = predict_session(loaded, &train_idx, &models, &session, &s)?;
         let labels: Vec<usize> = test_idx.iter().map(|&i| loaded.examples[i].label).collect();
         let acc = score(&labels, &pred, loaded.n_classes);
         for (&k, &p) in test_pos.iter().zip(&pred) {
@@ -835,16 +956,13 @@ pub fn nested_cv(
         let selection = select(cache, &train_idx, base, space, inner, |_, _| {})?;
         let s = &selection.settings;
         let loaded = cache.get(&s.features)?;
-        let models = (0..ensemble.max(1))
-            .map(|k| {
-                let hyper = Hyper {
-                    seed: s.hyper.seed + k as u64,
-                    ..s.hyper.clone()
-                };
-                fit(loaded, &train_idx, &hyper, |_| {})
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let pred = predict(&models, loaded, &test_idx, s.adapt_norm)?;
+        let s = Settings {
+            ensemble: ensemble.max(s.ensemble),
+            ..s.clone()
+        };
+        let models = fit_ensemble(loaded, &train_idx, &[], &s)?;
+        let session: Vec<Example> = test_idx.iter().map(|&i| loaded.examples[i].clone()).collect();
+        let pred = predict_session(loaded, &train_idx, &models, &session, &s)?;
         let labels: Vec<usize> = test_idx.iter().map(|&i| loaded.examples[i].label).collect();
         let fold = NestedFold {
             accuracy: score(&labels, &pred, n_classes),
@@ -875,68 +993,189 @@ pub struct Transfer {
     pub selection: Option<Selection>,
     /// Accuracy on each test manifest, in order.
     pub accuracy: Vec<f64>,
+    /// The trained models (one per ensemble member; the first is `model`).
+    pub models: Vec<ActivityModel>,
     pub model: ActivityModel,
 }
 
+/// How [`transfer`] chooses among a search space.
+#[derive(Clone, Copy, Debug)]
+pub enum Choice<'a> {
+    /// Inner cross-validation on the training manifest alone.
+    Inner(FoldOptions),
+    /// A named validation session (a later recording than the training data): each
+    /// combination is trained on the whole training manifest and scored on it (its labels
+    /// score, never train); the best is kept. The test manifests play no part.
+    Validation(&'a Manifest),
+}
+
+/// Loads one session manifest with the features of `loaded` (which it must match).
+fn load_session(manifest: &Manifest, loaded: &Loaded, spec: &FeatureSpec) -> anyhow::Result<Loaded> {
+    let spec = FeatureSpec {
+        stride: Some(loaded.stride),
+        kind: Some(loaded.kind),
+        ..spec.clone()
+    };
+    let test = load_examples(manifest, &spec, &|| {})?;
+    if test.input_dim != loaded.input_dim {
+        bail!(
+            "{}: {} features per frame, the training manifest gives {}",
+            manifest.path.display(),
+            test.input_dim,
+            loaded.input_dim
+        );
+    }
+    if test.n_classes > loaded.n_classes {
+        bail!(
+            "{}: {} classes, the training manifest has {}",
+            manifest.path.display(),
+            test.n_classes,
+            loaded.n_classes
+        );
+    }
+    Ok(test)
+}
+
+/// Accuracy on one session of `models` trained on all of `loaded` with `settings`.
+fn score_session(
+    loaded: &Loaded,
+    models: &[ActivityModel],
+    settings: &Settings,
+    manifest: &Manifest,
+) -> anyhow::Result<f64> {
+    let test = load_session(manifest, loaded, &settings.features)?;
+    let all: Vec<usize> = (0..loaded.examples.len()).collect();
+    let pred = predict_session(loaded, &all, models, &test.examples, settings)?;
+    Ok(score(&test.labels(), &pred, loaded.n_classes))
+}
+
 /// Train on one manifest, test on others (later sessions): settings come from `base`, or, with a
-/// non-empty `space`, from [`select`] by `inner` CV on the training manifest alone; the model is
-/// then trained on all of it and each test manifest is scored (with the chosen test-time
-/// adaptation, per test manifest).
+/// non-empty `space`, from [`select`] by inner CV on the training manifest alone
+/// ([`Choice::Inner`]) or from a named validation session ([`Choice::Validation`]); the models
+/// are trained on all of the training manifest and each test manifest is scored as one session
+/// (with the chosen test-time steps, per test manifest; [`predict_session`]).
 pub fn transfer(
     train_cache: &mut FeatureCache,
     tests: &[Manifest],
     base: &Settings,
     space: &SearchSpace,
-    inner: FoldOptions,
+    choice: Choice,
     mut on_score: impl FnMut(&str, f64),
 ) -> anyhow::Result<Transfer> {
-    let (settings, selection) = if space.is_empty() {
-        (base.clone(), None)
-    } else {
-        let n = train_cache.get(&base.features)?.examples.len();
-        let idx: Vec<usize> = (0..n).collect();
-        let sel = select(train_cache, &idx, base, space, inner, &mut on_score)?;
-        (sel.settings.clone(), Some(sel))
+    let n = train_cache.get(&base.features)?.examples.len();
+    let all: Vec<usize> = (0..n).collect();
+    let (settings, selection, models) = match choice {
+        _ if space.is_empty() => (base.clone(), None, None),
+        Choice::Inner(inner) => {
+            let sel = select(train_cache, &all, base, space, inner, &mut on_score)?;
+            (sel.settings.clone(), Some(sel), None)
+        }
+        Choice::Validation(validation) => {
+            let mut best: Option<(f64, Settings, String, Vec<ActivityModel>)> = None;
+            let mut scores = Vec::new();
+            for combo in space.combinations() {
+                let mut s = base.clone();
+                for (k, v) in &combo {
+                    s.set(k, v).map_err(anyhow::Error::msg)?;
+                }
+                let loaded = train_cache.get(&s.features)?;
+                let models = fit_ensemble(loaded, &all, &[], &s)?;
+                let acc = score_session(loaded, &models, &s, validation)?;
+                let name = combination_name(&combo);
+                on_score(&name, acc);
+                scores.push((name.clone(), acc));
+                if best.as_ref().is_none_or(|(b, ..)| acc > *b) {
+                    best = Some((acc, s, name, models));
+                }
+            }
+            let (_, settings, name, models) = best.context("empty search space")?;
+            let sel = Selection {
+                settings: settings.clone(),
+                name,
+                scores,
+                seen: all.clone(),
+            };
+            (settings, Some(sel), Some(models))
+        }
     };
     let loaded = train_cache.get(&settings.features)?;
-    let all: Vec<usize> = (0..loaded.examples.len()).collect();
-    let model = fit(loaded, &all, &settings.hyper, |_| {})?;
-    let spec = FeatureSpec {
-        stride: Some(loaded.stride),
-        kind: Some(loaded.kind),
-        ..settings.features.clone()
+    let models = match models {
+        Some(m) => m,
+        None => fit_ensemble(loaded, &all, &[], &settings)?,
     };
-    let mut accuracy = Vec::new();
-    for t in tests {
-        let test = load_examples(t, &spec, &|| {})?;
-        if test.input_dim != loaded.input_dim {
-            bail!(
-                "{}: {} features per frame, the training manifest gives {}",
-                t.path.display(),
-                test.input_dim,
-                loaded.input_dim
-            );
-        }
-        if test.n_classes > loaded.n_classes {
-            bail!(
-                "{}: {} classes, the training manifest has {}",
-                t.path.display(),
-                test.n_classes,
-                loaded.n_classes
-            );
-        }
-        let idx: Vec<usize> = (0..test.examples.len()).collect();
-        let pred = predict(
-            std::slice::from_ref(&model),
-            &test,
-            &idx,
-            settings.adapt_norm,
-        )?;
-        accuracy.push(score(&test.labels(), &pred, loaded.n_classes));
-    }
+    let accuracy = tests
+        .iter()
+        .map(|t| score_session(loaded, &models, &settings, t))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Transfer {
         selection,
         accuracy,
-        model,
+        model: models[0].clone(),
+        models,
     })
+}
+
+/// One validation session's choice in [`validate_each`].
+#[derive(Clone, Debug)]
+pub struct SessionChoice {
+    /// Index of the validation session.
+    pub validation: usize,
+    /// The chosen combination and its validation accuracy.
+    pub chosen: String,
+    pub validation_accuracy: f64,
+    /// Accuracy of the chosen combination on every session (the validation one included, for
+    /// reference; the others are the reported numbers).
+    pub accuracy: Vec<f64>,
+}
+
+/// Every session in turn as the named validation part: each combination of `space` is trained
+/// once on the whole training manifest (it does not depend on the session) and scored on every
+/// session; for validation session v the combination with the best accuracy on v wins (the
+/// earlier on a tie) and is reported on the others. The same choices and numbers as
+/// [`transfer`] with [`Choice::Validation`] of v and the other sessions as tests, for the cost
+/// of one. `on_score(combination, session, accuracy)` sees every score.
+pub fn validate_each(
+    train_cache: &mut FeatureCache,
+    sessions: &[Manifest],
+    base: &Settings,
+    space: &SearchSpace,
+    mut on_score: impl FnMut(&str, usize, f64),
+) -> anyhow::Result<Vec<SessionChoice>> {
+    anyhow::ensure!(sessions.len() >= 2, "validating on each session needs at least two");
+    anyhow::ensure!(!space.is_empty(), "validating on each session needs a search space");
+    let n = train_cache.get(&base.features)?.examples.len();
+    let all: Vec<usize> = (0..n).collect();
+    let mut table: Vec<(String, Vec<f64>)> = Vec::new();
+    for combo in space.combinations() {
+        let mut s = base.clone();
+        for (k, v) in &combo {
+            s.set(k, v).map_err(anyhow::Error::msg)?;
+        }
+        let loaded = train_cache.get(&s.features)?;
+        let models = fit_ensemble(loaded, &all, &[], &s)?;
+        let name = combination_name(&combo);
+        let mut row = Vec::new();
+        for (i, m) in sessions.iter().enumerate() {
+            let acc = score_session(loaded, &models, &s, m)?;
+            on_score(&name, i, acc);
+            row.push(acc);
+        }
+        table.push((name, row));
+    }
+    Ok((0..sessions.len())
+        .map(|v| {
+            let mut best = 0;
+            for (c, (_, row)) in table.iter().enumerate() {
+                if row[v] > table[best].1[v] {
+                    best = c;
+                }
+            }
+            SessionChoice {
+                validation: v,
+                chosen: table[best].0.clone(),
+                validation_accuracy: table[best].1[v],
+                accuracy: table[best].1.clone(),
+            }
+        })
+        .collect())
 }

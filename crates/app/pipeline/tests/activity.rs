@@ -126,6 +126,9 @@ fn nested_selection_never_looks_at_the_outer_test_fold() {
             ..Hyper::default()
         },
         adapt_norm: false,
+        tent: 0,
+        self_train: 0,
+        ensemble: 1,
     };
     let space =
         SearchSpace::parse(&["epochs=1,3".into(), "lr=0.002,0.01".into()], &settings).unwrap();

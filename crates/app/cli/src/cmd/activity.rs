@@ -18,7 +18,10 @@
 //! window, block size and causality are stored in the `.rvne` head config record, and the class
 //! names (the manifest's `#classes`), `--context` and `--adapt-norm` in its META section, so
 //! `eval` and `stream` use what the model was trained with (a flag that contradicts the file is
-//! refused; a file written before the META section takes the flags as given).
+//! refused; a file written before the META section takes the flags as given). `stream` of an
+//! ESP32-HAR windows file streams each window after its stored `--context` earlier windows.
+//! `transfer` chooses among `--search` by inner CV on the training manifest, or on a named
+//! validation session (`--validate-on`, or every test session in turn with `--validate-each`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,7 +34,7 @@ use csipose_dataset::split::Subset;
 use csipose_dataset::PackedDataset;
 use csipose_pipeline::activity::{
     cross_validate, fit, load_examples, mean_sd, nested_cv, parse_transforms, predict, select,
-    transfer, transforms_name, FeatureCache, FeatureSpec, FoldOptions, Loaded, SearchSpace,
+    transfer, transforms_name, validate_each, Choice, FeatureCache, FeatureSpec, FoldOptions, Loaded, SearchSpace,
     Settings,
 };
 use csipose_pipeline::manifest::{parse_sequence_key, read_manifest, Manifest, Row, Source};
@@ -152,6 +155,16 @@ struct Hyper {
     /// before predicting it.
     #[arg(long)]
     adapt_norm: bool,
+    /// Test-time adaptation by information maximisation (TENT's entropy minimisation with
+    /// SHOT's diversity term): this many full-batch steps move the input normalisation on each
+    /// test set's unlabelled examples (after --adapt-norm; 0 = off). Not stored in a model file.
+    #[arg(long, default_value_t = 0)]
+    tent: usize,
+    /// Pseudo-label self-training: this many rounds, each adds the test set's most confident
+    /// half (unlabelled, labelled by the prediction) to the training data and retrains
+    /// (0 = off). Needs the training data, so not stored in a model file.
+    #[arg(long, default_value_t = 0)]
+    self_train: usize,
     #[command(flatten)]
     features: FeatureArgs,
 }
@@ -161,7 +174,9 @@ struct Hyper {
 struct SearchArgs {
     /// A search axis `key=v1,v2,...` (repeatable; every combination is tried): epochs, lr,
     /// batch, min-crop, layers, q-heads, kv-heads, head-dim, window, block-size, response-db,
-    /// stride, context, recording-norm, transforms, adapt-norm, features. Chosen by inner CV on training data only.
+    /// stride, context, recording-norm, transforms, adapt-norm, tent, self-train, ensemble
+    /// (transfer), features. Chosen by inner CV on training data only, or (transfer) on the
+    /// --validate-on session.
     #[arg(long = "search")]
     search: Vec<String>,
     /// Inner folds of the search.
@@ -255,6 +270,19 @@ struct TransferArgs {
     /// Write the first seed's model here (.rvne).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Choose among --search on this named validation session (a later recording than
+    /// --train) instead of inner CV: each combination is trained on --train alone and scored
+    /// on it; its labels only score. It must not be a --test manifest.
+    #[arg(long, requires = "search", conflicts_with = "validate_each")]
+    validate_on: Option<PathBuf>,
+    /// Each --test manifest in turn is the named validation session and the others are
+    /// reported (the same choices and numbers as one --validate-on run per session, with the
+    /// combinations trained once).
+    #[arg(long, requires = "search")]
+    validate_each: bool,
+    /// Models per prediction, trained with seeds seed, seed + 1, ... (mean softmax).
+    #[arg(long, default_value_t = 1)]
+    ensemble: usize,
     /// Print a JSON report.
     #[arg(long)]
     json: bool,
@@ -266,7 +294,9 @@ struct TransferArgs {
 
 #[derive(clap::Args)]
 struct StreamArgs {
-    /// A capture file or amplitude .npy.
+    /// A capture file, an amplitude .npy, or an ESP32-HAR windows file `NAME-x.npy` (with
+    /// `NAME-y.npy` beside it): then each window is streamed with its `--context` earlier
+    /// windows, as the model was trained, and one line per window is printed.
     file: PathBuf,
     #[arg(long)]
     model: PathBuf,
@@ -277,6 +307,15 @@ struct StreamArgs {
     /// --pose-features; FILE is then a packed-dataset sequence `DIR#S03/A12`).
     #[arg(long)]
     pose_features: Option<PathBuf>,
+    /// Re-estimate the input normalisation on FILE first [default: as the model was trained
+    /// (stored in the file); refused for a model trained without it].
+    #[arg(long)]
+    adapt_norm: bool,
+    /// Windows files: earlier windows streamed before each one [default: the model's
+    /// `--context` of train, stored in the file (0 for a file without it); another value is
+    /// refused].
+    #[arg(long)]
+    context: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -367,6 +406,9 @@ impl Hyper {
                 response_db: self.response_db,
             },
             adapt_norm: self.adapt_norm,
+            tent: self.tent,
+            self_train: self.self_train,
+            ensemble: 1,
         };
         s.validate()?;
         Ok(s)
@@ -426,16 +468,33 @@ fn fit_bar(
 }
 
 /// Refuses settings that would write a model file `eval`, `stream` and `serve` cannot repeat:
-/// per-recording standardisation is not stored in the model.
-fn refuse_recording_norm_model(base: &Settings, space: &SearchSpace) -> anyhow::Result<()> {
-    let searched = space
-        .axes
-        .iter()
-        .any(|(k, v)| k == "recording-norm" && v.iter().any(|x| x == "true"));
+/// per-recording standardisation, information-maximisation adaptation, self-training (it needs
+/// the training data) and ensembles are not stored in the model.
+fn refuse_unstored(base: &Settings, space: &SearchSpace) -> anyhow::Result<()> {
+    // Whether the search tries a value of `key` that is on (`on` of the value's text).
+    let searched = |key: &str, on: fn(&str) -> bool| {
+        space
+            .axes
+            .iter()
+            .any(|(k, v)| k == key && v.iter().any(|x| on(x)))
+    };
+    fn above(x: &str, n: usize) -> bool {
+        x.parse::<usize>().is_ok_and(|v| v > n)
+    }
     anyhow::ensure!(
-        !base.features.recording_norm && !searched,
+        !base.features.recording_norm && !searched("recording-norm", |x| x == "true"),
         "--recording-norm is not stored in the model file (eval, stream and serve could not repeat it): use it with cv, or transfer without --out"
     );
+    for (key, on) in [
+        ("tent", base.tent > 0 || searched("tent", |x| above(x, 0))),
+        ("self-train", base.self_train > 0 || searched("self-train", |x| above(x, 0))),
+        ("ensemble", base.ensemble > 1 || searched("ensemble", |x| above(x, 1))),
+    ] {
+        anyhow::ensure!(
+            !on,
+            "--{key} is not stored in the model file (eval, stream and serve could not repeat it): use it with cv, or transfer without --out"
+        );
+    }
     Ok(())
 }
 
@@ -445,7 +504,7 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
     let inputs = manifest_inputs(&manifest, &[a.hyper.features.pose_features.as_deref()]);
     crate::validate::output_file("--out", &a.out, &inputs)?;
     let space = SearchSpace::parse(&a.search.search, &base)?;
-    refuse_recording_norm_model(&base, &space)?;
+    refuse_unstored(&base, &space)?;
     let mut cache = FeatureCache::new(&manifest);
     cache.insert(&base.features, load(&manifest, &base.features)?);
     let settings = if space.is_empty() {
@@ -762,13 +821,33 @@ fn cv_cmd(a: CvArgs) -> anyhow::Result<()> {
 
 fn transfer_cmd(a: TransferArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.seeds >= 1, "--seeds must be at least 1");
-    let base = a.hyper.settings()?;
+    anyhow::ensure!(a.ensemble >= 1, "--ensemble must be at least 1");
+    let base = Settings {
+        ensemble: a.ensemble,
+        ..a.hyper.settings()?
+    };
     let train = read_manifest(&a.train)?;
     let tests = a
         .test
         .iter()
         .map(|p| read_manifest(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let validation = match &a.validate_on {
+        Some(v) => {
+            let same = |p: &Path| match (p.canonicalize(), v.canonicalize()) {
+                (Ok(x), Ok(y)) => x == y,
+                _ => p == v,
+            };
+            if same(&a.train) || a.test.iter().any(|t| same(t)) {
+                bail!(
+                    "--validate-on {}: the validation session must be neither --train nor a --test manifest",
+                    v.display()
+                );
+            }
+            Some(read_manifest(v)?)
+        }
+        None => None,
+    };
     if let Some(out) = &a.out {
         let mut inputs = manifest_inputs(&train, &[a.hyper.features.pose_features.as_deref()]);
         for t in &tests {
@@ -778,10 +857,18 @@ fn transfer_cmd(a: TransferArgs) -> anyhow::Result<()> {
     }
     let space = SearchSpace::parse(&a.search.search, &base)?;
     if a.out.is_some() {
-        refuse_recording_norm_model(&base, &space)?;
+        refuse_unstored(&base, &space)?;
     }
     let mut cache = FeatureCache::new(&train);
     cache.insert(&base.features, load(&train, &base.features)?);
+    if a.validate_each {
+        anyhow::ensure!(a.out.is_none(), "--validate-each writes no model; drop --out");
+        anyhow::ensure!(
+            tests.len() >= 2,
+            "--validate-each needs at least two --test sessions"
+        );
+        return validate_each_cmd(&a, &mut cache, &tests, &base, &space);
+    }
     let mut per_test: Vec<Vec<f64>> = vec![Vec::new(); tests.len()];
     let mut runs = Vec::new();
     for k in 0..a.seeds as u64 {
@@ -792,14 +879,29 @@ fn transfer_cmd(a: TransferArgs) -> anyhow::Result<()> {
             seed: settings.hyper.seed,
             grouped: a.search.grouped,
         };
-        let r = transfer(&mut cache, &tests, &settings, &space, inner, |name, acc| {
-            eprintln!(
-                "seed {}: inner {}-fold CV on {} {name}: {acc:.4}",
-                settings.hyper.seed,
-                inner.folds,
-                a.train.display()
-            )
+        let choice = match &validation {
+            Some(v) => Choice::Validation(v),
+            None => Choice::Inner(inner),
+        };
+        let r = transfer(&mut cache, &tests, &settings, &space, choice, |name, acc| {
+            match &a.validate_on {
+                Some(v) => eprintln!(
+                    "seed {}: trained on {}, validated on {} {name}: {acc:.4}",
+                    settings.hyper.seed,
+                    a.train.display(),
+                    v.display()
+                ),
+                None => eprintln!(
+                    "seed {}: inner {}-fold CV on {} {name}: {acc:.4}",
+                    settings.hyper.seed,
+                    inner.folds,
+                    a.train.display()
+                ),
+            }
         })?;
+        if let Some(sel) = &r.selection {
+            eprintln!("seed {}: chosen {}", settings.hyper.seed, sel.name);
+        }
         let chosen = r.selection.as_ref().map(|s| s.name.clone());
         for (t, acc) in r.accuracy.iter().enumerate() {
             eprintln!(
@@ -825,13 +927,18 @@ fn transfer_cmd(a: TransferArgs) -> anyhow::Result<()> {
                 eprintln!("wrote {} ({} bytes)", out.display(), bytes.len());
             }
         }
-        runs.push(json!({"seed": settings.hyper.seed, "chosen": chosen, "accuracy": r.accuracy}));
+        runs.push(json!({
+            "seed": settings.hyper.seed, "chosen": chosen, "accuracy": r.accuracy,
+            "selection_scores": r.selection.as_ref().map(|s| s.scores.iter()
+                .map(|(n, acc)| json!({"settings": n, "accuracy": acc})).collect::<Vec<_>>()),
+        }));
     }
     let summary: Vec<(f64, f64)> = per_test.iter().map(|v| mean_sd(v)).collect();
     if a.json {
         let out = json!({
             "train": a.train, "test": a.test, "seeds": a.seeds, "search": a.search.search,
             "inner_folds": a.search.inner_folds, "grouped": a.search.grouped,
+            "validate_on": a.validate_on, "ensemble": a.ensemble,
             "mean_accuracy": summary.iter().map(|s| s.0).collect::<Vec<_>>(),
             "sd_accuracy": summary.iter().map(|s| s.1).collect::<Vec<_>>(),
             "runs": runs,
@@ -851,12 +958,114 @@ fn transfer_cmd(a: TransferArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `transfer --validate-each`: per seed and validation session, the chosen combination and
+/// the accuracy on the other sessions; then mean ± sd over seeds of every (validation,
+/// reported) pair.
+fn validate_each_cmd(
+    a: &TransferArgs,
+    cache: &mut FeatureCache,
+    tests: &[Manifest],
+    base: &Settings,
+    space: &SearchSpace,
+) -> anyhow::Result<()> {
+    let n = tests.len();
+    // reported[v][t]: accuracies over seeds on session t of the choice made on session v.
+    let mut reported: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); n]; n];
+    let mut runs = Vec::new();
+    for k in 0..a.seeds as u64 {
+        let mut settings = base.clone();
+        settings.hyper.seed = base.hyper.seed + k;
+        let seed = settings.hyper.seed;
+        let choices = validate_each(cache, tests, &settings, space, |name, t, acc| {
+            eprintln!(
+                "seed {seed}: {name}: {}: {acc:.4}",
+                a.test[t].display()
+            )
+        })?;
+        for c in &choices {
+            let others: Vec<String> = (0..n)
+                .filter(|&t| t != c.validation)
+                .map(|t| format!("{} {:.4}", a.test[t].display(), c.accuracy[t]))
+                .collect();
+            eprintln!(
+                "seed {seed}: validated on {} ({:.4}): chosen {} -> {}",
+                a.test[c.validation].display(),
+                c.validation_accuracy,
+                c.chosen,
+                others.join(", ")
+            );
+            for t in (0..n).filter(|&t| t != c.validation) {
+                reported[c.validation][t].push(c.accuracy[t]);
+            }
+        }
+        runs.push(json!({
+            "seed": seed,
+            "choices": choices.iter().map(|c| json!({
+                "validate_on": a.test[c.validation], "chosen": c.chosen,
+                "validation_accuracy": c.validation_accuracy, "accuracy": c.accuracy,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    let mut pairs = Vec::new();
+    for (v, row) in reported.iter().enumerate() {
+        for (t, accs) in row.iter().enumerate().filter(|(t, _)| *t != v) {
+            let (m, s) = mean_sd(accs);
+            pairs.push((v, t, m, s));
+        }
+    }
+    if a.json {
+        let out = json!({
+            "train": a.train, "sessions": a.test, "seeds": a.seeds, "search": a.search.search,
+            "ensemble": a.ensemble,
+            "reported": pairs.iter().map(|&(v, t, m, s)| json!({
+                "validate_on": a.test[v], "test": a.test[t], "mean_accuracy": m, "sd_accuracy": s,
+            })).collect::<Vec<_>>(),
+            "runs": runs,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for (v, t, m, s) in pairs {
+            println!(
+                "chosen on {} -> {}: accuracy {:.2}% ± {:.2} over {} seed(s)",
+                a.test[v].display(),
+                a.test[t].display(),
+                100.0 * m,
+                100.0 * s,
+                a.seeds
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The labels file beside an ESP32-HAR windows file `NAME-x.npy`, when there is one.
+fn windows_labels(file: &Path) -> Option<PathBuf> {
+    let name = file.file_name()?.to_str()?;
+    let stem = name.strip_suffix("-x.npy")?;
+    let y = file.with_file_name(format!("{stem}-y.npy"));
+    y.is_file().then_some(y)
+}
+
 fn stream_cmd(a: StreamArgs) -> anyhow::Result<()> {
     let mut model = load_model(&a.model)?;
-    let spec = FeatureSpec::from_model(&model, a.pose_features.as_deref(), &a.model)?;
+    let (context, adapt_norm) = stored_settings(
+        std::slice::from_ref(&model),
+        std::slice::from_ref(&a.model),
+        a.context,
+        a.adapt_norm,
+    )?;
+    let spec = FeatureSpec {
+        context,
+        ..FeatureSpec::from_model(&model, a.pose_features.as_deref(), &a.model)?
+    };
     let file = a.file.to_string_lossy().into_owned();
-    let source = match file.rsplit_once('#') {
-        Some((dir, key)) => {
+    let labels = windows_labels(&a.file);
+    let source = match (file.rsplit_once('#'), &labels) {
+        (_, Some(y)) => Source::Windows {
+            x: a.file.clone(),
+            y: y.clone(),
+        },
+        (Some((dir, key)), None) => {
             let (environment, subject, action) =
                 parse_sequence_key(key).map_err(anyhow::Error::msg)?;
             Source::Packed {
@@ -866,15 +1075,23 @@ fn stream_cmd(a: StreamArgs) -> anyhow::Result<()> {
                 action,
             }
         }
-        None => Source::File(a.file.clone()),
+        (None, None) => Source::File(a.file.clone()),
     };
+    if labels.is_none() && context > 0 {
+        eprintln!(
+            "note: {} was trained with --context {context} on windows; {} is one continuous \
+             sequence, streamed from its first packet",
+            a.model.display(),
+            a.file.display()
+        );
+    }
     let manifest = Manifest {
         path: a.file.clone(),
         rows: vec![Row {
             source,
-            label: Some(0),
+            label: labels.is_none().then_some(0),
         }],
-        classes: None,
+        classes: model.meta.as_ref().and_then(|m| m.classes.clone()),
     };
     let loaded = load(&manifest, &spec)?;
     let dim = model.shape.input_dim;
@@ -885,34 +1102,55 @@ fn stream_cmd(a: StreamArgs) -> anyhow::Result<()> {
             loaded.input_dim
         );
     }
-    let x = &loaded.examples[0].frames;
-    let frames = x.len() / dim;
-    if model.meta.as_ref().is_some_and(|m| m.adapt_norm) {
-        // As `eval` does for a model trained with --adapt-norm (stored in the file).
+    if adapt_norm {
+        // As `eval` does for a model trained with --adapt-norm: the whole file is the session.
         eprintln!(
             "note: {} was trained with --adapt-norm: its input normalisation is re-estimated on {} first",
             a.model.display(),
             a.file.display()
         );
-        model.set_normalisation(x);
+        let all: Vec<f32> = loaded
+            .examples
+            .iter()
+            .flat_map(|e| e.frames.iter().copied())
+            .collect();
+        model.set_normalisation(&all);
     }
-    let mut stream = model.streamer(frames)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    for t in 0..frames {
-        let logits = stream.push(&x[t * dim..(t + 1) * dim])?;
-        if (t + 1) % a.every.max(1) == 0 || t + 1 == frames {
+    let windows = labels.is_some();
+    for (w, example) in loaded.examples.iter().enumerate() {
+        let x = &example.frames;
+        let frames = x.len() / dim;
+        let mut stream = model.streamer(frames)?;
+        for t in 0..frames {
+            let logits = stream.push(&x[t * dim..(t + 1) * dim])?;
+            let last = t + 1 == frames;
+            if !(last || (!windows && (t + 1) % a.every.max(1) == 0)) {
+                continue;
+            }
             let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let z: f32 = logits.iter().map(|l| (l - m).exp()).sum();
             let class = argmax(&logits);
-            writeln!(
-                out,
-                "frame {:>4} (packet {:>5}): class {} p={:.3}",
-                t + 1,
-                (t + 1) * loaded.stride,
-                class_name(&model, class),
-                1.0 / z
-            )?;
+            if windows {
+                writeln!(
+                    out,
+                    "window {w:>4} ({frames} frames, context {}): class {} p={:.3} (labelled {})",
+                    w.min(context),
+                    class_name(&model, class),
+                    1.0 / z,
+                    class_name(&model, example.label)
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "frame {:>4} (packet {:>5}): class {} p={:.3}",
+                    t + 1,
+                    (t + 1) * loaded.stride,
+                    class_name(&model, class),
+                    1.0 / z
+                )?;
+            }
         }
     }
     Ok(())
