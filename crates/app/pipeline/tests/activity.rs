@@ -244,3 +244,46 @@ fn standardise_by_group_uses_each_groups_own_statistics() {
         }
     }
 }
+
+/// Test-time steps (normalisation statistics, information maximisation, self-training) read the
+/// session's features only: other labels give the same predictions.
+#[test]
+fn session_predictions_never_read_the_session_labels() {
+    use csipose_pipeline::activity::{fit_ensemble, predict_session};
+    let data = toy(8);
+    let settings = Settings {
+        features: FeatureSpec::default(),
+        hyper: Hyper {
+            epochs: 4,
+            head_dim: 4,
+            q_heads: 2,
+            batch: 8,
+            ..Hyper::default()
+        },
+        adapt_norm: true,
+        tent: 3,
+        self_train: 1,
+        ensemble: 2,
+    };
+    let train_idx: Vec<usize> = (0..data.examples.len()).filter(|i| i % 2 == 0).collect();
+    let models = fit_ensemble(&data, &train_idx, &[], &settings).unwrap();
+    assert_eq!(models.len(), 2);
+    let session: Vec<Example> = (0..data.examples.len())
+        .filter(|i| i % 2 == 1)
+        .map(|i| Example {
+            frames: data.examples[i].frames.iter().map(|v| v + 0.5).collect(),
+            label: data.examples[i].label,
+        })
+        .collect();
+    let relabelled: Vec<Example> = session
+        .iter()
+        .map(|e| Example {
+            frames: e.frames.clone(),
+            label: (e.label + 1) % 3,
+        })
+        .collect();
+    let a = predict_session(&data, &train_idx, &models, &session, &settings).unwrap();
+    let b = predict_session(&data, &train_idx, &models, &relabelled, &settings).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.len(), session.len());
+}
