@@ -729,7 +729,12 @@ fn stream_of_windows_uses_the_stored_context() {
     let one = dir.path().join("one.csv");
     std::fs::write(&one, "r1-x.npy,r1-y.npy\n").unwrap();
     let mut a = s(&["activity", "eval", "--json"]);
-    a.extend(["--manifest".into(), one.into(), "--model".into(), model.clone().into()]);
+    a.extend([
+        "--manifest".into(),
+        one.into(),
+        "--model".into(),
+        model.clone().into(),
+    ]);
     a.extend(["--confusion-png".into(), dir.path().join("c.png").into()]);
     let o = run_ok(&a.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -770,8 +775,19 @@ fn transfer_chooses_on_a_named_validation_session() {
     let poisoned = write("tp.csv", part(6..8, true));
     let transfer = |extra: Vec<std::ffi::OsString>| {
         let mut a: Vec<std::ffi::OsString> = [
-            "activity", "transfer", "--json", "--seeds", "2", "--q-heads", "2", "--head-dim",
-            "4", "--search", "epochs=1,4", "--search", "lr=0.002,0.02",
+            "activity",
+            "transfer",
+            "--json",
+            "--seeds",
+            "2",
+            "--q-heads",
+            "2",
+            "--head-dim",
+            "4",
+            "--search",
+            "epochs=1,4",
+            "--search",
+            "lr=0.002,0.02",
         ]
         .iter()
         .map(|s| s.into())
@@ -804,7 +820,10 @@ fn transfer_chooses_on_a_named_validation_session() {
     assert_eq!(chosen(&honest).len(), 2);
     // Every combination was scored on the validation session, per seed.
     assert_eq!(
-        honest["runs"][0]["selection_scores"].as_array().unwrap().len(),
+        honest["runs"][0]["selection_scores"]
+            .as_array()
+            .unwrap()
+            .len(),
         4
     );
     // Poisoned labels of the reported session change its accuracy, never the choice.

@@ -21,8 +21,8 @@ use csipose_temporal::model::{argmax, ActivityModel, ModelShape};
 use csipose_temporal::rvne::{HeadConfig, TRANSFORM_RATIO, TRANSFORM_WINDOW_NORM};
 use csipose_temporal::train::{
     accuracies, adapt_entropy, confusion_matrix, ensemble_probabilities, grouped_folds,
-    predict_ensemble, stratified_folds, train, EntropyAdapt, EpochStats, Example,
-    ResponseAugment, TrainOptions,
+    predict_ensemble, stratified_folds, train, EntropyAdapt, EpochStats, Example, ResponseAugment,
+    TrainOptions,
 };
 
 use crate::manifest::{Manifest, Source};
@@ -736,7 +736,10 @@ pub fn cross_validate(
             ..settings.clone()
         };
         let models = fit_ensemble(loaded, &train_idx, &[], &s)?;
-        let session: Vec<Example> = test_idx.iter().map(|&i| loaded.examples[i].clone()).collect();
+        let session: Vec<Example> = test_idx
+            .iter()
+            .map(|&i| loaded.examples[i].clone())
+            .collect();
         let pred = predict_session(loaded, &train_idx, &models, &session, &s)?;
         let labels: Vec<usize> = test_idx.iter().map(|&i| loaded.examples[i].label).collect();
         let acc = score(&labels, &pred, loaded.n_classes);
@@ -961,7 +964,10 @@ pub fn nested_cv(
             ..s.clone()
         };
         let models = fit_ensemble(loaded, &train_idx, &[], &s)?;
-        let session: Vec<Example> = test_idx.iter().map(|&i| loaded.examples[i].clone()).collect();
+        let session: Vec<Example> = test_idx
+            .iter()
+            .map(|&i| loaded.examples[i].clone())
+            .collect();
         let pred = predict_session(loaded, &train_idx, &models, &session, &s)?;
         let labels: Vec<usize> = test_idx.iter().map(|&i| loaded.examples[i].label).collect();
         let fold = NestedFold {
@@ -1010,7 +1016,11 @@ pub enum Choice<'a> {
 }
 
 /// Loads one session manifest with the features of `loaded` (which it must match).
-fn load_session(manifest: &Manifest, loaded: &Loaded, spec: &FeatureSpec) -> anyhow::Result<Loaded> {
+fn load_session(
+    manifest: &Manifest,
+    loaded: &Loaded,
+    spec: &FeatureSpec,
+) -> anyhow::Result<Loaded> {
     let spec = FeatureSpec {
         stride: Some(loaded.stride),
         kind: Some(loaded.kind),
@@ -1141,8 +1151,14 @@ pub fn validate_each(
     space: &SearchSpace,
     mut on_score: impl FnMut(&str, usize, f64),
 ) -> anyhow::Result<Vec<SessionChoice>> {
-    anyhow::ensure!(sessions.len() >= 2, "validating on each session needs at least two");
-    anyhow::ensure!(!space.is_empty(), "validating on each session needs a search space");
+    anyhow::ensure!(
+        sessions.len() >= 2,
+        "validating on each session needs at least two"
+    );
+    anyhow::ensure!(
+        !space.is_empty(),
+        "validating on each session needs a search space"
+    );
     let n = train_cache.get(&base.features)?.examples.len();
     let all: Vec<usize> = (0..n).collect();
     let mut table: Vec<(String, Vec<f64>)> = Vec::new();

@@ -48,6 +48,17 @@ pub enum ModelError {
     EmptySequence,
 }
 
+/// [`ActivityModel::normalisation_gradient`]'s result.
+#[derive(Clone, Debug)]
+pub struct NormGradient {
+    /// The sequence's logits.
+    pub logits: Vec<f32>,
+    /// Gradient with respect to the normalisation mean of each feature.
+    pub mean: Vec<f32>,
+    /// Gradient with respect to the normalisation standard deviation of each feature.
+    pub sd: Vec<f32>,
+}
+
 /// Intermediate values of one forward pass, kept for the backward pass.
 struct Trace {
     frames: usize,
@@ -363,12 +374,12 @@ impl ActivityModel {
 
     /// Logits of `x` and, for a loss whose gradient with respect to those logits is
     /// `dlogits(logits)`, the loss's gradient with respect to the stored input normalisation:
-    /// `(d mean, d standard deviation)`, `input_dim` each (`x_n = (x − mean) / sd`).
+    /// mean and standard deviation, `input_dim` each (`x_n = (x − mean) / sd`).
     pub fn normalisation_gradient(
         &self,
         x: &[f32],
         dlogits: impl FnOnce(&[f32]) -> Vec<f32>,
-    ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>), ModelError> {
+    ) -> Result<NormGradient, ModelError> {
         let t = self.forward_trace(x)?;
         let dl = dlogits(&t.logits);
         let (_, dxn) = self.backward(&t, &dl, true)?;
@@ -383,7 +394,11 @@ impl ActivityModel {
                 dsd[k] -= dr[k] * xr[k] / sd[k];
             }
         }
-        Ok((t.logits, dmean, dsd))
+        Ok(NormGradient {
+            logits: t.logits,
+            mean: dmean,
+            sd: dsd,
+        })
     }
 
     /// Back-propagates `dlogits` through a forward trace: the gradient of every weight (zero
@@ -609,11 +624,18 @@ mod tests {
             model.set_normalisation(&x);
             let mut rng = Rng::new(9);
             let c: Vec<f32> = (0..3).map(|_| rng.range(-1.0, 1.0) as f32).collect();
-            let (logits, dmean, dsd) = model.normalisation_gradient(&x, |_| c.clone()).unwrap();
+            let NormGradient {
+                logits,
+                mean: dmean,
+                sd: dsd,
+            } = model.normalisation_gradient(&x, |_| c.clone()).unwrap();
             assert_eq!(logits, model.logits(&x).unwrap());
             let loss = |m: &ActivityModel| -> f64 {
                 let l = m.logits(&x).unwrap();
-                l.iter().zip(&c).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
+                l.iter()
+                    .zip(&c)
+                    .map(|(a, b)| (*a as f64) * (*b as f64))
+                    .sum()
             };
             let norm = model.shape.layout().normalisation();
             let eps = 1e-2f32;
@@ -629,7 +651,10 @@ mod tests {
                 ref2 += numeric * numeric;
             }
             let rel = (err2 / ref2).sqrt();
-            assert!(ref2 > 0.0 && rel < 2e-3, "{backend:?}: relative error {rel}");
+            assert!(
+                ref2 > 0.0 && rel < 2e-3,
+                "{backend:?}: relative error {rel}"
+            );
         }
     }
 

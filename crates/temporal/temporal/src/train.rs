@@ -330,8 +330,8 @@ pub fn adapt_entropy(
             .par_iter()
             .zip(&dlogits)
             .map(|(e, dl)| {
-                let (_, dm, ds) = model.normalisation_gradient(&e.frames, |_| dl.clone())?;
-                Ok((dm, ds))
+                let g = model.normalisation_gradient(&e.frames, |_| dl.clone())?;
+                Ok((g.mean, g.sd))
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
         let mut g = vec![0.0f32; 2 * i];
@@ -450,7 +450,10 @@ mod tests {
                 }
             }
             let rel = (err2 / ref2).sqrt();
-            assert!(ref2 > 0.0 && rel < 1e-3, "diversity {diversity}: relative error {rel}");
+            assert!(
+                ref2 > 0.0 && rel < 1e-3,
+                "diversity {diversity}: relative error {rel}"
+            );
         }
     }
 

@@ -34,8 +34,8 @@ use csipose_dataset::split::Subset;
 use csipose_dataset::PackedDataset;
 use csipose_pipeline::activity::{
     cross_validate, fit, load_examples, mean_sd, nested_cv, parse_transforms, predict, select,
-    transfer, transforms_name, validate_each, Choice, FeatureCache, FeatureSpec, FoldOptions, Loaded, SearchSpace,
-    Settings,
+    transfer, transforms_name, validate_each, Choice, FeatureCache, FeatureSpec, FoldOptions,
+    Loaded, SearchSpace, Settings,
 };
 use csipose_pipeline::manifest::{parse_sequence_key, read_manifest, Manifest, Row, Source};
 use csipose_temporal::features::FeatureKind;
@@ -487,8 +487,14 @@ fn refuse_unstored(base: &Settings, space: &SearchSpace) -> anyhow::Result<()> {
     );
     for (key, on) in [
         ("tent", base.tent > 0 || searched("tent", |x| above(x, 0))),
-        ("self-train", base.self_train > 0 || searched("self-train", |x| above(x, 0))),
-        ("ensemble", base.ensemble > 1 || searched("ensemble", |x| above(x, 1))),
+        (
+            "self-train",
+            base.self_train > 0 || searched("self-train", |x| above(x, 0)),
+        ),
+        (
+            "ensemble",
+            base.ensemble > 1 || searched("ensemble", |x| above(x, 1)),
+        ),
     ] {
         anyhow::ensure!(
             !on,
@@ -862,7 +868,10 @@ fn transfer_cmd(a: TransferArgs) -> anyhow::Result<()> {
     let mut cache = FeatureCache::new(&train);
     cache.insert(&base.features, load(&train, &base.features)?);
     if a.validate_each {
-        anyhow::ensure!(a.out.is_none(), "--validate-each writes no model; drop --out");
+        anyhow::ensure!(
+            a.out.is_none(),
+            "--validate-each writes no model; drop --out"
+        );
         anyhow::ensure!(
             tests.len() >= 2,
             "--validate-each needs at least two --test sessions"
@@ -883,8 +892,13 @@ fn transfer_cmd(a: TransferArgs) -> anyhow::Result<()> {
             Some(v) => Choice::Validation(v),
             None => Choice::Inner(inner),
         };
-        let r = transfer(&mut cache, &tests, &settings, &space, choice, |name, acc| {
-            match &a.validate_on {
+        let r = transfer(
+            &mut cache,
+            &tests,
+            &settings,
+            &space,
+            choice,
+            |name, acc| match &a.validate_on {
                 Some(v) => eprintln!(
                     "seed {}: trained on {}, validated on {} {name}: {acc:.4}",
                     settings.hyper.seed,
@@ -897,8 +911,8 @@ fn transfer_cmd(a: TransferArgs) -> anyhow::Result<()> {
                     inner.folds,
                     a.train.display()
                 ),
-            }
-        })?;
+            },
+        )?;
         if let Some(sel) = &r.selection {
             eprintln!("seed {}: chosen {}", settings.hyper.seed, sel.name);
         }
@@ -977,10 +991,7 @@ fn validate_each_cmd(
         settings.hyper.seed = base.hyper.seed + k;
         let seed = settings.hyper.seed;
         let choices = validate_each(cache, tests, &settings, space, |name, t, acc| {
-            eprintln!(
-                "seed {seed}: {name}: {}: {acc:.4}",
-                a.test[t].display()
-            )
+            eprintln!("seed {seed}: {name}: {}: {acc:.4}", a.test[t].display())
         })?;
         for c in &choices {
             let others: Vec<String> = (0..n)
