@@ -852,6 +852,32 @@ fn transfer_chooses_on_a_named_validation_session() {
         test.clone().into(),
     ]));
     let back = on(&test, &val);
+    // Steps a model file cannot store are refused with --out, before any training.
+    let model = dir.path().join("m.rvne");
+    for (extra, key) in [
+        (&["--tent", "5"][..], "--tent"),
+        (&["--search", "self-train=0,1"], "--self-train"),
+        (&["--ensemble", "2"], "--ensemble"),
+    ] {
+        let mut a: Vec<std::ffi::OsString> = vec![
+            "activity".into(),
+            "transfer".into(),
+            "--train".into(),
+            train.clone().into(),
+            "--test".into(),
+            test.clone().into(),
+            "--out".into(),
+            model.clone().into(),
+        ];
+        a.extend(extra.iter().map(|s| s.into()));
+        let o = csipose().args(&a).output().unwrap();
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.code() == Some(1) && e.contains(&format!("{key} is not stored")),
+            "{e}"
+        );
+        assert!(!model.exists());
+    }
     for seed in 0..2 {
         let c = &each["runs"][seed]["choices"];
         assert_eq!(c[0]["chosen"], honest["runs"][seed]["chosen"]);
