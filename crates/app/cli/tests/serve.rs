@@ -77,6 +77,69 @@ fn serve_starts_on_loopback_and_refuses_bad_options() {
     assert!(resp.contains("\"file\":\"m.csm\""), "{resp}");
 }
 
+/// `serve --activity` without a value loads the shipped `models/esp32-har-d1.rvne` (the
+/// repository's copy when the working directory has none) and names it in its status.
+#[test]
+fn serve_loads_the_shipped_activity_model_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.csm");
+    let m = model.to_str().unwrap();
+    let out = csipose(&[
+        "bench", "--random", "nano", "--bits", "8", "--save", m, "--iters", "10",
+    ]);
+    assert!(out.status.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_csipose"))
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "--model",
+            m,
+            "--bind",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--activity",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut http = None;
+    let mut seen = Vec::new();
+    let end = Instant::now() + Duration::from_secs(20);
+    while http.is_none() && Instant::now() < end {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(rest) = line.trim().strip_prefix("page on http://") {
+            http = Some(rest.trim_end_matches('/').to_string());
+        }
+        seen.push(line);
+    }
+    let Some(http) = http else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("no page address; stderr: {seen:?}");
+    };
+    let status = get(&http, "/api/v1/status");
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let act = &v["activity_model"];
+    assert_eq!(act["file"], "esp32-har-d1.rvne", "{status}");
+    let shipped = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../models/esp32-har-d1.rvne"
+    ))
+    .unwrap();
+    let meta = csipose_temporal::rvne::RvneView::parse(&shipped)
+        .unwrap()
+        .meta()
+        .expect("the shipped model stores its class names and settings");
+    assert_eq!(meta.classes.map(|c| c.len()), Some(10));
+    assert!(act["sha256"].as_str().unwrap().len() == 64, "{status}");
+}
+
 /// GET `path` from `http` (host:port); the body.
 fn get(http: &str, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(http).unwrap();

@@ -736,10 +736,18 @@ mod tests {
         model.meta = Some(meta.clone());
         let back = ActivityModel::from_rvne(&model.to_rvne(true).unwrap()).unwrap();
         assert_eq!(back.meta, Some(meta));
-        // A file written before the META section (the shipped default) reads as before.
+        // The shipped default carries its class names and settings (files written before the
+        // META section still read: `rvne::tests`).
         let shipped = include_bytes!("../../../../models/esp32-har-d1.rvne");
         let m = ActivityModel::from_rvne(shipped).unwrap();
         assert_eq!(m.shape.n_classes, 10);
+        let meta = m.meta.expect("the shipped model has a META section");
+        let classes = meta.classes.expect("class names");
+        assert_eq!(classes.len(), 10);
+        assert_eq!(
+            (classes[0].as_str(), classes[9].as_str()),
+            ("SEATED_RX", "WALKING_TX")
+        );
     }
 
     #[test]
