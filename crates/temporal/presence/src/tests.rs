@@ -404,7 +404,7 @@ fn short_window_raises_no_false_positive_on_stationary_noise() {
         let mut d = PresenceDetector::new(n, PresenceConfig::default()).unwrap();
         assert_eq!(d.config().short_window, 10);
         let mut rng = Rng(seed);
-        let mut noisy = |rng: &mut Rng| -> Vec<f32> {
+        let noisy = |rng: &mut Rng| -> Vec<f32> {
             (0..n)
                 .map(|i| {
                     let base = 20.0 + 10.0 * ((i as f32) * 0.3).sin();

@@ -26,9 +26,19 @@ pub struct Args {
     /// or the worst chip's F1.
     #[arg(long, default_value = "pooled-f1", value_parser = ["pooled-f1", "worst-chip-f1"])]
     pub select_by: String,
+    /// How the evaluation scores a session: `strict` (calibration only on unscored empty-room
+    /// packets, one stream per session, every later packet scored) or `espectre` (ESPectre's
+    /// own validation protocol, for comparison only: the first 300 empty-room packets dropped,
+    /// the calibration packets scored again after a window restart, warm-up counted as no
+    /// motion).
+    #[arg(long, default_value = "strict", value_parser = ["strict", "espectre"])]
+    pub protocol: String,
     /// Packets in the moving-variance window.
     #[arg(long, default_value_t = PresenceConfig::default().window)]
     pub window: usize,
+    /// Packets in the short moving-variance window OR-ed with the long one (0 = off).
+    #[arg(long, default_value_t = PresenceConfig::default().short_window)]
+    pub short_window: usize,
     /// Packets of still room needed to calibrate.
     #[arg(long, default_value_t = PresenceConfig::default().calib_packets)]
     pub calib_packets: usize,
@@ -56,6 +66,7 @@ impl Args {
     fn config(&self) -> Result<PresenceConfig> {
         let cfg = PresenceConfig {
             window: self.window,
+            short_window: self.short_window,
             calib_packets: self.calib_packets,
             margin: self.margin,
             calib_stability: self.calib_stability,
@@ -67,7 +78,7 @@ impl Args {
         };
         cfg.validate().map_err(|e| {
             anyhow::anyhow!(
-                "{e} (flags --window, --calib-packets, --margin, --calib-stability, --calib-patience, --median-filter, --lowpass, --hold)"
+                "{e} (flags --window, --short-window, --calib-packets, --margin, --calib-stability, --calib-patience, --median-filter, --lowpass, --hold)"
             )
         })?;
         Ok(cfg)
@@ -82,7 +93,12 @@ pub fn run(a: Args) -> Result<()> {
         } else {
             eval::Criterion::WorstChipF1
         };
-        return evaluate(dir, &cfg, criterion, a.json);
+        let protocol = if a.protocol == "strict" {
+            eval::Protocol::Strict
+        } else {
+            eval::Protocol::Espectre
+        };
+        return evaluate(dir, &cfg, criterion, protocol, a.json);
     }
     for f in &a.files {
         let summary = detect_file(f, &cfg)?;
@@ -438,6 +454,7 @@ fn evaluate(
     dir: &Path,
     cfg: &PresenceConfig,
     criterion: eval::Criterion,
+    protocol: eval::Protocol,
     as_json: bool,
 ) -> Result<()> {
     let sessions = espectre_sessions(dir)?;
@@ -448,7 +465,7 @@ fn evaluate(
     let mut uncalibrated = Vec::new();
     let mut on_fallback = Vec::new();
     for s in &sessions {
-        let r = eval::score_session(cfg, s).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let r = protocol.score(cfg, s).map_err(|e| anyhow::anyhow!("{e}"))?;
         if r.calibrated_at.is_none() {
             uncalibrated.push(format!("{} #{}", s.chip, s.index));
         }
@@ -458,7 +475,7 @@ fn evaluate(
         fixed.entry(s.chip.clone()).or_default().add(&r.counts);
     }
     // (b) settings chosen on the other session(s), scored on the held-out one.
-    let folds = eval::session_folds(&sessions, &eval::default_grid(), criterion)
+    let folds = eval::session_folds(&sessions, &eval::default_grid(), criterion, protocol)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut held: std::collections::BTreeMap<String, Counts> = Default::default();
     for f in &folds {
@@ -475,14 +492,14 @@ fn evaluate(
             .filter(|s| &s.chip == chip)
             .cloned()
             .collect();
-        for f in eval::session_folds(&mine, &eval::default_grid(), criterion)
+        for f in eval::session_folds(&mine, &eval::default_grid(), criterion, protocol)
             .map_err(|e| anyhow::anyhow!("{e}"))?
         {
             per_chip_choice.push(json!({
                 "chip": chip, "held_out_recording": f.held_out,
                 "chosen": {"window": f.chosen.window, "margin": f.chosen.margin,
                            "calib_stability": f.chosen.calib_stability, "median_filter": f.chosen.median_filter,
-                           "lowpass": f.chosen.lowpass},
+                           "lowpass": f.chosen.lowpass, "short_window": f.chosen.short_window},
             }));
             for (c, r) in &f.scored {
                 per_chip.entry(c.clone()).or_default().add(&r.counts);
@@ -498,8 +515,9 @@ fn evaluate(
         let out = json!({
             "dir": dir.display().to_string(),
             "sessions": sessions.len(),
+            "protocol": protocol.name(),
             "given_settings": {
-                "window": cfg.window, "margin": cfg.margin, "calib_packets": cfg.calib_packets,
+                "window": cfg.window, "short_window": cfg.short_window, "margin": cfg.margin, "calib_packets": cfg.calib_packets,
                 "median_filter": cfg.median_filter, "lowpass": cfg.lowpass,
                 "calib_stability": cfg.calib_stability,
                 "per_chip": fixed.iter().map(|(k, c)| (k.clone(), row(c))).collect::<serde_json::Map<_, _>>(),
@@ -513,7 +531,7 @@ fn evaluate(
                     "held_out_recording": f.held_out,
                     "chosen": {"window": f.chosen.window, "margin": f.chosen.margin,
                                "calib_stability": f.chosen.calib_stability, "median_filter": f.chosen.median_filter,
-                           "lowpass": f.chosen.lowpass},
+                           "lowpass": f.chosen.lowpass, "short_window": f.chosen.short_window},
                     "selection_f1": f.selection_f1,
                 })).collect::<Vec<_>>(),
                 "per_chip": held.iter().map(|(k, c)| (k.clone(), row(c))).collect::<serde_json::Map<_, _>>(),
@@ -548,15 +566,21 @@ fn evaluate(
         println!();
     };
     println!(
-        "{} sessions ({} chips) from {}",
+        "{} sessions ({} chips) from {}, protocol {}{}",
         sessions.len(),
         chips.len(),
-        dir.display()
+        dir.display(),
+        protocol.name(),
+        if protocol == eval::Protocol::Espectre {
+            " (ESPectre's own validation protocol, for comparison only: first 300 empty-room packets dropped, calibration packets scored, warm-up counted as no motion)"
+        } else {
+            ""
+        }
     );
     table(
         &format!(
-            "Given settings (window {}, margin {}, stillness {}, median filter {}, low-pass {}), every session:",
-            cfg.window, cfg.margin, cfg.calib_stability, cfg.median_filter, cfg.lowpass
+            "Given settings (window {}, short window {}, margin {}, stillness {}, median filter {}, low-pass {}), every session:",
+            cfg.window, cfg.short_window, cfg.margin, cfg.calib_stability, cfg.median_filter, cfg.lowpass
         ),
         &fixed,
     );
@@ -574,9 +598,10 @@ fn evaluate(
     }
     for f in &folds {
         println!(
-            "recording {} held out: chose window {}, margin {}, stillness {}, median filter {}, low-pass {} ({} {:.1}% on the other recordings)",
+            "recording {} held out: chose window {}, short window {}, margin {}, stillness {}, median filter {}, low-pass {} ({} {:.1}% on the other recordings)",
             f.held_out,
             f.chosen.window,
+            f.chosen.short_window,
             f.chosen.margin,
             f.chosen.calib_stability,
             f.chosen.median_filter,
