@@ -1,7 +1,9 @@
 //! `csipose presence`: the streaming presence/motion detector over capture files and ESPectre
 //! `.npz` recordings, and its evaluation on a labelled ESPectre tree (`--evaluate DIR`). An
 //! ESPectre recording's chip is its archive's `chip` text field; the file name
-//! (`{label}_{chip}_...npz`) is used only for archives without that field.
+//! (`{label}_{chip}_...npz`) is used only for archives without that field. The evaluation
+//! scores sessions under the strict protocol by default; `--protocol espectre` re-creates
+//! ESPectre's own (weaker) validation protocol for comparison and says so in its output.
 
 use anyhow::{bail, Context, Result};
 use csipose_capture::any;
