@@ -69,6 +69,27 @@ fn espectre_evaluation_holds_its_numbers() {
         .sum();
     assert_eq!(total, 23_145, "packets in the ten sessions");
     assert_eq!(v["session_folds"]["folds"].as_array().unwrap().len(), 2);
+    // The splice control streams each chip's second empty room after its first: every packet
+    // of the second is counted, and the splice alone reads as motion while the window spans it.
+    let sc = &v["splice_control"];
+    for (c, packets) in [
+        ("c3", 1006),
+        ("c5", 1006),
+        ("c6", 1346),
+        ("esp32", 1120),
+        ("s3", 1005),
+    ] {
+        let n = |k: &str| sc[c][k].as_u64().unwrap();
+        assert_eq!(
+            n("false_positives") + n("true_negatives") + n("unscored"),
+            packets,
+            "{c}"
+        );
+        assert!(
+            n("false_positives_in_first_window") <= n("false_positives"),
+            "{c}"
+        );
+    }
 }
 
 /// ESPectre's own protocol (`--protocol espectre`, comparison only) is labelled as such in

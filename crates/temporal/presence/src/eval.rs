@@ -148,6 +148,44 @@ pub fn score_session(
     })
 }
 
+/// The splice control: what [`score_session`]'s splice alone does. `first`'s empty room is
+/// streamed with calibration allowed, then `second`'s empty room (another recording, nobody
+/// moving) with calibration forbidden; every running packet of `second` is a negative.
+/// Returns the counts over `second` (fp / tn / unscored) and how many of the false positives
+/// fell in its first `window` packets, where the detector's window still spans the splice.
+pub fn splice_control(
+    cfg: &PresenceConfig,
+    first: &Session,
+    second: &Session,
+) -> Result<(Counts, u64), crate::PresenceError> {
+    if first.subcarriers != second.subcarriers {
+        return Err(crate::PresenceError::Config(format!(
+            "splice control: {} and {} subcarriers",
+            first.subcarriers, second.subcarriers
+        )));
+    }
+    let mut det = PresenceDetector::new(first.subcarriers, cfg.clone())?;
+    let w = 2 * first.subcarriers;
+    for pkt in first.empty.chunks_exact(w) {
+        det.push_iq_i8(pkt);
+    }
+    det.set_calibration_allowed(false);
+    let mut counts = Counts::default();
+    let mut early = 0;
+    for (k, pkt) in second.empty.chunks_exact(w).enumerate() {
+        let r = det.push_iq_i8(pkt);
+        if r.phase != Phase::Running {
+            counts.unscored += 1;
+        } else if r.motion {
+            counts.fp += 1;
+            early += (k < cfg.window) as u64;
+        } else {
+            counts.tn += 1;
+        }
+    }
+    Ok((counts, early))
+}
+
 /// Empty-room packets ESPectre's validation drops before anything else (its `GAIN_LOCK_SKIP`).
 pub const ESPECTRE_SKIP: usize = 300;
 

@@ -554,3 +554,48 @@ fn espectre_protocol_counts_every_packet_once() {
     assert_eq!(strict.counts.scored() + strict.counts.unscored, 1700);
     assert!(strict.counts.scored() < r.counts.scored());
 }
+
+/// The splice control counts the second empty room as negatives only: a second recording of
+/// the same still room raises no false positive; one whose level differs (half the band 30%
+/// stronger, as a recording of a changed room would be) does, until the step has left the
+/// window (first window plus the filters' lengths).
+#[test]
+fn splice_control_counts_the_second_empty_room() {
+    let n = 20;
+    let mut rng = Rng(5);
+    let mk = |rng: &mut Rng, len: usize, t0: usize, tilt: f32| -> Vec<i8> {
+        (0..len)
+            .flat_map(|t| packet(rng, n, t0 + t, 0.0, 1.0))
+            .enumerate()
+            .flat_map(|(j, a)| {
+                let a = if j % n < n / 2 { a * tilt } else { a };
+                let q = (a * 2.0).round().clamp(-127.0, 127.0) as i8;
+                [q, 0]
+            })
+            .collect()
+    };
+    let session = |empty: Vec<i8>| eval::Session {
+        chip: "x".into(),
+        index: 0,
+        subcarriers: n,
+        empty,
+        movement: Vec::new(),
+    };
+    let a = session(mk(&mut rng, 900, 0, 1.0));
+    let same = session(mk(&mut rng, 700, 900, 1.0));
+    let cfg = PresenceConfig::default();
+    let (c, early) = eval::splice_control(&cfg, &a, &same).unwrap();
+    assert_eq!(c.fp + c.tn + c.unscored, 700);
+    assert_eq!(c.unscored, 0);
+    assert_eq!((c.fp, early), (0, 0), "{c:?}");
+    let tilted = session(mk(&mut rng, 700, 900, 1.3));
+    let (c, early) = eval::splice_control(&cfg, &a, &tilted).unwrap();
+    assert!(c.fp > 10, "{c:?}");
+    // The step reaches the window through the median filter and the low-pass, so it leaves
+    // it at most their lengths after the first window.
+    assert!(
+        c.fp - early <= (cfg.median_filter + cfg.lowpass) as u64,
+        "{} false positives after the first window: {c:?}",
+        c.fp - early
+    );
+}

@@ -476,6 +476,16 @@ fn evaluate(
         }
         fixed.entry(s.chip.clone()).or_default().add(&r.counts);
     }
+    // Splice control: each chip's first empty room followed by its second one (no movement).
+    let mut splice: Vec<(String, Counts, u64)> = Vec::new();
+    for chip in &chips {
+        let mine: Vec<&Session> = sessions.iter().filter(|s| &s.chip == chip).collect();
+        if let [a, b, ..] = mine.as_slice() {
+            let (c, early) =
+                eval::splice_control(cfg, a, b).map_err(|e| anyhow::anyhow!("{chip}: {e}"))?;
+            splice.push((chip.clone(), c, early));
+        }
+    }
     // (b) settings chosen on the other session(s), scored on the held-out one.
     let folds = eval::session_folds(&sessions, &eval::default_grid(), criterion, protocol)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -527,6 +537,11 @@ fn evaluate(
                 "uncalibrated_sessions": uncalibrated,
                 "calibrated_on_quietest_stretch": on_fallback,
             },
+            "splice_control": splice.iter().map(|(chip, c, early)| (chip.clone(), json!({
+                "false_positives": c.fp, "true_negatives": c.tn, "unscored": c.unscored,
+                "false_positives_in_first_window": early,
+                "false_positive_rate": c.false_positive_rate(),
+            }))).collect::<serde_json::Map<_, _>>(),
             "select_by": criterion.name(),
             "session_folds": {
                 "folds": folds.iter().map(|f| json!({
@@ -597,6 +612,22 @@ fn evaluate(
             "never still, calibrated on the quietest stretch: {}",
             on_fallback.join(", ")
         );
+    }
+    if !splice.is_empty() {
+        println!("Splice control, given settings: each chip's first empty room followed by its second empty-room recording (nobody moving, every packet of the second a negative):");
+        println!(
+            "| chip | false positives | of them in its first {} packets | false-positive rate |",
+            cfg.window
+        );
+        println!("|---|---|---|---|");
+        for (chip, c, early) in &splice {
+            println!(
+                "| {chip} | {} | {early} | {:.2}% |",
+                c.fp,
+                100.0 * c.false_positive_rate()
+            );
+        }
+        println!();
     }
     for f in &folds {
         println!(
