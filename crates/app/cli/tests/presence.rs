@@ -30,9 +30,11 @@ fn empty_room_recording_calibrates_and_stays_quiet() {
 }
 
 /// The published evaluation (BENCHMARKS.md): with the default settings, chips C3, C5 and S3
-/// stay at or above ESPectre's published anchors (C3 F1 98.0%, S3 false-positive rate 2.8%),
-/// ESP32 (no gain lock, drifting empty room) stays above 99% F1 with no false positive, and
-/// both C6 sessions, never still, calibrate on their quietest stretch.
+/// stay above ESPectre's published anchors (C3 F1 98.0%, S3 false-positive rate 2.8%) with no
+/// false positive and F1 >= 99.5%, ESP32 (no gain lock, drifting empty room) keeps F1 >= 99.5%
+/// with at most one false-positive packet (the defaults give exactly one, on recording 0), and
+/// both C6 sessions calibrate on a still stretch (the 7-packet median filter makes them still
+/// enough) with F1 >= 99%.
 #[test]
 fn espectre_evaluation_holds_its_numbers() {
     let out = ok(&[
@@ -43,18 +45,17 @@ fn espectre_evaluation_holds_its_numbers() {
     ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let chip = |c: &str, k: &str| v["given_settings"]["per_chip"][c][k].as_f64().unwrap();
-    assert!(chip("c3", "f1") >= 0.98, "{}", chip("c3", "f1"));
-    assert!(chip("s3", "false_positive_rate") <= 0.028);
-    assert!(chip("c5", "f1") >= 0.98);
-    assert!(chip("esp32", "f1") >= 0.99, "{}", chip("esp32", "f1"));
-    assert_eq!(chip("esp32", "false_positive_rate"), 0.0);
-    assert!(chip("c6", "f1") >= 0.95, "{}", chip("c6", "f1"));
+    for c in ["c3", "c5", "s3"] {
+        assert!(chip(c, "f1") >= 0.995, "{c}: {}", chip(c, "f1"));
+        assert_eq!(chip(c, "fp"), 0.0, "{c}");
+    }
+    assert!(chip("esp32", "f1") >= 0.995, "{}", chip("esp32", "f1"));
+    assert!(chip("esp32", "fp") <= 1.0, "{}", chip("esp32", "fp"));
+    assert!(chip("c6", "f1") >= 0.99, "{}", chip("c6", "f1"));
+    assert_eq!(chip("c6", "fp"), 0.0);
     let g = &v["given_settings"];
     assert_eq!(g["uncalibrated_sessions"], serde_json::json!([]));
-    assert_eq!(
-        g["calibrated_on_quietest_stretch"],
-        serde_json::json!(["c6 #0", "c6 #1"])
-    );
+    assert_eq!(g["calibrated_on_quietest_stretch"], serde_json::json!([]));
     // Every packet of every session is either scored or counted as unscored.
     let per = &v["given_settings"]["per_chip"];
     let total: u64 = ["c3", "c5", "c6", "esp32", "s3"]
@@ -68,6 +69,83 @@ fn espectre_evaluation_holds_its_numbers() {
         .sum();
     assert_eq!(total, 23_145, "packets in the ten sessions");
     assert_eq!(v["session_folds"]["folds"].as_array().unwrap().len(), 2);
+    // The splice control streams each chip's second empty room after its first: every packet
+    // of the second is counted, and the splice alone reads as motion while the window spans it.
+    let sc = &v["splice_control"];
+    for (c, packets) in [
+        ("c3", 1006),
+        ("c5", 1006),
+        ("c6", 1346),
+        ("esp32", 1120),
+        ("s3", 1005),
+    ] {
+        let n = |k: &str| sc[c][k].as_u64().unwrap();
+        assert_eq!(
+            n("false_positives") + n("true_negatives") + n("unscored"),
+            packets,
+            "{c}"
+        );
+        assert!(
+            n("false_positives_in_first_window") <= n("false_positives"),
+            "{c}"
+        );
+    }
+}
+
+/// ESPectre's own protocol (`--protocol espectre`, comparison only) is labelled as such in
+/// the output and still counts every packet once: the 300 dropped empty-room packets of each
+/// session as unscored, and a session whose rest never calibrates as unscored too.
+#[test]
+fn espectre_protocol_is_labelled_and_counts_every_packet() {
+    let out = ok(&[
+        "presence",
+        "--json",
+        "--protocol",
+        "espectre",
+        "--evaluate",
+        espectre().to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["protocol"], "espectre");
+    let per = &v["given_settings"]["per_chip"];
+    let mut total = 0;
+    for c in ["c3", "c5", "c6", "esp32", "s3"] {
+        let n = |k: &str| per[c][k].as_u64().unwrap();
+        assert!(n("unscored") >= 600, "{c}: {} unscored", n("unscored"));
+        total += ["tp", "fp", "fn", "tn", "unscored"]
+            .iter()
+            .map(|k| n(k))
+            .sum::<u64>();
+    }
+    assert_eq!(total, 23_145, "packets in the ten sessions");
+    // The text output names the protocol (one chip's session is enough to see the header).
+    let dir = tempfile::tempdir().unwrap();
+    for (sub, name) in [
+        ("baseline", "baseline_c3_64sc_20260329_130303.npz"),
+        ("movement", "movement_c3_64sc_20260329_130321.npz"),
+    ] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        std::fs::copy(
+            espectre().join(sub).join(name),
+            dir.path().join(sub).join(name),
+        )
+        .unwrap();
+    }
+    let text = ok(&[
+        "presence",
+        "--protocol",
+        "espectre",
+        "--evaluate",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        text.contains("protocol espectre (ESPectre's own validation protocol, for comparison only"),
+        "{text}"
+    );
+    let text = ok(&["presence", "--evaluate", dir.path().to_str().unwrap()]);
+    assert!(text.contains("protocol strict\n"), "{text}");
+    let o = csipose(&["presence", "--protocol", "lenient", "--evaluate", "x"]);
+    assert!(!o.status.success());
 }
 
 #[test]
@@ -78,6 +156,10 @@ fn short_capture_reports_no_calibration_and_bad_flags_are_refused() {
     ));
     let out = ok(&["presence", cap.to_str().unwrap()]);
     assert!(out.contains("never calibrated"), "{out}");
+    let o = csipose(&["presence", "--short-window", "100", cap.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("short_window"), "{err}");
     let o = csipose(&["presence", "--margin", "nan", cap.to_str().unwrap()]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);

@@ -9,6 +9,9 @@
 //! calibrated and scores nothing), and only the packets after its calibration window are
 //! scored (empty-room packets as negatives, movement packets as positives).
 //!
+//! [`score_session_espectre`] is ESPectre's own protocol, kept only as a labelled comparison
+//! (it scores the calibration packets and drops the start of the empty room; see its doc).
+//!
 //! [`session_folds`] chooses the detector's settings on some sessions and scores others, so
 //! that no reported packet took part in a choice.
 
@@ -145,6 +148,147 @@ pub fn score_session(
     })
 }
 
+/// The splice control: what [`score_session`]'s splice alone does. `first`'s empty room is
+/// streamed with calibration allowed, then `second`'s empty room (another recording, nobody
+/// moving) with calibration forbidden; every running packet of `second` is a negative.
+/// Returns the counts over `second` (fp / tn / unscored) and how many of the false positives
+/// fell in its first `window` packets, where the detector's window still spans the splice.
+pub fn splice_control(
+    cfg: &PresenceConfig,
+    first: &Session,
+    second: &Session,
+) -> Result<(Counts, u64), crate::PresenceError> {
+    if first.subcarriers != second.subcarriers {
+        return Err(crate::PresenceError::Config(format!(
+            "splice control: {} and {} subcarriers",
+            first.subcarriers, second.subcarriers
+        )));
+    }
+    let mut det = PresenceDetector::new(first.subcarriers, cfg.clone())?;
+    let w = 2 * first.subcarriers;
+    for pkt in first.empty.chunks_exact(w) {
+        det.push_iq_i8(pkt);
+    }
+    det.set_calibration_allowed(false);
+    let mut counts = Counts::default();
+    let mut early = 0;
+    for (k, pkt) in second.empty.chunks_exact(w).enumerate() {
+        let r = det.push_iq_i8(pkt);
+        if r.phase != Phase::Running {
+            counts.unscored += 1;
+        } else if r.motion {
+            counts.fp += 1;
+            early += (k < cfg.window) as u64;
+        } else {
+            counts.tn += 1;
+        }
+    }
+    Ok((counts, early))
+}
+
+/// Empty-room packets ESPectre's validation drops before anything else (its `GAIN_LOCK_SKIP`).
+pub const ESPECTRE_SKIP: usize = 300;
+
+/// ESPectre's own validation protocol (micro-espectre/tests/test_validation_real_data.py,
+/// `TestPerformanceMetrics`), with this detector in place of ESPectre's: the first
+/// [`ESPECTRE_SKIP`] empty-room packets are dropped (counted here as unscored); the detector
+/// calibrates on the rest of the empty room; then its windows are emptied
+/// ([`PresenceDetector::restart_window`], the calibration kept, no calibration allowed) and
+/// the same empty-room packets followed by the movement recording are streamed again without
+/// a reset between them, **every** packet scored: the warm-up packets of the new window count
+/// as "no motion" (true negatives on the empty room), and the calibration packets are scored
+/// as negatives too. Weaker than [`score_session`]: the calibration data are scored and the
+/// warm-up is free. A session whose empty room never calibrates scores nothing.
+pub fn score_session_espectre(
+    cfg: &PresenceConfig,
+    s: &Session,
+) -> Result<SessionResult, crate::PresenceError> {
+    let mut det = PresenceDetector::new(s.subcarriers, cfg.clone())?;
+    let w = 2 * s.subcarriers;
+    let total = (s.empty.len() + s.movement.len()) / w;
+    let skip = (ESPECTRE_SKIP * w).min(s.empty.len());
+    let empty = &s.empty[skip..];
+    let mut counts = Counts {
+        unscored: (skip / w) as u64,
+        ..Counts::default()
+    };
+    let mut calibrated_at = None;
+    for (k, pkt) in empty.chunks_exact(w).enumerate() {
+        if det.push_iq_i8(pkt).phase == Phase::Running {
+            calibrated_at = Some((skip / w + k + 1) as u64);
+            break;
+        }
+    }
+    let Some(at) = calibrated_at else {
+        counts.unscored = total as u64;
+        return Ok(SessionResult {
+            counts,
+            calibrated_at: None,
+            refusals: det.calibration_refusals(),
+            fallback: false,
+        });
+    };
+    let fallback = det.calibrated_on_fallback();
+    det.restart_window();
+    det.set_calibration_allowed(false);
+    for (label, data) in [(false, empty), (true, &s.movement[..])] {
+        let mut detected = false;
+        for pkt in data.chunks_exact(w) {
+            let r = det.push_iq_i8(pkt);
+            let motion = r.phase == Phase::Running && r.motion;
+            match (motion, label) {
+                (true, true) => {
+                    counts.tp += 1;
+                    detected = true;
+                }
+                (true, false) => counts.fp += 1,
+                (false, true) => {
+                    counts.fn_ += 1;
+                    counts.fn_onset += !detected as u64;
+                }
+                (false, false) => counts.tn += 1,
+            }
+        }
+    }
+    Ok(SessionResult {
+        counts,
+        calibrated_at: Some(at),
+        refusals: det.calibration_refusals(),
+        fallback,
+    })
+}
+
+/// Which protocol scores a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// [`score_session`]: calibration only on unscored empty-room packets, one stream per
+    /// session, every packet after calibration scored (the default everywhere).
+    Strict,
+    /// [`score_session_espectre`]: ESPectre's own validation protocol, for comparison only.
+    Espectre,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Strict => "strict",
+            Protocol::Espectre => "espectre",
+        }
+    }
+
+    /// Scores one session under this protocol.
+    pub fn score(
+        self,
+        cfg: &PresenceConfig,
+        s: &Session,
+    ) -> Result<SessionResult, crate::PresenceError> {
+        match self {
+            Protocol::Strict => score_session(cfg, s),
+            Protocol::Espectre => score_session_espectre(cfg, s),
+        }
+    }
+}
+
 /// The axes of the settings [`session_folds`] chooses among; [`Grid::configs`] gives every
 /// combination, other fields from the default.
 #[derive(Clone, Debug, PartialEq)]
@@ -154,10 +298,13 @@ pub struct Grid {
     pub stabilities: Vec<f32>,
     pub median_filters: Vec<usize>,
     pub lowpasses: Vec<usize>,
+    /// `short_window` values (0 = off).
+    pub short_windows: Vec<usize>,
 }
 
 impl Grid {
-    /// Every combination (low-pass innermost, then median filter, stillness, margin, window).
+    /// Every combination (short window innermost, then low-pass, median filter, stillness,
+    /// margin, window).
     pub fn configs(&self) -> Vec<PresenceConfig> {
         let mut out = Vec::new();
         for &window in &self.windows {
@@ -165,14 +312,17 @@ impl Grid {
                 for &calib_stability in &self.stabilities {
                     for &median_filter in &self.median_filters {
                         for &lowpass in &self.lowpasses {
-                            out.push(PresenceConfig {
-                                window,
-                                margin,
-                                calib_stability,
-                                median_filter,
-                                lowpass,
-                                ..PresenceConfig::default()
-                            });
+                            for &short_window in &self.short_windows {
+                                out.push(PresenceConfig {
+                                    window,
+                                    margin,
+                                    calib_stability,
+                                    median_filter,
+                                    lowpass,
+                                    short_window,
+                                    ..PresenceConfig::default()
+                                });
+                            }
                         }
                     }
                 }
@@ -190,6 +340,7 @@ pub fn default_grid() -> Vec<PresenceConfig> {
         stabilities: vec![1.5, 2.0],
         median_filters: vec![1, 7],
         lowpasses: vec![1, 5, 9],
+        short_windows: vec![0, 10, 20],
     }
     .configs()
 }
@@ -227,25 +378,31 @@ impl Criterion {
 }
 
 /// Chooses settings on all sessions with one recording index and scores them on the sessions
-/// with another, for every index: the settings with the best `criterion` on the selection
-/// sessions win (ties: the earlier grid entry). A session that never calibrates counts all its
+/// with another, for every index (both under `protocol`): the settings with the best
+/// `criterion` on the selection sessions win (ties: the earlier grid entry); an index with no
+/// other index to choose on has no fold. A session that never calibrates counts all its
 /// packets as unscored.
 pub fn session_folds(
     sessions: &[Session],
     grid: &[PresenceConfig],
     criterion: Criterion,
+    protocol: Protocol,
 ) -> Result<Vec<Fold>, crate::PresenceError> {
     let mut indices: Vec<usize> = sessions.iter().map(|s| s.index).collect();
     indices.sort_unstable();
     indices.dedup();
     let mut folds = Vec::new();
     for &held in &indices {
+        if sessions.iter().all(|s| s.index == held) {
+            // Nothing to choose on: no fold for this index.
+            continue;
+        }
         let mut best: Option<(f64, &PresenceConfig)> = None;
         for cfg in grid {
             let mut pooled = Counts::default();
             let mut per_chip: std::collections::BTreeMap<&str, Counts> = Default::default();
             for s in sessions.iter().filter(|s| s.index != held) {
-                let c = score_session(cfg, s)?.counts;
+                let c = protocol.score(cfg, s)?.counts;
                 pooled.add(&c);
                 per_chip.entry(s.chip.as_str()).or_default().add(&c);
             }
@@ -265,7 +422,7 @@ pub fn session_folds(
         };
         let mut scored = Vec::new();
         for s in sessions.iter().filter(|s| s.index == held) {
-            scored.push((s.chip.clone(), score_session(chosen, s)?));
+            scored.push((s.chip.clone(), protocol.score(chosen, s)?));
         }
         folds.push(Fold {
             held_out: held,

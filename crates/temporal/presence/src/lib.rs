@@ -13,7 +13,9 @@
 //!    broadband: averaging k packets divides the noise variance by about k and keeps most of
 //!    the motion's (ESPectre's documentation reports the same for its low-pass filter).
 //! 4. For every subcarrier the variance of that normalised amplitude over the last
-//!    `window` packets is kept up to date (running sums over a ring buffer).
+//!    `window` packets is kept up to date (running sums over a ring buffer). Optionally
+//!    (`short_window` > 0) a second variance over only the newest `short_window` of those
+//!    packets is kept as well (running sums over the same ring, no extra buffer).
 //! 5. Calibration: once the window is full, the detector watches `calib_packets` packets. The
 //!    room counts as still when the medians of the per-packet mean variance over blocks of
 //!    `calib_block` packets differ by at most `calib_stability` (max/min). A person moving
@@ -26,9 +28,13 @@
 //!    ([`PresenceDetector::calibrated_on_fallback`]); 0 = keep refusing.
 //! 6. Running: the motion score of a packet is the mean over usable subcarriers of (variance /
 //!    its calibration median). The threshold is the largest score seen during calibration
-//!    times `margin`; above it is motion. A person counts as present while motion was seen in
-//!    the last `hold_packets` packets: the detector senses movement, so a person who stays
-//!    perfectly still is reported absent after the hold time.
+//!    times `margin`; above it is motion. With a short window, its score (short-window
+//!    variance over the same calibration medians) has its own threshold, its largest score
+//!    during the same calibration stretch times `margin`, and a packet is motion when either
+//!    score is above its threshold: a movement's onset shows in the short window after a few
+//!    packets, while the long window still mostly holds the still room. A person counts as
+//!    present while motion was seen in the last `hold_packets` packets: the detector senses
+//!    movement, so a person who stays perfectly still is reported absent after the hold time.
 //!
 //! The defaults and how they were chosen are in BENCHMARKS.md ("Presence and motion on
 //! ESPectre"); [`eval`] holds the evaluation protocol on labelled recordings.
@@ -40,6 +46,12 @@ pub mod eval;
 pub struct PresenceConfig {
     /// Packets in the moving-variance window.
     pub window: usize,
+    /// Packets in a second, short moving-variance window over the same filtered values
+    /// (0 = off; otherwise 2 to `window` − 1). It has its own threshold, taken from the same
+    /// calibration stretch (its largest calibration score × `margin`), and a packet is motion
+    /// when either window is above its threshold: the short window sees a movement's onset
+    /// after a few packets, where the long one still mostly holds the still room.
+    pub short_window: usize,
     /// Packets of still room needed to calibrate.
     pub calib_packets: usize,
     /// Block length for the stillness test (divides `calib_packets`).
@@ -68,13 +80,14 @@ impl Default for PresenceConfig {
     fn default() -> Self {
         PresenceConfig {
             window: 100,
+            short_window: 10,
             calib_packets: 300,
             calib_block: 100,
             calib_stability: 1.5,
             calib_patience: 5,
             margin: 3.0,
             hold_packets: 300,
-            median_filter: 1,
+            median_filter: 7,
             lowpass: 5,
             min_relative_amplitude: 0.1,
         }
@@ -94,6 +107,12 @@ impl PresenceConfig {
         let bad = |m: String| Err(PresenceError::Config(m));
         if !(2..=10_000).contains(&self.window) {
             return bad(format!("window {} outside 2..=10000 packets", self.window));
+        }
+        if self.short_window != 0 && !(2..self.window).contains(&self.short_window) {
+            return bad(format!(
+                "short_window {} must be 0 (off) or 2..{} (below window)",
+                self.short_window, self.window
+            ));
         }
         if !(1..=10_000).contains(&self.calib_block) {
             return bad(format!(
@@ -178,7 +197,8 @@ pub struct Reading {
     pub motion: bool,
     /// Motion within the last `hold_packets` packets (false until calibrated).
     pub present: bool,
-    /// Motion score divided by the threshold (1.0 = on the threshold; 0 until calibrated).
+    /// Motion score divided by the threshold (1.0 = on the threshold; 0 until calibrated);
+    /// with a short window, the larger of the two windows' score/threshold.
     pub ratio: f32,
     /// How far the score is from the threshold, 0 (on it) to 1 (far from it):
     /// `tanh(2 |ln ratio|)`; 0 until calibrated.
@@ -196,10 +216,17 @@ pub struct PresenceDetector {
     sum: Vec<f64>,
     sum2: Vec<f64>,
     var: Vec<f32>,
+    // Short window (`short_window` > 0): running sums over the newest `short_window` values
+    // of the same ring, and their variance.
+    ssum: Vec<f64>,
+    ssum2: Vec<f64>,
+    svar: Vec<f32>,
     // Calibration buffers: variances [calib_packets][n] and mean variance per packet; the
     // current packet's amplitudes.
     cal_var: Vec<f32>,
     cal_score: Vec<f32>,
+    // Short-window variances of the calibration stretch [calib_packets][n] (empty when off).
+    cal_svar: Vec<f32>,
     amp: Vec<f32>,
     unusable: u64,
     // Median filter: the last `median_filter` normalised amplitudes per subcarrier [k][n].
@@ -219,12 +246,16 @@ pub struct PresenceDetector {
     usable: Vec<bool>,
     n_usable: usize,
     threshold: f32,
+    short_threshold: f32,
+    // A calibration is held (kept across `restart_window`).
+    calibrated: bool,
     phase: Phase,
     refusals: u64,
     // Fallback: the quietest refused stretch (variances, scores, its noisiest block median),
     // refusals in a row, and whether the calibration in use came from it.
     best_var: Vec<f32>,
     best_score: Vec<f32>,
+    best_svar: Vec<f32>,
     best_quiet: f32,
     in_a_row: usize,
     fallback: bool,
@@ -250,8 +281,16 @@ impl PresenceDetector {
             sum: vec![0.0; n],
             sum2: vec![0.0; n],
             var: vec![0.0; n],
+            ssum: vec![0.0; n],
+            ssum2: vec![0.0; n],
+            svar: vec![0.0; n],
             cal_var: vec![0.0; cfg.calib_packets * n],
             cal_score: vec![0.0; cfg.calib_packets],
+            cal_svar: if cfg.short_window > 0 {
+                vec![0.0; cfg.calib_packets * n]
+            } else {
+                Vec::new()
+            },
             amp: vec![0.0; n],
             unusable: 0,
             mf_ring: vec![0.0; cfg.median_filter * n],
@@ -268,6 +307,8 @@ impl PresenceDetector {
             usable: vec![false; n],
             n_usable: 0,
             threshold: 0.0,
+            short_threshold: 0.0,
+            calibrated: false,
             phase: Phase::WarmingUp,
             refusals: 0,
             best_var: if cfg.calib_patience > 0 {
@@ -277,6 +318,11 @@ impl PresenceDetector {
             },
             best_score: if cfg.calib_patience > 0 {
                 vec![0.0; cfg.calib_packets]
+            } else {
+                Vec::new()
+            },
+            best_svar: if cfg.calib_patience > 0 && cfg.short_window > 0 {
+                vec![0.0; cfg.calib_packets * n]
             } else {
                 Vec::new()
             },
@@ -306,6 +352,11 @@ impl PresenceDetector {
     /// Calibrated threshold on the relative motion score, once running.
     pub fn threshold(&self) -> Option<f32> {
         (self.phase == Phase::Running).then_some(self.threshold)
+    }
+
+    /// Calibrated threshold of the short window (`short_window` > 0), once running.
+    pub fn short_threshold(&self) -> Option<f32> {
+        (self.phase == Phase::Running && self.cfg.short_window > 0).then_some(self.short_threshold)
     }
 
     /// Calibration stretches refused because the room was not still.
@@ -343,12 +394,38 @@ impl PresenceDetector {
     /// Forgets the calibration (keeps the window): the next still stretch calibrates again.
     pub fn recalibrate(&mut self) {
         self.forget_candidates();
+        self.calibrated = false;
         self.since_motion = usize::MAX;
         self.phase = if self.filled >= self.cfg.window {
             Phase::Calibrating
         } else {
             Phase::WarmingUp
         };
+    }
+
+    /// Empties the filters and the variance windows but keeps the calibration (if any): the
+    /// detector warms up again over the next `window` packets (readings not running, so no
+    /// motion) and then runs on the calibration it already has, without calibrating again.
+    /// For a stream that restarts (a new recording, a gap); no allocation.
+    pub fn restart_window(&mut self) {
+        self.head = 0;
+        self.filled = 0;
+        self.mf_head = 0;
+        self.mf_filled = 0;
+        self.lp_head = 0;
+        self.lp_filled = 0;
+        for v in [
+            &mut self.sum,
+            &mut self.sum2,
+            &mut self.lp_sum,
+            &mut self.ssum,
+            &mut self.ssum2,
+        ] {
+            v.fill(0.0);
+        }
+        self.forget_candidates();
+        self.since_motion = usize::MAX;
+        self.phase = Phase::WarmingUp;
     }
 
     /// One packet of raw ESP32-style I/Q pairs (two int8 per subcarrier; the order of the two
@@ -431,6 +508,23 @@ impl PresenceDetector {
         let w = self.cfg.window;
         let slot = self.head * self.n;
         let full = self.filled >= w;
+        let s = self.cfg.short_window;
+        if s > 0 {
+            // The value leaving the short window is the one `s` packets back in the ring
+            // (read before this packet overwrites the oldest slot; s < w).
+            let sslot = ((self.head + w - s) % w) * self.n;
+            let sfull = self.filled >= s;
+            for i in 0..self.n {
+                let v = self.amp[i] as f64;
+                if sfull {
+                    let old = self.ring[sslot + i] as f64;
+                    self.ssum[i] -= old;
+                    self.ssum2[i] -= old * old;
+                }
+                self.ssum[i] += v;
+                self.ssum2[i] += v * v;
+            }
+        }
         for i in 0..self.n {
             let v = self.amp[i] as f64;
             if full {
@@ -448,12 +542,23 @@ impl PresenceDetector {
             if self.filled < w {
                 return self.reading(true);
             }
-            self.phase = Phase::Calibrating;
+            self.phase = if self.calibrated {
+                Phase::Running
+            } else {
+                Phase::Calibrating
+            };
         }
         let inv = 1.0 / w as f64;
         for i in 0..self.n {
             let m = self.sum[i] * inv;
             self.var[i] = (self.sum2[i] * inv - m * m).max(0.0) as f32;
+        }
+        if s > 0 {
+            let inv = 1.0 / s as f64;
+            for i in 0..self.n {
+                let m = self.ssum[i] * inv;
+                self.svar[i] = (self.ssum2[i] * inv - m * m).max(0.0) as f32;
+            }
         }
         if self.phase == Phase::Calibrating && self.calibration_allowed {
             self.calibrate_step();
@@ -465,6 +570,9 @@ impl PresenceDetector {
         let n = self.n;
         let row = self.cal_len;
         self.cal_var[row * n..(row + 1) * n].copy_from_slice(&self.var);
+        if self.cfg.short_window > 0 {
+            self.cal_svar[row * n..(row + 1) * n].copy_from_slice(&self.svar);
+        }
         self.cal_score[row] = self.var.iter().sum::<f32>() / n as f32;
         self.cal_len += 1;
         let b = self.cfg.calib_block;
@@ -490,17 +598,22 @@ impl PresenceDetector {
                 self.best_quiet = hi;
                 self.best_var.copy_from_slice(&self.cal_var);
                 self.best_score.copy_from_slice(&self.cal_score);
+                self.best_svar.copy_from_slice(&self.cal_svar);
             }
             if patience == 0 || self.in_a_row < patience || !self.best_quiet.is_finite() {
                 // Not still: drop the first block and keep watching.
                 self.cal_var.copy_within(b * n.., 0);
                 self.cal_score.copy_within(b.., 0);
+                if self.cfg.short_window > 0 {
+                    self.cal_svar.copy_within(b * n.., 0);
+                }
                 self.cal_len -= b;
                 return;
             }
             // Never still for `patience` stretches: calibrate on the quietest one seen.
             std::mem::swap(&mut self.cal_var, &mut self.best_var);
             std::mem::swap(&mut self.cal_score, &mut self.best_score);
+            std::mem::swap(&mut self.cal_svar, &mut self.best_svar);
             self.fallback = true;
         }
         // Per-subcarrier median variance and usable subcarriers (mean normalised amplitude
@@ -531,11 +644,24 @@ impl PresenceDetector {
             top = top.max(self.relative(row));
         }
         self.threshold = top * self.cfg.margin;
-        if !(self.threshold > 0.0 && self.threshold.is_finite()) {
+        // The short window's threshold, from the same stretch and relative to the same
+        // per-subcarrier medians (of the long window's variance).
+        let mut stop = 0.0f32;
+        if self.cfg.short_window > 0 {
+            for r in 0..c {
+                let row = &self.cal_svar[r * n..(r + 1) * n];
+                stop = stop.max(self.relative(row));
+            }
+        }
+        self.short_threshold = stop * self.cfg.margin;
+        let short_ok = self.cfg.short_window == 0
+            || (self.short_threshold > 0.0 && self.short_threshold.is_finite());
+        if !(self.threshold > 0.0 && self.threshold.is_finite() && short_ok) {
             self.refusals += 1;
             self.forget_candidates();
             return;
         }
+        self.calibrated = true;
         self.in_a_row = 0;
         self.best_quiet = f32::INFINITY;
         self.phase = Phase::Running;
@@ -562,7 +688,10 @@ impl PresenceDetector {
                 confidence: 0.0,
             };
         }
-        let ratio = self.relative(&self.var) / self.threshold;
+        let mut ratio = self.relative(&self.var) / self.threshold;
+        if self.cfg.short_window > 0 {
+            ratio = ratio.max(self.relative(&self.svar) / self.short_threshold);
+        }
         let motion = ratio > 1.0;
         if updated {
             if motion {

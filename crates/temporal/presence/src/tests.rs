@@ -255,6 +255,7 @@ fn lowpass_then_moving_variance_matches_brute_force() {
     let cfg = PresenceConfig {
         window: w,
         lowpass: l,
+        median_filter: 1,
         calib_packets: 200,
         calib_block: 100,
         ..Default::default()
@@ -298,6 +299,8 @@ fn lowpass_separates_slow_motion_from_packet_noise() {
         let cfg = PresenceConfig {
             lowpass,
             margin: 1.0,
+            median_filter: 1,
+            short_window: 0,
             ..Default::default()
         };
         let mut d = PresenceDetector::new(n, cfg).unwrap();
@@ -325,5 +328,274 @@ fn lowpass_separates_slow_motion_from_packet_noise() {
     assert!(
         smoothed > 2.0 * plain,
         "median ratio {plain} without, {smoothed} with low-pass"
+    );
+}
+
+/// A still room with receiver noise, then from packet `t0` on a slow movement that starts
+/// from zero (no step in any subcarrier at the onset): subcarrier `i` at packet `t` is
+/// `20 + 10 sin(0.3 i) + a sin(2π (t − t0) / 40) cos(0.21 i)` plus noise.
+fn onset_packet(rng: &mut Rng, n: usize, t: usize, t0: usize, a: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let base = 20.0 + 10.0 * ((i as f32) * 0.3).sin();
+            let m = if t >= t0 {
+                a * (std::f32::consts::TAU * (t - t0) as f32 / 40.0).sin()
+                    * ((i as f32) * 0.21).cos()
+            } else {
+                0.0
+            };
+            base + m + rng.next()
+        })
+        .collect()
+}
+
+/// Packets from the onset to the first motion reading (None: never within 60 packets).
+fn onset_latency(short_window: usize, a: f32, seed: u64) -> Option<usize> {
+    let n = 32;
+    let cfg = PresenceConfig {
+        short_window,
+        ..Default::default()
+    };
+    let mut d = PresenceDetector::new(n, cfg).unwrap();
+    let mut rng = Rng(seed);
+    let t0 = 800;
+    for t in 0..t0 {
+        let r = d.push_amplitudes(&onset_packet(&mut rng, n, t, t0, a));
+        if r.phase == Phase::Running {
+            assert!(!r.motion, "false motion at {t} before the onset");
+        }
+    }
+    assert_eq!(d.phase(), Phase::Running);
+    (0..60).find(|&k| {
+        d.push_amplitudes(&onset_packet(&mut rng, n, t0 + k, t0, a))
+            .motion
+    })
+}
+
+/// The short window sees a movement's onset sooner: a slow movement (period 40 packets,
+/// starting from zero, no step) of peak amplitude 1 (noise ±0.5) is detected in at most half
+/// the packets the long window alone needs and within 14 packets; one of amplitude 2 within 9
+/// packets and at least 3 packets sooner. Several noise seeds.
+#[test]
+fn short_window_detects_a_slow_onset_sooner() {
+    for seed in [3, 17, 101] {
+        for (a, most, faster) in [(1.0f32, 14, None), (2.0, 9, Some(3))] {
+            let long = onset_latency(0, a, seed).expect("long window never detected it");
+            let short = onset_latency(10, a, seed).expect("short window never detected it");
+            let msg = format!(
+                "seed {seed}, amplitude {a}: {short} packets with the short window, {long} without"
+            );
+            assert!(short <= most, "{msg}");
+            match faster {
+                None => assert!(2 * short <= long, "{msg}"),
+                Some(k) => assert!(short + k <= long, "{msg}"),
+            }
+        }
+    }
+}
+
+/// No false positives on stationary noise: after calibrating on a still room, 20,000 more
+/// packets of the same room (uniform noise and, separately, heavier-tailed noise: the sum
+/// of three uniforms times 2) never read as motion with the short window on.
+#[test]
+fn short_window_raises_no_false_positive_on_stationary_noise() {
+    let n = 32;
+    for (seed, heavy) in [(9u64, false), (23, true)] {
+        let mut d = PresenceDetector::new(n, PresenceConfig::default()).unwrap();
+        assert_eq!(d.config().short_window, 10);
+        let mut rng = Rng(seed);
+        let noisy = |rng: &mut Rng| -> Vec<f32> {
+            (0..n)
+                .map(|i| {
+                    let base = 20.0 + 10.0 * ((i as f32) * 0.3).sin();
+                    let e = if heavy {
+                        2.0 * (rng.next() + rng.next() + rng.next())
+                    } else {
+                        rng.next()
+                    };
+                    base + e
+                })
+                .collect()
+        };
+        let mut false_motion = 0;
+        let mut running = 0;
+        for _ in 0..20_400 {
+            let r = d.push_amplitudes(&noisy(&mut rng));
+            if r.phase == Phase::Running {
+                running += 1;
+                false_motion += r.motion as usize;
+            }
+        }
+        assert!(running > 19_000, "running for only {running} packets");
+        assert_eq!(
+            false_motion, 0,
+            "seed {seed}: {false_motion} false motion packets"
+        );
+        assert!(d.short_threshold().unwrap() > 0.0);
+    }
+}
+
+/// The short window's per-subcarrier variance equals a brute-force population variance over
+/// the newest `short_window` filtered values (median filter and low-pass as configured).
+#[test]
+fn short_window_variance_matches_brute_force() {
+    let (n, w, s, l) = (5, 20, 6, 3);
+    let cfg = PresenceConfig {
+        window: w,
+        short_window: s,
+        lowpass: l,
+        median_filter: 1,
+        calib_packets: 200,
+        calib_block: 100,
+        ..Default::default()
+    };
+    let mut d = PresenceDetector::new(n, cfg).unwrap();
+    let mut rng = Rng(41);
+    let mut norm: Vec<Vec<f64>> = Vec::new();
+    for t in 0..120 {
+        let p = packet(&mut rng, n, t, (t / 50) as f32, 1.0 + (t % 4) as f32);
+        d.push_amplitudes(&p);
+        let mean = p.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+        norm.push(p.iter().map(|&v| v as f64 / mean).collect());
+        if t + 1 < w {
+            continue;
+        }
+        let smooth = |k: usize, i: usize| {
+            let from = (k + 1).saturating_sub(l);
+            (from..=k).map(|j| norm[j][i]).sum::<f64>() / (k + 1 - from) as f64
+        };
+        for i in 0..n {
+            let xs: Vec<f64> = (t + 1 - s..=t).map(|k| smooth(k, i)).collect();
+            let m = xs.iter().sum::<f64>() / s as f64;
+            let v = xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / s as f64;
+            let got = d.svar[i] as f64;
+            assert!(
+                (got - v).abs() <= 1e-4 * v.max(1e-6),
+                "packet {t} subcarrier {i}: {got} vs {v}"
+            );
+        }
+    }
+}
+
+/// `restart_window` keeps the calibration: the detector warms up again for `window` packets
+/// (no motion read), then runs with the same thresholds without calibrating again, and reads
+/// motion when there is some. Without a calibration it calibrates as usual.
+#[test]
+fn restart_window_keeps_the_calibration() {
+    let n = 24;
+    let mut d = PresenceDetector::new(n, PresenceConfig::default()).unwrap();
+    let w = d.config().window;
+    let mut rng = Rng(13);
+    for t in 0..700 {
+        d.push_amplitudes(&packet(&mut rng, n, t, 0.0, 1.0));
+    }
+    let (thr, sthr) = (d.threshold().unwrap(), d.short_threshold().unwrap());
+    d.restart_window();
+    d.set_calibration_allowed(false);
+    for k in 0..w {
+        let r = d.push_amplitudes(&packet(&mut rng, n, 700 + k, 3.0, 1.0));
+        let expect = if k + 1 < w {
+            Phase::WarmingUp
+        } else {
+            Phase::Running
+        };
+        assert_eq!(r.phase, expect, "packet {k} after the restart");
+        assert!(!r.motion || r.phase == Phase::Running);
+    }
+    assert_eq!(d.threshold(), Some(thr));
+    assert_eq!(d.short_threshold(), Some(sthr));
+    let r = d.push_amplitudes(&packet(&mut rng, n, 700 + w, 3.0, 1.0));
+    assert!(r.motion, "{r:?}");
+    // A detector that never calibrated goes back to calibrating after the restart.
+    let mut d = PresenceDetector::new(n, PresenceConfig::default()).unwrap();
+    for t in 0..150 {
+        d.push_amplitudes(&packet(&mut rng, n, t, 0.0, 1.0));
+    }
+    assert_eq!(d.phase(), Phase::Calibrating);
+    d.restart_window();
+    assert_eq!(d.phase(), Phase::WarmingUp);
+    for t in 150..800 {
+        d.push_amplitudes(&packet(&mut rng, n, t, 0.0, 1.0));
+    }
+    assert_eq!(d.phase(), Phase::Running);
+}
+
+/// ESPectre's protocol counts every packet: the dropped start of the empty room as unscored,
+/// every later packet (calibration and warm-up included) as scored.
+#[test]
+fn espectre_protocol_counts_every_packet_once() {
+    let n = 20;
+    let mut rng = Rng(3);
+    let mk = |rng: &mut Rng, m: f32, len: usize, t0: usize| -> Vec<i8> {
+        (0..len)
+            .flat_map(|t| packet(rng, n, t0 + t, m, 1.0))
+            .flat_map(|a| {
+                let q = (a * 0.7).round().clamp(-127.0, 127.0) as i8;
+                [q, q]
+            })
+            .collect()
+    };
+    let s = eval::Session {
+        chip: "x".into(),
+        index: 0,
+        subcarriers: n,
+        empty: mk(&mut rng, 0.0, 1100, 0),
+        movement: mk(&mut rng, 1.0, 600, 1100),
+    };
+    let cfg = PresenceConfig::default();
+    let r = eval::score_session_espectre(&cfg, &s).unwrap();
+    assert_eq!(r.counts.unscored, eval::ESPECTRE_SKIP as u64);
+    assert_eq!(r.counts.scored(), 1700 - eval::ESPECTRE_SKIP as u64);
+    assert_eq!(r.counts.fp + r.counts.tn, 800);
+    assert!(r.calibrated_at.is_some());
+    assert!(r.counts.recall() > 0.8, "{:?}", r.counts);
+    // The strict protocol on the same session scores fewer packets (no calibration packet).
+    let strict = eval::score_session(&cfg, &s).unwrap();
+    assert_eq!(strict.counts.scored() + strict.counts.unscored, 1700);
+    assert!(strict.counts.scored() < r.counts.scored());
+}
+
+/// The splice control counts the second empty room as negatives only: a second recording of
+/// the same still room raises no false positive; one whose level differs (half the band 30%
+/// stronger, as a recording of a changed room would be) does, until the step has left the
+/// window (first window plus the filters' lengths).
+#[test]
+fn splice_control_counts_the_second_empty_room() {
+    let n = 20;
+    let mut rng = Rng(5);
+    let mk = |rng: &mut Rng, len: usize, t0: usize, tilt: f32| -> Vec<i8> {
+        (0..len)
+            .flat_map(|t| packet(rng, n, t0 + t, 0.0, 1.0))
+            .enumerate()
+            .flat_map(|(j, a)| {
+                let a = if j % n < n / 2 { a * tilt } else { a };
+                let q = (a * 2.0).round().clamp(-127.0, 127.0) as i8;
+                [q, 0]
+            })
+            .collect()
+    };
+    let session = |empty: Vec<i8>| eval::Session {
+        chip: "x".into(),
+        index: 0,
+        subcarriers: n,
+        empty,
+        movement: Vec::new(),
+    };
+    let a = session(mk(&mut rng, 900, 0, 1.0));
+    let same = session(mk(&mut rng, 700, 900, 1.0));
+    let cfg = PresenceConfig::default();
+    let (c, early) = eval::splice_control(&cfg, &a, &same).unwrap();
+    assert_eq!(c.fp + c.tn + c.unscored, 700);
+    assert_eq!(c.unscored, 0);
+    assert_eq!((c.fp, early), (0, 0), "{c:?}");
+    let tilted = session(mk(&mut rng, 700, 900, 1.3));
+    let (c, early) = eval::splice_control(&cfg, &a, &tilted).unwrap();
+    assert!(c.fp > 10, "{c:?}");
+    // The step reaches the window through the median filter and the low-pass, so it leaves
+    // it at most their lengths after the first window.
+    assert!(
+        c.fp - early <= (cfg.median_filter + cfg.lowpass) as u64,
+        "{} false positives after the first window: {c:?}",
+        c.fp - early
     );
 }

@@ -1,7 +1,9 @@
 //! `csipose presence`: the streaming presence/motion detector over capture files and ESPectre
 //! `.npz` recordings, and its evaluation on a labelled ESPectre tree (`--evaluate DIR`). An
 //! ESPectre recording's chip is its archive's `chip` text field; the file name
-//! (`{label}_{chip}_...npz`) is used only for archives without that field.
+//! (`{label}_{chip}_...npz`) is used only for archives without that field. The evaluation
+//! scores sessions under the strict protocol by default; `--protocol espectre` re-creates
+//! ESPectre's own (weaker) validation protocol for comparison and says so in its output.
 
 use anyhow::{bail, Context, Result};
 use csipose_capture::any;
@@ -26,9 +28,19 @@ pub struct Args {
     /// or the worst chip's F1.
     #[arg(long, default_value = "pooled-f1", value_parser = ["pooled-f1", "worst-chip-f1"])]
     pub select_by: String,
+    /// How the evaluation scores a session: `strict` (calibration only on unscored empty-room
+    /// packets, one stream per session, every later packet scored) or `espectre` (ESPectre's
+    /// own validation protocol, for comparison only: the first 300 empty-room packets dropped,
+    /// the calibration packets scored again after a window restart, warm-up counted as no
+    /// motion).
+    #[arg(long, default_value = "strict", value_parser = ["strict", "espectre"])]
+    pub protocol: String,
     /// Packets in the moving-variance window.
     #[arg(long, default_value_t = PresenceConfig::default().window)]
     pub window: usize,
+    /// Packets in the short moving-variance window OR-ed with the long one (0 = off).
+    #[arg(long, default_value_t = PresenceConfig::default().short_window)]
+    pub short_window: usize,
     /// Packets of still room needed to calibrate.
     #[arg(long, default_value_t = PresenceConfig::default().calib_packets)]
     pub calib_packets: usize,
@@ -56,6 +68,7 @@ impl Args {
     fn config(&self) -> Result<PresenceConfig> {
         let cfg = PresenceConfig {
             window: self.window,
+            short_window: self.short_window,
             calib_packets: self.calib_packets,
             margin: self.margin,
             calib_stability: self.calib_stability,
@@ -67,7 +80,7 @@ impl Args {
         };
         cfg.validate().map_err(|e| {
             anyhow::anyhow!(
-                "{e} (flags --window, --calib-packets, --margin, --calib-stability, --calib-patience, --median-filter, --lowpass, --hold)"
+                "{e} (flags --window, --short-window, --calib-packets, --margin, --calib-stability, --calib-patience, --median-filter, --lowpass, --hold)"
             )
         })?;
         Ok(cfg)
@@ -82,7 +95,12 @@ pub fn run(a: Args) -> Result<()> {
         } else {
             eval::Criterion::WorstChipF1
         };
-        return evaluate(dir, &cfg, criterion, a.json);
+        let protocol = if a.protocol == "strict" {
+            eval::Protocol::Strict
+        } else {
+            eval::Protocol::Espectre
+        };
+        return evaluate(dir, &cfg, criterion, protocol, a.json);
     }
     for f in &a.files {
         let summary = detect_file(f, &cfg)?;
@@ -438,6 +456,7 @@ fn evaluate(
     dir: &Path,
     cfg: &PresenceConfig,
     criterion: eval::Criterion,
+    protocol: eval::Protocol,
     as_json: bool,
 ) -> Result<()> {
     let sessions = espectre_sessions(dir)?;
@@ -448,7 +467,7 @@ fn evaluate(
     let mut uncalibrated = Vec::new();
     let mut on_fallback = Vec::new();
     for s in &sessions {
-        let r = eval::score_session(cfg, s).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let r = protocol.score(cfg, s).map_err(|e| anyhow::anyhow!("{e}"))?;
         if r.calibrated_at.is_none() {
             uncalibrated.push(format!("{} #{}", s.chip, s.index));
         }
@@ -457,8 +476,18 @@ fn evaluate(
         }
         fixed.entry(s.chip.clone()).or_default().add(&r.counts);
     }
+    // Splice control: each chip's first empty room followed by its second one (no movement).
+    let mut splice: Vec<(String, Counts, u64)> = Vec::new();
+    for chip in &chips {
+        let mine: Vec<&Session> = sessions.iter().filter(|s| &s.chip == chip).collect();
+        if let [a, b, ..] = mine.as_slice() {
+            let (c, early) =
+                eval::splice_control(cfg, a, b).map_err(|e| anyhow::anyhow!("{chip}: {e}"))?;
+            splice.push((chip.clone(), c, early));
+        }
+    }
     // (b) settings chosen on the other session(s), scored on the held-out one.
-    let folds = eval::session_folds(&sessions, &eval::default_grid(), criterion)
+    let folds = eval::session_folds(&sessions, &eval::default_grid(), criterion, protocol)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut held: std::collections::BTreeMap<String, Counts> = Default::default();
     for f in &folds {
@@ -475,14 +504,14 @@ fn evaluate(
             .filter(|s| &s.chip == chip)
             .cloned()
             .collect();
-        for f in eval::session_folds(&mine, &eval::default_grid(), criterion)
+        for f in eval::session_folds(&mine, &eval::default_grid(), criterion, protocol)
             .map_err(|e| anyhow::anyhow!("{e}"))?
         {
             per_chip_choice.push(json!({
                 "chip": chip, "held_out_recording": f.held_out,
                 "chosen": {"window": f.chosen.window, "margin": f.chosen.margin,
                            "calib_stability": f.chosen.calib_stability, "median_filter": f.chosen.median_filter,
-                           "lowpass": f.chosen.lowpass},
+                           "lowpass": f.chosen.lowpass, "short_window": f.chosen.short_window},
             }));
             for (c, r) in &f.scored {
                 per_chip.entry(c.clone()).or_default().add(&r.counts);
@@ -498,8 +527,9 @@ fn evaluate(
         let out = json!({
             "dir": dir.display().to_string(),
             "sessions": sessions.len(),
+            "protocol": protocol.name(),
             "given_settings": {
-                "window": cfg.window, "margin": cfg.margin, "calib_packets": cfg.calib_packets,
+                "window": cfg.window, "short_window": cfg.short_window, "margin": cfg.margin, "calib_packets": cfg.calib_packets,
                 "median_filter": cfg.median_filter, "lowpass": cfg.lowpass,
                 "calib_stability": cfg.calib_stability,
                 "per_chip": fixed.iter().map(|(k, c)| (k.clone(), row(c))).collect::<serde_json::Map<_, _>>(),
@@ -507,13 +537,18 @@ fn evaluate(
                 "uncalibrated_sessions": uncalibrated,
                 "calibrated_on_quietest_stretch": on_fallback,
             },
+            "splice_control": splice.iter().map(|(chip, c, early)| (chip.clone(), json!({
+                "false_positives": c.fp, "true_negatives": c.tn, "unscored": c.unscored,
+                "false_positives_in_first_window": early,
+                "false_positive_rate": c.false_positive_rate(),
+            }))).collect::<serde_json::Map<_, _>>(),
             "select_by": criterion.name(),
             "session_folds": {
                 "folds": folds.iter().map(|f| json!({
                     "held_out_recording": f.held_out,
                     "chosen": {"window": f.chosen.window, "margin": f.chosen.margin,
                                "calib_stability": f.chosen.calib_stability, "median_filter": f.chosen.median_filter,
-                           "lowpass": f.chosen.lowpass},
+                           "lowpass": f.chosen.lowpass, "short_window": f.chosen.short_window},
                     "selection_f1": f.selection_f1,
                 })).collect::<Vec<_>>(),
                 "per_chip": held.iter().map(|(k, c)| (k.clone(), row(c))).collect::<serde_json::Map<_, _>>(),
@@ -548,15 +583,21 @@ fn evaluate(
         println!();
     };
     println!(
-        "{} sessions ({} chips) from {}",
+        "{} sessions ({} chips) from {}, protocol {}{}",
         sessions.len(),
         chips.len(),
-        dir.display()
+        dir.display(),
+        protocol.name(),
+        if protocol == eval::Protocol::Espectre {
+            " (ESPectre's own validation protocol, for comparison only: first 300 empty-room packets dropped, calibration packets scored, warm-up counted as no motion)"
+        } else {
+            ""
+        }
     );
     table(
         &format!(
-            "Given settings (window {}, margin {}, stillness {}, median filter {}, low-pass {}), every session:",
-            cfg.window, cfg.margin, cfg.calib_stability, cfg.median_filter, cfg.lowpass
+            "Given settings (window {}, short window {}, margin {}, stillness {}, median filter {}, low-pass {}), every session:",
+            cfg.window, cfg.short_window, cfg.margin, cfg.calib_stability, cfg.median_filter, cfg.lowpass
         ),
         &fixed,
     );
@@ -572,11 +613,28 @@ fn evaluate(
             on_fallback.join(", ")
         );
     }
+    if !splice.is_empty() {
+        println!("Splice control, given settings: each chip's first empty room followed by its second empty-room recording (nobody moving, every packet of the second a negative):");
+        println!(
+            "| chip | false positives | of them in its first {} packets | false-positive rate |",
+            cfg.window
+        );
+        println!("|---|---|---|---|");
+        for (chip, c, early) in &splice {
+            println!(
+                "| {chip} | {} | {early} | {:.2}% |",
+                c.fp,
+                100.0 * c.false_positive_rate()
+            );
+        }
+        println!();
+    }
     for f in &folds {
         println!(
-            "recording {} held out: chose window {}, margin {}, stillness {}, median filter {}, low-pass {} ({} {:.1}% on the other recordings)",
+            "recording {} held out: chose window {}, short window {}, margin {}, stillness {}, median filter {}, low-pass {} ({} {:.1}% on the other recordings)",
             f.held_out,
             f.chosen.window,
+            f.chosen.short_window,
             f.chosen.margin,
             f.chosen.calib_stability,
             f.chosen.median_filter,
