@@ -10,13 +10,15 @@
 use core::arch::x86_64::*;
 
 use crate::format::TensorData;
-use crate::kernels::{Act, Input, Weights};
+use crate::kernels::{Act, Input, Panels, Weights};
 use crate::math::{GELU_A, GELU_C, TANH_CLAMP, TANH_P, TANH_Q};
 use crate::tile::{self, by_rows, MicroKernel};
 
 const F32: u8 = 0;
 const I8: u8 = 1;
 const I4: u8 = 2;
+/// f32 weights in [`crate::kernels::Panels`]: aligned rows of 16, no mask, zero padding.
+const P32: u8 = 3;
 
 pub(crate) struct Ctx {
     x: *const f32,
@@ -80,7 +82,41 @@ pub(crate) unsafe fn linear(
     }
 }
 
-/// The AVX-512 micro-kernel for weight kind `K` ([`F32`], [`I8`], [`I4`]): tiles of up to 6
+/// The f32 Linear over weights repacked in [`Panels`] (the same tiles and sums as [`linear`]
+/// on the unpacked weights, bit for bit).
+///
+/// # Safety
+/// AVX-512 F/BW/VL and AVX2+FMA must be available; the slices cover every index and `p.w`
+/// holds [`crate::kernels::panels_len`] floats (checked by `kernels::linear_panels`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn linear_panels(
+    x: Input,
+    p: &Panels,
+    bias: Option<&[f32]>,
+    act: Act,
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let c = Ctx {
+        x: x.x.as_ptr(),
+        ts: x.ts,
+        ks: x.ks,
+        k_len: p.rows,
+        wp: p.w.as_ptr() as *const u8,
+        cols: p.cols,
+        scales: core::ptr::null(),
+        per_col: false,
+        bias: bias.map_or(core::ptr::null(), |b| b.as_ptr()),
+        act,
+        res: residual.map_or(core::ptr::null(), |r| r.as_ptr()),
+        y: y.as_mut_ptr(),
+    };
+    // SAFETY: AVX-512 available and every index in bounds (this function's contract); the
+    // panels are padded to whole vectors, the outputs masked past `cols`.
+    unsafe { tile::run::<Avx512<P32>>(&c, x.tokens, 0, p.cols) }
+}
+
+/// The AVX-512 micro-kernel for weight kind `K` ([`F32`], [`I8`], [`I4`], [`P32`]): tiles of up to 6
 /// tokens × 4 vectors of 16 columns (24 accumulators: 4 weight vectors per broadcast, so the
 /// broadcasts do not crowd the FMA pipes), the last vector of a row masked.
 pub(crate) struct Avx512<const K: u8>;
@@ -143,7 +179,8 @@ fn mask(left: usize) -> __mmask16 {
 }
 
 /// 16 weights (codes) of row `k` from column `col`, `m` = `mask(cols − col)` (masked past the
-/// row's end; the mask is computed once per tile, so the loop has no branch per load).
+/// row's end; the mask is computed once per tile, so the loop has no branch per load); for
+/// [`P32`] the panel row, unmasked (padded with zeros).
 ///
 /// # Safety
 /// AVX-512 F/BW/VL available; row `k`, columns `col..col + 16` (those `m` selects) lie inside
@@ -159,6 +196,8 @@ unsafe fn load16<const K: u8>(c: &Ctx, k: usize, col: usize, m: __mmask16) -> __
         let left = c.cols.saturating_sub(col);
         match K {
             F32 => _mm512_maskz_loadu_ps(m, (c.wp as *const f32).add(idx)),
+            // Panel `col / 16`, row `k`: 16 floats, zero past `cols` (no mask needed).
+            P32 => _mm512_loadu_ps((c.wp as *const f32).add((col / 16 * c.k_len + k) * 16)),
             I8 => {
                 let b = _mm_maskz_loadu_epi8(m, c.wp.add(idx) as *const i8);
                 _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b))
@@ -289,7 +328,7 @@ unsafe fn block<const K: u8, const R: usize, const C: usize>(c: &Ctx, t0: usize,
         for v in 0..C {
             let cc = col + 16 * v;
             let m = ms[v];
-            let scale = if K == F32 {
+            let scale = if K == F32 || K == P32 {
                 _mm512_set1_ps(1.0)
             } else if c.per_col {
                 _mm512_maskz_loadu_ps(m, c.scales.add(cc))
@@ -303,7 +342,7 @@ unsafe fn block<const K: u8, const R: usize, const C: usize>(c: &Ctx, t0: usize,
             };
             for (r, a) in acc.iter().enumerate() {
                 let mut o = a[v];
-                if K != F32 {
+                if K != F32 && K != P32 {
                     o = _mm512_mul_ps(o, scale);
                 }
                 o = _mm512_add_ps(o, b);

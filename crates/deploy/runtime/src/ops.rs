@@ -9,10 +9,10 @@
 //! portable loops below, vectorised by [`Kernel::vectorised`].
 
 use crate::format::TensorData;
-use crate::int16::{Packed, QInput};
+use crate::int16::QInput;
 use crate::kernels::{
-    layernorm as layernorm_portable, linear, linear_int16, quantize_rows, quantize_standardised,
-    Act, Input, Kernel, Weights,
+    layernorm as layernorm_portable, linear, linear_int16, linear_panels, quantize_rows,
+    quantize_standardised, Act, Input, Kernel, Repacked, Weights,
 };
 use crate::math;
 
@@ -41,14 +41,15 @@ pub(crate) fn layernorm(
 }
 
 /// One model Linear: on its repacked int16 weights when the kernel packed them (inputs
-/// quantized into `q` first), else the f32 kernels. `x` is row-major (`ks` = 1).
+/// quantized into `q` first), on its f32 panels when packed so, else the f32 kernels. `x` is
+/// row-major (`ks` = 1).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn lin(
     kern: Kernel,
     x: Input,
     w: &Weights,
-    pk: Option<&Packed>,
+    pk: Option<&Repacked>,
     bias: Option<&[f32]>,
     act: Act,
     residual: Option<&[f32]>,
@@ -56,10 +57,11 @@ pub(crate) fn lin(
     q: (&mut [f32], &mut [f32]),
 ) {
     match pk {
-        Some(pk) => {
+        Some(Repacked::Int16(pk)) => {
             let xq = quantize_rows(kern, x.x, x.tokens, w.rows, x.ts, pk.qx, q.0, q.1);
             linear_int16(kern, &xq, pk, bias, act, residual, y);
         }
+        Some(Repacked::Panels(p)) => linear_panels(kern, x, w, p, bias, act, residual, y),
         None => linear(kern, x, w, bias, act, residual, y),
     }
 }
