@@ -394,9 +394,16 @@ impl<'m, 'p> Runtime<'m, 'p> {
         &self.cfg
     }
 
-    /// The kernel path in use.
+    /// The kernel path requested at [`Runtime::new`].
     pub fn kernel(&self) -> Kernel {
         self.kernel
+    }
+
+    /// The kernel path the forward actually runs: [`Runtime::kernel`], or its exact-f32
+    /// counterpart when no Linear was repacked for int16 (an fp32 file on an int16 kernel,
+    /// e.g. `avx512` for `avx512-vnni-int16`). What to report as "the kernel".
+    pub fn run_kernel(&self) -> Kernel {
+        self.run_kernel
     }
 
     /// One forward pass of one frame `x [A, S, P]` (raw, unstandardised, as the engine takes
