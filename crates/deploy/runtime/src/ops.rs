@@ -307,7 +307,8 @@ pub(crate) fn standardise(x: &[f32], tok: &mut [f32]) {
 }
 
 /// Attention pooling: token scores `h_t · w + b`, softmax over the `p` tokens, then
-/// `z = Σ_t a_t · h_t` (`h [p, d]`; `scores` holds `p`).
+/// `z = Σ_t a_t · h_t` (`h [p, d]`; `scores` holds `p`): [`csipose_attn_core::pool`] with
+/// [`PoolNumerics`] (`vnni::pool` is its AVX-512 form, bit for bit).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn pool(
@@ -330,25 +331,35 @@ pub(crate) fn pool(
         return;
     }
     let _ = kern;
-    let mut mx = f32::NEG_INFINITY;
-    for t in 0..p {
-        let s = dot(&h[t * d..(t + 1) * d], w) + b;
-        scores[t] = s;
-        mx = mx.max(s);
+    let row = |t: usize| &h[t * d..(t + 1) * d];
+    csipose_attn_core::pool::<PoolNumerics>(w, b, row, &mut scores[..p], &mut z[..d]);
+}
+
+/// The runtime's arithmetic for the attention pooling ([`csipose_attn_core::pool`]): scores
+/// by [`dot`], the exponentials summed in token order, each divided by the sum.
+struct PoolNumerics;
+
+impl csipose_attn_core::Numerics for PoolNumerics {
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        dot(a, b)
     }
-    let mut sum = 0.0;
-    for s in scores[..p].iter_mut() {
-        *s = math::exp(*s - mx);
-        sum += *s;
+    #[inline(always)]
+    fn sum(xs: &[f32]) -> f32 {
+        let mut s = 0.0;
+        for &x in xs {
+            s += x;
+        }
+        s
     }
-    for s in scores[..p].iter_mut() {
-        *s /= sum;
+    #[inline(always)]
+    fn exp(x: f32) -> f32 {
+        math::exp(x)
     }
-    z.fill(0.0);
-    for t in 0..p {
-        let a = scores[t];
-        for (o, v) in z.iter_mut().zip(&h[t * d..(t + 1) * d]) {
-            *o += a * v;
+    #[inline(always)]
+    fn normalise(s: &mut [f32], sum: f32) {
+        for v in s.iter_mut() {
+            *v /= sum;
         }
     }
 }

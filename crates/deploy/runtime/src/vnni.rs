@@ -817,7 +817,8 @@ pub(crate) unsafe fn graph_out(
     }
 }
 
-/// The attention pooling, bit for bit the portable loop: token scores `h_t · w + b`
+/// The attention pooling, bit for bit the portable one (`csipose_attn_core::pool` with the
+/// runtime's pooling arithmetic, `ops::PoolNumerics`): token scores `h_t · w + b`
 /// ([`dot8`]), softmax over the `p ≤ 16` tokens ([`exp16`], a sequential sum, one division per
 /// token), then `z = Σ_t a_t · h_t` in token order.
 ///
