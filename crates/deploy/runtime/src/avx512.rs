@@ -17,8 +17,8 @@ use crate::tile::{self, by_rows, MicroKernel};
 const F32: u8 = 0;
 const I8: u8 = 1;
 const I4: u8 = 2;
-/// f32 weights in [`crate::kernels::Panels`]: aligned rows of 16, no mask, zero padding.
-const P32: u8 = 3;
+/// f32 weights in [`crate::kernels::Panels`]: rows of 16 in sequence, zero padding.
+pub(crate) const P32: u8 = 3;
 
 pub(crate) struct Ctx {
     x: *const f32,
@@ -125,14 +125,21 @@ impl<const K: u8> MicroKernel for Avx512<K> {
     type Ctx = Ctx;
     const MR: usize = 6;
     const LANES: usize = 16;
+    /// (Panels also take 3.)
     const WIDTHS: &'static [usize] = &[4, 2, 1];
     const WIDTHS_ONE: &'static [usize] = &[4, 1];
 
     /// One token: 4 vectors while 64 columns fit, then single (masked) vectors. Several
     /// tokens: the narrowest width that covers what is left (4 past 32 columns, 2 past 16),
-    /// its last vector masked.
+    /// its last vector masked. Panels ([`P32`]): the vectors that cover what is left, at most
+    /// 4, for one token and several alike (no vector wholly past the columns, so no wasted
+    /// FMAs; fewer, wider single-token tiles). Each column's sum does not depend on the tile
+    /// width, so the panels equal the unpacked kernel bit for bit.
     #[inline(always)]
     fn vectors(left: usize, one_token: bool) -> usize {
+        if K == P32 {
+            return left.div_ceil(16).clamp(1, 4);
+        }
         match (one_token, left) {
             (true, 64..) => 4,
             (true, _) => 1,
@@ -162,6 +169,7 @@ unsafe fn tile_avx512<const K: u8>(c: &Ctx, t0: usize, r: usize, col: usize, v: 
     unsafe {
         match v {
             4 => by_rows!(r, |R| block::<K, R, 4>(c, t0, col)),
+            3 => by_rows!(r, |R| block::<K, R, 3>(c, t0, col)),
             2 => by_rows!(r, |R| block::<K, R, 2>(c, t0, col)),
             _ => by_rows!(r, |R| block::<K, R, 1>(c, t0, col)),
         }
@@ -196,8 +204,11 @@ unsafe fn load16<const K: u8>(c: &Ctx, k: usize, col: usize, m: __mmask16) -> __
         let left = c.cols.saturating_sub(col);
         match K {
             F32 => _mm512_maskz_loadu_ps(m, (c.wp as *const f32).add(idx)),
-            // Panel `col / 16`, row `k`: 16 floats, zero past `cols` (no mask needed).
-            P32 => _mm512_loadu_ps((c.wp as *const f32).add((col / 16 * c.k_len + k) * 16)),
+            // Panel `col / 16`, row `k`: 16 floats, zero past `cols`; masked all the same, so
+            // a vector past the last panel (a tile's masked tail) reads nothing.
+            P32 => {
+                _mm512_maskz_loadu_ps(m, (c.wp as *const f32).add((col / 16 * c.k_len + k) * 16))
+            }
             I8 => {
                 let b = _mm_maskz_loadu_epi8(m, c.wp.add(idx) as *const i8);
                 _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b))

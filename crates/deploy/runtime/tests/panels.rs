@@ -45,6 +45,11 @@ fn panels_equal_unpacked_bit_for_bit() {
         (13, 33, 49),
         (12, 48, 144),
         (3, 1, 17),
+        (10, 48, 48),
+        (10, 40, 40),
+        (1, 48, 40),
+        (1, 160, 34),
+        (2, 9, 100),
     ];
     for &(n, k, c) in &shapes {
         let wf = randn(&mut rng, k * c, 0.2);
