@@ -124,7 +124,9 @@ pub(crate) struct AttnBufs<'a> {
 /// Multi-head self-attention over the `p` tokens of `qkv [p, 3d]` into `ctx [p, d]`. Per
 /// head, `S = Q·Kᵀ` and `C = softmax(S)·V` run on the Linear kernel (keys transposed and
 /// padded to a multiple of 8 columns, values copied contiguous); the softmax between them is
-/// [`softmax_rows`] (the shared attention math of `csipose-attn-core`).
+/// [`softmax_rows`] (the shared attention math of `csipose-attn-core`). On the AVX-512 paths
+/// (up to 16 tokens, heads up to 64 wide) `vnni::attention` computes the same values, bit for
+/// bit, in one kernel.
 #[inline(always)]
 pub(crate) fn attention(
     kern: Kernel,
@@ -144,55 +146,19 @@ pub(crate) fn attention(
         &mut b.vh[..p * dh],
         &mut b.ch[..p * dh],
     );
-    kt.fill(0.0);
-    // The AVX-512 paths: both products in dedicated kernels (the same roundings as the
-    // portable Linear, so the int16 path still equals `portable_int16`), reading Q and V in
-    // place.
+    // The AVX-512 paths: the whole attention in one kernel (the same roundings as the
+    // portable steps below, so the int16 path still equals `portable_int16`), reading Q, K and
+    // V in place.
     #[cfg(target_arch = "x86_64")]
     if kern.is_avx512() && p <= 16 && dh <= 64 {
-        for h in 0..heads {
-            for j in 0..p {
-                let k = &qkv[j * 3 * d + d + h * dh..j * 3 * d + d + (h + 1) * dh];
-                for (t, &v) in k.iter().enumerate() {
-                    kt[t * pp + j] = v;
-                }
-            }
-            assert!(qkv.len() >= p * 3 * d && ctx.len() >= p * d);
-            // SAFETY: `is_avx512` holds only on the Avx512 and Vnni16 paths, which
-            // `Kernel::avx512` / `Kernel::avx512_vnni16` build only where AVX-512 F/BW/VL
-            // and AVX2+FMA were detected; q rows i < p at i·3d + h·dh + t (t < dh), values at
-            // j·3d + 2d + h·dh + c (c < dh), ctx rows at i·d + h·dh + c all lie inside the
-            // checked lengths; kt and s are [dh, pp], [p, pp].
-            unsafe {
-                crate::vnni::attn_scores(
-                    qkv[h * dh..].as_ptr(),
-                    3 * d,
-                    kt.as_ptr(),
-                    pp,
-                    dh,
-                    p,
-                    s.as_mut_ptr(),
-                );
-            }
-            // SAFETY: as above; s is [p, pp] with p ≤ 16.
-            unsafe { crate::vnni::softmax_rows(s, p, pp, scale) };
-            // SAFETY: as above: the values and ctx ranges lie inside the checked lengths, s
-            // is [p, pp].
-            unsafe {
-                crate::vnni::attn_context(
-                    s.as_ptr(),
-                    pp,
-                    qkv[2 * d + h * dh..].as_ptr(),
-                    3 * d,
-                    dh,
-                    p,
-                    ctx[h * dh..].as_mut_ptr(),
-                    d,
-                );
-            }
-        }
+        assert!(qkv.len() >= p * 3 * d && ctx.len() >= p * d && heads * dh == d);
+        // SAFETY: `is_avx512` holds only on the Avx512 and Vnni16 paths, which
+        // `Kernel::avx512` / `Kernel::avx512_vnni16` build only where AVX-512 F/BW/VL and
+        // AVX2+FMA were detected; lengths and shapes checked above.
+        unsafe { crate::vnni::attention(qkv, ctx, p, d, heads, scale) };
         return;
     }
+    kt.fill(0.0);
     for h in 0..heads {
         for j in 0..p {
             let k = &qkv[j * 3 * d + d + h * dh..j * 3 * d + d + (h + 1) * dh];
@@ -254,7 +220,7 @@ impl csipose_attn_core::Numerics for RuntimeNumerics {
 }
 
 /// Softmax of `scores · scale` over the first `p` columns of each row of `s [p, pp]`
-/// ([`csipose_attn_core::softmax`]; `vnni::softmax_rows` is its AVX-512 form).
+/// ([`csipose_attn_core::softmax`]; `vnni::attention` computes it on 16 lanes, transposed).
 #[inline(always)]
 fn softmax_rows(s: &mut [f32], p: usize, pp: usize, scale: f32) {
     for row in s.chunks_exact_mut(pp) {
