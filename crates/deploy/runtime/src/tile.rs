@@ -289,7 +289,7 @@ mod tests {
                 covers_once(&pv, 16, n, 0, cols);
                 assert!(
                     pv.iter()
-                        .all(|&(_, r, col, v)| r <= 6 && col + 16 * (v - 1) < cols),
+                        .all(|&(_, r, col, v)| r <= 12 && col + 16 * (v - 1) < cols),
                     "panels {n}x{cols}"
                 );
                 let cp = cols.div_ceil(16) * 16;
