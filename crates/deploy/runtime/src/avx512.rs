@@ -5,7 +5,10 @@
 //! here too, except matrices whose column count is 8 mod 16, which
 //! the AVX2 kernel covers without a masked tail and measured faster (micro's graph 17×56×56:
 //! 1.04 vs 2.26 µs); everywhere else AVX-512 measured faster for f32 (flagship fp32 forward
-//! 608 → 457 µs, base 180 → 153 µs; BENCHMARKS.md).
+//! 608 → 457 µs, base 180 → 153 µs; BENCHMARKS.md). f32 weights repacked into panels at load
+//! ([`crate::kernels::Panels`], the [`P32`] kind: sequential aligned rows of 16, tiles of up
+//! to 12 tokens × 2 vectors) are what the forward runs on these paths; the row-major kinds
+//! serve the direct [`crate::kernels::linear`] calls.
 
 use core::arch::x86_64::*;
 
@@ -116,9 +119,10 @@ pub(crate) unsafe fn linear_panels(
     unsafe { tile::run::<Avx512<P32>>(&c, x.tokens, 0, p.cols) }
 }
 
-/// The AVX-512 micro-kernel for weight kind `K` ([`F32`], [`I8`], [`I4`], [`P32`]): tiles of up to 6
-/// tokens × 4 vectors of 16 columns (panels: 12 × 2, see `vectors`) (24 accumulators: 4 weight vectors per broadcast, so the
-/// broadcasts do not crowd the FMA pipes), the last vector of a row masked.
+/// The AVX-512 micro-kernel for weight kind `K` ([`F32`], [`I8`], [`I4`], [`P32`]): tiles of
+/// up to 6 tokens × 4 vectors of 16 columns (24 accumulators: 4 weight vectors per broadcast,
+/// so the broadcasts do not crowd the FMA pipes), the last vector of a row masked; panels
+/// ([`P32`]) up to 12 tokens × 2 vectors (see `vectors`).
 pub(crate) struct Avx512<const K: u8>;
 
 impl<const K: u8> MicroKernel for Avx512<K> {

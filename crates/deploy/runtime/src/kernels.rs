@@ -5,6 +5,10 @@
 //! ([`linear_int16`], [`quantize_rows`], [`quantize_standardised`]; see [`crate::int16`]),
 //! and LayerNorm.
 //!
+//! f32 weights repacked into the AVX-512 kernel's panel layout ([`Panels`], [`pack_panels`],
+//! [`linear_panels`]; what [`crate::Runtime::new`] does on the AVX-512 paths) give the same
+//! values as [`linear`] on the row-major weights, bit for bit.
+//!
 //! Per matrix the dispatcher picks a micro-kernel for the generic tiling loop
 //! (`tile.rs`): AVX-512 for every column, except f32 weights whose column count is 8
 //! mod 16 (the AVX2 kernel covers them without a masked tail, measured faster); AVX2+FMA for
@@ -434,6 +438,8 @@ pub fn linear_panels(
         unsafe { crate::avx512::linear_panels(x, p, bias, act, residual, y) };
         return;
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
     linear(kern, x, w, bias, act, residual, y);
 }
 
