@@ -37,6 +37,35 @@ fn bench_saves_times_and_reports() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["kernel"], "portable");
+    // The kernel actually run: an fp32 file has no int16 Linears, so the int16 kernels run
+    // their exact-f32 counterparts and say so (on any CPU: `auto` is int16 only with VNNI).
+    for (kernel, want) in [("portable-int16", Some("portable")), ("auto", None)] {
+        let out = csipose(&[
+            "bench", "--random", "nano", "--bits", "32", "--iters", "10", "--kernel", kernel,
+            "--json",
+        ]);
+        assert!(out.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let got = v["kernel"].as_str().unwrap();
+        assert!(!got.contains("int16"), "fp32 file reported as {got}");
+        if let Some(w) = want {
+            assert_eq!(got, w);
+        }
+        assert_eq!(v["precision"], "fp32");
+    }
+    let out = csipose(&[
+        "bench",
+        "--model",
+        p,
+        "--iters",
+        "10",
+        "--kernel",
+        "portable-int16",
+        "--json",
+    ]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kernel"], "portable-int16");
 }
 
 #[test]

@@ -325,7 +325,7 @@ fn predict_csm(
                 anyhow::Ok(())
             })
     })?;
-    Ok((pred, kernel.name()))
+    Ok((pred, rt.run_kernel().name()))
 }
 
 /// Reads predictions and returns the rows for `eval` (`[eval.len(), label_len]`).

@@ -1,9 +1,11 @@
 //! Minimum time of one Linear per shape of micro (10 tokens) and the graph head (17 joints),
-//! f32 / int8 / int4, on the best exact-f32 kernel (argument `avx2` forces AVX2+FMA):
+//! f32 / int8 / int4 / f32 in panels, on the best exact-f32 kernel (argument `avx2` forces AVX2+FMA):
 //! `cargo run --release -p csipose-runtime --example kernels [-- avx2] [d=128] [g=58]`.
 //! Minimum over many runs, so it stays meaningful on a busy machine.
 
-use csipose_runtime::kernels::{linear, Act, Input, Weights};
+use csipose_runtime::kernels::{
+    linear, linear_panels, pack_panels, panels_len, Act, Input, Weights,
+};
 use csipose_runtime::{Kernel, TensorData};
 
 fn min_ns(mut f: impl FnMut(), reps: usize) -> f64 {
@@ -132,6 +134,28 @@ fn main() {
             );
             line += &format!("  {ns:7.0} ns {:5.1} GF/s", flops / ns);
         }
+        // The f32 weights repacked into panels (what `Runtime::new` does on AVX-512).
+        let w = Weights {
+            rows: inp,
+            cols: out,
+            data: TensorData::F32(&wf),
+        };
+        let mut mem = vec![0.0f32; panels_len(inp, out) + 16];
+        let off = mem.as_ptr().align_offset(64);
+        let p = pack_panels(&w, &mut mem[off..]).expect("f32");
+        let act = if name == "ffn1gelu" {
+            Act::Gelu
+        } else {
+            Act::None
+        };
+        let ns = min_ns(
+            || {
+                let x = Input::rows(&x, tokens, inp);
+                linear_panels(k, x, &w, &p, Some(&bias), act, None, &mut y)
+            },
+            2000,
+        );
+        line += &format!("  panels {ns:7.0} ns {:5.1} GF/s", flops / ns);
         println!("{line}");
     }
 }

@@ -52,7 +52,7 @@ fn main() {
     let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
     println!(
         "{name} {bits} bits, {}: {us:.2} us per forward (mean)",
-        rt.kernel().name()
+        rt.run_kernel().name()
     );
     // Per stage: the minimum over the runs (robust to preemption on a busy machine), in
     // time-stamp-counter ticks converted with the TSC rate measured here.

@@ -5,18 +5,23 @@
 //! here too, except matrices whose column count is 8 mod 16, which
 //! the AVX2 kernel covers without a masked tail and measured faster (micro's graph 17×56×56:
 //! 1.04 vs 2.26 µs); everywhere else AVX-512 measured faster for f32 (flagship fp32 forward
-//! 608 → 457 µs, base 180 → 153 µs; BENCHMARKS.md).
+//! 608 → 457 µs, base 180 → 153 µs; BENCHMARKS.md). f32 weights repacked into panels at load
+//! ([`crate::kernels::Panels`], the [`P32`] kind: sequential aligned rows of 16, tiles of up
+//! to 12 tokens × 2 vectors) are what the forward runs on these paths; the row-major kinds
+//! serve the direct [`crate::kernels::linear`] calls.
 
 use core::arch::x86_64::*;
 
 use crate::format::TensorData;
-use crate::kernels::{Act, Input, Weights};
+use crate::kernels::{Act, Input, Panels, Weights};
 use crate::math::{GELU_A, GELU_C, TANH_CLAMP, TANH_P, TANH_Q};
 use crate::tile::{self, by_rows, MicroKernel};
 
 const F32: u8 = 0;
 const I8: u8 = 1;
 const I4: u8 = 2;
+/// f32 weights in [`crate::kernels::Panels`]: rows of 16 in sequence, zero padding.
+pub(crate) const P32: u8 = 3;
 
 pub(crate) struct Ctx {
     x: *const f32,
@@ -80,23 +85,69 @@ pub(crate) unsafe fn linear(
     }
 }
 
-/// The AVX-512 micro-kernel for weight kind `K` ([`F32`], [`I8`], [`I4`]): tiles of up to 6
-/// tokens × 4 vectors of 16 columns (24 accumulators: 4 weight vectors per broadcast, so the
-/// broadcasts do not crowd the FMA pipes), the last vector of a row masked.
+/// The f32 Linear over weights repacked in [`Panels`] (the same tiles and sums as [`linear`]
+/// on the unpacked weights, bit for bit).
+///
+/// # Safety
+/// AVX-512 F/BW/VL and AVX2+FMA must be available; the slices cover every index and `p.w`
+/// holds [`crate::kernels::panels_len`] floats (checked by `kernels::linear_panels`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(crate) unsafe fn linear_panels(
+    x: Input,
+    p: &Panels,
+    bias: Option<&[f32]>,
+    act: Act,
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let c = Ctx {
+        x: x.x.as_ptr(),
+        ts: x.ts,
+        ks: x.ks,
+        k_len: p.rows,
+        wp: p.w.as_ptr() as *const u8,
+        cols: p.cols,
+        scales: core::ptr::null(),
+        per_col: false,
+        bias: bias.map_or(core::ptr::null(), |b| b.as_ptr()),
+        act,
+        res: residual.map_or(core::ptr::null(), |r| r.as_ptr()),
+        y: y.as_mut_ptr(),
+    };
+    // SAFETY: AVX-512 available and every index in bounds (this function's contract); the
+    // panels are padded to whole vectors, the outputs masked past `cols`.
+    unsafe { tile::run::<Avx512<P32>>(&c, x.tokens, 0, p.cols) }
+}
+
+/// The AVX-512 micro-kernel for weight kind `K` ([`F32`], [`I8`], [`I4`], [`P32`]): tiles of
+/// up to 6 tokens × 4 vectors of 16 columns (24 accumulators: 4 weight vectors per broadcast,
+/// so the broadcasts do not crowd the FMA pipes), the last vector of a row masked; panels
+/// ([`P32`]) up to 12 tokens × 2 vectors (see `vectors`).
 pub(crate) struct Avx512<const K: u8>;
 
 impl<const K: u8> MicroKernel for Avx512<K> {
     type Ctx = Ctx;
-    const MR: usize = 6;
+    const MR: usize = if K == P32 { 12 } else { 6 };
     const LANES: usize = 16;
+    /// (Panels also take 3.)
     const WIDTHS: &'static [usize] = &[4, 2, 1];
     const WIDTHS_ONE: &'static [usize] = &[4, 1];
 
     /// One token: 4 vectors while 64 columns fit, then single (masked) vectors. Several
     /// tokens: the narrowest width that covers what is left (4 past 32 columns, 2 past 16),
-    /// its last vector masked.
+    /// its last vector masked. Panels ([`P32`]): the vectors that cover what is left, at most
+    /// 4 for one token and 2 for several (no vector wholly past the columns, so no wasted
+    /// FMAs; fewer, wider single-token tiles), and up to 12 tokens per tile, so the model's
+    /// 10 tokens are one block of 10 × 2 vectors that reads each weight once (the 6 × 4 tiles
+    /// read a strip twice, once per block of 5; measured faster in the forward: small 31.5 →
+    /// 30.3 µs, base 64 → 62.5 µs, sums of stage minima). Each column's sum does not depend
+    /// on the tile shape, so the panels equal the unpacked kernel bit for bit.
     #[inline(always)]
     fn vectors(left: usize, one_token: bool) -> usize {
+        if K == P32 {
+            let most = if one_token { 4 } else { 2 };
+            return left.div_ceil(16).clamp(1, most);
+        }
         match (one_token, left) {
             (true, 64..) => 4,
             (true, _) => 1,
@@ -124,8 +175,27 @@ impl<const K: u8> MicroKernel for Avx512<K> {
 unsafe fn tile_avx512<const K: u8>(c: &Ctx, t0: usize, r: usize, col: usize, v: usize) {
     // SAFETY: the caller's contract (features present, tile in bounds) is block's.
     unsafe {
+        if K == P32 && r > 6 {
+            // Panels: up to 12 tokens × 2 vectors (24 accumulators).
+            match (r, v) {
+                (7, 1) => block::<K, 7, 1>(c, t0, col),
+                (8, 1) => block::<K, 8, 1>(c, t0, col),
+                (9, 1) => block::<K, 9, 1>(c, t0, col),
+                (10, 1) => block::<K, 10, 1>(c, t0, col),
+                (11, 1) => block::<K, 11, 1>(c, t0, col),
+                (_, 1) => block::<K, 12, 1>(c, t0, col),
+                (7, _) => block::<K, 7, 2>(c, t0, col),
+                (8, _) => block::<K, 8, 2>(c, t0, col),
+                (9, _) => block::<K, 9, 2>(c, t0, col),
+                (10, _) => block::<K, 10, 2>(c, t0, col),
+                (11, _) => block::<K, 11, 2>(c, t0, col),
+                (_, _) => block::<K, 12, 2>(c, t0, col),
+            }
+            return;
+        }
         match v {
             4 => by_rows!(r, |R| block::<K, R, 4>(c, t0, col)),
+            3 => by_rows!(r, |R| block::<K, R, 3>(c, t0, col)),
             2 => by_rows!(r, |R| block::<K, R, 2>(c, t0, col)),
             _ => by_rows!(r, |R| block::<K, R, 1>(c, t0, col)),
         }
@@ -143,7 +213,8 @@ fn mask(left: usize) -> __mmask16 {
 }
 
 /// 16 weights (codes) of row `k` from column `col`, `m` = `mask(cols − col)` (masked past the
-/// row's end; the mask is computed once per tile, so the loop has no branch per load).
+/// row's end; the mask is computed once per tile, so the loop has no branch per load); for
+/// [`P32`] the panel row, unmasked (padded with zeros).
 ///
 /// # Safety
 /// AVX-512 F/BW/VL available; row `k`, columns `col..col + 16` (those `m` selects) lie inside
@@ -159,6 +230,11 @@ unsafe fn load16<const K: u8>(c: &Ctx, k: usize, col: usize, m: __mmask16) -> __
         let left = c.cols.saturating_sub(col);
         match K {
             F32 => _mm512_maskz_loadu_ps(m, (c.wp as *const f32).add(idx)),
+            // Panel `col / 16`, row `k`: 16 floats, zero past `cols`; masked all the same, so
+            // a vector past the last panel (a tile's masked tail) reads nothing.
+            P32 => {
+                _mm512_maskz_loadu_ps(m, (c.wp as *const f32).add((col / 16 * c.k_len + k) * 16))
+            }
             I8 => {
                 let b = _mm_maskz_loadu_epi8(m, c.wp.add(idx) as *const i8);
                 _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b))
@@ -289,7 +365,7 @@ unsafe fn block<const K: u8, const R: usize, const C: usize>(c: &Ctx, t0: usize,
         for v in 0..C {
             let cc = col + 16 * v;
             let m = ms[v];
-            let scale = if K == F32 {
+            let scale = if K == F32 || K == P32 {
                 _mm512_set1_ps(1.0)
             } else if c.per_col {
                 _mm512_maskz_loadu_ps(m, c.scales.add(cc))
@@ -303,7 +379,7 @@ unsafe fn block<const K: u8, const R: usize, const C: usize>(c: &Ctx, t0: usize,
             };
             for (r, a) in acc.iter().enumerate() {
                 let mut o = a[v];
-                if K != F32 {
+                if K != F32 && K != P32 {
                     o = _mm512_mul_ps(o, scale);
                 }
                 o = _mm512_add_ps(o, b);

@@ -11,7 +11,9 @@
 //! by the 17 joints. `Â` (self + COCO bones, row-normalised) is applied as a sparse sum.
 //!
 //! On the int16 kernels ([`Kernel::int16`]) `Runtime::new` also repacks every int8/int4 Linear
-//! ([`crate::int16`]) and the forward quantizes each Linear's input per token.
+//! ([`crate::int16`]) and the forward quantizes each Linear's input per token; on the AVX-512
+//! paths it repacks every f32 Linear into the f32 kernel's panels ([`crate::kernels::Panels`]),
+//! so no forward reads the file's row-major f32 weights through masks and strides.
 //!
 //! [`Runtime::forward`] is only the sequence of operations; how each runs on this CPU (which
 //! micro-kernel, AVX-512 stages on the AVX-512 paths that equal their portable reference bit for
@@ -21,8 +23,11 @@
 use core::fmt;
 
 use crate::format::{Config, ModelFile, TensorData, JOINTS, JOINT_EMBED};
-use crate::int16::{pack, packed_len, Packed};
-use crate::kernels::{linear, linear_int16, Act, Input, Kernel, Weights};
+use crate::int16::{pack, packed_len};
+use crate::kernels::{
+    avx512_f32_cols, linear, linear_int16, linear_panels, pack_panels, panels_len, Act, Input,
+    Kernel, Repacked, Weights,
+};
 use crate::math;
 use crate::ops::{self, lin, AttnBufs};
 
@@ -117,6 +122,22 @@ fn linear_shapes(cfg: &Config) -> impl Iterator<Item = (usize, usize)> + '_ {
         .chain(graph.into_iter().take(if g > 0 { 3 } else { 0 }))
 }
 
+/// Floats of one Linear's slot in the constants buffer for `kernel`: int16 pairs on the int16
+/// kernels, f32 panels on the AVX-512 paths, the larger where both apply (a multiple of 16).
+fn slot_len(kernel: Kernel, rows: usize, cols: usize) -> usize {
+    let int16 = if kernel.int16() {
+        packed_len(rows, cols)
+    } else {
+        0
+    };
+    let panels = if kernel.f32_panels() && avx512_f32_cols(cols) {
+        panels_len(rows, cols)
+    } else {
+        0
+    };
+    int16.max(panels)
+}
+
 /// A model ready to run: tensor views resolved, constants folded. Cheap to share (`&self`).
 #[derive(Clone, Copy, Debug)]
 pub struct Runtime<'m, 'p> {
@@ -135,8 +156,9 @@ pub struct Runtime<'m, 'p> {
     /// `[pool weight (d)] [graph: per-joint constant (17·g), W_k rows (2·g), output weight
     /// transposed (2·g)]`.
     consts: &'p [f32],
-    /// The int16 path's repacked Linears, in [`linear_shapes`] order (int16 kernels only).
-    packed: [Option<Packed<'p>>; MAX_LINEARS],
+    /// The repacked Linears, in [`linear_shapes`] order: int16 pairs of the int8/int4 ones on
+    /// the int16 kernels, f32 panels of the f32 ones on the AVX-512 paths.
+    packed: [Option<Repacked<'p>>; MAX_LINEARS],
     /// The kernel the forward runs: `kernel`, or its exact-f32 counterpart when no Linear was
     /// repacked (an fp32 file on an int16 kernel).
     run_kernel: Kernel,
@@ -152,30 +174,37 @@ fn f32s<'a>(file: &ModelFile<'a>, i: usize) -> &'a [f32] {
 
 impl<'m, 'p> Runtime<'m, 'p> {
     /// Floats of the constants buffer [`Runtime::new`] fills with `kernel`: the folded graph
-    /// constants, plus for the int16 kernels ([`Kernel::int16`]) an int16 working copy of every
-    /// Linear's weights ([`crate::int16`]; the file itself stays borrowed, untouched).
+    /// constants, plus a working copy of every Linear's weights repacked for the kernel: for
+    /// the int16 kernels ([`Kernel::int16`]) int16 pairs of the int8/int4 weights
+    /// ([`crate::int16`]), on the AVX-512 paths f32 panels of the f32 weights
+    /// ([`crate::kernels::Panels`]); one slot per Linear, as large as either needs (the file
+    /// itself stays borrowed, untouched).
     pub fn consts_len_for(cfg: &Config, kernel: Kernel) -> usize {
-        let base = cfg.d
+        let base = Self::folded_len(cfg);
+        let slots = linear_shapes(cfg)
+            .map(|(r, c)| slot_len(kernel, r, c))
+            .sum::<usize>();
+        if slots == 0 {
+            return base;
+        }
+        // 16 floats of slack so the packed weights can start 64-byte aligned.
+        base.div_ceil(16) * 16 + 16 + slots
+    }
+
+    /// Floats of the folded constants (pool weight, graph constants).
+    fn folded_len(cfg: &Config) -> usize {
+        cfg.d
             + if cfg.graph > 0 {
                 (JOINTS + 4) * cfg.graph
             } else {
                 0
-            };
-        if !kernel.int16() {
-            return base;
-        }
-        // 16 floats of slack so the packed weights can start 64-byte aligned.
-        base.div_ceil(16) * 16
-            + 16
-            + linear_shapes(cfg)
-                .map(|(r, c)| packed_len(r, c))
-                .sum::<usize>()
+            }
     }
 
     /// Floats of the constants buffer that any kernel needs (the largest
-    /// [`Runtime::consts_len_for`], the int16 kernels').
+    /// [`Runtime::consts_len_for`]: int16 pairs and f32 panels).
     pub fn consts_len(cfg: &Config) -> usize {
-        Self::consts_len_for(cfg, Kernel::portable_int16())
+        Self::consts_len_for(cfg, Kernel::largest_consts())
     }
 
     /// Floats of the int16 activation buffer in the scratch: the most `tokens × ⌈in/2⌉` of
@@ -300,8 +329,8 @@ impl<'m, 'p> Runtime<'m, 'p> {
             None
         };
         let mut packed = [None; MAX_LINEARS];
-        let consts: &'p [f32] = if kernel.int16() {
-            let base = Self::consts_len_for(&cfg, Kernel::portable()).div_ceil(16) * 16;
+        let consts: &'p [f32] = if need > Self::folded_len(&cfg) {
+            let base = Self::folded_len(&cfg).div_ceil(16) * 16;
             let (head, mut mem) = consts.split_at_mut(base);
             let skip = mem.as_ptr().align_offset(64).min(16);
             mem = &mut mem[skip..];
@@ -319,19 +348,24 @@ impl<'m, 'p> Runtime<'m, 'p> {
                 n += 3;
             }
             for (slot, wt) in packed.iter_mut().zip(&ws[..n]) {
-                let (this, rest) = mem.split_at_mut(packed_len(wt.rows, wt.cols));
-                // f32 weights stay on the exact f32 kernels: quantized to int16 they missed
-                // the engine agreement (see BENCHMARKS.md).
-                if !matches!(wt.data, TensorData::F32(_)) {
-                    *slot = Some(pack(wt, this));
-                }
+                let (this, rest) = mem.split_at_mut(slot_len(kernel, wt.rows, wt.cols));
+                // f32 weights stay on the exact f32 kernels (quantized to int16 they missed
+                // the engine agreement, see BENCHMARKS.md), in panels where AVX-512 runs them.
+                *slot = match wt.data {
+                    TensorData::F32(_) if kernel.f32_panels() && avx512_f32_cols(wt.cols) => {
+                        pack_panels(wt, this).map(Repacked::Panels)
+                    }
+                    TensorData::F32(_) => None,
+                    _ if kernel.int16() => Some(Repacked::Int16(pack(wt, this))),
+                    _ => None,
+                };
                 mem = rest;
             }
             head
         } else {
             consts
         };
-        let run_kernel = if packed.iter().any(Option::is_some) {
+        let run_kernel = if packed.iter().any(|p| matches!(p, Some(Repacked::Int16(_)))) {
             kernel
         } else {
             kernel.without_int16()
@@ -360,9 +394,16 @@ impl<'m, 'p> Runtime<'m, 'p> {
         &self.cfg
     }
 
-    /// The kernel path in use.
+    /// The kernel path requested at [`Runtime::new`].
     pub fn kernel(&self) -> Kernel {
         self.kernel
+    }
+
+    /// The kernel path the forward actually runs: [`Runtime::kernel`], or its exact-f32
+    /// counterpart when no Linear was repacked for int16 (an fp32 file on an int16 kernel,
+    /// e.g. `avx512` for `avx512-vnni-int16`). What to report as "the kernel".
+    pub fn run_kernel(&self) -> Kernel {
+        self.run_kernel
     }
 
     /// One forward pass of one frame `x [A, S, P]` (raw, unstandardised, as the engine takes
@@ -428,7 +469,7 @@ impl<'m, 'p> Runtime<'m, 'p> {
         // Standardisation and embedding + bias + positional embedding (the input layout
         // [A·S, P] is kept: token t, feature k at k·P + t).
         prof!(start);
-        if let Some(pe) = &pk[0] {
+        if let Some(Repacked::Int16(pe)) = &pk[0] {
             // int16: standardised and quantized in one pass, straight from x.
             let xq = ops::standardise_quantize(kern, x, cfg.token_len(), p, pe.qx, qb, qs);
             prof!(0);
@@ -451,7 +492,12 @@ impl<'m, 'p> Runtime<'m, 'p> {
                 ks: p,
             };
             let (b, pos) = (Some(self.emb_b), Some(self.pos));
-            linear(kern, tok_in, &self.emb_w, b, Act::None, pos, h);
+            match &pk[0] {
+                Some(Repacked::Panels(pw)) => {
+                    linear_panels(kern, tok_in, &self.emb_w, pw, b, Act::None, pos, h)
+                }
+                _ => linear(kern, tok_in, &self.emb_w, b, Act::None, pos, h),
+            }
         }
         prof!(1);
 

@@ -5,6 +5,10 @@
 //! ([`linear_int16`], [`quantize_rows`], [`quantize_standardised`]; see [`crate::int16`]),
 //! and LayerNorm.
 //!
+//! f32 weights repacked into the AVX-512 kernel's panel layout ([`Panels`], [`pack_panels`],
+//! [`linear_panels`]; what [`crate::Runtime::new`] does on the AVX-512 paths) give the same
+//! values as [`linear`] on the row-major weights, bit for bit.
+//!
 //! Per matrix the dispatcher picks a micro-kernel for the generic tiling loop
 //! (`tile.rs`): AVX-512 for every column, except f32 weights whose column count is 8
 //! mod 16 (the AVX2 kernel covers them without a masked tail, measured faster); AVX2+FMA for
@@ -144,6 +148,24 @@ impl Kernel {
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn is_avx512(&self) -> bool {
         matches!(self.0, Path::Avx512 | Path::Vnni16)
+    }
+
+    /// Whether [`crate::Runtime::new`] repacks f32 Linears into [`Panels`] for this path (the
+    /// AVX-512 paths).
+    pub(crate) fn f32_panels(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return self.is_avx512();
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// The path with the largest constants buffer ([`crate::Runtime::consts_len`]): int16
+    /// pairs and f32 panels.
+    pub(crate) fn largest_consts() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        return Kernel(Path::Vnni16);
+        #[cfg(not(target_arch = "x86_64"))]
+        Kernel(Path::PortableInt16)
     }
 
     /// Runs `f` compiled for this path's vector instruction set: on the AVX-512 paths with
@@ -315,7 +337,7 @@ pub fn linear(
     {
         // Per matrix: AVX-512 for all columns, except f32 weights with 8 mod 16 columns,
         // which the AVX2 kernel covers without a masked tail and measured faster.
-        let f32_8mod16 = matches!(w.data, TensorData::F32(_)) && cols % 16 == 8;
+        let f32_8mod16 = matches!(w.data, TensorData::F32(_)) && !avx512_f32_cols(cols);
         if kern.is_avx512() && !f32_8mod16 {
             // SAFETY: the Avx512 and Vnni16 paths exist only where AVX-512 F/BW/VL and
             // AVX2+FMA were detected; the asserts above bound every index.
@@ -335,6 +357,99 @@ pub fn linear(
     }
     let _ = kern;
     linear_portable(x, w, bias, act, residual, y, 0, cols);
+}
+
+/// Whether the exact AVX-512 kernel runs f32 weights of `cols` columns: all but 8 mod 16,
+/// which the AVX2 kernel covers without a masked tail (measured faster).
+#[inline]
+pub(crate) fn avx512_f32_cols(cols: usize) -> bool {
+    cols % 16 != 8
+}
+
+/// f32 Linear weights repacked once (by [`crate::Runtime::new`], into caller memory) in the
+/// AVX-512 f32 micro-kernel's panel layout: the columns padded with zeros to `cp` (a multiple
+/// of 16) and cut into panels of 16, each panel `[rows][16]` contiguous, the panels one after
+/// another (`w[(c / 16) · rows · 16 + k · 16 + c % 16]`). A tile of `v` vectors then reads `v`
+/// sequential streams of aligned 64-byte rows, without masks; the sums are the unpacked
+/// kernel's, bit for bit (same products in the same order, the padding masked at the store).
+#[derive(Clone, Copy, Debug)]
+pub struct Panels<'p> {
+    pub rows: usize,
+    pub cols: usize,
+    /// `[cp / 16][rows][16]`, [`panels_len`] floats.
+    pub w: &'p [f32],
+}
+
+/// Floats the [`Panels`] of a `rows × cols` Linear take (a multiple of 16).
+pub fn panels_len(rows: usize, cols: usize) -> usize {
+    rows * crate::int16::padded_cols(cols)
+}
+
+/// Repacks f32 weights into [`Panels`] in `out` (at least [`panels_len`] floats; 64-byte
+/// aligned is best, not required). `None` for quantized weights (those stay unpacked).
+pub fn pack_panels<'p>(w: &Weights, out: &'p mut [f32]) -> Option<Panels<'p>> {
+    let TensorData::F32(v) = w.data else {
+        return None;
+    };
+    let (rows, cols) = (w.rows, w.cols);
+    let out = &mut out[..panels_len(rows, cols)];
+    for (pi, panel) in out.chunks_exact_mut(rows * 16).enumerate() {
+        for (k, row) in panel.chunks_exact_mut(16).enumerate() {
+            for (l, o) in row.iter_mut().enumerate() {
+                let c = pi * 16 + l;
+                *o = if c < cols { v[k * cols + c] } else { 0.0 };
+            }
+        }
+    }
+    Some(Panels { rows, cols, w: out })
+}
+
+/// [`linear`] over f32 weights `w` and their [`Panels`] `p`: the AVX-512 panel kernel where
+/// this path runs AVX-512 for `w` (the same values as [`linear`], bit for bit), else
+/// [`linear`] itself.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_panels(
+    kern: Kernel,
+    x: Input,
+    w: &Weights,
+    p: &Panels,
+    bias: Option<&[f32]>,
+    act: Act,
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if kern.is_avx512() && avx512_f32_cols(w.cols) {
+        let (n, cols) = (x.tokens, p.cols);
+        assert!(
+            p.rows == w.rows && p.cols == w.cols && p.w.len() >= panels_len(p.rows, cols),
+            "linear_panels: panels do not match the weights"
+        );
+        assert!(x.fits(p.rows), "linear_panels: input too short");
+        assert!(y.len() >= n * cols, "linear_panels: output too short");
+        if let Some(b) = bias {
+            assert!(b.len() >= cols, "linear_panels: bias too short");
+        }
+        if let Some(r) = residual {
+            assert!(r.len() >= n * cols, "linear_panels: residual too short");
+        }
+        // SAFETY: the Avx512 and Vnni16 paths exist only where AVX-512 F/BW/VL and AVX2+FMA
+        // were detected; the asserts above bound every index (panels padded to 16 columns).
+        unsafe { crate::avx512::linear_panels(x, p, bias, act, residual, y) };
+        return;
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+    linear(kern, x, w, bias, act, residual, y);
+}
+
+/// A model Linear's weights as [`crate::Runtime::new`] repacked them for its kernel.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Repacked<'p> {
+    /// int16 pairs for the int16 kernels (int8/int4 weights).
+    Int16(Packed<'p>),
+    /// f32 panels for the AVX-512 f32 kernel (f32 weights).
+    Panels(Panels<'p>),
 }
 
 /// The int16 Linear ([`crate::int16`]) over pre-quantized activations and repacked weights:

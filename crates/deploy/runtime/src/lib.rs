@@ -4,7 +4,8 @@
 //! AVX2+FMA, AVX-512) and int16 fixed point ([`int16`]; AVX-512 VNNI, the default where
 //! present, and its portable reference). The int16 kernels keep an int16 working copy of the
 //! int8/int4 weights in the caller's constants buffer ([`Runtime::consts_len_for`]; the file
-//! itself stays borrowed and untouched).
+//! itself stays borrowed and untouched), the AVX-512 paths a copy of the f32 weights in their
+//! kernel's panel layout ([`kernels::Panels`]).
 //!
 //! Layers, top to bottom: [`forward`] is the sequence of operations; `ops` dispatches each on
 //! the [`Kernel`]; [`kernels`] picks a Linear's micro-kernel per matrix; `tile` is the one

@@ -9,10 +9,10 @@
 //! portable loops below, vectorised by [`Kernel::vectorised`].
 
 use crate::format::TensorData;
-use crate::int16::{Packed, QInput};
+use crate::int16::QInput;
 use crate::kernels::{
-    layernorm as layernorm_portable, linear, linear_int16, quantize_rows, quantize_standardised,
-    Act, Input, Kernel, Weights,
+    layernorm as layernorm_portable, linear, linear_int16, linear_panels, quantize_rows,
+    quantize_standardised, Act, Input, Kernel, Repacked, Weights,
 };
 use crate::math;
 
@@ -41,14 +41,15 @@ pub(crate) fn layernorm(
 }
 
 /// One model Linear: on its repacked int16 weights when the kernel packed them (inputs
-/// quantized into `q` first), else the f32 kernels. `x` is row-major (`ks` = 1).
+/// quantized into `q` first), on its f32 panels when packed so, else the f32 kernels. `x` is
+/// row-major (`ks` = 1).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn lin(
     kern: Kernel,
     x: Input,
     w: &Weights,
-    pk: Option<&Packed>,
+    pk: Option<&Repacked>,
     bias: Option<&[f32]>,
     act: Act,
     residual: Option<&[f32]>,
@@ -56,10 +57,11 @@ pub(crate) fn lin(
     q: (&mut [f32], &mut [f32]),
 ) {
     match pk {
-        Some(pk) => {
+        Some(Repacked::Int16(pk)) => {
             let xq = quantize_rows(kern, x.x, x.tokens, w.rows, x.ts, pk.qx, q.0, q.1);
             linear_int16(kern, &xq, pk, bias, act, residual, y);
         }
+        Some(Repacked::Panels(p)) => linear_panels(kern, x, w, p, bias, act, residual, y),
         None => linear(kern, x, w, bias, act, residual, y),
     }
 }
@@ -122,7 +124,9 @@ pub(crate) struct AttnBufs<'a> {
 /// Multi-head self-attention over the `p` tokens of `qkv [p, 3d]` into `ctx [p, d]`. Per
 /// head, `S = Q·Kᵀ` and `C = softmax(S)·V` run on the Linear kernel (keys transposed and
 /// padded to a multiple of 8 columns, values copied contiguous); the softmax between them is
-/// [`softmax_rows`] (the shared attention math of `csipose-attn-core`).
+/// [`softmax_rows`] (the shared attention math of `csipose-attn-core`). On the AVX-512 paths
+/// (up to 16 tokens, heads up to 64 wide) `vnni::attention` computes the same values, bit for
+/// bit, in one kernel.
 #[inline(always)]
 pub(crate) fn attention(
     kern: Kernel,
@@ -142,55 +146,19 @@ pub(crate) fn attention(
         &mut b.vh[..p * dh],
         &mut b.ch[..p * dh],
     );
-    kt.fill(0.0);
-    // The AVX-512 paths: both products in dedicated kernels (the same roundings as the
-    // portable Linear, so the int16 path still equals `portable_int16`), reading Q and V in
-    // place.
+    // The AVX-512 paths: the whole attention in one kernel (the same roundings as the
+    // portable steps below, so the int16 path still equals `portable_int16`), reading Q, K and
+    // V in place.
     #[cfg(target_arch = "x86_64")]
     if kern.is_avx512() && p <= 16 && dh <= 64 {
-        for h in 0..heads {
-            for j in 0..p {
-                let k = &qkv[j * 3 * d + d + h * dh..j * 3 * d + d + (h + 1) * dh];
-                for (t, &v) in k.iter().enumerate() {
-                    kt[t * pp + j] = v;
-                }
-            }
-            assert!(qkv.len() >= p * 3 * d && ctx.len() >= p * d);
-            // SAFETY: `is_avx512` holds only on the Avx512 and Vnni16 paths, which
-            // `Kernel::avx512` / `Kernel::avx512_vnni16` build only where AVX-512 F/BW/VL
-            // and AVX2+FMA were detected; q rows i < p at i·3d + h·dh + t (t < dh), values at
-            // j·3d + 2d + h·dh + c (c < dh), ctx rows at i·d + h·dh + c all lie inside the
-            // checked lengths; kt and s are [dh, pp], [p, pp].
-            unsafe {
-                crate::vnni::attn_scores(
-                    qkv[h * dh..].as_ptr(),
-                    3 * d,
-                    kt.as_ptr(),
-                    pp,
-                    dh,
-                    p,
-                    s.as_mut_ptr(),
-                );
-            }
-            // SAFETY: as above; s is [p, pp] with p ≤ 16.
-            unsafe { crate::vnni::softmax_rows(s, p, pp, scale) };
-            // SAFETY: as above: the values and ctx ranges lie inside the checked lengths, s
-            // is [p, pp].
-            unsafe {
-                crate::vnni::attn_context(
-                    s.as_ptr(),
-                    pp,
-                    qkv[2 * d + h * dh..].as_ptr(),
-                    3 * d,
-                    dh,
-                    p,
-                    ctx[h * dh..].as_mut_ptr(),
-                    d,
-                );
-            }
-        }
+        assert!(qkv.len() >= p * 3 * d && ctx.len() >= p * d && heads * dh == d);
+        // SAFETY: `is_avx512` holds only on the Avx512 and Vnni16 paths, which
+        // `Kernel::avx512` / `Kernel::avx512_vnni16` build only where AVX-512 F/BW/VL and
+        // AVX2+FMA were detected; lengths and shapes checked above.
+        unsafe { crate::vnni::attention(qkv, ctx, p, d, heads, scale) };
         return;
     }
+    kt.fill(0.0);
     for h in 0..heads {
         for j in 0..p {
             let k = &qkv[j * 3 * d + d + h * dh..j * 3 * d + d + (h + 1) * dh];
@@ -252,7 +220,7 @@ impl csipose_attn_core::Numerics for RuntimeNumerics {
 }
 
 /// Softmax of `scores · scale` over the first `p` columns of each row of `s [p, pp]`
-/// ([`csipose_attn_core::softmax`]; `vnni::softmax_rows` is its AVX-512 form).
+/// ([`csipose_attn_core::softmax`]; `vnni::attention` computes it on 16 lanes, transposed).
 #[inline(always)]
 fn softmax_rows(s: &mut [f32], p: usize, pp: usize, scale: f32) {
     for row in s.chunks_exact_mut(pp) {
@@ -305,7 +273,8 @@ pub(crate) fn standardise(x: &[f32], tok: &mut [f32]) {
 }
 
 /// Attention pooling: token scores `h_t · w + b`, softmax over the `p` tokens, then
-/// `z = Σ_t a_t · h_t` (`h [p, d]`; `scores` holds `p`).
+/// `z = Σ_t a_t · h_t` (`h [p, d]`; `scores` holds `p`): [`csipose_attn_core::pool`] with
+/// [`PoolNumerics`] (`vnni::pool` is its AVX-512 form, bit for bit).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn pool(
@@ -328,25 +297,35 @@ pub(crate) fn pool(
         return;
     }
     let _ = kern;
-    let mut mx = f32::NEG_INFINITY;
-    for t in 0..p {
-        let s = dot(&h[t * d..(t + 1) * d], w) + b;
-        scores[t] = s;
-        mx = mx.max(s);
+    let row = |t: usize| &h[t * d..(t + 1) * d];
+    csipose_attn_core::pool::<PoolNumerics>(w, b, row, &mut scores[..p], &mut z[..d]);
+}
+
+/// The runtime's arithmetic for the attention pooling ([`csipose_attn_core::pool`]): scores
+/// by [`dot`], the exponentials summed in token order, each divided by the sum.
+struct PoolNumerics;
+
+impl csipose_attn_core::Numerics for PoolNumerics {
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        dot(a, b)
     }
-    let mut sum = 0.0;
-    for s in scores[..p].iter_mut() {
-        *s = math::exp(*s - mx);
-        sum += *s;
+    #[inline(always)]
+    fn sum(xs: &[f32]) -> f32 {
+        let mut s = 0.0;
+        for &x in xs {
+            s += x;
+        }
+        s
     }
-    for s in scores[..p].iter_mut() {
-        *s /= sum;
+    #[inline(always)]
+    fn exp(x: f32) -> f32 {
+        math::exp(x)
     }
-    z.fill(0.0);
-    for t in 0..p {
-        let a = scores[t];
-        for (o, v) in z.iter_mut().zip(&h[t * d..(t + 1) * d]) {
-            *o += a * v;
+    #[inline(always)]
+    fn normalise(s: &mut [f32], sum: f32) {
+        for v in s.iter_mut() {
+            *v /= sum;
         }
     }
 }

@@ -283,6 +283,15 @@ mod tests {
                 let b = walk::<Avx512<1>>(n, 0, cols);
                 assert_eq!(b, old_avx512(n, cols), "avx512 {n}x{cols}");
                 covers_once(&b, 16, n, 0, cols);
+                // The panel kernel (its own widths): every column once, no vector wholly
+                // past the columns (it would read past the last panel).
+                let pv = walk::<Avx512<{ crate::avx512::P32 }>>(n, 0, cols);
+                covers_once(&pv, 16, n, 0, cols);
+                assert!(
+                    pv.iter()
+                        .all(|&(_, r, col, v)| r <= 12 && col + 16 * (v - 1) < cols),
+                    "panels {n}x{cols}"
+                );
                 let cp = cols.div_ceil(16) * 16;
                 let v = walk::<Vnni>(n, 0, cp);
                 assert_eq!(v, old_vnni(n, cp), "vnni {n}x{cols}");

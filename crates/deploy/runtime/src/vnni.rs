@@ -409,83 +409,130 @@ pub(crate) unsafe fn quantize_standardised(
     }
 }
 
-/// One attention head's scores `s[i, j] = Σ_t q[i, t] · kt[t, j]` (t ascending, multiply then
-/// add from 0: the portable Linear's roundings), for `p ≤ 16` keys (one vector, masked):
-/// query `i` at `q[i·qs..]`, transposed keys `kt [dh, pp]`, scores `s [p, pp]` (the first `p`
-/// columns written).
+/// Multi-head self-attention over `p ≤ 16` tokens of `qkv [p, 3d]` into `ctx [p, d]`, heads of
+/// `dh ≤ 64` columns, bit for bit what `ops::attention`'s portable steps compute (scores summed
+/// over `t` ascending with a multiply then an add from 0, the softmax of `crate::ops::softmax_rows`
+/// with its 8-lane sum, the context summed over keys ascending). Per head the scores are
+/// computed transposed, one vector per key `j` with the queries `i` in the lanes (queries
+/// transposed into `qt`, keys broadcast straight from `qkv`), so the whole softmax runs on
+/// those `p` vectors in registers, lane by lane: the maximum, [`exp16`], the sum in
+/// `sum8`'s order across the vectors, one division; the probabilities go to `pt [j][16]`
+/// for the context product ([`attn_context`] with strides).
 ///
 /// # Safety
-/// AVX-512 F; the pointers cover those ranges.
+/// AVX-512 F/BW/VL and AVX2+FMA; `qkv` holds `p·3d` values, `ctx` `p·d`; `p ≤ 16`, `dh ≤ 64`,
+/// `heads · dh = d`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-pub(crate) unsafe fn attn_scores(
-    q: *const f32,
-    qs: usize,
-    kt: *const f32,
-    pp: usize,
-    dh: usize,
+pub(crate) unsafe fn attention(
+    qkv: &[f32],
+    ctx: &mut [f32],
     p: usize,
-    s: *mut f32,
+    d: usize,
+    heads: usize,
+    scale: f32,
 ) {
-    // SAFETY: AVX-512 F available and the pointers cover the ranges in the docs (contract, from
-    // `ops::attention`'s length checks); `scores_rows` gets row blocks inside `0..p`.
+    let dh = d / heads;
+    let mut qt = [0.0f32; 64 * 16];
+    let mut pt = [0.0f32; 16 * 16];
+    // SAFETY: AVX-512 available (contract); query `i < p` column `t < dh` of head `h` at
+    // `qkv[i·3d + h·dh + t]`, keys at `+ d`, values at `+ 2d`, all inside `p·3d`; `qt` holds
+    // `dh·16 ≤ 1024` values, `pt` `p·16 ≤ 256`; context rows `i < p` at `ctx[i·d + h·dh ..]`
+    // masked to `dh` columns, inside `p·d`.
     unsafe {
-        let mut i = 0;
-        while i < p {
-            let r = (p - i).min(8);
-            match r {
-                1 => scores_rows::<1>(q, qs, kt, pp, dh, p, s, i),
-                2 => scores_rows::<2>(q, qs, kt, pp, dh, p, s, i),
-                3 => scores_rows::<3>(q, qs, kt, pp, dh, p, s, i),
-                4 => scores_rows::<4>(q, qs, kt, pp, dh, p, s, i),
-                5 => scores_rows::<5>(q, qs, kt, pp, dh, p, s, i),
-                6 => scores_rows::<6>(q, qs, kt, pp, dh, p, s, i),
-                7 => scores_rows::<7>(q, qs, kt, pp, dh, p, s, i),
-                _ => scores_rows::<8>(q, qs, kt, pp, dh, p, s, i),
+        let (qp, op, qs) = (qkv.as_ptr(), ctx.as_mut_ptr(), 3 * d);
+        for h in 0..heads {
+            let q = qp.add(h * dh);
+            for i in 0..p {
+                for t in 0..dh {
+                    *qt.as_mut_ptr().add(t * 16 + i) = *q.add(i * qs + t);
+                }
             }
-            i += r;
+            let k = qp.add(d + h * dh);
+            let (qt, pt) = (qt.as_ptr(), pt.as_mut_ptr());
+            match p {
+                1 => head_softmax::<1>(qt, k, qs, dh, scale, pt),
+                2 => head_softmax::<2>(qt, k, qs, dh, scale, pt),
+                3 => head_softmax::<3>(qt, k, qs, dh, scale, pt),
+                4 => head_softmax::<4>(qt, k, qs, dh, scale, pt),
+                5 => head_softmax::<5>(qt, k, qs, dh, scale, pt),
+                6 => head_softmax::<6>(qt, k, qs, dh, scale, pt),
+                7 => head_softmax::<7>(qt, k, qs, dh, scale, pt),
+                8 => head_softmax::<8>(qt, k, qs, dh, scale, pt),
+                9 => head_softmax::<9>(qt, k, qs, dh, scale, pt),
+                10 => head_softmax::<10>(qt, k, qs, dh, scale, pt),
+                11 => head_softmax::<11>(qt, k, qs, dh, scale, pt),
+                12 => head_softmax::<12>(qt, k, qs, dh, scale, pt),
+                13 => head_softmax::<13>(qt, k, qs, dh, scale, pt),
+                14 => head_softmax::<14>(qt, k, qs, dh, scale, pt),
+                15 => head_softmax::<15>(qt, k, qs, dh, scale, pt),
+                _ => head_softmax::<16>(qt, k, qs, dh, scale, pt),
+            }
+            let v = qp.add(2 * d + h * dh);
+            attn_context(pt, 1, 16, v, qs, dh, p, op.add(h * dh), d);
         }
     }
 }
 
-/// Scores of the `R` queries from `i0` ([`attn_scores`]).
+/// One head's probabilities, transposed ([`attention`]): `P = p` key vectors whose lane `i` is
+/// query `i`; `pt[j·16 + i] = softmax_j(scale · Σ_t q[i, t] k[j, t])`.
 ///
 /// # Safety
-/// As [`attn_scores`], with `i0 + R ≤ p`.
-#[allow(clippy::too_many_arguments)]
+/// AVX-512 F; `qt` holds `dh·16` values, key `j < P` at `k[j·ks + t]` for `t < dh`, `pt`
+/// `P·16`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-unsafe fn scores_rows<const R: usize>(
-    q: *const f32,
-    qs: usize,
-    kt: *const f32,
-    pp: usize,
+unsafe fn head_softmax<const P: usize>(
+    qt: *const f32,
+    k: *const f32,
+    ks: usize,
     dh: usize,
-    p: usize,
-    s: *mut f32,
-    i0: usize,
+    scale: f32,
+    pt: *mut f32,
 ) {
-    // SAFETY: AVX-512 F available (contract); queries `i0 + r < p` at `q[(i0 + r)·qs + t]`, `t <
-    // dh`; keys `kt[t·pp..]` masked to `p ≤ pp` columns; scores rows `i0 + r` of `s [p, pp]`
-    // masked the same way.
+    // SAFETY: AVX-512 F available; the reads and writes stay in the ranges of the contract.
     unsafe {
-        let m = mask(p);
-        let mut acc = [_mm512_setzero_ps(); R];
+        let mut acc = [_mm512_setzero_ps(); P];
         for t in 0..dh {
-            let kv = _mm512_maskz_loadu_ps(m, kt.add(t * pp));
-            for (r, a) in acc.iter_mut().enumerate() {
-                let qv = _mm512_set1_ps(*q.add((i0 + r) * qs + t));
+            let qv = _mm512_loadu_ps(qt.add(t * 16));
+            for (j, a) in acc.iter_mut().enumerate() {
+                let kv = _mm512_set1_ps(*k.add(j * ks + t));
                 *a = _mm512_add_ps(*a, _mm512_mul_ps(qv, kv));
             }
         }
-        for (r, a) in acc.iter().enumerate() {
-            _mm512_mask_storeu_ps(s.add((i0 + r) * pp), m, *a);
+        // The softmax over j, lane by lane, in `softmax_rows`' operations.
+        let sc = _mm512_set1_ps(scale);
+        let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+        for a in acc.iter_mut() {
+            *a = _mm512_mul_ps(*a, sc);
+            mx = _mm512_max_ps(mx, *a);
+        }
+        for a in acc.iter_mut() {
+            *a = exp16(_mm512_sub_ps(*a, mx));
+        }
+        // `ops::sum8`: 8 lane sums over the whole chunks of 8, added pairwise, then the tail.
+        let mut l8 = [_mm512_setzero_ps(); 8];
+        for c in 0..P / 8 {
+            for (l, s) in l8.iter_mut().enumerate() {
+                *s = _mm512_add_ps(*s, acc[c * 8 + l]);
+            }
+        }
+        let mut sum = _mm512_add_ps(
+            _mm512_add_ps(_mm512_add_ps(l8[0], l8[4]), _mm512_add_ps(l8[1], l8[5])),
+            _mm512_add_ps(_mm512_add_ps(l8[2], l8[6]), _mm512_add_ps(l8[3], l8[7])),
+        );
+        for a in acc.iter().skip(P / 8 * 8) {
+            sum = _mm512_add_ps(sum, *a);
+        }
+        let inv = _mm512_div_ps(_mm512_set1_ps(1.0), sum);
+        for (j, a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(pt.add(j * 16), _mm512_mul_ps(*a, inv));
         }
     }
 }
 
 /// One attention head's context `out[i, c] = Σ_j s[i, j] · v[j, c]` (j ascending, multiply
-/// then add from 0), `dh ≤ 64` columns: probabilities `s [p, pp]`, value row `j` at
-/// `v[j·vs..]`, output row `i` at `out[i·os..]`.
+/// then add from 0), `dh ≤ 64` columns: probability `(i, j)` at `s[i·si + j·sj]`, value row
+/// `j` at `v[j·vs..]`, output row `i` at `out[i·os..]`.
 ///
 /// # Safety
 /// AVX-512 F; the pointers cover those ranges.
@@ -493,7 +540,8 @@ unsafe fn scores_rows<const R: usize>(
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub(crate) unsafe fn attn_context(
     s: *const f32,
-    pp: usize,
+    si: usize,
+    sj: usize,
     v: *const f32,
     vs: usize,
     dh: usize,
@@ -509,22 +557,22 @@ pub(crate) unsafe fn attn_context(
         while i < p {
             let r = (p - i).min(4);
             match (r, dh.div_ceil(16)) {
-                (1, 1) => context_rows::<1, 1>(s, pp, v, vs, dh, p, out, os, i),
-                (1, 2) => context_rows::<1, 2>(s, pp, v, vs, dh, p, out, os, i),
-                (1, 3) => context_rows::<1, 3>(s, pp, v, vs, dh, p, out, os, i),
-                (1, _) => context_rows::<1, 4>(s, pp, v, vs, dh, p, out, os, i),
-                (2, 1) => context_rows::<2, 1>(s, pp, v, vs, dh, p, out, os, i),
-                (2, 2) => context_rows::<2, 2>(s, pp, v, vs, dh, p, out, os, i),
-                (2, 3) => context_rows::<2, 3>(s, pp, v, vs, dh, p, out, os, i),
-                (2, _) => context_rows::<2, 4>(s, pp, v, vs, dh, p, out, os, i),
-                (3, 1) => context_rows::<3, 1>(s, pp, v, vs, dh, p, out, os, i),
-                (3, 2) => context_rows::<3, 2>(s, pp, v, vs, dh, p, out, os, i),
-                (3, 3) => context_rows::<3, 3>(s, pp, v, vs, dh, p, out, os, i),
-                (3, _) => context_rows::<3, 4>(s, pp, v, vs, dh, p, out, os, i),
-                (_, 1) => context_rows::<4, 1>(s, pp, v, vs, dh, p, out, os, i),
-                (_, 2) => context_rows::<4, 2>(s, pp, v, vs, dh, p, out, os, i),
-                (_, 3) => context_rows::<4, 3>(s, pp, v, vs, dh, p, out, os, i),
-                (_, _) => context_rows::<4, 4>(s, pp, v, vs, dh, p, out, os, i),
+                (1, 1) => context_rows::<1, 1>(s, si, sj, v, vs, dh, p, out, os, i),
+                (1, 2) => context_rows::<1, 2>(s, si, sj, v, vs, dh, p, out, os, i),
+                (1, 3) => context_rows::<1, 3>(s, si, sj, v, vs, dh, p, out, os, i),
+                (1, _) => context_rows::<1, 4>(s, si, sj, v, vs, dh, p, out, os, i),
+                (2, 1) => context_rows::<2, 1>(s, si, sj, v, vs, dh, p, out, os, i),
+                (2, 2) => context_rows::<2, 2>(s, si, sj, v, vs, dh, p, out, os, i),
+                (2, 3) => context_rows::<2, 3>(s, si, sj, v, vs, dh, p, out, os, i),
+                (2, _) => context_rows::<2, 4>(s, si, sj, v, vs, dh, p, out, os, i),
+                (3, 1) => context_rows::<3, 1>(s, si, sj, v, vs, dh, p, out, os, i),
+                (3, 2) => context_rows::<3, 2>(s, si, sj, v, vs, dh, p, out, os, i),
+                (3, 3) => context_rows::<3, 3>(s, si, sj, v, vs, dh, p, out, os, i),
+                (3, _) => context_rows::<3, 4>(s, si, sj, v, vs, dh, p, out, os, i),
+                (_, 1) => context_rows::<4, 1>(s, si, sj, v, vs, dh, p, out, os, i),
+                (_, 2) => context_rows::<4, 2>(s, si, sj, v, vs, dh, p, out, os, i),
+                (_, 3) => context_rows::<4, 3>(s, si, sj, v, vs, dh, p, out, os, i),
+                (_, _) => context_rows::<4, 4>(s, si, sj, v, vs, dh, p, out, os, i),
             }
             i += r;
         }
@@ -540,7 +588,8 @@ pub(crate) unsafe fn attn_context(
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 unsafe fn context_rows<const R: usize, const C: usize>(
     s: *const f32,
-    pp: usize,
+    si: usize,
+    sj: usize,
     v: *const f32,
     vs: usize,
     dh: usize,
@@ -549,8 +598,8 @@ unsafe fn context_rows<const R: usize, const C: usize>(
     os: usize,
     i0: usize,
 ) {
-    // SAFETY: AVX-512 F available (contract); probabilities `s[(i0 + r)·pp + j]` with `i0 + r <
-    // p`, `j < p ≤ pp`; values `v[j·vs + c]` and outputs `out[(i0 + r)·os + c]` masked to `c <
+    // SAFETY: AVX-512 F available (contract); probabilities `s[(i0 + r)·si + j·sj]` with `i0 + r <
+    // p`, `j < p` (inside the caller's probabilities); values `v[j·vs + c]` and outputs `out[(i0 + r)·os + c]` masked to `c <
     // dh`.
     unsafe {
         let mut ms = [0u16; C];
@@ -564,7 +613,7 @@ unsafe fn context_rows<const R: usize, const C: usize>(
                 *x = _mm512_maskz_loadu_ps(ms[c], v.add(j * vs + 16 * c));
             }
             for (r, a) in acc.iter_mut().enumerate() {
-                let sv = _mm512_set1_ps(*s.add((i0 + r) * pp + j));
+                let sv = _mm512_set1_ps(*s.add((i0 + r) * si + j * sj));
                 for c in 0..C {
                     a[c] = _mm512_add_ps(a[c], _mm512_mul_ps(sv, vv[c]));
                 }
@@ -630,12 +679,25 @@ pub(crate) unsafe fn layernorm(
             }
             s
         };
+        // Up to 32 rows at a time, each phase over all of them (means, then variances, then
+        // the outputs), so the rows' reduction chains overlap instead of queueing behind one
+        // another's.
+        const MAXR: usize = 32;
+        let (mut mus, mut rss) = ([0.0f32; MAXR], [0.0f32; MAXR]);
         for r in 0..rows {
+            let b = r % MAXR;
+            if b == 0 {
+                let n = (rows - r).min(MAXR);
+                for (i, mu) in mus.iter_mut().enumerate().take(n) {
+                    *mu = sum16(x.as_ptr().add((r + i) * d), None) / d as f32;
+                }
+                for (i, rs) in rss.iter_mut().enumerate().take(n) {
+                    let var = sum16(x.as_ptr().add((r + i) * d), Some(mus[i])) / d as f32;
+                    *rs = 1.0 / crate::math::sqrt(var + crate::math::LN_EPS);
+                }
+            }
             let xr = x.as_ptr().add(r * d);
-            let mu = sum16(xr, None) / d as f32;
-            let var = sum16(xr, Some(mu)) / d as f32;
-            let rs = 1.0 / crate::math::sqrt(var + crate::math::LN_EPS);
-            let (mv, sv) = (_mm512_set1_ps(mu), _mm512_set1_ps(rs));
+            let (mv, sv) = (_mm512_set1_ps(mus[b]), _mm512_set1_ps(rss[b]));
             let yr = y.as_mut_ptr().add(r * d);
             let mut i = 0;
             while i < d {
@@ -710,33 +772,6 @@ fn exp16(x: __m512) -> __m512 {
     let y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, r2), r), s(1.0));
     let e = _mm512_slli_epi32::<23>(_mm512_add_epi32(n, _mm512_set1_epi32(127)));
     _mm512_mul_ps(y, _mm512_castsi512_ps(e))
-}
-
-/// The attention softmax of `scores · scale` over the first `p ≤ 16` columns of each of the
-/// `p` rows of `s [p, pp]`, bit for bit the portable loop (maximum, [`exp16`], the same
-/// 8-lane sum, one reciprocal).
-///
-/// # Safety
-/// AVX-512 F; `s` holds `p·pp` values, `p ≤ 16`, `p ≤ pp`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-pub(crate) unsafe fn softmax_rows(s: &mut [f32], p: usize, pp: usize, scale: f32) {
-    // SAFETY: AVX-512 F available (contract); `s` holds `p·pp` values with `p ≤ 16`, `p ≤ pp`
-    // (checked by `ops::attention`), and each row's load and store is masked to its first `p`
-    // values.
-    unsafe {
-        let m = mask(p);
-        let sc = _mm512_set1_ps(scale);
-        for i in 0..p {
-            let row = s.as_mut_ptr().add(i * pp);
-            let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row), sc);
-            let mx = _mm512_mask_reduce_max_ps(m, v);
-            let e = exp16(_mm512_sub_ps(v, _mm512_set1_ps(mx)));
-            let mut es = [0.0f32; 16];
-            _mm512_storeu_ps(es.as_mut_ptr(), e);
-            let inv = 1.0 / crate::ops::sum8(&es[..p]);
-            _mm512_mask_storeu_ps(row, m, _mm512_mul_ps(e, _mm512_set1_ps(inv)));
-        }
-    }
 }
 
 /// [`crate::ops::dot`] on 8 lanes, the same order: lane sums over chunks of 8, lanes added
@@ -817,7 +852,8 @@ pub(crate) unsafe fn graph_out(
     }
 }
 
-/// The attention pooling, bit for bit the portable loop: token scores `h_t · w + b`
+/// The attention pooling, bit for bit the portable one (`csipose_attn_core::pool` with the
+/// runtime's pooling arithmetic, `ops::PoolNumerics`): token scores `h_t · w + b`
 /// ([`dot8`]), softmax over the `p ≤ 16` tokens ([`exp16`], a sequential sum, one division per
 /// token), then `z = Σ_t a_t · h_t` in token order.
 ///

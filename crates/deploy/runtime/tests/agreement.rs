@@ -280,6 +280,11 @@ fn vnni16_equals_portable_int16_bit_for_bit() {
     // 1 packet, and more than 16 (the generic attention and pooling, two embedding blocks).
     cfgs.push(ModelConfig::preset_for("micro", 1, 9, 1).unwrap());
     cfgs.push(ModelConfig::preset_for("nano", 2, 5, 20).unwrap());
+    // The AVX-512 attention's softmax sums across key vectors in `sum8`'s order: exactly one
+    // and two chunks of 8 keys, and a tail after one chunk.
+    cfgs.push(ModelConfig::preset_for("nano", 1, 6, 8).unwrap());
+    cfgs.push(ModelConfig::preset_for("nano", 2, 5, 16).unwrap());
+    cfgs.push(ModelConfig::preset_for("micro", 1, 9, 13).unwrap());
     for cfg in cfgs {
         let model = Model::new(cfg.clone());
         let params = random_params(&model, 23);

@@ -507,31 +507,54 @@ pub fn pool_forward(
         .enumerate()
         .for_each(|(b, (zb, pb))| {
             let hb = &h[b * p * d..(b + 1) * p * d];
-            let mut mx = f32::NEG_INFINITY;
-            for t in 0..p {
-                pb[t] = hb[t * d..(t + 1) * d]
-                    .iter()
-                    .zip(w)
-                    .map(|(a, c)| a * c)
-                    .sum::<f32>()
-                    + bias;
-                mx = mx.max(pb[t]);
-            }
-            let mut sum = 0.0;
-            for v in pb.iter_mut() {
-                *v = (*v - mx).exp();
-                sum += *v;
-            }
-            for v in pb.iter_mut() {
-                *v /= sum;
-            }
-            zb.fill(0.0);
-            for t in 0..p {
-                for (o, x) in zb.iter_mut().zip(&hb[t * d..(t + 1) * d]) {
-                    *o += pb[t] * x;
-                }
-            }
+            let row = |t: usize| &hb[t * d..(t + 1) * d];
+            csipose_attn_core::pool::<PoolNumerics>(&w[..d], bias, row, pb, zb);
         });
+}
+
+/// The model's arithmetic for the attention pooling ([`csipose_attn_core::pool`]):
+/// [`ModelNumerics`], with the exponentials divided by their sum.
+struct PoolNumerics;
+
+impl csipose_attn_core::Numerics for PoolNumerics {
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        ModelNumerics::dot(a, b)
+    }
+    #[inline(always)]
+    fn sum(xs: &[f32]) -> f32 {
+        ModelNumerics::sum(xs)
+    }
+    #[inline(always)]
+    fn exp(x: f32) -> f32 {
+        ModelNumerics::exp(x)
+    }
+    #[inline(always)]
+    fn normalise(s: &mut [f32], sum: f32) {
+        for v in s.iter_mut() {
+            *v /= sum;
+        }
+    }
+}
+
+/// The pooling's gradients for [`csipose_attn_core::attend_backward`]: keys and values are the
+/// rows `h_t`, so both land in `dh_t`; the query's (the pooling weight's) is summed by
+/// [`pool_backward`] afterwards in sample order, so here it goes nowhere (an empty slice).
+struct PoolGrads<'a> {
+    dh: &'a mut [f32],
+    d: usize,
+}
+
+impl csipose_attn_core::HeadGrads for PoolGrads<'_> {
+    fn dq(&mut self) -> &mut [f32] {
+        &mut []
+    }
+    fn dk(&mut self, j: usize) -> &mut [f32] {
+        &mut self.dh[j * self.d..(j + 1) * self.d]
+    }
+    fn dv(&mut self, j: usize) -> &mut [f32] {
+        &mut self.dh[j * self.d..(j + 1) * self.d]
+    }
 }
 
 /// Backward of [`pool_forward`]: `dh` overwritten, `dw`, `db` accumulated.
@@ -548,7 +571,8 @@ pub fn pool_backward(
     p: usize,
     d: usize,
 ) {
-    // Per sample: ds_t = a_t (dz·h_t - Σ_u a_u dz·h_u); dh_t = a_t dz + ds_t w.
+    // Per sample ([`csipose_attn_core::attend_backward`], k = v = h, scale 1):
+    // ds_t = a_t (dz·h_t - Σ_u a_u dz·h_u); dh_t = a_t dz + ds_t w.
     let mut ds = vec![0.0f32; batch * p];
     ds.par_chunks_mut(p)
         .zip(dh[..batch * p * d].par_chunks_mut(p * d))
@@ -557,22 +581,19 @@ pub fn pool_backward(
             let hb = &h[b * p * d..(b + 1) * p * d];
             let pb = &probs[b * p..(b + 1) * p];
             let dzb = &dz[b * d..(b + 1) * d];
-            let mut dot = 0.0;
-            for t in 0..p {
-                let da: f32 = hb[t * d..(t + 1) * d]
-                    .iter()
-                    .zip(dzb)
-                    .map(|(a, c)| a * c)
-                    .sum();
-                dsb[t] = da;
-                dot += pb[t] * da;
-            }
-            for t in 0..p {
-                dsb[t] = pb[t] * (dsb[t] - dot);
-                for i in 0..d {
-                    dhb[t * d + i] = pb[t] * dzb[i] + dsb[t] * w[i];
-                }
-            }
+            let row = |t: usize| &hb[t * d..(t + 1) * d];
+            dhb.fill(0.0);
+            let mut g = PoolGrads { dh: dhb, d };
+            csipose_attn_core::attend_backward::<PoolNumerics>(
+                &w[..d],
+                row,
+                row,
+                pb,
+                dzb,
+                1.0,
+                dsb,
+                &mut g,
+            );
         });
     for (r, &s) in ds.iter().enumerate() {
         *db += s;

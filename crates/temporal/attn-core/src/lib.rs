@@ -4,23 +4,28 @@
 //! - scores `s_j = scale · q·k_j` and probabilities `p = softmax(s)` ([`probabilities`],
 //!   [`softmax`]: maximum subtracted, exponentials, multiplied by the inverse of their sum),
 //! - the output `o = Σ_j p_j v_j` ([`attend`]),
+//! - attention pooling, the same with a learnt query `w`, a score bias `b` and the rows as
+//!   both keys and values: `p = softmax_t(w·h_t + b)`, `z = Σ_t p_t h_t` ([`pool`]; its
+//!   backward is [`attend_backward`] with `k_t = v_t = h_t`, scale 1),
 //! - its backward ([`attend_backward`]): `dv_j += p_j do`, `dp_j = do·v_j`,
 //!   `ds_j = p_j (dp_j − Σ_i p_i dp_i) · scale`, `dq += Σ_j ds_j k_j`, `dk_j += ds_j q`,
 //! - and the running state of the same softmax computed chunk by chunk ([`OnlineSoftmax`]).
 //!
-//! Every caller goes through these: the pose model's training forward and backward
-//! (`csipose-model`), the batch-1 runtime's softmax (`csipose-runtime`, whose score and context
-//! products run on its Linear kernel), and the temporal head's grouped-query attention
+//! Every caller goes through these: the pose model's training forward and backward and its
+//! attention pooling (`csipose-model`), the batch-1 runtime's softmax and pooling
+//! (`csipose-runtime`, whose score and context products run on its Linear kernel), and the temporal head's grouped-query attention
 //! (`csipose-attention`: the backward, and the online-softmax bookkeeping of its row and dense
 //! kernels; its SIMD kernels are vectorised forms of the same steps, tested against them).
 //! What differs between callers is only the arithmetic of the elementary operations — the order
-//! of a dot product's or a sum's additions and the exponential — which each caller supplies as
+//! of a dot product's or a sum's additions, the exponential and whether the exponentials are
+//! divided by their sum or multiplied by its reciprocal — which each caller supplies as
 //! [`Numerics`], so each keeps its own rounding (the model's training stays bit for bit what it
 //! was, the runtime's vector paths stay equal to its portable one).
 
 #![cfg_attr(not(test), no_std)]
 
-/// The elementary operations of a caller: how it rounds a dot product, a sum and `e^x`.
+/// The elementary operations of a caller: how it rounds a dot product, a sum, `e^x` and the
+/// softmax's normalisation.
 pub trait Numerics {
     /// `a · b` over `min(a.len(), b.len())` elements.
     fn dot(a: &[f32], b: &[f32]) -> f32;
@@ -28,6 +33,15 @@ pub trait Numerics {
     fn sum(xs: &[f32]) -> f32;
     /// `e^x`.
     fn exp(x: f32) -> f32;
+    /// `s_j ← s_j / sum` for every `j`: by default each multiplied by `1 / sum` (one
+    /// division); a caller may divide each instead (the poolings do).
+    #[inline(always)]
+    fn normalise(s: &mut [f32], sum: f32) {
+        let inv = 1.0 / sum;
+        for v in s.iter_mut() {
+            *v *= inv;
+        }
+    }
 }
 
 /// `y += alpha · x`, element by element (one multiply and one add each, no fused multiply-add),
@@ -48,16 +62,14 @@ pub fn softmax<N: Numerics>(s: &mut [f32], scale: f32) {
 }
 
 /// The end of [`softmax`] once `max = max_j scale·s_j` is known: exponentials of the shifted
-/// scores, multiplied by the inverse of their sum.
+/// scores, normalised by their sum ([`Numerics::normalise`]).
 #[inline(always)]
 fn exp_normalise<N: Numerics>(s: &mut [f32], scale: f32, max: f32) {
     for v in s.iter_mut() {
         *v = N::exp(*v * scale - max);
     }
-    let inv = 1.0 / N::sum(s);
-    for v in s.iter_mut() {
-        *v *= inv;
-    }
+    let sum = N::sum(s);
+    N::normalise(s, sum);
 }
 
 /// The attention probabilities of one query head `q` over the items `0..probs.len()` whose key
@@ -95,6 +107,31 @@ pub fn attend<'a, N: Numerics>(
     out.fill(0.0);
     for (j, &p) in probs.iter().enumerate() {
         axpy(p, value(j), out);
+    }
+}
+
+/// Attention pooling of the rows `row(t)`, `t < probs.len()`, with query `w` and score bias
+/// `b`: `probs ← softmax_t(w·h_t + b)` (scale 1) and `out = Σ_t p_t h_t` (accumulated in row
+/// order from zero). [`attend`] with the rows as keys and values and a bias on the scores; the
+/// backward is [`attend_backward`] with `key = value = row`, scale 1 (the bias's gradient is
+/// `Σ_t ds_t`, the `ds` it leaves).
+#[inline(always)]
+pub fn pool<'a, N: Numerics>(
+    w: &[f32],
+    bias: f32,
+    row: impl Fn(usize) -> &'a [f32],
+    probs: &mut [f32],
+    out: &mut [f32],
+) {
+    let mut max = f32::NEG_INFINITY;
+    for (t, s) in probs.iter_mut().enumerate() {
+        *s = N::dot(row(t), w) + bias;
+        max = max.max(*s);
+    }
+    exp_normalise::<N>(probs, 1.0, max);
+    out.fill(0.0);
+    for (t, &p) in probs.iter().enumerate() {
+        axpy(p, row(t), out);
     }
 }
 
@@ -375,6 +412,114 @@ mod tests {
             .chain(&g.dk)
             .chain(&g.dv)
             .any(|x| x.abs() > 1e-3));
+    }
+
+    /// [`Plain`], dividing by the sum (as the poolings do).
+    struct Dividing;
+    impl Numerics for Dividing {
+        fn dot(a: &[f32], b: &[f32]) -> f32 {
+            Plain::dot(a, b)
+        }
+        fn sum(xs: &[f32]) -> f32 {
+            Plain::sum(xs)
+        }
+        fn exp(x: f32) -> f32 {
+            x.exp()
+        }
+        fn normalise(s: &mut [f32], sum: f32) {
+            for v in s.iter_mut() {
+                *v /= sum;
+            }
+        }
+    }
+
+    #[test]
+    fn pool_is_the_written_out_pooling_and_its_backward_checks() {
+        let (d, n, b) = (6, 9, 0.3f32);
+        let (w, h) = (values(d, 12), values(n * d, 13));
+        let mut probs = vec![0.0; n];
+        let mut z = vec![0.0; d];
+        pool::<Dividing>(&w, b, |t| &h[t * d..(t + 1) * d], &mut probs, &mut z);
+        // The loop the model and the runtime had, operation for operation: bit for bit.
+        let mut s: Vec<f32> = (0..n)
+            .map(|t| Plain::dot(&h[t * d..(t + 1) * d], &w) + b)
+            .collect();
+        let mx = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for v in s.iter_mut() {
+            *v = (*v - mx).exp();
+            sum += *v;
+        }
+        for v in s.iter_mut() {
+            *v /= sum;
+        }
+        let mut want = vec![0.0f32; d];
+        for t in 0..n {
+            for (o, x) in want.iter_mut().zip(&h[t * d..(t + 1) * d]) {
+                *o += s[t] * x;
+            }
+        }
+        assert_eq!(probs, s);
+        assert_eq!(z, want);
+        // Backward of L = dz · z through attend_backward (k = v = h, scale 1), against
+        // finite differences in w, h and b.
+        let dz = values(d, 14);
+        let loss = |w: &[f32], h: &[f32], b: f32| -> f64 {
+            let (mut p, mut z) = (vec![0.0; n], vec![0.0; d]);
+            pool::<Dividing>(w, b, |t| &h[t * d..(t + 1) * d], &mut p, &mut z);
+            z.iter().zip(&dz).map(|(a, c)| (a * c) as f64).sum()
+        };
+        struct PoolGrads {
+            dw: Vec<f32>,
+            dh: Vec<f32>,
+            d: usize,
+        }
+        impl HeadGrads for PoolGrads {
+            fn dq(&mut self) -> &mut [f32] {
+                &mut self.dw
+            }
+            fn dk(&mut self, j: usize) -> &mut [f32] {
+                &mut self.dh[j * self.d..(j + 1) * self.d]
+            }
+            fn dv(&mut self, j: usize) -> &mut [f32] {
+                &mut self.dh[j * self.d..(j + 1) * self.d]
+            }
+        }
+        let mut g = PoolGrads {
+            dw: vec![0.0; d],
+            dh: vec![0.0; n * d],
+            d,
+        };
+        let mut ds = vec![0.0; n];
+        let row = |t: usize| &h[t * d..(t + 1) * d];
+        attend_backward::<Dividing>(&w, row, row, &probs, &dz, 1.0, &mut ds, &mut g);
+        let db: f32 = ds.iter().sum();
+        let eps = 1e-2f32;
+        let num = |f: &dyn Fn(f32) -> f64| (f(eps) - f(-eps)) / (2.0 * eps as f64);
+        let close = |a: f32, n: f64, what: &str| {
+            assert!(
+                (n - a as f64).abs() < 2e-3 * (1.0 + n.abs()),
+                "{what}: analytic {a}, numeric {n}"
+            );
+        };
+        for i in 0..d {
+            let n = num(&|e| {
+                let mut w2 = w.clone();
+                w2[i] += e;
+                loss(&w2, &h, b)
+            });
+            close(g.dw[i], n, "dw");
+        }
+        for i in 0..n * d {
+            let n = num(&|e| {
+                let mut h2 = h.clone();
+                h2[i] += e;
+                loss(&w, &h2, b)
+            });
+            close(g.dh[i], n, "dh");
+        }
+        close(db, num(&|e| loss(&w, &h, b + e)), "db");
+        assert!(g.dw.iter().chain(&g.dh).any(|x| x.abs() > 1e-3));
     }
 
     #[test]

@@ -117,7 +117,8 @@ pub fn run(args: Args) -> Result<()> {
             "source": source,
             "file_bytes": mf.size(),
             "precision": prec,
-            "kernel": k.name(),
+            "kernel": rt.run_kernel().name(),
+            "kernel_requested": k.name(),
             "threads": 1,
             "iters": args.iters.max(10),
             "median_us": tm.median_us,
@@ -133,7 +134,7 @@ pub fn run(args: Args) -> Result<()> {
             mf.name(),
             mf.size()
         );
-        println!("kernel     {} (1 thread, batch 1)", k.name());
+        println!("kernel     {} (1 thread, batch 1)", rt.run_kernel().name());
         println!(
             "latency    median {:.2} us, p90 {:.2} us, min {:.2} us over {} runs",
             tm.median_us,
