@@ -270,19 +270,14 @@ pub fn gelu_backward(x: &[f32], d: &mut [f32]) {
 }
 
 /// Inverted dropout in place. `mask` receives 0 or 1/(1-p); the keep decision for element
-/// `i` is a hash of (`key`, `i`), so it is the same for any thread count.
+/// `i` is a hash of (`key`, `i`), so it is the same for any thread count (vectorised in
+/// [`crate::dropout`]).
 pub fn dropout_forward(x: &mut [f32], mask: &mut [f32], p: f32, key: u64) {
     let scale = 1.0 / (1.0 - p);
     x.par_chunks_mut(4096)
         .zip(mask.par_chunks_mut(4096))
         .enumerate()
-        .for_each(|(c, (xc, mc))| {
-            for (i, (v, m)) in xc.iter_mut().zip(mc.iter_mut()).enumerate() {
-                let u = crate::rng::hash_uniform(key, (c * 4096 + i) as u64);
-                *m = if u >= p { scale } else { 0.0 };
-                *v *= *m;
-            }
-        });
+        .for_each(|(c, (xc, mc))| crate::dropout::apply(xc, mc, p, scale, key, (c * 4096) as u64));
 }
 
 /// Dropout backward: `d *= mask`.
