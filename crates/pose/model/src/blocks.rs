@@ -698,12 +698,13 @@ fn relu(x: &mut [f32]) {
     }
 }
 
+/// `d = 0` where the ReLU's output `y ≤ 0` (a select, not a branch, so it vectorises).
 fn relu_backward(y: &[f32], d: &mut [f32]) {
-    for (g, &v) in d.iter_mut().zip(y) {
-        if v <= 0.0 {
-            *g = 0.0;
+    wide(|| {
+        for (g, &v) in d.iter_mut().zip(y) {
+            *g = if v <= 0.0 { 0.0 } else { *g };
         }
-    }
+    })
 }
 
 impl GraphRefine {

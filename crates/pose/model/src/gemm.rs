@@ -310,7 +310,21 @@ fn pack_b(out: &mut [f32], b: Strided, p0: usize, kc: usize, n: usize, nr: usize
         let j0 = jp * nr;
         let cols = (n - j0).min(nr);
         let pan = &mut out[jp * kc * nr..(jp + 1) * kc * nr];
-        if b.cs == 1 {
+        if b.cs == 1 && cols == nr {
+            // Full panel: rows of a length known at compile time, copied inline (a `memcpy`
+            // call per 32 floats costs more than the copy).
+            let rows = (0..kc).map(|p| (p0 + p) * b.rs + j0);
+            match nr {
+                32 => copy_rows::<32>(pan, b.data, rows),
+                16 => copy_rows::<16>(pan, b.data, rows),
+                8 => copy_rows::<8>(pan, b.data, rows),
+                _ => {
+                    for (p, s) in rows.enumerate() {
+                        pan[p * nr..(p + 1) * nr].copy_from_slice(&b.data[s..s + nr]);
+                    }
+                }
+            }
+        } else if b.cs == 1 {
             for p in 0..kc {
                 let s = (p0 + p) * b.rs + j0;
                 pan[p * nr..p * nr + cols].copy_from_slice(&b.data[s..s + cols]);
@@ -332,6 +346,16 @@ fn pack_b(out: &mut [f32], b: Strided, p0: usize, kc: usize, n: usize, nr: usize
     }
 }
 
+/// Copies `N` floats from `src` at each offset of `starts` to consecutive `N`-float rows of
+/// `dst` (a fixed length, so the copies are inline moves rather than `memcpy` calls).
+#[inline(always)]
+fn copy_rows<const N: usize>(dst: &mut [f32], src: &[f32], starts: impl Iterator<Item = usize>) {
+    for (d, s) in dst.chunks_exact_mut(N).zip(starts) {
+        let d: &mut [f32; N] = d.try_into().unwrap();
+        *d = src[s..s + N].try_into().unwrap();
+    }
+}
+
 /// Packs `a[i0..i0 + rows, p0..p0 + kc]` into `MR`-row panels: panel `ip`, column `p` at
 /// `out[(ip * kc + p) * mr ..][..mr]`, zero past row `rows`.
 fn pack_a(out: &mut [f32], a: Strided, i0: usize, rows: usize, p0: usize, kc: usize, mr: usize) {
@@ -345,9 +369,16 @@ fn pack_a(out: &mut [f32], a: Strided, i0: usize, rows: usize, p0: usize, kc: us
         }
         if a.rs == 1 {
             // a transposed (dyᵀ in the weight gradient): a row of the panel is contiguous.
-            for p in 0..kc {
-                let s = (p0 + p) * a.cs + i0 + r0;
-                pan[p * mr..p * mr + r].copy_from_slice(&a.data[s..s + r]);
+            let rows = (0..kc).map(|p| (p0 + p) * a.cs + i0 + r0);
+            match (r == mr, mr) {
+                (true, 12) => copy_rows::<12>(pan, a.data, rows),
+                (true, 6) => copy_rows::<6>(pan, a.data, rows),
+                (true, 4) => copy_rows::<4>(pan, a.data, rows),
+                _ => {
+                    for (p, s) in rows.enumerate() {
+                        pan[p * mr..p * mr + r].copy_from_slice(&a.data[s..s + r]);
+                    }
+                }
             }
         } else {
             for i in 0..r {
