@@ -291,7 +291,7 @@ pub fn dropout_backward(mask: &[f32], d: &mut [f32]) {
 
 /// The model's arithmetic for the shared attention math ([`csipose_attn_core`]): dot products
 /// and sums added in element order, the standard library's `exp`.
-struct ModelNumerics;
+pub(crate) struct ModelNumerics;
 
 impl csipose_attn_core::Numerics for ModelNumerics {
     #[inline(always)]
@@ -315,7 +315,7 @@ impl csipose_attn_core::Numerics for ModelNumerics {
 /// Multi-head self-attention core for `batch` samples of `p` tokens. `qkv` is `[batch·p, 3d]`
 /// (q, k, v side by side, head h at columns `h·dh..`); writes `ctx [batch·p, d]` and the
 /// attention probabilities `probs [batch, heads, p, p]`. Each (sample, head, query) is
-/// [`csipose_attn_core::attend`] with scale `1/√dh`.
+/// [`csipose_attn_core::attend`] with scale `1/√dh`, vectorised in [`crate::attention`].
 pub fn attention_forward(
     qkv: &[f32],
     ctx: &mut [f32],
@@ -325,30 +325,7 @@ pub fn attention_forward(
     d: usize,
     heads: usize,
 ) {
-    let dh = d / heads;
-    let scale = 1.0 / (dh as f32).sqrt();
-    ctx[..batch * p * d]
-        .par_chunks_mut(p * d)
-        .zip(probs[..batch * heads * p * p].par_chunks_mut(heads * p * p))
-        .enumerate()
-        .for_each(|(b, (cb, pb))| {
-            let qb = &qkv[b * p * 3 * d..(b + 1) * p * 3 * d];
-            for h in 0..heads {
-                let ph = &mut pb[h * p * p..(h + 1) * p * p];
-                let key = |j: usize| &qb[j * 3 * d + d + h * dh..][..dh];
-                let value = |j: usize| &qb[j * 3 * d + 2 * d + h * dh..][..dh];
-                for i in 0..p {
-                    csipose_attn_core::attend::<ModelNumerics>(
-                        &qb[i * 3 * d + h * dh..][..dh],
-                        key,
-                        value,
-                        scale,
-                        &mut ph[i * p..(i + 1) * p],
-                        &mut cb[i * d + h * dh..i * d + (h + 1) * dh],
-                    );
-                }
-            }
-        });
+    crate::attention::forward(qkv, ctx, probs, batch, p, d, heads)
 }
 
 /// Backward of [`attention_forward`]: `dqkv [batch·p, 3d]` overwritten from `dctx`.
@@ -363,124 +340,7 @@ pub fn attention_backward(
     d: usize,
     heads: usize,
 ) {
-    dqkv[..batch * p * 3 * d]
-        .par_chunks_mut(p * 3 * d)
-        .enumerate()
-        .for_each(|(b, gb)| {
-            gb.fill(0.0);
-            let qb = &qkv[b * p * 3 * d..(b + 1) * p * 3 * d];
-            let dcb = &dctx[b * p * d..(b + 1) * p * d];
-            let mut ds_stack = [0.0f32; 64];
-            let mut ds_heap = Vec::new();
-            let ds: &mut [f32] = if p <= 64 {
-                &mut ds_stack[..p]
-            } else {
-                ds_heap.resize(p, 0.0);
-                &mut ds_heap
-            };
-            let pb = &probs[b * heads * p * p..(b + 1) * heads * p * p];
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2, checked just above.
-                unsafe { attention_backward_sample_avx2(qb, pb, dcb, gb, ds, p, d, heads) };
-                return;
-            }
-            attention_backward_sample(qb, pb, dcb, gb, ds, p, d, heads);
-        });
-}
-
-/// [`attention_backward_sample`] compiled for AVX2 (a closure through [`wide`] is too large
-/// to be inlined there).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attention_backward_sample_avx2(
-    qb: &[f32],
-    probs: &[f32],
-    dcb: &[f32],
-    gb: &mut [f32],
-    ds: &mut [f32],
-    p: usize,
-    d: usize,
-    heads: usize,
-) {
-    attention_backward_sample(qb, probs, dcb, gb, ds, p, d, heads)
-}
-
-/// One head's q, k and v gradients inside one sample's `[p, 3d]` gradient rows: the query `i`'s
-/// q columns and every token's k and v columns of head `h`.
-struct SampleGrads<'g> {
-    gb: &'g mut [f32],
-    /// Offset of query `i`'s q columns of the head.
-    qo: usize,
-    /// Offset of the head's k columns in token 0's row (v follows `d` later).
-    ko: usize,
-    dh: usize,
-    /// Floats per token row (`3d`).
-    row: usize,
-    d: usize,
-}
-
-impl csipose_attn_core::HeadGrads for SampleGrads<'_> {
-    #[inline(always)]
-    fn dq(&mut self) -> &mut [f32] {
-        &mut self.gb[self.qo..self.qo + self.dh]
-    }
-    #[inline(always)]
-    fn dk(&mut self, j: usize) -> &mut [f32] {
-        let o = j * self.row + self.ko;
-        &mut self.gb[o..o + self.dh]
-    }
-    #[inline(always)]
-    fn dv(&mut self, j: usize) -> &mut [f32] {
-        let o = j * self.row + self.ko + self.d;
-        &mut self.gb[o..o + self.dh]
-    }
-}
-
-/// One sample of [`attention_backward`]: `gb [p, 3d]` (zeroed) accumulates the q, k and v
-/// gradients from `dcb [p, d]`, query by query and head by head through
-/// [`csipose_attn_core::attend_backward`]; `ds` is scratch of `p` values.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn attention_backward_sample(
-    qb: &[f32],
-    probs: &[f32],
-    dcb: &[f32],
-    gb: &mut [f32],
-    ds: &mut [f32],
-    p: usize,
-    d: usize,
-    heads: usize,
-) {
-    let dh = d / heads;
-    let scale = 1.0 / (dh as f32).sqrt();
-    for h in 0..heads {
-        let ph = &probs[h * p * p..(h + 1) * p * p];
-        let key = |j: usize| &qb[j * 3 * d + d + h * dh..][..dh];
-        let value = |j: usize| &qb[j * 3 * d + 2 * d + h * dh..][..dh];
-        for i in 0..p {
-            let qo = i * 3 * d + h * dh;
-            let mut grads = SampleGrads {
-                gb: &mut *gb,
-                qo,
-                ko: d + h * dh,
-                dh,
-                row: 3 * d,
-                d,
-            };
-            csipose_attn_core::attend_backward::<ModelNumerics>(
-                &qb[qo..qo + dh],
-                key,
-                value,
-                &ph[i * p..(i + 1) * p],
-                &dcb[i * d + h * dh..i * d + (h + 1) * dh],
-                scale,
-                ds,
-                &mut grads,
-            );
-        }
-    }
+    crate::attention::backward(qkv, probs, dctx, dqkv, batch, p, d, heads)
 }
 
 /// Attention pooling: score `s_t = h_t · w + b`, `a = softmax_t(s)`, `z = Σ_t a_t h_t`.

@@ -5,6 +5,7 @@
 //! forward/backward as a sequence of those parts (`model`), the vectorised dropout mask
 //! (`dropout`), and the seeded RNG the engine and training share.
 
+mod attention;
 mod blocks;
 pub mod config;
 pub mod dropout;
