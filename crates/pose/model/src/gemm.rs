@@ -5,7 +5,8 @@
 //! AVX2+FMA 6 × 16, portable 4 × 8), chosen once from the shared detector `csipose-cpu`.
 //!
 //! The loop (BLIS order): the inner dimension in blocks of [`KC`]; per block, `b` packed once
-//! into `NR`-column panels (`kc × NR`, contiguous, zero-padded past `n`), then the rows in
+//! into `NR`-column panels (`kc × NR`, contiguous, zero-padded past `n`; a row-major `b`'s
+//! full panels are read in place at its row stride instead), then the rows in
 //! blocks of `MC` (a multiple of `MR`), each packed into `MR`-row panels (`kc × MR`,
 //! zero-padded past `m`); for every `NR` panel of `b` (kept in L1) the kernel runs down the
 //! row block's `MR` panels (in L2). Full tiles are written in place; tiles at the edges are
@@ -29,14 +30,15 @@ pub trait MicroKernel {
     /// Row block (a multiple of `MR`) packed at once and walked per `b` panel.
     const MC: usize;
 
-    /// `c[i * ldc + j] (+)= Σ_p a[i * lda + p * acs] · b[p * NR + j]` for `i < MR`,
+    /// `c[i * ldc + j] (+)= Σ_p a[i * lda + p * acs] · b[p * ldb + j]` for `i < MR`,
     /// `j < NR` (adds to `c` when `accumulate`, else overwrites). `a` is either a packed
     /// panel (`lda = 1`, `acs = MR`) or `MR` rows of a row-major matrix read in place
-    /// (`lda` its row stride, `acs = 1`).
+    /// (`lda` its row stride, `acs = 1`); `b` a packed panel (`ldb = NR`) or `NR` columns of
+    /// a row-major matrix read in place (`ldb` its row stride).
     ///
     /// # Safety
     /// The CPU supports the kernel's instruction set; `a` covers every `(i, p)` above, `b`
-    /// holds `kc * NR` floats, and `c` covers `MR` rows of `NR` columns at stride `ldc`.
+    /// every `(p, j)`, and `c` covers `MR` rows of `NR` columns at stride `ldc`.
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         kc: usize,
@@ -44,6 +46,7 @@ pub trait MicroKernel {
         lda: usize,
         acs: usize,
         b: *const f32,
+        ldb: usize,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
@@ -207,14 +210,26 @@ fn run<K: MicroKernel>(
     let (mr, nr) = (K::MR, K::NR);
     let npanels = n.div_ceil(nr);
     let kc_max = k.min(KC);
-    let mut bp = take(&PACK_B, npanels * nr * kc_max);
+    // A row-major `b` (unit column stride) is read in place by full panels (NR columns of
+    // its rows, at its row stride); other layouts, and a partial last panel, are packed.
+    let packed_b_from = if b.cs == 1 { n / nr } else { 0 };
+    let bpanels = npanels - packed_b_from;
+    let mut bp = take(&PACK_B, bpanels * nr * kc_max);
     let c = &mut c[..m * n];
     let mut p0 = 0;
     while p0 < k {
         let kc = (k - p0).min(KC);
         let acc = accumulate || p0 > 0;
-        pack_b(&mut bp[..npanels * nr * kc], b, p0, kc, n, nr);
-        let bp = &bp[..npanels * nr * kc];
+        // The packed panels: columns from `j_packed` on.
+        let j_packed = packed_b_from * nr;
+        if bpanels > 0 {
+            let rest = Strided {
+                data: &b.data[j_packed * b.cs..],
+                ..b
+            };
+            pack_b(&mut bp[..bpanels * nr * kc], rest, p0, kc, n - j_packed, nr);
+        }
+        let bp = &bp[..bpanels * nr * kc];
         let block = |(ib, cb): (usize, &mut [f32])| {
             let i0 = ib * K::MC;
             let rows = cb.len() / n;
@@ -237,7 +252,14 @@ fn run<K: MicroKernel>(
             for jp in 0..npanels {
                 let j0 = jp * nr;
                 let cols = (n - j0).min(nr);
-                let bpan = &bp[jp * nr * kc..(jp + 1) * nr * kc];
+                let (bpan, ldb) = if jp < packed_b_from {
+                    // SAFETY: rows p0 .. p0 + kc, columns j0 .. j0 + NR of `b` lie inside its
+                    // slice (the caller checked the last element).
+                    (unsafe { b.data.as_ptr().add(p0 * b.rs + j0) }, b.rs)
+                } else {
+                    let q = jp - packed_b_from;
+                    (bp[q * nr * kc..(q + 1) * nr * kc].as_ptr(), nr)
+                };
                 for ip in 0..mpanels {
                     let r0 = ip * mr;
                     let r = (rows - r0).min(mr);
@@ -263,7 +285,8 @@ fn run<K: MicroKernel>(
                                 apan,
                                 lda,
                                 acs,
-                                bpan.as_ptr(),
+                                bpan,
+                                ldb,
                                 cb.as_mut_ptr().add(r0 * n + j0),
                                 n,
                                 acc,
@@ -274,7 +297,7 @@ fn run<K: MicroKernel>(
                         debug_assert!(mr * nr <= t.len());
                         // SAFETY: as above, into the scratch tile of MR × NR ≤ 12 × 32.
                         unsafe {
-                            K::tile(kc, apan, lda, acs, bpan.as_ptr(), t.as_mut_ptr(), nr, false)
+                            K::tile(kc, apan, lda, acs, bpan, ldb, t.as_mut_ptr(), nr, false)
                         };
                         for i in 0..r {
                             let dst = &mut cb[(r0 + i) * n + j0..(r0 + i) * n + j0 + cols];
@@ -310,21 +333,7 @@ fn pack_b(out: &mut [f32], b: Strided, p0: usize, kc: usize, n: usize, nr: usize
         let j0 = jp * nr;
         let cols = (n - j0).min(nr);
         let pan = &mut out[jp * kc * nr..(jp + 1) * kc * nr];
-        if b.cs == 1 && cols == nr {
-            // Full panel: rows of a length known at compile time, copied inline (a `memcpy`
-            // call per 32 floats costs more than the copy).
-            let rows = (0..kc).map(|p| (p0 + p) * b.rs + j0);
-            match nr {
-                32 => copy_rows::<32>(pan, b.data, rows),
-                16 => copy_rows::<16>(pan, b.data, rows),
-                8 => copy_rows::<8>(pan, b.data, rows),
-                _ => {
-                    for (p, s) in rows.enumerate() {
-                        pan[p * nr..(p + 1) * nr].copy_from_slice(&b.data[s..s + nr]);
-                    }
-                }
-            }
-        } else if b.cs == 1 {
+        if b.cs == 1 {
             for p in 0..kc {
                 let s = (p0 + p) * b.rs + j0;
                 pan[p * nr..p * nr + cols].copy_from_slice(&b.data[s..s + cols]);
@@ -407,6 +416,7 @@ impl MicroKernel for Portable {
         lda: usize,
         acs: usize,
         b: *const f32,
+        ldb: usize,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
@@ -417,7 +427,7 @@ impl MicroKernel for Portable {
             let (av, bp) = unsafe {
                 (
                     [0, 1, 2, 3].map(|i| *a.add(i * lda + p * acs)),
-                    std::slice::from_raw_parts(b.add(p * 8), 8),
+                    std::slice::from_raw_parts(b.add(p * ldb), 8),
                 )
             };
             for i in 0..4 {
@@ -457,6 +467,7 @@ macro_rules! x86_kernel {
                 lda: usize,
                 acs: usize,
                 b: *const f32,
+                ldb: usize,
                 c: *mut f32,
                 ldc: usize,
                 accumulate: bool,
@@ -465,16 +476,16 @@ macro_rules! x86_kernel {
                 // SAFETY: forwarded contract; the caller checked the instruction set.
                 unsafe {
                     if acs == 1 {
-                        $fn::<false>(kc, a, lda, b, c, ldc, accumulate)
+                        $fn::<false>(kc, a, lda, b, ldb, c, ldc, accumulate)
                     } else {
                         debug_assert!(lda == 1 && acs == $mr);
-                        $fn::<true>(kc, a, lda, b, c, ldc, accumulate)
+                        $fn::<true>(kc, a, lda, b, ldb, c, ldc, accumulate)
                     }
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 // SAFETY: never selected off x86-64 (`Isa::available` is false there).
                 unsafe {
-                    Portable::tile(kc, a, lda, acs, b, c, ldc, accumulate)
+                    Portable::tile(kc, a, lda, acs, b, ldb, c, ldc, accumulate)
                 }
             }
         }
@@ -486,6 +497,7 @@ macro_rules! x86_kernel {
             a: *const f32,
             lda: usize,
             b: *const f32,
+            ldb: usize,
             c: *mut f32,
             ldc: usize,
             accumulate: bool,
@@ -497,7 +509,7 @@ macro_rules! x86_kernel {
                 for p in 0..kc {
                     let mut bv = [$zero(); $nv];
                     for (v, x) in bv.iter_mut().enumerate() {
-                        *x = $load(b.add(p * $nv * $lanes + v * $lanes));
+                        *x = $load(b.add(p * ldb + v * $lanes));
                     }
                     for (i, row) in acc.iter_mut().enumerate() {
                         let off = if PACKED { p * $mr + i } else { i * lda + p };
