@@ -4,10 +4,13 @@
 //! library's `exp`), laid out for vectors. Per sample and head the keys (forward) or values
 //! (backward) are transposed into `[dh, p]` scratch so that one query's `p` dot products run
 //! side by side in vector lanes, each still adding its `dh` products in order from the same
-//! start; the softmax is attn-core's own ([`csipose_attn_core::softmax`]); the `y += a·x`
-//! updates along a head's `dh` columns run in blocks of eight. Each output element sees the
-//! same operations in the same order as attn-core's scalar steps, so the results are equal
-//! bit for bit (tested against them, compiled for AVX2 and portable).
+//! start; the softmax is attn-core's own ([`csipose_attn_core::softmax`]); the sums of
+//! `y += a·x` updates (the context, and the q, k and v gradients) run output row by output
+//! row with 16 or 8 columns of partial sums in registers, each adding its terms in the order
+//! attn-core's steps add them, from zero (so the gradient rows are written, not zeroed and
+//! accumulated). Each output element sees the same operations in the same order as attn-core's
+//! scalar steps, so the results are equal bit for bit (tested against them, compiled for AVX2
+//! and portable).
 
 use crate::layers::ModelNumerics;
 use rayon::prelude::*;
@@ -22,23 +25,54 @@ fn dot_start() -> f32 {
     std::iter::empty::<f32>().sum()
 }
 
-/// `y += a · x` over `min(x.len(), y.len())` elements (one multiply and one add each, as
-/// [`csipose_attn_core::axpy`]), in blocks of eight.
+/// `dst[at(r)..][..dh] = Σ_s coef(r, s) · row(s)` for `r < n_out`, the sum over `s < n_sum`
+/// in order from 0 — each element what a zeroed destination holds after
+/// [`csipose_attn_core::axpy`]`(coef(r, s), row(s), ·)` for `s = 0, 1, …` — with the partial
+/// sums of 16 or 8 columns kept in registers.
 #[inline(always)]
-fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    let n = x.len().min(y.len());
-    let (x, y) = (&x[..n], &mut y[..n]);
-    let mut yc = y.chunks_exact_mut(LANES);
-    let mut xc = x.chunks_exact(LANES);
-    for (yb, xb) in (&mut yc).zip(&mut xc) {
-        let yb: &mut [f32; LANES] = yb.try_into().unwrap();
-        let xb: &[f32; LANES] = xb.try_into().unwrap();
-        for l in 0..LANES {
-            yb[l] += a * xb[l];
+fn combine<'a>(
+    n_out: usize,
+    n_sum: usize,
+    dh: usize,
+    coef: impl Fn(usize, usize) -> f32,
+    row: impl Fn(usize) -> &'a [f32],
+    dst: &mut [f32],
+    at: impl Fn(usize) -> usize,
+) {
+    for r in 0..n_out {
+        let o = &mut dst[at(r)..][..dh];
+        let mut t0 = 0;
+        while t0 + 2 * LANES <= dh {
+            let mut acc = [0.0f32; 2 * LANES];
+            for s in 0..n_sum {
+                let c = coef(r, s);
+                let x: &[f32; 2 * LANES] = row(s)[t0..t0 + 2 * LANES].try_into().unwrap();
+                for l in 0..2 * LANES {
+                    acc[l] += c * x[l];
+                }
+            }
+            o[t0..t0 + 2 * LANES].copy_from_slice(&acc);
+            t0 += 2 * LANES;
         }
-    }
-    for (yi, xi) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
-        *yi += a * xi;
+        if t0 + LANES <= dh {
+            let mut acc = [0.0f32; LANES];
+            for s in 0..n_sum {
+                let c = coef(r, s);
+                let x: &[f32; LANES] = row(s)[t0..t0 + LANES].try_into().unwrap();
+                for l in 0..LANES {
+                    acc[l] += c * x[l];
+                }
+            }
+            o[t0..t0 + LANES].copy_from_slice(&acc);
+            t0 += LANES;
+        }
+        for t in t0..dh {
+            let mut acc = 0.0f32;
+            for s in 0..n_sum {
+                acc += coef(r, s) * row(s)[t];
+            }
+            o[t] = acc;
+        }
     }
 }
 
@@ -83,9 +117,10 @@ fn dots(x: &[f32], mt: &[f32], pp: usize, out: &mut [f32]) {
     }
 }
 
-/// Scratch floats one sample needs: a transposed head (`dh × pp`) and `p` scores.
+/// Scratch floats one sample needs: a transposed head (`dh × pp`) and a head's `p × p`
+/// score gradients.
 fn scratch_len(p: usize, dh: usize) -> usize {
-    dh * p.next_multiple_of(LANES) + p
+    dh * p.next_multiple_of(LANES) + p * p
 }
 
 /// Multi-head self-attention core for `batch` samples of `p` tokens. `qkv` is `[batch·p, 3d]`
@@ -179,12 +214,18 @@ fn forward_sample(
                 *v *= scale;
             }
             csipose_attn_core::softmax::<ModelNumerics>(s, 1.0);
-            let out = &mut cb[i * d + h * dh..i * d + (h + 1) * dh];
-            out.fill(0.0);
-            for (j, &pj) in s.iter().enumerate() {
-                axpy(pj, &qb[j * 3 * d + 2 * d + h * dh..][..dh], out);
-            }
         }
+        // The context `o_i = Σ_j p_ij v_j` (attn-core's `attend`: zeroed, then `j` in order).
+        let ph = &*ph;
+        combine(
+            p,
+            p,
+            dh,
+            |i, j| ph[i * p + j],
+            |j| &qb[j * 3 * d + 2 * d + h * dh..][..dh],
+            cb,
+            |i| i * d + h * dh,
+        );
     }
 }
 
@@ -275,35 +316,56 @@ fn backward_sample(
     let pp = p.next_multiple_of(LANES);
     let scale = 1.0 / (dh as f32).sqrt();
     let row = 3 * d;
-    gb.fill(0.0);
-    let (vt, rest) = scratch.split_at_mut(dh * pp);
-    let ds = &mut rest[..p];
+    let (vt, ds) = scratch.split_at_mut(dh * pp);
+    let ds = &mut ds[..p * p];
     for h in 0..heads {
         let ph = &pb[h * p * p..(h + 1) * p * p];
         let (qo, ko, vo) = (h * dh, d + h * dh, 2 * d + h * dh);
         transpose(|j| &qb[j * row + vo..][..dh], p, dh, pp, vt);
+        // Per query: dp_j = dout·v_j, w = Σ_j p_j dp_j (in order from 0), and
+        // ds_j = p_j (dp_j − w) · scale.
         for i in 0..p {
             let probs = &ph[i * p..(i + 1) * p];
-            let dout = &dcb[i * d + h * dh..][..dh];
-            dots(dout, vt, pp, ds);
+            let dsi = &mut ds[i * p..(i + 1) * p];
+            dots(&dcb[i * d + h * dh..][..dh], vt, pp, dsi);
             let mut w = 0.0f32;
-            for j in 0..p {
-                let pj = probs[j];
-                axpy(pj, dout, &mut gb[j * row + vo..][..dh]);
-                w += pj * ds[j];
+            for (&pj, &dp) in probs.iter().zip(dsi.iter()) {
+                w += pj * dp;
             }
-            for (s, &pj) in ds.iter_mut().zip(probs) {
+            for (s, &pj) in dsi.iter_mut().zip(probs) {
                 *s = pj * (*s - w) * scale;
             }
-            let dq = &mut gb[i * row + qo..][..dh];
-            for (j, &s) in ds.iter().enumerate() {
-                axpy(s, &qb[j * row + ko..][..dh], dq);
-            }
-            let q = &qb[i * row + qo..][..dh];
-            for (j, &s) in ds.iter().enumerate() {
-                axpy(s, q, &mut gb[j * row + ko..][..dh]);
-            }
         }
+        // Each gradient element sums its terms over the queries (dv, dk) or items (dq) in
+        // the order attend_backward adds them, from zero.
+        let ds = &*ds;
+        combine(
+            p,
+            p,
+            dh,
+            |j, i| ph[i * p + j],
+            |i| &dcb[i * d + h * dh..][..dh],
+            gb,
+            |j| j * row + vo,
+        );
+        combine(
+            p,
+            p,
+            dh,
+            |i, j| ds[i * p + j],
+            |j| &qb[j * row + ko..][..dh],
+            gb,
+            |i| i * row + qo,
+        );
+        combine(
+            p,
+            p,
+            dh,
+            |j, i| ds[i * p + j],
+            |i| &qb[i * row + qo..][..dh],
+            gb,
+            |j| j * row + ko,
+        );
     }
 }
 
