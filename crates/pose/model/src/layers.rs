@@ -139,28 +139,67 @@ pub fn layernorm_forward(
     d: usize,
 ) {
     y[..rows * d]
-        .par_chunks_mut(d)
-        .zip(mean[..rows].par_iter_mut())
-        .zip(rstd[..rows].par_iter_mut())
+        .par_chunks_mut(LN_ROWS * d)
+        .zip(mean[..rows].par_chunks_mut(LN_ROWS))
+        .zip(rstd[..rows].par_chunks_mut(LN_ROWS))
         .enumerate()
-        .with_min_len(64)
-        .for_each(|(r, ((yr, m), rs))| {
-            let xr = &x[r * d..(r + 1) * d];
-            (*m, *rs) = wide(|| layernorm_row(xr, gamma, beta, yr));
+        .with_min_len(8)
+        .for_each(|(g, ((yg, mg), rg))| {
+            let xg = &x[g * LN_ROWS * d..][..yg.len()];
+            wide(|| layernorm_rows(xg, gamma, beta, yg, mg, rg));
         });
 }
 
-/// One row of [`layernorm_forward`]: writes `yr`, returns the row's mean and 1/std.
+/// Rows LayerNorm handles side by side: their sums are independent chains, so they overlap
+/// instead of each waiting out the latency of its own `d` additions.
+const LN_ROWS: usize = 8;
+
+/// What `Sum` for `f32` folds from, so sums written out as loops round as `iter().sum()` does.
 #[inline(always)]
-fn layernorm_row(xr: &[f32], gamma: &[f32], beta: &[f32], yr: &mut [f32]) -> (f32, f32) {
-    let d = xr.len();
-    let mu = xr.iter().sum::<f32>() / d as f32;
-    let var = xr.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / d as f32;
-    let s = 1.0 / (var + LN_EPS).sqrt();
+fn sum_start() -> f32 {
+    std::iter::empty::<f32>().sum()
+}
+
+/// Up to [`LN_ROWS`] rows of [`layernorm_forward`] (`mean.len()` of them): writes `y` and each
+/// row's mean and 1/std. Per row, exactly `mu = Σ x / d`, `var = Σ (x − mu)² / d` (sums in
+/// element order, as `iter().sum()`), `s = 1/√(var + eps)`, `y = (x − mu)·s·γ + β`.
+#[inline(always)]
+fn layernorm_rows(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+) {
+    let n = mean.len();
+    let d = x.len() / n;
+    let mut acc = [sum_start(); LN_ROWS];
     for i in 0..d {
-        yr[i] = (xr[i] - mu) * s * gamma[i] + beta[i];
+        for (l, a) in acc[..n].iter_mut().enumerate() {
+            *a += x[l * d + i];
+        }
     }
-    (mu, s)
+    let mut mu = [0.0f32; LN_ROWS];
+    for l in 0..n {
+        mu[l] = acc[l] / d as f32;
+    }
+    let mut acc = [sum_start(); LN_ROWS];
+    for i in 0..d {
+        for (l, a) in acc[..n].iter_mut().enumerate() {
+            let v = x[l * d + i];
+            *a += (v - mu[l]) * (v - mu[l]);
+        }
+    }
+    for l in 0..n {
+        let var = acc[l] / d as f32;
+        let s = 1.0 / (var + LN_EPS).sqrt();
+        let (xr, yr) = (&x[l * d..(l + 1) * d], &mut y[l * d..(l + 1) * d]);
+        for i in 0..d {
+            yr[i] = (xr[i] - mu[l]) * s * gamma[i] + beta[i];
+        }
+        (mean[l], rstd[l]) = (mu[l], s);
+    }
 }
 
 /// LayerNorm backward: `dx` overwritten, `dgamma`, `dbeta` accumulated.
@@ -177,65 +216,181 @@ pub fn layernorm_backward(
     rows: usize,
     d: usize,
 ) {
-    for r in 0..rows {
-        let (mu, s) = (mean[r], rstd[r]);
-        for i in 0..d {
-            let g = dy[r * d + i];
-            dgamma[i] += g * (x[r * d + i] - mu) * s;
-            dbeta[i] += g;
-        }
-    }
-    dx[..rows * d]
-        .par_chunks_mut(d)
-        .enumerate()
-        .with_min_len(64)
-        .for_each(|(r, dxr)| {
+    let (dgamma, dbeta) = (&mut dgamma[..d], &mut dbeta[..d]);
+    wide(|| {
+        for r in 0..rows {
+            let (mu, s) = (mean[r], rstd[r]);
             let (xr, dyr) = (&x[r * d..(r + 1) * d], &dy[r * d..(r + 1) * d]);
+            for i in 0..d {
+                let g = dyr[i];
+                dgamma[i] += g * (xr[i] - mu) * s;
+                dbeta[i] += g;
+            }
+        }
+    });
+    dx[..rows * d]
+        .par_chunks_mut(LN_ROWS * d)
+        .enumerate()
+        .with_min_len(8)
+        .for_each(|(g, dxg)| {
+            let r0 = g * LN_ROWS;
+            let n = dxg.len() / d;
+            let (xg, dyg) = (&x[r0 * d..][..n * d], &dy[r0 * d..][..n * d]);
+            let (mg, sg) = (&mean[r0..r0 + n], &rstd[r0..r0 + n]);
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2, checked just above.
-                unsafe { layernorm_row_backward_avx2(xr, gamma, mean[r], rstd[r], dyr, dxr) };
+                unsafe { layernorm_rows_backward_avx2(xg, gamma, mg, sg, dyg, dxg) };
                 return;
             }
-            layernorm_row_backward(xr, gamma, mean[r], rstd[r], dyr, dxr);
+            layernorm_rows_backward(xg, gamma, mg, sg, dyg, dxg);
         });
 }
 
-/// [`layernorm_row_backward`] compiled for AVX2.
+/// [`layernorm_rows_backward`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU supports AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn layernorm_row_backward_avx2(
-    xr: &[f32],
+unsafe fn layernorm_rows_backward_avx2(
+    x: &[f32],
     gamma: &[f32],
-    mu: f32,
-    s: f32,
-    dyr: &[f32],
-    dxr: &mut [f32],
+    mean: &[f32],
+    rstd: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
 ) {
-    layernorm_row_backward(xr, gamma, mu, s, dyr, dxr)
+    layernorm_rows_backward(x, gamma, mean, rstd, dy, dx)
 }
 
-/// One row of [`layernorm_backward`]'s input gradient.
+/// Up to [`LN_ROWS`] rows (`mean.len()`) of [`layernorm_backward`]'s input gradient, side by
+/// side. Per row, exactly: `Σ g` and `Σ g·(x − mu)·s` with `g = dy·γ` (in element order from
+/// 0), then `dx = s·(g − Σg/d − x̂·Σgx̂/d)` with `x̂ = (x − mu)·s`.
 #[inline(always)]
-fn layernorm_row_backward(
-    xr: &[f32],
+fn layernorm_rows_backward(
+    x: &[f32],
     gamma: &[f32],
-    mu: f32,
-    s: f32,
-    dyr: &[f32],
-    dxr: &mut [f32],
+    mean: &[f32],
+    rstd: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
 ) {
-    let d = xr.len();
-    let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
+    let n = mean.len();
+    let d = x.len() / n;
+    let (mut sum_g, mut sum_gx) = ([0.0f32; LN_ROWS], [0.0f32; LN_ROWS]);
     for i in 0..d {
-        let g = dyr[i] * gamma[i];
-        sum_g += g;
-        sum_gx += g * (xr[i] - mu) * s;
+        for l in 0..n {
+            let g = dy[l * d + i] * gamma[i];
+            sum_g[l] += g;
+            sum_gx[l] += g * (x[l * d + i] - mean[l]) * rstd[l];
+        }
     }
-    let (mg, mgx) = (sum_g / d as f32, sum_gx / d as f32);
-    for i in 0..d {
-        let xhat = (xr[i] - mu) * s;
-        dxr[i] = s * (dyr[i] * gamma[i] - mg - xhat * mgx);
+    for l in 0..n {
+        let (mu, s) = (mean[l], rstd[l]);
+        let (mg, mgx) = (sum_g[l] / d as f32, sum_gx[l] / d as f32);
+        let (xr, dyr, dxr) = (
+            &x[l * d..(l + 1) * d],
+            &dy[l * d..(l + 1) * d],
+            &mut dx[l * d..(l + 1) * d],
+        );
+        for i in 0..d {
+            let xhat = (xr[i] - mu) * s;
+            dxr[i] = s * (dyr[i] * gamma[i] - mg - xhat * mgx);
+        }
+    }
+}
+
+#[cfg(test)]
+mod layernorm_tests {
+    use super::*;
+
+    /// The one-row-at-a-time LayerNorm the side-by-side rows must equal bit for bit.
+    fn reference(x: &[f32], gamma: &[f32], beta: &[f32], dy: &[f32], d: usize) -> [Vec<f32>; 5] {
+        let rows = x.len() / d;
+        let (mut y, mut mean, mut rstd, mut dx) = (
+            vec![0.0; rows * d],
+            vec![0.0; rows],
+            vec![0.0; rows],
+            vec![0.0; rows * d],
+        );
+        let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
+        for r in 0..rows {
+            let xr = &x[r * d..(r + 1) * d];
+            let mu = xr.iter().sum::<f32>() / d as f32;
+            let var = xr.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / d as f32;
+            let s = 1.0 / (var + LN_EPS).sqrt();
+            for i in 0..d {
+                y[r * d + i] = (xr[i] - mu) * s * gamma[i] + beta[i];
+            }
+            (mean[r], rstd[r]) = (mu, s);
+            let dyr = &dy[r * d..(r + 1) * d];
+            let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
+            for i in 0..d {
+                let g = dyr[i] * gamma[i];
+                sum_g += g;
+                sum_gx += g * (xr[i] - mu) * s;
+                dgamma[i] += dyr[i] * (xr[i] - mu) * s;
+                dbeta[i] += dyr[i];
+            }
+            let (mg, mgx) = (sum_g / d as f32, sum_gx / d as f32);
+            for i in 0..d {
+                let xhat = (xr[i] - mu) * s;
+                dx[r * d + i] = s * (dyr[i] * gamma[i] - mg - xhat * mgx);
+            }
+        }
+        [y, mean, rstd, dx, [dgamma, dbeta].concat()]
+    }
+
+    fn same(a: &[f32], b: &[f32], what: &str) {
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert_eq!(x.to_bits(), y.to_bits(), "{what}[{i}]: {x} vs {y}");
+        }
+    }
+
+    /// Forward and backward equal the row-at-a-time formulas bit for bit, through the public
+    /// entry points (AVX2 where the CPU has it) and the portable row groups, with row counts
+    /// that leave a partial group.
+    #[test]
+    fn side_by_side_rows_equal_one_row_at_a_time() {
+        let mut rng = crate::rng::Rng::new(11);
+        for &(rows, d) in &[(1, 5), (7, 96), (8, 96), (23, 128), (320, 96), (13, 33)] {
+            let v = |n: usize, rng: &mut crate::rng::Rng, sc: f32| -> Vec<f32> {
+                (0..n).map(|_| sc * rng.normal() as f32 + 0.3).collect()
+            };
+            let (x, gamma, beta, dy) = (
+                v(rows * d, &mut rng, 2.0),
+                v(d, &mut rng, 1.0),
+                v(d, &mut rng, 1.0),
+                v(rows * d, &mut rng, 1.0),
+            );
+            let want = reference(&x, &gamma, &beta, &dy, d);
+            let (mut y, mut mean, mut rstd) =
+                (vec![0.0; rows * d], vec![0.0; rows], vec![0.0; rows]);
+            layernorm_forward(&x, &gamma, &beta, &mut y, &mut mean, &mut rstd, rows, d);
+            same(&y, &want[0], "y");
+            same(&mean, &want[1], "mean");
+            same(&rstd, &want[2], "rstd");
+            let (mut dx, mut dg, mut db) = (vec![0.0; rows * d], vec![0.0; d], vec![0.0; d]);
+            layernorm_backward(
+                &x, &gamma, &mean, &rstd, &dy, &mut dx, &mut dg, &mut db, rows, d,
+            );
+            same(&dx, &want[3], "dx");
+            same(&[dg, db].concat(), &want[4], "dgamma, dbeta");
+            // The portable row groups (the entry points above took AVX2 where it exists).
+            for r0 in (0..rows).step_by(LN_ROWS) {
+                let n = (rows - r0).min(LN_ROWS);
+                let (xg, dyg) = (&x[r0 * d..(r0 + n) * d], &dy[r0 * d..(r0 + n) * d]);
+                let (mut yg, mut mg, mut sg) = (vec![0.0; n * d], vec![0.0; n], vec![0.0; n]);
+                layernorm_rows(xg, &gamma, &beta, &mut yg, &mut mg, &mut sg);
+                same(&yg, &want[0][r0 * d..(r0 + n) * d], "portable y");
+                same(&mg, &want[1][r0..r0 + n], "portable mean");
+                same(&sg, &want[2][r0..r0 + n], "portable rstd");
+                let mut dxg = vec![0.0; n * d];
+                layernorm_rows_backward(xg, &gamma, &mg, &sg, dyg, &mut dxg);
+                same(&dxg, &want[3][r0 * d..(r0 + n) * d], "portable dx");
+            }
+        }
     }
 }
 
