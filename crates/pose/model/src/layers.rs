@@ -444,6 +444,99 @@ pub fn dropout_backward(mask: &[f32], d: &mut [f32]) {
     })
 }
 
+/// One dropout site's draw: the probability and the key of its mask ([`dropout_forward`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DropDraw {
+    pub p: f32,
+    pub key: u64,
+}
+
+/// [`gelu_forward`] then, when `drop` is given, [`dropout_forward`] on `y` (recording the
+/// mask), fused chunk by chunk while a chunk is in cache: the same operations on the same
+/// values, so the same results bit for bit.
+pub fn gelu_dropout_forward(x: &[f32], y: &mut [f32], drop: Option<(DropDraw, &mut [f32])>) {
+    let Some((dr, mask)) = drop else {
+        return gelu_forward(x, y);
+    };
+    let scale = 1.0 / (1.0 - dr.p);
+    let n = y.len();
+    y.par_chunks_mut(4096)
+        .zip(x[..n].par_chunks(4096))
+        .zip(mask[..n].par_chunks_mut(4096))
+        .enumerate()
+        .for_each(|(c, ((yc, xc), mc))| {
+            wide(|| {
+                for (o, &v) in yc.iter_mut().zip(xc) {
+                    *o = gelu(v);
+                }
+            });
+            crate::dropout::apply(yc, mc, dr.p, scale, dr.key, (c * 4096) as u64);
+        });
+}
+
+/// `x = drop(x) + r`: [`dropout_forward`] on `x` (recording the mask) when `drop` is given,
+/// then `x += r`, fused chunk by chunk (the same results bit for bit as the two passes).
+pub fn dropout_add_forward(x: &mut [f32], mask: &mut [f32], drop: Option<DropDraw>, r: &[f32]) {
+    let n = x.len();
+    let add = |xc: &mut [f32], rc: &[f32]| {
+        wide(|| {
+            for (v, &a) in xc.iter_mut().zip(rc) {
+                *v += a;
+            }
+        })
+    };
+    match drop {
+        None => x
+            .par_chunks_mut(4096)
+            .zip(r[..n].par_chunks(4096))
+            .for_each(|(xc, rc)| add(xc, rc)),
+        Some(dr) => {
+            let scale = 1.0 / (1.0 - dr.p);
+            x.par_chunks_mut(4096)
+                .zip(r[..n].par_chunks(4096))
+                .zip(mask[..n].par_chunks_mut(4096))
+                .enumerate()
+                .for_each(|(c, ((xc, rc), mc))| {
+                    crate::dropout::apply(xc, mc, dr.p, scale, dr.key, (c * 4096) as u64);
+                    add(xc, rc);
+                });
+        }
+    }
+}
+
+/// `dst = src · mask` (the dropout backward of a copied gradient), or `dst = src` without a
+/// mask.
+pub fn dropout_backward_into(mask: Option<&[f32]>, src: &[f32], dst: &mut [f32]) {
+    let n = dst.len();
+    match mask {
+        None => dst.copy_from_slice(&src[..n]),
+        Some(m) => wide(|| {
+            for ((o, &g), &k) in dst.iter_mut().zip(&src[..n]).zip(&m[..n]) {
+                *o = g * k;
+            }
+        }),
+    }
+}
+
+/// [`dropout_backward`] (when `mask` is given) then [`gelu_backward`] in one pass:
+/// `d = (d · mask) · gelu'(x)`.
+pub fn gelu_dropout_backward(x: &[f32], mask: Option<&[f32]>, d: &mut [f32]) {
+    let Some(mask) = mask else {
+        return gelu_backward(x, d);
+    };
+    let n = d.len();
+    d.par_chunks_mut(4096)
+        .zip(x[..n].par_chunks(4096))
+        .zip(mask[..n].par_chunks(4096))
+        .for_each(|((dc, xc), mc)| {
+            wide(|| {
+                for ((g, &v), &m) in dc.iter_mut().zip(xc).zip(mc) {
+                    *g = *g * m * gelu_grad(v);
+                }
+            })
+        });
+}
+
 /// The model's arithmetic for the shared attention math ([`csipose_attn_core`]): dot products
 /// and sums added in element order, the standard library's `exp`.
 pub(crate) struct ModelNumerics;
