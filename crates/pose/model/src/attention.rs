@@ -66,12 +66,12 @@ fn combine<'a>(
             o[t0..t0 + LANES].copy_from_slice(&acc);
             t0 += LANES;
         }
-        for t in t0..dh {
+        for (t, ot) in o.iter_mut().enumerate().skip(t0) {
             let mut acc = 0.0f32;
             for s in 0..n_sum {
                 acc += coef(r, s) * row(s)[t];
             }
-            o[t] = acc;
+            *ot = acc;
         }
     }
 }

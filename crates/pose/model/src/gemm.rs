@@ -492,6 +492,7 @@ macro_rules! x86_kernel {
 
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $feat)]
+        #[allow(clippy::too_many_arguments)]
         unsafe fn $fn<const PACKED: bool>(
             kc: usize,
             a: *const f32,
