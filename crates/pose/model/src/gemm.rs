@@ -343,14 +343,104 @@ fn pack_b(out: &mut [f32], b: Strided, p0: usize, kc: usize, n: usize, nr: usize
             if cols < nr {
                 pan.fill(0.0);
             }
-            // Column by column: each column of b is contiguous when rs == 1 (a transposed
-            // weight), so the reads stream.
-            for j in 0..cols {
-                let base = (j0 + j) * b.cs + p0 * b.rs;
-                for p in 0..kc {
-                    pan[p * nr + j] = b.data[base + p * b.rs];
-                }
+            #[cfg(target_arch = "x86_64")]
+            if b.rs == 1 && csipose_cpu::avx2_fma() {
+                // SAFETY: the CPU supports AVX2 (checked just above).
+                unsafe { pack_transposed_avx2(pan, b.data, j0 * b.cs + p0, b.cs, cols, kc, nr) };
+                continue;
             }
+            pack_strided(pan, b, j0, p0, cols, kc, nr);
+        }
+    }
+}
+
+/// `pan[p * nr + j] = b[p0 + p, j0 + j]` for `j < cols`, `p < kc`, column by column: each
+/// column of `b` is contiguous when `rs == 1` (a transposed weight), so the reads stream.
+fn pack_strided(
+    pan: &mut [f32],
+    b: Strided,
+    j0: usize,
+    p0: usize,
+    cols: usize,
+    kc: usize,
+    nr: usize,
+) {
+    for j in 0..cols {
+        let base = (j0 + j) * b.cs + p0 * b.rs;
+        for p in 0..kc {
+            pan[p * nr + j] = b.data[base + p * b.rs];
+        }
+    }
+}
+
+/// [`pack_strided`] for a transposed `b` (`rs == 1`, column `j` contiguous at `base + j · cs`)
+/// in 8 × 8 blocks transposed in registers; the columns and rows past the last whole block
+/// one at a time.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pack_transposed_avx2(
+    pan: &mut [f32],
+    data: &[f32],
+    base: usize,
+    cs: usize,
+    cols: usize,
+    kc: usize,
+    nr: usize,
+) {
+    use std::arch::x86_64::*;
+    let (jfull, pfull) = (cols / 8 * 8, kc / 8 * 8);
+    for jb in (0..jfull).step_by(8) {
+        for pb in (0..pfull).step_by(8) {
+            let r: [__m256; 8] = std::array::from_fn(|i| {
+                let s = &data[base + (jb + i) * cs + pb..][..8];
+                // SAFETY: `s` holds 8 floats.
+                unsafe { _mm256_loadu_ps(s.as_ptr()) }
+            });
+            // The classic 8 × 8 transpose: pairs, then quads, then 128-bit halves.
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let rows = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (q, v) in rows.into_iter().enumerate() {
+                let d = &mut pan[(pb + q) * nr + jb..][..8];
+                // SAFETY: `d` holds 8 floats.
+                unsafe { _mm256_storeu_ps(d.as_mut_ptr(), v) };
+            }
+        }
+        for p in pfull..kc {
+            for i in 0..8 {
+                pan[p * nr + jb + i] = data[base + (jb + i) * cs + p];
+            }
+        }
+    }
+    for j in jfull..cols {
+        for p in 0..kc {
+            pan[p * nr + j] = data[base + j * cs + p];
         }
     }
 }
@@ -767,6 +857,41 @@ mod tests {
 
     /// The serial and thread-split products agree bit for bit (the sum order per element
     /// does not depend on the split), and so do repeated calls.
+    /// The AVX2 packing of a transposed `b` equals the portable one, for panels with and
+    /// without partial column groups and row blocks.
+    #[test]
+    fn transposed_packing_paths_agree() {
+        if !csipose_cpu::avx2_fma() {
+            return;
+        }
+        let mut seed = 3u64;
+        for &(n, k, p0, kc, nr) in &[
+            (32, 96, 0, 96, 32),
+            (57, 342, 256, 86, 32),
+            (13, 20, 3, 17, 16),
+            (8, 8, 0, 8, 8),
+            (96, 300, 0, 256, 32),
+        ] {
+            let data: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed)).collect();
+            let b = Strided {
+                data: &data,
+                rs: 1,
+                cs: k,
+            };
+            for j0 in (0..n).step_by(nr) {
+                let cols = (n - j0).min(nr);
+                let mut want = vec![f32::NAN; kc * nr];
+                pack_strided(&mut want, b, j0, p0, cols, kc, nr);
+                let mut got = vec![f32::NAN; kc * nr];
+                // SAFETY: the CPU supports AVX2 (checked at the top).
+                unsafe { pack_transposed_avx2(&mut got, &data, j0 * k + p0, k, cols, kc, nr) };
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(g.to_bits(), w.to_bits(), "n{n} k{k} j0 {j0} at {i}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn split_over_threads_is_bit_identical() {
         let (m, n, k) = (333, 70, 300);
