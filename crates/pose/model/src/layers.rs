@@ -3,7 +3,11 @@
 //! approximation), dropout, multi-head self-attention over a sample's tokens, attention
 //! pooling and the skeleton-graph mixing `Â f`. Weight gradients accumulate (`+=`); input
 //! gradients overwrite. Work splits over samples with rayon in fixed chunks, so results do
-//! not depend on scheduling.
+//! not depend on scheduling. Elementwise passes that follow one another (GELU then dropout,
+//! dropout then the residual add, and their backwards) also run fused chunk by chunk, with the
+//! same operations in the same order as the separate passes; LayerNorm runs eight rows side
+//! by side; attention is vectorised in `crate::attention`, the dropout mask in
+//! `crate::dropout` — all bit for bit what the plain loops give.
 
 use rayon::prelude::*;
 
