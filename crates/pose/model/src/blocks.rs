@@ -56,13 +56,15 @@ impl DropoutSites {
         self.key.is_some()
     }
 
-    /// Applies the next site's dropout to `x` in place, recording the mask.
-    fn apply(&mut self, x: &mut [f32], mask: &mut [f32]) {
-        if let Some(k) = self.key {
-            self.site += 1;
-            let mut s = k ^ self.site.wrapping_mul(0xA076_1D64_78BD_642F);
-            dropout_forward(x, &mut mask[..x.len()], self.p, splitmix64(&mut s));
-        }
+    /// The next site's draw (`None` when this pass drops nothing).
+    fn next(&mut self) -> Option<DropDraw> {
+        let k = self.key?;
+        self.site += 1;
+        let mut s = k ^ self.site.wrapping_mul(0xA076_1D64_78BD_642F);
+        Some(DropDraw {
+            p: self.p,
+            key: splitmix64(&mut s),
+        })
     }
 }
 
@@ -261,10 +263,8 @@ pub(crate) struct EncoderActs {
     /// `drop(gelu(fc1))`.
     act: Vec<f32>,
     act_drop: Vec<f32>,
-    /// `drop(linear2(act))`.
-    fc2: Vec<f32>,
     fc2_drop: Vec<f32>,
-    /// `h1 + fc2`, the input of norm2.
+    /// `h1 + drop(linear2(act))`, the input of norm2.
     resid2: Vec<f32>,
     norm2: NormStats,
     /// `norm2(resid2)`: the layer's output.
@@ -294,7 +294,6 @@ impl EncoderActs {
             &mut self.attn_drop,
             &mut self.resid1,
             &mut self.h1,
-            &mut self.fc2,
             &mut self.fc2_drop,
             &mut self.resid2,
             &mut self.out,
@@ -364,19 +363,19 @@ impl EncoderLayer {
         self.attn_in.forward(params, x, &mut a.qkv, rows);
         attention_forward(&a.qkv, &mut a.ctx, &mut a.probs, batch, p, d, self.heads);
         self.attn_out.forward(params, &a.ctx, &mut a.resid1, rows);
-        drop.apply(&mut a.resid1[..rows * d], &mut a.attn_drop);
-        add_into(&mut a.resid1, x, rows * d);
+        let n = rows * d;
+        dropout_add_forward(&mut a.resid1[..n], &mut a.attn_drop, drop.next(), x);
         self.norm1
             .forward(params, &a.resid1, &mut a.h1, &mut a.norm1, rows);
         // Feed-forward block.
         self.linear1.forward(params, &a.h1, &mut a.fc1, rows);
-        gelu_forward(&a.fc1[..rows * ffn], &mut a.act[..rows * ffn]);
-        drop.apply(&mut a.act[..rows * ffn], &mut a.act_drop);
-        self.linear2.forward(params, &a.act, &mut a.fc2, rows);
-        drop.apply(&mut a.fc2[..rows * d], &mut a.fc2_drop);
-        for ((r, h), f) in a.resid2[..rows * d].iter_mut().zip(&a.h1).zip(&a.fc2) {
-            *r = h + f;
-        }
+        let nf = rows * ffn;
+        let act_drop = drop.next().map(|dr| (dr, &mut a.act_drop[..]));
+        gelu_dropout_forward(&a.fc1[..nf], &mut a.act[..nf], act_drop);
+        // `resid2 = h1 + drop(linear2(act))`, the sum formed in place (float addition is
+        // commutative, so `drop(f) + h` is `h + drop(f)` bit for bit).
+        self.linear2.forward(params, &a.act, &mut a.resid2, rows);
+        dropout_add_forward(&mut a.resid2[..n], &mut a.fc2_drop, drop.next(), &a.h1);
         self.norm2
             .forward(params, &a.resid2, &mut a.out, &mut a.norm2, rows);
     }
@@ -407,22 +406,22 @@ impl EncoderLayer {
             &mut g.d_resid2,
             rows,
         );
-        g.d_fc2[..n].copy_from_slice(&g.d_resid2[..n]);
-        if dropped {
-            dropout_backward(&a.fc2_drop[..n], &mut g.d_fc2[..n]);
-        }
+        let d_fc2: &[f32] = if dropped {
+            dropout_backward_into(Some(&a.fc2_drop), &g.d_resid2, &mut g.d_fc2[..n]);
+            &g.d_fc2
+        } else {
+            &g.d_resid2
+        };
         self.linear2.backward(
             params,
             grads,
             &a.act,
-            &g.d_fc2,
+            d_fc2,
             Some(&mut g.d_act[..rows * ffn]),
             rows,
         );
-        if dropped {
-            dropout_backward(&a.act_drop[..rows * ffn], &mut g.d_act[..rows * ffn]);
-        }
-        gelu_backward(&a.fc1[..rows * ffn], &mut g.d_act[..rows * ffn]);
+        let act_mask = dropped.then_some(&a.act_drop[..]);
+        gelu_dropout_backward(&a.fc1[..rows * ffn], act_mask, &mut g.d_act[..rows * ffn]);
         self.linear1
             .backward(params, grads, &a.h1, &g.d_act, Some(&mut g.d_h1[..n]), rows);
         add_into(&mut g.d_h1, &g.d_resid2, n);
@@ -436,18 +435,14 @@ impl EncoderLayer {
             &mut g.d_resid1,
             rows,
         );
-        g.d_attn[..n].copy_from_slice(&g.d_resid1[..n]);
-        if dropped {
-            dropout_backward(&a.attn_drop[..n], &mut g.d_attn[..n]);
-        }
-        self.attn_out.backward(
-            params,
-            grads,
-            &a.ctx,
-            &g.d_attn,
-            Some(&mut g.d_ctx[..n]),
-            rows,
-        );
+        let d_attn: &[f32] = if dropped {
+            dropout_backward_into(Some(&a.attn_drop), &g.d_resid1, &mut g.d_attn[..n]);
+            &g.d_attn
+        } else {
+            &g.d_resid1
+        };
+        self.attn_out
+            .backward(params, grads, &a.ctx, d_attn, Some(&mut g.d_ctx[..n]), rows);
         attention_backward(
             &a.qkv,
             &a.probs,
@@ -596,8 +591,8 @@ impl KeypointHead {
     ) {
         let n = batch * self.d;
         self.fc.forward(params, z, &mut a.fc, batch);
-        gelu_forward(&a.fc[..n], &mut a.act[..n]);
-        drop.apply(&mut a.act[..n], &mut a.act_drop);
+        let act_drop = drop.next().map(|dr| (dr, &mut a.act_drop[..]));
+        gelu_dropout_forward(&a.fc[..n], &mut a.act[..n], act_drop);
         self.out.forward(params, &a.act, &mut a.kp0, batch);
         for v in a.kp0[..batch * OUTPUTS].iter_mut() {
             *v = 1.0 / (1.0 + (-*v).exp());
@@ -624,10 +619,8 @@ impl KeypointHead {
         }
         self.out
             .backward(params, grads, &a.act, d_kp0, Some(&mut g.d_act[..n]), batch);
-        if dropped {
-            dropout_backward(&a.act_drop[..n], &mut g.d_act[..n]);
-        }
-        gelu_backward(&a.fc[..n], &mut g.d_act[..n]);
+        let act_mask = dropped.then_some(&a.act_drop[..]);
+        gelu_dropout_backward(&a.fc[..n], act_mask, &mut g.d_act[..n]);
         self.fc
             .backward(params, grads, z, &g.d_act, Some(&mut g.d_z[..n]), batch);
         add_into(d_z, &g.d_z, n);
@@ -698,12 +691,13 @@ fn relu(x: &mut [f32]) {
     }
 }
 
+/// `d = 0` where the ReLU's output `y ≤ 0` (a select, not a branch, so it vectorises).
 fn relu_backward(y: &[f32], d: &mut [f32]) {
-    for (g, &v) in d.iter_mut().zip(y) {
-        if v <= 0.0 {
-            *g = 0.0;
+    wide(|| {
+        for (g, &v) in d.iter_mut().zip(y) {
+            *g = if v <= 0.0 { 0.0 } else { *g };
         }
-    }
+    })
 }
 
 impl GraphRefine {

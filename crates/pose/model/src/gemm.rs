@@ -5,7 +5,8 @@
 //! AVX2+FMA 6 × 16, portable 4 × 8), chosen once from the shared detector `csipose-cpu`.
 //!
 //! The loop (BLIS order): the inner dimension in blocks of [`KC`]; per block, `b` packed once
-//! into `NR`-column panels (`kc × NR`, contiguous, zero-padded past `n`), then the rows in
+//! into `NR`-column panels (`kc × NR`, contiguous, zero-padded past `n`; a row-major `b`'s
+//! full panels are read in place at its row stride instead), then the rows in
 //! blocks of `MC` (a multiple of `MR`), each packed into `MR`-row panels (`kc × MR`,
 //! zero-padded past `m`); for every `NR` panel of `b` (kept in L1) the kernel runs down the
 //! row block's `MR` panels (in L2). Full tiles are written in place; tiles at the edges are
@@ -29,14 +30,15 @@ pub trait MicroKernel {
     /// Row block (a multiple of `MR`) packed at once and walked per `b` panel.
     const MC: usize;
 
-    /// `c[i * ldc + j] (+)= Σ_p a[i * lda + p * acs] · b[p * NR + j]` for `i < MR`,
+    /// `c[i * ldc + j] (+)= Σ_p a[i * lda + p * acs] · b[p * ldb + j]` for `i < MR`,
     /// `j < NR` (adds to `c` when `accumulate`, else overwrites). `a` is either a packed
     /// panel (`lda = 1`, `acs = MR`) or `MR` rows of a row-major matrix read in place
-    /// (`lda` its row stride, `acs = 1`).
+    /// (`lda` its row stride, `acs = 1`); `b` a packed panel (`ldb = NR`) or `NR` columns of
+    /// a row-major matrix read in place (`ldb` its row stride).
     ///
     /// # Safety
     /// The CPU supports the kernel's instruction set; `a` covers every `(i, p)` above, `b`
-    /// holds `kc * NR` floats, and `c` covers `MR` rows of `NR` columns at stride `ldc`.
+    /// every `(p, j)`, and `c` covers `MR` rows of `NR` columns at stride `ldc`.
     #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         kc: usize,
@@ -44,6 +46,7 @@ pub trait MicroKernel {
         lda: usize,
         acs: usize,
         b: *const f32,
+        ldb: usize,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
@@ -207,14 +210,26 @@ fn run<K: MicroKernel>(
     let (mr, nr) = (K::MR, K::NR);
     let npanels = n.div_ceil(nr);
     let kc_max = k.min(KC);
-    let mut bp = take(&PACK_B, npanels * nr * kc_max);
+    // A row-major `b` (unit column stride) is read in place by full panels (NR columns of
+    // its rows, at its row stride); other layouts, and a partial last panel, are packed.
+    let packed_b_from = if b.cs == 1 { n / nr } else { 0 };
+    let bpanels = npanels - packed_b_from;
+    let mut bp = take(&PACK_B, bpanels * nr * kc_max);
     let c = &mut c[..m * n];
     let mut p0 = 0;
     while p0 < k {
         let kc = (k - p0).min(KC);
         let acc = accumulate || p0 > 0;
-        pack_b(&mut bp[..npanels * nr * kc], b, p0, kc, n, nr);
-        let bp = &bp[..npanels * nr * kc];
+        // The packed panels: columns from `j_packed` on.
+        let j_packed = packed_b_from * nr;
+        if bpanels > 0 {
+            let rest = Strided {
+                data: &b.data[j_packed * b.cs..],
+                ..b
+            };
+            pack_b(&mut bp[..bpanels * nr * kc], rest, p0, kc, n - j_packed, nr);
+        }
+        let bp = &bp[..bpanels * nr * kc];
         let block = |(ib, cb): (usize, &mut [f32])| {
             let i0 = ib * K::MC;
             let rows = cb.len() / n;
@@ -237,7 +252,14 @@ fn run<K: MicroKernel>(
             for jp in 0..npanels {
                 let j0 = jp * nr;
                 let cols = (n - j0).min(nr);
-                let bpan = &bp[jp * nr * kc..(jp + 1) * nr * kc];
+                let (bpan, ldb) = if jp < packed_b_from {
+                    // SAFETY: rows p0 .. p0 + kc, columns j0 .. j0 + NR of `b` lie inside its
+                    // slice (the caller checked the last element).
+                    (unsafe { b.data.as_ptr().add(p0 * b.rs + j0) }, b.rs)
+                } else {
+                    let q = jp - packed_b_from;
+                    (bp[q * nr * kc..(q + 1) * nr * kc].as_ptr(), nr)
+                };
                 for ip in 0..mpanels {
                     let r0 = ip * mr;
                     let r = (rows - r0).min(mr);
@@ -263,7 +285,8 @@ fn run<K: MicroKernel>(
                                 apan,
                                 lda,
                                 acs,
-                                bpan.as_ptr(),
+                                bpan,
+                                ldb,
                                 cb.as_mut_ptr().add(r0 * n + j0),
                                 n,
                                 acc,
@@ -274,7 +297,7 @@ fn run<K: MicroKernel>(
                         debug_assert!(mr * nr <= t.len());
                         // SAFETY: as above, into the scratch tile of MR × NR ≤ 12 × 32.
                         unsafe {
-                            K::tile(kc, apan, lda, acs, bpan.as_ptr(), t.as_mut_ptr(), nr, false)
+                            K::tile(kc, apan, lda, acs, bpan, ldb, t.as_mut_ptr(), nr, false)
                         };
                         for i in 0..r {
                             let dst = &mut cb[(r0 + i) * n + j0..(r0 + i) * n + j0 + cols];
@@ -320,15 +343,115 @@ fn pack_b(out: &mut [f32], b: Strided, p0: usize, kc: usize, n: usize, nr: usize
             if cols < nr {
                 pan.fill(0.0);
             }
-            // Column by column: each column of b is contiguous when rs == 1 (a transposed
-            // weight), so the reads stream.
-            for j in 0..cols {
-                let base = (j0 + j) * b.cs + p0 * b.rs;
-                for p in 0..kc {
-                    pan[p * nr + j] = b.data[base + p * b.rs];
-                }
+            #[cfg(target_arch = "x86_64")]
+            if b.rs == 1 && csipose_cpu::avx2_fma() {
+                // SAFETY: the CPU supports AVX2 (checked just above).
+                unsafe { pack_transposed_avx2(pan, b.data, j0 * b.cs + p0, b.cs, cols, kc, nr) };
+                continue;
+            }
+            pack_strided(pan, b, j0, p0, cols, kc, nr);
+        }
+    }
+}
+
+/// `pan[p * nr + j] = b[p0 + p, j0 + j]` for `j < cols`, `p < kc`, column by column: each
+/// column of `b` is contiguous when `rs == 1` (a transposed weight), so the reads stream.
+fn pack_strided(
+    pan: &mut [f32],
+    b: Strided,
+    j0: usize,
+    p0: usize,
+    cols: usize,
+    kc: usize,
+    nr: usize,
+) {
+    for j in 0..cols {
+        let base = (j0 + j) * b.cs + p0 * b.rs;
+        for p in 0..kc {
+            pan[p * nr + j] = b.data[base + p * b.rs];
+        }
+    }
+}
+
+/// [`pack_strided`] for a transposed `b` (`rs == 1`, column `j` contiguous at `base + j · cs`)
+/// in 8 × 8 blocks transposed in registers; the columns and rows past the last whole block
+/// one at a time.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pack_transposed_avx2(
+    pan: &mut [f32],
+    data: &[f32],
+    base: usize,
+    cs: usize,
+    cols: usize,
+    kc: usize,
+    nr: usize,
+) {
+    use std::arch::x86_64::*;
+    let (jfull, pfull) = (cols / 8 * 8, kc / 8 * 8);
+    for jb in (0..jfull).step_by(8) {
+        for pb in (0..pfull).step_by(8) {
+            let r: [__m256; 8] = std::array::from_fn(|i| {
+                let s = &data[base + (jb + i) * cs + pb..][..8];
+                // SAFETY: `s` holds 8 floats.
+                unsafe { _mm256_loadu_ps(s.as_ptr()) }
+            });
+            // The classic 8 × 8 transpose: pairs, then quads, then 128-bit halves.
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let rows = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (q, v) in rows.into_iter().enumerate() {
+                let d = &mut pan[(pb + q) * nr + jb..][..8];
+                // SAFETY: `d` holds 8 floats.
+                unsafe { _mm256_storeu_ps(d.as_mut_ptr(), v) };
             }
         }
+        for p in pfull..kc {
+            for i in 0..8 {
+                pan[p * nr + jb + i] = data[base + (jb + i) * cs + p];
+            }
+        }
+    }
+    for j in jfull..cols {
+        for p in 0..kc {
+            pan[p * nr + j] = data[base + j * cs + p];
+        }
+    }
+}
+
+/// Copies `N` floats from `src` at each offset of `starts` to consecutive `N`-float rows of
+/// `dst` (a fixed length, so the copies are inline moves rather than `memcpy` calls).
+#[inline(always)]
+fn copy_rows<const N: usize>(dst: &mut [f32], src: &[f32], starts: impl Iterator<Item = usize>) {
+    for (d, s) in dst.chunks_exact_mut(N).zip(starts) {
+        let d: &mut [f32; N] = d.try_into().unwrap();
+        *d = src[s..s + N].try_into().unwrap();
     }
 }
 
@@ -345,9 +468,16 @@ fn pack_a(out: &mut [f32], a: Strided, i0: usize, rows: usize, p0: usize, kc: us
         }
         if a.rs == 1 {
             // a transposed (dyᵀ in the weight gradient): a row of the panel is contiguous.
-            for p in 0..kc {
-                let s = (p0 + p) * a.cs + i0 + r0;
-                pan[p * mr..p * mr + r].copy_from_slice(&a.data[s..s + r]);
+            let rows = (0..kc).map(|p| (p0 + p) * a.cs + i0 + r0);
+            match (r == mr, mr) {
+                (true, 12) => copy_rows::<12>(pan, a.data, rows),
+                (true, 6) => copy_rows::<6>(pan, a.data, rows),
+                (true, 4) => copy_rows::<4>(pan, a.data, rows),
+                _ => {
+                    for (p, s) in rows.enumerate() {
+                        pan[p * mr..p * mr + r].copy_from_slice(&a.data[s..s + r]);
+                    }
+                }
             }
         } else {
             for i in 0..r {
@@ -376,6 +506,7 @@ impl MicroKernel for Portable {
         lda: usize,
         acs: usize,
         b: *const f32,
+        ldb: usize,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
@@ -386,7 +517,7 @@ impl MicroKernel for Portable {
             let (av, bp) = unsafe {
                 (
                     [0, 1, 2, 3].map(|i| *a.add(i * lda + p * acs)),
-                    std::slice::from_raw_parts(b.add(p * 8), 8),
+                    std::slice::from_raw_parts(b.add(p * ldb), 8),
                 )
             };
             for i in 0..4 {
@@ -426,6 +557,7 @@ macro_rules! x86_kernel {
                 lda: usize,
                 acs: usize,
                 b: *const f32,
+                ldb: usize,
                 c: *mut f32,
                 ldc: usize,
                 accumulate: bool,
@@ -434,27 +566,29 @@ macro_rules! x86_kernel {
                 // SAFETY: forwarded contract; the caller checked the instruction set.
                 unsafe {
                     if acs == 1 {
-                        $fn::<false>(kc, a, lda, b, c, ldc, accumulate)
+                        $fn::<false>(kc, a, lda, b, ldb, c, ldc, accumulate)
                     } else {
                         debug_assert!(lda == 1 && acs == $mr);
-                        $fn::<true>(kc, a, lda, b, c, ldc, accumulate)
+                        $fn::<true>(kc, a, lda, b, ldb, c, ldc, accumulate)
                     }
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 // SAFETY: never selected off x86-64 (`Isa::available` is false there).
                 unsafe {
-                    Portable::tile(kc, a, lda, acs, b, c, ldc, accumulate)
+                    Portable::tile(kc, a, lda, acs, b, ldb, c, ldc, accumulate)
                 }
             }
         }
 
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $feat)]
+        #[allow(clippy::too_many_arguments)]
         unsafe fn $fn<const PACKED: bool>(
             kc: usize,
             a: *const f32,
             lda: usize,
             b: *const f32,
+            ldb: usize,
             c: *mut f32,
             ldc: usize,
             accumulate: bool,
@@ -466,7 +600,7 @@ macro_rules! x86_kernel {
                 for p in 0..kc {
                     let mut bv = [$zero(); $nv];
                     for (v, x) in bv.iter_mut().enumerate() {
-                        *x = $load(b.add(p * $nv * $lanes + v * $lanes));
+                        *x = $load(b.add(p * ldb + v * $lanes));
                     }
                     for (i, row) in acc.iter_mut().enumerate() {
                         let off = if PACKED { p * $mr + i } else { i * lda + p };
@@ -723,6 +857,41 @@ mod tests {
 
     /// The serial and thread-split products agree bit for bit (the sum order per element
     /// does not depend on the split), and so do repeated calls.
+    /// The AVX2 packing of a transposed `b` equals the portable one, for panels with and
+    /// without partial column groups and row blocks.
+    #[test]
+    fn transposed_packing_paths_agree() {
+        if !csipose_cpu::avx2_fma() {
+            return;
+        }
+        let mut seed = 3u64;
+        for &(n, k, p0, kc, nr) in &[
+            (32, 96, 0, 96, 32),
+            (57, 342, 256, 86, 32),
+            (13, 20, 3, 17, 16),
+            (8, 8, 0, 8, 8),
+            (96, 300, 0, 256, 32),
+        ] {
+            let data: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed)).collect();
+            let b = Strided {
+                data: &data,
+                rs: 1,
+                cs: k,
+            };
+            for j0 in (0..n).step_by(nr) {
+                let cols = (n - j0).min(nr);
+                let mut want = vec![f32::NAN; kc * nr];
+                pack_strided(&mut want, b, j0, p0, cols, kc, nr);
+                let mut got = vec![f32::NAN; kc * nr];
+                // SAFETY: the CPU supports AVX2 (checked at the top).
+                unsafe { pack_transposed_avx2(&mut got, &data, j0 * k + p0, k, cols, kc, nr) };
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(g.to_bits(), w.to_bits(), "n{n} k{k} j0 {j0} at {i}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn split_over_threads_is_bit_identical() {
         let (m, n, k) = (333, 70, 300);

@@ -3,7 +3,11 @@
 //! approximation), dropout, multi-head self-attention over a sample's tokens, attention
 //! pooling and the skeleton-graph mixing `Â f`. Weight gradients accumulate (`+=`); input
 //! gradients overwrite. Work splits over samples with rayon in fixed chunks, so results do
-//! not depend on scheduling.
+//! not depend on scheduling. Elementwise passes that follow one another (GELU then dropout,
+//! dropout then the residual add, and their backwards) also run fused chunk by chunk, with the
+//! same operations in the same order as the separate passes; LayerNorm runs eight rows side
+//! by side; attention is vectorised in `crate::attention`, the dropout mask in
+//! `crate::dropout` — all bit for bit what the plain loops give.
 
 use rayon::prelude::*;
 
@@ -139,28 +143,67 @@ pub fn layernorm_forward(
     d: usize,
 ) {
     y[..rows * d]
-        .par_chunks_mut(d)
-        .zip(mean[..rows].par_iter_mut())
-        .zip(rstd[..rows].par_iter_mut())
+        .par_chunks_mut(LN_ROWS * d)
+        .zip(mean[..rows].par_chunks_mut(LN_ROWS))
+        .zip(rstd[..rows].par_chunks_mut(LN_ROWS))
         .enumerate()
-        .with_min_len(64)
-        .for_each(|(r, ((yr, m), rs))| {
-            let xr = &x[r * d..(r + 1) * d];
-            (*m, *rs) = wide(|| layernorm_row(xr, gamma, beta, yr));
+        .with_min_len(8)
+        .for_each(|(g, ((yg, mg), rg))| {
+            let xg = &x[g * LN_ROWS * d..][..yg.len()];
+            wide(|| layernorm_rows(xg, gamma, beta, yg, mg, rg));
         });
 }
 
-/// One row of [`layernorm_forward`]: writes `yr`, returns the row's mean and 1/std.
+/// Rows LayerNorm handles side by side: their sums are independent chains, so they overlap
+/// instead of each waiting out the latency of its own `d` additions.
+const LN_ROWS: usize = 8;
+
+/// What `Sum` for `f32` folds from, so sums written out as loops round as `iter().sum()` does.
 #[inline(always)]
-fn layernorm_row(xr: &[f32], gamma: &[f32], beta: &[f32], yr: &mut [f32]) -> (f32, f32) {
-    let d = xr.len();
-    let mu = xr.iter().sum::<f32>() / d as f32;
-    let var = xr.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / d as f32;
-    let s = 1.0 / (var + LN_EPS).sqrt();
+fn sum_start() -> f32 {
+    std::iter::empty::<f32>().sum()
+}
+
+/// Up to [`LN_ROWS`] rows of [`layernorm_forward`] (`mean.len()` of them): writes `y` and each
+/// row's mean and 1/std. Per row, exactly `mu = Σ x / d`, `var = Σ (x − mu)² / d` (sums in
+/// element order, as `iter().sum()`), `s = 1/√(var + eps)`, `y = (x − mu)·s·γ + β`.
+#[inline(always)]
+fn layernorm_rows(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+) {
+    let n = mean.len();
+    let d = x.len() / n;
+    let mut acc = [sum_start(); LN_ROWS];
     for i in 0..d {
-        yr[i] = (xr[i] - mu) * s * gamma[i] + beta[i];
+        for (l, a) in acc[..n].iter_mut().enumerate() {
+            *a += x[l * d + i];
+        }
     }
-    (mu, s)
+    let mut mu = [0.0f32; LN_ROWS];
+    for l in 0..n {
+        mu[l] = acc[l] / d as f32;
+    }
+    let mut acc = [sum_start(); LN_ROWS];
+    for i in 0..d {
+        for (l, a) in acc[..n].iter_mut().enumerate() {
+            let v = x[l * d + i];
+            *a += (v - mu[l]) * (v - mu[l]);
+        }
+    }
+    for l in 0..n {
+        let var = acc[l] / d as f32;
+        let s = 1.0 / (var + LN_EPS).sqrt();
+        let (xr, yr) = (&x[l * d..(l + 1) * d], &mut y[l * d..(l + 1) * d]);
+        for i in 0..d {
+            yr[i] = (xr[i] - mu[l]) * s * gamma[i] + beta[i];
+        }
+        (mean[l], rstd[l]) = (mu[l], s);
+    }
 }
 
 /// LayerNorm backward: `dx` overwritten, `dgamma`, `dbeta` accumulated.
@@ -177,65 +220,181 @@ pub fn layernorm_backward(
     rows: usize,
     d: usize,
 ) {
-    for r in 0..rows {
-        let (mu, s) = (mean[r], rstd[r]);
-        for i in 0..d {
-            let g = dy[r * d + i];
-            dgamma[i] += g * (x[r * d + i] - mu) * s;
-            dbeta[i] += g;
-        }
-    }
-    dx[..rows * d]
-        .par_chunks_mut(d)
-        .enumerate()
-        .with_min_len(64)
-        .for_each(|(r, dxr)| {
+    let (dgamma, dbeta) = (&mut dgamma[..d], &mut dbeta[..d]);
+    wide(|| {
+        for r in 0..rows {
+            let (mu, s) = (mean[r], rstd[r]);
             let (xr, dyr) = (&x[r * d..(r + 1) * d], &dy[r * d..(r + 1) * d]);
+            for i in 0..d {
+                let g = dyr[i];
+                dgamma[i] += g * (xr[i] - mu) * s;
+                dbeta[i] += g;
+            }
+        }
+    });
+    dx[..rows * d]
+        .par_chunks_mut(LN_ROWS * d)
+        .enumerate()
+        .with_min_len(8)
+        .for_each(|(g, dxg)| {
+            let r0 = g * LN_ROWS;
+            let n = dxg.len() / d;
+            let (xg, dyg) = (&x[r0 * d..][..n * d], &dy[r0 * d..][..n * d]);
+            let (mg, sg) = (&mean[r0..r0 + n], &rstd[r0..r0 + n]);
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2, checked just above.
-                unsafe { layernorm_row_backward_avx2(xr, gamma, mean[r], rstd[r], dyr, dxr) };
+                unsafe { layernorm_rows_backward_avx2(xg, gamma, mg, sg, dyg, dxg) };
                 return;
             }
-            layernorm_row_backward(xr, gamma, mean[r], rstd[r], dyr, dxr);
+            layernorm_rows_backward(xg, gamma, mg, sg, dyg, dxg);
         });
 }
 
-/// [`layernorm_row_backward`] compiled for AVX2.
+/// [`layernorm_rows_backward`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU supports AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn layernorm_row_backward_avx2(
-    xr: &[f32],
+unsafe fn layernorm_rows_backward_avx2(
+    x: &[f32],
     gamma: &[f32],
-    mu: f32,
-    s: f32,
-    dyr: &[f32],
-    dxr: &mut [f32],
+    mean: &[f32],
+    rstd: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
 ) {
-    layernorm_row_backward(xr, gamma, mu, s, dyr, dxr)
+    layernorm_rows_backward(x, gamma, mean, rstd, dy, dx)
 }
 
-/// One row of [`layernorm_backward`]'s input gradient.
+/// Up to [`LN_ROWS`] rows (`mean.len()`) of [`layernorm_backward`]'s input gradient, side by
+/// side. Per row, exactly: `Σ g` and `Σ g·(x − mu)·s` with `g = dy·γ` (in element order from
+/// 0), then `dx = s·(g − Σg/d − x̂·Σgx̂/d)` with `x̂ = (x − mu)·s`.
 #[inline(always)]
-fn layernorm_row_backward(
-    xr: &[f32],
+fn layernorm_rows_backward(
+    x: &[f32],
     gamma: &[f32],
-    mu: f32,
-    s: f32,
-    dyr: &[f32],
-    dxr: &mut [f32],
+    mean: &[f32],
+    rstd: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
 ) {
-    let d = xr.len();
-    let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
+    let n = mean.len();
+    let d = x.len() / n;
+    let (mut sum_g, mut sum_gx) = ([0.0f32; LN_ROWS], [0.0f32; LN_ROWS]);
     for i in 0..d {
-        let g = dyr[i] * gamma[i];
-        sum_g += g;
-        sum_gx += g * (xr[i] - mu) * s;
+        for l in 0..n {
+            let g = dy[l * d + i] * gamma[i];
+            sum_g[l] += g;
+            sum_gx[l] += g * (x[l * d + i] - mean[l]) * rstd[l];
+        }
     }
-    let (mg, mgx) = (sum_g / d as f32, sum_gx / d as f32);
-    for i in 0..d {
-        let xhat = (xr[i] - mu) * s;
-        dxr[i] = s * (dyr[i] * gamma[i] - mg - xhat * mgx);
+    for l in 0..n {
+        let (mu, s) = (mean[l], rstd[l]);
+        let (mg, mgx) = (sum_g[l] / d as f32, sum_gx[l] / d as f32);
+        let (xr, dyr, dxr) = (
+            &x[l * d..(l + 1) * d],
+            &dy[l * d..(l + 1) * d],
+            &mut dx[l * d..(l + 1) * d],
+        );
+        for i in 0..d {
+            let xhat = (xr[i] - mu) * s;
+            dxr[i] = s * (dyr[i] * gamma[i] - mg - xhat * mgx);
+        }
+    }
+}
+
+#[cfg(test)]
+mod layernorm_tests {
+    use super::*;
+
+    /// The one-row-at-a-time LayerNorm the side-by-side rows must equal bit for bit.
+    fn reference(x: &[f32], gamma: &[f32], beta: &[f32], dy: &[f32], d: usize) -> [Vec<f32>; 5] {
+        let rows = x.len() / d;
+        let (mut y, mut mean, mut rstd, mut dx) = (
+            vec![0.0; rows * d],
+            vec![0.0; rows],
+            vec![0.0; rows],
+            vec![0.0; rows * d],
+        );
+        let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
+        for r in 0..rows {
+            let xr = &x[r * d..(r + 1) * d];
+            let mu = xr.iter().sum::<f32>() / d as f32;
+            let var = xr.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / d as f32;
+            let s = 1.0 / (var + LN_EPS).sqrt();
+            for i in 0..d {
+                y[r * d + i] = (xr[i] - mu) * s * gamma[i] + beta[i];
+            }
+            (mean[r], rstd[r]) = (mu, s);
+            let dyr = &dy[r * d..(r + 1) * d];
+            let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
+            for i in 0..d {
+                let g = dyr[i] * gamma[i];
+                sum_g += g;
+                sum_gx += g * (xr[i] - mu) * s;
+                dgamma[i] += dyr[i] * (xr[i] - mu) * s;
+                dbeta[i] += dyr[i];
+            }
+            let (mg, mgx) = (sum_g / d as f32, sum_gx / d as f32);
+            for i in 0..d {
+                let xhat = (xr[i] - mu) * s;
+                dx[r * d + i] = s * (dyr[i] * gamma[i] - mg - xhat * mgx);
+            }
+        }
+        [y, mean, rstd, dx, [dgamma, dbeta].concat()]
+    }
+
+    fn same(a: &[f32], b: &[f32], what: &str) {
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert_eq!(x.to_bits(), y.to_bits(), "{what}[{i}]: {x} vs {y}");
+        }
+    }
+
+    /// Forward and backward equal the row-at-a-time formulas bit for bit, through the public
+    /// entry points (AVX2 where the CPU has it) and the portable row groups, with row counts
+    /// that leave a partial group.
+    #[test]
+    fn side_by_side_rows_equal_one_row_at_a_time() {
+        let mut rng = crate::rng::Rng::new(11);
+        for &(rows, d) in &[(1, 5), (7, 96), (8, 96), (23, 128), (320, 96), (13, 33)] {
+            let v = |n: usize, rng: &mut crate::rng::Rng, sc: f32| -> Vec<f32> {
+                (0..n).map(|_| sc * rng.normal() as f32 + 0.3).collect()
+            };
+            let (x, gamma, beta, dy) = (
+                v(rows * d, &mut rng, 2.0),
+                v(d, &mut rng, 1.0),
+                v(d, &mut rng, 1.0),
+                v(rows * d, &mut rng, 1.0),
+            );
+            let want = reference(&x, &gamma, &beta, &dy, d);
+            let (mut y, mut mean, mut rstd) =
+                (vec![0.0; rows * d], vec![0.0; rows], vec![0.0; rows]);
+            layernorm_forward(&x, &gamma, &beta, &mut y, &mut mean, &mut rstd, rows, d);
+            same(&y, &want[0], "y");
+            same(&mean, &want[1], "mean");
+            same(&rstd, &want[2], "rstd");
+            let (mut dx, mut dg, mut db) = (vec![0.0; rows * d], vec![0.0; d], vec![0.0; d]);
+            layernorm_backward(
+                &x, &gamma, &mean, &rstd, &dy, &mut dx, &mut dg, &mut db, rows, d,
+            );
+            same(&dx, &want[3], "dx");
+            same(&[dg, db].concat(), &want[4], "dgamma, dbeta");
+            // The portable row groups (the entry points above took AVX2 where it exists).
+            for r0 in (0..rows).step_by(LN_ROWS) {
+                let n = (rows - r0).min(LN_ROWS);
+                let (xg, dyg) = (&x[r0 * d..(r0 + n) * d], &dy[r0 * d..(r0 + n) * d]);
+                let (mut yg, mut mg, mut sg) = (vec![0.0; n * d], vec![0.0; n], vec![0.0; n]);
+                layernorm_rows(xg, &gamma, &beta, &mut yg, &mut mg, &mut sg);
+                same(&yg, &want[0][r0 * d..(r0 + n) * d], "portable y");
+                same(&mg, &want[1][r0..r0 + n], "portable mean");
+                same(&sg, &want[2][r0..r0 + n], "portable rstd");
+                let mut dxg = vec![0.0; n * d];
+                layernorm_rows_backward(xg, &gamma, &mg, &sg, dyg, &mut dxg);
+                same(&dxg, &want[3][r0 * d..(r0 + n) * d], "portable dx");
+            }
+        }
     }
 }
 
@@ -270,19 +429,14 @@ pub fn gelu_backward(x: &[f32], d: &mut [f32]) {
 }
 
 /// Inverted dropout in place. `mask` receives 0 or 1/(1-p); the keep decision for element
-/// `i` is a hash of (`key`, `i`), so it is the same for any thread count.
+/// `i` is a hash of (`key`, `i`), so it is the same for any thread count (vectorised in
+/// [`crate::dropout`]).
 pub fn dropout_forward(x: &mut [f32], mask: &mut [f32], p: f32, key: u64) {
     let scale = 1.0 / (1.0 - p);
     x.par_chunks_mut(4096)
         .zip(mask.par_chunks_mut(4096))
         .enumerate()
-        .for_each(|(c, (xc, mc))| {
-            for (i, (v, m)) in xc.iter_mut().zip(mc.iter_mut()).enumerate() {
-                let u = crate::rng::hash_uniform(key, (c * 4096 + i) as u64);
-                *m = if u >= p { scale } else { 0.0 };
-                *v *= *m;
-            }
-        });
+        .for_each(|(c, (xc, mc))| crate::dropout::apply(xc, mc, p, scale, key, (c * 4096) as u64));
 }
 
 /// Dropout backward: `d *= mask`.
@@ -294,9 +448,102 @@ pub fn dropout_backward(mask: &[f32], d: &mut [f32]) {
     })
 }
 
+/// One dropout site's draw: the probability and the key of its mask ([`dropout_forward`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DropDraw {
+    pub p: f32,
+    pub key: u64,
+}
+
+/// [`gelu_forward`] then, when `drop` is given, [`dropout_forward`] on `y` (recording the
+/// mask), fused chunk by chunk while a chunk is in cache: the same operations on the same
+/// values, so the same results bit for bit.
+pub fn gelu_dropout_forward(x: &[f32], y: &mut [f32], drop: Option<(DropDraw, &mut [f32])>) {
+    let Some((dr, mask)) = drop else {
+        return gelu_forward(x, y);
+    };
+    let scale = 1.0 / (1.0 - dr.p);
+    let n = y.len();
+    y.par_chunks_mut(4096)
+        .zip(x[..n].par_chunks(4096))
+        .zip(mask[..n].par_chunks_mut(4096))
+        .enumerate()
+        .for_each(|(c, ((yc, xc), mc))| {
+            wide(|| {
+                for (o, &v) in yc.iter_mut().zip(xc) {
+                    *o = gelu(v);
+                }
+            });
+            crate::dropout::apply(yc, mc, dr.p, scale, dr.key, (c * 4096) as u64);
+        });
+}
+
+/// `x = drop(x) + r`: [`dropout_forward`] on `x` (recording the mask) when `drop` is given,
+/// then `x += r`, fused chunk by chunk (the same results bit for bit as the two passes).
+pub fn dropout_add_forward(x: &mut [f32], mask: &mut [f32], drop: Option<DropDraw>, r: &[f32]) {
+    let n = x.len();
+    let add = |xc: &mut [f32], rc: &[f32]| {
+        wide(|| {
+            for (v, &a) in xc.iter_mut().zip(rc) {
+                *v += a;
+            }
+        })
+    };
+    match drop {
+        None => x
+            .par_chunks_mut(4096)
+            .zip(r[..n].par_chunks(4096))
+            .for_each(|(xc, rc)| add(xc, rc)),
+        Some(dr) => {
+            let scale = 1.0 / (1.0 - dr.p);
+            x.par_chunks_mut(4096)
+                .zip(r[..n].par_chunks(4096))
+                .zip(mask[..n].par_chunks_mut(4096))
+                .enumerate()
+                .for_each(|(c, ((xc, rc), mc))| {
+                    crate::dropout::apply(xc, mc, dr.p, scale, dr.key, (c * 4096) as u64);
+                    add(xc, rc);
+                });
+        }
+    }
+}
+
+/// `dst = src · mask` (the dropout backward of a copied gradient), or `dst = src` without a
+/// mask.
+pub fn dropout_backward_into(mask: Option<&[f32]>, src: &[f32], dst: &mut [f32]) {
+    let n = dst.len();
+    match mask {
+        None => dst.copy_from_slice(&src[..n]),
+        Some(m) => wide(|| {
+            for ((o, &g), &k) in dst.iter_mut().zip(&src[..n]).zip(&m[..n]) {
+                *o = g * k;
+            }
+        }),
+    }
+}
+
+/// [`dropout_backward`] (when `mask` is given) then [`gelu_backward`] in one pass:
+/// `d = (d · mask) · gelu'(x)`.
+pub fn gelu_dropout_backward(x: &[f32], mask: Option<&[f32]>, d: &mut [f32]) {
+    let Some(mask) = mask else {
+        return gelu_backward(x, d);
+    };
+    let n = d.len();
+    d.par_chunks_mut(4096)
+        .zip(x[..n].par_chunks(4096))
+        .zip(mask[..n].par_chunks(4096))
+        .for_each(|((dc, xc), mc)| {
+            wide(|| {
+                for ((g, &v), &m) in dc.iter_mut().zip(xc).zip(mc) {
+                    *g = *g * m * gelu_grad(v);
+                }
+            })
+        });
+}
+
 /// The model's arithmetic for the shared attention math ([`csipose_attn_core`]): dot products
 /// and sums added in element order, the standard library's `exp`.
-struct ModelNumerics;
+pub(crate) struct ModelNumerics;
 
 impl csipose_attn_core::Numerics for ModelNumerics {
     #[inline(always)]
@@ -320,7 +567,7 @@ impl csipose_attn_core::Numerics for ModelNumerics {
 /// Multi-head self-attention core for `batch` samples of `p` tokens. `qkv` is `[batch·p, 3d]`
 /// (q, k, v side by side, head h at columns `h·dh..`); writes `ctx [batch·p, d]` and the
 /// attention probabilities `probs [batch, heads, p, p]`. Each (sample, head, query) is
-/// [`csipose_attn_core::attend`] with scale `1/√dh`.
+/// [`csipose_attn_core::attend`] with scale `1/√dh`, vectorised in [`crate::attention`].
 pub fn attention_forward(
     qkv: &[f32],
     ctx: &mut [f32],
@@ -330,30 +577,7 @@ pub fn attention_forward(
     d: usize,
     heads: usize,
 ) {
-    let dh = d / heads;
-    let scale = 1.0 / (dh as f32).sqrt();
-    ctx[..batch * p * d]
-        .par_chunks_mut(p * d)
-        .zip(probs[..batch * heads * p * p].par_chunks_mut(heads * p * p))
-        .enumerate()
-        .for_each(|(b, (cb, pb))| {
-            let qb = &qkv[b * p * 3 * d..(b + 1) * p * 3 * d];
-            for h in 0..heads {
-                let ph = &mut pb[h * p * p..(h + 1) * p * p];
-                let key = |j: usize| &qb[j * 3 * d + d + h * dh..][..dh];
-                let value = |j: usize| &qb[j * 3 * d + 2 * d + h * dh..][..dh];
-                for i in 0..p {
-                    csipose_attn_core::attend::<ModelNumerics>(
-                        &qb[i * 3 * d + h * dh..][..dh],
-                        key,
-                        value,
-                        scale,
-                        &mut ph[i * p..(i + 1) * p],
-                        &mut cb[i * d + h * dh..i * d + (h + 1) * dh],
-                    );
-                }
-            }
-        });
+    crate::attention::forward(qkv, ctx, probs, batch, p, d, heads)
 }
 
 /// Backward of [`attention_forward`]: `dqkv [batch·p, 3d]` overwritten from `dctx`.
@@ -368,124 +592,7 @@ pub fn attention_backward(
     d: usize,
     heads: usize,
 ) {
-    dqkv[..batch * p * 3 * d]
-        .par_chunks_mut(p * 3 * d)
-        .enumerate()
-        .for_each(|(b, gb)| {
-            gb.fill(0.0);
-            let qb = &qkv[b * p * 3 * d..(b + 1) * p * 3 * d];
-            let dcb = &dctx[b * p * d..(b + 1) * p * d];
-            let mut ds_stack = [0.0f32; 64];
-            let mut ds_heap = Vec::new();
-            let ds: &mut [f32] = if p <= 64 {
-                &mut ds_stack[..p]
-            } else {
-                ds_heap.resize(p, 0.0);
-                &mut ds_heap
-            };
-            let pb = &probs[b * heads * p * p..(b + 1) * heads * p * p];
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2, checked just above.
-                unsafe { attention_backward_sample_avx2(qb, pb, dcb, gb, ds, p, d, heads) };
-                return;
-            }
-            attention_backward_sample(qb, pb, dcb, gb, ds, p, d, heads);
-        });
-}
-
-/// [`attention_backward_sample`] compiled for AVX2 (a closure through [`wide`] is too large
-/// to be inlined there).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attention_backward_sample_avx2(
-    qb: &[f32],
-    probs: &[f32],
-    dcb: &[f32],
-    gb: &mut [f32],
-    ds: &mut [f32],
-    p: usize,
-    d: usize,
-    heads: usize,
-) {
-    attention_backward_sample(qb, probs, dcb, gb, ds, p, d, heads)
-}
-
-/// One head's q, k and v gradients inside one sample's `[p, 3d]` gradient rows: the query `i`'s
-/// q columns and every token's k and v columns of head `h`.
-struct SampleGrads<'g> {
-    gb: &'g mut [f32],
-    /// Offset of query `i`'s q columns of the head.
-    qo: usize,
-    /// Offset of the head's k columns in token 0's row (v follows `d` later).
-    ko: usize,
-    dh: usize,
-    /// Floats per token row (`3d`).
-    row: usize,
-    d: usize,
-}
-
-impl csipose_attn_core::HeadGrads for SampleGrads<'_> {
-    #[inline(always)]
-    fn dq(&mut self) -> &mut [f32] {
-        &mut self.gb[self.qo..self.qo + self.dh]
-    }
-    #[inline(always)]
-    fn dk(&mut self, j: usize) -> &mut [f32] {
-        let o = j * self.row + self.ko;
-        &mut self.gb[o..o + self.dh]
-    }
-    #[inline(always)]
-    fn dv(&mut self, j: usize) -> &mut [f32] {
-        let o = j * self.row + self.ko + self.d;
-        &mut self.gb[o..o + self.dh]
-    }
-}
-
-/// One sample of [`attention_backward`]: `gb [p, 3d]` (zeroed) accumulates the q, k and v
-/// gradients from `dcb [p, d]`, query by query and head by head through
-/// [`csipose_attn_core::attend_backward`]; `ds` is scratch of `p` values.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn attention_backward_sample(
-    qb: &[f32],
-    probs: &[f32],
-    dcb: &[f32],
-    gb: &mut [f32],
-    ds: &mut [f32],
-    p: usize,
-    d: usize,
-    heads: usize,
-) {
-    let dh = d / heads;
-    let scale = 1.0 / (dh as f32).sqrt();
-    for h in 0..heads {
-        let ph = &probs[h * p * p..(h + 1) * p * p];
-        let key = |j: usize| &qb[j * 3 * d + d + h * dh..][..dh];
-        let value = |j: usize| &qb[j * 3 * d + 2 * d + h * dh..][..dh];
-        for i in 0..p {
-            let qo = i * 3 * d + h * dh;
-            let mut grads = SampleGrads {
-                gb: &mut *gb,
-                qo,
-                ko: d + h * dh,
-                dh,
-                row: 3 * d,
-                d,
-            };
-            csipose_attn_core::attend_backward::<ModelNumerics>(
-                &qb[qo..qo + dh],
-                key,
-                value,
-                &ph[i * p..(i + 1) * p],
-                &dcb[i * d + h * dh..i * d + (h + 1) * dh],
-                scale,
-                ds,
-                &mut grads,
-            );
-        }
-    }
+    crate::attention::backward(qkv, probs, dctx, dqkv, batch, p, d, heads)
 }
 
 /// Attention pooling: score `s_t = h_t · w + b`, `a = softmax_t(s)`, `z = Σ_t a_t h_t`.

@@ -2,11 +2,13 @@
 //! kernels with explicit forward and backward passes over the engine's own packed matrix product (`gemm`: AVX-512, AVX2+FMA and portable micro-kernels behind one tiling loop) (`layers`), the network's
 //! layers as named parts with their saved activations (`blocks`: embedding, encoder layer,
 //! attention pooling, keypoint head, graph refinement), the whole model's batched
-//! forward/backward as a sequence of those parts (`model`), and the seeded RNG the engine and
-//! training share.
+//! forward/backward as a sequence of those parts (`model`), the vectorised dropout mask
+//! (`dropout`), and the seeded RNG the engine and training share.
 
+mod attention;
 mod blocks;
 pub mod config;
+pub mod dropout;
 pub mod gemm;
 pub mod layers;
 pub mod model;

@@ -148,6 +148,62 @@ fn dropout_backward_is_the_mask_and_keeps_the_mean() {
     assert_eq!(mask, mask2);
 }
 
+/// The fused elementwise passes equal the separate ones bit for bit (with and without a
+/// dropout draw), over lengths of several chunks with a partial last one.
+#[test]
+fn fused_elementwise_passes_equal_the_separate_ones() {
+    let mut rng = Rng::new(21);
+    let n = 3 * 4096 + 1234;
+    let x = rand_vec(&mut rng, n, 3.0);
+    let r = rand_vec(&mut rng, n, 1.0);
+    let g0 = rand_vec(&mut rng, n, 1.0);
+    let dr = DropDraw { p: 0.3, key: 77 };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    // gelu then dropout
+    let (mut y1, mut m1) = (vec![0.0; n], vec![0.0; n]);
+    gelu_forward(&x, &mut y1);
+    dropout_forward(&mut y1, &mut m1, dr.p, dr.key);
+    let (mut y2, mut m2) = (vec![0.0; n], vec![0.0; n]);
+    gelu_dropout_forward(&x, &mut y2, Some((dr, &mut m2)));
+    assert_eq!(bits(&y1), bits(&y2));
+    assert_eq!(bits(&m1), bits(&m2));
+    let mut y3 = vec![0.0; n];
+    gelu_dropout_forward(&x, &mut y3, None);
+    let mut y4 = vec![0.0; n];
+    gelu_forward(&x, &mut y4);
+    assert_eq!(bits(&y3), bits(&y4));
+    // dropout then residual add
+    let (mut a1, mut am1) = (x.clone(), vec![0.0; n]);
+    dropout_forward(&mut a1, &mut am1, dr.p, dr.key);
+    for (v, w) in a1.iter_mut().zip(&r) {
+        *v += w;
+    }
+    let (mut a2, mut am2) = (x.clone(), vec![0.0; n]);
+    dropout_add_forward(&mut a2, &mut am2, Some(dr), &r);
+    assert_eq!(bits(&a1), bits(&a2));
+    assert_eq!(bits(&am1), bits(&am2));
+    let mut a3 = x.clone();
+    dropout_add_forward(&mut a3, &mut am2, None, &r);
+    let a4: Vec<f32> = x.iter().zip(&r).map(|(a, b)| a + b).collect();
+    assert_eq!(bits(&a3), bits(&a4));
+    // backward: copy then mask; mask then GELU'
+    let mut d1 = g0.clone();
+    dropout_backward(&m1, &mut d1);
+    let mut d2 = vec![0.0; n];
+    dropout_backward_into(Some(&m1), &g0, &mut d2);
+    assert_eq!(bits(&d1), bits(&d2));
+    dropout_backward_into(None, &g0, &mut d2);
+    assert_eq!(bits(&d2), bits(&g0));
+    gelu_backward(&x, &mut d1);
+    let mut d3 = g0.clone();
+    gelu_dropout_backward(&x, Some(&m1), &mut d3);
+    assert_eq!(bits(&d1), bits(&d3));
+    let (mut d4, mut d5) = (g0.clone(), g0.clone());
+    gelu_backward(&x, &mut d4);
+    gelu_dropout_backward(&x, None, &mut d5);
+    assert_eq!(bits(&d4), bits(&d5));
+}
+
 #[test]
 fn attention_backward_matches_finite_differences() {
     let mut rng = Rng::new(4);
