@@ -564,36 +564,10 @@ impl csipose_attn_core::Numerics for ModelNumerics {
     }
 }
 
-/// Multi-head self-attention core for `batch` samples of `p` tokens. `qkv` is `[batch·p, 3d]`
-/// (q, k, v side by side, head h at columns `h·dh..`); writes `ctx [batch·p, d]` and the
-/// attention probabilities `probs [batch, heads, p, p]`. Each (sample, head, query) is
-/// [`csipose_attn_core::attend`] with scale `1/√dh`, vectorised in [`crate::attention`].
-pub fn attention_forward(
-    qkv: &[f32],
-    ctx: &mut [f32],
-    probs: &mut [f32],
-    batch: usize,
-    p: usize,
-    d: usize,
-    heads: usize,
-) {
-    crate::attention::forward(qkv, ctx, probs, batch, p, d, heads)
-}
-
-/// Backward of [`attention_forward`]: `dqkv [batch·p, 3d]` overwritten from `dctx`.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_backward(
-    qkv: &[f32],
-    probs: &[f32],
-    dctx: &[f32],
-    dqkv: &mut [f32],
-    batch: usize,
-    p: usize,
-    d: usize,
-    heads: usize,
-) {
-    crate::attention::backward(qkv, probs, dctx, dqkv, batch, p, d, heads)
-}
+/// Multi-head self-attention core and its backward (`dqkv` overwritten from `dctx`): each
+/// (sample, head, query) is [`csipose_attn_core::attend`] with scale `1/√dh`, vectorised in
+/// the `attention` module, which owns them.
+pub use crate::attention::{backward as attention_backward, forward as attention_forward};
 
 /// Attention pooling: score `s_t = h_t · w + b`, `a = softmax_t(s)`, `z = Σ_t a_t h_t`.
 /// Writes `probs [batch, p]` and `z [batch, d]`.
