@@ -57,7 +57,7 @@ pub fn time_file(path: &Path, iters: usize) -> Result<(usize, u64, Timing)> {
     let bytes = read_aligned(path)?;
     let mf = ModelFile::parse(bytes.bytes())
         .with_context(|| format!("invalid model file {}", path.display()))?;
-    let mut consts = vec![0.0f32; Runtime::consts_len_for(&mf.config, Kernel::best())];
+    let mut consts = vec![0.0f32; Runtime::consts_len_for_file(&mf, Kernel::best())];
     let rt = Runtime::new(&mf, Kernel::best(), &mut consts)
         .with_context(|| format!("model file {}", path.display()))?;
     Ok((

@@ -302,7 +302,7 @@ fn predict_csm(
     csipose_train::trainer::check_dataset(ds, &cfg)
         .with_context(|| format!("model file {}", path.display()))?;
     let kernel = csipose_runtime::Kernel::best();
-    let mut consts = vec![0.0f32; Runtime::consts_len_for(&file.config, kernel)];
+    let mut consts = vec![0.0f32; Runtime::consts_len_for_file(&file, kernel)];
     let rt = Runtime::new(&file, kernel, &mut consts)
         .with_context(|| format!("model file {}", path.display()))?;
     let scratch_len = Runtime::scratch_len(&file.config);

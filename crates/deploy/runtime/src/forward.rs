@@ -138,6 +138,47 @@ fn slot_len(kernel: Kernel, rows: usize, cols: usize) -> usize {
     int16.max(panels)
 }
 
+/// Floats of one Linear's slot for the weights actually in the file: f32 panels for an f32
+/// weight on the AVX-512 paths, int16 pairs for an int8/int4 weight on the int16 kernels,
+/// nothing where the kernel reads the file in place. The same decision [`Runtime::new`] makes
+/// when it packs.
+fn weight_slot_len(kernel: Kernel, wt: &Weights) -> usize {
+    match wt.data {
+        TensorData::F32(_) if kernel.f32_panels() && avx512_f32_cols(wt.cols) => {
+            panels_len(wt.rows, wt.cols)
+        }
+        TensorData::F32(_) => 0,
+        _ if kernel.int16() => packed_len(wt.rows, wt.cols),
+        _ => 0,
+    }
+}
+
+/// The model's Linear weights in [`linear_shapes`] order (the graph head's `W_z` is the first
+/// d rows of its input weight). `cfg.layers` must not exceed [`MAX_LAYERS`].
+fn linear_weights<'a>(file: &ModelFile<'a>) -> ([Weights<'a>; MAX_LINEARS], usize) {
+    let cfg = file.config;
+    let w = |i: usize| Weights::from_view(file.tensor(i));
+    let mut ws = [w(0); MAX_LINEARS];
+    let mut n = 1;
+    for l in 0..cfg.layers {
+        let b = 3 + 12 * l;
+        ws[n..n + 4].copy_from_slice(&[w(b), w(b + 2), w(b + 4), w(b + 6)]);
+        n += 4;
+    }
+    let t = 3 + 12 * cfg.layers;
+    ws[n] = w(t + 2);
+    ws[n + 1] = w(t + 4);
+    n += 2;
+    if cfg.graph > 0 {
+        let gt = t + 6;
+        let mut wz = w(gt + 1);
+        wz.rows = cfg.d;
+        ws[n..n + 3].copy_from_slice(&[wz, w(gt + 3), w(gt + 5)]);
+        n += 3;
+    }
+    (ws, n)
+}
+
 /// A model ready to run: tensor views resolved, constants folded. Cheap to share (`&self`).
 #[derive(Clone, Copy, Debug)]
 pub struct Runtime<'m, 'p> {
@@ -191,6 +232,27 @@ impl<'m, 'p> Runtime<'m, 'p> {
         base.div_ceil(16) * 16 + 16 + slots
     }
 
+    /// Floats of the constants buffer [`Runtime::new`] needs for this `file` on `kernel`: like
+    /// [`Runtime::consts_len_for`], but each Linear's slot sized for the precision the file
+    /// stores it in (an int8 file on the int16 kernel needs no room for f32 panels), so never
+    /// more than that bound.
+    pub fn consts_len_for_file(file: &ModelFile, kernel: Kernel) -> usize {
+        let cfg = file.config;
+        let base = Self::folded_len(&cfg);
+        if cfg.layers > MAX_LAYERS {
+            return base;
+        }
+        let (ws, n) = linear_weights(file);
+        let slots = ws[..n]
+            .iter()
+            .map(|wt| weight_slot_len(kernel, wt))
+            .sum::<usize>();
+        if slots == 0 {
+            return base;
+        }
+        base.div_ceil(16) * 16 + 16 + slots
+    }
+
     /// Floats of the folded constants (pool weight, graph constants).
     fn folded_len(cfg: &Config) -> usize {
         cfg.d
@@ -239,7 +301,7 @@ impl<'m, 'p> Runtime<'m, 'p> {
     }
 
     /// Resolves the tensors of `file` and folds the graph head's constants into `consts`
-    /// (at least [`Runtime::consts_len_for`] floats for `kernel`), which the runtime then
+    /// (at least [`Runtime::consts_len_for_file`] floats for `kernel`), which the runtime then
     /// borrows; for the int16 kernels also repacks every Linear there.
     pub fn new(
         file: &ModelFile<'m>,
@@ -250,7 +312,7 @@ impl<'m, 'p> Runtime<'m, 'p> {
         if cfg.layers > MAX_LAYERS {
             return Err(RuntimeError::TooManyLayers(cfg.layers));
         }
-        let need = Self::consts_len_for(&cfg, kernel);
+        let need = Self::consts_len_for_file(file, kernel);
         if consts.len() < need {
             return Err(RuntimeError::Consts {
                 need,
@@ -334,21 +396,9 @@ impl<'m, 'p> Runtime<'m, 'p> {
             let (head, mut mem) = consts.split_at_mut(base);
             let skip = mem.as_ptr().align_offset(64).min(16);
             mem = &mut mem[skip..];
-            let mut ws = [w(0); MAX_LINEARS];
-            let mut n = 1;
-            for l in layers.iter().flatten() {
-                ws[n..n + 4].copy_from_slice(&[l.in_w, l.out_w, l.l1_w, l.l2_w]);
-                n += 4;
-            }
-            ws[n] = w(t + 2);
-            ws[n + 1] = w(t + 4);
-            n += 2;
-            if let Some(gr) = &graph {
-                ws[n..n + 3].copy_from_slice(&[gr.wz, gr.layer_w[0], gr.layer_w[1]]);
-                n += 3;
-            }
+            let (ws, n) = linear_weights(file);
             for (slot, wt) in packed.iter_mut().zip(&ws[..n]) {
-                let (this, rest) = mem.split_at_mut(slot_len(kernel, wt.rows, wt.cols));
+                let (this, rest) = mem.split_at_mut(weight_slot_len(kernel, wt));
                 // f32 weights stay on the exact f32 kernels (quantized to int16 they missed
                 // the engine agreement, see BENCHMARKS.md), in panels where AVX-512 runs them.
                 *slot = match wt.data {

@@ -15,7 +15,7 @@ use support::*;
 /// Runs `n` frames through the runtime with `kernel`.
 fn run_runtime(file: &ModelFile, kernel: Kernel, frames: &[f32], n: usize) -> Vec<f32> {
     let cfg = file.config;
-    let mut consts = vec![0.0f32; Runtime::consts_len_for(&cfg, kernel)];
+    let mut consts = vec![0.0f32; Runtime::consts_len_for_file(file, kernel)];
     let rt = Runtime::new(file, kernel, &mut consts).unwrap();
     let mut scratch = vec![0.0f32; Runtime::scratch_len(&cfg)];
     let mut out = vec![0.0f32; n * OUTPUTS];
@@ -322,7 +322,7 @@ fn bad_input_and_buffers_are_errors() {
     let mf = ModelFile::parse(file.bytes()).unwrap();
     let rc = mf.config;
     for k in [Kernel::portable(), Kernel::portable_int16(), Kernel::best()] {
-        let mut small = vec![0.0f32; Runtime::consts_len_for(&rc, k) - 1];
+        let mut small = vec![0.0f32; Runtime::consts_len_for_file(&mf, k) - 1];
         assert!(matches!(
             Runtime::new(&mf, k, &mut small),
             Err(RuntimeError::Consts { .. })
@@ -348,4 +348,60 @@ fn bad_input_and_buffers_are_errors() {
     ));
     rt.forward(&x, &mut scratch, &mut out).unwrap();
     assert!(out.iter().all(|v| v.is_finite()));
+}
+
+/// The constants buffer sized for the file (`consts_len_for_file`) is never larger than the
+/// config's bound, is enough (one float less is refused), and gives bit for bit the outputs
+/// of the bound-sized buffer, at every precision on every kernel this CPU has.
+#[test]
+fn consts_sized_for_the_file() {
+    use csipose_runtime::RuntimeError;
+    for name in ["nano", "micro"] {
+        let cfg = ModelConfig::preset(name).unwrap();
+        let model = Model::new(cfg.clone());
+        let params = random_params(&model, 3);
+        let mut rng = Rng::new(11);
+        for bits in [32, 8, 4] {
+            let (file, _) = build(&cfg, &params, bits, false);
+            let mf = ModelFile::parse(file.bytes()).unwrap();
+            let rc = mf.config;
+            let frames: Vec<f32> = (0..3 * rc.frame_len())
+                .map(|_| rng.normal() as f32)
+                .collect();
+            let kernels = [Kernel::portable(), Kernel::portable_int16(), Kernel::best()];
+            for k in kernels.into_iter().chain(simd_kernels()) {
+                let exact = Runtime::consts_len_for_file(&mf, k);
+                let bound = Runtime::consts_len_for(&rc, k);
+                assert!(
+                    exact <= bound,
+                    "{name} {bits} bits {k:?}: {exact} > {bound}"
+                );
+                let mut small = vec![0.0f32; exact - 1];
+                assert!(
+                    matches!(
+                        Runtime::new(&mf, k, &mut small),
+                        Err(RuntimeError::Consts { .. })
+                    ),
+                    "{name} {bits} bits {k:?}"
+                );
+                let got = run_runtime(&mf, k, &frames, 3);
+                let mut consts = vec![0.0f32; bound];
+                let rt = Runtime::new(&mf, k, &mut consts).unwrap();
+                let mut scratch = vec![0.0f32; Runtime::scratch_len(&rc)];
+                for (i, want) in got.chunks_exact(OUTPUTS).enumerate() {
+                    let mut kp = [0.0f32; OUTPUTS];
+                    rt.forward(
+                        &frames[i * rc.frame_len()..(i + 1) * rc.frame_len()],
+                        &mut scratch,
+                        &mut kp,
+                    )
+                    .unwrap();
+                    assert_eq!(
+                        kp.map(f32::to_bits),
+                        <[f32; OUTPUTS]>::try_from(want).unwrap().map(f32::to_bits)
+                    );
+                }
+            }
+        }
+    }
 }

@@ -88,7 +88,11 @@ impl PoseModel {
     }
 
     pub fn consts_len(&self) -> usize {
-        Runtime::consts_len_for(&self.config, Kernel::best())
+        match ModelFile::parse(self.bytes.bytes()) {
+            Ok(mf) => Runtime::consts_len_for_file(&mf, Kernel::best()),
+            // `runtime` reports the parse error; this bound fits any file of the config.
+            Err(_) => Runtime::consts_len_for(&self.config, Kernel::best()),
+        }
     }
 }
 

@@ -105,7 +105,7 @@ pub fn run(args: Args) -> Result<()> {
         ModelFile::parse(bytes.bytes()).with_context(|| format!("invalid model file {source}"))?;
     let k = kernel(&args.kernel)?;
     let cfg = mf.config;
-    let mut consts = vec![0.0f32; Runtime::consts_len_for(&cfg, k)];
+    let mut consts = vec![0.0f32; Runtime::consts_len_for_file(&mf, k)];
     let rt = Runtime::new(&mf, k, &mut consts).with_context(|| format!("model {source}"))?;
     let tm = time_forward(&rt, args.iters);
     let flops = flops_per_forward(&cfg);
