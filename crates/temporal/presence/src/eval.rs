@@ -46,6 +46,24 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Counts one scored packet: `motion` detected, `label` true for a movement packet;
+    /// `detected` tracks whether this recording's movement has been detected yet (for
+    /// `fn_onset`).
+    fn record(&mut self, motion: bool, label: bool, detected: &mut bool) {
+        match (motion, label) {
+            (true, true) => {
+                self.tp += 1;
+                *detected = true;
+            }
+            (true, false) => self.fp += 1,
+            (false, true) => {
+                self.fn_ += 1;
+                self.fn_onset += !*detected as u64;
+            }
+            (false, false) => self.tn += 1,
+        }
+    }
+
     pub fn add(&mut self, o: &Counts) {
         self.tp += o.tp;
         self.fp += o.fp;
@@ -126,18 +144,7 @@ pub fn score_session(
                 counts.unscored += 1;
                 continue;
             }
-            match (r.motion, label) {
-                (true, true) => {
-                    counts.tp += 1;
-                    detected = true;
-                }
-                (true, false) => counts.fp += 1,
-                (false, true) => {
-                    counts.fn_ += 1;
-                    counts.fn_onset += !detected as u64;
-                }
-                (false, false) => counts.tn += 1,
-            }
+            counts.record(r.motion, label, &mut detected);
         }
     }
     Ok(SessionResult {
@@ -236,18 +243,7 @@ pub fn score_session_espectre(
         for pkt in data.chunks_exact(w) {
             let r = det.push_iq_i8(pkt);
             let motion = r.phase == Phase::Running && r.motion;
-            match (motion, label) {
-                (true, true) => {
-                    counts.tp += 1;
-                    detected = true;
-                }
-                (true, false) => counts.fp += 1,
-                (false, true) => {
-                    counts.fn_ += 1;
-                    counts.fn_onset += !detected as u64;
-                }
-                (false, false) => counts.tn += 1,
-            }
+            counts.record(motion, label, &mut detected);
         }
     }
     Ok(SessionResult {
