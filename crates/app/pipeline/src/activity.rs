@@ -630,6 +630,24 @@ fn adapt_models(
     Ok((adapted, probs))
 }
 
+/// One cross-validation fold: fits the ensemble on `train_idx`, predicts the `test_idx`
+/// examples as an unlabelled session, and returns their labels and the predictions.
+fn fit_and_predict_fold(
+    loaded: &Loaded,
+    train_idx: &[usize],
+    test_idx: &[usize],
+    settings: &Settings,
+) -> anyhow::Result<(Vec<usize>, Vec<usize>)> {
+    let models = fit_ensemble(loaded, train_idx, &[], settings)?;
+    let session: Vec<Example> = test_idx
+        .iter()
+        .map(|&i| loaded.examples[i].clone())
+        .collect();
+    let pred = predict_session(loaded, train_idx, &models, &session, settings)?;
+    let labels = test_idx.iter().map(|&i| loaded.examples[i].label).collect();
+    Ok((labels, pred))
+}
+
 /// Predicted classes of one session's `session` examples (their labels are never read) by
 /// `models`, trained on `loaded.examples[train_idx]`, with every test-time step of `settings`:
 /// `self_train` rounds of pseudo-labelling (each round: the current prediction's most confident
@@ -735,13 +753,7 @@ pub fn cross_validate(
             ensemble: ensemble.max(settings.ensemble),
             ..settings.clone()
         };
-        let models = fit_ensemble(loaded, &train_idx, &[], &s)?;
-        let session: Vec<Example> = test_idx
-            .iter()
-            .map(|&i| loaded.examples[i].clone())
-            .collect();
-        let pred = predict_session(loaded, &train_idx, &models, &session, &s)?;
-        let labels: Vec<usize> = test_idx.iter().map(|&i| loaded.examples[i].label).collect();
+        let (labels, pred) = fit_and_predict_fold(loaded, &train_idx, &test_idx, &s)?;
         let acc = score(&labels, &pred, loaded.n_classes);
         for (&k, &p) in test_pos.iter().zip(&pred) {
             predicted[k] = p;
@@ -963,13 +975,7 @@ pub fn nested_cv(
             ensemble: ensemble.max(s.ensemble),
             ..s.clone()
         };
-        let models = fit_ensemble(loaded, &train_idx, &[], &s)?;
-        let session: Vec<Example> = test_idx
-            .iter()
-            .map(|&i| loaded.examples[i].clone())
-            .collect();
-        let pred = predict_session(loaded, &train_idx, &models, &session, &s)?;
-        let labels: Vec<usize> = test_idx.iter().map(|&i| loaded.examples[i].label).collect();
+        let (labels, pred) = fit_and_predict_fold(loaded, &train_idx, &test_idx, &s)?;
         let fold = NestedFold {
             accuracy: score(&labels, &pred, n_classes),
             test_idx,
