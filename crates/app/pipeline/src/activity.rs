@@ -19,6 +19,7 @@ use csipose_temporal::features::{
 };
 use csipose_temporal::model::{argmax, ActivityModel, ModelShape};
 use csipose_temporal::rvne::{HeadConfig, TRANSFORM_RATIO, TRANSFORM_WINDOW_NORM};
+use csipose_temporal::sequence::{Decode, Transitions, DEFAULT_PSEUDO_COUNT};
 use csipose_temporal::train::{
     accuracies, adapt_entropy, confusion_matrix, ensemble_probabilities, grouped_folds,
     predict_ensemble, stratified_folds, train, EntropyAdapt, EpochStats, Example, ResponseAugment,
@@ -418,6 +419,10 @@ pub struct Settings {
     /// Models per prediction, trained with seeds seed, seed + 1, ... (mean softmax); 0 or 1 =
     /// one model.
     pub ensemble: usize,
+    /// How each test recording's window probabilities become classes: by themselves, or
+    /// decoded with a transition model learned from the training recordings' label order
+    /// ([`csipose_temporal::sequence`]).
+    pub decode: Decode,
 }
 
 impl Settings {
@@ -448,6 +453,7 @@ impl Settings {
             "tent" => self.tent = num(key, value)?,
             "self-train" => self.self_train = num(key, value)?,
             "ensemble" => self.ensemble = num(key, value)?,
+            "decode" => self.decode = value.parse()?,
             "features" => {
                 self.features.kind = match value {
                     "auto" => None,
@@ -458,7 +464,7 @@ impl Settings {
             }
             _ => {
                 return Err(format!(
-                    "unknown search key {key:?} (epochs, lr, batch, min-crop, layers, q-heads, kv-heads, head-dim, window, block-size, response-db, stride, context, recording-norm, transforms, adapt-norm, tent, self-train, ensemble, features)"
+                    "unknown search key {key:?} (epochs, lr, batch, min-crop, layers, q-heads, kv-heads, head-dim, window, block-size, response-db, stride, context, recording-norm, transforms, adapt-norm, tent, self-train, ensemble, decode, features)"
                 ))
             }
         }
@@ -643,7 +649,8 @@ fn fit_and_predict_fold(
         .iter()
         .map(|&i| loaded.examples[i].clone())
         .collect();
-    let pred = predict_session(loaded, train_idx, &models, &session, settings)?;
+    let recordings: Vec<usize> = test_idx.iter().map(|&i| loaded.groups[i]).collect();
+    let pred = predict_session(loaded, train_idx, &models, &session, &recordings, settings)?;
     let labels = test_idx.iter().map(|&i| loaded.examples[i].label).collect();
     Ok((labels, pred))
 }
@@ -652,16 +659,26 @@ fn fit_and_predict_fold(
 /// `models`, trained on `loaded.examples[train_idx]`, with every test-time step of `settings`:
 /// `self_train` rounds of pseudo-labelling (each round: the current prediction's most confident
 /// half of the session, ties to the earlier example, joins the training examples with its
-/// predicted classes and every model is retrained from scratch with its own seed), and each
+/// predicted classes and every model is retrained from scratch with its own seed), each
 /// prediction made by models adapted to the session ([`Settings::adapt_norm`],
-/// [`Settings::tent`]).
+/// [`Settings::tent`]), and the final probabilities decoded per recording
+/// ([`Settings::decode`]): `recordings[k]` names the recording of `session[k]` (examples of one
+/// recording in time order), and the transition model is learned from the label order of the
+/// training recordings (`loaded.groups` of `train_idx`).
 pub fn predict_session(
     loaded: &Loaded,
     train_idx: &[usize],
     models: &[ActivityModel],
     session: &[Example],
+    recordings: &[usize],
     settings: &Settings,
 ) -> anyhow::Result<Vec<usize>> {
+    anyhow::ensure!(
+        recordings.len() == session.len(),
+        "{} recording ids for {} examples",
+        recordings.len(),
+        session.len()
+    );
     // The session as it is seen: features only.
     let unlabelled: Vec<Example> = session
         .iter()
@@ -685,7 +702,58 @@ pub fn predict_session(
         let retrained = fit_ensemble(loaded, train_idx, &pseudo, settings)?;
         probs = adapt_models(&retrained, &unlabelled, settings)?.1;
     }
-    Ok(probs.iter().map(|p| argmax(p)).collect())
+    if settings.decode == Decode::None {
+        return Ok(probs.iter().map(|p| argmax(p)).collect());
+    }
+    let transitions = training_transitions(loaded, train_idx)?;
+    decode_recordings(&transitions, &probs, recordings, settings.decode)
+}
+
+/// The transition model of the label order of `loaded.examples[train_idx]`: each run of
+/// consecutive indices from one manifest row is one recording in time order.
+pub fn training_transitions(loaded: &Loaded, train_idx: &[usize]) -> anyhow::Result<Transitions> {
+    let mut sequences: Vec<Vec<usize>> = Vec::new();
+    let mut last: Option<(usize, usize)> = None;
+    for &i in train_idx {
+        let g = loaded.groups[i];
+        match last {
+            Some((h, j)) if h == g && j + 1 == i => {}
+            _ => sequences.push(Vec::new()),
+        }
+        sequences
+            .last_mut()
+            .expect("pushed above")
+            .push(loaded.examples[i].label);
+        last = Some((g, i));
+    }
+    Transitions::fit(
+        sequences.iter().map(Vec::as_slice),
+        loaded.n_classes,
+        DEFAULT_PSEUDO_COUNT,
+    )
+    .map_err(anyhow::Error::msg)
+}
+
+/// Decodes each recording's examples (those sharing a `recordings` id, in their order) with
+/// `transitions`.
+pub fn decode_recordings(
+    transitions: &Transitions,
+    probs: &[Vec<f32>],
+    recordings: &[usize],
+    decode: Decode,
+) -> anyhow::Result<Vec<usize>> {
+    let mut out = vec![0usize; probs.len()];
+    let mut ids: Vec<usize> = recordings.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        let at: Vec<usize> = (0..probs.len()).filter(|&k| recordings[k] == id).collect();
+        let seq: Vec<Vec<f32>> = at.iter().map(|&k| probs[k].clone()).collect();
+        for (&k, c) in at.iter().zip(transitions.decode(&seq, decode)) {
+            out[k] = c;
+        }
+    }
+    Ok(out)
 }
 
 /// Accuracy of `predicted` against `labels`.
@@ -999,6 +1067,42 @@ pub fn mean_sd(v: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// Models already trained in one search, by the settings that shape training: combinations that
+/// differ only in test-time steps ([`Settings::adapt_norm`], [`Settings::tent`],
+/// [`Settings::self_train`] — its retraining happens in [`predict_session`] — and
+/// [`Settings::decode`]) share them, so each is trained once. Training is deterministic given
+/// the settings, so sharing changes no result.
+#[derive(Default)]
+struct TrainedOnce {
+    done: Vec<(Settings, Vec<ActivityModel>)>,
+}
+
+impl TrainedOnce {
+    fn get(
+        &mut self,
+        loaded: &Loaded,
+        all: &[usize],
+        settings: &Settings,
+    ) -> anyhow::Result<&Vec<ActivityModel>> {
+        let key = Settings {
+            adapt_norm: false,
+            tent: 0,
+            self_train: 0,
+            decode: Decode::None,
+            ..settings.clone()
+        };
+        let at = match self.done.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                let models = fit_ensemble(loaded, all, &[], settings)?;
+                self.done.push((key, models));
+                self.done.len() - 1
+            }
+        };
+        Ok(&self.done[at].1)
+    }
+}
+
 /// Result of [`transfer`] for one seed.
 #[derive(Clone, Debug)]
 pub struct Transfer {
@@ -1061,7 +1165,7 @@ fn score_session(
 ) -> anyhow::Result<f64> {
     let test = load_session(manifest, loaded, &settings.features)?;
     let all: Vec<usize> = (0..loaded.examples.len()).collect();
-    let pred = predict_session(loaded, &all, models, &test.examples, settings)?;
+    let pred = predict_session(loaded, &all, models, &test.examples, &test.groups, settings)?;
     Ok(score(&test.labels(), &pred, loaded.n_classes))
 }
 
@@ -1089,13 +1193,14 @@ pub fn transfer(
         Choice::Validation(validation) => {
             let mut best: Option<(f64, Settings, String, Vec<ActivityModel>)> = None;
             let mut scores = Vec::new();
+            let mut trained = TrainedOnce::default();
             for combo in space.combinations() {
                 let mut s = base.clone();
                 for (k, v) in &combo {
                     s.set(k, v).map_err(anyhow::Error::msg)?;
                 }
                 let loaded = train_cache.get(&s.features)?;
-                let models = fit_ensemble(loaded, &all, &[], &s)?;
+                let models = trained.get(loaded, &all, &s)?.clone();
                 let acc = score_session(loaded, &models, &s, validation)?;
                 let name = combination_name(&combo);
                 on_score(&name, acc);
@@ -1168,17 +1273,18 @@ pub fn validate_each(
     let n = train_cache.get(&base.features)?.examples.len();
     let all: Vec<usize> = (0..n).collect();
     let mut table: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut trained = TrainedOnce::default();
     for combo in space.combinations() {
         let mut s = base.clone();
         for (k, v) in &combo {
             s.set(k, v).map_err(anyhow::Error::msg)?;
         }
         let loaded = train_cache.get(&s.features)?;
-        let models = fit_ensemble(loaded, &all, &[], &s)?;
+        let models = trained.get(loaded, &all, &s)?;
         let name = combination_name(&combo);
         let mut row = Vec::new();
         for (i, m) in sessions.iter().enumerate() {
-            let acc = score_session(loaded, &models, &s, m)?;
+            let acc = score_session(loaded, models, &s, m)?;
             on_score(&name, i, acc);
             row.push(acc);
         }

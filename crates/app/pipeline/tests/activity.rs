@@ -10,6 +10,7 @@ use csipose_pipeline::activity::{
 };
 use csipose_pipeline::manifest::{read_manifest, windows_manifest, Manifest};
 use csipose_temporal::features::{FeatureKind, BLOCKS};
+use csipose_temporal::sequence::Decode;
 use csipose_temporal::train::Example;
 
 fn esp32_har(session: &str) -> Option<PathBuf> {
@@ -129,6 +130,7 @@ fn nested_selection_never_looks_at_the_outer_test_fold() {
         tent: 0,
         self_train: 0,
         ensemble: 1,
+        decode: Decode::None,
     };
     let space =
         SearchSpace::parse(&["epochs=1,3".into(), "lr=0.002,0.01".into()], &settings).unwrap();
@@ -264,6 +266,7 @@ fn session_predictions_never_read_the_session_labels() {
         tent: 3,
         self_train: 1,
         ensemble: 2,
+        decode: Decode::Viterbi,
     };
     let train_idx: Vec<usize> = (0..data.examples.len()).filter(|i| i % 2 == 0).collect();
     let models = fit_ensemble(&data, &train_idx, &[], &settings).unwrap();
@@ -282,8 +285,59 @@ fn session_predictions_never_read_the_session_labels() {
             label: (e.label + 1) % 3,
         })
         .collect();
-    let a = predict_session(&data, &train_idx, &models, &session, &settings).unwrap();
-    let b = predict_session(&data, &train_idx, &models, &relabelled, &settings).unwrap();
+    // Two recordings of the session, interleaved.
+    let recordings: Vec<usize> = (0..session.len()).map(|k| k % 2).collect();
+    let a = predict_session(&data, &train_idx, &models, &session, &recordings, &settings).unwrap();
+    let b = predict_session(
+        &data,
+        &train_idx,
+        &models,
+        &relabelled,
+        &recordings,
+        &settings,
+    )
+    .unwrap();
     assert_eq!(a, b);
     assert_eq!(a.len(), session.len());
+}
+
+/// The transition model reads the training recordings' label order (a run of consecutive
+/// examples of one manifest row), and decoding keeps the session's recordings apart.
+#[test]
+fn sequence_decoding_learns_the_training_order_per_recording() {
+    use csipose_pipeline::activity::{decode_recordings, training_transitions};
+    let mut data = toy(4);
+    // Two training recordings, each 0 0 1 1 2 2 in time order.
+    let order = [0usize, 0, 1, 1, 2, 2];
+    for (k, e) in data.examples.iter_mut().enumerate() {
+        e.label = order[k % 6];
+    }
+    data.groups = (0..data.examples.len()).map(|k| k / 6).collect();
+    let t = training_transitions(&data, &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]).unwrap();
+    let p = |i: usize, j: usize| t.log_next[i * 3 + j].exp();
+    // 0 -> 0 and 0 -> 1 twice each, 0 -> 2 never; 2 -> 2 twice, 2 -> 0 never (a new recording
+    // starts, not a transition).
+    assert!(p(0, 1) > 0.45 && p(0, 2) < 0.05);
+    assert!(p(2, 2) > 0.9);
+    assert!(t.log_start[0].exp() > 0.9);
+    // Two session recordings interleaved; each decodes as a whole: an isolated window reading
+    // as class 2 at the start of a recording is repaired by Viterbi.
+    let mut probs = Vec::new();
+    let mut recordings = Vec::new();
+    for k in 0..6 {
+        for r in 0..2 {
+            let mut q = vec![0.2f32; 3];
+            q[order[k]] = 0.6;
+            if r == 1 && k == 1 {
+                q = vec![0.2, 0.2, 0.6];
+            }
+            probs.push(q);
+            recordings.push(r);
+        }
+    }
+    let none = decode_recordings(&t, &probs, &recordings, Decode::None).unwrap();
+    let viterbi = decode_recordings(&t, &probs, &recordings, Decode::Viterbi).unwrap();
+    let truth: Vec<usize> = (0..12).map(|k| order[k / 2]).collect();
+    assert_ne!(none, truth);
+    assert_eq!(viterbi, truth);
 }

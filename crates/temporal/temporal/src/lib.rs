@@ -1,8 +1,9 @@
 //! The temporal head: the `.rvne` weight blob format and the activity classifier (model,
-//! training, streaming inference).
+//! training, streaming inference, sequence decoding).
 
 pub mod features;
 pub mod linalg;
 pub mod model;
 pub mod rvne;
+pub mod sequence;
 pub mod train;

@@ -41,6 +41,7 @@ use csipose_pipeline::manifest::{parse_sequence_key, read_manifest, Manifest, Ro
 use csipose_temporal::features::FeatureKind;
 use csipose_temporal::model::{argmax, ActivityModel};
 use csipose_temporal::rvne::RvneMeta;
+use csipose_temporal::sequence::Decode;
 use csipose_temporal::train::{accuracies, confusion_matrix};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -165,8 +166,17 @@ struct Hyper {
     /// (0 = off). Needs the training data, so not stored in a model file.
     #[arg(long, default_value_t = 0)]
     self_train: usize,
+    /// How a test recording's window probabilities become classes: none (each window by
+    /// itself), forward (causal filter) or viterbi (whole recording, offline), both with a
+    /// transition model learned from the training recordings' label order.
+    #[arg(long, default_value = "none", value_parser = parse_decode)]
+    decode: Decode,
     #[command(flatten)]
     features: FeatureArgs,
+}
+
+fn parse_decode(s: &str) -> Result<Decode, String> {
+    s.parse()
 }
 
 /// The honest protocol's settings search.
@@ -175,7 +185,7 @@ struct SearchArgs {
     /// A search axis `key=v1,v2,...` (repeatable; every combination is tried): epochs, lr,
     /// batch, min-crop, layers, q-heads, kv-heads, head-dim, window, block-size, response-db,
     /// stride, context, recording-norm, transforms, adapt-norm, tent, self-train, ensemble
-    /// (transfer), features. Chosen by inner CV on training data only, or (transfer) on the
+    /// (transfer), decode, features. Chosen by inner CV on training data only, or (transfer) on the
     /// --validate-on session.
     #[arg(long = "search")]
     search: Vec<String>,
@@ -409,6 +419,7 @@ impl Hyper {
             tent: self.tent,
             self_train: self.self_train,
             ensemble: 1,
+            decode: self.decode,
         };
         s.validate()?;
         Ok(s)
@@ -494,6 +505,10 @@ fn refuse_unstored(base: &Settings, space: &SearchSpace) -> anyhow::Result<()> {
         (
             "ensemble",
             base.ensemble > 1 || searched("ensemble", |x| above(x, 1)),
+        ),
+        (
+            "decode",
+            base.decode != Decode::None || searched("decode", |x| x != "none"),
         ),
     ] {
         anyhow::ensure!(
