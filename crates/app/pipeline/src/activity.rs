@@ -17,6 +17,7 @@ use csipose_temporal::features::{
     apply_transforms, csi_feature_dim, encoder_frame_features, FeatureKind, BLOCKS, DEFAULT_STRIDE,
     ENCODER_BLOCKS,
 };
+use csipose_temporal::linear::{standardise_per_group, window_stats, LinearClassifier};
 use csipose_temporal::model::{argmax, ActivityModel, ModelShape};
 use csipose_temporal::rvne::{HeadConfig, TRANSFORM_RATIO, TRANSFORM_WINDOW_NORM};
 use csipose_temporal::sequence::{Decode, Transitions, DEFAULT_PSEUDO_COUNT};
@@ -423,6 +424,9 @@ pub struct Settings {
     /// decoded with a transition model learned from the training recordings' label order
     /// ([`csipose_temporal::sequence`]).
     pub decode: Decode,
+    /// The linear window-statistics classifier with this penalty C instead of the attention
+    /// model ([`csipose_temporal::linear`]); 0 = the attention model.
+    pub linear: f64,
 }
 
 impl Settings {
@@ -454,6 +458,7 @@ impl Settings {
             "self-train" => self.self_train = num(key, value)?,
             "ensemble" => self.ensemble = num(key, value)?,
             "decode" => self.decode = value.parse()?,
+            "linear" => self.linear = num(key, value)?,
             "features" => {
                 self.features.kind = match value {
                     "auto" => None,
@@ -464,7 +469,7 @@ impl Settings {
             }
             _ => {
                 return Err(format!(
-                    "unknown search key {key:?} (epochs, lr, batch, min-crop, layers, q-heads, kv-heads, head-dim, window, block-size, response-db, stride, context, recording-norm, transforms, adapt-norm, tent, self-train, ensemble, decode, features)"
+                    "unknown search key {key:?} (epochs, lr, batch, min-crop, layers, q-heads, kv-heads, head-dim, window, block-size, response-db, stride, context, recording-norm, transforms, adapt-norm, tent, self-train, ensemble, decode, linear, features)"
                 ))
             }
         }
@@ -486,6 +491,25 @@ impl Settings {
             "response-db must be >= 0"
         );
         anyhow::ensure!(self.features.stride != Some(0), "stride must be at least 1");
+        anyhow::ensure!(
+            self.linear >= 0.0 && self.linear.is_finite(),
+            "linear: C must be >= 0 (0 = the attention model)"
+        );
+        if self.linear > 0.0 {
+            for (on, what) in [
+                (self.adapt_norm, "adapt-norm"),
+                (self.tent > 0, "tent"),
+                (self.self_train > 0, "self-train"),
+                (self.ensemble > 1, "ensemble"),
+                (self.features.recording_norm, "recording-norm"),
+                (self.hyper.response_db > 0.0, "response-db"),
+            ] {
+                anyhow::ensure!(
+                    !on,
+                    "{what} applies to the attention model, not to the linear classifier (which standardises its window statistics per recording itself)"
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -588,6 +612,11 @@ pub fn fit_ensemble(
     extra: &[Example],
     settings: &Settings,
 ) -> anyhow::Result<Vec<ActivityModel>> {
+    if settings.linear > 0.0 {
+        // The linear classifier is fitted where it predicts (predict_session): cheap and
+        // convex, no attention model is needed.
+        return Ok(Vec::new());
+    }
     (0..settings.ensemble.max(1))
         .map(|k| {
             let hyper = Hyper {
@@ -687,7 +716,11 @@ pub fn predict_session(
             label: 0,
         })
         .collect();
-    let (_, mut probs) = adapt_models(models, &unlabelled, settings)?;
+    let mut probs = if settings.linear > 0.0 {
+        linear_probabilities(loaded, train_idx, session, recordings, settings.linear)?
+    } else {
+        adapt_models(models, &unlabelled, settings)?.1
+    };
     for _ in 0..settings.self_train {
         let mut order: Vec<usize> = (0..probs.len()).collect();
         let conf = |i: usize| probs[i].iter().copied().fold(0.0f32, f32::max);
@@ -707,6 +740,40 @@ pub fn predict_session(
     }
     let transitions = training_transitions(loaded, train_idx)?;
     decode_recordings(&transitions, &probs, recordings, settings.decode)
+}
+
+/// Class probabilities of the `session` examples by the linear window-statistics classifier
+/// with penalty `c`, fitted on `loaded.examples[train_idx]`; statistics are standardised per
+/// training recording (`loaded.groups`) and per session recording (`recordings`).
+fn linear_probabilities(
+    loaded: &Loaded,
+    train_idx: &[usize],
+    session: &[Example],
+    recordings: &[usize],
+    c: f64,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    anyhow::ensure!(
+        loaded.kind == FeatureKind::Amplitude && loaded.input_dim % BLOCKS == 0,
+        "the linear classifier reads amplitude features (--features amplitude), not {}",
+        loaded.kind.name()
+    );
+    let channels = loaded.input_dim / BLOCKS;
+    let stats = |e: &Example| window_stats(&e.frames, channels);
+    let mut train: Vec<Vec<f32>> = train_idx
+        .iter()
+        .map(|&i| stats(&loaded.examples[i]))
+        .collect();
+    let groups: Vec<usize> = train_idx.iter().map(|&i| loaded.groups[i]).collect();
+    standardise_per_group(&mut train, &groups);
+    let labels: Vec<usize> = train_idx
+        .iter()
+        .map(|&i| loaded.examples[i].label)
+        .collect();
+    let model =
+        LinearClassifier::fit(&train, &labels, loaded.n_classes, c).map_err(anyhow::Error::msg)?;
+    let mut test: Vec<Vec<f32>> = session.iter().map(stats).collect();
+    standardise_per_group(&mut test, recordings);
+    Ok(test.iter().map(|r| model.probabilities(r)).collect())
 }
 
 /// The transition model of the label order of `loaded.examples[train_idx]`: each run of
@@ -1109,9 +1176,10 @@ pub struct Transfer {
     pub selection: Option<Selection>,
     /// Accuracy on each test manifest, in order.
     pub accuracy: Vec<f64>,
-    /// The trained models (one per ensemble member; the first is `model`).
+    /// The trained models (one per ensemble member; the first is `model`; none for the linear
+    /// classifier, which is fitted per prediction).
     pub models: Vec<ActivityModel>,
-    pub model: ActivityModel,
+    pub model: Option<ActivityModel>,
 }
 
 /// How [`transfer`] chooses among a search space.
@@ -1231,7 +1299,7 @@ pub fn transfer(
     Ok(Transfer {
         selection,
         accuracy,
-        model: models[0].clone(),
+        model: models.first().cloned(),
         models,
     })
 }

@@ -131,6 +131,7 @@ fn nested_selection_never_looks_at_the_outer_test_fold() {
         self_train: 0,
         ensemble: 1,
         decode: Decode::None,
+        linear: 0.0,
     };
     let space =
         SearchSpace::parse(&["epochs=1,3".into(), "lr=0.002,0.01".into()], &settings).unwrap();
@@ -267,6 +268,7 @@ fn session_predictions_never_read_the_session_labels() {
         self_train: 1,
         ensemble: 2,
         decode: Decode::Viterbi,
+        linear: 0.0,
     };
     let train_idx: Vec<usize> = (0..data.examples.len()).filter(|i| i % 2 == 0).collect();
     let models = fit_ensemble(&data, &train_idx, &[], &settings).unwrap();

@@ -171,6 +171,12 @@ struct Hyper {
     /// transition model learned from the training recordings' label order.
     #[arg(long, default_value = "none", value_parser = parse_decode)]
     decode: Decode,
+    /// Classify with the linear window-statistics classifier (multinomial logistic regression
+    /// over each window's per-channel level, spread and change, standardised per recording)
+    /// with this L2 penalty C instead of the attention model (0 = the attention model). Not
+    /// stored in a model file.
+    #[arg(long, default_value_t = 0.0)]
+    linear: f64,
     #[command(flatten)]
     features: FeatureArgs,
 }
@@ -185,7 +191,7 @@ struct SearchArgs {
     /// A search axis `key=v1,v2,...` (repeatable; every combination is tried): epochs, lr,
     /// batch, min-crop, layers, q-heads, kv-heads, head-dim, window, block-size, response-db,
     /// stride, context, recording-norm, transforms, adapt-norm, tent, self-train, ensemble
-    /// (transfer), decode, features. Chosen by inner CV on training data only, or (transfer) on the
+    /// (transfer), decode, linear, features. Chosen by inner CV on training data only, or (transfer) on the
     /// --validate-on session.
     #[arg(long = "search")]
     search: Vec<String>,
@@ -420,6 +426,7 @@ impl Hyper {
             self_train: self.self_train,
             ensemble: 1,
             decode: self.decode,
+            linear: self.linear,
         };
         s.validate()?;
         Ok(s)
@@ -509,6 +516,10 @@ fn refuse_unstored(base: &Settings, space: &SearchSpace) -> anyhow::Result<()> {
         (
             "decode",
             base.decode != Decode::None || searched("decode", |x| x != "none"),
+        ),
+        (
+            "linear",
+            base.linear > 0.0 || searched("linear", |x| x.parse::<f64>().is_ok_and(|c| c > 0.0)),
         ),
     ] {
         anyhow::ensure!(
@@ -947,7 +958,10 @@ fn transfer_cmd(a: TransferArgs) -> anyhow::Result<()> {
         if k == 0 {
             if let Some(out) = &a.out {
                 let used = r.selection.as_ref().map_or(&settings, |s| &s.settings);
-                let mut model = r.model.clone();
+                let mut model = r
+                    .model
+                    .clone()
+                    .context("the linear classifier is not stored in a model file")?;
                 model.meta = Some(stored_meta(used, train.classes.as_deref(), &model)?);
                 let bytes = model.to_rvne(false)?;
                 let mut file = csipose_npy::AtomicFile::create(out)?;
