@@ -3,7 +3,7 @@
 //! `pose` message (the same one the server sent this test's own WebSocket client) puts it,
 //! draw nothing for a node whose room is empty, and then report NO DATA when packets stop.
 //! Saves a screenshot (`CSIPOSE_SCREENSHOT=path` copies it there, e.g. docs/serve.png).
-//! Prints SKIPPED when no `chromium` binary exists (CI installs it from `.ci/run`).
+//! Checks LIVE, NO DATA and DISCONNECTED banners. Prints SKIPPED when no `chromium` binary exists (CI installs it from `.ci/run`).
 
 mod common;
 
@@ -314,7 +314,20 @@ fn the_page_draws_the_last_pose_message_in_chromium() {
         assert!(Instant::now() < end, "banner stayed {banner}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    drop(b);
+    // The server goes away: DISCONNECTED within a few seconds (the page then keeps retrying).
     drop(mine);
     server.shutdown();
+    let end = Instant::now() + Duration::from_secs(8);
+    loop {
+        let banner = b.eval("document.getElementById('banner').textContent");
+        if banner == "DISCONNECTED" {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "banner stayed {banner} after shutdown"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(b);
 }
