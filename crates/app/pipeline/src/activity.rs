@@ -753,7 +753,7 @@ fn linear_probabilities(
     c: f64,
 ) -> anyhow::Result<Vec<Vec<f32>>> {
     anyhow::ensure!(
-        loaded.kind == FeatureKind::Amplitude && loaded.input_dim % BLOCKS == 0,
+        loaded.kind == FeatureKind::Amplitude && loaded.input_dim.is_multiple_of(BLOCKS),
         "the linear classifier reads amplitude features (--features amplitude), not {}",
         loaded.kind.name()
     );
@@ -871,6 +871,7 @@ pub fn cross_validate(
     mut on_fold: impl FnMut(usize, f64),
 ) -> anyhow::Result<CvResult> {
     anyhow::ensure!(folds.folds >= 2, "folds must be at least 2");
+    decode_needs_whole_recordings(settings, folds)?;
     let fold = assign_folds(loaded, idx, folds);
     let mut fold_accuracy = Vec::new();
     let mut predicted = vec![0usize; idx.len()];
@@ -1105,6 +1106,7 @@ pub fn nested_cv(
         };
         let selection = select(cache, &train_idx, base, space, inner, |_, _| {})?;
         let s = &selection.settings;
+        decode_needs_whole_recordings(s, outer)?;
         let loaded = cache.get(&s.features)?;
         let s = Settings {
             ensemble: ensemble.max(s.ensemble),
@@ -1120,6 +1122,17 @@ pub fn nested_cv(
         out.push(fold);
     }
     Ok(out)
+}
+
+/// Sequence decoding reads a test recording's windows in order, so a fold must hold whole
+/// recordings: refuses `decode` with window-stratified folds.
+fn decode_needs_whole_recordings(settings: &Settings, folds: FoldOptions) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        settings.decode == Decode::None || folds.grouped,
+        "--decode {} reads each test recording's windows in order: cross-validation needs whole recordings per fold (--grouped)",
+        settings.decode.name()
+    );
+    Ok(())
 }
 
 /// Mean and sample standard deviation (0 for one value).

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use csipose_pipeline::activity::{
-    load_examples, nested_cv, standardise_by_group, FeatureCache, FeatureSpec, FoldOptions, Hyper,
-    Loaded, SearchSpace, Settings,
+    cross_validate, load_examples, nested_cv, standardise_by_group, FeatureCache, FeatureSpec,
+    FoldOptions, Hyper, Loaded, SearchSpace, Settings,
 };
 use csipose_pipeline::manifest::{read_manifest, windows_manifest, Manifest};
 use csipose_temporal::features::{FeatureKind, BLOCKS};
@@ -342,4 +342,66 @@ fn sequence_decoding_learns_the_training_order_per_recording() {
     let truth: Vec<usize> = (0..12).map(|k| order[k / 2]).collect();
     assert_ne!(none, truth);
     assert_eq!(viterbi, truth);
+}
+
+/// The linear classifier through cross-validation: whole-recording folds with decoding run, and
+/// decoding with window-stratified folds (recordings split across folds) is refused.
+#[test]
+fn linear_classifier_cross_validates_and_decoding_needs_whole_recordings() {
+    let mut data = toy(8);
+    // 24 examples as 4 recordings of 6 windows, labels in a fixed order per recording.
+    let order = [0usize, 0, 1, 1, 2, 2];
+    for (k, e) in data.examples.iter_mut().enumerate() {
+        e.label = order[k % 6];
+    }
+    data.groups = (0..24).map(|k| k / 6).collect();
+    // The linear classifier reads amplitude blocks: 2 channels as BLOCKS blocks.
+    data.input_dim = 2 * BLOCKS;
+    for e in &mut data.examples {
+        let frames = e.frames.len() / 2;
+        e.frames = (0..frames)
+            .flat_map(|t| {
+                let (a, b) = (e.frames[2 * t], e.frames[2 * t + 1]);
+                let mut f = vec![a, b];
+                f.extend([a.abs(), b.abs(), 0.0, 0.0]);
+                f
+            })
+            .collect();
+    }
+    let settings = Settings {
+        features: FeatureSpec::default(),
+        hyper: Hyper::default(),
+        adapt_norm: false,
+        tent: 0,
+        self_train: 0,
+        ensemble: 1,
+        decode: Decode::Viterbi,
+        linear: 0.1,
+    };
+    settings.validate().unwrap();
+    let all: Vec<usize> = (0..24).collect();
+    let grouped = FoldOptions {
+        folds: 4,
+        seed: 1,
+        grouped: true,
+    };
+    let r = cross_validate(&data, &all, &settings, grouped, 1, |_, _| {}).unwrap();
+    assert_eq!(
+        r.fold_accuracy.len(),
+        4,
+        "one score per whole-recording fold"
+    );
+    assert_eq!(r.predicted.len(), 24);
+    assert!(r.fold_accuracy.iter().all(|a| (0.0..=1.0).contains(a)));
+    let stratified = FoldOptions {
+        grouped: false,
+        ..grouped
+    };
+    let err = cross_validate(&data, &all, &settings, stratified, 1, |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("--grouped"), "{err}");
+    let attention_only = Settings {
+        adapt_norm: true,
+        ..settings
+    };
+    assert!(attention_only.validate().is_err());
 }

@@ -198,14 +198,15 @@ impl<'a> ForwardFilter<'a> {
         let m = self.model;
         let n = m.n_classes;
         if !self.started {
-            for j in 0..n {
-                self.alpha[j] = m.log_start[j] as f64 + ln(probs[j]);
+            for ((a, s), p) in self.alpha.iter_mut().zip(&m.log_start).zip(probs) {
+                *a = *s as f64 + ln(*p);
             }
             self.started = true;
         } else {
-            for j in 0..n {
-                let terms = (0..n).map(|i| self.alpha[i] + m.log_next[i * n + j] as f64);
-                self.scratch[j] = log_sum_exp(terms) + ln(probs[j]);
+            let alpha = &self.alpha;
+            for (j, (out, p)) in self.scratch.iter_mut().zip(probs).enumerate() {
+                let terms = (0..n).map(|i| alpha[i] + m.log_next[i * n + j] as f64);
+                *out = log_sum_exp(terms) + ln(*p);
             }
             std::mem::swap(&mut self.alpha, &mut self.scratch);
         }
