@@ -309,9 +309,14 @@ fn level_window_option_has_no_false_positive_and_a_short_onset() {
                 packets += z.read::<i64>("csi_data").unwrap().shape[0] as u64;
             }
         }
+        // The fold grid flag is wired (one recording index: no fold is run, so it costs
+        // nothing here): the published grid, or three times it with the level axis.
+        let grid = ["published", "with-level"][index];
         let out = ok(&[
             "presence",
             "--json",
+            "--fold-grid",
+            grid,
             "--short-window",
             "0",
             "--level-window",
@@ -326,6 +331,7 @@ fn level_window_option_has_no_false_positive_and_a_short_onset() {
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         let g = &v["given_settings"];
         assert_eq!(g["level_window"], 2);
+        assert_eq!(v["fold_grid_settings"], [324, 972][index]);
         assert_eq!(g["uncalibrated_sessions"], serde_json::json!([]));
         let mut total = 0;
         for c in ["c3", "c5", "c6", "esp32", "s3"] {

@@ -32,7 +32,15 @@
 //!    variance over the same calibration medians) has its own threshold, its largest score
 //!    during the same calibration stretch times `margin`, and a packet is motion when either
 //!    score is above its threshold: a movement's onset shows in the short window after a few
-//!    packets, while the long window still mostly holds the still room. A person counts as
+//!    packets, while the long window still mostly holds the still room. Optionally
+//!    (`level_window` > 0, off by default) a third path reads a less-delayed signal: per
+//!    subcarrier the median of its newest `level_median` normalised amplitudes (no low-pass),
+//!    the mean of the newest `level_window` of those minus the long window's mean, squared and
+//!    divided by that subcarrier's calibration median of the same quantity; combined over the
+//!    usable subcarriers by their mean or by their `level_quantile` (0.5 = at least half of them
+//!    must see it, so a burst on a few subcarriers is not motion), with its own threshold (its
+//!    largest calibration score × `margin`). A change of level shows there 1–3 packets after it
+//!    happens. A person counts as
 //!    present while motion was seen in the last `hold_packets` packets: the detector senses
 //!    movement, so a person who stays perfectly still is reported absent after the hold time.
 //!

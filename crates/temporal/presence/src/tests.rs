@@ -860,3 +860,29 @@ fn level_window_calibrates_on_the_fallback_stretch() {
     let r = d.push_amplitudes(&step_packet(&mut rng, n, t, 0, 0.0));
     assert!(r.ratio.is_finite(), "{r:?}");
 }
+
+/// The published fold grid has no level window (its numbers do not move); the grid with the
+/// level axis is the published one three times, once per level option, each valid.
+#[test]
+fn fold_grid_with_level_adds_one_axis() {
+    let base = eval::default_grid();
+    let with = eval::grid_with_level();
+    assert_eq!(base.len(), 324);
+    assert!(base.iter().all(|c| c.level_window == 0));
+    assert_eq!(with.len(), 3 * base.len());
+    for (k, c) in with.iter().enumerate() {
+        c.validate().unwrap();
+        let plain = PresenceConfig {
+            level_window: 0,
+            level_median: 3,
+            level_quantile: 0.0,
+            ..c.clone()
+        };
+        assert_eq!(plain, base[k / 3], "setting {k}");
+    }
+    let levels: Vec<(usize, usize, f32)> = with[..3]
+        .iter()
+        .map(|c| (c.level_window, c.level_median, c.level_quantile))
+        .collect();
+    assert_eq!(levels, [(0, 3, 0.0), (1, 5, 0.0), (2, 5, 0.5)]);
+}
