@@ -296,11 +296,13 @@ pub struct Grid {
     pub lowpasses: Vec<usize>,
     /// `short_window` values (0 = off).
     pub short_windows: Vec<usize>,
+    /// (`level_window`, `level_median`, `level_quantile`) triples (level window 0 = off).
+    pub levels: Vec<(usize, usize, f32)>,
 }
 
 impl Grid {
-    /// Every combination (short window innermost, then low-pass, median filter, stillness,
-    /// margin, window).
+    /// Every combination (level triple innermost, then short window, low-pass, median filter,
+    /// stillness, margin, window).
     pub fn configs(&self) -> Vec<PresenceConfig> {
         let mut out = Vec::new();
         for &window in &self.windows {
@@ -309,15 +311,20 @@ impl Grid {
                     for &median_filter in &self.median_filters {
                         for &lowpass in &self.lowpasses {
                             for &short_window in &self.short_windows {
-                                out.push(PresenceConfig {
-                                    window,
-                                    margin,
-                                    calib_stability,
-                                    median_filter,
-                                    lowpass,
-                                    short_window,
-                                    ..PresenceConfig::default()
-                                });
+                                for &(level_window, level_median, level_quantile) in &self.levels {
+                                    out.push(PresenceConfig {
+                                        window,
+                                        margin,
+                                        calib_stability,
+                                        median_filter,
+                                        lowpass,
+                                        short_window,
+                                        level_window,
+                                        level_median,
+                                        level_quantile,
+                                        ..PresenceConfig::default()
+                                    });
+                                }
                             }
                         }
                     }
@@ -328,8 +335,12 @@ impl Grid {
     }
 }
 
-/// The grid of the published evaluation (BENCHMARKS.md).
+/// The grid of the published evaluation (BENCHMARKS.md), without the level window.
 pub fn default_grid() -> Vec<PresenceConfig> {
+    published_grid().configs()
+}
+
+fn published_grid() -> Grid {
     Grid {
         windows: vec![100, 150, 200],
         margins: vec![1.25, 2.0, 3.0],
@@ -337,6 +348,17 @@ pub fn default_grid() -> Vec<PresenceConfig> {
         median_filters: vec![1, 7],
         lowpasses: vec![1, 5, 9],
         short_windows: vec![0, 10, 20],
+        levels: vec![(0, 3, 0.0)],
+    }
+}
+
+/// [`default_grid`] with the two level-window options of BENCHMARKS.md as a further axis
+/// (off; window 1 on a 5-packet median, mean over subcarriers; window 2 on a 5-packet median,
+/// median over subcarriers): three times as many settings.
+pub fn grid_with_level() -> Vec<PresenceConfig> {
+    Grid {
+        levels: vec![(0, 3, 0.0), (1, 5, 0.0), (2, 5, 0.5)],
+        ..published_grid()
     }
     .configs()
 }

@@ -32,7 +32,15 @@
 //!    variance over the same calibration medians) has its own threshold, its largest score
 //!    during the same calibration stretch times `margin`, and a packet is motion when either
 //!    score is above its threshold: a movement's onset shows in the short window after a few
-//!    packets, while the long window still mostly holds the still room. A person counts as
+//!    packets, while the long window still mostly holds the still room. Optionally
+//!    (`level_window` > 0, off by default) a third path reads a less-delayed signal: per
+//!    subcarrier the median of its newest `level_median` normalised amplitudes (no low-pass),
+//!    the mean of the newest `level_window` of those minus the long window's mean, squared and
+//!    divided by that subcarrier's calibration median of the same quantity; combined over the
+//!    usable subcarriers by their mean or by their `level_quantile` (0.5 = at least half of them
+//!    must see it, so a burst on a few subcarriers is not motion), with its own threshold (its
+//!    largest calibration score × `margin`). A change of level shows there 1–3 packets after it
+//!    happens. A person counts as
 //!    present while motion was seen in the last `hold_packets` packets: the detector senses
 //!    movement, so a person who stays perfectly still is reported absent after the hold time.
 //!
@@ -71,6 +79,22 @@ pub struct PresenceConfig {
     /// Moving-average low-pass length per subcarrier after the median filter (1 = off, at
     /// most 255).
     pub lowpass: usize,
+    /// Packets in the level window (0 = off; otherwise 1 to `window` − 1): a fast onset path
+    /// that reads a less-delayed signal (the median of each subcarrier's newest
+    /// `level_median` normalised amplitudes, no low-pass). Its score is the squared difference
+    /// between the mean of the newest `level_window` of those values and the long window's
+    /// mean, per subcarrier relative to that subcarrier's calibration median of the same
+    /// quantity, averaged over the usable subcarriers; its threshold is its largest
+    /// calibration score × `margin`, and a packet is motion when any window is above its
+    /// threshold. A change of level (a person walking in) shows here one or two packets after
+    /// it happens, where the filtered windows need several.
+    pub level_window: usize,
+    /// Median filter length (odd, 1 = off, at most 31) of the level window's signal.
+    pub level_median: usize,
+    /// How the level window's per-subcarrier values are combined: 0 = their mean; q in
+    /// (0, 1) = their q-quantile over the used subcarriers (0.5 = the median: at least half
+    /// of them must see the change, so a burst on a few subcarriers does not read as motion).
+    pub level_quantile: f32,
     /// A subcarrier is used when its mean normalised amplitude during calibration is at least
     /// this fraction of the average (null and guard subcarriers are left out).
     pub min_relative_amplitude: f32,
@@ -89,6 +113,9 @@ impl Default for PresenceConfig {
             hold_packets: 300,
             median_filter: 7,
             lowpass: 5,
+            level_window: 0,
+            level_median: 3,
+            level_quantile: 0.0,
             min_relative_amplitude: 0.1,
         }
     }
@@ -151,6 +178,24 @@ impl PresenceConfig {
             return bad(format!(
                 "calib_patience {} above 1000000 stretches",
                 self.calib_patience
+            ));
+        }
+        if self.level_window >= self.window {
+            return bad(format!(
+                "level_window {} must be 0 (off) or 1..{} (below window)",
+                self.level_window, self.window
+            ));
+        }
+        if self.level_median.is_multiple_of(2) || self.level_median > 31 {
+            return bad(format!(
+                "level_median {} must be odd and at most 31",
+                self.level_median
+            ));
+        }
+        if !(self.level_quantile.is_finite() && (0.0..1.0).contains(&self.level_quantile)) {
+            return bad(format!(
+                "level_quantile {} outside [0, 1) (0 = mean)",
+                self.level_quantile
             ));
         }
         if !(1..=255).contains(&self.lowpass) {
@@ -229,8 +274,22 @@ pub struct PresenceDetector {
     cal_svar: Vec<f32>,
     amp: Vec<f32>,
     unusable: u64,
-    // Median filter: the last `median_filter` normalised amplitudes per subcarrier [k][n].
+    // Level window (`level_window` > 0): ring [level_window][n] of the level signal (median
+    // of the newest `level_median` normalised amplitudes), its running sums, this packet's
+    // squared level difference per subcarrier, and the calibration stretch's ones
+    // [calib_packets][n] (empty when off).
+    lv_ring: Vec<f32>,
+    lv_sum: Vec<f64>,
+    lv_head: usize,
+    lv_filled: usize,
+    lvl: Vec<f32>,
+    cal_lvl: Vec<f32>,
+    // Scratch for the level quantile over subcarriers [n].
+    lv_sort: Vec<f32>,
+    // Median filter: the last max(`median_filter`, `level_median`) normalised amplitudes per
+    // subcarrier [k][n] (the level path reads its newest `level_median`).
     mf_ring: Vec<f32>,
+    mf_len: usize,
     mf_head: usize,
     mf_filled: usize,
     mf_sort: Vec<f32>,
@@ -247,6 +306,12 @@ pub struct PresenceDetector {
     n_usable: usize,
     threshold: f32,
     short_threshold: f32,
+    // Level window: per-subcarrier calibration median of the squared level difference, the
+    // subcarriers used (usable and that median > 0), and its threshold.
+    lv_median: Vec<f32>,
+    lv_usable: Vec<bool>,
+    lv_n_usable: usize,
+    level_threshold: f32,
     // A calibration is held (kept across `restart_window`).
     calibrated: bool,
     phase: Phase,
@@ -256,6 +321,7 @@ pub struct PresenceDetector {
     best_var: Vec<f32>,
     best_score: Vec<f32>,
     best_svar: Vec<f32>,
+    best_lvl: Vec<f32>,
     best_quiet: f32,
     in_a_row: usize,
     fallback: bool,
@@ -274,6 +340,12 @@ impl PresenceDetector {
             )));
         }
         let n = n_subcarriers;
+        let lw = cfg.level_window;
+        let mf_len = if lw > 0 {
+            cfg.median_filter.max(cfg.level_median)
+        } else {
+            cfg.median_filter
+        };
         Ok(PresenceDetector {
             ring: vec![0.0; cfg.window * n],
             head: 0,
@@ -293,10 +365,18 @@ impl PresenceDetector {
             },
             amp: vec![0.0; n],
             unusable: 0,
-            mf_ring: vec![0.0; cfg.median_filter * n],
+            lv_ring: vec![0.0; lw * n],
+            lv_sum: vec![0.0; if lw > 0 { n } else { 0 }],
+            lv_head: 0,
+            lv_filled: 0,
+            lvl: vec![0.0; if lw > 0 { n } else { 0 }],
+            cal_lvl: vec![0.0; if lw > 0 { cfg.calib_packets * n } else { 0 }],
+            lv_sort: vec![0.0; if lw > 0 { n } else { 0 }],
+            mf_ring: vec![0.0; mf_len * n],
+            mf_len,
             mf_head: 0,
             mf_filled: 0,
-            mf_sort: vec![0.0; cfg.median_filter],
+            mf_sort: vec![0.0; mf_len],
             lp_ring: vec![0.0; cfg.lowpass * n],
             lp_sum: vec![0.0; n],
             lp_head: 0,
@@ -308,6 +388,10 @@ impl PresenceDetector {
             n_usable: 0,
             threshold: 0.0,
             short_threshold: 0.0,
+            lv_median: vec![0.0; if lw > 0 { n } else { 0 }],
+            lv_usable: vec![false; if lw > 0 { n } else { 0 }],
+            lv_n_usable: 0,
+            level_threshold: 0.0,
             calibrated: false,
             phase: Phase::WarmingUp,
             refusals: 0,
@@ -322,6 +406,11 @@ impl PresenceDetector {
                 Vec::new()
             },
             best_svar: if cfg.calib_patience > 0 && cfg.short_window > 0 {
+                vec![0.0; cfg.calib_packets * n]
+            } else {
+                Vec::new()
+            },
+            best_lvl: if cfg.calib_patience > 0 && lw > 0 {
                 vec![0.0; cfg.calib_packets * n]
             } else {
                 Vec::new()
@@ -357,6 +446,11 @@ impl PresenceDetector {
     /// Calibrated threshold of the short window (`short_window` > 0), once running.
     pub fn short_threshold(&self) -> Option<f32> {
         (self.phase == Phase::Running && self.cfg.short_window > 0).then_some(self.short_threshold)
+    }
+
+    /// Calibrated threshold of the level window (`level_window` > 0), once running.
+    pub fn level_threshold(&self) -> Option<f32> {
+        (self.phase == Phase::Running && self.cfg.level_window > 0).then_some(self.level_threshold)
     }
 
     /// Calibration stretches refused because the room was not still.
@@ -414,7 +508,10 @@ impl PresenceDetector {
         self.mf_filled = 0;
         self.lp_head = 0;
         self.lp_filled = 0;
+        self.lv_head = 0;
+        self.lv_filled = 0;
         for v in [
+            &mut self.lv_sum,
             &mut self.sum,
             &mut self.sum2,
             &mut self.lp_sum,
@@ -467,23 +564,38 @@ impl PresenceDetector {
         }
         // Normalise, then median-filter each subcarrier over its last k values.
         let k = self.cfg.median_filter;
+        let kr = self.mf_len;
         let mslot = self.mf_head * self.n;
         for i in 0..self.n {
             self.mf_ring[mslot + i] = self.amp[i] / mean;
         }
-        self.mf_head = (self.mf_head + 1) % k;
-        self.mf_filled = (self.mf_filled + 1).min(k);
-        if k > 1 {
-            let m = self.mf_filled;
+        self.mf_head = (self.mf_head + 1) % kr;
+        self.mf_filled = (self.mf_filled + 1).min(kr);
+        let lw = self.cfg.level_window;
+        if lw > 0 {
+            // The level signal: median of the newest `level_median` values, into its ring.
+            let m = self.cfg.level_median.min(self.mf_filled);
+            let lslot = self.lv_head * self.n;
+            let lfull = self.lv_filled >= lw;
             for i in 0..self.n {
-                for j in 0..m {
-                    self.mf_sort[j] = self.mf_ring[j * self.n + i];
+                let v = self.newest_median(i, m) as f64;
+                if lfull {
+                    self.lv_sum[i] -= self.lv_ring[lslot + i] as f64;
                 }
-                self.amp[i] = median(&mut self.mf_sort[..m]);
+                self.lv_ring[lslot + i] = v as f32;
+                self.lv_sum[i] += v;
+            }
+            self.lv_head = (self.lv_head + 1) % lw;
+            self.lv_filled = (self.lv_filled + 1).min(lw);
+        }
+        if k > 1 {
+            let m = k.min(self.mf_filled);
+            for i in 0..self.n {
+                self.amp[i] = self.newest_median(i, m);
             }
         } else {
             for i in 0..self.n {
-                self.amp[i] = self.mf_ring[i];
+                self.amp[i] = self.mf_ring[mslot + i];
             }
         }
         // Moving-average low-pass over the last `lowpass` values (partial until full).
@@ -560,6 +672,14 @@ impl PresenceDetector {
                 self.svar[i] = (self.ssum2[i] * inv - m * m).max(0.0) as f32;
             }
         }
+        if lw > 0 {
+            // lw < window, so the level ring is full whenever the long window is.
+            let (inv_l, inv_w) = (1.0 / self.lv_filled as f64, 1.0 / w as f64);
+            for i in 0..self.n {
+                let d = self.lv_sum[i] * inv_l - self.sum[i] * inv_w;
+                self.lvl[i] = (d * d) as f32;
+            }
+        }
         if self.phase == Phase::Calibrating && self.calibration_allowed {
             self.calibrate_step();
         }
@@ -572,6 +692,9 @@ impl PresenceDetector {
         self.cal_var[row * n..(row + 1) * n].copy_from_slice(&self.var);
         if self.cfg.short_window > 0 {
             self.cal_svar[row * n..(row + 1) * n].copy_from_slice(&self.svar);
+        }
+        if self.cfg.level_window > 0 {
+            self.cal_lvl[row * n..(row + 1) * n].copy_from_slice(&self.lvl);
         }
         self.cal_score[row] = self.var.iter().sum::<f32>() / n as f32;
         self.cal_len += 1;
@@ -599,6 +722,7 @@ impl PresenceDetector {
                 self.best_var.copy_from_slice(&self.cal_var);
                 self.best_score.copy_from_slice(&self.cal_score);
                 self.best_svar.copy_from_slice(&self.cal_svar);
+                self.best_lvl.copy_from_slice(&self.cal_lvl);
             }
             if patience == 0 || self.in_a_row < patience || !self.best_quiet.is_finite() {
                 // Not still: drop the first block and keep watching.
@@ -607,6 +731,9 @@ impl PresenceDetector {
                 if self.cfg.short_window > 0 {
                     self.cal_svar.copy_within(b * n.., 0);
                 }
+                if self.cfg.level_window > 0 {
+                    self.cal_lvl.copy_within(b * n.., 0);
+                }
                 self.cal_len -= b;
                 return;
             }
@@ -614,6 +741,7 @@ impl PresenceDetector {
             std::mem::swap(&mut self.cal_var, &mut self.best_var);
             std::mem::swap(&mut self.cal_score, &mut self.best_score);
             std::mem::swap(&mut self.cal_svar, &mut self.best_svar);
+            std::mem::swap(&mut self.cal_lvl, &mut self.best_lvl);
             self.fallback = true;
         }
         // Per-subcarrier median variance and usable subcarriers (mean normalised amplitude
@@ -641,7 +769,7 @@ impl PresenceDetector {
         let mut top = 0.0f32;
         for r in 0..c {
             let row = &self.cal_var[r * n..(r + 1) * n];
-            top = top.max(self.relative(row));
+            top = top.max(relative(row, &self.median, &self.usable, self.n_usable));
         }
         self.threshold = top * self.cfg.margin;
         // The short window's threshold, from the same stretch and relative to the same
@@ -650,13 +778,37 @@ impl PresenceDetector {
         if self.cfg.short_window > 0 {
             for r in 0..c {
                 let row = &self.cal_svar[r * n..(r + 1) * n];
-                stop = stop.max(self.relative(row));
+                stop = stop.max(relative(row, &self.median, &self.usable, self.n_usable));
             }
         }
         self.short_threshold = stop * self.cfg.margin;
         let short_ok = self.cfg.short_window == 0
             || (self.short_threshold > 0.0 && self.short_threshold.is_finite());
-        if !(self.threshold > 0.0 && self.threshold.is_finite() && short_ok) {
+        // The level window: its own per-subcarrier medians over the same stretch (the level
+        // difference has another scale than the variance), on the usable subcarriers.
+        let mut ltop = 0.0f32;
+        if self.cfg.level_window > 0 {
+            self.lv_n_usable = 0;
+            for i in 0..n {
+                let s = &mut self.scratch[..c];
+                for (r, v) in s.iter_mut().enumerate() {
+                    *v = self.cal_lvl[r * n + i];
+                }
+                let m = median(s);
+                self.lv_median[i] = m;
+                self.lv_usable[i] = self.usable[i] && m > 0.0;
+                self.lv_n_usable += self.lv_usable[i] as usize;
+            }
+            if self.lv_n_usable > 0 {
+                for r in 0..c {
+                    ltop = ltop.max(self.level_score(r * n));
+                }
+            }
+        }
+        self.level_threshold = ltop * self.cfg.margin;
+        let level_ok = self.cfg.level_window == 0
+            || (self.level_threshold > 0.0 && self.level_threshold.is_finite());
+        if !(self.threshold > 0.0 && self.threshold.is_finite() && short_ok && level_ok) {
             self.refusals += 1;
             self.forget_candidates();
             return;
@@ -667,15 +819,41 @@ impl PresenceDetector {
         self.phase = Phase::Running;
     }
 
-    fn relative(&self, var: &[f32]) -> f32 {
-        let s: f32 = var
-            .iter()
-            .zip(&self.median)
-            .zip(&self.usable)
-            .filter(|(_, &u)| u)
-            .map(|((v, m), _)| v / m)
-            .sum();
-        s / self.n_usable as f32
+    /// The level window's score of this packet (`row` = `usize::MAX`) or of calibration
+    /// packet `row / n`: the mean or the `level_quantile` over the used subcarriers of the
+    /// squared level difference / its calibration median.
+    fn level_score(&mut self, row: usize) -> f32 {
+        let n = self.n;
+        let v = if row == usize::MAX {
+            &self.lvl[..]
+        } else {
+            &self.cal_lvl[row..row + n]
+        };
+        let q = self.cfg.level_quantile;
+        if q == 0.0 {
+            return relative(v, &self.lv_median, &self.lv_usable, self.lv_n_usable);
+        }
+        let mut k = 0;
+        for ((x, m), &u) in v.iter().zip(&self.lv_median).zip(&self.lv_usable) {
+            if u {
+                self.lv_sort[k] = x / m;
+                k += 1;
+            }
+        }
+        let s = &mut self.lv_sort[..k];
+        let at = ((q * k as f32) as usize).min(k - 1);
+        s.select_nth_unstable_by(at, |a, b| a.total_cmp(b));
+        s[at]
+    }
+
+    /// The median of subcarrier `i`'s newest `m` normalised amplitudes (m ≤ the values held).
+    fn newest_median(&mut self, i: usize, m: usize) -> f32 {
+        let kr = self.mf_len;
+        for j in 0..m {
+            let slot = (self.mf_head + kr - 1 - j) % kr;
+            self.mf_sort[j] = self.mf_ring[slot * self.n + i];
+        }
+        median(&mut self.mf_sort[..m])
     }
 
     fn reading(&mut self, updated: bool) -> Reading {
@@ -688,9 +866,14 @@ impl PresenceDetector {
                 confidence: 0.0,
             };
         }
-        let mut ratio = self.relative(&self.var) / self.threshold;
+        let (med, us, nu) = (&self.median, &self.usable, self.n_usable);
+        let mut ratio = relative(&self.var, med, us, nu) / self.threshold;
         if self.cfg.short_window > 0 {
-            ratio = ratio.max(self.relative(&self.svar) / self.short_threshold);
+            ratio = ratio.max(relative(&self.svar, med, us, nu) / self.short_threshold);
+        }
+        if self.cfg.level_window > 0 {
+            let l = self.level_score(usize::MAX);
+            ratio = ratio.max(l / self.level_threshold);
         }
         let motion = ratio > 1.0;
         if updated {
@@ -708,6 +891,18 @@ impl PresenceDetector {
             confidence: (2.0 * ratio.max(1e-30).ln().abs()).tanh(),
         }
     }
+}
+
+/// Mean over the used subcarriers of `v` / its calibration median.
+fn relative(v: &[f32], median: &[f32], used: &[bool], n_used: usize) -> f32 {
+    let s: f32 = v
+        .iter()
+        .zip(median)
+        .zip(used)
+        .filter(|(_, &u)| u)
+        .map(|((v, m), _)| v / m)
+        .sum();
+    s / n_used as f32
 }
 
 /// Median by selection (reorders `v`).

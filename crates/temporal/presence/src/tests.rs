@@ -199,6 +199,23 @@ fn config_validation_names_the_field() {
             lowpass: 256,
             ..Default::default()
         },
+        PresenceConfig {
+            level_window: 100,
+            ..Default::default()
+        },
+        PresenceConfig {
+            level_window: 2,
+            level_median: 4,
+            ..Default::default()
+        },
+        PresenceConfig {
+            level_quantile: 1.0,
+            ..Default::default()
+        },
+        PresenceConfig {
+            level_quantile: f32::NAN,
+            ..Default::default()
+        },
     ];
     for (cfg, field) in bad.iter().zip([
         "window",
@@ -208,6 +225,10 @@ fn config_validation_names_the_field() {
         "min_relative_amplitude",
         "lowpass",
         "lowpass",
+        "level_window",
+        "level_median",
+        "level_quantile",
+        "level_quantile",
     ]) {
         let e = PresenceDetector::new(8, cfg.clone())
             .err()
@@ -598,4 +619,270 @@ fn splice_control_counts_the_second_empty_room() {
         "{} false positives after the first window: {c:?}",
         c.fp - early
     );
+}
+
+/// The level window's settings used by the tests below (the evaluated option of
+/// BENCHMARKS.md: level window 2 on a 5-packet median, median over subcarriers, no short
+/// window).
+fn level_cfg(level_quantile: f32) -> PresenceConfig {
+    PresenceConfig {
+        short_window: 0,
+        level_window: 2,
+        level_median: 5,
+        level_quantile,
+        ..Default::default()
+    }
+}
+
+/// The level window's per-subcarrier value equals a brute-force (mean of the newest
+/// `level_window` medians of the newest `level_median` normalised amplitudes − the long
+/// window's mean of the median-filtered, low-passed values)², also across a
+/// `restart_window`; and the level path leaves the other windows as they are (same variances
+/// as a detector without it), both when its median is longer than the main one and shorter.
+#[test]
+fn level_window_matches_brute_force() {
+    for (mf, lm) in [(1, 5), (5, 3)] {
+        let (n, w, lw, l) = (5, 20, 3, 3);
+        let cfg = PresenceConfig {
+            window: w,
+            short_window: 6,
+            level_window: lw,
+            level_median: lm,
+            lowpass: l,
+            median_filter: mf,
+            calib_packets: 200,
+            calib_block: 100,
+            ..Default::default()
+        };
+        let mut d = PresenceDetector::new(n, cfg.clone()).unwrap();
+        let mut plain = PresenceDetector::new(
+            n,
+            PresenceConfig {
+                level_window: 0,
+                ..cfg
+            },
+        )
+        .unwrap();
+        let mut rng = Rng(43);
+        let mut norm: Vec<Vec<f64>> = Vec::new();
+        for t in 0..160 {
+            if t == 90 {
+                d.restart_window();
+                plain.restart_window();
+                norm.clear();
+            }
+            let p = packet(&mut rng, n, t, (t / 50) as f32, 1.0 + (t % 4) as f32);
+            d.push_amplitudes(&p);
+            plain.push_amplitudes(&p);
+            let mean = p.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+            norm.push(p.iter().map(|&v| v as f64 / mean).collect());
+            let k = norm.len();
+            if k < w {
+                continue;
+            }
+            assert_eq!(d.var, plain.var, "packet {t}");
+            assert_eq!(d.svar, plain.svar, "packet {t}");
+            let med = |j: usize, i: usize, len: usize| {
+                let from = (j + 1).saturating_sub(len);
+                let mut v: Vec<f64> = (from..=j).map(|q| norm[q][i]).collect();
+                v.sort_by(|a, b| a.total_cmp(b));
+                v[v.len() / 2]
+            };
+            let smooth = |j: usize, i: usize| {
+                let from = (j + 1).saturating_sub(l);
+                (from..=j).map(|q| med(q, i, mf)).sum::<f64>() / (j + 1 - from) as f64
+            };
+            for i in 0..n {
+                let level = (k - lw..k).map(|j| med(j, i, lm)).sum::<f64>() / lw as f64;
+                let long = (k - w..k).map(|j| smooth(j, i)).sum::<f64>() / w as f64;
+                let want = (level - long) * (level - long);
+                let got = d.lvl[i] as f64;
+                assert!(
+                    (got - want).abs() <= 1e-4 * want.max(1e-4),
+                    "median {mf}/{lm}, packet {t}, subcarrier {i}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
+
+/// Still room with noise ±0.5, then from packet `t0` on a step of every subcarrier's level
+/// (by `a` cos(0.37 i), a person entering changes the multipath at once) that then stays.
+fn step_packet(rng: &mut Rng, n: usize, t: usize, t0: usize, a: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let base = 20.0 + 10.0 * ((i as f32) * 0.3).sin();
+            let m = if t >= t0 {
+                a * ((i as f32) * 0.37).cos()
+            } else {
+                0.0
+            };
+            base + m + rng.next()
+        })
+        .collect()
+}
+
+/// Packets from `t0` to the first motion reading of `cfg` on [`step_packet`] (None: never
+/// within 60 packets); no motion before `t0`.
+fn step_latency(cfg: &PresenceConfig, a: f32, seed: u64) -> Option<usize> {
+    let n = 32;
+    let mut d = PresenceDetector::new(n, cfg.clone()).unwrap();
+    let mut rng = Rng(seed);
+    let t0 = 800;
+    for t in 0..t0 {
+        let r = d.push_amplitudes(&step_packet(&mut rng, n, t, t0, a));
+        if r.phase == Phase::Running {
+            assert!(!r.motion, "false motion at {t} before the step");
+        }
+    }
+    assert_eq!(d.phase(), Phase::Running);
+    (0..60).find(|&k| {
+        d.push_amplitudes(&step_packet(&mut rng, n, t0 + k, t0, a))
+            .motion
+    })
+}
+
+/// The level window sees a change of level within 3 packets (the 5-packet median needs 3 of
+/// its values changed), at least 2 packets sooner than the default detector (7-packet median,
+/// 5-packet low-pass, short window 10), with the mean and with the median over subcarriers.
+#[test]
+fn level_window_detects_a_level_step_sooner() {
+    for seed in [5, 29, 77] {
+        for a in [1.0f32, 2.0] {
+            let plain = step_latency(&PresenceConfig::default(), a, seed).expect("never detected");
+            for q in [0.0, 0.5] {
+                let fast = step_latency(&level_cfg(q), a, seed).expect("level never detected");
+                let msg = format!(
+                    "seed {seed}, step {a}, quantile {q}: {fast} packets with the level window, {plain} with the defaults"
+                );
+                assert!(fast <= 3, "{msg}");
+                assert!(fast + 2 <= plain, "{msg}");
+            }
+        }
+    }
+}
+
+/// With the median over subcarriers (`level_quantile` 0.5) a 3-packet burst on 2 of 32
+/// subcarriers (±3, about ten times the noise's standard deviation; it survives the 5-packet
+/// median) is not motion, while the mean over
+/// subcarriers reads it as motion; a step on every subcarrier is motion under both.
+#[test]
+fn level_quantile_ignores_a_burst_on_a_few_subcarriers() {
+    let n = 32;
+    for (q, burst_is_motion) in [(0.0f32, true), (0.5, false)] {
+        let mut d = PresenceDetector::new(n, level_cfg(q)).unwrap();
+        let mut rng = Rng(61);
+        for t in 0..800 {
+            d.push_amplitudes(&step_packet(&mut rng, n, t, usize::MAX, 0.0));
+        }
+        assert_eq!(d.phase(), Phase::Running);
+        let mut seen = false;
+        for k in 0..40 {
+            let mut p = step_packet(&mut rng, n, 800 + k, usize::MAX, 0.0);
+            if (10..13).contains(&k) {
+                // Up on one, down on the other: the packet's mean (the gain) is unchanged.
+                p[7] += 3.0;
+                p[19] -= 3.0;
+            }
+            seen |= d.push_amplitudes(&p).motion;
+        }
+        assert_eq!(seen, burst_is_motion, "quantile {q}");
+        let mut stepped = false;
+        for k in 0..10 {
+            stepped |= d
+                .push_amplitudes(&step_packet(&mut rng, n, 840 + k, 840, 2.0))
+                .motion;
+        }
+        assert!(stepped, "quantile {q}: step not detected");
+    }
+}
+
+/// No false positives on stationary noise with the level window (uniform and heavier-tailed
+/// noise as in the short window's test), mean and median over subcarriers, 20,000 packets.
+#[test]
+fn level_window_raises_no_false_positive_on_stationary_noise() {
+    let n = 32;
+    for q in [0.0f32, 0.5] {
+        for (seed, heavy) in [(9u64, false), (23, true)] {
+            let mut d = PresenceDetector::new(n, level_cfg(q)).unwrap();
+            let mut rng = Rng(seed);
+            let mut false_motion = 0;
+            let mut running = 0;
+            for _ in 0..20_400 {
+                let p: Vec<f32> = (0..n)
+                    .map(|i| {
+                        let base = 20.0 + 10.0 * ((i as f32) * 0.3).sin();
+                        let e = if heavy {
+                            2.0 * (rng.next() + rng.next() + rng.next())
+                        } else {
+                            rng.next()
+                        };
+                        base + e
+                    })
+                    .collect();
+                let r = d.push_amplitudes(&p);
+                if r.phase == Phase::Running {
+                    running += 1;
+                    false_motion += r.motion as usize;
+                }
+            }
+            assert!(running > 19_000, "running for only {running} packets");
+            assert_eq!(false_motion, 0, "quantile {q}, seed {seed}");
+            assert!(d.level_threshold().unwrap() > 0.0);
+        }
+    }
+}
+
+/// A room that is never still calibrates the level window on the quietest stretch too.
+#[test]
+fn level_window_calibrates_on_the_fallback_stretch() {
+    let n = 32;
+    let cfg = PresenceConfig {
+        calib_patience: 2,
+        ..level_cfg(0.5)
+    };
+    let mut d = PresenceDetector::new(n, cfg).unwrap();
+    let mut rng = Rng(5);
+    let mut t: usize = 0;
+    while d.phase() != Phase::Running {
+        assert!(t < 5000, "never calibrated");
+        let m = if (t / 120).is_multiple_of(2) {
+            0.3
+        } else {
+            0.0
+        };
+        d.push_amplitudes(&packet(&mut rng, n, t, m, 1.0));
+        t += 1;
+    }
+    assert!(d.calibrated_on_fallback());
+    let lt = d.level_threshold().unwrap();
+    assert!(lt > 0.0 && lt.is_finite(), "{lt}");
+    let r = d.push_amplitudes(&step_packet(&mut rng, n, t, 0, 0.0));
+    assert!(r.ratio.is_finite(), "{r:?}");
+}
+
+/// The published fold grid has no level window (its numbers do not move); the grid with the
+/// level axis is the published one three times, once per level option, each valid.
+#[test]
+fn fold_grid_with_level_adds_one_axis() {
+    let base = eval::default_grid();
+    let with = eval::grid_with_level();
+    assert_eq!(base.len(), 324);
+    assert!(base.iter().all(|c| c.level_window == 0));
+    assert_eq!(with.len(), 3 * base.len());
+    for (k, c) in with.iter().enumerate() {
+        c.validate().unwrap();
+        let plain = PresenceConfig {
+            level_window: 0,
+            level_median: 3,
+            level_quantile: 0.0,
+            ..c.clone()
+        };
+        assert_eq!(plain, base[k / 3], "setting {k}");
+    }
+    let levels: Vec<(usize, usize, f32)> = with[..3]
+        .iter()
+        .map(|c| (c.level_window, c.level_median, c.level_quantile))
+        .collect();
+    assert_eq!(levels, [(0, 3, 0.0), (1, 5, 0.0), (2, 5, 0.5)]);
 }

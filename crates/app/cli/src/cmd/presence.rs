@@ -3,7 +3,8 @@
 //! ESPectre recording's chip is its archive's `chip` text field; the file name
 //! (`{label}_{chip}_...npz`) is used only for archives without that field. The evaluation
 //! scores sessions under the strict protocol by default; `--protocol espectre` re-creates
-//! ESPectre's own (weaker) validation protocol for comparison and says so in its output.
+//! ESPectre's own (weaker) validation protocol for comparison and says so in its output;
+//! `--fold-grid with-level` lets the held-out-session folds choose the level window too.
 
 use anyhow::{bail, Context, Result};
 use csipose_capture::any;
@@ -35,6 +36,11 @@ pub struct Args {
     /// motion).
     #[arg(long, default_value = "strict", value_parser = ["strict", "espectre"])]
     pub protocol: String,
+    /// The settings the evaluation's session folds choose among: `published` (the grid of
+    /// BENCHMARKS.md) or `with-level` (the same with the level-window options as a further
+    /// axis; three times slower).
+    #[arg(long, default_value = "published", value_parser = ["published", "with-level"])]
+    pub fold_grid: String,
     /// Packets in the moving-variance window.
     #[arg(long, default_value_t = PresenceConfig::default().window)]
     pub window: usize,
@@ -59,6 +65,16 @@ pub struct Args {
     /// Moving-average low-pass length per subcarrier (1 = off).
     #[arg(long, default_value_t = PresenceConfig::default().lowpass)]
     pub lowpass: usize,
+    /// Packets in the level window, the fast onset path on the less-filtered signal (0 = off).
+    #[arg(long, default_value_t = PresenceConfig::default().level_window)]
+    pub level_window: usize,
+    /// Median filter length of the level window's signal (odd; 1 = off).
+    #[arg(long, default_value_t = PresenceConfig::default().level_median)]
+    pub level_median: usize,
+    /// How the level window combines its subcarriers: 0 = mean; q in (0, 1) = their
+    /// q-quantile (0.5 = median, half of them must agree).
+    #[arg(long, default_value_t = PresenceConfig::default().level_quantile)]
+    pub level_quantile: f32,
     /// Packets a person stays present after the last motion.
     #[arg(long, default_value_t = PresenceConfig::default().hold_packets)]
     pub hold: usize,
@@ -76,11 +92,14 @@ impl Args {
             median_filter: self.median_filter,
             lowpass: self.lowpass,
             calib_patience: self.calib_patience,
+            level_window: self.level_window,
+            level_median: self.level_median,
+            level_quantile: self.level_quantile,
             ..PresenceConfig::default()
         };
         cfg.validate().map_err(|e| {
             anyhow::anyhow!(
-                "{e} (flags --window, --short-window, --calib-packets, --margin, --calib-stability, --calib-patience, --median-filter, --lowpass, --hold)"
+                "{e} (flags --window, --short-window, --calib-packets, --margin, --calib-stability, --calib-patience, --median-filter, --lowpass, --level-window, --level-median, --level-quantile, --hold)"
             )
         })?;
         Ok(cfg)
@@ -100,7 +119,12 @@ pub fn run(a: Args) -> Result<()> {
         } else {
             eval::Protocol::Espectre
         };
-        return evaluate(dir, &cfg, criterion, protocol, a.json);
+        let grid = if a.fold_grid == "published" {
+            eval::default_grid()
+        } else {
+            eval::grid_with_level()
+        };
+        return evaluate(dir, &cfg, criterion, protocol, &grid, a.json);
     }
     for f in &a.files {
         let summary = detect_file(f, &cfg)?;
@@ -457,6 +481,7 @@ fn evaluate(
     cfg: &PresenceConfig,
     criterion: eval::Criterion,
     protocol: eval::Protocol,
+    grid: &[PresenceConfig],
     as_json: bool,
 ) -> Result<()> {
     let sessions = espectre_sessions(dir)?;
@@ -487,7 +512,7 @@ fn evaluate(
         }
     }
     // (b) settings chosen on the other session(s), scored on the held-out one.
-    let folds = eval::session_folds(&sessions, &eval::default_grid(), criterion, protocol)
+    let folds = eval::session_folds(&sessions, grid, criterion, protocol)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut held: std::collections::BTreeMap<String, Counts> = Default::default();
     for f in &folds {
@@ -504,14 +529,16 @@ fn evaluate(
             .filter(|s| &s.chip == chip)
             .cloned()
             .collect();
-        for f in eval::session_folds(&mine, &eval::default_grid(), criterion, protocol)
+        for f in eval::session_folds(&mine, grid, criterion, protocol)
             .map_err(|e| anyhow::anyhow!("{e}"))?
         {
             per_chip_choice.push(json!({
                 "chip": chip, "held_out_recording": f.held_out,
                 "chosen": {"window": f.chosen.window, "margin": f.chosen.margin,
                            "calib_stability": f.chosen.calib_stability, "median_filter": f.chosen.median_filter,
-                           "lowpass": f.chosen.lowpass, "short_window": f.chosen.short_window},
+                           "lowpass": f.chosen.lowpass, "short_window": f.chosen.short_window,
+                           "level_window": f.chosen.level_window, "level_median": f.chosen.level_median,
+                           "level_quantile": f.chosen.level_quantile},
             }));
             for (c, r) in &f.scored {
                 per_chip.entry(c.clone()).or_default().add(&r.counts);
@@ -532,6 +559,8 @@ fn evaluate(
                 "window": cfg.window, "short_window": cfg.short_window, "margin": cfg.margin, "calib_packets": cfg.calib_packets,
                 "median_filter": cfg.median_filter, "lowpass": cfg.lowpass,
                 "calib_stability": cfg.calib_stability,
+                "level_window": cfg.level_window, "level_median": cfg.level_median,
+                "level_quantile": cfg.level_quantile,
                 "per_chip": fixed.iter().map(|(k, c)| (k.clone(), row(c))).collect::<serde_json::Map<_, _>>(),
                 "all": row(&total(&fixed)),
                 "uncalibrated_sessions": uncalibrated,
@@ -543,12 +572,15 @@ fn evaluate(
                 "false_positive_rate": c.false_positive_rate(),
             }))).collect::<serde_json::Map<_, _>>(),
             "select_by": criterion.name(),
+            "fold_grid_settings": grid.len(),
             "session_folds": {
                 "folds": folds.iter().map(|f| json!({
                     "held_out_recording": f.held_out,
                     "chosen": {"window": f.chosen.window, "margin": f.chosen.margin,
                                "calib_stability": f.chosen.calib_stability, "median_filter": f.chosen.median_filter,
-                           "lowpass": f.chosen.lowpass, "short_window": f.chosen.short_window},
+                           "lowpass": f.chosen.lowpass, "short_window": f.chosen.short_window,
+                           "level_window": f.chosen.level_window, "level_median": f.chosen.level_median,
+                           "level_quantile": f.chosen.level_quantile},
                     "selection_f1": f.selection_f1,
                 })).collect::<Vec<_>>(),
                 "per_chip": held.iter().map(|(k, c)| (k.clone(), row(c))).collect::<serde_json::Map<_, _>>(),
@@ -596,8 +628,8 @@ fn evaluate(
     );
     table(
         &format!(
-            "Given settings (window {}, short window {}, margin {}, stillness {}, median filter {}, low-pass {}), every session:",
-            cfg.window, cfg.short_window, cfg.margin, cfg.calib_stability, cfg.median_filter, cfg.lowpass
+            "Given settings (window {}, short window {}, level window {} (median {}, quantile {}), margin {}, stillness {}, median filter {}, low-pass {}), every session:",
+            cfg.window, cfg.short_window, cfg.level_window, cfg.level_median, cfg.level_quantile, cfg.margin, cfg.calib_stability, cfg.median_filter, cfg.lowpass
         ),
         &fixed,
     );
@@ -631,10 +663,12 @@ fn evaluate(
     }
     for f in &folds {
         println!(
-            "recording {} held out: chose window {}, short window {}, margin {}, stillness {}, median filter {}, low-pass {} ({} {:.1}% on the other recordings)",
+            "recording {} held out: chose window {}, short window {}, level window {} (median {}), margin {}, stillness {}, median filter {}, low-pass {} ({} {:.1}% on the other recordings)",
             f.held_out,
             f.chosen.window,
             f.chosen.short_window,
+            f.chosen.level_window,
+            f.chosen.level_median,
             f.chosen.margin,
             f.chosen.calib_stability,
             f.chosen.median_filter,
