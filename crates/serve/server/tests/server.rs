@@ -551,9 +551,9 @@ fn a_stored_decoding_serves_the_forward_filtered_activity() {
     let window = argmax(&probs[14]);
     // Sticky transitions and a start that strongly favours another class.
     let favoured = (window + 1) % 3;
-    let mut first = vec![0.001f32; 3];
+    let mut first = [0.001f32; 3];
     first[favoured] = 0.998;
-    let mut next = vec![0.001f32; 9];
+    let mut next = [0.001f32; 9];
     for c in 0..3 {
         next[c * 3 + c] = 0.998;
     }

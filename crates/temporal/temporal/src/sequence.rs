@@ -197,15 +197,20 @@ impl<'a> ForwardFilter<'a> {
     pub fn step(&mut self, probs: &[f32]) -> usize {
         let m = self.model;
         let n = m.n_classes;
+        debug_assert_eq!(probs.len(), n, "one probability per class");
         if !self.started {
-            for j in 0..n {
-                self.alpha[j] = m.log_start[j] as f64 + ln(probs[j]);
+            for ((a, &s), &p) in self.alpha.iter_mut().zip(&m.log_start).zip(probs) {
+                *a = s as f64 + ln(p);
             }
             self.started = true;
         } else {
-            for j in 0..n {
-                let terms = (0..n).map(|i| self.alpha[i] + m.log_next[i * n + j] as f64);
-                self.scratch[j] = log_sum_exp(terms) + ln(probs[j]);
+            let alpha = &self.alpha;
+            for (j, (out, &p)) in self.scratch.iter_mut().zip(probs).enumerate() {
+                let terms = alpha
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| a + m.log_next[i * n + j] as f64);
+                *out = log_sum_exp(terms) + ln(p);
             }
             std::mem::swap(&mut self.alpha, &mut self.scratch);
         }

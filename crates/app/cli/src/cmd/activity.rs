@@ -20,6 +20,9 @@
 //! `eval` and `stream` use what the model was trained with (a flag that contradicts the file is
 //! refused; a file written before the META section takes the flags as given). `stream` of an
 //! ESP32-HAR windows file streams each window after its stored `--context` earlier windows.
+//! `--decode forward|viterbi` is stored too (the mode and the transition model learned from the
+//! training manifest): `eval` decodes each manifest row with it, `stream` runs the forward
+//! filter over the file's windows.
 //! `transfer` chooses among `--search` by inner CV on the training manifest, or on a named
 //! validation session (`--validate-on`, or every test session in turn with `--validate-each`).
 
