@@ -525,7 +525,8 @@ fn adr018_frames_make_poses_with_arrival_times() {
 /// A head that stores a decoding: the served activity is the forward filter's, stepped once per
 /// stored window length (5 frames), on the same per-frame probabilities the head gives offline;
 /// the start probabilities favour a class the window by itself does not pick, so the served
-/// class differs from `window_index` (the per-window argmax) and the message says `forward`.
+/// class differs from `window_index` (the per-window argmax) and the message says `forward`;
+/// a node restart starts the filter over.
 #[test]
 fn a_stored_decoding_serves_the_forward_filtered_activity() {
     use csipose_temporal::features::FeatureStream;
@@ -614,4 +615,57 @@ fn a_stored_decoding_serves_the_forward_filtered_activity() {
     for (a, b) in served.iter().zip(&filtered) {
         assert!((a - *b as f64).abs() < 1e-5, "{served:?} vs {filtered:?}");
     }
+
+    // The node restarts (a new session): the filter starts over with the new stream, so after
+    // its first window the served probabilities are a fresh filter's first step.
+    let mut features = FeatureStream::new(A, S, stride, false);
+    let mut streamer = model.streamer(512).unwrap();
+    let mut fresh = Vec::new();
+    for i in 0..20u32 {
+        let amps = amplitudes(3, 100 + i);
+        if let Some(frame) = features.push(&amps, None) {
+            fresh.push(softmax(&streamer.push(&frame).unwrap()));
+        }
+        let datagram = csipose_wire::LiveFrame {
+            node: 3,
+            session: 2,
+            seq: i,
+            device_time_ns: i as u64 * 10_000_000,
+            rssi_dbm: Some(-42),
+            antennas: A as u16,
+            subcarriers: S as u16,
+            samples: csipose_wire::Samples::AmplitudeF32(amps),
+        }
+        .encode()
+        .unwrap();
+        sock.send_to(&datagram, server.udp_addr()).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut restarted = ForwardFilter::new(&t);
+    let class = restarted.step(&fresh[4]);
+    restarted.probabilities(&mut filtered);
+    let pose = ws_until(&mut ws, Duration::from_secs(10), |m| {
+        m["type"] == "pose" && m["seq"] == 19
+    });
+    let act = &pose["activity"];
+    assert_eq!(act["frames"], 5, "{act}");
+    assert_eq!(act["index"], class as u64, "{act}");
+    let served: Vec<f64> = act["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .collect();
+    for (a, b) in served.iter().zip(&filtered) {
+        assert!((a - *b as f64).abs() < 1e-5, "{served:?} vs {filtered:?}");
+    }
+    // Not what the filter would say had it gone on from the first session.
+    let mut went_on = filter.clone();
+    went_on.step(&fresh[4]);
+    let mut on = vec![0f32; 3];
+    went_on.probabilities(&mut on);
+    assert!(
+        on.iter().zip(&filtered).any(|(a, b)| (a - b).abs() > 1e-3),
+        "{on:?} vs {filtered:?}"
+    );
 }
