@@ -1346,6 +1346,10 @@ mod tests {
                     if let Some(d) = d {
                         d.transitions.validate().unwrap();
                     }
+                    // What the fuzz target checks: it re-encodes with the same META section.
+                    let m = crate::model::ActivityModel::from_rvne(&b).unwrap();
+                    let again = crate::model::ActivityModel::from_rvne(&m.to_rvne(false).unwrap());
+                    assert_eq!(again.unwrap().meta, m.meta, "bit {bit} of byte {i}");
                 }
             }
         }
