@@ -886,3 +886,210 @@ fn transfer_chooses_on_a_named_validation_session() {
         assert_eq!(c[1]["accuracy"][0], back["runs"][seed]["accuracy"][0]);
     }
 }
+
+/// Four ESP32-HAR style recordings `r0..r3` of 9 windows [4 channels, 20 samples] whose labels
+/// cycle 0 → 1 → 2 in time order; returns the manifest of all four.
+fn write_cycling_windows(dir: &Path) -> std::path::PathBuf {
+    let (windows, channels, samples) = (9usize, 4usize, 20usize);
+    let mut manifest = String::from("file,label\n");
+    let mut state = 1234u64;
+    let mut noise = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    for rec in 0..4 {
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for w in 0..windows {
+            let label = (w + rec) % 3;
+            for c in 0..channels {
+                for t in 0..samples {
+                    let t = t as f32;
+                    let v = match label {
+                        0 => 10.0 + 3.0 * (t * 0.1 + c as f32).sin(),
+                        1 => 10.0 + 3.0 * (t * 0.9 + c as f32).sin(),
+                        _ => 10.0,
+                    };
+                    // Noisy enough that single windows are sometimes wrong.
+                    x.push(v + 3.0 * noise());
+                }
+            }
+            y.push(label as i64);
+        }
+        let name = format!("r{rec}");
+        csipose_npy::write(
+            dir.join(format!("{name}-x.npy")),
+            &[windows, channels, samples],
+            &x,
+        )
+        .unwrap();
+        csipose_npy::write(dir.join(format!("{name}-y.npy")), &[windows], &y).unwrap();
+        manifest.push_str(&format!("{name}-x.npy,{name}-y.npy\n"));
+    }
+    let path = dir.join("w.csv");
+    std::fs::write(&path, manifest).unwrap();
+    path
+}
+
+/// `train --decode forward` and `transfer --decode viterbi --out` store the mode and the
+/// transition model of the training manifest; `eval` decodes each recording with it (the same
+/// classes as the pipeline's `decode_recordings` on the same probabilities; `--decode`
+/// overrides), `stream` runs the forward filter over the file's windows (a stored viterbi mode
+/// streams with the forward filter and says so), and a file without the block refuses
+/// `eval --decode forward`.
+#[test]
+fn a_stored_decoding_is_applied_by_eval_and_stream() {
+    use csipose_pipeline::activity::{
+        decode_recordings, load_examples, predict_probabilities, training_transitions, FeatureSpec,
+    };
+    use csipose_pipeline::manifest::read_manifest;
+    use csipose_temporal::model::{argmax, ActivityModel};
+    use csipose_temporal::sequence::Decode;
+
+    let dir = tempfile::tempdir().unwrap();
+    let train_csv = write_cycling_windows(dir.path());
+    let one = dir.path().join("one.csv");
+    std::fs::write(&one, "r1-x.npy,r1-y.npy\n").unwrap();
+    let s = |v: &[&str]| -> Vec<std::ffi::OsString> { v.iter().map(|a| a.into()).collect() };
+    let common = [
+        "--epochs",
+        "3",
+        "--q-heads",
+        "2",
+        "--head-dim",
+        "4",
+        "--stride",
+        "2",
+        "--context",
+        "1",
+    ];
+    let forward = dir.path().join("f.rvne");
+    let mut args = s(&["activity", "train", "--decode", "forward"]);
+    args.extend(s(&common));
+    args.extend(["--manifest".into(), train_csv.clone().into()]);
+    args.extend(["--out".into(), forward.clone().into()]);
+    let o = run_ok(&args.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("decoding: forward") && e.contains("10 frames per window"),
+        "{e}"
+    );
+    let viterbi = dir.path().join("v.rvne");
+    let mut args = s(&[
+        "activity", "transfer", "--seeds", "1", "--decode", "viterbi",
+    ]);
+    args.extend(s(&common));
+    args.extend(["--train".into(), train_csv.clone().into()]);
+    args.extend(["--test".into(), one.clone().into()]);
+    args.extend(["--out".into(), viterbi.clone().into()]);
+    run_ok(&args.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+    let plain = dir.path().join("p.rvne");
+    let mut args = s(&["activity", "train"]);
+    args.extend(s(&common));
+    args.extend(["--manifest".into(), train_csv.clone().into()]);
+    args.extend(["--out".into(), plain.clone().into()]);
+    run_ok(&args.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+
+    // The stored transition model is the one the pipeline learns from the training manifest.
+    let read = |p: &Path| ActivityModel::from_rvne(&std::fs::read(p).unwrap()).unwrap();
+    let (fm, vm) = (read(&forward), read(&viterbi));
+    let fd = fm.meta.as_ref().unwrap().decode.clone().unwrap();
+    let vd = vm.meta.as_ref().unwrap().decode.clone().unwrap();
+    assert_eq!((fd.mode, fd.step_frames), (Decode::Forward, 10));
+    assert_eq!((vd.mode, vd.step_frames), (Decode::Viterbi, 10));
+    assert_eq!(read(&plain).meta.unwrap().decode, None);
+    let spec = FeatureSpec {
+        context: 1,
+        ..FeatureSpec::from_model(&fm, None, &forward).unwrap()
+    };
+    let train = load_examples(&read_manifest(&train_csv).unwrap(), &spec, &|| {}).unwrap();
+    let all: Vec<usize> = (0..train.examples.len()).collect();
+    assert_eq!(fd.transitions, training_transitions(&train, &all).unwrap());
+    assert_eq!(vd.transitions, fd.transitions);
+
+    // What eval and stream must print: the pipeline's decoding of the model's probabilities.
+    let test = load_examples(&read_manifest(&one).unwrap(), &spec, &|| {}).unwrap();
+    let idx: Vec<usize> = (0..test.examples.len()).collect();
+    let expect = |m: &ActivityModel, d: Decode| {
+        let probs = predict_probabilities(std::slice::from_ref(m), &test, &idx, false).unwrap();
+        match d {
+            Decode::None => probs.iter().map(|p| argmax(p)).collect::<Vec<usize>>(),
+            _ => decode_recordings(&fd.transitions, &probs, &test.groups, d).unwrap(),
+        }
+    };
+    let eval = |model: &Path, extra: &[&str]| {
+        let mut a = s(&["activity", "eval", "--json"]);
+        a.extend(s(extra));
+        a.extend(["--manifest".into(), one.clone().into()]);
+        a.extend(["--model".into(), model.into()]);
+        a.extend(["--confusion-png".into(), dir.path().join("c.png").into()]);
+        csipose().args(&a).output().unwrap()
+    };
+    let predicted = |o: &std::process::Output| -> (String, Vec<usize>) {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let p = r["predicted"].as_array().unwrap();
+        (
+            r["decode"].as_str().unwrap().to_string(),
+            p.iter().map(|v| v.as_u64().unwrap() as usize).collect(),
+        )
+    };
+    for (model, m, extra, mode) in [
+        (&forward, &fm, &[][..], Decode::Forward),
+        (&forward, &fm, &["--decode", "viterbi"][..], Decode::Viterbi),
+        (&forward, &fm, &["--decode", "none"][..], Decode::None),
+        (&viterbi, &vm, &[][..], Decode::Viterbi),
+    ] {
+        let o = eval(model, extra);
+        let (name, classes) = predicted(&o);
+        assert_eq!(name, mode.name());
+        assert_eq!(classes, expect(m, mode), "{} {extra:?}", model.display());
+        if mode != Decode::None {
+            let e = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                e.contains(&format!("decoding: {} per recording", mode.name())),
+                "{e}"
+            );
+        }
+    }
+    let o = eval(&plain, &["--decode", "forward"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(1) && e.contains("stores no transition model"),
+        "{e}"
+    );
+
+    // stream: one line per window, its class the forward filter's, for either stored mode.
+    let stream = |model: &Path| {
+        let mut a = s(&["activity", "stream"]);
+        a.push(dir.path().join("r1-x.npy").into());
+        a.extend(["--model".into(), model.into()]);
+        let o = csipose().args(&a).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8(o.stdout).unwrap();
+        let classes: Vec<usize> = text
+            .lines()
+            .map(|l| {
+                assert!(l.contains("[forward; window alone "), "{l}");
+                l.split("class ")
+                    .nth(1)
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        (classes, String::from_utf8(o.stderr).unwrap())
+    };
+    let (classes, _) = stream(&forward);
+    assert_eq!(classes, expect(&fm, Decode::Forward));
+    let (classes, e) = stream(&viterbi);
+    assert_eq!(classes, expect(&vm, Decode::Forward));
+    assert!(
+        e.contains("stores viterbi decoding") && e.contains("forward filter"),
+        "{e}"
+    );
+}

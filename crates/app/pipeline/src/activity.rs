@@ -19,7 +19,7 @@ use csipose_temporal::features::{
 };
 use csipose_temporal::linear::{standardise_per_group, window_stats, LinearClassifier};
 use csipose_temporal::model::{argmax, ActivityModel, ModelShape};
-use csipose_temporal::rvne::{HeadConfig, TRANSFORM_RATIO, TRANSFORM_WINDOW_NORM};
+use csipose_temporal::rvne::{HeadConfig, RvneDecode, TRANSFORM_RATIO, TRANSFORM_WINDOW_NORM};
 use csipose_temporal::sequence::{Decode, Transitions, DEFAULT_PSEUDO_COUNT};
 use csipose_temporal::train::{
     accuracies, adapt_entropy, confusion_matrix, ensemble_probabilities, grouped_folds,
@@ -589,19 +589,41 @@ pub fn predict(
     if !adapt_norm {
         return Ok(predict_ensemble(models, &examples)?);
     }
+    Ok(predict_ensemble(&adapted_to(models, &examples), &examples)?)
+}
+
+/// [`predict`]'s mean softmax probabilities of each of `loaded.examples[idx]` instead of
+/// their classes (what sequence decoding reads).
+pub fn predict_probabilities(
+    models: &[ActivityModel],
+    loaded: &Loaded,
+    idx: &[usize],
+    adapt_norm: bool,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let examples: Vec<Example> = idx.iter().map(|&i| loaded.examples[i].clone()).collect();
+    if !adapt_norm {
+        return Ok(ensemble_probabilities(models, &examples)?);
+    }
+    Ok(ensemble_probabilities(
+        &adapted_to(models, &examples),
+        &examples,
+    )?)
+}
+
+/// `models` with their input normalisation re-estimated on the frames of `examples`.
+fn adapted_to(models: &[ActivityModel], examples: &[Example]) -> Vec<ActivityModel> {
     let frames: Vec<f32> = examples
         .iter()
         .flat_map(|e| e.frames.iter().copied())
         .collect();
-    let adapted: Vec<ActivityModel> = models
+    models
         .iter()
         .map(|m| {
             let mut m = m.clone();
             m.set_normalisation(&frames);
             m
         })
-        .collect();
-    Ok(predict_ensemble(&adapted, &examples)?)
+        .collect()
 }
 
 /// The `settings.ensemble` models (at least one) of `settings` trained on
@@ -799,6 +821,45 @@ pub fn training_transitions(loaded: &Loaded, train_idx: &[usize]) -> anyhow::Res
         DEFAULT_PSEUDO_COUNT,
     )
     .map_err(anyhow::Error::msg)
+}
+
+/// Feature frames of one window of the recordings of `loaded` (what one decoding step spans):
+/// the frames of each recording's first example (it has no earlier windows before it, whatever
+/// the `--context`) when every recording of two or more examples agrees on it; 0 when there
+/// is no such recording, they disagree, or it does not fit a u16.
+pub fn window_frames(loaded: &Loaded) -> u16 {
+    let mut seen: Option<usize> = None;
+    let dim = loaded.input_dim.max(1);
+    for (k, e) in loaded.examples.iter().enumerate() {
+        let first = k == 0 || loaded.groups[k - 1] != loaded.groups[k];
+        let more = loaded.groups.get(k + 1) == Some(&loaded.groups[k]);
+        if !(first && more) {
+            continue;
+        }
+        let frames = e.frames.len() / dim;
+        match seen {
+            Some(f) if f != frames => return 0,
+            _ => seen = Some(frames),
+        }
+    }
+    seen.and_then(|f| u16::try_from(f).ok()).unwrap_or(0)
+}
+
+/// What a model file stores of `decode` after training on `loaded.examples[train_idx]`: the
+/// mode, [`window_frames`] and [`training_transitions`]; `None` for [`Decode::None`].
+pub fn stored_decode(
+    loaded: &Loaded,
+    train_idx: &[usize],
+    decode: Decode,
+) -> anyhow::Result<Option<RvneDecode>> {
+    if decode == Decode::None {
+        return Ok(None);
+    }
+    Ok(Some(RvneDecode {
+        mode: decode,
+        step_frames: window_frames(loaded),
+        transitions: training_transitions(loaded, train_idx)?,
+    }))
 }
 
 /// Decodes each recording's examples (those sharing a `recordings` id, in their order) with

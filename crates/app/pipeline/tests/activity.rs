@@ -405,3 +405,34 @@ fn linear_classifier_cross_validates_and_decoding_needs_whole_recordings() {
     };
     assert!(attention_only.validate().is_err());
 }
+
+/// What a model file stores of `--decode`: the training manifest's transition model and the
+/// frames of one window (each recording's first example, which has no context before it);
+/// 0 frames when the recordings disagree or hold one example each; nothing for `none`.
+#[test]
+fn the_stored_decoding_holds_the_training_transitions_and_the_window_length() {
+    use csipose_pipeline::activity::{stored_decode, training_transitions, window_frames};
+    let mut data = toy(4);
+    data.groups = (0..data.examples.len()).map(|k| k / 6).collect();
+    // With a context of one window: every example but a recording's first is twice as long.
+    for (k, e) in data.examples.iter_mut().enumerate() {
+        if k % 6 != 0 {
+            let again = e.frames.clone();
+            e.frames.extend(again);
+        }
+    }
+    assert_eq!(window_frames(&data), 12);
+    let all: Vec<usize> = (0..data.examples.len()).collect();
+    let d = stored_decode(&data, &all, Decode::Forward)
+        .unwrap()
+        .unwrap();
+    assert_eq!((d.mode, d.step_frames), (Decode::Forward, 12));
+    assert_eq!(d.transitions, training_transitions(&data, &all).unwrap());
+    assert!(stored_decode(&data, &all, Decode::None).unwrap().is_none());
+    // A recording whose first window is another length: no fixed window length.
+    data.examples[6].frames.truncate(2 * 5);
+    assert_eq!(window_frames(&data), 0);
+    // One example per recording: nothing to step between.
+    let single = toy(2);
+    assert_eq!(window_frames(&single), 0);
+}

@@ -149,6 +149,9 @@ pub struct ActivityMessage {
     pub label: String,
     /// `(class, probability)` for every class, in the classifier's class order.
     pub probabilities: Vec<(String, f32)>,
+    /// How the class was made from the window sequence (`forward`: the forward filter of a
+    /// stored transition model; `none`: the window by itself); not sent when `None`.
+    pub decode: Option<String>,
 }
 
 /// Whether someone is in a node's field, and whether they move.
@@ -224,6 +227,8 @@ struct ActivityWire<'a> {
     time: f64,
     label: &'a str,
     probabilities: Ordered<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decode: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -263,13 +268,15 @@ impl PoseMessage {
 }
 
 impl ActivityMessage {
-    /// `{"seq":…,"time":…,"label":…,"probabilities":{class:p,…}}`
+    /// `{"seq":…,"time":…,"label":…,"probabilities":{class:p,…},"decode":…}` (`decode` only
+    /// when set)
     pub fn to_json(&self) -> Vec<u8> {
         to_json(&ActivityWire {
             seq: self.seq,
             time: self.time_unix_s,
             label: &self.label,
             probabilities: Ordered(&self.probabilities),
+            decode: self.decode.as_deref(),
         })
     }
 }
@@ -444,11 +451,20 @@ mod tests {
             time_unix_s: 1.5,
             label: "walk".into(),
             probabilities: vec![("walk".into(), 0.75), ("sit".into(), 0.25)],
+            decode: None,
         };
         let text = String::from_utf8(act.to_json()).unwrap();
         assert_eq!(
             text,
             r#"{"seq":3,"time":1.5,"label":"walk","probabilities":{"walk":0.75,"sit":0.25}}"#
+        );
+        let decoded = ActivityMessage {
+            decode: Some("forward".into()),
+            ..act.clone()
+        };
+        assert_eq!(
+            String::from_utf8(decoded.to_json()).unwrap(),
+            r#"{"seq":3,"time":1.5,"label":"walk","probabilities":{"walk":0.75,"sit":0.25},"decode":"forward"}"#
         );
 
         let pres = PresenceMessage {

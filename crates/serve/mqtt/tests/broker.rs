@@ -274,6 +274,7 @@ fn discovery_is_retained_and_payloads_arrive_as_json() {
             time_unix_s: 1_765_000_001.0,
             label: "walk".into(),
             probabilities: vec![("walk".into(), 0.75), ("sit".into(), 0.25)],
+            decode: None,
         },
     )
     .unwrap();

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use csipose_runtime::{Config as CsmConfig, Dtype, Kernel, ModelFile, Runtime};
 use csipose_temporal::features::FeatureKind;
 use csipose_temporal::model::ActivityModel;
+use csipose_temporal::sequence::Decode;
 
 /// What names a model in every message.
 #[derive(Clone, Debug)]
@@ -146,7 +147,9 @@ pub struct Activity {
 }
 
 /// Reads and checks a `.rvne` activity head: it must be causal (so it can stream) and read
-/// amplitude or amplitude-phase features (pose-encoder features need a packed dataset).
+/// amplitude or amplitude-phase features (pose-encoder features need a packed dataset). A
+/// stored decoding (`--decode forward|viterbi` of `activity train`) runs as the forward filter
+/// on the live window sequence (a stored viterbi mode too: it needs the whole recording).
 pub fn load_activity(path: &Path, _pose: &ModelInfo) -> Result<Activity> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read activity model {}", path.display()))?;
@@ -166,11 +169,29 @@ pub fn load_activity(path: &Path, _pose: &ModelInfo) -> Result<Activity> {
             path.display()
         );
     }
+    let decode = model.meta.as_ref().and_then(|m| m.decode.as_ref());
     let name = format!(
-        "activity {} classes, {} features",
+        "activity {} classes, {} features{}",
         model.shape.n_classes,
-        kind.name()
+        kind.name(),
+        match decode {
+            None => String::new(),
+            Some(d) => format!(
+                ", forward decoding every {}",
+                match d.step_frames {
+                    0 => "frame".to_string(),
+                    f => format!("{f} frames"),
+                }
+            ),
+        }
     );
+    if decode.is_some_and(|d| d.mode == Decode::Viterbi) {
+        eprintln!(
+            "note: {} stores viterbi decoding (offline, whole recordings); the live stream \
+             decodes with its forward filter",
+            path.display()
+        );
+    }
     let info = ModelInfo::new(path, &bytes, name, "rvne");
     Ok(Activity {
         stride: model.head.stride.max(1) as usize,

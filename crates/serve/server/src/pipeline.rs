@@ -9,7 +9,12 @@
 //! 3. the shared MM-Fi preprocessing ([`preprocess_frame`]) and the `no_std` runtime's forward;
 //! 4. with an activity head, every packet also feeds the head's per-frame features
 //!    ([`FeatureStream`]) and each feature frame one step of its KV-cache streamer; a segment
-//!    restarts when the cache is full or the node reboots.
+//!    restarts when the cache is full or the node reboots. A head that stores a decoding
+//!    (`activity train --decode forward|viterbi`) runs the forward filter ([`ForwardFilter`])
+//!    over the live window sequence: one step per stored window length of feature frames (every
+//!    frame when the file knows none) on the latest probabilities; the reported activity is the
+//!    filtered one. The filter starts over when the node restarts (or its layout changes), not
+//!    when a segment does (the recording goes on).
 //!
 //! 5. the presence detector ([`PresenceDetector`], per node, on the first antenna's
 //!    amplitudes) sees every packet; once calibrated, a window without a person gives a
@@ -30,6 +35,7 @@ use csipose_presence::{Phase, PresenceConfig, PresenceDetector, Reading};
 use csipose_runtime::{Runtime, OUTPUTS};
 use csipose_temporal::features::{FeatureKind, FeatureStream};
 use csipose_temporal::model::{softmax, Streamer};
+use csipose_temporal::sequence::ForwardFilter;
 use serde_json::json;
 
 use crate::decode::Packet;
@@ -108,6 +114,44 @@ struct ActivityState<'m> {
     streamer: Streamer<'m>,
     probabilities: Option<Vec<f32>>,
     segment_frames: usize,
+    /// The stored decoding: the forward filter, the frames per step (0: every frame), the
+    /// frames since the last step, and the filtered class and probabilities after it.
+    decoder: Option<Decoder<'m>>,
+}
+
+/// The forward filter of a head that stores a decoding, on one node's window sequence.
+struct Decoder<'m> {
+    filter: ForwardFilter<'m>,
+    step_frames: usize,
+    since: usize,
+    /// After the last step: the filtered class and probabilities, and the window's own class.
+    decoded: Option<(usize, Vec<f32>, usize)>,
+}
+
+impl<'m> Decoder<'m> {
+    fn new(act: &'m Activity) -> Option<Self> {
+        let d = act.model.meta.as_ref()?.decode.as_ref()?;
+        Some(Decoder {
+            filter: ForwardFilter::new(&d.transitions),
+            step_frames: d.step_frames as usize,
+            since: 0,
+            decoded: None,
+        })
+    }
+
+    /// One more feature frame whose probabilities are `probs`: a filter step when a window
+    /// is complete.
+    fn frame(&mut self, probs: &[f32]) {
+        self.since += 1;
+        if self.since < self.step_frames.max(1) {
+            return;
+        }
+        self.since = 0;
+        let class = self.filter.step(probs);
+        let mut filtered = vec![0f32; probs.len()];
+        self.filter.probabilities(&mut filtered);
+        self.decoded = Some((class, filtered, csipose_temporal::model::argmax(probs)));
+    }
 }
 
 /// One node's pipeline state.
@@ -297,8 +341,20 @@ fn step<'m>(
         .activity
         .as_ref()
         .filter(|_| presence != Some(false))
-        .and_then(|as_| {
-            as_.probabilities.as_ref().map(|probs| {
+        .and_then(|as_| match &as_.decoder {
+            // Decoded: the filtered class, once the first window is complete.
+            Some(d) => d.decoded.as_ref().map(|(best, probs, window)| {
+                json!({
+                    "label": labels.get(*best),
+                    "index": best,
+                    "probabilities": probs,
+                    "labels": labels,
+                    "frames": as_.segment_frames,
+                    "decode": "forward",
+                    "window_index": window,
+                })
+            }),
+            None => as_.probabilities.as_ref().map(|probs| {
                 let best = csipose_temporal::model::argmax(probs);
                 json!({
                     "label": labels.get(best),
@@ -306,8 +362,10 @@ fn step<'m>(
                     "probabilities": probs,
                     "labels": labels,
                     "frames": as_.segment_frames,
+                    "decode": "none",
+                    "window_index": best,
                 })
-            })
+            }),
         });
     let now = Instant::now();
     let latency_us = now.duration_since(p.received).as_micros() as u64;
@@ -388,6 +446,7 @@ fn mqtt_publish(
                 seq,
                 time_unix_s: time,
                 label: act["label"].as_str().unwrap_or_default().to_string(),
+                decode: act["decode"].as_str().map(str::to_string),
                 probabilities: labels
                     .iter()
                     .zip(&probs)
@@ -455,6 +514,7 @@ fn activity_step<'m>(s: &Shared, act: &'m Activity, st: &mut NodeState<'m>, p: &
             streamer,
             probabilities: None,
             segment_frames: 0,
+            decoder: Decoder::new(act),
         });
     }
     let Some(state) = st.activity.as_mut() else {
@@ -478,12 +538,20 @@ fn activity_step<'m>(s: &Shared, act: &'m Activity, st: &mut NodeState<'m>, p: &
         }
         state.features = FeatureStream::new(p.antennas, p.subcarriers, act.stride, phase);
         state.segment_frames = 0;
+        // The filter goes on (the recording does); its window starts with the new segment.
+        if let Some(d) = state.decoder.as_mut() {
+            d.since = 0;
+        }
         s.stats.skip("activity_segment_restart");
         return;
     }
     match state.streamer.push(&frame) {
         Ok(logits) => {
-            state.probabilities = Some(softmax(&logits));
+            let probs = softmax(&logits);
+            if let Some(d) = state.decoder.as_mut() {
+                d.frame(&probs);
+            }
+            state.probabilities = Some(probs);
             state.segment_frames += 1;
         }
         Err(_) => s.stats.skip("activity_failed"),

@@ -521,3 +521,151 @@ fn adr018_frames_make_poses_with_arrival_times() {
     drop(ws);
     server.shutdown();
 }
+
+/// A head that stores a decoding: the served activity is the forward filter's, stepped once per
+/// stored window length (5 frames), on the same per-frame probabilities the head gives offline;
+/// the start probabilities favour a class the window by itself does not pick, so the served
+/// class differs from `window_index` (the per-window argmax) and the message says `forward`;
+/// a node restart starts the filter over.
+#[test]
+fn a_stored_decoding_serves_the_forward_filtered_activity() {
+    use csipose_temporal::features::FeatureStream;
+    use csipose_temporal::model::{argmax, softmax, ActivityModel};
+    use csipose_temporal::rvne::{RvneDecode, RvneMeta};
+    use csipose_temporal::sequence::{ForwardFilter, Transitions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let plain = write_activity_model(dir.path());
+    let mut model = ActivityModel::from_rvne(&std::fs::read(&plain).unwrap()).unwrap();
+    // Offline: the head's probabilities after each feature frame of packets 0..60 of node 3.
+    let stride = model.head.stride as usize;
+    let mut features = FeatureStream::new(A, S, stride, false);
+    let mut streamer = model.streamer(512).unwrap();
+    let mut probs = Vec::new();
+    for i in 0..60 {
+        if let Some(frame) = features.push(&amplitudes(3, i), None) {
+            probs.push(softmax(&streamer.push(&frame).unwrap()));
+        }
+    }
+    drop(streamer);
+    assert_eq!(probs.len(), 15);
+    let window = argmax(&probs[14]);
+    // Sticky transitions and a start that strongly favours another class.
+    let favoured = (window + 1) % 3;
+    let mut first = [0.001f32; 3];
+    first[favoured] = 0.998;
+    let mut next = [0.001f32; 9];
+    for c in 0..3 {
+        next[c * 3 + c] = 0.998;
+    }
+    let t = Transitions {
+        n_classes: 3,
+        log_start: first.iter().map(|p| p.ln()).collect(),
+        log_next: next.iter().map(|p| p.ln()).collect(),
+    };
+    t.validate().unwrap();
+    let mut filter = ForwardFilter::new(&t);
+    let mut class = 0;
+    for k in [4, 9, 14] {
+        class = filter.step(&probs[k]);
+    }
+    let mut filtered = vec![0f32; 3];
+    filter.probabilities(&mut filtered);
+    assert_ne!(class, window, "the crafted prior must change the class");
+    model.meta = Some(RvneMeta {
+        decode: Some(RvneDecode {
+            mode: csipose_temporal::sequence::Decode::Forward,
+            step_frames: 5,
+            transitions: t.clone(),
+        }),
+        ..RvneMeta::default()
+    });
+    let decoded = dir.path().join("act-decode.rvne");
+    std::fs::write(&decoded, model.to_rvne(false).unwrap()).unwrap();
+
+    let server = start(dir.path(), true, |cfg| {
+        cfg.activity = Some(decoded.clone());
+        cfg.presence = false;
+    });
+    let mut ws = ws_connect(server.http_addr(), "");
+    let hello = ws_next(&mut ws);
+    assert!(
+        hello["activity_model"]["name"]
+            .as_str()
+            .is_some_and(|n| n.contains("forward decoding every 5 frames")),
+        "{hello}"
+    );
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    send(&sock, server.udp_addr(), 3, 0..60, Duration::from_millis(2));
+    let pose = ws_until(&mut ws, Duration::from_secs(10), |m| {
+        m["type"] == "pose" && m["seq"] == 59
+    });
+    let act = &pose["activity"];
+    assert_eq!(act["frames"], 15, "{act}");
+    assert_eq!(act["decode"], "forward", "{act}");
+    assert_eq!(act["index"], class as u64, "{act}");
+    assert_eq!(act["window_index"], window as u64, "{act}");
+    assert_eq!(act["label"], ["walk", "sit", "wave"][class], "{act}");
+    let served: Vec<f64> = act["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .collect();
+    for (a, b) in served.iter().zip(&filtered) {
+        assert!((a - *b as f64).abs() < 1e-5, "{served:?} vs {filtered:?}");
+    }
+
+    // The node restarts (a new session): the filter starts over with the new stream, so after
+    // its first window the served probabilities are a fresh filter's first step.
+    let mut features = FeatureStream::new(A, S, stride, false);
+    let mut streamer = model.streamer(512).unwrap();
+    let mut fresh = Vec::new();
+    for i in 0..20u32 {
+        let amps = amplitudes(3, 100 + i);
+        if let Some(frame) = features.push(&amps, None) {
+            fresh.push(softmax(&streamer.push(&frame).unwrap()));
+        }
+        let datagram = csipose_wire::LiveFrame {
+            node: 3,
+            session: 2,
+            seq: i,
+            device_time_ns: i as u64 * 10_000_000,
+            rssi_dbm: Some(-42),
+            antennas: A as u16,
+            subcarriers: S as u16,
+            samples: csipose_wire::Samples::AmplitudeF32(amps),
+        }
+        .encode()
+        .unwrap();
+        sock.send_to(&datagram, server.udp_addr()).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut restarted = ForwardFilter::new(&t);
+    let class = restarted.step(&fresh[4]);
+    restarted.probabilities(&mut filtered);
+    let pose = ws_until(&mut ws, Duration::from_secs(10), |m| {
+        m["type"] == "pose" && m["seq"] == 19
+    });
+    let act = &pose["activity"];
+    assert_eq!(act["frames"], 5, "{act}");
+    assert_eq!(act["index"], class as u64, "{act}");
+    let served: Vec<f64> = act["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .collect();
+    for (a, b) in served.iter().zip(&filtered) {
+        assert!((a - *b as f64).abs() < 1e-5, "{served:?} vs {filtered:?}");
+    }
+    // Not what the filter would say had it gone on from the first session.
+    let mut went_on = filter.clone();
+    went_on.step(&fresh[4]);
+    let mut on = vec![0f32; 3];
+    went_on.probabilities(&mut on);
+    assert!(
+        on.iter().zip(&filtered).any(|(a, b)| (a - b).abs() > 1e-3),
+        "{on:?} vs {filtered:?}"
+    );
+}

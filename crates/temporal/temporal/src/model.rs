@@ -732,6 +732,7 @@ mod tests {
             context: 2,
             adapt_norm: true,
             classes: Some((0..shape().n_classes).map(|c| format!("c{c}")).collect()),
+            decode: None,
         };
         model.meta = Some(meta.clone());
         let back = ActivityModel::from_rvne(&model.to_rvne(true).unwrap()).unwrap();

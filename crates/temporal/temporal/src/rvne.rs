@@ -31,13 +31,17 @@
 //!
 //! The META section (after the weights, inside `weights_len` and so under the file's CRC)
 //! carries the class names and the feature settings the model was trained with (`--context`,
-//! `--adapt-norm` of `csipose activity train`). Files without it read with
-//! [`RvneView::meta`] `None`; it needs the head config record.
+//! `--adapt-norm` of `csipose activity train`) and, optionally, the sequence decoding (`--decode
+//! forward|viterbi`: the mode and the transition model learned from the training recordings,
+//! [`RvneDecode`]). Files without it read with [`RvneView::meta`] `None`; it needs the head
+//! config record.
 
 use std::fmt;
 
 use half::f16;
 use thiserror::Error;
+
+use crate::sequence::{is_log_distribution, Decode, Transitions};
 
 /// First four bytes as a little-endian u32.
 pub const MAGIC: u32 = 0x5256_4E45;
@@ -71,6 +75,11 @@ pub const META_TAG: [u8; 4] = *b"META";
 pub const META_FIXED: usize = 14;
 /// META flag bit 0: test-time adaptation of the input normalisation (`--adapt-norm`).
 pub const META_ADAPT_NORM: u8 = 1;
+/// META flag bit 1: a sequence-decoding block (decode mode and transition model) follows the
+/// class names.
+pub const META_DECODE: u8 = 2;
+/// Bytes of the decoding block before its values.
+pub const DECODE_FIXED: usize = 4;
 
 /// What the META section records (little-endian, offsets from the section's start):
 ///
@@ -79,18 +88,44 @@ pub const META_ADAPT_NORM: u8 = 1;
 /// | 0 | 4 bytes | tag `META` |
 /// | 4 | u32 | section length in bytes (tag included) = the rest of weights_len |
 /// | 8 | u16 | context: earlier windows of a recording before each one (window manifests) |
-/// | 10 | u8 | flags: bit 0 adapt-norm; other bits 0 |
+/// | 10 | u8 | flags: bit 0 adapt-norm; bit 1 a decoding block follows the names; other bits 0 |
 /// | 11 | u8 | reserved, 0 |
 /// | 12 | u16 | class names that follow: 0 (none stored) or n_classes |
 /// | 14 | names | each a u8 length (1 ..= 255) and that many bytes of UTF-8, no control characters |
+/// | after the names | decoding block | only with flag bit 1, see [`RvneDecode`] |
 ///
-/// The section ends exactly at the end of weights_len.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The section ends exactly at the end of weights_len. A reader from before the decoding
+/// block refuses flag bit 1 ("unknown flag bits"); a file without it reads with `decode`
+/// `None`.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct RvneMeta {
     pub context: u16,
     pub adapt_norm: bool,
     /// Class names in class-number order (`None`: not stored).
     pub classes: Option<Vec<String>>,
+    /// How a recording's window probabilities become classes (`None`: each window by itself).
+    pub decode: Option<RvneDecode>,
+}
+
+/// The decoding block of the META section (`csipose activity train --decode forward|viterbi`;
+/// little-endian, offsets from the block's start, `n` = n_classes of the header):
+///
+/// | offset | type | field |
+/// |---|---|---|
+/// | 0 | u8 | decode mode: 1 forward (causal filter), 2 viterbi (whole recording, offline) |
+/// | 1 | u8 | reserved, 0 |
+/// | 2 | u16 | frames per step: feature frames of one training window (the hop between two decoded windows of a recording; what `serve` steps the filter by); 0 = not one fixed length |
+/// | 4 | n × f32 | ln P(a recording starts in class i) |
+/// | 4 + 4n | n² × f32 | ln P(next window's class j \| this window's class i), row i, column j |
+///
+/// The start values and every row are the natural logarithms of a distribution (finite, ≤ 0,
+/// summing to 1 within 1e-3; [`Transitions::validate`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RvneDecode {
+    /// [`Decode::Forward`] or [`Decode::Viterbi`].
+    pub mode: Decode,
+    pub step_frames: u16,
+    pub transitions: Transitions,
 }
 
 impl RvneMeta {
@@ -100,7 +135,14 @@ impl RvneMeta {
         b.extend_from_slice(&META_TAG);
         b.extend_from_slice(&[0; 4]);
         b.extend_from_slice(&self.context.to_le_bytes());
-        b.push(if self.adapt_norm { META_ADAPT_NORM } else { 0 });
+        b.push(
+            (if self.adapt_norm { META_ADAPT_NORM } else { 0 })
+                | (if self.decode.is_some() {
+                    META_DECODE
+                } else {
+                    0
+                }),
+        );
         b.push(0);
         let names = self.classes.as_deref().unwrap_or(&[]);
         if self.classes.is_some() && names.len() != n_classes as usize {
@@ -121,6 +163,38 @@ impl RvneMeta {
             }
             b.push(n.len() as u8);
             b.extend_from_slice(n.as_bytes());
+        }
+        if let Some(d) = &self.decode {
+            let mode = match d.mode {
+                Decode::Forward => 1,
+                Decode::Viterbi => 2,
+                Decode::None => {
+                    return Err(RvneError::Meta {
+                        offset: b.len(),
+                        what: "decode mode none stores no decoding block".into(),
+                    })
+                }
+            };
+            let t = &d.transitions;
+            if t.n_classes != n_classes as usize {
+                return Err(RvneError::Meta {
+                    offset: b.len(),
+                    what: format!(
+                        "a transition model of {} classes for {n_classes} classes",
+                        t.n_classes
+                    ),
+                });
+            }
+            t.validate().map_err(|what| RvneError::Meta {
+                offset: b.len() + DECODE_FIXED,
+                what,
+            })?;
+            b.push(mode);
+            b.push(0);
+            b.extend_from_slice(&d.step_frames.to_le_bytes());
+            for v in t.log_start.iter().chain(&t.log_next) {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
         }
         let len = b.len() as u32;
         b[4..8].copy_from_slice(&len.to_le_bytes());
@@ -154,7 +228,7 @@ impl RvneMeta {
                 format!("section length {len}, but {} bytes remain", b.len()),
             );
         }
-        if b[10] & !META_ADAPT_NORM != 0 {
+        if b[10] & !(META_ADAPT_NORM | META_DECODE) != 0 {
             return bad(10, format!("unknown flag bits {:#04x}", b[10]));
         }
         if b[11] != 0 {
@@ -186,16 +260,94 @@ impl RvneMeta {
             names.push(name);
             pos += 1 + n;
         }
-        if pos != b.len() {
+        let decode = if b[10] & META_DECODE != 0 {
+            Some(RvneDecode::parse(&b[pos..], at + pos, n_classes)?)
+        } else if pos != b.len() {
             return bad(
                 pos,
                 format!("{} bytes after the class names", b.len() - pos),
             );
-        }
+        } else {
+            None
+        };
         Ok(RvneMeta {
             context: u16_at(b, 8),
             adapt_norm: b[10] & META_ADAPT_NORM != 0,
             classes: (count > 0).then_some(names),
+            decode,
+        })
+    }
+}
+
+impl RvneDecode {
+    /// Parses the decoding block `b` (exactly the rest of the section), which starts at byte
+    /// `at` of the file.
+    fn parse(b: &[u8], at: usize, n_classes: u16) -> Result<Self, RvneError> {
+        let bad = |offset: usize, what: String| {
+            Err(RvneError::Meta {
+                offset: at + offset,
+                what,
+            })
+        };
+        let n = n_classes as usize;
+        let need = DECODE_FIXED + 4 * n + 4 * n * n;
+        if b.len() != need {
+            return bad(
+                0,
+                format!(
+                    "the decoding block is {} bytes, {n} classes need {need}",
+                    b.len()
+                ),
+            );
+        }
+        let mode = match b[0] {
+            1 => Decode::Forward,
+            2 => Decode::Viterbi,
+            m => {
+                return bad(
+                    0,
+                    format!("decode mode {m} is not 1 (forward) or 2 (viterbi)"),
+                )
+            }
+        };
+        if b[1] != 0 {
+            return bad(1, format!("reserved byte is {}, expected 0", b[1]));
+        }
+        let values: Vec<f32> = b[DECODE_FIXED..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if let Some(k) = values.iter().position(|v| !(v.is_finite() && *v <= 0.0)) {
+            return bad(
+                DECODE_FIXED + 4 * k,
+                format!("{} is not a logarithm of a probability", values[k]),
+            );
+        }
+        let (start, next) = values.split_at(n);
+        if !is_log_distribution(start) {
+            return bad(
+                DECODE_FIXED,
+                "the start probabilities do not sum to 1".into(),
+            );
+        }
+        if let Some(i) = next.chunks_exact(n).position(|r| !is_log_distribution(r)) {
+            return bad(
+                DECODE_FIXED + 4 * n + 4 * n * i,
+                format!("transition row {i} does not sum to 1"),
+            );
+        }
+        let transitions = Transitions {
+            n_classes: n,
+            log_start: start.to_vec(),
+            log_next: next.to_vec(),
+        };
+        if let Err(what) = transitions.validate() {
+            return bad(DECODE_FIXED, what);
+        }
+        Ok(RvneDecode {
+            mode,
+            step_frames: u16_at(b, 2),
+            transitions,
         })
     }
 }
@@ -1025,6 +1177,202 @@ mod tests {
             context: 3,
             adapt_norm: true,
             classes: Some(vec!["walk".into(), "sit down".into(), "wävë".into()]),
+            decode: None,
+        }
+    }
+
+    /// A transition model of 3 classes learned from two label sequences.
+    fn transitions() -> Transitions {
+        let seqs: [&[usize]; 2] = [&[0, 0, 1, 1, 2], &[2, 2, 0]];
+        Transitions::fit(seqs, 3, 0.1).unwrap()
+    }
+
+    fn meta_with_decode(mode: Decode) -> RvneMeta {
+        RvneMeta {
+            decode: Some(RvneDecode {
+                mode,
+                step_frames: 25,
+                transitions: transitions(),
+            }),
+            ..meta()
+        }
+    }
+
+    #[test]
+    fn the_decoding_block_round_trips_and_is_checked_when_written() {
+        let h = header(false);
+        let w = weights(&h);
+        for mode in [Decode::Forward, Decode::Viterbi] {
+            for classes in [meta().classes, None] {
+                let m = RvneMeta {
+                    classes,
+                    ..meta_with_decode(mode)
+                };
+                let bytes = encode_with_meta(&h, &HEAD, &w, Some(&m)).unwrap();
+                let view = RvneView::parse(&bytes).unwrap();
+                assert_eq!(view.meta(), Some(m.clone()));
+                assert_eq!(view.to_f32(), w);
+                // The section: the fixed part, the names, the block (4 + 4·3 + 4·9 bytes).
+                let names: usize = m.classes.iter().flatten().map(|n| 1 + n.len()).sum();
+                let at = HEADER_LEN + HEAD_LEN + 4 * w.len();
+                assert_eq!(bytes.len() - 4 - at, META_FIXED + names + 52);
+                assert_eq!(bytes[at + 10], META_ADAPT_NORM | META_DECODE);
+            }
+        }
+        // Without the block the flag bit is clear and the bytes are what they were.
+        let plain = encode_with_meta(&h, &HEAD, &w, Some(&meta())).unwrap();
+        let at = HEADER_LEN + HEAD_LEN + 4 * w.len();
+        assert_eq!(plain[at + 10], META_ADAPT_NORM);
+        // Refused when writing: mode none, a model of other classes, a broken model.
+        let refuse = |d: RvneDecode| {
+            let m = RvneMeta {
+                decode: Some(d),
+                ..meta()
+            };
+            encode_with_meta(&h, &HEAD, &w, Some(&m))
+                .unwrap_err()
+                .to_string()
+        };
+        let base = RvneDecode {
+            mode: Decode::Forward,
+            step_frames: 0,
+            transitions: transitions(),
+        };
+        let e = refuse(RvneDecode {
+            mode: Decode::None,
+            ..base.clone()
+        });
+        assert!(e.contains("decode mode none"), "{e}");
+        let two: [&[usize]; 1] = [&[0, 1]];
+        let e = refuse(RvneDecode {
+            transitions: Transitions::fit(two, 2, 0.1).unwrap(),
+            ..base.clone()
+        });
+        assert!(e.contains("2 classes for 3 classes"), "{e}");
+        let mut broken = base.clone();
+        broken.transitions.log_next[4] = 0.0;
+        let e = refuse(broken);
+        assert!(e.contains("row 1"), "{e}");
+    }
+
+    /// Every broken field of the decoding block (with a fresh CRC) is an error naming its byte.
+    #[test]
+    fn a_bad_decoding_block_is_an_error_naming_the_byte() {
+        let h = header(false);
+        let w = weights(&h);
+        let m = meta_with_decode(Decode::Viterbi);
+        let good = encode_with_meta(&h, &HEAD, &w, Some(&m)).unwrap();
+        let names: usize = m.classes.iter().flatten().map(|n| 1 + n.len()).sum();
+        let at = HEADER_LEN + HEAD_LEN + 4 * w.len();
+        let block = at + META_FIXED + names;
+        let edit = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = good[..good.len() - 4].to_vec();
+            f(&mut b);
+            let len = (b.len() - at) as u32;
+            b[at + 4..at + 8].copy_from_slice(&len.to_le_bytes());
+            let weights_len = (b.len() - HEADER_LEN) as u32;
+            b[20..24].copy_from_slice(&weights_len.to_le_bytes());
+            let crc = crc32fast::hash(&b);
+            b.extend_from_slice(&crc.to_le_bytes());
+            RvneView::parse(&b).unwrap_err().to_string()
+        };
+        let put = |b: &mut Vec<u8>, k: usize, v: f32| {
+            let o = block + DECODE_FIXED + 4 * k;
+            b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+        };
+        for (e, offset, text) in [
+            (edit(&|b| b[block] = 0), block, "decode mode 0"),
+            (edit(&|b| b[block] = 3), block, "decode mode 3"),
+            (edit(&|b| b[block + 1] = 1), block + 1, "reserved byte"),
+            (edit(&|b| b.truncate(b.len() - 4)), block, "48 bytes"),
+            (edit(&|b| b.extend_from_slice(&[0; 4])), block, "56 bytes"),
+            (
+                edit(&|b| put(b, 1, f32::NAN)),
+                block + DECODE_FIXED + 4,
+                "NaN is not a logarithm",
+            ),
+            (
+                edit(&|b| put(b, 5, 0.5)),
+                block + DECODE_FIXED + 20,
+                "0.5 is not a logarithm",
+            ),
+            (
+                edit(&|b| put(b, 0, -30.0)),
+                block + DECODE_FIXED,
+                "start probabilities",
+            ),
+            (
+                edit(&|b| put(b, 3 + 7, -30.0)),
+                block + DECODE_FIXED + 12 + 24,
+                "transition row 2",
+            ),
+            // The flag bit without a block, and a block without the flag bit.
+            (
+                edit(&|b| b.truncate(block)),
+                block,
+                "the decoding block is 0 bytes",
+            ),
+            (
+                edit(&|b| b[at + 10] = META_ADAPT_NORM),
+                block,
+                "52 bytes after the class names",
+            ),
+        ] {
+            assert!(
+                e.starts_with(&format!("byte {offset}: META section: ")) && e.contains(text),
+                "{text}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn never_panics_and_rejects_every_mutation_of_a_file_with_a_decoding_block() {
+        let h = header(false);
+        let m = meta_with_decode(Decode::Forward);
+        let good = encode_with_meta(&h, &HEAD, &weights(&h), Some(&m)).unwrap();
+        rejects_every_truncation_and_bit_flip(&good);
+        // Every single-bit flip of the section with a fresh CRC: an error, or a section that
+        // still holds a valid model (a low mantissa bit of a value), never a panic.
+        let at = HEADER_LEN + HEAD_LEN + 4 * weights(&h).len();
+        let body = &good[..good.len() - 4];
+        for i in at..body.len() {
+            for bit in 0..8 {
+                let mut b = body.to_vec();
+                b[i] ^= 1 << bit;
+                let crc = crc32fast::hash(&b);
+                b.extend_from_slice(&crc.to_le_bytes());
+                if let Ok(v) = RvneView::parse(&b) {
+                    let d = v.meta().and_then(|m| m.decode);
+                    if let Some(d) = d {
+                        d.transitions.validate().unwrap();
+                    }
+                    // What the fuzz target checks: it re-encodes with the same META section.
+                    let m = crate::model::ActivityModel::from_rvne(&b).unwrap();
+                    let again = crate::model::ActivityModel::from_rvne(&m.to_rvne(false).unwrap());
+                    assert_eq!(again.unwrap().meta, m.meta, "bit {bit} of byte {i}");
+                }
+            }
+        }
+        let mut state = 0x5DEE_CE66_D1CE_4E5Bu64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..3000 {
+            let mut b = body.to_vec();
+            for _ in 0..1 + next() % 4 {
+                let i = at + (next() as usize) % (body.len() - at);
+                b[i] = next() as u8;
+            }
+            let cut = at + (next() as usize) % (b.len() - at + 1);
+            b.truncate(cut);
+            let crc = crc32fast::hash(&b);
+            b.extend_from_slice(&crc.to_le_bytes());
+            if let Ok(v) = RvneView::parse(&b) {
+                let _ = v.meta();
+            }
         }
     }
 
@@ -1083,7 +1431,7 @@ mod tests {
             e.starts_with(&format!("byte {at}: META section: expected the tag")),
             "{e}"
         );
-        let e = edit(&|b| b[at + 10] = 2);
+        let e = edit(&|b| b[at + 10] = 4);
         assert!(
             e.contains(&format!("byte {}", at + 10)) && e.contains("flag"),
             "{e}"

@@ -104,14 +104,14 @@ impl Transitions {
                 self.log_next.len()
             ));
         }
-        let row_ok = |row: &[f32]| {
-            row.iter().all(|v| v.is_finite() && *v <= 0.0)
-                && (row.iter().map(|&v| (v as f64).exp()).sum::<f64>() - 1.0).abs() < 1e-3
-        };
-        if !row_ok(&self.log_start) {
+        if !is_log_distribution(&self.log_start) {
             return Err("the start probabilities are not a distribution".into());
         }
-        if let Some(i) = self.log_next.chunks_exact(n).position(|r| !row_ok(r)) {
+        if let Some(i) = self
+            .log_next
+            .chunks_exact(n)
+            .position(|r| !is_log_distribution(r))
+        {
             return Err(format!("transition row {i} is not a distribution"));
         }
         Ok(())
@@ -197,16 +197,20 @@ impl<'a> ForwardFilter<'a> {
     pub fn step(&mut self, probs: &[f32]) -> usize {
         let m = self.model;
         let n = m.n_classes;
+        debug_assert_eq!(probs.len(), n, "one probability per class");
         if !self.started {
-            for ((a, s), p) in self.alpha.iter_mut().zip(&m.log_start).zip(probs) {
-                *a = *s as f64 + ln(*p);
+            for ((a, &s), &p) in self.alpha.iter_mut().zip(&m.log_start).zip(probs) {
+                *a = s as f64 + ln(p);
             }
             self.started = true;
         } else {
             let alpha = &self.alpha;
-            for (j, (out, p)) in self.scratch.iter_mut().zip(probs).enumerate() {
-                let terms = (0..n).map(|i| alpha[i] + m.log_next[i * n + j] as f64);
-                *out = log_sum_exp(terms) + ln(*p);
+            for (j, (out, &p)) in self.scratch.iter_mut().zip(probs).enumerate() {
+                let terms = alpha
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| a + m.log_next[i * n + j] as f64);
+                *out = log_sum_exp(terms) + ln(p);
             }
             std::mem::swap(&mut self.alpha, &mut self.scratch);
         }
@@ -228,6 +232,13 @@ impl<'a> ForwardFilter<'a> {
             *o = (a.exp() / total) as f32;
         }
     }
+}
+
+/// Whether `row` holds the natural logarithms of a probability distribution: every value
+/// finite and at most 0, their exponentials summing to 1 within 1e-3.
+pub fn is_log_distribution(row: &[f32]) -> bool {
+    row.iter().all(|v| v.is_finite() && *v <= 0.0)
+        && (row.iter().map(|&v| (v as f64).exp()).sum::<f64>() - 1.0).abs() < 1e-3
 }
 
 fn ln(p: f32) -> f64 {

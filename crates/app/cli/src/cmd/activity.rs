@@ -20,6 +20,9 @@
 //! `eval` and `stream` use what the model was trained with (a flag that contradicts the file is
 //! refused; a file written before the META section takes the flags as given). `stream` of an
 //! ESP32-HAR windows file streams each window after its stored `--context` earlier windows.
+//! `--decode forward|viterbi` is stored too (the mode and the transition model learned from the
+//! training manifest): `eval` decodes each manifest row with it, `stream` runs the forward
+//! filter over the file's windows.
 //! `transfer` chooses among `--search` by inner CV on the training manifest, or on a named
 //! validation session (`--validate-on`, or every test session in turn with `--validate-each`).
 
@@ -33,15 +36,15 @@ use csipose_dataset::packed::FrameMeta;
 use csipose_dataset::split::Subset;
 use csipose_dataset::PackedDataset;
 use csipose_pipeline::activity::{
-    cross_validate, fit, load_examples, mean_sd, nested_cv, parse_transforms, predict, select,
-    transfer, transforms_name, validate_each, Choice, FeatureCache, FeatureSpec, FoldOptions,
-    Loaded, SearchSpace, Settings,
+    cross_validate, decode_recordings, fit, load_examples, mean_sd, nested_cv, parse_transforms,
+    predict, predict_probabilities, select, stored_decode, transfer, transforms_name,
+    validate_each, Choice, FeatureCache, FeatureSpec, FoldOptions, Loaded, SearchSpace, Settings,
 };
 use csipose_pipeline::manifest::{parse_sequence_key, read_manifest, Manifest, Row, Source};
 use csipose_temporal::features::FeatureKind;
-use csipose_temporal::model::{argmax, ActivityModel};
-use csipose_temporal::rvne::RvneMeta;
-use csipose_temporal::sequence::Decode;
+use csipose_temporal::model::{argmax, softmax, ActivityModel};
+use csipose_temporal::rvne::{RvneDecode, RvneMeta};
+use csipose_temporal::sequence::{Decode, ForwardFilter};
 use csipose_temporal::train::{accuracies, confusion_matrix};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -168,7 +171,8 @@ struct Hyper {
     self_train: usize,
     /// How a test recording's window probabilities become classes: none (each window by
     /// itself), forward (causal filter) or viterbi (whole recording, offline), both with a
-    /// transition model learned from the training recordings' label order.
+    /// transition model learned from the training recordings' label order. `train` and
+    /// `transfer --out` store the mode and the transition model in the model file.
     #[arg(long, default_value = "none", value_parser = parse_decode)]
     decode: Decode,
     /// Classify with the linear window-statistics classifier (multinomial logistic regression
@@ -247,6 +251,11 @@ struct EvalArgs {
     /// train, stored in the file (0 for a file without it); another value is refused].
     #[arg(long)]
     context: Option<usize>,
+    /// How each recording's (manifest row's) window probabilities become classes [default:
+    /// the decoding stored in the file, none for a file without it]; forward and viterbi need
+    /// the transition model a file trained with --decode forward|viterbi stores.
+    #[arg(long, value_parser = parse_decode)]
+    decode: Option<Decode>,
 }
 
 #[derive(clap::Args)]
@@ -487,7 +496,8 @@ fn fit_bar(
 
 /// Refuses settings that would write a model file `eval`, `stream` and `serve` cannot repeat:
 /// per-recording standardisation, information-maximisation adaptation, self-training (it needs
-/// the training data) and ensembles are not stored in the model.
+/// the training data) and ensembles are not stored in the model. (`--decode` is: the mode and
+/// the transition model go into the META section.)
 fn refuse_unstored(base: &Settings, space: &SearchSpace) -> anyhow::Result<()> {
     // Whether the search tries a value of `key` that is on (`on` of the value's text).
     let searched = |key: &str, on: fn(&str) -> bool| {
@@ -512,10 +522,6 @@ fn refuse_unstored(base: &Settings, space: &SearchSpace) -> anyhow::Result<()> {
         (
             "ensemble",
             base.ensemble > 1 || searched("ensemble", |x| above(x, 1)),
-        ),
-        (
-            "decode",
-            base.decode != Decode::None || searched("decode", |x| x != "none"),
         ),
         (
             "linear",
@@ -558,7 +564,15 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
     let loaded = cache.get(&settings.features)?;
     let all: Vec<usize> = (0..loaded.examples.len()).collect();
     let mut model = fit_bar(loaded, &all, &settings.hyper)?;
-    model.meta = Some(stored_meta(&settings, manifest.classes.as_deref(), &model)?);
+    model.meta = Some(stored_meta(
+        &settings,
+        manifest.classes.as_deref(),
+        &model,
+        loaded,
+    )?);
+    if let Some(d) = model.meta.as_ref().and_then(|m| m.decode.as_ref()) {
+        eprintln!("{}", describe_decode(d));
+    }
     let bytes = model.to_rvne(a.fp16)?;
     let mut file = csipose_npy::AtomicFile::create(&a.out)?;
     file.write_all(&bytes)?;
@@ -583,13 +597,18 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
 }
 
 /// What a written model records besides its weights: the manifest's class names (when it
-/// names as many as the model has) and the feature settings `--context` and `--adapt-norm`.
+/// names as many as the model has), the feature settings `--context` and `--adapt-norm`, and
+/// with `--decode forward|viterbi` the mode and the transition model learned from the label
+/// order of `loaded` (all of the training manifest).
 fn stored_meta(
     settings: &Settings,
     classes: Option<&[String]>,
     model: &ActivityModel,
+    loaded: &Loaded,
 ) -> anyhow::Result<RvneMeta> {
+    let all: Vec<usize> = (0..loaded.examples.len()).collect();
     Ok(RvneMeta {
+        decode: stored_decode(loaded, &all, settings.decode)?,
         context: u16::try_from(settings.features.context)
             .context("--context does not fit the .rvne file's u16")?,
         adapt_norm: settings.adapt_norm,
@@ -597,6 +616,39 @@ fn stored_meta(
             .filter(|c| c.len() == model.shape.n_classes)
             .map(<[String]>::to_vec),
     })
+}
+
+/// One line saying what a file's decoding block holds.
+fn describe_decode(d: &RvneDecode) -> String {
+    format!(
+        "decoding: {} with a stored transition model of {} classes ({})",
+        d.mode.name(),
+        d.transitions.n_classes,
+        match d.step_frames {
+            0 => "no fixed window length".to_string(),
+            f => format!("{f} frames per window"),
+        }
+    )
+}
+
+/// The decoding block `models` store: the first one's, which every other must equal (`None`
+/// when none stores one; a file without a block next to one with it is refused).
+fn stored_decoding<'m>(
+    models: &'m [ActivityModel],
+    paths: &[PathBuf],
+) -> anyhow::Result<Option<&'m RvneDecode>> {
+    let of = |m: &'m ActivityModel| m.meta.as_ref().and_then(|m| m.decode.as_ref());
+    let first = of(&models[0]);
+    for (m, p) in models.iter().zip(paths).skip(1) {
+        if of(m) != first {
+            bail!(
+                "{}: its stored decoding differs from {}'s; an ensemble needs them equal",
+                p.display(),
+                paths[0].display()
+            );
+        }
+    }
+    Ok(first)
 }
 
 /// The `--context` and `--adapt-norm` to evaluate `models` with: what the files store, the
@@ -737,23 +789,43 @@ fn eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
     }
     let labels = loaded.labels();
     let idx: Vec<usize> = (0..labels.len()).collect();
-    let predicted = predict(&models, &loaded, &idx, adapt_norm)?;
+    let stored = stored_decoding(&models, &a.model)?;
+    let decode = a.decode.unwrap_or(stored.map_or(Decode::None, |d| d.mode));
+    let predicted = match (decode, stored) {
+        (Decode::None, _) => predict(&models, &loaded, &idx, adapt_norm)?,
+        (_, None) => bail!(
+            "--decode {}: {} stores no transition model; train it with --decode forward or \
+             viterbi, or drop the flag",
+            decode.name(),
+            first.display()
+        ),
+        (_, Some(d)) => {
+            eprintln!(
+                "decoding: {} per recording (manifest row) with the transition model stored in {}",
+                decode.name(),
+                first.display()
+            );
+            let probs = predict_probabilities(&models, &loaded, &idx, adapt_norm)?;
+            decode_recordings(&d.transitions, &probs, &loaded.groups, decode)?
+        }
+    };
     let (acc, per_class, confusion) = report(&labels, &predicted, n_classes);
     write_confusion_png(&png, &confusion)?;
     if a.json {
         let out = json!({
             "model": a.model, "manifest": a.manifest, "sequences": labels.len(),
             "features": loaded.kind.name(), "transforms": transforms_name(loaded.transforms),
-            "adapt_norm": adapt_norm, "context": context,
+            "adapt_norm": adapt_norm, "context": context, "decode": decode.name(),
             "classes": model.meta.as_ref().and_then(|m| m.classes.clone()),
             "accuracy": acc, "per_class_accuracy": per_class,
-            "confusion": confusion, "confusion_png": png,
+            "confusion": confusion, "confusion_png": png, "predicted": predicted,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
-            "accuracy {acc:.4} on {} sequences; confusion matrix {}",
+            "accuracy {acc:.4} on {} sequences (decode {}); confusion matrix {}",
             labels.len(),
+            decode.name(),
             png.display()
         );
     }
@@ -962,7 +1034,11 @@ fn transfer_cmd(a: TransferArgs) -> anyhow::Result<()> {
                     .model
                     .clone()
                     .context("the linear classifier is not stored in a model file")?;
-                model.meta = Some(stored_meta(used, train.classes.as_deref(), &model)?);
+                let loaded = cache.get(&used.features)?;
+                model.meta = Some(stored_meta(used, train.classes.as_deref(), &model, loaded)?);
+                if let Some(d) = model.meta.as_ref().and_then(|m| m.decode.as_ref()) {
+                    eprintln!("{}", describe_decode(d));
+                }
                 let bytes = model.to_rvne(false)?;
                 let mut file = csipose_npy::AtomicFile::create(out)?;
                 file.write_all(&bytes)?;
@@ -1156,9 +1232,37 @@ fn stream_cmd(a: StreamArgs) -> anyhow::Result<()> {
             .collect();
         model.set_normalisation(&all);
     }
+    let windows = labels.is_some();
+    // A stored decoding: the forward filter over this one recording's windows (a continuous
+    // file is one window of its recording: each prediction is its first step).
+    let decoding = model.meta.as_ref().and_then(|m| m.decode.clone());
+    let mut filter = decoding
+        .as_ref()
+        .map(|d| ForwardFilter::new(&d.transitions));
+    if let Some(d) = &decoding {
+        let mode = match d.mode {
+            Decode::Viterbi => {
+                "stores viterbi decoding (offline, whole recordings); a stream \
+                                decodes with its forward filter"
+            }
+            _ => "stores forward decoding",
+        };
+        let what = if windows {
+            format!(
+                "each window's class is filtered over the windows before it in {}",
+                a.file.display()
+            )
+        } else {
+            format!(
+                "{} is one window of one recording: each prediction is weighted by the stored start probabilities",
+                a.file.display()
+            )
+        };
+        eprintln!("note: {} {mode}: {what}", a.model.display());
+    }
+    let mut filtered = vec![0f32; model.shape.n_classes];
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let windows = labels.is_some();
     for (w, example) in loaded.examples.iter().enumerate() {
         let x = &example.frames;
         let frames = x.len() / dim;
@@ -1169,26 +1273,40 @@ fn stream_cmd(a: StreamArgs) -> anyhow::Result<()> {
             if !(last || (!windows && (t + 1) % a.every.max(1) == 0)) {
                 continue;
             }
-            let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let z: f32 = logits.iter().map(|l| (l - m).exp()).sum();
-            let class = argmax(&logits);
+            let probs = softmax(&logits);
+            let alone = argmax(&probs);
+            // The decoded class and its filtered probability, then the window by itself.
+            let (class, p, by_itself) = match filter.as_mut() {
+                Some(f) => {
+                    if !windows {
+                        f.reset();
+                    }
+                    let c = f.step(&probs);
+                    f.probabilities(&mut filtered);
+                    let note = format!(
+                        " [forward; window alone {} p={:.3}]",
+                        class_name(&model, alone),
+                        probs[alone]
+                    );
+                    (c, filtered[c], note)
+                }
+                None => (alone, probs[alone], String::new()),
+            };
             if windows {
                 writeln!(
                     out,
-                    "window {w:>4} ({frames} frames, context {}): class {} p={:.3} (labelled {})",
+                    "window {w:>4} ({frames} frames, context {}): class {} p={p:.3}{by_itself} (labelled {})",
                     w.min(context),
                     class_name(&model, class),
-                    1.0 / z,
                     class_name(&model, example.label)
                 )?;
             } else {
                 writeln!(
                     out,
-                    "frame {:>4} (packet {:>5}): class {} p={:.3}",
+                    "frame {:>4} (packet {:>5}): class {} p={p:.3}{by_itself}",
                     t + 1,
                     (t + 1) * loaded.stride,
                     class_name(&model, class),
-                    1.0 / z
                 )?;
             }
         }

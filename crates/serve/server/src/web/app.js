@@ -97,7 +97,10 @@
       const a = msg.activity;
       acts.innerHTML = a.probabilities.map((p, i) =>
         `<div class="bar"><span class="l" title="${esc(a.labels[i])}">${i === a.index ? "▶ " : ""}${esc(a.labels[i])}</span>` +
-        `<div class="b"><i style="width:${(100 * p).toFixed(1)}%"></i></div><span>${(100 * p).toFixed(0)}%</span></div>`).join("");
+        `<div class="b"><i style="width:${(100 * p).toFixed(1)}%"></i></div><span>${(100 * p).toFixed(0)}%</span></div>`).join("") +
+        (a.decode === "forward"
+          ? `<div class="dim" style="font-size:12px">decoded (forward filter); window alone: ${esc(a.labels[a.window_index] ?? "")}</div>`
+          : "");
     } else {
       const why = !msg.activity_model ? "no activity model" : msg.presence === false ? "nobody present" : "warming up";
       acts.innerHTML = `<div class="dim" style="font-size:12px">activity: ${why}</div>`;
