@@ -631,45 +631,8 @@ fn the_model_file_keeps_class_names_and_feature_settings() {
 #[test]
 fn stream_of_windows_uses_the_stored_context() {
     let dir = tempfile::tempdir().unwrap();
-    let (windows, channels, samples) = (9usize, 4usize, 20usize);
-    let mut manifest = String::from("file,label\n");
-    let mut state = 99u64;
-    let mut noise = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
-    for rec in 0..4 {
-        let mut x = Vec::new();
-        let mut y = Vec::new();
-        for w in 0..windows {
-            let label = (w + rec) % 3;
-            for c in 0..channels {
-                for t in 0..samples {
-                    let t = t as f32;
-                    let v = match label {
-                        0 => 10.0 + 3.0 * (t * 0.1 + c as f32).sin(),
-                        1 => 10.0 + 3.0 * (t * 0.9 + c as f32).sin(),
-                        _ => 10.0,
-                    };
-                    x.push(v + 0.3 * noise());
-                }
-            }
-            y.push(label as i64);
-        }
-        let name = format!("r{rec}");
-        csipose_npy::write(
-            dir.path().join(format!("{name}-x.npy")),
-            &[windows, channels, samples],
-            &x,
-        )
-        .unwrap();
-        csipose_npy::write(dir.path().join(format!("{name}-y.npy")), &[windows], &y).unwrap();
-        manifest.push_str(&format!("{name}-x.npy,{name}-y.npy\n"));
-    }
-    let train_csv = dir.path().join("w.csv");
-    std::fs::write(&train_csv, manifest).unwrap();
+    let train_csv = write_cycling_windows(dir.path(), 99, 0.3);
+    let windows = 9usize;
     let model = dir.path().join("w.rvne");
     let s = |v: &[&str]| -> Vec<std::ffi::OsString> { v.iter().map(|a| a.into()).collect() };
     let mut args = s(&[
@@ -888,11 +851,12 @@ fn transfer_chooses_on_a_named_validation_session() {
 }
 
 /// Four ESP32-HAR style recordings `r0..r3` of 9 windows [4 channels, 20 samples] whose labels
-/// cycle 0 → 1 → 2 in time order; returns the manifest of all four.
-fn write_cycling_windows(dir: &Path) -> std::path::PathBuf {
+/// cycle 0 → 1 → 2 in time order, with uniform noise of width `noise` (xorshift from `seed`);
+/// returns the manifest of all four (`w.csv`).
+fn write_cycling_windows(dir: &Path, seed: u64, noise_width: f32) -> std::path::PathBuf {
     let (windows, channels, samples) = (9usize, 4usize, 20usize);
     let mut manifest = String::from("file,label\n");
-    let mut state = 1234u64;
+    let mut state = seed;
     let mut noise = move || {
         state ^= state << 13;
         state ^= state >> 7;
@@ -911,8 +875,7 @@ fn write_cycling_windows(dir: &Path) -> std::path::PathBuf {
                         1 => 10.0 + 3.0 * (t * 0.9 + c as f32).sin(),
                         _ => 10.0,
                     };
-                    // Noisy enough that single windows are sometimes wrong.
-                    x.push(v + 3.0 * noise());
+                    x.push(v + noise_width * noise());
                 }
             }
             y.push(label as i64);
@@ -948,7 +911,8 @@ fn a_stored_decoding_is_applied_by_eval_and_stream() {
     use csipose_temporal::sequence::Decode;
 
     let dir = tempfile::tempdir().unwrap();
-    let train_csv = write_cycling_windows(dir.path());
+    // Noisy enough that single windows are sometimes wrong.
+    let train_csv = write_cycling_windows(dir.path(), 1234, 3.0);
     let one = dir.path().join("one.csv");
     std::fs::write(&one, "r1-x.npy,r1-y.npy\n").unwrap();
     let s = |v: &[&str]| -> Vec<std::ffi::OsString> { v.iter().map(|a| a.into()).collect() };
