@@ -370,27 +370,37 @@ fn onset_packet(rng: &mut Rng, n: usize, t: usize, t0: usize, a: f32) -> Vec<f32
         .collect()
 }
 
-/// Packets from the onset to the first motion reading (None: never within 60 packets).
-fn onset_latency(short_window: usize, a: f32, seed: u64) -> Option<usize> {
+/// A test stream's packet `t` of `n` subcarriers, changing at `t0` with size `a`.
+type Packet = fn(&mut Rng, usize, usize, usize, f32) -> Vec<f32>;
+
+/// Packets from `t0` to the first motion reading of `cfg` on `packet` (None: never within 60
+/// packets); no motion before `t0`.
+fn latency(cfg: &PresenceConfig, packet: Packet, a: f32, seed: u64) -> Option<usize> {
     let n = 32;
-    let cfg = PresenceConfig {
-        short_window,
-        ..Default::default()
-    };
-    let mut d = PresenceDetector::new(n, cfg).unwrap();
+    let mut d = PresenceDetector::new(n, cfg.clone()).unwrap();
     let mut rng = Rng(seed);
     let t0 = 800;
     for t in 0..t0 {
-        let r = d.push_amplitudes(&onset_packet(&mut rng, n, t, t0, a));
+        let r = d.push_amplitudes(&packet(&mut rng, n, t, t0, a));
         if r.phase == Phase::Running {
-            assert!(!r.motion, "false motion at {t} before the onset");
+            assert!(!r.motion, "false motion at {t} before the change");
         }
     }
     assert_eq!(d.phase(), Phase::Running);
     (0..60).find(|&k| {
-        d.push_amplitudes(&onset_packet(&mut rng, n, t0 + k, t0, a))
+        d.push_amplitudes(&packet(&mut rng, n, t0 + k, t0, a))
             .motion
     })
+}
+
+/// Packets from the onset of [`onset_packet`] to the first motion reading with this short
+/// window and the other defaults.
+fn onset_latency(short_window: usize, a: f32, seed: u64) -> Option<usize> {
+    let cfg = PresenceConfig {
+        short_window,
+        ..Default::default()
+    };
+    latency(&cfg, onset_packet, a, seed)
 }
 
 /// The short window sees a movement's onset sooner: a slow movement (period 40 packets,
@@ -722,24 +732,9 @@ fn step_packet(rng: &mut Rng, n: usize, t: usize, t0: usize, a: f32) -> Vec<f32>
         .collect()
 }
 
-/// Packets from `t0` to the first motion reading of `cfg` on [`step_packet`] (None: never
-/// within 60 packets); no motion before `t0`.
+/// Packets from the step of [`step_packet`] to the first motion reading of `cfg`.
 fn step_latency(cfg: &PresenceConfig, a: f32, seed: u64) -> Option<usize> {
-    let n = 32;
-    let mut d = PresenceDetector::new(n, cfg.clone()).unwrap();
-    let mut rng = Rng(seed);
-    let t0 = 800;
-    for t in 0..t0 {
-        let r = d.push_amplitudes(&step_packet(&mut rng, n, t, t0, a));
-        if r.phase == Phase::Running {
-            assert!(!r.motion, "false motion at {t} before the step");
-        }
-    }
-    assert_eq!(d.phase(), Phase::Running);
-    (0..60).find(|&k| {
-        d.push_amplitudes(&step_packet(&mut rng, n, t0 + k, t0, a))
-            .motion
-    })
+    latency(cfg, step_packet, a, seed)
 }
 
 /// The level window sees a change of level within 3 packets (the 5-packet median needs 3 of
