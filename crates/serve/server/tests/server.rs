@@ -606,15 +606,7 @@ fn a_stored_decoding_serves_the_forward_filtered_activity() {
     assert_eq!(act["index"], class as u64, "{act}");
     assert_eq!(act["window_index"], window as u64, "{act}");
     assert_eq!(act["label"], ["walk", "sit", "wave"][class], "{act}");
-    let served: Vec<f64> = act["probabilities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_f64().unwrap())
-        .collect();
-    for (a, b) in served.iter().zip(&filtered) {
-        assert!((a - *b as f64).abs() < 1e-5, "{served:?} vs {filtered:?}");
-    }
+    assert_probabilities(act, &filtered);
 
     // The node restarts (a new session): the filter starts over with the new stream, so after
     // its first window the served probabilities are a fresh filter's first step.
@@ -650,15 +642,7 @@ fn a_stored_decoding_serves_the_forward_filtered_activity() {
     let act = &pose["activity"];
     assert_eq!(act["frames"], 5, "{act}");
     assert_eq!(act["index"], class as u64, "{act}");
-    let served: Vec<f64> = act["probabilities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_f64().unwrap())
-        .collect();
-    for (a, b) in served.iter().zip(&filtered) {
-        assert!((a - *b as f64).abs() < 1e-5, "{served:?} vs {filtered:?}");
-    }
+    assert_probabilities(act, &filtered);
     // Not what the filter would say had it gone on from the first session.
     let mut went_on = filter.clone();
     went_on.step(&fresh[4]);
@@ -668,4 +652,18 @@ fn a_stored_decoding_serves_the_forward_filtered_activity() {
         on.iter().zip(&filtered).any(|(a, b)| (a - b).abs() > 1e-3),
         "{on:?} vs {filtered:?}"
     );
+}
+
+/// The activity message's probabilities equal `expected` to 1e-5.
+fn assert_probabilities(act: &serde_json::Value, expected: &[f32]) {
+    let served: Vec<f64> = act["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .collect();
+    assert_eq!(served.len(), expected.len(), "{act}");
+    for (a, b) in served.iter().zip(expected) {
+        assert!((a - *b as f64).abs() < 1e-5, "{served:?} vs {expected:?}");
+    }
 }
