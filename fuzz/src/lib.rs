@@ -149,3 +149,44 @@ pub fn check_options(data: &[u8]) {
         assert!(seq.x.iter().all(|v| v.is_finite()));
     }
 }
+
+/// `.npy` bytes (a header and data, as the ESPectre and ESP32-HAR files are read) into every
+/// element type and as text: an error or an array whose element count matches its shape,
+/// never a panic.
+pub fn check_npy(data: &[u8]) {
+    let path = std::path::Path::new("fuzz.npy");
+    fn shape_holds<T>(a: &csipose_npy::Array<T>) {
+        assert_eq!(a.data.len(), a.shape.iter().product::<usize>());
+    }
+    if let Ok(a) = csipose_npy::from_bytes::<f32>(data, path) {
+        shape_holds(&a);
+    }
+    if let Ok(a) = csipose_npy::from_bytes::<f64>(data, path) {
+        shape_holds(&a);
+    }
+    if let Ok(a) = csipose_npy::from_bytes::<i64>(data, path) {
+        shape_holds(&a);
+    }
+    if let Ok(a) = csipose_npy::from_bytes::<u8>(data, path) {
+        shape_holds(&a);
+    }
+    if let Ok(a) = csipose_npy::strings_from_bytes(data, path) {
+        shape_holds(&a);
+    }
+}
+
+/// An `.npz` archive from arbitrary bytes (through a temporary file: the reader takes a path):
+/// opening it and reading every member as numbers and as text gives errors or arrays, never a
+/// panic.
+pub fn check_npz(data: &[u8]) {
+    let dir = std::env::temp_dir().join(format!("csipose-fuzz-npz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("fuzz.npz");
+    std::fs::write(&path, data).expect("temp file");
+    if let Ok(mut z) = csipose_npy::Npz::open(&path) {
+        for name in z.names() {
+            let _ = z.read::<f32>(&name);
+            let _ = z.read_strings(&name);
+        }
+    }
+}
