@@ -22,7 +22,10 @@
 //! ESP32-HAR windows file streams each window after its stored `--context` earlier windows.
 //! `--decode forward|viterbi` is stored too (the mode and the transition model learned from the
 //! training manifest): `eval` decodes each manifest row with it, `stream` runs the forward
-//! filter over the file's windows.
+//! filter over the file's windows. With `--adapt-norm` stored, `eval` re-estimates the
+//! normalisation on the whole manifest (offline, per session) and `stream` of a windows file,
+//! like `serve`, before each window on every frame streamed so far (`--norm running`, the
+//! default; `session`: the whole file; `stored`: no adaptation).
 //! `transfer` chooses among `--search` by inner CV on the training manifest, or on a named
 //! validation session (`--validate-on`, or every test session in turn with `--validate-each`).
 
