@@ -57,6 +57,9 @@ use crate::{unix_now, Shared};
 
 /// Frames one activity segment holds before its KV cache starts over.
 pub const ACTIVITY_SEGMENT: usize = 512;
+/// Most raw packets a node keeps for window-by-window activity classification (the stored
+/// window and its context windows); a head that needs more is refused at start.
+pub const ACTIVITY_RING_PACKETS: usize = 1 << 16;
 /// Most packets kept per node for the window.
 const HISTORY: usize = 4096;
 /// The CSI preview goes out at most this often per node.
