@@ -1057,3 +1057,110 @@ fn a_stored_decoding_is_applied_by_eval_and_stream() {
         "{e}"
     );
 }
+
+/// `stream` of a windows file with a model trained with `--adapt-norm --context 1 --decode
+/// forward` runs what `serve` runs live: before each window (with its context) the input
+/// normalisation is re-estimated on every frame streamed so far, the current window's included
+/// (`set_normalisation` on them), then one forward-filter step; `--norm session` re-estimates
+/// once on the whole file (as `eval`), and the two differ.
+#[test]
+fn stream_of_windows_uses_the_running_normalisation() {
+    use csipose_pipeline::activity::{load_examples, FeatureSpec};
+    use csipose_pipeline::manifest::read_manifest;
+    use csipose_temporal::model::{argmax, softmax, ActivityModel};
+    use csipose_temporal::sequence::ForwardFilter;
+
+    let dir = tempfile::tempdir().unwrap();
+    let train_csv = write_cycling_windows(dir.path(), 77, 3.0);
+    let one = dir.path().join("one.csv");
+    std::fs::write(&one, "r1-x.npy,r1-y.npy\n").unwrap();
+    let s = |v: &[&str]| -> Vec<std::ffi::OsString> { v.iter().map(|a| a.into()).collect() };
+    let model_path = dir.path().join("a.rvne");
+    let mut args = s(&[
+        "activity",
+        "train",
+        "--epochs",
+        "3",
+        "--q-heads",
+        "2",
+        "--head-dim",
+        "4",
+        "--stride",
+        "2",
+        "--context",
+        "1",
+        "--adapt-norm",
+        "--decode",
+        "forward",
+    ]);
+    args.extend(["--manifest".into(), train_csv.into()]);
+    args.extend(["--out".into(), model_path.clone().into()]);
+    run_ok(&args.iter().map(|a| a.as_os_str()).collect::<Vec<_>>());
+    let model = ActivityModel::from_rvne(&std::fs::read(&model_path).unwrap()).unwrap();
+    let meta = model.meta.clone().unwrap();
+    assert!(meta.adapt_norm && meta.context == 1);
+    let decode = meta.decode.unwrap();
+    let spec = FeatureSpec {
+        context: 1,
+        ..FeatureSpec::from_model(&model, None, &model_path).unwrap()
+    };
+    let test = load_examples(&read_manifest(&one).unwrap(), &spec, &|| {}).unwrap();
+    // Each window's (filtered class, its filtered probability, class alone, its probability).
+    let expect = |running: bool| {
+        let all: Vec<f32> = test
+            .examples
+            .iter()
+            .flat_map(|e| e.frames.iter().copied())
+            .collect();
+        let mut filter = ForwardFilter::new(&decode.transitions);
+        let mut seen = Vec::new();
+        let mut filtered = vec![0f32; model.shape.n_classes];
+        test.examples
+            .iter()
+            .map(|e| {
+                seen.extend_from_slice(&e.frames);
+                let mut m = model.clone();
+                m.set_normalisation(if running { &seen } else { &all });
+                let probs = softmax(&m.logits(&e.frames).unwrap());
+                let c = filter.step(&probs);
+                filter.probabilities(&mut filtered);
+                let alone = argmax(&probs);
+                format!(
+                    "class {c} p={:.3} [forward; window alone {alone} p={:.3}]",
+                    filtered[c], probs[alone]
+                )
+            })
+            .collect::<Vec<String>>()
+    };
+    let stream = |extra: &[&str]| {
+        let mut a = s(&["activity", "stream"]);
+        a.push(dir.path().join("r1-x.npy").into());
+        a.extend(["--model".into(), model_path.clone().into()]);
+        a.extend(s(extra));
+        let o = csipose().args(&a).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8(o.stdout).unwrap();
+        let got: Vec<String> = text
+            .lines()
+            .map(|l| {
+                // "class N [(name)] p=X [forward; window alone M [(name)] p=Y]", names dropped.
+                let rest = l.split_once("): class ").unwrap().1;
+                let (c, rest) = rest.split_once(' ').unwrap();
+                let p = rest.split_once("p=").unwrap().1;
+                let (p, rest) = p.split_once(' ').unwrap();
+                let alone = rest.split_once("window alone ").unwrap().1;
+                let (a, rest) = alone.split_once(' ').unwrap();
+                let ap = rest.split_once("p=").unwrap().1.split_once(']').unwrap().0;
+                format!("class {c} p={p} [forward; window alone {a} p={ap}]")
+            })
+            .collect();
+        (got, String::from_utf8(o.stderr).unwrap())
+    };
+    let (running, e) = stream(&[]);
+    assert!(e.contains("streamed so far"), "{e}");
+    assert_eq!(running, expect(true));
+    assert_eq!(stream(&["--norm", "running"]).0, running);
+    let (session, _) = stream(&["--norm", "session"]);
+    assert_eq!(session, expect(false));
+    assert_ne!(running, session, "the running estimate must matter here");
+}

@@ -170,6 +170,21 @@ pub fn load_activity(path: &Path, _pose: &ModelInfo) -> Result<Activity> {
         );
     }
     let decode = model.meta.as_ref().and_then(|m| m.decode.as_ref());
+    if let Some(d) = decode.filter(|d| d.step_frames > 0) {
+        // Window-by-window classification keeps context + 1 windows of raw packets per node.
+        let context = model.meta.as_ref().map_or(0, |m| m.context as usize);
+        let packets = (context + 1) * d.step_frames as usize * model.head.stride.max(1) as usize;
+        if packets > crate::pipeline::ACTIVITY_RING_PACKETS {
+            bail!(
+                "{}: context {context} + 1 windows of {} frames × {} packets is {packets} packets \
+                 per node, more than the server keeps ({})",
+                path.display(),
+                d.step_frames,
+                model.head.stride,
+                crate::pipeline::ACTIVITY_RING_PACKETS
+            );
+        }
+    }
     let name = format!(
         "activity {} classes, {} features{}",
         model.shape.n_classes,
@@ -255,6 +270,48 @@ mod tests {
             activity_labels(&old, &["A".into()]),
             ["A", "class 1", "class 2"]
         );
+    }
+
+    #[test]
+    fn a_head_whose_windows_do_not_fit_the_ring_is_refused_at_start() {
+        use csipose_temporal::model::ModelShape;
+        use csipose_temporal::rvne::{RvneDecode, RvneMeta};
+        use csipose_temporal::sequence::Transitions;
+        let shape = ModelShape {
+            input_dim: 6,
+            q_heads: 2,
+            kv_heads: 1,
+            head_dim: 4,
+            n_layers: 1,
+            n_classes: 2,
+        };
+        let mut m = ActivityModel::new(shape, csipose_attention::Backend::Sparse, 1).unwrap();
+        let half = 0.5f32.ln();
+        let dir = tempfile::tempdir().unwrap();
+        let pose = ModelInfo::new(Path::new("p.csm"), b"p", "p".into(), "fp32");
+        // stride 4 (the default head): 8192 frames × 4 packets = 32768 packets per window.
+        for (context, ok) in [(1u16, true), (2, false)] {
+            m.meta = Some(RvneMeta {
+                context,
+                decode: Some(RvneDecode {
+                    mode: Decode::Forward,
+                    step_frames: 8192,
+                    transitions: Transitions {
+                        n_classes: 2,
+                        log_start: vec![half; 2],
+                        log_next: vec![half; 4],
+                    },
+                }),
+                ..RvneMeta::default()
+            });
+            let path = dir.path().join(format!("c{context}.rvne"));
+            std::fs::write(&path, m.to_rvne(false).unwrap()).unwrap();
+            let r = load_activity(&path, &pose);
+            assert_eq!(r.is_ok(), ok, "context {context}");
+            if let Err(e) = r {
+                assert!(format!("{e:#}").contains("98304 packets per node"), "{e:#}");
+            }
+        }
     }
 
     #[test]

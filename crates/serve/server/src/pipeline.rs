@@ -7,14 +7,27 @@
 //!    when the format has them, else arrival times); a window with a gap over `max_gap` is
 //!    skipped and counted;
 //! 3. the shared MM-Fi preprocessing ([`preprocess_frame`]) and the `no_std` runtime's forward;
-//! 4. with an activity head, every packet also feeds the head's per-frame features
-//!    ([`FeatureStream`]) and each feature frame one step of its KV-cache streamer; a segment
-//!    restarts when the cache is full or the node reboots. A head that stores a decoding
-//!    (`activity train --decode forward|viterbi`) runs the forward filter ([`ForwardFilter`])
-//!    over the live window sequence: one step per stored window length of feature frames (every
-//!    frame when the file knows none) on the latest probabilities; the reported activity is the
-//!    filtered one. The filter starts over when the node restarts (or its layout changes), not
-//!    when a segment does (the recording goes on).
+//! 4. with an activity head, every packet also goes to the head, in one of two ways:
+//!    - a head that stores a window length (META decode `step_frames` > 0, `activity train
+//!      --decode`) is run window by window exactly as `activity eval` / `activity stream`
+//!      score it: the node's raw packets of the current window and of the stored `context`
+//!      windows before it stay in a ring allocated once per node ([`Windowed`]; packets per
+//!      window = `step_frames × stride`); at each window end a fresh [`FeatureStream`], the
+//!      head's feature transforms and a fresh streamer run over context + current packets,
+//!      and the logits after the last frame are the window's. With META adapt-norm the head's
+//!      input normalisation is first set from the running mean and variance of every frame
+//!      classified on this node so far, the current window's included ([`RunningNorm`]; the
+//!      live analogue of `eval`'s per-session estimate: the first window is normalised on its
+//!      own frames, the estimate settles as windows come). The window's probabilities make one
+//!      step of the stored forward filter ([`ForwardFilter`]); the reported activity is the
+//!      filtered one and stays until the next window end;
+//!    - a head without a window length feeds the head's per-frame features ([`FeatureStream`])
+//!      to one step of its KV-cache streamer per frame, the logits after every frame; a segment
+//!      restarts when the cache is full; a stored decoding with `step_frames` 0 steps the
+//!      filter every frame.
+//!
+//!    Everything (ring, statistics, filter) starts over when the node restarts or its layout
+//!    changes, not when the clock goes back (the recording goes on).
 //!
 //! 5. the presence detector ([`PresenceDetector`], per node, on the first antenna's
 //!    amplitudes) sees every packet; once calibrated, a window without a person gives a
@@ -33,8 +46,8 @@ use csipose_dataset::preprocess::preprocess_frame;
 use csipose_dataset::windows::{resample_subcarriers, window_at_times};
 use csipose_presence::{Phase, PresenceConfig, PresenceDetector, Reading};
 use csipose_runtime::{Runtime, OUTPUTS};
-use csipose_temporal::features::{FeatureKind, FeatureStream};
-use csipose_temporal::model::{softmax, Streamer};
+use csipose_temporal::features::{apply_transforms, FeatureKind, FeatureStream};
+use csipose_temporal::model::{softmax, ActivityModel, RunningNorm, Streamer};
 use csipose_temporal::sequence::ForwardFilter;
 use serde_json::json;
 
@@ -44,6 +57,9 @@ use crate::{unix_now, Shared};
 
 /// Frames one activity segment holds before its KV cache starts over.
 pub const ACTIVITY_SEGMENT: usize = 512;
+/// Most raw packets a node keeps for window-by-window activity classification (the stored
+/// window and its context windows); a head that needs more is refused at start.
+pub const ACTIVITY_RING_PACKETS: usize = 1 << 16;
 /// Most packets kept per node for the window.
 const HISTORY: usize = 4096;
 /// The CSI preview goes out at most this often per node.
@@ -108,20 +124,163 @@ impl Queue {
     }
 }
 
-/// A node's activity state: features, the streamer and the latest probabilities.
+/// A node's activity state: how it classifies, the latest probabilities, the frames they
+/// were computed over, and the stored decoding's filter.
 struct ActivityState<'m> {
-    features: FeatureStream,
-    streamer: Streamer<'m>,
+    mode: Mode<'m>,
     probabilities: Option<Vec<f32>>,
     segment_frames: usize,
-    /// The stored decoding: the forward filter, the frames per step (0: every frame), the
-    /// frames since the last step, and the filtered class and probabilities after it.
+    /// The stored decoding: the forward filter and the filtered class and probabilities after
+    /// its last step.
     decoder: Option<Decoder<'m>>,
+}
+
+/// How a node's activity is classified.
+enum Mode<'m> {
+    /// No stored window length: one growing KV-cache segment of per-frame features, the
+    /// logits after every frame.
+    Segment {
+        features: FeatureStream,
+        streamer: Streamer<'m>,
+    },
+    /// A stored window length: window by window, as the head was trained and evaluated.
+    Windowed(Windowed),
+}
+
+/// Window-by-window classification: the node's raw packets of the current window and of the
+/// head's stored `context` windows before it, in a ring allocated once; at each window end a
+/// fresh [`FeatureStream`] and a fresh streamer run over context + current packets, and the
+/// final logits are the window's. With META adapt-norm the head's input normalisation is the
+/// running estimate over every frame classified so far on this node ([`RunningNorm`],
+/// current window included), set on the node's own copy of the head before each window.
+struct Windowed {
+    /// Packets per window: `step_frames × stride`.
+    per_window: usize,
+    /// Windows the ring holds: context + 1.
+    windows: usize,
+    antennas: usize,
+    subcarriers: usize,
+    phase: bool,
+    /// `windows × per_window` packets of `antennas × subcarriers` amplitudes (and, for
+    /// amplitude-phase heads, of `2 × antennas × subcarriers` CSI values).
+    amplitudes: Vec<f32>,
+    csi: Vec<f32>,
+    /// Packets taken so far.
+    packets: u64,
+    /// The window's sequence of feature frames (reused).
+    frames: Vec<f32>,
+    /// adapt-norm: the running statistics and the copy of the head they are written into.
+    norm: Option<(RunningNorm, ActivityModel)>,
+}
+
+impl Windowed {
+    fn new(act: &Activity, step_frames: usize, antennas: usize, subcarriers: usize) -> Self {
+        let meta = act.model.meta.as_ref();
+        let windows = meta.map_or(0, |m| m.context as usize) + 1;
+        let per_window = step_frames * act.stride;
+        let channels = antennas * subcarriers;
+        let phase = act.kind == FeatureKind::AmplitudePhase;
+        let dim = act.model.shape.input_dim;
+        Windowed {
+            per_window,
+            windows,
+            antennas,
+            subcarriers,
+            phase,
+            amplitudes: vec![0.0; windows * per_window * channels],
+            csi: vec![
+                0.0;
+                if phase {
+                    2 * windows * per_window * channels
+                } else {
+                    0
+                }
+            ],
+            packets: 0,
+            frames: Vec::with_capacity(windows * step_frames * dim),
+            norm: meta
+                .is_some_and(|m| m.adapt_norm)
+                .then(|| (RunningNorm::new(dim), act.model.clone())),
+        }
+    }
+
+    /// Takes one packet (of the layout it was built for); at a window end returns the logits
+    /// of the window with its context and the number of frames they were computed over.
+    fn push(
+        &mut self,
+        act: &Activity,
+        amplitudes: &[f32],
+        csi: Option<&[f32]>,
+    ) -> Option<Result<(Vec<f32>, usize), csipose_temporal::model::ModelError>> {
+        let channels = self.antennas * self.subcarriers;
+        let csi = match (self.phase, csi) {
+            (true, Some(c)) if c.len() == 2 * channels => Some(c),
+            (true, _) => return None,
+            (false, _) => None,
+        };
+        if amplitudes.len() != channels {
+            return None;
+        }
+        let cap = self.windows * self.per_window;
+        let slot = (self.packets % cap as u64) as usize;
+        self.amplitudes[slot * channels..(slot + 1) * channels].copy_from_slice(amplitudes);
+        if let Some(c) = csi {
+            self.csi[2 * slot * channels..2 * (slot + 1) * channels].copy_from_slice(c);
+        }
+        self.packets += 1;
+        if !self.packets.is_multiple_of(self.per_window as u64) {
+            return None;
+        }
+        // The window with up to `context` windows before it (fewer at the start).
+        let done = (self.packets / self.per_window as u64) as usize;
+        let n = done.min(self.windows) * self.per_window;
+        let first = self.packets - n as u64;
+        let mut features =
+            FeatureStream::new(self.antennas, self.subcarriers, act.stride, self.phase);
+        self.frames.clear();
+        for k in 0..n as u64 {
+            let slot = ((first + k) % cap as u64) as usize;
+            let amps = &self.amplitudes[slot * channels..(slot + 1) * channels];
+            let csi = self
+                .phase
+                .then(|| &self.csi[2 * slot * channels..2 * (slot + 1) * channels]);
+            if let Some(frame) = features.push(amps, csi) {
+                self.frames.extend_from_slice(&frame);
+            }
+        }
+        let dim = act.model.shape.input_dim;
+        apply_transforms(
+            &mut self.frames,
+            dim,
+            self.antennas,
+            self.subcarriers,
+            act.model.head.transforms,
+        );
+        let model = match self.norm.as_mut() {
+            Some((norm, copy)) => {
+                norm.push(&self.frames);
+                norm.apply(copy);
+                &*copy
+            }
+            None => &act.model,
+        };
+        let count = self.frames.len() / dim;
+        Some((|| {
+            let mut streamer = model.streamer(count)?;
+            let mut logits = Vec::new();
+            for frame in self.frames.chunks_exact(dim) {
+                logits = streamer.push(frame)?;
+            }
+            Ok((logits, count))
+        })())
+    }
 }
 
 /// The forward filter of a head that stores a decoding, on one node's window sequence.
 struct Decoder<'m> {
     filter: ForwardFilter<'m>,
+    /// Segment mode: feature frames per filter step (0: every frame) and frames since the
+    /// last step.
     step_frames: usize,
     since: usize,
     /// After the last step: the filtered class and probabilities, and the window's own class.
@@ -139,14 +298,19 @@ impl<'m> Decoder<'m> {
         })
     }
 
-    /// One more feature frame whose probabilities are `probs`: a filter step when a window
-    /// is complete.
+    /// Segment mode: one more feature frame whose probabilities are `probs`; a filter step
+    /// when a window's worth of frames is complete.
     fn frame(&mut self, probs: &[f32]) {
         self.since += 1;
         if self.since < self.step_frames.max(1) {
             return;
         }
         self.since = 0;
+        self.step(probs);
+    }
+
+    /// One filter step on a window's probabilities.
+    fn step(&mut self, probs: &[f32]) {
         let class = self.filter.step(probs);
         let mut filtered = vec![0f32; probs.len()];
         self.filter.probabilities(&mut filtered);
@@ -505,13 +669,18 @@ fn activity_step<'m>(s: &Shared, act: &'m Activity, st: &mut NodeState<'m>, p: &
             s.stats.skip("activity_layout_mismatch");
             return;
         }
-        let Ok(streamer) = act.model.streamer(ACTIVITY_SEGMENT) else {
-            s.stats.skip("activity_failed");
-            return;
+        let window = window_frames(act);
+        let mode = if window > 0 {
+            Mode::Windowed(Windowed::new(act, window, p.antennas, p.subcarriers))
+        } else {
+            let Ok(streamer) = act.model.streamer(ACTIVITY_SEGMENT) else {
+                s.stats.skip("activity_failed");
+                return;
+            };
+            Mode::Segment { features, streamer }
         };
         st.activity = Some(ActivityState {
-            features,
-            streamer,
+            mode,
             probabilities: None,
             segment_frames: 0,
             decoder: Decoder::new(act),
@@ -524,19 +693,37 @@ fn activity_step<'m>(s: &Shared, act: &'m Activity, st: &mut NodeState<'m>, p: &
         s.stats.skip("activity_needs_complex_csi");
         return;
     }
-    let Some(frame) = state.features.push(&p.amplitudes, p.csi.as_deref()) else {
+    let (features, streamer) = match &mut state.mode {
+        Mode::Windowed(w) => {
+            match w.push(act, &p.amplitudes, p.csi.as_deref()) {
+                None => {}
+                Some(Ok((logits, frames))) => {
+                    let probs = softmax(&logits);
+                    if let Some(d) = state.decoder.as_mut() {
+                        d.step(&probs);
+                    }
+                    state.probabilities = Some(probs);
+                    state.segment_frames = frames;
+                }
+                Some(Err(_)) => s.stats.skip("activity_failed"),
+            }
+            return;
+        }
+        Mode::Segment { features, streamer } => (features, streamer),
+    };
+    let Some(frame) = features.push(&p.amplitudes, p.csi.as_deref()) else {
         return;
     };
-    if state.streamer.frames() >= ACTIVITY_SEGMENT {
+    if streamer.frames() >= ACTIVITY_SEGMENT {
         // The KV cache is full: a new segment (features and cache) starts here.
         match act.model.streamer(ACTIVITY_SEGMENT) {
-            Ok(fresh) => state.streamer = fresh,
+            Ok(fresh) => *streamer = fresh,
             Err(_) => {
                 s.stats.skip("activity_failed");
                 return;
             }
         }
-        state.features = FeatureStream::new(p.antennas, p.subcarriers, act.stride, phase);
+        *features = FeatureStream::new(p.antennas, p.subcarriers, act.stride, phase);
         state.segment_frames = 0;
         // The filter goes on (the recording does); its window starts with the new segment.
         if let Some(d) = state.decoder.as_mut() {
@@ -545,7 +732,7 @@ fn activity_step<'m>(s: &Shared, act: &'m Activity, st: &mut NodeState<'m>, p: &
         s.stats.skip("activity_segment_restart");
         return;
     }
-    match state.streamer.push(&frame) {
+    match streamer.push(&frame) {
         Ok(logits) => {
             let probs = softmax(&logits);
             if let Some(d) = state.decoder.as_mut() {
@@ -556,6 +743,16 @@ fn activity_step<'m>(s: &Shared, act: &'m Activity, st: &mut NodeState<'m>, p: &
         }
         Err(_) => s.stats.skip("activity_failed"),
     }
+}
+
+/// The head's stored window length in feature frames (META decode `step_frames`), 0 when the
+/// file stores none.
+fn window_frames(act: &Activity) -> usize {
+    act.model
+        .meta
+        .as_ref()
+        .and_then(|m| m.decode.as_ref())
+        .map_or(0, |d| d.step_frames as usize)
 }
 
 /// At most [`CSI_PREVIEW_EVERY`] per node: the first antenna's amplitudes, averaged down to

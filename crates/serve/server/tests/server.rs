@@ -522,34 +522,81 @@ fn adr018_frames_make_poses_with_arrival_times() {
     server.shutdown();
 }
 
-/// A head that stores a decoding: the served activity is the forward filter's, stepped once per
-/// stored window length (5 frames), on the same per-frame probabilities the head gives offline;
-/// the start probabilities favour a class the window by itself does not pick, so the served
-/// class differs from `window_index` (the per-window argmax) and the message says `forward`;
-/// a node restart starts the filter over.
+/// The probabilities of each window of `packets` as `activity eval` / `stream` compute them for
+/// a head with a stored window length: each window of `per_window` packets with up to
+/// `context` windows before it is one sequence (fresh features, whole-sequence forward), the
+/// input normalisation re-estimated (`set_normalisation`) on every frame classified so far.
+fn offline_windows(
+    model: &csipose_temporal::model::ActivityModel,
+    packets: &[Vec<f32>],
+    per_window: usize,
+    context: usize,
+) -> Vec<Vec<f32>> {
+    use csipose_temporal::features::FeatureStream;
+    use csipose_temporal::model::softmax;
+    let stride = model.head.stride as usize;
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for w in 0..packets.len() / per_window {
+        let first = w.saturating_sub(context) * per_window;
+        let mut features = FeatureStream::new(A, S, stride, false);
+        let frames: Vec<f32> = packets[first..(w + 1) * per_window]
+            .iter()
+            .filter_map(|p| features.push(p, None))
+            .flatten()
+            .collect();
+        seen.extend_from_slice(&frames);
+        let mut adapted = model.clone();
+        adapted.set_normalisation(&seen);
+        out.push(softmax(&adapted.logits(&frames).unwrap()));
+    }
+    out
+}
+
+/// A head that stores a window length (5 frames of 4 packets), one window of context and
+/// adapt-norm: the served activity is computed window by window as offline (fresh features
+/// over the window and the one before it, normalisation re-estimated on every classified
+/// frame so far), then forward filtered; between window ends the last result stays. The start
+/// probabilities favour a class the last window by itself does not pick, so the served class
+/// differs from `window_index` and the message says `forward`. A node restart starts the
+/// filter, the context and the normalisation estimate over.
 #[test]
 fn a_stored_decoding_serves_the_forward_filtered_activity() {
-    use csipose_temporal::features::FeatureStream;
-    use csipose_temporal::model::{argmax, softmax, ActivityModel};
+    use csipose_temporal::model::{argmax, ActivityModel};
     use csipose_temporal::rvne::{RvneDecode, RvneMeta};
     use csipose_temporal::sequence::{ForwardFilter, Transitions};
 
     let dir = tempfile::tempdir().unwrap();
     let plain = write_activity_model(dir.path());
     let mut model = ActivityModel::from_rvne(&std::fs::read(&plain).unwrap()).unwrap();
-    // Offline: the head's probabilities after each feature frame of packets 0..60 of node 3.
     let stride = model.head.stride as usize;
-    let mut features = FeatureStream::new(A, S, stride, false);
-    let mut streamer = model.streamer(512).unwrap();
-    let mut probs = Vec::new();
-    for i in 0..60 {
-        if let Some(frame) = features.push(&amplitudes(3, i), None) {
-            probs.push(softmax(&streamer.push(&frame).unwrap()));
-        }
-    }
-    drop(streamer);
-    assert_eq!(probs.len(), 15);
-    let window = argmax(&probs[14]);
+    let per_window = 5 * stride;
+    assert_eq!(per_window, 20);
+    let packets: Vec<Vec<f32>> = (0..60).map(|i| amplitudes(3, i)).collect();
+    let probs = offline_windows(&model, &packets, per_window, 1);
+    assert_eq!(probs.len(), 3);
+    // The running estimate matters: with the stored normalisation the last window differs.
+    let stored = csipose_temporal::model::softmax(
+        &model
+            .logits(&{
+                let mut f = csipose_temporal::features::FeatureStream::new(A, S, stride, false);
+                packets[20..60]
+                    .iter()
+                    .filter_map(|p| f.push(p, None))
+                    .flatten()
+                    .collect::<Vec<f32>>()
+            })
+            .unwrap(),
+    );
+    assert!(
+        stored
+            .iter()
+            .zip(&probs[2])
+            .any(|(a, b)| (a - b).abs() > 1e-3),
+        "{stored:?} vs {:?}",
+        probs[2]
+    );
+    let window = argmax(&probs[2]);
     // Sticky transitions and a start that strongly favours another class.
     let favoured = (window + 1) % 3;
     let mut first = [0.001f32; 3];
@@ -565,14 +612,20 @@ fn a_stored_decoding_serves_the_forward_filtered_activity() {
     };
     t.validate().unwrap();
     let mut filter = ForwardFilter::new(&t);
-    let mut class = 0;
-    for k in [4, 9, 14] {
-        class = filter.step(&probs[k]);
+    let mut after = Vec::new();
+    for p in &probs {
+        let class = filter.step(p);
+        let mut filtered = vec![0f32; 3];
+        filter.probabilities(&mut filtered);
+        after.push((class, filtered));
     }
-    let mut filtered = vec![0f32; 3];
-    filter.probabilities(&mut filtered);
-    assert_ne!(class, window, "the crafted prior must change the class");
+    assert_ne!(
+        after[2].0, window,
+        "the crafted prior must change the class"
+    );
     model.meta = Some(RvneMeta {
+        context: 1,
+        adapt_norm: true,
         decode: Some(RvneDecode {
             mode: csipose_temporal::sequence::Decode::Forward,
             step_frames: 5,
@@ -597,44 +650,44 @@ fn a_stored_decoding_serves_the_forward_filtered_activity() {
     );
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     send(&sock, server.udp_addr(), 3, 0..60, Duration::from_millis(2));
-    let pose = ws_until(&mut ws, Duration::from_secs(10), |m| {
-        m["type"] == "pose" && m["seq"] == 59
-    });
-    let act = &pose["activity"];
-    assert_eq!(act["frames"], 15, "{act}");
-    assert_eq!(act["decode"], "forward", "{act}");
-    assert_eq!(act["index"], class as u64, "{act}");
-    assert_eq!(act["window_index"], window as u64, "{act}");
-    assert_eq!(act["label"], ["walk", "sit", "wave"][class], "{act}");
-    assert_probabilities(act, &filtered);
+    // Packet 39 ends window 1 (10 frames with its context), 44 is inside window 2 (window 1's
+    // result stays), 59 ends window 2.
+    for (seq, w) in [(39u64, 1usize), (44, 1), (59, 2)] {
+        let pose = ws_until(&mut ws, Duration::from_secs(10), |m| {
+            m["type"] == "pose" && m["seq"] == seq
+        });
+        let act = &pose["activity"];
+        assert_eq!(act["frames"], 10, "{act}");
+        assert_eq!(act["decode"], "forward", "{act}");
+        assert_eq!(act["index"], after[w].0 as u64, "seq {seq}: {act}");
+        assert_eq!(act["window_index"], argmax(&probs[w]) as u64, "{act}");
+        assert_probabilities(act, &after[w].1);
+    }
 
-    // The node restarts (a new session): the filter starts over with the new stream, so after
-    // its first window the served probabilities are a fresh filter's first step.
-    let mut features = FeatureStream::new(A, S, stride, false);
-    let mut streamer = model.streamer(512).unwrap();
-    let mut fresh = Vec::new();
-    for i in 0..20u32 {
-        let amps = amplitudes(3, 100 + i);
-        if let Some(frame) = features.push(&amps, None) {
-            fresh.push(softmax(&streamer.push(&frame).unwrap()));
-        }
+    // The node restarts (a new session): the filter, the context and the normalisation start
+    // over, so after its first window the served probabilities are a fresh filter's first
+    // step on that window alone, normalised on its own frames.
+    let fresh_packets: Vec<Vec<f32>> = (0..20).map(|i| amplitudes(3, 100 + i)).collect();
+    for (i, amps) in fresh_packets.iter().enumerate() {
         let datagram = csipose_wire::LiveFrame {
             node: 3,
             session: 2,
-            seq: i,
+            seq: i as u32,
             device_time_ns: i as u64 * 10_000_000,
             rssi_dbm: Some(-42),
             antennas: A as u16,
             subcarriers: S as u16,
-            samples: csipose_wire::Samples::AmplitudeF32(amps),
+            samples: csipose_wire::Samples::AmplitudeF32(amps.clone()),
         }
         .encode()
         .unwrap();
         sock.send_to(&datagram, server.udp_addr()).unwrap();
         std::thread::sleep(Duration::from_millis(2));
     }
+    let fresh = offline_windows(&model, &fresh_packets, per_window, 1);
     let mut restarted = ForwardFilter::new(&t);
-    let class = restarted.step(&fresh[4]);
+    let class = restarted.step(&fresh[0]);
+    let mut filtered = vec![0f32; 3];
     restarted.probabilities(&mut filtered);
     let pose = ws_until(&mut ws, Duration::from_secs(10), |m| {
         m["type"] == "pose" && m["seq"] == 19
@@ -645,7 +698,7 @@ fn a_stored_decoding_serves_the_forward_filtered_activity() {
     assert_probabilities(act, &filtered);
     // Not what the filter would say had it gone on from the first session.
     let mut went_on = filter.clone();
-    went_on.step(&fresh[4]);
+    went_on.step(&fresh[0]);
     let mut on = vec![0f32; 3];
     went_on.probabilities(&mut on);
     assert!(

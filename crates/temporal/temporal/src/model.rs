@@ -478,6 +478,68 @@ impl ActivityModel {
     }
 }
 
+/// The input normalisation of [`ActivityModel::set_normalisation`] estimated incrementally:
+/// frames are added as they come (in any number of calls) and [`RunningNorm::apply`] writes
+/// the mean and standard deviation of every frame added so far, the same numbers
+/// `set_normalisation` gives on all of them at once (the same f64 sums in the same order).
+/// The live analogue of `--adapt-norm`'s per-session estimate (`csipose serve`, `activity
+/// stream` on windows files). Allocates once, in [`RunningNorm::new`].
+#[derive(Clone, Debug)]
+pub struct RunningNorm {
+    frames: u64,
+    sum: Vec<f64>,
+    sq: Vec<f64>,
+}
+
+impl RunningNorm {
+    /// No frames yet, for `input_dim` features per frame.
+    pub fn new(input_dim: usize) -> Self {
+        RunningNorm {
+            frames: 0,
+            sum: vec![0.0; input_dim],
+            sq: vec![0.0; input_dim],
+        }
+    }
+
+    /// Adds the whole frames of `frames` (`[n, input_dim]`; a partial last frame is ignored).
+    pub fn push(&mut self, frames: &[f32]) {
+        let i = self.sum.len();
+        if i == 0 {
+            return;
+        }
+        for row in frames.chunks_exact(i) {
+            for (k, &x) in row.iter().enumerate() {
+                self.sum[k] += x as f64;
+                self.sq[k] += x as f64 * x as f64;
+            }
+            self.frames += 1;
+        }
+    }
+
+    /// Frames added so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Writes the running mean and standard deviation into `model`'s stored normalisation.
+    /// With no frames yet, or a model of another input width, the model is left as it is.
+    pub fn apply(&self, model: &mut ActivityModel) {
+        let lay = model.shape.layout();
+        let i = lay.input_dim;
+        if self.frames == 0 || i != self.sum.len() {
+            return;
+        }
+        let n = self.frames as f64;
+        let o = lay.normalisation();
+        for k in 0..i {
+            let m = self.sum[k] / n;
+            let var = (self.sq[k] / n - m * m).max(0.0);
+            model.weights[o + k] = m as f32;
+            model.weights[o + i + k] = (var.sqrt() as f32).max(1e-6);
+        }
+    }
+}
+
 /// Index of the largest value.
 pub fn argmax(v: &[f32]) -> usize {
     v.iter()
@@ -564,6 +626,32 @@ mod tests {
         (0..frames * 5)
             .map(|_| rng.range(-1.0, 1.0) as f32 * 2.0 + 0.5)
             .collect()
+    }
+
+    #[test]
+    fn running_norm_equals_set_normalisation_on_the_same_frames() {
+        let model = ActivityModel::new(shape(), Backend::Dense, 3).unwrap();
+        let x = sequence(37, 9);
+        let mut running = RunningNorm::new(5);
+        let mut live = model.clone();
+        // Before any frame: the stored normalisation is left alone.
+        running.apply(&mut live);
+        assert_eq!(live.weights, model.weights);
+        // Windows of uneven length, one at a time; after each, the same as the offline
+        // estimate over every frame so far.
+        let mut at = 0;
+        for len in [1usize, 12, 7, 17] {
+            running.push(&x[at * 5..(at + len) * 5]);
+            at += len;
+            running.apply(&mut live);
+            let mut offline = model.clone();
+            offline.set_normalisation(&x[..at * 5]);
+            assert_eq!(running.frames(), at as u64);
+            assert_eq!(live.weights, offline.weights, "after {at} frames");
+        }
+        assert_eq!(at, 37);
+        // It is an estimate that moves: not the model's own normalisation.
+        assert_ne!(live.weights, model.weights);
     }
 
     #[test]

@@ -22,7 +22,10 @@
 //! ESP32-HAR windows file streams each window after its stored `--context` earlier windows.
 //! `--decode forward|viterbi` is stored too (the mode and the transition model learned from the
 //! training manifest): `eval` decodes each manifest row with it, `stream` runs the forward
-//! filter over the file's windows.
+//! filter over the file's windows. With `--adapt-norm` stored, `eval` re-estimates the
+//! normalisation on the whole manifest (offline, per session) and `stream` of a windows file,
+//! like `serve`, before each window on every frame streamed so far (`--norm running`, the
+//! default; `session`: the whole file; `stored`: no adaptation).
 //! `transfer` chooses among `--search` by inner CV on the training manifest, or on a named
 //! validation session (`--validate-on`, or every test session in turn with `--validate-each`).
 
@@ -42,7 +45,7 @@ use csipose_pipeline::activity::{
 };
 use csipose_pipeline::manifest::{parse_sequence_key, read_manifest, Manifest, Row, Source};
 use csipose_temporal::features::FeatureKind;
-use csipose_temporal::model::{argmax, softmax, ActivityModel};
+use csipose_temporal::model::{argmax, softmax, ActivityModel, RunningNorm};
 use csipose_temporal::rvne::{RvneDecode, RvneMeta};
 use csipose_temporal::sequence::{Decode, ForwardFilter};
 use csipose_temporal::train::{accuracies, confusion_matrix};
@@ -336,11 +339,25 @@ struct StreamArgs {
     /// (stored in the file); refused for a model trained without it].
     #[arg(long)]
     adapt_norm: bool,
+    /// Windows files, a model trained with adapt-norm: which input normalisation. `running`
+    /// (default): re-estimated before each window on every frame streamed so far, the current
+    /// window's included (what `serve` does live); `session`: once on the whole file (the
+    /// per-session estimate of `eval`); `stored`: the training set's, no adaptation.
+    #[arg(long, value_enum)]
+    norm: Option<StreamNorm>,
     /// Windows files: earlier windows streamed before each one [default: the model's
     /// `--context` of train, stored in the file (0 for a file without it); another value is
     /// refused].
     #[arg(long)]
     context: Option<usize>,
+}
+
+/// `activity stream --norm`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum StreamNorm {
+    Running,
+    Session,
+    Stored,
 }
 
 #[derive(clap::Args)]
@@ -1170,6 +1187,14 @@ fn stream_cmd(a: StreamArgs) -> anyhow::Result<()> {
         a.context,
         a.adapt_norm,
     )?;
+    if let (Some(n), false) = (a.norm, adapt_norm) {
+        bail!(
+            "--norm {}: {} was trained without --adapt-norm (stored in the file); it always \
+             uses its stored normalisation",
+            format!("{n:?}").to_lowercase(),
+            a.model.display()
+        );
+    }
     let spec = FeatureSpec {
         context,
         ..FeatureSpec::from_model(&model, a.pose_features.as_deref(), &a.model)?
@@ -1218,7 +1243,36 @@ fn stream_cmd(a: StreamArgs) -> anyhow::Result<()> {
             loaded.input_dim
         );
     }
-    if adapt_norm {
+    let windows = labels.is_some();
+    // Windows files stream as `serve` runs them: the normalisation is the running estimate
+    // over every frame streamed so far (the current window's included).
+    let norm = a.norm.unwrap_or(if windows {
+        StreamNorm::Running
+    } else {
+        StreamNorm::Session
+    });
+    let mut running =
+        (adapt_norm && windows && norm == StreamNorm::Running).then(|| RunningNorm::new(dim));
+    if running.is_some() {
+        eprintln!(
+            "note: {} was trained with --adapt-norm: its input normalisation is re-estimated on \
+             the windows of {} streamed so far, before each window (as serve does live; \
+             --norm session: once on the whole file, as eval)",
+            a.model.display(),
+            a.file.display()
+        );
+    } else if adapt_norm && norm == StreamNorm::Stored {
+        eprintln!(
+            "note: --norm stored: {} keeps its stored (training) normalisation",
+            a.model.display()
+        );
+    } else if adapt_norm && norm == StreamNorm::Running {
+        bail!(
+            "--norm running: {} is one continuous sequence, streamed frame by frame; the running \
+             estimate is for windows files (--norm session or stored)",
+            a.file.display()
+        );
+    } else if adapt_norm {
         // As `eval` does for a model trained with --adapt-norm: the whole file is the session.
         eprintln!(
             "note: {} was trained with --adapt-norm: its input normalisation is re-estimated on {} first",
@@ -1232,7 +1286,6 @@ fn stream_cmd(a: StreamArgs) -> anyhow::Result<()> {
             .collect();
         model.set_normalisation(&all);
     }
-    let windows = labels.is_some();
     // A stored decoding: the forward filter over this one recording's windows (a continuous
     // file is one window of its recording: each prediction is its first step).
     let decoding = model.meta.as_ref().and_then(|m| m.decode.clone());
@@ -1266,6 +1319,10 @@ fn stream_cmd(a: StreamArgs) -> anyhow::Result<()> {
     for (w, example) in loaded.examples.iter().enumerate() {
         let x = &example.frames;
         let frames = x.len() / dim;
+        if let Some(r) = running.as_mut() {
+            r.push(x);
+            r.apply(&mut model);
+        }
         let mut stream = model.streamer(frames)?;
         for t in 0..frames {
             let logits = stream.push(&x[t * dim..(t + 1) * dim])?;
