@@ -837,6 +837,13 @@ mod tests {
             (classes[0].as_str(), classes[9].as_str()),
             ("SEATED_RX", "WALKING_TX")
         );
+        // ... and the forward decoding the live server runs: one step per 25-frame window,
+        // no test-time adaptation (the live server could only estimate it as it goes).
+        assert!(!meta.adapt_norm);
+        let decode = meta.decode.expect("the shipped model stores its decoding");
+        assert_eq!(decode.mode, crate::sequence::Decode::Forward);
+        assert_eq!(decode.step_frames, 25);
+        decode.transitions.validate().unwrap();
     }
 
     #[test]
