@@ -25,6 +25,19 @@ fn packet(rng: &mut Rng, n: usize, t: usize, motion: f32, gain: f32) -> Vec<f32>
         .collect()
 }
 
+/// The definition the detector's moving variance must match: subcarrier `i`'s gain-normalised
+/// values `norm[k][i]`, low-passed by the mean of the newest `lowpass` of them (fewer at the
+/// start), and the population variance of the newest `span` of those ending at packet `t`.
+fn brute_variance(norm: &[Vec<f64>], lowpass: usize, t: usize, span: usize, i: usize) -> f64 {
+    let smooth = |k: usize| {
+        let from = (k + 1).saturating_sub(lowpass);
+        (from..=k).map(|j| norm[j][i]).sum::<f64>() / (k + 1 - from) as f64
+    };
+    let xs: Vec<f64> = (t + 1 - span..=t).map(smooth).collect();
+    let m = xs.iter().sum::<f64>() / span as f64;
+    xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / span as f64
+}
+
 #[test]
 fn calibrates_on_still_room_then_detects_motion_and_holds_presence() {
     let n = 52;
@@ -293,14 +306,8 @@ fn lowpass_then_moving_variance_matches_brute_force() {
         if t + 1 < w {
             continue;
         }
-        let smooth = |k: usize, i: usize| {
-            let from = (k + 1).saturating_sub(l);
-            (from..=k).map(|j| norm[j][i]).sum::<f64>() / (k + 1 - from) as f64
-        };
         for i in 0..n {
-            let xs: Vec<f64> = (t + 1 - w..=t).map(|k| smooth(k, i)).collect();
-            let m = xs.iter().sum::<f64>() / w as f64;
-            let v = xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / w as f64;
+            let v = brute_variance(&norm, l, t, w, i);
             let got = d.var[i] as f64;
             assert!(
                 (got - v).abs() <= 1e-4 * v.max(1e-6),
@@ -491,14 +498,8 @@ fn short_window_variance_matches_brute_force() {
         if t + 1 < w {
             continue;
         }
-        let smooth = |k: usize, i: usize| {
-            let from = (k + 1).saturating_sub(l);
-            (from..=k).map(|j| norm[j][i]).sum::<f64>() / (k + 1 - from) as f64
-        };
         for i in 0..n {
-            let xs: Vec<f64> = (t + 1 - s..=t).map(|k| smooth(k, i)).collect();
-            let m = xs.iter().sum::<f64>() / s as f64;
-            let v = xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / s as f64;
+            let v = brute_variance(&norm, l, t, s, i);
             let got = d.svar[i] as f64;
             assert!(
                 (got - v).abs() <= 1e-4 * v.max(1e-6),
