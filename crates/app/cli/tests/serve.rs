@@ -4,7 +4,8 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::csipose;
@@ -41,8 +42,9 @@ fn serve_starts_on_loopback_and_refuses_bad_options() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--token"));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_csipose"))
-        .args([
+    let (mut child, http) = start_serve(
+        dir.path(),
+        &[
             "serve",
             "--model",
             m,
@@ -50,27 +52,9 @@ fn serve_starts_on_loopback_and_refuses_bad_options() {
             "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut http = None;
-    let end = Instant::now() + Duration::from_secs(20);
-    while http.is_none() && Instant::now() < end {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(rest) = line.trim().strip_prefix("page on http://") {
-            http = Some(rest.trim_end_matches('/').to_string());
-        }
-    }
-    let http = http.expect("the server printed its page address");
-    let mut s = std::net::TcpStream::connect(&http).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET /api/v1/status HTTP/1.1\r\nHost: {http}\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
+        ],
+    );
+    let resp = request(&http, "/api/v1/status");
     let _ = child.kill();
     let _ = child.wait();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
@@ -88,9 +72,9 @@ fn serve_loads_the_shipped_activity_model_by_default() {
         "bench", "--random", "nano", "--bits", "8", "--save", m, "--iters", "10",
     ]);
     assert!(out.status.success());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_csipose"))
-        .current_dir(dir.path())
-        .args([
+    let (mut child, http) = start_serve(
+        dir.path(),
+        &[
             "serve",
             "--model",
             m,
@@ -99,28 +83,8 @@ fn serve_loads_the_shipped_activity_model_by_default() {
             "--http",
             "127.0.0.1:0",
             "--activity",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut http = None;
-    let mut seen = Vec::new();
-    let end = Instant::now() + Duration::from_secs(20);
-    while http.is_none() && Instant::now() < end {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(rest) = line.trim().strip_prefix("page on http://") {
-            http = Some(rest.trim_end_matches('/').to_string());
-        }
-        seen.push(line);
-    }
-    let Some(http) = http else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("no page address; stderr: {seen:?}");
-    };
+        ],
+    );
     let status = get(&http, "/api/v1/status");
     let _ = child.kill();
     let _ = child.wait();
@@ -140,14 +104,46 @@ fn serve_loads_the_shipped_activity_model_by_default() {
     assert!(act["sha256"].as_str().unwrap().len() == 64, "{status}");
 }
 
-/// GET `path` from `http` (host:port); the body.
-fn get(http: &str, path: &str) -> String {
+/// Starts `csipose ARGS` in `dir` and waits (at most 20 s) for the page address it prints;
+/// the process and `host:port`. Kills it and shows its stderr when no address comes.
+fn start_serve(dir: &Path, args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_csipose"))
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let end = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < end {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(rest) = line.trim().strip_prefix("page on http://") {
+            return (child, rest.trim_end_matches('/').to_string());
+        }
+        seen.push(line);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("no page address; stderr: {seen:?}");
+}
+
+/// GET `path` from `http` (host:port); the whole response, status line and headers included.
+fn request(http: &str, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(http).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: {http}\r\n\r\n").unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    resp.split_once("\r\n\r\n")
+    resp
+}
+
+/// GET `path` from `http` (host:port); the body.
+fn get(http: &str, path: &str) -> String {
+    request(http, path)
+        .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default()
 }
@@ -190,8 +186,9 @@ fn serve_demo_replays_the_demo_dataset_through_its_model() {
     ]);
     assert!(out.status.success());
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_csipose"))
-        .args([
+    let (mut child, http) = start_serve(
+        dir.path(),
+        &[
             "serve",
             "--demo",
             dir.path().to_str().unwrap(),
@@ -199,21 +196,8 @@ fn serve_demo_replays_the_demo_dataset_through_its_model() {
             "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut http = None;
-    while http.is_none() {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(rest) = line.trim().strip_prefix("page on http://") {
-            http = Some(rest.trim_end_matches('/').to_string());
-        }
-    }
-    let http = http.expect("page address");
+        ],
+    );
     // 20 frames x 10 packets at 100 packets/s: 2 s; one pose per frame.
     let end = Instant::now() + Duration::from_secs(20);
     let status = loop {
