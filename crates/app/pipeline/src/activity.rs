@@ -17,7 +17,7 @@ use csipose_temporal::features::{
     apply_transforms, csi_feature_dim, encoder_frame_features, FeatureKind, BLOCKS, DEFAULT_STRIDE,
     ENCODER_BLOCKS,
 };
-use csipose_temporal::linear::{standardise_per_group, window_stats, LinearClassifier};
+use csipose_temporal::linear::{window_stats, LinearClassifier, STATS_PER_CHANNEL};
 use csipose_temporal::model::{argmax, ActivityModel, ModelShape};
 use csipose_temporal::rvne::{HeadConfig, RvneDecode, TRANSFORM_RATIO, TRANSFORM_WINDOW_NORM};
 use csipose_temporal::sequence::{Decode, Transitions, DEFAULT_PSEUDO_COUNT};
@@ -780,22 +780,32 @@ fn linear_probabilities(
         loaded.kind.name()
     );
     let channels = loaded.input_dim / BLOCKS;
-    let stats = |e: &Example| window_stats(&e.frames, channels);
-    let mut train: Vec<Vec<f32>> = train_idx
-        .iter()
-        .map(|&i| stats(&loaded.examples[i]))
-        .collect();
+    // Each window's statistics as a one-frame example, standardised per recording.
+    let stats = |examples: Vec<&Example>, groups: &[usize]| -> Vec<Example> {
+        let mut rows: Vec<Example> = examples
+            .into_iter()
+            .map(|e| Example {
+                frames: window_stats(&e.frames, channels),
+                label: e.label,
+            })
+            .collect();
+        standardise_by_group(&mut rows, groups, STATS_PER_CHANNEL * channels);
+        rows
+    };
     let groups: Vec<usize> = train_idx.iter().map(|&i| loaded.groups[i]).collect();
-    standardise_per_group(&mut train, &groups);
-    let labels: Vec<usize> = train_idx
-        .iter()
-        .map(|&i| loaded.examples[i].label)
-        .collect();
+    let train = stats(
+        train_idx.iter().map(|&i| &loaded.examples[i]).collect(),
+        &groups,
+    );
+    let (rows, labels): (Vec<Vec<f32>>, Vec<usize>) =
+        train.into_iter().map(|e| (e.frames, e.label)).unzip();
     let model =
-        LinearClassifier::fit(&train, &labels, loaded.n_classes, c).map_err(anyhow::Error::msg)?;
-    let mut test: Vec<Vec<f32>> = session.iter().map(stats).collect();
-    standardise_per_group(&mut test, recordings);
-    Ok(test.iter().map(|r| model.probabilities(r)).collect())
+        LinearClassifier::fit(&rows, &labels, loaded.n_classes, c).map_err(anyhow::Error::msg)?;
+    let test = stats(session.iter().collect(), recordings);
+    Ok(test
+        .iter()
+        .map(|e| model.probabilities(&e.frames))
+        .collect())
 }
 
 /// The transition model of the label order of `loaded.examples[train_idx]`: each run of

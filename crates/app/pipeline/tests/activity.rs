@@ -436,3 +436,18 @@ fn the_stored_decoding_holds_the_training_transitions_and_the_window_length() {
     let single = toy(2);
     assert_eq!(window_frames(&single), 0);
 }
+
+/// One value per row (the linear classifier's window statistics): two groups of two rows.
+#[test]
+fn standardise_by_group_of_single_frame_rows() {
+    let mut rows: Vec<Example> = [1.0f32, 3.0, 10.0, 10.0]
+        .iter()
+        .map(|&v| Example {
+            frames: vec![v],
+            label: 0,
+        })
+        .collect();
+    standardise_by_group(&mut rows, &[0, 0, 1, 1], 1);
+    let got: Vec<f32> = rows.iter().map(|e| e.frames[0]).collect();
+    assert_eq!(got, vec![-1.0, 1.0, 0.0, 0.0]);
+}

@@ -1,6 +1,6 @@
 //! The linear activity classifier: multinomial logistic regression with an L2 penalty over
-//! per-window statistics of the amplitude frame features, each statistic standardised per
-//! recording (by the recording's own windows, unlabelled) and then by the training set.
+//! per-window statistics of the amplitude frame features (the caller standardises them per
+//! recording, by the recording's own windows, unlabelled), standardised by the training set.
 //!
 //! Statistics of one window (for every channel c, from the [`crate::features`] blocks): the mean
 //! over frames of ln(1 + amplitude), the logarithm of its standard deviation over frames, and the
@@ -43,33 +43,6 @@ pub fn window_stats(frames: &[f32], channels: usize) -> Vec<f32> {
         out[2 * channels + c] = (change + LOG_FLOOR).ln() as f32;
     }
     out
-}
-
-/// Standardises every statistic of the rows sharing a `groups` id by that group's mean and
-/// standard deviation (population; floor 1e-6; a constant statistic becomes 0).
-pub fn standardise_per_group(rows: &mut [Vec<f32>], groups: &[usize]) {
-    let mut ids = groups.to_vec();
-    ids.sort_unstable();
-    ids.dedup();
-    for g in ids {
-        let members: Vec<usize> = (0..rows.len()).filter(|&k| groups[k] == g).collect();
-        let Some(&first) = members.first() else {
-            continue;
-        };
-        for j in 0..rows[first].len() {
-            let n = members.len() as f64;
-            let mean = members.iter().map(|&k| rows[k][j] as f64).sum::<f64>() / n;
-            let var = members
-                .iter()
-                .map(|&k| (rows[k][j] as f64 - mean).powi(2))
-                .sum::<f64>()
-                / n;
-            let sd = var.sqrt().max(1e-6);
-            for &k in &members {
-                rows[k][j] = ((rows[k][j] as f64 - mean) / sd) as f32;
-            }
-        }
-    }
 }
 
 /// A fitted multinomial logistic regression over standardised inputs.
@@ -402,7 +375,7 @@ mod tests {
     }
 
     #[test]
-    fn window_stats_and_group_standardisation() {
+    fn window_stats_are_level_spread_and_change() {
         // 2 channels, 3 frames: blocks [level c0, level c1, change c0, change c1, dev ...].
         let frames = [
             1.0f32, 2.0, 0.0, 0.0, 0.0, 0.0, //
@@ -416,8 +389,5 @@ mod tests {
         assert!((s[2] as f64 - (sd + LOG_FLOOR).ln()).abs() < 1e-6);
         assert!((s[3] as f64 - LOG_FLOOR.ln()).abs() < 1e-6);
         assert!((s[4] as f64 - (2.0 + LOG_FLOOR).ln()).abs() < 1e-6);
-        let mut rows = vec![vec![1.0f32], vec![3.0], vec![10.0], vec![10.0]];
-        standardise_per_group(&mut rows, &[0, 0, 1, 1]);
-        assert_eq!(rows, vec![vec![-1.0], vec![1.0], vec![0.0], vec![0.0]]);
     }
 }
