@@ -13,8 +13,8 @@
 //!      score it: the node's raw packets of the current window and of the stored `context`
 //!      windows before it stay in a ring allocated once per node ([`Windowed`]; packets per
 //!      window = `step_frames × stride`); at each window end a fresh [`FeatureStream`], the
-//!      head's feature transforms and a fresh streamer run over context + current packets,
-//!      and the logits after the last frame are the window's. With META adapt-norm the head's
+//!      head's feature transforms and the model's whole-sequence forward (as `eval`'s) run
+//!      over context + current packets, and its logits are the window's. With META adapt-norm the head's
 //!      input normalisation is first set from the running mean and variance of every frame
 //!      classified on this node so far, the current window's included ([`RunningNorm`]; the
 //!      live analogue of `eval`'s per-session estimate: the first window is normalised on its
@@ -264,15 +264,9 @@ impl Windowed {
             }
             None => &act.model,
         };
+        // The whole window at once, as `eval` classifies it.
         let count = self.frames.len() / dim;
-        Some((|| {
-            let mut streamer = model.streamer(count)?;
-            let mut logits = Vec::new();
-            for frame in self.frames.chunks_exact(dim) {
-                logits = streamer.push(frame)?;
-            }
-            Ok((logits, count))
-        })())
+        Some(model.logits(&self.frames).map(|logits| (logits, count)))
     }
 }
 
